@@ -1,0 +1,261 @@
+//! In-memory adapters: a store for tests and examples, and the plain
+//! concurrent hash map cache that other caches are measured against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::cache::SessionCache;
+use crate::session::{AccountId, Session, SessionId};
+use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::token::{TokenHash, TokenHashState};
+
+/// A [`SessionStore`] in process memory. Not durable: for tests, examples and
+/// host applications that swap storage out in their own tests.
+///
+/// [`set_unavailable`](Self::set_unavailable) makes every call fail as a lost
+/// database would, to test how callers handle it.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<MemoryState>,
+    unavailable: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    /// Ordered by id, so keyset pages fall out of a range scan.
+    sessions: BTreeMap<SessionId, Session>,
+    by_hash: HashMap<TokenHash, SessionId, TokenHashState>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// While `true`, every operation fails with [`StoreError::Unavailable`] and changes nothing.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, MemoryState>, StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "the memory store is set unavailable".into(),
+            ));
+        }
+        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        if state.by_hash.contains_key(&session.token_hash) {
+            return Err(StoreError::DuplicateTokenHash);
+        }
+        if state.sessions.contains_key(&session.id) {
+            return Err(StoreError::Failed(
+                "a session with this id already exists".into(),
+            ));
+        }
+        state.by_hash.insert(session.token_hash, session.id);
+        state.sessions.insert(session.id, session.clone());
+        Ok(())
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .by_hash
+            .get(hash)
+            .and_then(|id| state.sessions.get(id))
+            .filter(|session| session.is_active())
+            .cloned())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self.state()?.sessions.get(&id).cloned())
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        let mut state = self.state()?;
+        Ok(match state.sessions.get_mut(&id) {
+            None => RevokeOutcome::NotFound,
+            Some(session) if session.revoked_at.is_some() => RevokeOutcome::AlreadyRevoked,
+            Some(session) => {
+                session.revoked_at = Some(at);
+                RevokeOutcome::Revoked {
+                    token_hash: session.token_hash,
+                }
+            }
+        })
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let mut state = self.state()?;
+        Ok(state
+            .sessions
+            .values_mut()
+            .filter(|s| s.account_id == account && s.is_active() && Some(s.id) != except)
+            .map(|session| {
+                session.revoked_at = Some(at);
+                session.token_hash
+            })
+            .collect())
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        let state = self.state()?;
+        let mut sessions: Vec<Session> = state
+            .sessions
+            .values()
+            .filter(|s| s.account_id == account)
+            .filter(|s| scope == ListScope::IncludeRevoked || s.is_active())
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+        Ok(sessions)
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        use std::ops::Bound;
+        let state = self.state()?;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .sessions
+            .range((start, Bound::Unbounded))
+            .map(|(_, session)| session)
+            .filter(|session| session.is_active())
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.state().map(drop)
+    }
+}
+
+const SHARDS: usize = 64;
+
+type Shard = HashMap<TokenHash, Arc<Session>, TokenHashState>;
+
+/// A [`SessionCache`] on a sharded `RwLock<HashMap>`: no eviction, no
+/// bookkeeping per read. The baseline other caches are benchmarked against.
+pub struct MemoryCache {
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl std::fmt::Debug for MemoryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryCache {
+    /// An empty cache.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    fn shard_of(hash: &TokenHash) -> usize {
+        // Byte 8 onwards: the map itself hashes with bytes 0..8.
+        usize::from(hash.as_bytes()[8]) % SHARDS
+    }
+
+    fn read(&self, hash: &TokenHash) -> RwLockReadGuard<'_, Shard> {
+        self.shards[Self::shard_of(hash)]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, hash: &TokenHash) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[Self::shard_of(hash)]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SessionCache for MemoryCache {
+    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.read(hash).get(hash).cloned()
+    }
+
+    fn insert(&self, session: Arc<Session>) {
+        let hash = session.token_hash;
+        self.write(&hash).insert(hash, session);
+    }
+
+    fn remove(&self, hash: &TokenHash) {
+        self.write(hash).remove(hash);
+    }
+
+    fn remove_many(&self, hashes: &[TokenHash]) {
+        for hash in hashes {
+            self.remove(hash);
+        }
+    }
+
+    fn replace_all(&self, sessions: Vec<Arc<Session>>) {
+        // Build the new shards first, then swap them all while holding every
+        // write lock, so no reader sees a mix of old and new.
+        let mut fresh: Vec<Shard> = (0..SHARDS)
+            .map(|_| Shard::with_capacity_and_hasher(sessions.len() / SHARDS + 1, TokenHashState))
+            .collect();
+        for session in sessions {
+            fresh[Self::shard_of(&session.token_hash)].insert(session.token_hash, session);
+        }
+        let mut guards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| shard.write().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        for (guard, shard) in guards.iter_mut().zip(fresh.iter_mut()) {
+            std::mem::swap(&mut **guard, shard);
+        }
+        drop(guards);
+        // The old contents are freed here, outside the locks.
+        drop(fresh);
+    }
+
+    fn len(&self) -> usize {
+        // Hold every read lock at once so the count is one consistent snapshot.
+        let guards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        guards.iter().map(|shard| shard.len()).sum()
+    }
+}

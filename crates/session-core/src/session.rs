@@ -1,0 +1,310 @@
+//! Sessions, their identifiers and the client metadata recorded with them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::token::TokenHash;
+
+/// A session's identifier: a UUIDv7, so ids sort by creation time and keyset
+/// pagination over them walks sessions in the order they were made.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A new, time-ordered id.
+    #[must_use]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an id read back from storage or from a caller.
+    #[must_use]
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The underlying UUID.
+    #[must_use]
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+/// The account a session belongs to. Accounts are owned by the host
+/// application; this crate only groups sessions by them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(Uuid);
+
+impl AccountId {
+    /// Wraps an account's UUID.
+    ///
+    /// # Errors
+    ///
+    /// The nil UUID, which is nearly always an uninitialised value, not an account.
+    pub fn new(uuid: Uuid) -> Result<Self, ValidationError> {
+        if uuid.is_nil() {
+            return Err(ValidationError::new(Field::AccountId, Reason::NilUuid));
+        }
+        Ok(Self(uuid))
+    }
+
+    /// The underlying UUID.
+    #[must_use]
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+macro_rules! uuid_text {
+    ($ty:ident, $field:expr, $parse:expr) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($ty), self.0)
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ValidationError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                let uuid = Uuid::try_parse(text)
+                    .map_err(|_| ValidationError::new($field, Reason::NotAUuid))?;
+                $parse(uuid)
+            }
+        }
+    };
+}
+
+uuid_text!(SessionId, Field::SessionId, |uuid| Ok(SessionId(uuid)));
+uuid_text!(AccountId, Field::AccountId, AccountId::new);
+
+/// The user agent a session was created from: at most 512 bytes of printable text.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UserAgent(Box<str>);
+
+impl UserAgent {
+    /// The longest accepted user agent, in bytes.
+    pub const MAX_LEN: usize = 512;
+
+    /// Checks and wraps a user agent.
+    ///
+    /// # Errors
+    ///
+    /// Empty, longer than [`Self::MAX_LEN`] bytes, or containing control characters.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        bounded_text(text.into(), Field::UserAgent, Self::MAX_LEN).map(Self)
+    }
+
+    /// The user agent text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A label the client gave the session (for example a device name): at most
+/// 128 bytes of printable text.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Label(Box<str>);
+
+impl Label {
+    /// The longest accepted label, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks and wraps a label.
+    ///
+    /// # Errors
+    ///
+    /// Empty, longer than [`Self::MAX_LEN`] bytes, or containing control characters.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        bounded_text(text.into(), Field::Label, Self::MAX_LEN).map(Self)
+    }
+
+    /// The label text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! text_debug {
+    ($ty:ident) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+text_debug!(UserAgent);
+text_debug!(Label);
+
+fn bounded_text(text: String, field: Field, max: usize) -> Result<Box<str>, ValidationError> {
+    if text.is_empty() {
+        return Err(ValidationError::new(field, Reason::Empty));
+    }
+    if text.len() > max {
+        return Err(ValidationError::new(
+            field,
+            Reason::TooLong {
+                max,
+                actual: text.len(),
+            },
+        ));
+    }
+    // Control characters break log lines and terminals, and NUL cannot be stored in PostgreSQL.
+    if text.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, Reason::ControlCharacter));
+    }
+    Ok(text.into_boxed_str())
+}
+
+/// What the client told us about itself when the session was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientMetadata {
+    /// The client's user agent.
+    pub user_agent: Option<UserAgent>,
+    /// The client's IP address.
+    pub ip: Option<IpAddr>,
+    /// A name for the session chosen by the client or the host application.
+    pub label: Option<Label>,
+}
+
+/// A login session. Active until `revoked_at` is set; sessions never expire by time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session's id.
+    pub id: SessionId,
+    /// The account the session logs in.
+    pub account_id: AccountId,
+    /// The SHA-256 of the session's token.
+    pub token_hash: TokenHash,
+    /// When the session was created, with microsecond precision.
+    pub created_at: OffsetDateTime,
+    /// When the session was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Client metadata recorded at creation.
+    pub metadata: ClientMetadata,
+}
+
+impl Session {
+    /// Whether the session can still be used.
+    #[must_use]
+    pub const fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// An input that does not make a valid domain value. Names the field and never
+/// echoes the input, which may be secret or hostile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    /// The field that was rejected.
+    pub field: Field,
+    /// Why it was rejected.
+    pub reason: Reason,
+}
+
+impl ValidationError {
+    /// Builds an error for `field`.
+    #[must_use]
+    pub const fn new(field: Field, reason: Reason) -> Self {
+        Self { field, reason }
+    }
+}
+
+/// A field of the session model that can be rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// [`SessionId`].
+    SessionId,
+    /// [`AccountId`].
+    AccountId,
+    /// [`UserAgent`].
+    UserAgent,
+    /// The client IP address.
+    Ip,
+    /// [`Label`].
+    Label,
+}
+
+impl Field {
+    /// The field's name as clients spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SessionId => "session_id",
+            Self::AccountId => "account_id",
+            Self::UserAgent => "user_agent",
+            Self::Ip => "ip",
+            Self::Label => "label",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The text is empty; omit the field instead.
+    #[error("must not be empty (omit the field instead)")]
+    Empty,
+    /// The text is longer than allowed.
+    #[error("must be at most {max} bytes, got {actual}")]
+    TooLong {
+        /// The limit in bytes.
+        max: usize,
+        /// The length received.
+        actual: usize,
+    },
+    /// The text contains a control character.
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    /// The text is not a UUID.
+    #[error("must be a UUID")]
+    NotAUuid,
+    /// The UUID is the nil UUID.
+    #[error("must not be the nil UUID")]
+    NilUuid,
+    /// The text is not an IPv4 or IPv6 address.
+    #[error("must be an IPv4 or IPv6 address")]
+    NotAnIpAddress,
+}
+
+/// Parses a client IP address, naming the field on failure.
+///
+/// # Errors
+///
+/// The text is not an IPv4 or IPv6 address.
+pub fn parse_ip(text: &str) -> Result<IpAddr, ValidationError> {
+    text.parse::<IpAddr>()
+        // An IPv4 client seen through an IPv6 socket is still an IPv4 client.
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| ValidationError::new(Field::Ip, Reason::NotAnIpAddress))
+}

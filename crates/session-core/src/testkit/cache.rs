@@ -1,0 +1,227 @@
+//! The [`SessionCache`] contract. Each function is one case; see
+//! [`cache_contract_tests!`](crate::cache_contract_tests).
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use super::{account, cached, epoch, session_at};
+use crate::cache::SessionCache;
+use crate::session::Session;
+use crate::token::TokenHash;
+
+fn sessions(n: usize) -> Vec<Arc<Session>> {
+    (0..n)
+        .map(|_| cached(session_at(account(), epoch()).1))
+        .collect()
+}
+
+/// An inserted session is returned by its hash.
+pub fn insert_then_get(cache: Arc<dyn SessionCache>) {
+    let session = sessions(1).remove(0);
+    cache.insert(Arc::clone(&session));
+    assert_eq!(cache.get(&session.token_hash), Some(session));
+    assert_eq!(cache.len(), 1);
+}
+
+/// A hash never inserted is absent.
+pub fn missing_hash_is_absent(cache: Arc<dyn SessionCache>) {
+    cache.insert(sessions(1).remove(0));
+    let other = sessions(1).remove(0);
+    assert_eq!(cache.get(&other.token_hash), None);
+    assert!(!cache.is_empty());
+}
+
+/// Inserting the same hash again replaces the entry instead of adding one.
+pub fn insert_replaces_the_same_hash(cache: Arc<dyn SessionCache>) {
+    let first = sessions(1).remove(0);
+    let mut second = (*first).clone();
+    second.metadata.label = crate::Label::new("replaced").ok();
+    let second = Arc::new(second);
+    cache.insert(first);
+    cache.insert(Arc::clone(&second));
+    assert_eq!(cache.get(&second.token_hash), Some(second));
+    assert_eq!(cache.len(), 1);
+}
+
+/// Remove drops one entry; removing a missing hash is a no-op.
+pub fn remove_and_remove_missing(cache: Arc<dyn SessionCache>) {
+    let all = sessions(3);
+    for session in &all {
+        cache.insert(Arc::clone(session));
+    }
+    cache.remove(&all[1].token_hash);
+    cache.remove(&all[1].token_hash);
+    cache.remove(&sessions(1)[0].token_hash);
+    assert_eq!(cache.get(&all[1].token_hash), None);
+    assert!(cache.get(&all[0].token_hash).is_some());
+    assert!(cache.get(&all[2].token_hash).is_some());
+    assert_eq!(cache.len(), 2);
+}
+
+/// Remove-many drops exactly the listed hashes, ignoring unknown ones.
+pub fn remove_many_drops_exactly_those(cache: Arc<dyn SessionCache>) {
+    let all = sessions(100);
+    for session in &all {
+        cache.insert(Arc::clone(session));
+    }
+    let mut doomed: Vec<TokenHash> = all.iter().step_by(3).map(|s| s.token_hash).collect();
+    doomed.push(sessions(1)[0].token_hash);
+    cache.remove_many(&doomed);
+    for (i, session) in all.iter().enumerate() {
+        assert_eq!(
+            cache.get(&session.token_hash).is_some(),
+            i % 3 != 0,
+            "entry {i}"
+        );
+    }
+    assert_eq!(cache.len(), 100 - 34);
+    cache.remove_many(&[]);
+    assert_eq!(cache.len(), 66);
+}
+
+/// Replace-all leaves exactly the new contents.
+pub fn replace_all_swaps_the_contents(cache: Arc<dyn SessionCache>) {
+    let old = sessions(50);
+    let new = sessions(70);
+    for session in &old {
+        cache.insert(Arc::clone(session));
+    }
+    let kept = Arc::clone(&old[0]);
+    let mut replacement = new.clone();
+    replacement.push(Arc::clone(&kept));
+    cache.replace_all(replacement);
+    assert_eq!(cache.len(), 71);
+    assert!(old[1..].iter().all(|s| cache.get(&s.token_hash).is_none()));
+    assert!(new.iter().all(|s| cache.get(&s.token_hash).is_some()));
+    assert_eq!(cache.get(&kept.token_hash), Some(kept));
+    cache.replace_all(Vec::new());
+    assert!(cache.is_empty());
+}
+
+/// While the contents are replaced by a set that shares entries with the old
+/// one, readers never miss a shared entry and never see a count that is
+/// neither the old size nor the new one.
+pub fn replace_all_is_never_seen_half_done(cache: Arc<dyn SessionCache>) {
+    const SIZE: usize = 20_000;
+    let shared = sessions(SIZE);
+    let extra = sessions(SIZE / 2);
+    let small = shared.clone();
+    let mut large = shared.clone();
+    large.extend(extra);
+    cache.replace_all(small.clone());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (cache, stop, shared) = (Arc::clone(&cache), Arc::clone(&stop), shared.clone());
+            thread::spawn(move || {
+                let mut reads = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    for session in shared.iter().skip(reader).step_by(97) {
+                        assert!(
+                            cache.get(&session.token_hash).is_some(),
+                            "a session in both the old and new contents was missing"
+                        );
+                        reads += 1;
+                    }
+                    let len = cache.len();
+                    assert!(
+                        len == SIZE || len == SIZE + SIZE / 2,
+                        "len {len} mid-replace"
+                    );
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        cache.replace_all(if round % 2 == 0 {
+            large.clone()
+        } else {
+            small.clone()
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(cache.len(), SIZE);
+}
+
+/// The count is exact immediately after many inserts and removals.
+pub fn len_is_exact_after_bulk_inserts(cache: Arc<dyn SessionCache>) {
+    let all = sessions(10_000);
+    for (i, session) in all.iter().enumerate() {
+        cache.insert(Arc::clone(session));
+        if i % 1_000 == 999 {
+            assert_eq!(cache.len(), i + 1);
+        }
+    }
+    let hashes: Vec<TokenHash> = all[..2_500].iter().map(|s| s.token_hash).collect();
+    cache.remove_many(&hashes);
+    assert_eq!(cache.len(), 7_500);
+}
+
+/// Threads inserting, removing and reading the same keys end in exactly the
+/// state their last operations leave.
+pub fn concurrent_writers_end_in_the_expected_state(cache: Arc<dyn SessionCache>) {
+    const THREADS: usize = 8;
+    const KEYS: usize = 2_000;
+    let keys = Arc::new(sessions(KEYS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|worker| {
+            let (cache, keys) = (Arc::clone(&cache), Arc::clone(&keys));
+            thread::spawn(move || {
+                // Every thread churns every key at once.
+                for round in 0..5 {
+                    for (k, session) in keys.iter().enumerate() {
+                        match (k + worker + round) % 3 {
+                            0 => cache.insert(Arc::clone(session)),
+                            1 => cache.remove(&session.token_hash),
+                            _ => {
+                                if let Some(found) = cache.get(&session.token_hash) {
+                                    assert_eq!(found.token_hash, session.token_hash);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    // Then settle concurrently, each thread deciding its own share of the
+    // keys (even keys in, odd keys out) while reading everyone's.
+    let settlers: Vec<_> = (0..THREADS)
+        .map(|worker| {
+            let (cache, keys) = (Arc::clone(&cache), Arc::clone(&keys));
+            thread::spawn(move || {
+                for (k, session) in keys.iter().enumerate() {
+                    if k % THREADS != worker {
+                        let _ = cache.get(&session.token_hash);
+                    } else if k % 2 == 0 {
+                        cache.insert(Arc::clone(session));
+                    } else {
+                        cache.remove(&session.token_hash);
+                    }
+                }
+            })
+        })
+        .collect();
+    for settler in settlers {
+        settler.join().unwrap();
+    }
+    for (k, session) in keys.iter().enumerate() {
+        assert_eq!(
+            cache.get(&session.token_hash).is_some(),
+            k % 2 == 0,
+            "key {k}"
+        );
+    }
+    assert_eq!(cache.len(), KEYS / 2);
+}

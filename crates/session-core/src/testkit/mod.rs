@@ -1,0 +1,138 @@
+//! Contract test suites that every [`SessionStore`](crate::SessionStore) and
+//! [`SessionCache`](crate::SessionCache) adapter runs from its own tests.
+//!
+//! An adapter is correct when it passes the same suite as every other one:
+//!
+//! ```ignore
+//! // tests/it/main.rs of a store adapter; the crate needs tokio (macros,
+//! // rt-multi-thread) as a dev-dependency.
+//! session_core::store_contract_tests!(async { MyStore::connect_fresh().await });
+//! // and of a cache adapter:
+//! session_core::cache_contract_tests!(MyCache::new);
+//! ```
+//!
+//! Each case becomes its own `#[test]`, named after the behaviour it checks;
+//! the expression is evaluated once per case, so each case gets fresh state.
+
+pub mod cache;
+pub mod store;
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
+use crate::token::SessionToken;
+
+/// A fixed instant that test clocks start at, with whole microseconds.
+#[must_use]
+pub fn epoch() -> OffsetDateTime {
+    time::macros::datetime!(2026-01-02 03:04:05.123456 UTC)
+}
+
+/// A new random account.
+#[must_use]
+pub fn account() -> AccountId {
+    AccountId::new(Uuid::new_v4()).unwrap_or_else(|_| unreachable!("a v4 UUID is never nil"))
+}
+
+/// A new active session for `account`, created at `created_at`, with its token.
+#[must_use]
+pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionToken, Session) {
+    let token = SessionToken::generate();
+    let session = Session {
+        id: SessionId::new(),
+        account_id: account,
+        token_hash: token.hash(),
+        created_at,
+        revoked_at: None,
+        metadata: ClientMetadata::default(),
+    };
+    (token, session)
+}
+
+/// A new active session for `account` with every metadata field set, at the limits.
+#[must_use]
+pub fn session_with_metadata(account: AccountId) -> Session {
+    let (_, mut session) = session_at(account, epoch());
+    // Multi-byte characters up to the byte limit, to catch char/byte confusion.
+    let user_agent = "Mozilla/5.0 (ü) ".repeat(32);
+    let user_agent = &user_agent[..UserAgent::MAX_LEN];
+    session.metadata = ClientMetadata {
+        user_agent: UserAgent::new(user_agent).ok(),
+        ip: Some(IpAddr::V6(Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42,
+        ))),
+        label: Label::new("é".repeat(Label::MAX_LEN / 2)).ok(),
+    };
+    assert!(session.metadata.user_agent.is_some() && session.metadata.label.is_some());
+    session
+}
+
+/// Wraps a session for a cache.
+#[must_use]
+pub fn cached(session: Session) -> Arc<Session> {
+    Arc::new(session)
+}
+
+/// Defines one `#[tokio::test]` per store contract case, each calling `$make`
+/// (an expression evaluating to a future of the store) for a fresh store.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            insert_then_find,
+            unknown_hash_and_id_are_absent,
+            duplicate_token_hash_is_rejected,
+            metadata_round_trips_at_the_limits,
+            revoke_is_idempotent_and_hides_the_session,
+            revoke_unknown_id_is_not_found,
+            revoke_all_revokes_only_that_accounts_active_sessions,
+            revoke_all_keeps_the_exception,
+            list_is_newest_first_and_filters_revoked,
+            active_pages_cover_every_active_session_once,
+            concurrent_creates_and_revokes_end_consistent,
+            service_round_trip,
+            health_check_answers,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::testkit::store::$case(::std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+/// Defines one `#[test]` per cache contract case, each calling `$make` (a
+/// function or closure returning the cache) for a fresh cache.
+#[macro_export]
+macro_rules! cache_contract_tests {
+    ($make:expr) => {
+        $crate::cache_contract_tests!(@cases $make;
+            insert_then_get,
+            missing_hash_is_absent,
+            insert_replaces_the_same_hash,
+            remove_and_remove_missing,
+            remove_many_drops_exactly_those,
+            replace_all_swaps_the_contents,
+            replace_all_is_never_seen_half_done,
+            len_is_exact_after_bulk_inserts,
+            concurrent_writers_end_in_the_expected_state,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let cache = ($make)();
+                $crate::testkit::cache::$case(::std::sync::Arc::new(cache));
+            }
+        )*
+    };
+}

@@ -1,0 +1,430 @@
+//! The [`SessionStore`] contract. Each function is one case; see
+//! [`store_contract_tests!`](crate::store_contract_tests).
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use time::Duration;
+
+use super::{account, epoch, session_at, session_with_metadata};
+use crate::clock::ManualClock;
+use crate::memory::MemoryCache;
+use crate::service::{Error, Revocation, SessionService};
+use crate::session::{ClientMetadata, Session, SessionId};
+use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::token::TokenHash;
+
+/// A stored session is found by its hash and by its id, unchanged.
+pub async fn insert_then_find(store: Arc<dyn SessionStore>) {
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    let found = store
+        .find_active_by_hash(&session.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref(), Some(&session), "find_active_by_hash");
+    assert_eq!(store.get(session.id).await.unwrap(), Some(session), "get");
+}
+
+/// Unknown hashes and ids are `None`, not errors.
+pub async fn unknown_hash_and_id_are_absent(store: Arc<dyn SessionStore>) {
+    let (_, stored) = session_at(account(), epoch());
+    store.insert(&stored).await.unwrap();
+    let (_, other) = session_at(account(), epoch());
+    assert_eq!(
+        store.find_active_by_hash(&other.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get(other.id).await.unwrap(), None);
+}
+
+/// A second session with the same token hash is rejected and the first is untouched.
+pub async fn duplicate_token_hash_is_rejected(store: Arc<dyn SessionStore>) {
+    let (_, first) = session_at(account(), epoch());
+    store.insert(&first).await.unwrap();
+    let (_, mut second) = session_at(account(), epoch() + Duration::seconds(1));
+    second.token_hash = first.token_hash;
+    let err = store.insert(&second).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateTokenHash), "got {err:?}");
+    assert_eq!(
+        store.get(second.id).await.unwrap(),
+        None,
+        "nothing was written"
+    );
+    assert_eq!(
+        store.find_active_by_hash(&first.token_hash).await.unwrap(),
+        Some(first)
+    );
+}
+
+/// Every metadata field survives storage, including multi-byte text at the byte limits.
+pub async fn metadata_round_trips_at_the_limits(store: Arc<dyn SessionStore>) {
+    let session = session_with_metadata(account());
+    store.insert(&session).await.unwrap();
+    assert_eq!(store.get(session.id).await.unwrap(), Some(session));
+}
+
+/// Revoking twice revokes once: the first `revoked_at` stays, the session is
+/// never found as active again, and it is still readable by id.
+pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionStore>) {
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    let first_at = epoch() + Duration::minutes(1);
+    assert_eq!(
+        store.revoke(session.id, first_at).await.unwrap(),
+        RevokeOutcome::Revoked {
+            token_hash: session.token_hash
+        }
+    );
+    assert_eq!(
+        store
+            .revoke(session.id, first_at + Duration::minutes(1))
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    assert_eq!(
+        store
+            .find_active_by_hash(&session.token_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    let read = store
+        .get(session.id)
+        .await
+        .unwrap()
+        .expect("still readable by id");
+    assert_eq!(
+        read.revoked_at,
+        Some(first_at),
+        "the first revocation time stays"
+    );
+    assert_eq!(
+        Session {
+            revoked_at: None,
+            ..read
+        },
+        session,
+        "nothing else changed"
+    );
+}
+
+/// Revoking an id that was never stored says so and changes nothing.
+pub async fn revoke_unknown_id_is_not_found(store: Arc<dyn SessionStore>) {
+    let (_, stored) = session_at(account(), epoch());
+    store.insert(&stored).await.unwrap();
+    assert_eq!(
+        store.revoke(SessionId::new(), epoch()).await.unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert_eq!(store.get(stored.id).await.unwrap(), Some(stored));
+}
+
+/// Revoke-all returns exactly the hashes of that account's active sessions, and
+/// leaves other accounts and earlier revocations alone.
+pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dyn SessionStore>) {
+    let (target, bystander) = (account(), account());
+    let mut expected = BTreeSet::new();
+    for i in 0..5 {
+        let (_, session) = session_at(target, epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        expected.insert(session.token_hash);
+    }
+    let (_, earlier) = session_at(target, epoch());
+    store.insert(&earlier).await.unwrap();
+    let earlier_at = epoch() + Duration::seconds(30);
+    store.revoke(earlier.id, earlier_at).await.unwrap();
+    let (_, other) = session_at(bystander, epoch());
+    store.insert(&other).await.unwrap();
+
+    let at = epoch() + Duration::minutes(5);
+    let revoked: BTreeSet<TokenHash> = store
+        .revoke_all_for_account(target, None, at)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(revoked, expected);
+    assert!(
+        store
+            .list_for_account(target, ListScope::Active)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for session in store
+        .list_for_account(target, ListScope::IncludeRevoked)
+        .await
+        .unwrap()
+    {
+        let want = if session.id == earlier.id {
+            earlier_at
+        } else {
+            at
+        };
+        assert_eq!(session.revoked_at, Some(want), "{:?}", session.id);
+    }
+    assert_eq!(
+        store.find_active_by_hash(&other.token_hash).await.unwrap(),
+        Some(other)
+    );
+    assert!(
+        store
+            .revoke_all_for_account(target, None, at)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a second revoke-all finds nothing left"
+    );
+}
+
+/// "Log out everywhere else": the excepted session stays active.
+pub async fn revoke_all_keeps_the_exception(store: Arc<dyn SessionStore>) {
+    let target = account();
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let (_, session) = session_at(target, epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let keep = sessions[2].clone();
+    let revoked: HashSet<TokenHash> = store
+        .revoke_all_for_account(target, Some(keep.id), epoch() + Duration::minutes(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(revoked.len(), 3);
+    assert!(!revoked.contains(&keep.token_hash));
+    let active = store
+        .list_for_account(target, ListScope::Active)
+        .await
+        .unwrap();
+    assert_eq!(active, vec![keep]);
+}
+
+/// Lists are newest first (ties broken by id, newest first) and include revoked
+/// sessions only when asked.
+pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStore>) {
+    let target = account();
+    let mut sessions = Vec::new();
+    // Inserted out of order, with two sharing a creation time.
+    for offset in [3, 1, 4, 1, 5] {
+        let (_, session) = session_at(target, epoch() + Duration::seconds(offset));
+        store.insert(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let (_, foreign) = session_at(account(), epoch());
+    store.insert(&foreign).await.unwrap();
+    let revoked_at = epoch() + Duration::minutes(1);
+    store.revoke(sessions[0].id, revoked_at).await.unwrap();
+    sessions[0].revoked_at = Some(revoked_at);
+
+    let mut newest_first = sessions.clone();
+    newest_first.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+    let all = store
+        .list_for_account(target, ListScope::IncludeRevoked)
+        .await
+        .unwrap();
+    assert_eq!(all, newest_first);
+    let active = store
+        .list_for_account(target, ListScope::Active)
+        .await
+        .unwrap();
+    let expected: Vec<Session> = newest_first
+        .into_iter()
+        .filter(Session::is_active)
+        .collect();
+    assert_eq!(active, expected);
+    assert!(
+        store
+            .list_for_account(account(), ListScope::IncludeRevoked)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Paging through active sessions yields each active one exactly once, in id
+/// order, in pages no longer than asked, and no revoked one.
+pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn SessionStore>) {
+    const PAGE: u32 = 7;
+    let mut active = Vec::new();
+    for i in 0..40 {
+        let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        if i % 5 == 0 {
+            store
+                .revoke(session.id, epoch() + Duration::hours(1))
+                .await
+                .unwrap();
+        } else {
+            active.push(session.id);
+        }
+    }
+    active.sort();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = store.active_page(after, PAGE).await.unwrap();
+        pages += 1;
+        assert!(page.len() <= PAGE as usize, "page of {} rows", page.len());
+        assert!(
+            page.iter().all(Session::is_active),
+            "a revoked row was paged"
+        );
+        seen.extend(page.iter().map(|s| s.id));
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => after = Some(last.id),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, active, "every active session once, in id order");
+    assert!(pages >= 5, "32 rows at 7 a page take 5 pages, took {pages}");
+}
+
+/// Many tasks creating and revoking at once leave exactly the expected sessions active.
+pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn SessionStore>) {
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 20;
+    let shared = account();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut revoked = Vec::new();
+            for i in 0..PER_TASK {
+                let (_, session) = session_at(shared, epoch() + Duration::milliseconds(i as i64));
+                store.insert(&session).await.unwrap();
+                if (task + i) % 2 == 0 {
+                    let outcome = store.revoke(session.id, epoch()).await.unwrap();
+                    assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
+                    revoked.push(session);
+                } else {
+                    kept.push(session);
+                }
+            }
+            (kept, revoked)
+        }));
+    }
+    let mut kept = Vec::new();
+    let mut revoked = Vec::new();
+    for task in tasks {
+        let (k, r) = task.await.unwrap();
+        kept.extend(k);
+        revoked.extend(r);
+    }
+    for session in &kept {
+        assert!(
+            store
+                .find_active_by_hash(&session.token_hash)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    for session in &revoked {
+        assert_eq!(
+            store
+                .find_active_by_hash(&session.token_hash)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let mut active: Vec<SessionId> = store
+        .list_for_account(shared, ListScope::Active)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    active.sort();
+    let mut expected: Vec<SessionId> = kept.iter().map(|s| s.id).collect();
+    expected.sort();
+    assert_eq!(active, expected);
+    let all = store
+        .list_for_account(shared, ListScope::IncludeRevoked)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), TASKS * PER_TASK);
+}
+
+/// The service over this store: create, resolve, restart (a new service
+/// warmed from the same store), revoke, and the revoked token stays rejected.
+pub async fn service_round_trip(store: Arc<dyn SessionStore>) {
+    let clock = Arc::new(ManualClock::new(epoch()));
+    let service = |store: &Arc<dyn SessionStore>| {
+        SessionService::builder(Arc::clone(store), Arc::new(MemoryCache::new()))
+            .clock(clock.clone())
+            .warm_page_size(2)
+            .build()
+    };
+    let first = service(&store);
+    first.warm().await.unwrap();
+    let owner = account();
+    let kept = first
+        .create(owner, ClientMetadata::default())
+        .await
+        .unwrap();
+    let gone = first
+        .create(owner, ClientMetadata::default())
+        .await
+        .unwrap();
+    let other = first
+        .create(owner, ClientMetadata::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.resolve(kept.token.expose_secret()).await.unwrap(),
+        kept.session
+    );
+
+    // Restart: a fresh cache warmed from the same store knows every active session.
+    let second = service(&store);
+    let report = second.warm().await.unwrap();
+    assert_eq!(report.sessions, 3);
+    assert_eq!(
+        second.revoke(gone.session.id).await.unwrap(),
+        Revocation::Revoked
+    );
+    assert_eq!(
+        second.revoke(gone.session.id).await.unwrap(),
+        Revocation::AlreadyRevoked
+    );
+    assert_eq!(
+        second
+            .revoke_all(owner, Some(kept.session.id))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        second.resolve(gone.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+    assert!(matches!(
+        second.resolve(other.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+    assert_eq!(
+        second.resolve(kept.token.expose_secret()).await.unwrap(),
+        kept.session
+    );
+
+    let third = service(&store);
+    assert_eq!(third.warm().await.unwrap().sessions, 1);
+    assert!(third.resolve(kept.token.expose_secret()).await.is_ok());
+    assert!(third.resolve(gone.token.expose_secret()).await.is_err());
+}
+
+/// The health check succeeds on a working store.
+pub async fn health_check_answers(store: Arc<dyn SessionStore>) {
+    store.health_check().await.unwrap();
+}

@@ -1,0 +1,9 @@
+//! The contract suites against the in-memory adapters.
+
+mod memory_store {
+    session_core::store_contract_tests!(async { session_core::MemoryStore::new() });
+}
+
+mod memory_cache {
+    session_core::cache_contract_tests!(session_core::MemoryCache::new);
+}

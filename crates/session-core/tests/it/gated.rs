@@ -1,0 +1,128 @@
+//! A store that pauses at a chosen point, so tests drive races step by step.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use session_core::{
+    AccountId, ListScope, MemoryStore, RevokeOutcome, Session, SessionId, SessionStore, StoreError,
+    TokenHash,
+};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+
+/// Where the store pauses: after the named operation took effect, before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Point {
+    Insert,
+    Revoke,
+    FirstPage,
+}
+
+/// One armed pause: the store signals `reached`, then waits for `release`.
+pub(crate) struct Gate {
+    point: Point,
+    reached: Notify,
+    release: Semaphore,
+}
+
+impl Gate {
+    /// Waits until the store has paused at the gate.
+    pub(crate) async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the paused operation return.
+    pub(crate) fn release(&self) {
+        self.release.add_permits(1);
+    }
+}
+
+/// A [`MemoryStore`] with at most one armed [`Gate`].
+#[derive(Default)]
+pub(crate) struct GatedStore {
+    pub(crate) inner: MemoryStore,
+    armed: Mutex<Option<Arc<Gate>>>,
+}
+
+impl GatedStore {
+    /// Arms a gate at `point`; the next operation reaching it pauses there.
+    pub(crate) fn arm(&self, point: Point) -> Arc<Gate> {
+        let gate = Arc::new(Gate {
+            point,
+            reached: Notify::new(),
+            release: Semaphore::new(0),
+        });
+        *self.armed.lock().unwrap() = Some(Arc::clone(&gate));
+        gate
+    }
+
+    async fn pass(&self, point: Point) {
+        let gate = {
+            let mut armed = self.armed.lock().unwrap();
+            match armed.as_ref() {
+                Some(gate) if gate.point == point => armed.take(),
+                _ => None,
+            }
+        };
+        if let Some(gate) = gate {
+            gate.reached.notify_one();
+            gate.release.acquire().await.unwrap().forget();
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for GatedStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await?;
+        self.pass(Point::Insert).await;
+        Ok(())
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_active_by_hash(hash).await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        let outcome = self.inner.revoke(id, at).await?;
+        self.pass(Point::Revoke).await;
+        Ok(outcome)
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.inner.revoke_all_for_account(account, except, at).await
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_account(account, scope).await
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        let page = self.inner.active_page(after, limit).await?;
+        if after.is_none() {
+            self.pass(Point::FirstPage).await;
+        }
+        Ok(page)
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.inner.health_check().await
+    }
+}

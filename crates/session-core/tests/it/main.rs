@@ -1,0 +1,6 @@
+//! session-core's integration tests: one binary, one module per subject.
+
+mod contract;
+mod gated;
+mod service;
+mod token;
