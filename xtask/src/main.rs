@@ -17,6 +17,12 @@ struct Cli {
 enum Task {
     /// Everything CI checks: formatting, clippy with warnings denied, the whole test suite.
     Ci,
+    /// Runs every benchmark in the workspace (criterion, release profile).
+    Bench {
+        /// Small sizes and short measurements, to check the harness in seconds.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -24,6 +30,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::Ci => ci(&root),
+        Task::Bench { quick } => bench(&root, quick),
     }
 }
 
@@ -52,11 +59,25 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Benches read `SESSION_BENCH_QUICK=1` to pick small sizes.
+fn bench(root: &Path, quick: bool) -> Result<()> {
+    let mut args = vec!["bench", "--workspace"];
+    if quick {
+        args.extend(["--", "--warm-up-time", "0.1", "--measurement-time", "0.3"]);
+    }
+    cargo_with_env(root, &args, &[("SESSION_BENCH_QUICK", if quick { "1" } else { "0" })])
+}
+
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    cargo_with_env(root, args, &[])
+}
+
+fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root)
         .status()
         .with_context(|| format!("could not run cargo {}", args.join(" ")))?;
