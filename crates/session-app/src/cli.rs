@@ -1,0 +1,223 @@
+//! Command-line interface: `serve` and `migrate` run against the database;
+//! the session commands are clients of a running service's HTTP API, so the
+//! service's cache stays the single truth.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::ConfigError;
+use crate::store::{DatabaseUrl, PgPoolArgs};
+use crate::telemetry::{self, LogFormat};
+
+/// Opaque, revoke-only login sessions: the service and its operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "session-app", version, propagate_version = true)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        env = "SESSION_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Which log lines to write, in `tracing` filter syntax (for example
+    /// `info`, or `warn,session_app=info`).
+    #[arg(long, env = "SESSION_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A `session-app` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Apply pending database migrations, print what was applied, and exit.
+    Migrate(DatabaseArgs),
+    /// Create a session for an account and print its token (shown only once).
+    Create(CreateArgs),
+    /// Resolve a token read from stdin (never from the command line, so it
+    /// stays out of shell history and `ps`).
+    Resolve(ClientArgs),
+    /// Revoke one session.
+    Revoke(RevokeArgs),
+    /// Revoke every active session of an account, optionally except one.
+    RevokeAll(RevokeAllArgs),
+    /// List an account's sessions, newest first.
+    List(ListArgs),
+}
+
+/// Where the sessions are stored.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `postgres://…` for PostgreSQL, or `sqlite://PATH` for a SQLite file.
+    /// Without it, sessions are kept in the SQLite file `./data/sessions.db`.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// PostgreSQL connection pool settings.
+    #[command(flatten)]
+    pub pool: PgPoolArgs,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on. Without an API key only a loopback address is allowed.
+    #[arg(long, env = "SESSION_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Do not apply pending migrations at start (apply them with `migrate`).
+    #[arg(long, env = "SESSION_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// File of API keys, one per line (several allow rotation). The `/v1`
+    /// routes then require `Authorization: Bearer <key>`. A single key can
+    /// also be given in the environment variable `SESSION_API_KEY`.
+    #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SESSION_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Rows read per query while warming the cache.
+    #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub warm_page_size: u32,
+}
+
+/// How the session commands reach the service.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the running service.
+    #[arg(long, env = "SESSION_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: reqwest::Url,
+
+    /// File holding the API key to send (its first line). The environment
+    /// variable `SESSION_API_KEY` works too.
+    #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Print the service's JSON response instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The account to create a session for.
+    #[arg(long, value_name = "UUID")]
+    pub account: Uuid,
+    /// A label for the session, such as a device name.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The client's user agent.
+    #[arg(long)]
+    pub user_agent: Option<String>,
+    /// The client's IP address.
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The session to revoke.
+    #[arg(value_name = "SESSION_ID")]
+    pub id: Uuid,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `revoke-all`.
+#[derive(Debug, Args)]
+pub struct RevokeAllArgs {
+    /// The account whose sessions to revoke.
+    #[arg(long, value_name = "UUID")]
+    pub account: Uuid,
+    /// A session to keep.
+    #[arg(long, value_name = "SESSION_ID")]
+    pub except: Option<Uuid>,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The account whose sessions to list.
+    #[arg(long, value_name = "UUID")]
+    pub account: Uuid,
+    /// Include revoked sessions.
+    #[arg(long)]
+    pub include_revoked: bool,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Parses the command line, runs the command, and maps failures to exit
+/// codes: 2 for a configuration mistake, 1 for anything else.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<ConfigError>() => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Migrate(args) => crate::store::migrate(&args).await,
+        Command::Create(args) => crate::client::create(args).await,
+        Command::Resolve(args) => crate::client::resolve(args).await,
+        Command::Revoke(args) => crate::client::revoke(args).await,
+        Command::RevokeAll(args) => crate::client::revoke_all(args).await,
+        Command::List(args) => crate::client::list(args).await,
+    }
+}

@@ -1,0 +1,220 @@
+//! The operator commands: clients of a running service's HTTP API.
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cli::{ClientArgs, CreateArgs, ListArgs, RevokeAllArgs, RevokeArgs};
+use crate::serve::{API_KEY_ENV, read_key_file};
+
+struct Client {
+    http: reqwest::Client,
+    args: ClientArgs,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    fn new(args: ClientArgs) -> anyhow::Result<Self> {
+        let key = match &args.api_key_file {
+            Some(path) => read_key_file(path)?.into_iter().next(),
+            None => std::env::var(API_KEY_ENV)
+                .ok()
+                .map(|key| key.trim().to_owned()),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("could not build the HTTP client")?;
+        Ok(Self { http, args, key })
+    }
+
+    /// Sends a request and returns the JSON body of a successful response.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = self
+            .args
+            .server
+            .join(path)
+            .with_context(|| format!("{path} is not a path under {}", self.args.server))?;
+        let mut request = self.http.request(method, url);
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("could not reach the service at {}", self.args.server))?;
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let text = response
+            .text()
+            .await
+            .context("could not read the response")?;
+        if status.is_success() {
+            return serde_json::from_str(&text).context("the service sent invalid JSON");
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(ErrorBody { error }) => bail!("{} ({}, HTTP {status})", error.message, error.code),
+            Err(_) => bail!("the service answered HTTP {status}"),
+        }
+    }
+
+    fn print(&self, body: &Value, table: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
+        let text = if self.args.json {
+            serde_json::to_string_pretty(body)?
+        } else {
+            table(body)
+        };
+        println!("{text}");
+        Ok(())
+    }
+}
+
+pub(crate) async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.client)?;
+    let body = json!({
+        "account_id": args.account,
+        "label": args.label,
+        "user_agent": args.user_agent,
+        "ip": args.ip,
+    });
+    let created = client.call(Method::POST, "v1/sessions", Some(body)).await?;
+    client.print(&created, |created| {
+        format!(
+            "token: {}\n(shown once: store it now)\n\n{}",
+            text(&created["token"]),
+            sessions_table(std::slice::from_ref(&created["session"]))
+        )
+    })
+}
+
+pub(crate) async fn resolve(args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut token = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut token)
+        .context("could not read the token from stdin")?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("no token on stdin: pipe it in, for example `session-app resolve < token.txt`");
+    }
+    let resolved = client
+        .call(
+            Method::POST,
+            "v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await?;
+    client.print(&resolved, |resolved| {
+        sessions_table(std::slice::from_ref(&resolved["session"]))
+    })
+}
+
+pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.client)?;
+    client
+        .call(Method::DELETE, &format!("v1/sessions/{}", args.id), None)
+        .await?;
+    client.print(&json!({ "revoked": args.id }), |_| {
+        format!("session {} is revoked", args.id)
+    })
+}
+
+pub(crate) async fn revoke_all(args: RevokeAllArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.client)?;
+    let mut path = format!("v1/accounts/{}/sessions", args.account);
+    if let Some(except) = args.except {
+        path.push_str(&format!("?except={except}"));
+    }
+    let revoked = client.call(Method::DELETE, &path, None).await?;
+    client.print(&revoked, |revoked| {
+        format!(
+            "revoked {} session(s) of account {}",
+            revoked["revoked"], args.account
+        )
+    })
+}
+
+pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.client)?;
+    let path = format!(
+        "v1/accounts/{}/sessions?include_revoked={}",
+        args.account, args.include_revoked
+    );
+    let listed = client.call(Method::GET, &path, None).await?;
+    client.print(&listed, |listed| {
+        let sessions = listed["sessions"].as_array().map_or(&[][..], Vec::as_slice);
+        if sessions.is_empty() {
+            "no sessions".to_owned()
+        } else {
+            sessions_table(sessions)
+        }
+    })
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+/// Sessions as an aligned table.
+fn sessions_table(sessions: &[Value]) -> String {
+    const COLUMNS: [(&str, &str); 6] = [
+        ("ID", "id"),
+        ("CREATED", "created_at"),
+        ("REVOKED", "revoked_at"),
+        ("IP", "ip"),
+        ("LABEL", "label"),
+        ("USER AGENT", "user_agent"),
+    ];
+    let rows: Vec<Vec<&str>> = sessions
+        .iter()
+        .map(|session| {
+            COLUMNS
+                .iter()
+                .map(|(_, key)| text(&session[*key]))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (title, _))| {
+            rows.iter()
+                .map(|row| row[i].len())
+                .fold(title.len(), usize::max)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    std::iter::once(line(COLUMNS.iter().map(|(title, _)| *title).collect()))
+        .chain(rows.into_iter().map(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,209 @@
+//! The one error type of the HTTP API: every failure becomes
+//! `{"error": {"code", "message"}}` with one status code, decided here.
+
+use std::borrow::Cow;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use session_core::{StoreError, ValidationError};
+use utoipa::ToSchema;
+
+/// An API failure: a status, a stable machine-readable code and a human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+}
+
+/// The JSON body of every error response.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable code to branch on: `invalid_request`, `invalid_token`,
+    /// `unauthorized`, `not_found`, `method_not_allowed`, `payload_too_large`,
+    /// `unsupported_media_type`, `not_ready`, `unavailable` or `internal`.
+    code: &'static str,
+    /// A message for people. Never contains a token.
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed; the message names the field.
+    pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 401: no valid API key.
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: send `Authorization: Bearer <key>`",
+        )
+    }
+
+    /// 404 for a route that does not exist.
+    pub(crate) fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// 405 for a route that exists with another method.
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept this method",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.into_owned(),
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self.status {
+            StatusCode::UNAUTHORIZED if self.code == "unauthorized" => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<session_core::Error> for ApiError {
+    fn from(err: session_core::Error) -> Self {
+        use session_core::Error;
+        match err {
+            Error::InvalidToken => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the session token is malformed, unknown or revoked",
+            ),
+            Error::NotReady => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the session cache is still warming; retry shortly",
+            ),
+            Error::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such session"),
+            Error::Store(err) => err.into(),
+            other => {
+                tracing::error!(error = %other, "unexpected service error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        if err.is_retryable() {
+            tracing::warn!(error = %err, "session store unavailable");
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the session store is unavailable; nothing was changed, retry later",
+            )
+        } else {
+            tracing::error!(error = %err, "session store failed");
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        Self::invalid_request(err.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::invalid_request("the request body is not valid JSON")
+            }
+            // Serde names the field; every field is a string, so no string value is echoed.
+            JsonRejection::JsonDataError(err) => Self::invalid_request(err.body_text()),
+            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            }
+            other => Self::invalid_request(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::invalid_request(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid_request(rejection.body_text())
+    }
+}
+
+/// The largest request body accepted, in bytes. Requests here are a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// `axum::Json`, with rejections in the API's error shape.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}

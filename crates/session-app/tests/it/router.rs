@@ -1,0 +1,565 @@
+//! Every route and every error, in process: no socket, no database.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, router};
+use session_core::{MemoryCache, MemoryStore, SessionService};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const KEY: &str = "test-api-key-0123456789";
+
+struct App {
+    router: Router,
+    store: Arc<MemoryStore>,
+    service: SessionService,
+}
+
+async fn app_with(keys: ApiKeys, warm: bool) -> App {
+    let store = Arc::new(MemoryStore::new());
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    if warm {
+        service.warm().await.unwrap();
+    }
+    let router = router(AppState::new(service.clone(), keys));
+    App {
+        router,
+        store,
+        service,
+    }
+}
+
+async fn app() -> App {
+    app_with(ApiKeys::none(), true).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl App {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    async fn raw(&self, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
+        let mut request = Request::builder().method(Method::POST).uri(uri);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    async fn create(&self, account: Uuid, label: &str) -> (String, Value) {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({ "account_id": account, "label": label })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let token = reply.body["token"].as_str().unwrap().to_owned();
+        (token, reply.body["session"].clone())
+    }
+
+    async fn resolve(&self, token: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await
+    }
+
+    fn sessions_stored(&self) -> usize {
+        self.service.cached_sessions()
+    }
+}
+
+fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(reply.body["error"]["code"], code, "{}", reply.text);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn create_returns_the_token_once_and_the_session() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({
+                "account_id": account,
+                "user_agent": "curl/8.5",
+                "ip": "::ffff:192.0.2.7",
+                "label": "laptop",
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert!(reply.body["token"].as_str().unwrap().starts_with("sess_"));
+    let session = &reply.body["session"];
+    assert_eq!(session["account_id"], account.to_string());
+    assert_eq!(session["user_agent"], "curl/8.5");
+    assert_eq!(
+        session["ip"], "192.0.2.7",
+        "IPv4-mapped addresses are stored as IPv4"
+    );
+    assert_eq!(session["label"], "laptop");
+    assert_eq!(session["revoked_at"], Value::Null);
+    let created_at = session["created_at"].as_str().unwrap();
+    time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let keys: Vec<&str> = session
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        7,
+        "exactly id, account_id, created_at, revoked_at, user_agent, ip, label: {keys:?}"
+    );
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    assert!(reply.headers.contains_key("x-request-id"));
+
+    // Optional fields may be absent or null.
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account, "label": null })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body["session"]["label"], Value::Null);
+}
+
+#[tokio::test]
+async fn create_rejects_bad_input_by_field_and_changes_nothing() {
+    let app = app().await;
+    let account = Uuid::new_v4().to_string();
+    let cases = [
+        (json!({}), "account_id"),
+        (json!({ "account_id": "not-a-uuid" }), "account_id"),
+        (json!({ "account_id": Uuid::nil() }), "account_id"),
+        (json!({ "account_id": 42 }), "account_id"),
+        (json!({ "account_id": account, "ip": "300.1.1.1" }), "ip"),
+        (
+            json!({ "account_id": account, "label": "x".repeat(129) }),
+            "label",
+        ),
+        (json!({ "account_id": account, "label": "" }), "label"),
+        (
+            json!({ "account_id": account, "label": "a\u{7}b" }),
+            "label",
+        ),
+        (
+            json!({ "account_id": account, "user_agent": "u".repeat(513) }),
+            "user_agent",
+        ),
+        (json!({ "account_id": account, "colour": "red" }), "colour"),
+    ];
+    for (body, field) in cases {
+        let reply = app
+            .call(Method::POST, "/v1/sessions", Some(body.clone()))
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(field),
+            "{body}: {message:?} should name {field}"
+        );
+    }
+    let reply = app
+        .raw("/v1/sessions", Some("application/json"), "{\"account_id\":")
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    let reply = app
+        .raw(
+            "/v1/sessions",
+            Some("text/plain"),
+            json!({ "account_id": account }).to_string(),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let reply = app
+        .raw(
+            "/v1/sessions",
+            None,
+            json!({ "account_id": account }).to_string(),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let huge = json!({ "account_id": account, "label": "x".repeat(MAX_BODY_BYTES) }).to_string();
+    let reply = app
+        .raw("/v1/sessions", Some("application/json"), huge)
+        .await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(
+        app.sessions_stored(),
+        0,
+        "no rejected request created anything"
+    );
+}
+
+#[tokio::test]
+async fn resolve_accepts_active_tokens_and_rejects_the_rest_alike() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let (token, session) = app.create(account, "phone").await;
+    let reply = app.resolve(&token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["session"], session);
+    assert!(
+        !reply.text.contains(&token),
+        "resolve never echoes the token"
+    );
+
+    let reply = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", session["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let unknown = session_core::SessionToken::generate();
+    let revoked = app.resolve(&token).await;
+    let mut rejected = vec![revoked];
+    for other in ["garbage", "", &token[..20], unknown.expose_secret()] {
+        rejected.push(app.resolve(other).await);
+    }
+    for reply in &rejected {
+        assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_eq!(reply.body, rejected[0].body, "no oracle between the cases");
+    }
+    let reply = app
+        .call(Method::POST, "/v1/sessions/resolve", Some(json!({})))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(reply.text.contains("token"));
+}
+
+#[tokio::test]
+async fn resolve_before_warm_is_503_not_ready_never_401() {
+    let app = app_with(ApiKeys::none(), false).await;
+    for token in [
+        "garbage",
+        session_core::SessionToken::generate().expose_secret(),
+    ] {
+        let reply = app.resolve(token).await;
+        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+        assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+    }
+    let reply = app.call(Method::GET, "/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["status"], "not_ready");
+    assert_eq!(reply.body["checks"]["cache"]["status"], "warming");
+    assert_eq!(reply.body["checks"]["store"]["status"], "ok");
+    app.service.warm().await.unwrap();
+    let reply = app.call(Method::GET, "/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["status"], "ready");
+}
+
+#[tokio::test]
+async fn get_and_revoke_by_id() {
+    let app = app().await;
+    let (_, session) = app.create(Uuid::new_v4(), "tablet").await;
+    let path = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
+    let reply = app.call(Method::GET, &path, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["session"], session);
+
+    for _ in 0..2 {
+        let reply = app.call(Method::DELETE, &path, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NO_CONTENT,
+            "idempotent: {}",
+            reply.text
+        );
+        assert!(reply.text.is_empty());
+    }
+    let reply = app.call(Method::GET, &path, None).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "revoked sessions stay readable"
+    );
+    assert!(reply.body["session"]["revoked_at"].is_string());
+
+    let missing = format!("/v1/sessions/{}", Uuid::now_v7());
+    assert_error(
+        &app.call(Method::GET, &missing, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(Method::DELETE, &missing, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    for method in [Method::GET, Method::DELETE] {
+        let reply = app.call(method, "/v1/sessions/12345", None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(reply.text.contains("session_id"), "{}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn list_and_revoke_all_for_an_account() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for label in ["first", "second", "third"] {
+        let (_, session) = app.create(account, label).await;
+        ids.push(session["id"].as_str().unwrap().to_owned());
+    }
+    let (other_token, _) = app.create(Uuid::new_v4(), "someone else").await;
+    let base = format!("/v1/accounts/{account}/sessions");
+
+    let reply = app.call(Method::GET, &base, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let labels: Vec<&str> = reply.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["third", "second", "first"], "newest first");
+
+    let reply = app
+        .call(Method::DELETE, &format!("{base}?except={}", ids[1]), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({ "revoked": 2 }));
+    let active = app.call(Method::GET, &base, None).await;
+    assert_eq!(active.body["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(active.body["sessions"][0]["id"], ids[1]);
+    let all = app
+        .call(Method::GET, &format!("{base}?include_revoked=true"), None)
+        .await;
+    assert_eq!(all.body["sessions"].as_array().unwrap().len(), 3);
+    let reply = app.call(Method::DELETE, &base, None).await;
+    assert_eq!(reply.body, json!({ "revoked": 1 }));
+    assert_eq!(app.resolve(&other_token).await.status, StatusCode::OK);
+
+    for (uri, field) in [
+        (format!("{base}?include_revoked=yes"), "include_revoked"),
+        ("/v1/accounts/nope/sessions".to_owned(), "account_id"),
+        (format!("{base}?colour=red"), "colour"),
+    ] {
+        let reply = app.call(Method::GET, &uri, None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(reply.text.contains(field), "{uri}: {}", reply.text);
+    }
+    let reply = app
+        .call(Method::DELETE, &format!("{base}?except=nope"), None)
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(reply.text.contains("except"));
+}
+
+#[tokio::test]
+async fn a_store_outage_fails_writes_with_503_and_resolves_keep_working() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let (token, session) = app.create(account, "before outage").await;
+    app.store.set_unavailable(true);
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let path = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
+    assert_error(
+        &app.call(Method::DELETE, &path, None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    assert_eq!(app.resolve(&token).await.status, StatusCode::OK);
+    let reply = app.call(Method::GET, "/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["checks"]["store"]["status"], "error");
+    assert_eq!(reply.body["checks"]["cache"]["status"], "ok");
+    app.store.set_unavailable(false);
+    assert_eq!(
+        app.sessions_stored(),
+        1,
+        "the failed create left nothing behind"
+    );
+    assert_eq!(
+        app.resolve(&token).await.status,
+        StatusCode::OK,
+        "the failed revoke changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_json_errors() {
+    let app = app().await;
+    assert_error(
+        &app.call(Method::GET, "/nope", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(Method::GET, "/v1/nope", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let reply = app.call(Method::PUT, "/v1/sessions", None).await;
+    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &app.call(Method::POST, "/healthz", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn the_api_key_guards_v1_and_only_v1() {
+    let app = app_with(ApiKeys::new([KEY]).unwrap(), true).await;
+    let account = Uuid::new_v4();
+    let body = json!({ "account_id": account }).to_string();
+    let request = |auth: Option<&str>| {
+        let mut request =
+            Request::post("/v1/sessions").header(header::CONTENT_TYPE, "application/json");
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        request.body(Body::from(body.clone())).unwrap()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong-key-0123456789"),
+        Some(KEY),
+        Some("Basic dGVzdA=="),
+    ] {
+        let reply = app.send(request(auth)).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+    }
+    assert_eq!(app.sessions_stored(), 0);
+    let reply = app.send(request(Some(&format!("Bearer {KEY}")))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let reply = app.send(request(Some(&format!("bearer {KEY}")))).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(
+            app.call(Method::GET, open, None).await.status,
+            StatusCode::OK,
+            "{open}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let app = app().await;
+    let reply = app.call(Method::GET, "/healthz", None).await;
+    assert_eq!(
+        (reply.status, reply.body.clone()),
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
+
+    let (token, _) = app.create(Uuid::new_v4(), "metered").await;
+    app.resolve(&token).await;
+    app.resolve("garbage").await;
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for line in [
+        "session_resolves_total{outcome=\"hit\"} 1",
+        "session_resolves_total{outcome=\"invalid\"} 1",
+        "session_cache_sessions 1",
+        "session_cache_warm 1",
+        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"200\"} 1",
+        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"401\"} 1",
+        "session_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "missing {line:?} in\n{}",
+            metrics.text
+        );
+    }
+    assert!(!metrics.text.contains(&token[5..]), "no token in metrics");
+    app.call(Method::GET, "/no/such/route/12345", None).await;
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    assert!(metrics.text.contains("route=\"unmatched\""));
+    assert!(
+        !metrics.text.contains("12345"),
+        "labels never come from the path"
+    );
+
+    let doc = app.call(Method::GET, "/openapi.json", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/sessions",
+        "/v1/sessions/resolve",
+        "/v1/sessions/{id}",
+        "/v1/accounts/{account_id}/sessions",
+        "/readyz",
+    ] {
+        assert!(
+            doc.body["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc.body["components"]["securitySchemes"]["api_key"].is_object());
+}
