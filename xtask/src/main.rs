@@ -61,7 +61,8 @@ fn ci(root: &Path) -> Result<()> {
 
 /// Benches read `SESSION_BENCH_QUICK=1` to pick small sizes.
 fn bench(root: &Path, quick: bool) -> Result<()> {
-    let mut args = vec!["bench", "--workspace"];
+    // Only `[[bench]]` targets: libraries' own libtest harnesses reject criterion's flags.
+    let mut args = vec!["bench", "--workspace", "--bench", "*"];
     if quick {
         args.extend(["--", "--warm-up-time", "0.1", "--measurement-time", "0.3"]);
     }
