@@ -1,0 +1,3 @@
+//! Latency measurement.
+
+fn main() {}

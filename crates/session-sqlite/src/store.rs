@@ -1,0 +1,305 @@
+//! [`SqliteSessionStore`]: the [`SessionStore`] port over one SQLite file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool::unmanaged::Pool;
+use diesel::dsl::exists;
+use diesel::prelude::*;
+use session_core::{
+    AccountId, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError, TokenHash,
+};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::error::{join_error, store_error};
+use crate::open::{OpenError, SqliteOptions, open_blocking};
+use crate::row::{self, NewSessionRow, SessionRow};
+use crate::schema::sessions;
+
+/// Sessions kept in one SQLite file.
+///
+/// Writes go through a single connection, one at a time, so they never
+/// contend for SQLite's write lock within the process; reads use a small pool
+/// of other connections and, thanks to the write-ahead log, never wait for a
+/// write. All SQLite calls run on Tokio's blocking pool.
+pub struct SqliteSessionStore {
+    path: PathBuf,
+    /// Owned guards of this mutex move into blocking tasks, so a write whose
+    /// caller stopped waiting still finishes before the next one starts.
+    writer: Arc<Mutex<SqliteConnection>>,
+    readers: Pool<SqliteConnection>,
+    migrations_applied: Vec<String>,
+}
+
+impl fmt::Debug for SqliteSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteSessionStore")
+            .field("path", &self.path)
+            .field("readers", &self.readers.status().max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteSessionStore {
+    /// Opens the session database at `path` with default [`SqliteOptions`]:
+    /// creates the file and its directory if missing, and applies pending
+    /// migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`], naming the file: it cannot be created or opened, is not
+    /// a SQLite database, or was written by a newer version.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens the session database at `path` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and [`OpenError::PendingMigrations`] if
+    /// migrating is turned off and the schema is behind.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let task_path = path.clone();
+        let opened = tokio::task::spawn_blocking(move || open_blocking(&task_path, &options))
+            .await
+            .map_err(|source| OpenError::Interrupted {
+                path: path.clone(),
+                source,
+            })??;
+        tracing::debug!(
+            path = %path.display(),
+            migrations_applied = ?opened.migrations_applied,
+            "opened the session database"
+        );
+        Ok(Self {
+            path,
+            writer: Arc::new(Mutex::new(opened.writer)),
+            readers: Pool::from(opened.readers),
+            migrations_applied: opened.migrations_applied,
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema migrations this open applied, oldest first; empty when the
+    /// file was already up to date. For the service to report at start.
+    #[must_use]
+    pub fn migrations_applied(&self) -> &[String] {
+        &self.migrations_applied
+    }
+
+    /// Runs `op` on the writer connection, after every earlier write.
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut conn = Arc::clone(&self.writer).lock_owned().await;
+        tokio::task::spawn_blocking(move || op(&mut conn))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Runs `op` on a reader connection.
+    async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut conn = self
+            .readers
+            .get()
+            .await
+            .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
+        tokio::task::spawn_blocking(move || op(&mut conn))
+            .await
+            .map_err(join_error)?
+    }
+}
+
+fn id_bytes(id: SessionId) -> Vec<u8> {
+    id.as_uuid().as_bytes().to_vec()
+}
+
+fn account_bytes(account: AccountId) -> Vec<u8> {
+    account.as_uuid().as_bytes().to_vec()
+}
+
+#[async_trait]
+impl SessionStore for SqliteSessionStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let row = NewSessionRow::new(session)?;
+        self.write(move |conn| {
+            diesel::insert_into(sessions::table)
+                .values(&row)
+                .execute(conn)
+                .map(drop)
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let hash = hash.as_bytes().to_vec();
+        self.read(move |conn| {
+            sessions::table
+                .filter(sessions::token_hash.eq(hash))
+                .filter(sessions::revoked_at.is_null())
+                .select(SessionRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(store_error)?
+                .map(row::session)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let id = id_bytes(id);
+        self.read(move |conn| {
+            sessions::table
+                .filter(sessions::id.eq(id))
+                .select(SessionRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(store_error)?
+                .map(row::session)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        let id = id_bytes(id);
+        let at = row::micros(at)?;
+        let (revoked, exists) = self
+            .write(move |conn| {
+                // One transaction, so "not revoked by this call" and "exists"
+                // describe the same state even if another process writes.
+                conn.immediate_transaction(|conn| {
+                    let revoked: Option<Vec<u8>> = diesel::update(
+                        sessions::table
+                            .filter(sessions::id.eq(&id))
+                            .filter(sessions::revoked_at.is_null()),
+                    )
+                    .set(sessions::revoked_at.eq(at))
+                    .returning(sessions::token_hash)
+                    .get_result(conn)
+                    .optional()?;
+                    if revoked.is_some() {
+                        return Ok((revoked, true));
+                    }
+                    let exists: bool =
+                        diesel::select(exists(sessions::table.filter(sessions::id.eq(&id))))
+                            .get_result(conn)?;
+                    Ok((None, exists))
+                })
+                .map_err(store_error)
+            })
+            .await?;
+        Ok(match (revoked, exists) {
+            (Some(hash), _) => RevokeOutcome::Revoked {
+                token_hash: row::token_hash(&hash)?,
+            },
+            (None, true) => RevokeOutcome::AlreadyRevoked,
+            (None, false) => RevokeOutcome::NotFound,
+        })
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let account = account_bytes(account);
+        let except = except.map(id_bytes);
+        let at = row::micros(at)?;
+        let hashes: Vec<Vec<u8>> = self
+            .write(move |conn| {
+                // One statement: every matching session is revoked, or none.
+                let active = sessions::table
+                    .filter(sessions::account_id.eq(account))
+                    .filter(sessions::revoked_at.is_null());
+                match except {
+                    Some(except) => diesel::update(active.filter(sessions::id.ne(except)))
+                        .set(sessions::revoked_at.eq(at))
+                        .returning(sessions::token_hash)
+                        .get_results(conn),
+                    None => diesel::update(active)
+                        .set(sessions::revoked_at.eq(at))
+                        .returning(sessions::token_hash)
+                        .get_results(conn),
+                }
+                .map_err(store_error)
+            })
+            .await?;
+        hashes.iter().map(|hash| row::token_hash(hash)).collect()
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        let account = account_bytes(account);
+        self.read(move |conn| {
+            let mut query = sessions::table
+                .filter(sessions::account_id.eq(account))
+                .select(SessionRow::as_select())
+                .order((sessions::created_at.desc(), sessions::id.desc()))
+                .into_boxed();
+            if scope == ListScope::Active {
+                query = query.filter(sessions::revoked_at.is_null());
+            }
+            row::sessions(query.load(conn).map_err(store_error)?)
+        })
+        .await
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        let after = after.map(id_bytes);
+        self.read(move |conn| {
+            let mut query = sessions::table
+                .filter(sessions::revoked_at.is_null())
+                .select(SessionRow::as_select())
+                .order(sessions::id.asc())
+                .limit(i64::from(limit))
+                .into_boxed();
+            if let Some(after) = after {
+                // BLOBs compare bytewise, and big-endian UUID bytes sort in UUID order.
+                query = query.filter(sessions::id.gt(after));
+            }
+            row::sessions(query.load(conn).map_err(store_error)?)
+        })
+        .await
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        // Reads the table, so a file that went away or turned unreadable fails.
+        self.read(|conn| {
+            diesel::select(exists(sessions::table.select(sessions::id)))
+                .get_result::<bool>(conn)
+                .map(drop)
+                .map_err(store_error)
+        })
+        .await
+    }
+}

@@ -1,0 +1,124 @@
+//! Reads beside writes, and writers from more than one store on one file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use session_core::testkit::{account, epoch, session_at};
+use session_core::{ListScope, SessionStore, StoreError};
+use session_sqlite::{SqliteOptions, SqliteSessionStore};
+
+use crate::support::{TempStore, temp_db};
+
+/// Another process holding the write lock (here, a raw connection in an open
+/// `BEGIN IMMEDIATE`) does not hold up reads, which see the last committed
+/// state; a write waits `busy_timeout`, then fails as retryable, and succeeds
+/// once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_for_a_held_write_lock_and_blocked_writes_are_retryable() {
+    // Short, so a read that wrongly waited for the lock would fail quickly
+    // instead of hanging.
+    let store =
+        TempStore::with(SqliteOptions::default().busy_timeout(Duration::from_millis(200))).await;
+    let (_, committed) = session_at(account(), epoch());
+    store.insert(&committed).await.unwrap();
+
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    let (_, uncommitted) = session_at(account(), epoch());
+    other
+        .batch_execute(&format!(
+            "BEGIN IMMEDIATE; \
+             INSERT INTO sessions (id, account_id, token_hash, created_at) \
+             VALUES (randomblob(16), randomblob(16), x'{}', 0);",
+            hex(uncommitted.token_hash.as_bytes())
+        ))
+        .unwrap();
+
+    assert_eq!(
+        store
+            .find_active_by_hash(&committed.token_hash)
+            .await
+            .unwrap(),
+        Some(committed.clone()),
+        "a read while another connection holds the write lock"
+    );
+    assert_eq!(
+        store
+            .find_active_by_hash(&uncommitted.token_hash)
+            .await
+            .unwrap(),
+        None,
+        "uncommitted rows are invisible"
+    );
+
+    let (_, blocked) = session_at(account(), epoch());
+    let err = store.insert(&blocked).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_)) && err.is_retryable(),
+        "got {err:?}"
+    );
+
+    other.batch_execute("ROLLBACK;").unwrap();
+    store.insert(&blocked).await.unwrap();
+    assert_eq!(store.get(blocked.id).await.unwrap(), Some(blocked));
+}
+
+/// Two stores on one file (as two processes would be) writing at the same
+/// time: SQLite's lock is contended, and `busy_timeout` absorbs it, so no
+/// caller sees an error and each store reads every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_write_concurrently_without_errors() {
+    const TASKS_PER_STORE: usize = 4;
+    const WRITES_PER_TASK: usize = 25;
+    let (_dir, path) = temp_db();
+    let first = Arc::new(SqliteSessionStore::open(&path).await.unwrap());
+    let second = Arc::new(SqliteSessionStore::open(&path).await.unwrap());
+    let shared = account();
+
+    let mut tasks = Vec::new();
+    for store in [&first, &second] {
+        for _ in 0..TASKS_PER_STORE {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..WRITES_PER_TASK {
+                    let (_, session) = session_at(shared, epoch());
+                    store.insert(&session).await.unwrap();
+                    if i % 3 == 0 {
+                        store.revoke(session.id, epoch()).await.unwrap();
+                    } else {
+                        ids.push(session.id);
+                    }
+                }
+                ids
+            }));
+        }
+    }
+    let mut active = Vec::new();
+    for task in tasks {
+        active.extend(task.await.unwrap());
+    }
+    active.sort();
+
+    for store in [&first, &second] {
+        let mut listed: Vec<_> = store
+            .list_for_account(shared, ListScope::Active)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, active);
+        let all = store
+            .list_for_account(shared, ListScope::IncludeRevoked)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2 * TASKS_PER_STORE * WRITES_PER_TASK);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

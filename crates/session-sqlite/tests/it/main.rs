@@ -1,0 +1,7 @@
+//! session-sqlite's integration tests: one binary, one module per subject.
+
+mod concurrency;
+mod contract;
+mod crash;
+mod open;
+mod support;
