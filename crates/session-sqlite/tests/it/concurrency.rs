@@ -64,6 +64,44 @@ async fn reads_do_not_wait_for_a_held_write_lock_and_blocked_writes_are_retryabl
     assert_eq!(store.get(blocked.id).await.unwrap(), Some(blocked));
 }
 
+/// A write of this store stuck behind another process's lock holds the
+/// writer connection, yet reads still answer: they never queue behind writes.
+/// Once the lock is released within `busy_timeout`, the write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_while_a_write_of_the_same_store_waits_for_the_lock() {
+    // Long enough that the waiting write cannot give up during the test.
+    let store = Arc::new(
+        TempStore::with(SqliteOptions::default().busy_timeout(Duration::from_secs(10))).await,
+    );
+    let (_, committed) = session_at(account(), epoch());
+    store.insert(&committed).await.unwrap();
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE;").unwrap();
+
+    let (_, waiting) = session_at(account(), epoch());
+    let write = tokio::spawn({
+        let store = Arc::clone(&store);
+        let waiting = waiting.clone();
+        async move { store.insert(&waiting).await }
+    });
+    // Give the write time to take the writer connection and start waiting in
+    // SQLite; if it has not yet, the read below passes trivially, never wrongly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    assert_eq!(
+        store.get(committed.id).await.unwrap(),
+        Some(committed.clone())
+    );
+    assert!(
+        !write.is_finished(),
+        "the read answered while the write was still waiting"
+    );
+
+    other.batch_execute("ROLLBACK;").unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(store.get(waiting.id).await.unwrap(), Some(waiting));
+}
+
 /// Two stores on one file (as two processes would be) writing at the same
 /// time: SQLite's lock is contended, and `busy_timeout` absorbs it, so no
 /// caller sees an error and each store reads every write.
