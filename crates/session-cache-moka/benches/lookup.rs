@@ -7,6 +7,9 @@
 //! shows what the swappable-generation indirection costs; a last group tries
 //! other moka configurations on one-thread hits at the largest size.
 //!
+//! For scale, the run also times what every resolve does before its lookup:
+//! checking and hashing the token text.
+//!
 //! `SESSION_BENCH_QUICK=1` (set by `cargo xtask bench --quick`) uses 1,000
 //! sessions, to check the harness in seconds.
 
@@ -104,6 +107,18 @@ fn main() {
         }
     }
 
+    let token = SessionToken::generate();
+    let text = token.expose_secret();
+    criterion.bench_function(HASH_TOKEN, |b| {
+        b.iter_custom(|iters| {
+            let began = Instant::now();
+            for _ in 0..iters {
+                black_box(TokenHash::of_token_text(black_box(text)).ok());
+            }
+            tally.record(HASH_TOKEN, iters, began.elapsed())
+        });
+    });
+
     criterion.final_summary();
     tally.report(sizes);
 }
@@ -114,6 +129,7 @@ const UNWRAPPED: &str = "moka-unwrapped";
 const LRU_IDENTITY: &str = "lru+identity";
 const TINYLFU_IDENTITY: &str = "tinylfu+identity";
 const LRU_SIPHASH: &str = "lru+siphash";
+const HASH_TOKEN: &str = "resolve/hash-token";
 
 /// A cache under measurement: only the lookup matters here.
 trait Lookup: Sync {
@@ -264,6 +280,10 @@ impl Tally {
                     println!("{config:>18} {nanos:>8.1}ns {:>6.2}x", nanos / baseline);
                 }
             }
+        }
+        if let Some(nanos) = self.nanos(HASH_TOKEN) {
+            println!();
+            println!("Checking and hashing a token before each lookup: {nanos:.1}ns");
         }
     }
 }
