@@ -28,7 +28,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let store = crate::store::open(&args.database, !args.no_migrate).await?;
-    let cache = Arc::new(session_core::MemoryCache::new());
+    let cache = Arc::new(session_cache_moka::MokaSessionCache::new());
     let service = SessionService::builder(store.store, cache)
         .warm_page_size(args.warm_page_size)
         .build();

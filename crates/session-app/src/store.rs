@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use session_core::SessionStore;
+use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
 use crate::cli::DatabaseArgs;
 
@@ -82,11 +83,19 @@ pub struct OpenedStore {
 ///
 /// The database cannot be reached or opened, or a migration failed.
 pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedStore> {
-    let _ = (args, migrate);
-    Ok(OpenedStore {
-        store: Arc::new(session_core::MemoryStore::new()),
-        description: "memory".into(),
-    })
+    match database_url(args) {
+        DatabaseUrl::Sqlite(path) => {
+            let store = open_sqlite(&path, migrate).await?;
+            for version in store.migrations_applied() {
+                tracing::info!(version, "applied migration");
+            }
+            Ok(OpenedStore {
+                description: format!("sqlite:{}", path.display()),
+                store: Arc::new(store),
+            })
+        }
+        DatabaseUrl::Postgres(_) => anyhow::bail!("PostgreSQL is not wired in yet"),
+    }
 }
 
 /// `session-app migrate`: applies pending migrations and prints what it did.
@@ -95,6 +104,38 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
 ///
 /// The database cannot be reached or a migration failed.
 pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let _ = args;
+    let (target, applied) = match database_url(args) {
+        DatabaseUrl::Sqlite(path) => {
+            let store = open_sqlite(&path, true).await?;
+            (
+                format!("sqlite:{}", path.display()),
+                store.migrations_applied().to_vec(),
+            )
+        }
+        DatabaseUrl::Postgres(_) => anyhow::bail!("PostgreSQL is not wired in yet"),
+    };
+    report_migrations(&target, &applied);
     Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn report_migrations(target: &str, applied: &[String]) {
+    if applied.is_empty() {
+        println!("{target}: schema already up to date");
+    }
+    for version in applied {
+        println!("{target}: applied {version}");
+    }
+}
+
+fn database_url(args: &DatabaseArgs) -> DatabaseUrl {
+    args.database_url
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)))
+}
+
+async fn open_sqlite(path: &std::path::Path, migrate: bool) -> anyhow::Result<SqliteSessionStore> {
+    let options = SqliteOptions::default().migrate(migrate);
+    // The error names the file; its source says what SQLite reported.
+    Ok(SqliteSessionStore::open_with(path, options).await?)
 }

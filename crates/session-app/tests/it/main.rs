@@ -1,4 +1,8 @@
 //! session-app's tests: in-process router tests, and end-to-end tests that
 //! run the real binary.
 
+mod config;
+mod e2e;
 mod router;
+mod scenarios;
+mod sqlite;

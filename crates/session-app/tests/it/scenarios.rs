@@ -1,0 +1,186 @@
+//! End-to-end scenarios, each run against SQLite and against PostgreSQL.
+
+use reqwest::Method;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::e2e::{KEY, Options, Server, assert_no_tokens, cli};
+
+fn options(database_url: &str) -> Options {
+    Options {
+        database_url: database_url.to_owned(),
+        api_key: Some(KEY.to_owned()),
+        ..Options::default()
+    }
+}
+
+/// create → resolve → revoke → resolve (401), with no token in the log.
+pub(crate) async fn create_resolve_revoke_resolve(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let (token, id) = server.create(Uuid::new_v4()).await;
+    assert_eq!(server.resolve(&token).await, 200);
+    assert_eq!(server.revoke(&id).await, 204);
+    assert_eq!(server.resolve(&token).await, 401);
+    assert_eq!(
+        server.revoke(&id).await,
+        204,
+        "revoking again is still a success"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+}
+
+/// kill -9 and start again on the same database: every created token still
+/// resolves and every revoked one stays rejected.
+pub(crate) async fn restart_keeps_sessions(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let account = Uuid::new_v4();
+    let mut kept = Vec::new();
+    let mut revoked = Vec::new();
+    for i in 0..20 {
+        let (token, id) = server.create(account).await;
+        if i % 3 == 0 {
+            assert_eq!(server.revoke(&id).await, 204);
+            revoked.push(token);
+        } else {
+            kept.push(token);
+        }
+    }
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/sessions?except=00000000-0000-7000-8000-000000000000"),
+            None,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({ "revoked": kept.len() })));
+    revoked.append(&mut kept);
+    for _ in 0..5 {
+        kept.push(server.create(Uuid::new_v4()).await.0);
+    }
+    let mut log = server.log();
+    server.kill_hard();
+
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    for token in &kept {
+        assert_eq!(
+            server.resolve(token).await,
+            200,
+            "an acknowledged session was lost"
+        );
+    }
+    for token in &revoked {
+        assert_eq!(
+            server.resolve(token).await,
+            401,
+            "a revoked session came back"
+        );
+    }
+    log.push_str(&server.log());
+    let all: Vec<String> = kept.iter().chain(&revoked).cloned().collect();
+    assert_no_tokens(&log, &all);
+}
+
+/// With a key configured, `/v1` needs it; health stays open.
+pub(crate) async fn api_key_is_enforced(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let client = reqwest::Client::new();
+    let body = json!({ "account_id": Uuid::new_v4() });
+    let anonymous = client
+        .post(server.url("/v1/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let wrong = client
+        .post(server.url("/v1/sessions"))
+        .bearer_auth("not-the-key-0123456789")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        server
+            .call(Method::POST, "/v1/sessions", Some(body))
+            .await
+            .0,
+        201
+    );
+}
+
+/// The operator CLI against the running service: create, resolve (token on
+/// stdin), list, revoke, revoke-all; tables and JSON.
+pub(crate) async fn cli_round_trip(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let url = server.url("");
+    let env = [("SESSION_SERVER", url.as_str()), ("SESSION_API_KEY", KEY)];
+    let account = Uuid::new_v4().to_string();
+
+    let (status, stdout, stderr) = cli(
+        &["create", "--account", &account, "--label", "cli", "--json"],
+        &env,
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+
+    let (status, stdout, stderr) = cli(&["resolve"], &env, &format!("{token}\n"));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(&id) && stdout.contains("cli"), "{stdout}");
+    assert!(!stdout.contains(&token));
+
+    let (status, stdout, _) = cli(&["list", "--account", &account], &env, "");
+    assert!(status.success());
+    assert!(
+        stdout.lines().next().unwrap().starts_with("ID"),
+        "a table: {stdout}"
+    );
+    assert!(stdout.contains(&id));
+
+    let (status, stdout, stderr) = cli(&["revoke", &id], &env, "");
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(&id));
+    let (status, _, stderr) = cli(&["resolve"], &env, &token);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("invalid_token"), "{stderr}");
+    assert!(!stderr.contains(&token[5..]));
+
+    let (status, stdout, _) = cli(&["revoke-all", "--account", &account, "--json"], &env, "");
+    assert!(status.success());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!({ "revoked": 0 })
+    );
+    let (status, stdout, _) = cli(
+        &["list", "--account", &account, "--include-revoked", "--json"],
+        &env,
+        "",
+    );
+    assert!(status.success());
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(listed["sessions"][0]["revoked_at"].is_string());
+
+    let (status, _, stderr) = cli(&["revoke", &Uuid::now_v7().to_string()], &env, "");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("not_found"), "{stderr}");
+    let (status, _, stderr) = cli(
+        &["list", "--account", &account],
+        &[("SESSION_SERVER", url.as_str())],
+        "",
+    );
+    assert_eq!(status.code(), Some(1), "no key: refused");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert_no_tokens(&server.log(), &[token]);
+}
