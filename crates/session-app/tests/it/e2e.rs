@@ -64,10 +64,10 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if let Some(address) = event["address"].as_str() {
-                        let _ = address_tx.send(address.parse::<SocketAddr>().unwrap());
-                    }
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && let Some(address) = event["address"].as_str()
+                {
+                    let _ = address_tx.send(address.parse::<SocketAddr>().unwrap());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -105,10 +105,10 @@ impl Server {
     /// Polls readiness until it answers 200; a bounded number of tries, not a timing assertion.
     pub(crate) async fn wait_ready(&self) {
         for _ in 0..600 {
-            if let Ok(response) = self.http.get(self.url("/readyz")).send().await {
-                if response.status() == 200 {
-                    return;
-                }
+            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
+                && response.status() == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
