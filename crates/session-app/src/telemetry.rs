@@ -1,6 +1,8 @@
 //! Logging set-up: human-readable or JSON lines on stderr, so stdout stays
 //! for command output.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
@@ -21,7 +23,9 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
         .map_err(|err| ConfigError(format!("--log {filter:?} is not a valid filter: {err}")))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for people watching a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder
