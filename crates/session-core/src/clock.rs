@@ -2,13 +2,19 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use time::{Duration, OffsetDateTime};
 
 /// Tells the current time.
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in UTC.
+    /// The current time in UTC, for timestamps.
     fn now(&self) -> OffsetDateTime;
+
+    /// A monotonic instant, for rates and ages that must not jump with the wall clock.
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// The operating system's wall clock.
@@ -21,41 +27,61 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to, for tests.
+/// A clock that moves only when told to, for tests. Its monotonic instant
+/// moves with it, by the same amount.
 #[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
+pub struct ManualClock {
+    state: Mutex<ManualState>,
+    origin: Instant,
+}
+
+#[derive(Debug)]
+struct ManualState {
+    now: OffsetDateTime,
+    elapsed: std::time::Duration,
+}
 
 impl ManualClock {
     /// A clock stopped at `start`.
     #[must_use]
-    pub const fn new(start: OffsetDateTime) -> Self {
-        Self(Mutex::new(start))
+    pub fn new(start: OffsetDateTime) -> Self {
+        Self {
+            state: Mutex::new(ManualState {
+                now: start,
+                elapsed: std::time::Duration::ZERO,
+            }),
+            origin: Instant::now(),
+        }
     }
 
-    /// Moves the clock forward by `by`.
+    fn state(&self) -> std::sync::MutexGuard<'_, ManualState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves the clock forward by `by` (a negative `by` moves only the wall clock back).
     pub fn advance(&self, by: Duration) {
-        let mut now = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *now += by;
+        let mut state = self.state();
+        state.now += by;
+        if by.is_positive() {
+            state.elapsed += by.unsigned_abs();
+        }
     }
 
-    /// Sets the clock to `to`.
+    /// Sets the wall-clock time to `to`; the monotonic instant stays.
     pub fn set(&self, to: OffsetDateTime) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+        self.state().now = to;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state().now
+    }
+
+    fn monotonic(&self) -> Instant {
+        self.origin + self.state().elapsed
     }
 }
 

@@ -15,7 +15,9 @@
 
 mod cache;
 mod clock;
+mod feed;
 mod memory;
+mod miss;
 mod service;
 mod session;
 mod store;
@@ -26,9 +28,12 @@ pub mod testkit;
 
 pub use cache::SessionCache;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use feed::{Change, ChangeFeed, ChangeSubscription};
 pub use memory::{MemoryCache, MemoryStore};
+pub use miss::MissPolicy;
 pub use service::{
-    Error, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder, WarmReport,
+    Error, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder, SyncStats,
+    WarmReport,
 };
 pub use session::{
     AccountId, ClientMetadata, Field, Label, Reason, Session, SessionId, UserAgent,

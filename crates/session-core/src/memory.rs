@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use crate::cache::SessionCache;
+use crate::feed::{Change, ChangeFeed, ChangeSubscription};
 use crate::session::{AccountId, Session, SessionId};
 use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{TokenHash, TokenHashState};
@@ -17,7 +19,9 @@ use crate::token::{TokenHash, TokenHashState};
 /// host applications that swap storage out in their own tests.
 ///
 /// [`set_unavailable`](Self::set_unavailable) makes every call fail as a lost
-/// database would, to test how callers handle it.
+/// database would, to test how callers handle it. It is also a
+/// [`ChangeFeed`], so several services sharing one `MemoryStore` behave like
+/// several processes sharing one database.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<MemoryState>,
@@ -29,6 +33,15 @@ struct MemoryState {
     /// Ordered by id, so keyset pages fall out of a range scan.
     sessions: BTreeMap<SessionId, Session>,
     by_hash: HashMap<TokenHash, SessionId, TokenHashState>,
+    /// Change-feed subscribers; told of each write while it is applied, so in commit order.
+    subscribers: Vec<mpsc::UnboundedSender<Change>>,
+}
+
+impl MemoryState {
+    fn publish(&mut self, change: &Change) {
+        self.subscribers
+            .retain(|subscriber| subscriber.send(change.clone()).is_ok());
+    }
 }
 
 impl MemoryStore {
@@ -41,6 +54,15 @@ impl MemoryStore {
     /// While `true`, every operation fails with [`StoreError::Unavailable`] and changes nothing.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Ends every change-feed subscription, as a dropped database connection would.
+    pub fn disconnect_subscribers(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribers
+            .clear();
     }
 
     fn state(&self) -> Result<MutexGuard<'_, MemoryState>, StoreError> {
@@ -67,6 +89,7 @@ impl SessionStore for MemoryStore {
         }
         state.by_hash.insert(session.token_hash, session.id);
         state.sessions.insert(session.id, session.clone());
+        state.publish(&Change::Created(session.clone()));
         Ok(())
     }
 
@@ -86,7 +109,7 @@ impl SessionStore for MemoryStore {
 
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let mut state = self.state()?;
-        Ok(match state.sessions.get_mut(&id) {
+        let outcome = match state.sessions.get_mut(&id) {
             None => RevokeOutcome::NotFound,
             Some(session) if session.revoked_at.is_some() => RevokeOutcome::AlreadyRevoked,
             Some(session) => {
@@ -95,7 +118,11 @@ impl SessionStore for MemoryStore {
                     token_hash: session.token_hash,
                 }
             }
-        })
+        };
+        if let RevokeOutcome::Revoked { token_hash } = outcome {
+            state.publish(&Change::Revoked(vec![token_hash]));
+        }
+        Ok(outcome)
     }
 
     async fn revoke_all_for_account(
@@ -105,7 +132,7 @@ impl SessionStore for MemoryStore {
         at: OffsetDateTime,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut state = self.state()?;
-        Ok(state
+        let revoked: Vec<TokenHash> = state
             .sessions
             .values_mut()
             .filter(|s| s.account_id == account && s.is_active() && Some(s.id) != except)
@@ -113,7 +140,11 @@ impl SessionStore for MemoryStore {
                 session.revoked_at = Some(at);
                 session.token_hash
             })
-            .collect())
+            .collect();
+        if !revoked.is_empty() {
+            state.publish(&Change::Revoked(revoked.clone()));
+        }
+        Ok(revoked)
     }
 
     async fn list_for_account(
@@ -153,6 +184,28 @@ impl SessionStore for MemoryStore {
 
     async fn health_check(&self) -> Result<(), StoreError> {
         self.state().map(drop)
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for MemoryStore {
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        let (sender, changes) = mpsc::unbounded_channel();
+        self.state()?.subscribers.push(sender);
+        Ok(Box::new(MemorySubscription { changes }))
+    }
+}
+
+struct MemorySubscription {
+    changes: mpsc::UnboundedReceiver<Change>,
+}
+
+#[async_trait]
+impl ChangeSubscription for MemorySubscription {
+    async fn next_change(&mut self) -> Result<Change, StoreError> {
+        self.changes.recv().await.ok_or_else(|| {
+            StoreError::Unavailable("the memory store ended the subscription".into())
+        })
     }
 }
 

@@ -2,12 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
+use crate::feed::{Change, ChangeFeed};
+use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
 use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{SessionToken, TokenHash, TokenHashState};
@@ -76,15 +78,38 @@ pub struct Readiness {
     pub cache_warm: bool,
     /// The store's health check.
     pub store: Result<(), StoreError>,
+    /// With a change feed, whether it is subscribed and the cache in step
+    /// with it; `None` without a feed.
+    pub change_feed: Option<bool>,
 }
 
 impl Readiness {
     /// Ready to answer resolves authoritatively and accept writes.
     #[must_use]
     pub const fn is_ready(&self) -> bool {
-        self.cache_warm && self.store.is_ok()
+        self.cache_warm && self.store.is_ok() && !matches!(self.change_feed, Some(false))
     }
 }
+
+/// Counters of the change feed and the miss path, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Changes from the feed applied to the cache.
+    pub changes_applied: u64,
+    /// Times the feed was lost and the cache resynchronised.
+    pub resyncs: u64,
+    /// Store reads caused by cache misses.
+    pub miss_reads: u64,
+    /// Misses answered "invalid" without a read because the rate limit was reached.
+    pub miss_reads_rejected: u64,
+    /// Misses answered from the negative cache, without a read.
+    pub negative_hits: u64,
+}
+
+/// How long and how many revoked token hashes are remembered, so a change
+/// that arrives late cannot put a revoked session back.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+const TOMBSTONE_CAPACITY: usize = 100_000;
 
 /// Runs the session use cases over a store and a cache.
 ///
@@ -112,6 +137,8 @@ pub struct SessionServiceBuilder {
     cache: Arc<dyn SessionCache>,
     clock: Arc<dyn Clock>,
     warm_page_size: u32,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    miss_policy: MissPolicy,
 }
 
 impl SessionServiceBuilder {
@@ -127,8 +154,23 @@ impl SessionServiceBuilder {
         self
     }
 
+    /// Follows `feed` to learn of writes other processes commit to a shared
+    /// store. Cache misses then read the store once (see [`MissPolicy`]), and
+    /// [`SessionService::keep_in_sync`] must run for the cache to stay current.
+    pub fn change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// How misses are handled when there is a change feed.
+    pub fn miss_policy(mut self, policy: MissPolicy) -> Self {
+        self.miss_policy = policy;
+        self
+    }
+
     /// Builds the service. The cache is not warm until [`SessionService::warm`] completes.
     pub fn build(self) -> SessionService {
+        let shared = self.feed.is_some();
         SessionService {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -136,8 +178,21 @@ impl SessionServiceBuilder {
                 clock: self.clock,
                 warm_page_size: self.warm_page_size,
                 warm: AtomicBool::new(false),
-                writes: Mutex::new(CacheWrites::default()),
+                writes: Mutex::new(CacheWrites {
+                    tombstones: shared
+                        .then(|| RecentHashes::new(TOMBSTONE_CAPACITY, Some(TOMBSTONE_TTL))),
+                    ..CacheWrites::default()
+                }),
                 warming: tokio::sync::Mutex::new(()),
+                feed: self.feed,
+                in_sync: AtomicBool::new(false),
+                negative: Mutex::new(RecentHashes::new(self.miss_policy.negative_entries, None)),
+                miss_reads: Mutex::new(TokenBucket::new(
+                    self.miss_policy.reads_per_second,
+                    self.miss_policy.burst,
+                )),
+                stats: Stats::default(),
+                last_warm: Mutex::new(None),
             }),
         }
     }
@@ -152,6 +207,28 @@ struct Inner {
     writes: Mutex<CacheWrites>,
     /// One warm at a time.
     warming: tokio::sync::Mutex<()>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    /// Subscribed to the feed and warmed since: the cache follows the store.
+    in_sync: AtomicBool,
+    /// Token hashes the store did not know as active.
+    negative: Mutex<RecentHashes>,
+    /// Limits store reads caused by misses.
+    miss_reads: Mutex<TokenBucket>,
+    stats: Stats,
+    last_warm: Mutex<Option<WarmReport>>,
+}
+
+#[derive(Default)]
+struct Stats {
+    changes_applied: AtomicU64,
+    resyncs: AtomicU64,
+    miss_reads: AtomicU64,
+    miss_reads_rejected: AtomicU64,
+    negative_hits: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Bookkeeping that orders cache changes after the store commits that cause them.
@@ -165,6 +242,10 @@ struct CacheWrites {
     /// While a warm is loading, every cache change, replayed onto what the warm
     /// read so it neither resurrects a revoked session nor drops a new one.
     journal: Option<Vec<CacheOp>>,
+    /// With a change feed: recently revoked hashes, so a creation change that
+    /// arrives after the revocation was applied (this process's own, or a
+    /// miss-path read that lost a race) cannot put the session back.
+    tombstones: Option<RecentHashes>,
 }
 
 #[derive(Default)]
@@ -189,6 +270,8 @@ impl SessionService {
             cache,
             clock: Arc::new(SystemClock),
             warm_page_size: 5_000,
+            feed: None,
+            miss_policy: MissPolicy::default(),
         }
     }
 
@@ -216,26 +299,38 @@ impl SessionService {
                 let pending = inner.begin_insert(session.token_hash);
                 inner.store.insert(&session).await?;
                 let session = Arc::new(session);
-                pending.finish(Arc::clone(&session));
+                pending.finish(&session);
                 Ok(session)
             })
             .await?;
         Ok(NewSession { token, session })
     }
 
-    /// The active session a token belongs to: parse, hash, cache lookup. Never
-    /// touches the store.
+    /// The active session a token belongs to: parse, hash, cache lookup.
+    ///
+    /// Without a change feed a miss is final and the store is never touched.
+    /// With one, a miss may be a session another process just created, so it
+    /// costs at most one store read, within the [`MissPolicy`] rate limit;
+    /// hashes the store did not know are remembered and not read again.
     ///
     /// # Errors
     ///
     /// [`Error::NotReady`] before the first warm completes, whatever the token;
-    /// [`Error::InvalidToken`] for a malformed, unknown or revoked token alike.
+    /// [`Error::InvalidToken`] for a malformed, unknown or revoked token alike
+    /// (and for a miss past the rate limit); [`Error::Store`] if a miss-path
+    /// read failed.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         if !self.is_warm() {
             return Err(Error::NotReady);
         }
         let hash = TokenHash::of_token_text(token).map_err(|_| Error::InvalidToken)?;
-        self.inner.cache.get(&hash).ok_or(Error::InvalidToken)
+        if let Some(session) = self.inner.cache.get(&hash) {
+            return Ok(session);
+        }
+        if self.inner.feed.is_none() {
+            return Err(Error::InvalidToken);
+        }
+        self.inner.read_through(hash).await
     }
 
     /// A session by id, active or revoked.
@@ -315,17 +410,110 @@ impl SessionService {
             .await
     }
 
+    /// Keeps the cache complete, for as long as the returned future runs
+    /// (spawn it at start).
+    ///
+    /// Without a change feed it warms once, retrying failures with backoff,
+    /// and returns. With one it subscribes, warms (changes arriving meanwhile
+    /// are applied and replayed), applies every change, and when the
+    /// subscription is lost it marks the service out of sync (readiness
+    /// fails at once), resubscribes with backoff and warms again.
+    pub async fn keep_in_sync(&self) {
+        const FIRST_RETRY: Duration = Duration::from_millis(250);
+        const LAST_RETRY: Duration = Duration::from_secs(30);
+        let mut retry = FIRST_RETRY;
+        let Some(feed) = self.inner.feed.clone() else {
+            while let Err(err) = self.warm().await {
+                tracing::error!(error = %err, retry_in = ?retry, "warming the session cache failed");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LAST_RETRY);
+            }
+            return;
+        };
+        loop {
+            let err = match self.follow(feed.as_ref()).await {
+                Ok(never) => match never {},
+                Err((err, was_in_sync)) => {
+                    if was_in_sync {
+                        retry = FIRST_RETRY;
+                    }
+                    err
+                }
+            };
+            self.inner.in_sync.store(false, Ordering::Release);
+            self.inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, retry_in = ?retry, "lost the change feed; resynchronising");
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(LAST_RETRY);
+        }
+    }
+
+    /// Subscribes, warms, then applies changes until the subscription fails.
+    /// The error says whether the cache had been in sync before it failed.
+    async fn follow(
+        &self,
+        feed: &dyn ChangeFeed,
+    ) -> Result<std::convert::Infallible, (Error, bool)> {
+        let mut subscription = feed.subscribe().await.map_err(|err| (err.into(), false))?;
+        let warming = self.warm();
+        tokio::pin!(warming);
+        loop {
+            tokio::select! {
+                warmed = &mut warming => {
+                    warmed.map_err(|err| (err, false))?;
+                    break;
+                }
+                change = subscription.next_change() => {
+                    self.inner.apply_change(change.map_err(|err| (err.into(), false))?);
+                }
+            }
+        }
+        self.inner.in_sync.store(true, Ordering::Release);
+        tracing::info!("following the change feed");
+        loop {
+            let change = subscription
+                .next_change()
+                .await
+                .map_err(|err| (err.into(), true))?;
+            self.inner.apply_change(change);
+        }
+    }
+
     /// Whether a warm has completed, so resolves are authoritative.
     #[must_use]
     pub fn is_warm(&self) -> bool {
         self.inner.warm.load(Ordering::Acquire)
     }
 
-    /// Checks the cache and the store.
+    /// Checks the cache, the store, and the change feed if there is one.
     pub async fn readiness(&self) -> Readiness {
         Readiness {
             cache_warm: self.is_warm(),
             store: self.inner.store.health_check().await,
+            change_feed: self
+                .inner
+                .feed
+                .as_ref()
+                .map(|_| self.inner.in_sync.load(Ordering::Acquire)),
+        }
+    }
+
+    /// The last completed warm, if any.
+    #[must_use]
+    pub fn last_warm(&self) -> Option<WarmReport> {
+        *lock(&self.inner.last_warm)
+    }
+
+    /// Counters of the change feed and the miss path.
+    #[must_use]
+    pub fn sync_stats(&self) -> SyncStats {
+        let stats = &self.inner.stats;
+        SyncStats {
+            changes_applied: stats.changes_applied.load(Ordering::Relaxed),
+            resyncs: stats.resyncs.load(Ordering::Relaxed),
+            miss_reads: stats.miss_reads.load(Ordering::Relaxed),
+            miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
+            negative_hits: stats.negative_hits.load(Ordering::Relaxed),
         }
     }
 
@@ -355,7 +543,59 @@ impl SessionService {
 
 impl Inner {
     fn writes(&self) -> MutexGuard<'_, CacheWrites> {
-        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.writes)
+    }
+
+    /// The miss path: one store read for a hash not in the cache, unless the
+    /// store is known not to have it or the read budget is spent.
+    async fn read_through(self: &Arc<Self>, hash: TokenHash) -> Result<Arc<Session>, Error> {
+        let now = self.clock.monotonic();
+        if lock(&self.negative).contains(&hash, now) {
+            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::InvalidToken);
+        }
+        if !lock(&self.miss_reads).try_take(now) {
+            self.stats
+                .miss_reads_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::InvalidToken);
+        }
+        self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
+        // Pending before the read: a revocation applied while it is in flight
+        // keeps its result out of the cache.
+        let pending = self.begin_insert(hash);
+        match self.store.find_active_by_hash(&hash).await? {
+            Some(session) => {
+                let session = Arc::new(session);
+                if pending.finish(&session) {
+                    Ok(session)
+                } else {
+                    Err(Error::InvalidToken)
+                }
+            }
+            None => {
+                lock(&self.negative).insert(hash, now);
+                Err(Error::InvalidToken)
+            }
+        }
+    }
+
+    fn apply_change(&self, change: Change) {
+        match change {
+            Change::Created(session) => {
+                let session = Arc::new(session);
+                let mut writes = self.writes();
+                if !writes.is_revoked(&session.token_hash, self.clock.monotonic()) {
+                    lock(&self.negative).remove(&session.token_hash);
+                    self.cache.insert(Arc::clone(&session));
+                    if let Some(journal) = writes.journal.as_mut() {
+                        journal.push(CacheOp::Insert(session));
+                    }
+                }
+            }
+            Change::Revoked(hashes) => self.apply_removals(&hashes),
+        }
+        self.stats.changes_applied.fetch_add(1, Ordering::Relaxed);
     }
 
     fn begin_insert(self: &Arc<Self>, hash: TokenHash) -> PendingGuard {
@@ -372,11 +612,15 @@ impl Inner {
         if hashes.is_empty() {
             return;
         }
+        let now = self.clock.monotonic();
         let mut writes = self.writes();
         self.cache.remove_many(hashes);
         for hash in hashes {
             if let Some(pending) = writes.pending.get_mut(hash) {
                 pending.revoked = true;
+            }
+            if let Some(tombstones) = writes.tombstones.as_mut() {
+                tombstones.insert(*hash, now);
             }
         }
         if let Some(journal) = writes.journal.as_mut() {
@@ -420,6 +664,7 @@ impl Inner {
             elapsed: started.elapsed(),
         };
         drop(writes);
+        *lock(&self.last_warm) = Some(report);
         tracing::info!(
             sessions = report.sessions,
             pages = report.pages,
@@ -465,17 +710,30 @@ struct PendingGuard {
 }
 
 impl PendingGuard {
-    /// Inserts the committed session, unless a revocation of it was applied
-    /// while its write was in flight.
-    fn finish(mut self, session: Arc<Session>) {
+    /// Inserts the session the store returned, unless a revocation of it was
+    /// applied meanwhile; tells whether it did.
+    fn finish(mut self, session: &Arc<Session>) -> bool {
+        let now = self.inner.clock.monotonic();
         let mut writes = self.inner.writes();
-        if !release(&mut writes, self.hash) {
-            self.inner.cache.insert(Arc::clone(&session));
-            if let Some(journal) = writes.journal.as_mut() {
-                journal.push(CacheOp::Insert(session));
-            }
-        }
+        let revoked_in_flight = release(&mut writes, self.hash);
         self.done = true;
+        if revoked_in_flight || writes.is_revoked(&self.hash, now) {
+            return false;
+        }
+        self.inner.cache.insert(Arc::clone(session));
+        if let Some(journal) = writes.journal.as_mut() {
+            journal.push(CacheOp::Insert(Arc::clone(session)));
+        }
+        true
+    }
+}
+
+impl CacheWrites {
+    /// Whether this hash was revoked recently (only tracked with a change feed).
+    fn is_revoked(&mut self, hash: &TokenHash, now: Instant) -> bool {
+        self.tombstones
+            .as_mut()
+            .is_some_and(|tombstones| tombstones.contains(hash, now))
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ListScope, MemoryStore, RevokeOutcome, Session, SessionId, SessionStore, StoreError,
-    TokenHash,
+    AccountId, ChangeFeed, ChangeSubscription, ListScope, MemoryStore, RevokeOutcome, Session,
+    SessionId, SessionStore, StoreError, TokenHash,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
@@ -16,6 +16,7 @@ pub(crate) enum Point {
     Insert,
     Revoke,
     FirstPage,
+    Find,
 }
 
 /// One armed pause: the store signals `reached`, then waits for `release`.
@@ -80,7 +81,9 @@ impl SessionStore for GatedStore {
     }
 
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.inner.find_active_by_hash(hash).await
+        let found = self.inner.find_active_by_hash(hash).await?;
+        self.pass(Point::Find).await;
+        Ok(found)
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -124,5 +127,43 @@ impl SessionStore for GatedStore {
 
     async fn health_check(&self) -> Result<(), StoreError> {
         self.inner.health_check().await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for GatedStore {
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        self.inner.subscribe().await
+    }
+}
+
+/// A change feed over a [`MemoryStore`] that hands out each change only when
+/// the test allows it, to order its arrival against other steps.
+pub(crate) struct HeldFeed {
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl ChangeFeed for HeldFeed {
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        Ok(Box::new(HeldSubscription {
+            inner: self.store.subscribe().await?,
+            permits: Arc::clone(&self.permits),
+        }))
+    }
+}
+
+struct HeldSubscription {
+    inner: Box<dyn ChangeSubscription>,
+    permits: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl ChangeSubscription for HeldSubscription {
+    async fn next_change(&mut self) -> Result<session_core::Change, StoreError> {
+        // The permit is taken first, so a cancelled call loses no change.
+        self.permits.acquire().await.unwrap().forget();
+        self.inner.next_change().await
     }
 }

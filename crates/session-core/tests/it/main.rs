@@ -1,6 +1,7 @@
 //! session-core's integration tests: one binary, one module per subject.
 
 mod contract;
+mod feed;
 mod gated;
 mod service;
 mod token;

@@ -1,0 +1,361 @@
+//! Several services on one store, kept in step by its change feed: two
+//! `SessionService`s over one `MemoryStore` behave as two processes over one
+//! database. Time is paused, so backoff sleeps pass instantly.
+
+use std::sync::Arc;
+
+use session_core::{
+    ChangeFeed, ClientMetadata, Error, ManualClock, MemoryCache, MemoryStore, MissPolicy,
+    SessionCache, SessionService, SessionStore, SessionToken,
+};
+use tokio::sync::Semaphore;
+
+use crate::gated::{GatedStore, HeldFeed, Point};
+use session_core::testkit::account;
+
+struct Instance {
+    service: SessionService,
+    cache: Arc<MemoryCache>,
+    /// Drives the miss-read budget; it moves only when a test advances it.
+    clock: Arc<ManualClock>,
+}
+
+fn instance(
+    store: Arc<dyn SessionStore>,
+    feed: Arc<dyn ChangeFeed>,
+    policy: MissPolicy,
+) -> Instance {
+    let cache = Arc::new(MemoryCache::new());
+    let clock = Arc::new(ManualClock::new(session_core::testkit::epoch()));
+    let service = SessionService::builder(store, cache.clone())
+        .change_feed(feed)
+        .miss_policy(policy)
+        .clock(clock.clone())
+        .warm_page_size(2)
+        .build();
+    let syncing = service.clone();
+    tokio::spawn(async move { syncing.keep_in_sync().await });
+    Instance {
+        service,
+        cache,
+        clock,
+    }
+}
+
+/// Polls until `condition` holds. Time is paused, so each pause only lets
+/// other tasks (and backoff sleeps) run; the bound is on polls, not on time.
+async fn until(mut condition: impl FnMut() -> bool, what: &str) {
+    for _ in 0..10_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn in_sync(instance: &Instance) {
+    for _ in 0..10_000 {
+        if instance.service.readiness().await.is_ready() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the instance never got in sync");
+}
+
+async fn pair() -> (Arc<MemoryStore>, Instance, Instance) {
+    let store = Arc::new(MemoryStore::new());
+    let a = instance(store.clone(), store.clone(), MissPolicy::default());
+    let b = instance(store.clone(), store.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
+    (store, a, b)
+}
+
+fn applied(instance: &Instance) -> u64 {
+    instance.service.sync_stats().changes_applied
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_created_on_a_resolves_on_b_at_once_and_a_revocation_reaches_b() {
+    let (_store, a, b) = pair().await;
+    let created = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    // Whether or not B has applied the creation yet, it resolves.
+    assert_eq!(
+        b.service
+            .resolve(created.token.expose_secret())
+            .await
+            .unwrap(),
+        created.session
+    );
+    let before = applied(&b);
+    a.service.revoke(created.session.id).await.unwrap();
+    until(|| applied(&b) > before, "B applies the revocation").await;
+    assert!(matches!(
+        b.service.resolve(created.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoke_all_of_5000_sessions_on_a_is_rejected_on_b() {
+    let (store, a, b) = pair().await;
+    let owner = account();
+    let mut tokens = Vec::new();
+    for _ in 0..5_000 {
+        tokens.push(
+            a.service
+                .create(owner, ClientMetadata::default())
+                .await
+                .unwrap()
+                .token,
+        );
+    }
+    until(|| b.cache.len() == 5_000, "B holds every session").await;
+    let before = applied(&b);
+    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 5_000);
+    until(|| applied(&b) > before, "B applies the revoke-all").await;
+    assert_eq!(b.cache.len(), 0);
+    let reads = b.service.sync_stats().miss_reads;
+    for token in &tokens {
+        assert!(b.service.resolve(token.expose_secret()).await.is_err());
+    }
+    let stats = b.service.sync_stats();
+    assert!(
+        stats.miss_reads - reads <= u64::from(MissPolicy::default().burst),
+        "a flood of revoked tokens stays within the read budget: {stats:?}, {reads} before"
+    );
+    assert!(
+        store
+            .list_for_account(owner, session_core::ListScope::Active)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_made_directly_in_the_store_is_seen_by_both() {
+    let (store, a, b) = pair().await;
+    let (token, session) =
+        session_core::testkit::session_at(account(), session_core::testkit::epoch());
+    let (before_a, before_b) = (applied(&a), applied(&b));
+    store.insert(&session).await.unwrap();
+    until(
+        || applied(&a) > before_a && applied(&b) > before_b,
+        "both apply it",
+    )
+    .await;
+    assert_eq!(
+        (a.cache.len(), b.cache.len()),
+        (1, 1),
+        "inserted by the change, not a miss read"
+    );
+    store
+        .revoke(session.id, session_core::testkit::epoch())
+        .await
+        .unwrap();
+    until(|| a.cache.is_empty() && b.cache.is_empty(), "both drop it").await;
+    assert!(a.service.resolve(token.expose_secret()).await.is_err());
+    assert!(b.service.resolve(token.expose_secret()).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_feed_fails_readiness_and_a_revocation_in_the_gap_holds_after_resync() {
+    let (store, a, b) = pair().await;
+    let kept = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 2, "B holds both").await;
+
+    store.disconnect_subscribers();
+    for _ in 0..10_000 {
+        if b.service.readiness().await.change_feed == Some(false) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !b.service.readiness().await.is_ready(),
+        "a lost feed is a stale cache"
+    );
+    // Revoked while B (and A) hear nothing.
+    a.service.revoke(doomed.session.id).await.unwrap();
+
+    in_sync(&b).await;
+    assert!(b.service.sync_stats().resyncs >= 1);
+    assert!(matches!(
+        b.service.resolve(doomed.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
+    let store = Arc::new(MemoryStore::new());
+    let policy = MissPolicy {
+        reads_per_second: 10.0,
+        burst: 5,
+        negative_entries: 1_000,
+    };
+    let b = instance(store.clone(), store.clone(), policy);
+    in_sync(&b).await;
+    let unknown: Vec<SessionToken> = (0..200).map(|_| SessionToken::generate()).collect();
+    for token in &unknown {
+        assert!(matches!(
+            b.service.resolve(token.expose_secret()).await,
+            Err(Error::InvalidToken)
+        ));
+    }
+    let stats = b.service.sync_stats();
+    assert_eq!(
+        stats.miss_reads, 5,
+        "only the burst is read while time stands still"
+    );
+    assert_eq!(stats.miss_reads_rejected, 195);
+
+    // The tokens that were read are remembered as unknown: no second read.
+    for token in &unknown[..5] {
+        assert!(b.service.resolve(token.expose_secret()).await.is_err());
+    }
+    let stats = b.service.sync_stats();
+    assert_eq!((stats.miss_reads, stats.negative_hits), (5, 5));
+
+    // A second later the budget has refilled by the rate, up to the burst.
+    b.clock.advance(time::Duration::seconds(1));
+    for token in &unknown[5..] {
+        let _ = b.service.resolve(token.expose_secret()).await;
+    }
+    assert_eq!(b.service.sync_stats().miss_reads, 10);
+    // Malformed tokens never reach the miss path.
+    assert!(b.service.resolve("sess_garbage").await.is_err());
+    assert_eq!(b.service.sync_stats().miss_reads, 10);
+}
+
+/// The miss path reads a session as active, the revocation from another
+/// process is applied, and only then does the read's result arrive: it must
+/// not enter the cache.
+#[tokio::test(start_paused = true)]
+async fn a_miss_read_racing_a_revocation_does_not_resurrect() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
+    let created = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B applies the creation").await;
+    // As if the creation had not reached B yet.
+    b.cache.remove(&created.session.token_hash);
+
+    let gate = gated.arm(Point::Find);
+    let resolving = tokio::spawn({
+        let service = b.service.clone();
+        let token = created.token.expose_secret().to_owned();
+        async move { service.resolve(&token).await }
+    });
+    gate.reached().await;
+    let before = applied(&b);
+    a.service.revoke(created.session.id).await.unwrap();
+    until(|| applied(&b) > before, "B applies the revocation").await;
+    gate.release();
+    assert!(matches!(resolving.await.unwrap(), Err(Error::InvalidToken)));
+    assert_eq!(b.cache.len(), 0, "the stale read stayed out of the cache");
+    assert!(
+        b.service
+            .resolve(created.token.expose_secret())
+            .await
+            .is_err()
+    );
+}
+
+/// B's re-warm reads a page, a revocation on A is applied on B, then the page
+/// is installed: the revoked session stays out.
+#[tokio::test(start_paused = true)]
+async fn a_warm_page_read_before_a_revocation_does_not_resurrect() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B holds it").await;
+
+    let gate = gated.arm(Point::FirstPage);
+    let warming = tokio::spawn({
+        let service = b.service.clone();
+        async move { service.warm().await }
+    });
+    gate.reached().await;
+    let before = applied(&b);
+    a.service.revoke(doomed.session.id).await.unwrap();
+    until(|| applied(&b) > before, "B applies the revocation").await;
+    gate.release();
+    warming.await.unwrap().unwrap();
+    assert_eq!(b.cache.len(), 0);
+    assert!(
+        b.service
+            .resolve(doomed.token.expose_secret())
+            .await
+            .is_err()
+    );
+}
+
+/// B creates and revokes a session itself; the creation's own change arrives
+/// afterwards and must not put it back.
+#[tokio::test(start_paused = true)]
+async fn a_late_creation_change_does_not_resurrect_a_revoked_session() {
+    let store = Arc::new(MemoryStore::new());
+    let permits = Arc::new(Semaphore::new(0));
+    let feed = Arc::new(HeldFeed {
+        store: store.clone(),
+        permits: permits.clone(),
+    });
+    let b = instance(store.clone(), feed, MissPolicy::default());
+    in_sync(&b).await;
+    let created = b
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    b.service.revoke(created.session.id).await.unwrap();
+    assert_eq!(b.cache.len(), 0);
+
+    permits.add_permits(1);
+    until(
+        || applied(&b) == 1,
+        "B applies its own late creation change",
+    )
+    .await;
+    assert_eq!(b.cache.len(), 0, "the revoked session stayed out");
+    permits.add_permits(1);
+    until(|| applied(&b) == 2, "and then the revocation").await;
+    assert!(
+        b.service
+            .resolve(created.token.expose_secret())
+            .await
+            .is_err()
+    );
+}
