@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use session_core::SessionService;
@@ -40,7 +39,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, store = store.description, "listening; warming the session cache");
 
-    tokio::spawn(warm_until_done(state.clone()));
+    // Warms (retrying with backoff), and with a change feed keeps following it.
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_in_sync().await }
+    });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
@@ -63,29 +66,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(service);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Warms the cache, retrying with backoff: readiness stays 503 until it succeeds.
-async fn warm_until_done(state: AppState) {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match state.service().warm().await {
-            Ok(report) => {
-                state.metrics().warmed(report.elapsed.as_secs_f64());
-                tracing::info!(
-                    sessions = report.sessions,
-                    elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
-                    "ready"
-                );
-                return;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, retry_in = ?delay, "warming the session cache failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -479,6 +479,15 @@ impl SessionService {
         }
     }
 
+    /// With a change feed, whether the cache currently follows it; `None` without one.
+    #[must_use]
+    pub fn change_feed_in_sync(&self) -> Option<bool> {
+        self.inner
+            .feed
+            .as_ref()
+            .map(|_| self.inner.in_sync.load(Ordering::Acquire))
+    }
+
     /// Whether a warm has completed, so resolves are authoritative.
     #[must_use]
     pub fn is_warm(&self) -> bool {
@@ -490,11 +499,7 @@ impl SessionService {
         Readiness {
             cache_warm: self.is_warm(),
             store: self.inner.store.health_check().await,
-            change_feed: self
-                .inner
-                .feed
-                .as_ref()
-                .map(|_| self.inner.in_sync.load(Ordering::Acquire)),
+            change_feed: self.change_feed_in_sync(),
         }
     }
 

@@ -39,6 +39,18 @@ pub(crate) struct Checks {
     cache: CacheCheck,
     /// Whether the store answers.
     store: StoreCheck,
+    /// With several instances on one PostgreSQL: whether this one follows
+    /// the others' writes (`ok`) or lost the change feed and is resyncing
+    /// (`resyncing`). Absent when the store has no change feed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change_feed: Option<FeedCheck>,
+}
+
+/// The change-feed check.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FeedCheck {
+    /// `ok` or `resyncing`.
+    status: &'static str,
 }
 
 /// The cache check.
@@ -80,7 +92,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             Err(format!("the store did not answer within {timeout:?}")),
         ),
     };
-    let ready = cache_warm && store.is_ok();
+    let feed = service.change_feed_in_sync();
+    let ready = cache_warm && store.is_ok() && feed != Some(false);
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
@@ -98,6 +111,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
                     message: Some(message),
                 },
             },
+            change_feed: feed.map(|in_sync| FeedCheck {
+                status: if in_sync { "ok" } else { "resyncing" },
+            }),
         },
     };
     let status = if ready {
@@ -110,10 +126,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics in the OpenMetrics text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let service = state.service();
-    let text = state
-        .metrics()
-        .render(service.cached_sessions(), service.is_warm());
+    let text = state.metrics().render();
     (
         [(
             header::CONTENT_TYPE,

@@ -1,19 +1,20 @@
 //! Prometheus metrics: requests, resolves by outcome, cache size, warm
 //! duration, store errors. Labels come from fixed sets, never from input.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use session_core::SessionService;
 
 use super::AppState;
 
@@ -50,21 +51,13 @@ pub struct Metrics {
     /// Resolves refused because the cache was not warm.
     pub resolve_not_ready: Counter,
     store_errors: Family<OperationLabels, Counter>,
-    cache_sessions: Gauge,
-    cache_warm: Gauge,
-    warm_seconds: Gauge<f64, AtomicU64>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric; the service's own state (cache
+    /// size, warm, change feed, miss path) is read at each scrape.
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(service: SessionService) -> Self {
         let mut registry = Registry::with_prefix("session");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -89,24 +82,7 @@ impl Metrics {
             "Store failures by operation",
             store_errors.clone(),
         );
-        let cache_sessions = Gauge::default();
-        registry.register(
-            "cache_sessions",
-            "Active sessions in the cache",
-            cache_sessions.clone(),
-        );
-        let cache_warm = Gauge::default();
-        registry.register(
-            "cache_warm",
-            "1 once the cache has completed a warm",
-            cache_warm.clone(),
-        );
-        let warm_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "cache_warm_duration_seconds",
-            "How long the last completed warm took",
-            warm_seconds.clone(),
-        );
+        registry.register_collector(Box::new(ServiceCollector(service)));
         let outcome = |outcome| resolves.get_or_create(&ResolveLabels { outcome }).clone();
         Self {
             resolve_hit: outcome("hit"),
@@ -116,9 +92,6 @@ impl Metrics {
             requests,
             latency,
             store_errors,
-            cache_sessions,
-            cache_warm,
-            warm_seconds,
         }
     }
 
@@ -129,22 +102,101 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a completed warm.
-    pub fn warmed(&self, seconds: f64) {
-        self.warm_seconds.set(seconds);
-    }
-
-    /// The metrics in the OpenMetrics text format, with point-in-time gauges refreshed.
+    /// The metrics in the OpenMetrics text format.
     #[must_use]
-    pub fn render(&self, cached_sessions: usize, warm: bool) -> String {
-        self.cache_sessions
-            .set(i64::try_from(cached_sessions).unwrap_or(i64::MAX));
-        self.cache_warm.set(i64::from(warm));
+    pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// Reads the service's own state at each scrape, so the numbers are never stale.
+#[derive(Debug)]
+struct ServiceCollector(SessionService);
+
+impl Collector for ServiceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let service = &self.0;
+        let cached = i64::try_from(service.cached_sessions()).unwrap_or(i64::MAX);
+        gauge(
+            &mut encoder,
+            "cache_sessions",
+            "Active sessions in the cache",
+            cached,
+        )?;
+        let warm = i64::from(service.is_warm());
+        gauge(
+            &mut encoder,
+            "cache_warm",
+            "1 once the cache has completed a warm",
+            warm,
+        )?;
+        if let Some(report) = service.last_warm() {
+            let seconds = ConstGauge::new(report.elapsed.as_secs_f64());
+            let metric = encoder.encode_descriptor(
+                "cache_warm_duration_seconds",
+                "How long the last completed warm took",
+                None,
+                seconds.metric_type(),
+            )?;
+            seconds.encode(metric)?;
+        }
+        if let Some(in_sync) = service.change_feed_in_sync() {
+            let help = "1 while the cache follows the change feed";
+            gauge(
+                &mut encoder,
+                "change_feed_in_sync",
+                help,
+                i64::from(in_sync),
+            )?;
+        }
+        let stats = service.sync_stats();
+        for (name, help, value) in [
+            (
+                "change_feed_changes",
+                "Changes from other writers applied to the cache",
+                stats.changes_applied,
+            ),
+            (
+                "change_feed_resyncs",
+                "Times the change feed was lost and the cache resynchronised",
+                stats.resyncs,
+            ),
+            (
+                "miss_reads",
+                "Store reads caused by cache misses",
+                stats.miss_reads,
+            ),
+            (
+                "miss_reads_rejected",
+                "Misses refused a store read by the rate limit",
+                stats.miss_reads_rejected,
+            ),
+            (
+                "miss_negative_hits",
+                "Misses answered from the negative cache",
+                stats.negative_hits,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

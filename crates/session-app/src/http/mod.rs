@@ -56,9 +56,9 @@ impl AppState {
     pub fn new(service: SessionService, api_keys: ApiKeys) -> Self {
         Self {
             inner: Arc::new(StateInner {
+                metrics: Metrics::new(service.clone()),
                 service,
                 api_keys,
-                metrics: Metrics::new(),
                 readiness_timeout: Duration::from_secs(2),
             }),
         }

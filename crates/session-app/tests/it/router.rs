@@ -527,6 +527,8 @@ async fn health_metrics_and_openapi() {
         "session_resolves_total{outcome=\"invalid\"} 1",
         "session_cache_sessions 1",
         "session_cache_warm 1",
+        "session_cache_warm_duration_seconds ",
+        "session_miss_reads_total 0",
         "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"200\"} 1",
         "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"401\"} 1",
         "session_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1",
