@@ -1,0 +1,3 @@
+//! Measurements of the PostgreSQL store.
+
+fn main() {}

@@ -1,0 +1,260 @@
+//! Connection settings: the database URL, its TLS mode, and the pool's limits.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+use crate::tls::{self, Roots};
+
+/// How connections use TLS, as libpq's `sslmode` URL parameter spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate; plain
+    /// otherwise. libpq's default, and ours when the URL has no `sslmode`.
+    /// `sslmode=allow` is read as this too.
+    Prefer,
+    /// TLS always, without checking the server's certificate, unless
+    /// `sslrootcert` is given, which makes it [`SslMode::VerifyCa`] (as in libpq).
+    Require,
+    /// TLS always, and the server's certificate must chain to a trusted root.
+    VerifyCa,
+    /// As [`SslMode::VerifyCa`], and the certificate must also name the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "disable" => Self::Disable,
+            "allow" | "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A database URL that cannot be used. Never contains the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Only the URL form is accepted, not libpq's `key=value` form.
+    #[error("the database URL must start with postgres:// or postgresql://")]
+    NotAUrl,
+    /// The driver rejected the URL (an unknown parameter, a bad port, ...).
+    #[error("invalid database URL: {0}")]
+    Invalid(#[source] tokio_postgres::Error),
+    /// `sslmode` has a value libpq does not define.
+    #[error(
+        "invalid sslmode `{0}`: expected disable, allow, prefer, require, verify-ca or verify-full"
+    )]
+    SslMode(String),
+    /// The `sslrootcert` file cannot be read as PEM certificates.
+    #[error("cannot read root certificates from {path}: {reason}")]
+    RootCertificateFile {
+        /// The file named by `sslrootcert`.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No usable root certificate was found to verify the server against.
+    #[error(
+        "no usable root certificate in {0}: set sslrootcert to a PEM file with the server's CA"
+    )]
+    NoRootCertificates(String),
+    /// rustls refused the TLS settings.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Where to connect and how: the parsed database URL with its TLS settings,
+/// and the connection pool's size and timeouts.
+///
+/// Built from a libpq-style URL, for example
+/// `postgres://app:secret@db.internal:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`.
+/// Every parameter tokio-postgres knows is honoured (`connect_timeout`,
+/// `keepalives_idle`, `tcp_user_timeout`, `application_name`, ...), plus
+/// `sslmode` (all of libpq's values) and `sslrootcert` (a PEM file, or
+/// `system` for the operating system's roots, which are also the default for
+/// `verify-ca` and `verify-full`).
+#[derive(Clone)]
+pub struct PgConfig {
+    pub(crate) postgres: tokio_postgres::Config,
+    pub(crate) ssl_mode: SslMode,
+    /// `None` exactly when `ssl_mode` is `Disable`.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) pool_size: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) checkout_timeout: Duration,
+}
+
+impl PgConfig {
+    /// The default number of pooled connections.
+    pub const DEFAULT_POOL_SIZE: usize = 10;
+    /// The default limit for opening one connection.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default limit for obtaining a working connection from the pool.
+    pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Parses a `postgres://` or `postgresql://` URL and loads the root
+    /// certificates its TLS mode needs.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if the URL is malformed, names an unknown parameter or
+    /// `sslmode`, or its root certificates cannot be loaded.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let (driver_url, tls_params) = split_tls_params(url)?;
+        let mut postgres =
+            tokio_postgres::Config::from_str(&driver_url).map_err(ConfigError::Invalid)?;
+        let ssl_mode = match tls_params.ssl_mode {
+            Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode(value))?,
+            None => SslMode::Prefer,
+        };
+        let roots = match tls_params.root_cert.as_deref() {
+            None | Some("system") => Roots::System,
+            Some(path) => Roots::File(PathBuf::from(path)),
+        };
+        let (driver_mode, verification) = match ssl_mode {
+            SslMode::Disable => (tokio_postgres::config::SslMode::Disable, None),
+            SslMode::Prefer => (
+                tokio_postgres::config::SslMode::Prefer,
+                Some(tls::Verification::None),
+            ),
+            // libpq: with a root certificate file, `require` verifies the chain.
+            SslMode::Require if matches!(roots, Roots::File(_)) => (
+                tokio_postgres::config::SslMode::Require,
+                Some(tls::Verification::Chain(roots)),
+            ),
+            SslMode::Require => (
+                tokio_postgres::config::SslMode::Require,
+                Some(tls::Verification::None),
+            ),
+            SslMode::VerifyCa => (
+                tokio_postgres::config::SslMode::Require,
+                Some(tls::Verification::Chain(roots)),
+            ),
+            SslMode::VerifyFull => (
+                tokio_postgres::config::SslMode::Require,
+                Some(tls::Verification::ChainAndName(roots)),
+            ),
+        };
+        postgres.ssl_mode(driver_mode);
+        let tls = verification
+            .map(|verification| tls::client_config(&verification).map(Arc::new))
+            .transpose()?;
+        Ok(Self {
+            postgres,
+            ssl_mode,
+            tls,
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
+        })
+    }
+
+    /// Sets how many connections the pool keeps at most (at least 1).
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Sets the limit for opening one connection: TCP connect, TLS handshake
+    /// and authentication. Also bounds the liveness check of a pooled connection.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the limit for obtaining a working connection, waiting for a free
+    /// one and replacing broken ones included. When it passes, the operation
+    /// fails as unavailable instead of waiting on.
+    #[must_use]
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// The URL's TLS mode.
+    #[must_use]
+    pub const fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+}
+
+/// Shows where it connects, never the password.
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("hosts", &self.postgres.get_hosts())
+            .field("ports", &self.postgres.get_ports())
+            .field("user", &self.postgres.get_user())
+            .field("dbname", &self.postgres.get_dbname())
+            .field("ssl_mode", &self.ssl_mode)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct TlsParams {
+    ssl_mode: Option<String>,
+    root_cert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of the URL's query: tokio-postgres
+/// knows neither `verify-ca`/`verify-full` nor root certificates, so they are
+/// handled here and the rest of the URL is left to the driver as it was.
+fn split_tls_params(url: &str) -> Result<(String, TlsParams), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::NotAUrl);
+    }
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), TlsParams::default()));
+    };
+    let mut params = TlsParams::default();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || percent_decode_str(value).decode_utf8_lossy().into_owned();
+        match key {
+            "sslmode" => params.ssl_mode = Some(decoded()),
+            "sslrootcert" => params.root_cert = Some(decoded()),
+            _ => kept.push(pair),
+        }
+    }
+    let driver_url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((driver_url, params))
+}

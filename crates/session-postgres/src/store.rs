@@ -1,0 +1,364 @@
+//! [`PgSessionStore`]: the [`SessionStore`] port over PostgreSQL.
+//!
+//! Every write is one statement, so each is atomic on its own and a change
+//! feed can later be published from the same statement or its transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Bool, Bytea, Nullable, Timestamptz};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use ipnet::IpNet;
+use session_core::{
+    AccountId, ClientMetadata, Label, ListScope, RevokeOutcome, Session, SessionId, SessionStore,
+    StoreError, TokenHash, UserAgent,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::PgConfig;
+use crate::error::{self, CorruptRow};
+use crate::pool::{self, Connection, Pool};
+use crate::schema::sessions;
+
+/// Sessions in PostgreSQL, in the `session` schema, over a pool of
+/// diesel-async connections.
+///
+/// Cheap to clone; clones share the pool. Call [`migrate`](Self::migrate)
+/// before first use (it is a no-op once the schema is current).
+#[derive(Clone)]
+pub struct PgSessionStore {
+    pool: Pool,
+    connect_timeout: Duration,
+    checkout_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSessionStore")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSessionStore {
+    /// Builds the pool and opens one connection, so a wrong URL, refused
+    /// credentials or an unreachable server show at start.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if no connection could be opened within the
+    /// configured timeouts.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        let store = Self {
+            pool: pool::build(&config)?,
+            connect_timeout: config.connect_timeout,
+            checkout_timeout: config.checkout_timeout,
+        };
+        store.health_check().await?;
+        Ok(store)
+    }
+
+    /// A working connection from the pool, within the checkout timeout.
+    pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
+        // The pool's own timeouts bound each step; this bounds the sum, since
+        // the pool may try several stale connections before opening a new one.
+        match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(err)) => Err(error::checkout(err)),
+            Err(_) => Err(error::checkout_timed_out(self.checkout_timeout)),
+        }
+    }
+
+    /// Maps a statement's result, checking the connection when the cause is unclear.
+    async fn finish<T>(
+        &self,
+        operation: &'static str,
+        result: QueryResult<T>,
+        connection: &mut Connection,
+    ) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                Err(error::statement(operation, err, connection, self.connect_timeout).await)
+            }
+        }
+    }
+}
+
+/// A row as stored.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(Pg))]
+struct SessionRow {
+    id: Uuid,
+    account_id: Uuid,
+    token_hash: Vec<u8>,
+    created_at: OffsetDateTime,
+    revoked_at: Option<OffsetDateTime>,
+    user_agent: Option<String>,
+    ip: Option<IpNet>,
+    label: Option<String>,
+}
+
+impl SessionRow {
+    /// Checks the row against the domain's rules, as any input is.
+    fn into_session(self) -> Result<Session, StoreError> {
+        let id = self.id;
+        let corrupt =
+            |reason: Box<dyn std::error::Error + Send + Sync>| CorruptRow::store_error(id, reason);
+        Ok(Session {
+            id: SessionId::from_uuid(self.id),
+            account_id: AccountId::new(self.account_id).map_err(|err| corrupt(err.into()))?,
+            token_hash: TokenHash::try_from(self.token_hash.as_slice())
+                .map_err(|err| corrupt(err.into()))?,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            metadata: ClientMetadata {
+                user_agent: self
+                    .user_agent
+                    .map(UserAgent::new)
+                    .transpose()
+                    .map_err(|err| corrupt(err.into()))?,
+                ip: self.ip.map(|net| net.addr()),
+                label: self
+                    .label
+                    .map(Label::new)
+                    .transpose()
+                    .map_err(|err| corrupt(err.into()))?,
+            },
+        })
+    }
+}
+
+fn into_sessions(rows: Vec<SessionRow>) -> Result<Vec<Session>, StoreError> {
+    rows.into_iter().map(SessionRow::into_session).collect()
+}
+
+fn token_hash(id: Uuid, bytes: &[u8]) -> Result<TokenHash, StoreError> {
+    TokenHash::try_from(bytes).map_err(|err| CorruptRow::store_error(id, err))
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = sessions, check_for_backend(Pg))]
+struct NewSessionRow<'a> {
+    id: Uuid,
+    account_id: Uuid,
+    token_hash: &'a [u8],
+    created_at: OffsetDateTime,
+    revoked_at: Option<OffsetDateTime>,
+    user_agent: Option<&'a str>,
+    ip: Option<IpNet>,
+    label: Option<&'a str>,
+}
+
+impl<'a> From<&'a Session> for NewSessionRow<'a> {
+    fn from(session: &'a Session) -> Self {
+        Self {
+            id: *session.id.as_uuid(),
+            account_id: *session.account_id.as_uuid(),
+            token_hash: session.token_hash.as_bytes(),
+            created_at: session.created_at,
+            revoked_at: session.revoked_at,
+            user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
+            ip: session.metadata.ip.map(IpNet::from),
+            label: session.metadata.label.as_ref().map(Label::as_str),
+        }
+    }
+}
+
+/// Revokes one session and tells the three outcomes apart in one statement:
+///
+/// ```sql
+/// WITH revoked AS (
+///     UPDATE session.sessions SET revoked_at = $1
+///     WHERE id = $2 AND revoked_at IS NULL
+///     RETURNING token_hash)
+/// SELECT (SELECT token_hash FROM revoked),
+///        EXISTS (SELECT 1 FROM session.sessions WHERE id = $2)
+/// ```
+///
+/// `revoked_at IS NULL` makes it idempotent and keeps the first revocation
+/// time; the `EXISTS` sees the row as it was before the update, so "already
+/// revoked" and "not found" need no second round-trip. Written as a query
+/// fragment with a static id, not `sql_query`, so its prepared statement is
+/// cached per connection like the DSL queries are.
+#[derive(QueryId)]
+struct RevokeOne {
+    id: Uuid,
+    at: OffsetDateTime,
+}
+
+impl Query for RevokeOne {
+    type SqlType = (Nullable<Bytea>, Bool);
+}
+
+impl QueryFragment<Pg> for RevokeOne {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH revoked AS (UPDATE session.sessions SET revoked_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(
+            " AND revoked_at IS NULL RETURNING token_hash) \
+             SELECT (SELECT token_hash FROM revoked), \
+             EXISTS (SELECT 1 FROM session.sessions WHERE id = ",
+        );
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgSessionStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let mut connection = self.connection().await?;
+        let result = diesel::insert_into(sessions::table)
+            .values(NewSessionRow::from(session))
+            .execute(&mut connection)
+            .await;
+        self.finish("insert session", result, &mut connection)
+            .await
+            .map(drop)
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let mut connection = self.connection().await?;
+        let result = sessions::table
+            .filter(sessions::token_hash.eq(hash.as_bytes().as_slice()))
+            .filter(sessions::revoked_at.is_null())
+            .select(SessionRow::as_select())
+            .get_result(&mut connection)
+            .await
+            .optional();
+        self.finish("find session by token hash", result, &mut connection)
+            .await?
+            .map(SessionRow::into_session)
+            .transpose()
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let mut connection = self.connection().await?;
+        let result = sessions::table
+            .find(id.as_uuid())
+            .select(SessionRow::as_select())
+            .get_result(&mut connection)
+            .await
+            .optional();
+        self.finish("get session", result, &mut connection)
+            .await?
+            .map(SessionRow::into_session)
+            .transpose()
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        let mut connection = self.connection().await?;
+        let result = RevokeOne {
+            id: *id.as_uuid(),
+            at,
+        }
+        .get_result::<(Option<Vec<u8>>, bool)>(&mut connection)
+        .await;
+        let (revoked_hash, exists) = self
+            .finish("revoke session", result, &mut connection)
+            .await?;
+        Ok(match (revoked_hash, exists) {
+            (Some(bytes), _) => RevokeOutcome::Revoked {
+                token_hash: token_hash(*id.as_uuid(), &bytes)?,
+            },
+            (None, true) => RevokeOutcome::AlreadyRevoked,
+            (None, false) => RevokeOutcome::NotFound,
+        })
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let mut connection = self.connection().await?;
+        // One statement: the sessions it revokes are exactly the ones it returns.
+        let result = diesel::update(sessions::table)
+            .filter(sessions::account_id.eq(account.as_uuid()))
+            .filter(sessions::revoked_at.is_null())
+            .filter(
+                sessions::id
+                    .nullable()
+                    .is_distinct_from(except.map(|id| *id.as_uuid())),
+            )
+            .set(sessions::revoked_at.eq(at))
+            .returning((sessions::id, sessions::token_hash))
+            .get_results::<(Uuid, Vec<u8>)>(&mut connection)
+            .await;
+        self.finish("revoke all sessions of an account", result, &mut connection)
+            .await?
+            .into_iter()
+            .map(|(id, bytes)| token_hash(id, &bytes))
+            .collect()
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut connection = self.connection().await?;
+        let of_account = sessions::table
+            .filter(sessions::account_id.eq(account.as_uuid()))
+            .order((sessions::created_at.desc(), sessions::id.desc()))
+            .select(SessionRow::as_select());
+        // Two fixed queries rather than one boxed one: fixed queries keep
+        // their prepared statements cached.
+        let result = match scope {
+            ListScope::Active => {
+                of_account
+                    .filter(sessions::revoked_at.is_null())
+                    .load(&mut connection)
+                    .await
+            }
+            ListScope::IncludeRevoked => of_account.load(&mut connection).await,
+        };
+        into_sessions(
+            self.finish("list sessions of an account", result, &mut connection)
+                .await?,
+        )
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut connection = self.connection().await?;
+        // Keyset pagination over the partial index of active rows: each page
+        // is an index range scan, however deep into the table it starts.
+        let active = sessions::table
+            .filter(sessions::revoked_at.is_null())
+            .order(sessions::id.asc())
+            .limit(i64::from(limit))
+            .select(SessionRow::as_select());
+        let result = match after {
+            None => active.load(&mut connection).await,
+            Some(after) => {
+                active
+                    .filter(sessions::id.gt(after.as_uuid()))
+                    .load(&mut connection)
+                    .await
+            }
+        };
+        into_sessions(
+            self.finish("read a page of active sessions", result, &mut connection)
+                .await?,
+        )
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection().await?;
+        let result = connection.batch_execute("SELECT 1").await;
+        self.finish("health check", result, &mut connection).await
+    }
+}

@@ -1,0 +1,71 @@
+//! The session-core store contract, against PostgreSQL.
+
+use async_trait::async_trait;
+use session_core::{
+    AccountId, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError, TokenHash,
+};
+use session_postgres::PgSessionStore;
+use session_test_postgres::TestDatabase;
+use time::OffsetDateTime;
+
+/// The store with the database it uses, so the database is dropped with it.
+struct StoreOnTestDatabase {
+    store: PgSessionStore,
+    _database: TestDatabase,
+}
+
+#[async_trait]
+impl SessionStore for StoreOnTestDatabase {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.store.insert(session).await
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.store.find_active_by_hash(hash).await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.store.get(id).await
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        self.store.revoke(id, at).await
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.store.revoke_all_for_account(account, except, at).await
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.store.list_for_account(account, scope).await
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.store.active_page(after, limit).await
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.store.health_check().await
+    }
+}
+
+session_core::store_contract_tests!(async {
+    let (database, store) = crate::support::fresh_store().await;
+    StoreOnTestDatabase {
+        store,
+        _database: database,
+    }
+});

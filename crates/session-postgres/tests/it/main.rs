@@ -1,0 +1,10 @@
+//! session-postgres against a real PostgreSQL: a throwaway server per test
+//! binary (or `TEST_DATABASE_URL`), a fresh database per test.
+
+mod config;
+mod contract;
+mod migrations;
+mod resilience;
+mod storage;
+mod support;
+mod tls;

@@ -1,0 +1,137 @@
+//! Migrations: idempotent, safe from several processes at once, and kept to
+//! the `session` schema.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use session_postgres::{PgConfig, PgSessionStore};
+use session_test_postgres::TestDatabase;
+
+use crate::support::sql_client;
+
+const FIRST_MIGRATION: &str = "2026-01-01-000000_create_sessions";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_twice_applies_each_migration_once() {
+    let database = TestDatabase::create();
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![FIRST_MIGRATION]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        Vec::<String>::new(),
+        "the second run finds nothing to do"
+    );
+
+    let client = sql_client(database.url()).await;
+    let recorded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM session.__diesel_schema_migrations",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1);
+    // Nothing lands in the host application's schema, not even the bookkeeping.
+    let in_public: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_public, 0);
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'session' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tables, ["__diesel_schema_migrations", "sessions"]);
+}
+
+/// Set in the child processes of `two_processes_migrating_at_once_both_succeed`.
+const MIGRATOR_URL: &str = "SESSION_POSTGRES_TEST_MIGRATOR_URL";
+const READY: &str = "migrator ready";
+const APPLIED: &str = "migrator applied:";
+
+/// Runs this same test in two child processes, which connect, wait until both
+/// are connected, then migrate the same fresh database at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_migrating_at_once_both_succeed() {
+    if let Ok(url) = std::env::var(MIGRATOR_URL) {
+        return migrate_as_child(&url).await;
+    }
+    let database = TestDatabase::create();
+    let mut children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "migrations::two_processes_migrating_at_once_both_succeed",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(MIGRATOR_URL, database.url())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outputs: Vec<_> = children
+        .iter_mut()
+        .map(|child| BufReader::new(child.stdout.take().unwrap()))
+        .collect();
+    for output in &mut outputs {
+        // The test harness prints the test's name on the same line first.
+        let mut line = String::new();
+        while !line.trim_end().ends_with(READY) {
+            line.clear();
+            assert_ne!(
+                output.read_line(&mut line).unwrap(),
+                0,
+                "a migrator exited before connecting"
+            );
+        }
+    }
+    // Both are connected: release them together.
+    for child in &mut children {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+
+    let mut applied = Vec::new();
+    for (mut child, output) in children.into_iter().zip(outputs) {
+        for line in output.lines() {
+            let line = line.unwrap();
+            if let Some(at) = line.find(APPLIED) {
+                applied.push(line[at + APPLIED.len()..].trim().to_owned());
+            }
+        }
+        assert!(child.wait().unwrap().success(), "a migrator failed");
+    }
+    applied.sort();
+    assert_eq!(
+        applied,
+        ["", FIRST_MIGRATION],
+        "one process applied the migration, the other found it done"
+    );
+}
+
+async fn migrate_as_child(url: &str) {
+    let store = PgSessionStore::connect(PgConfig::from_url(url).unwrap())
+        .await
+        .unwrap();
+    println!("{READY}");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let applied = store.migrate().await.unwrap();
+    println!("{APPLIED} {}", applied.join(","));
+}

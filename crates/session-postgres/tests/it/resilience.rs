@@ -1,0 +1,119 @@
+//! A database that goes away: killed connections, a stopped server, a server
+//! that never answers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use session_core::testkit::{account, epoch, session_at};
+use session_core::{SessionStore, StoreError};
+use session_postgres::{PgConfig, PgSessionStore};
+use session_test_postgres::{TestDatabase, TestServer};
+
+use crate::support::{chain, migrated_store};
+
+/// Fails the test instead of hanging it; not a measure of speed.
+async fn within_a_minute<T>(operation: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), operation)
+        .await
+        .expect("the store hung instead of answering")
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, operation: &str) {
+    match result {
+        Err(err @ StoreError::Unavailable(_)) => assert!(err.is_retryable()),
+        other => panic!("{operation}: expected unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_killed_is_replaced() {
+    let database = TestDatabase::create();
+    // One connection, so the next call must get the killed one back or a new one.
+    let store = migrated_store(PgConfig::from_url(database.url()).unwrap().pool_size(1)).await;
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+
+    assert_eq!(database.terminate_connections(), 1, "the pooled connection");
+    assert_eq!(store.get(session.id).await.unwrap(), Some(session.clone()));
+    store.revoke(session.id, epoch()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_unavailable_until_it_is_back() {
+    let server = TestServer::start();
+    let database = server.create_database();
+    let config = PgConfig::from_url(database.url())
+        .unwrap()
+        .pool_size(3)
+        .connect_timeout(Duration::from_secs(2))
+        .checkout_timeout(Duration::from_secs(4));
+    let store = migrated_store(config).await;
+    let (_, before) = session_at(account(), epoch());
+    store.insert(&before).await.unwrap();
+
+    server.stop();
+    let (_, during) = session_at(account(), epoch());
+    within_a_minute(async {
+        assert_unavailable(store.insert(&during).await, "insert");
+        assert_unavailable(store.get(before.id).await, "get");
+        assert_unavailable(
+            store.find_active_by_hash(&before.token_hash).await,
+            "find_active_by_hash",
+        );
+        assert_unavailable(store.revoke(before.id, epoch()).await, "revoke");
+        assert_unavailable(store.active_page(None, 10).await, "active_page");
+        assert_unavailable(store.health_check().await, "health_check");
+    })
+    .await;
+
+    server.start_again();
+    within_a_minute(async {
+        assert_eq!(store.get(before.id).await.unwrap(), Some(before.clone()));
+        assert_eq!(
+            store.get(during.id).await.unwrap(),
+            None,
+            "nothing was written"
+        );
+        store.insert(&during).await.unwrap();
+        store.health_check().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = PgConfig::from_url(&format!("postgres://postgres@127.0.0.1:{port}/none")).unwrap();
+    let err = within_a_minute(PgSessionStore::connect(config))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    assert!(chain(&err).contains("refused"), "says why: {}", chain(&err));
+}
+
+/// A server that accepts the connection and then says nothing (a hung host, a
+/// black-holing proxy) costs the connect timeout, not forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_unavailable_after_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = PgConfig::from_url(&format!("postgres://postgres@127.0.0.1:{port}/none"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(300))
+        .checkout_timeout(Duration::from_secs(1));
+    let err = within_a_minute(PgSessionStore::connect(config))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    silent.abort();
+}
