@@ -1,1 +1,187 @@
-//! session-test-postgres.
+//! Servers start, serve fresh databases, and leave nothing behind, however
+//! the test process ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use session_test_postgres::{TEST_DATABASE_URL, TestDatabase, TestServer};
+use tokio_postgres::NoTls;
+
+/// Set in child processes: which role to play.
+const CHILD_ROLE: &str = "SESSION_TEST_POSTGRES_CHILD";
+const REPORT: &str = "child report:";
+
+/// Runs one test of this binary in a child process with `role`, and returns
+/// the child with the first line it reports.
+fn spawn_child(test: &str, role: &str, env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, role)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            output.read_line(&mut line).unwrap(),
+            0,
+            "the child exited without reporting"
+        );
+        // The test harness prints the test's name on the same line first.
+        if let Some(at) = line.find(REPORT) {
+            // Keep reading, so the child never writes into a closed pipe.
+            std::thread::spawn(move || std::io::copy(&mut output, &mut std::io::sink()));
+            return (child, line[at + REPORT.len()..].trim().to_owned());
+        }
+    }
+}
+
+fn accepts_connections(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Waits for an outside process to finish its work; a bound, not a measure of speed.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dropping_a_server_stops_it_and_removes_its_files() {
+    let server = TestServer::start();
+    let (directory, port) = (server.directory().to_owned(), server.port());
+    assert!(directory.join("data").is_dir());
+    assert!(accepts_connections(port));
+    drop(server);
+    assert!(!directory.exists(), "{} is left", directory.display());
+    assert!(!accepts_connections(port), "the server still listens");
+}
+
+/// The process holding the server is killed outright: no destructor runs,
+/// and the server and its directory still go away.
+#[test]
+fn a_killed_test_process_leaves_no_server_behind() {
+    if std::env::var(CHILD_ROLE).as_deref() == Ok("hold-server") {
+        let server = TestServer::start();
+        println!(
+            "{REPORT} {} {}",
+            server.port(),
+            server.directory().display()
+        );
+        // Until killed.
+        std::io::stdin().read_line(&mut String::new()).unwrap();
+        return;
+    }
+    let (mut child, report) = spawn_child(
+        "a_killed_test_process_leaves_no_server_behind",
+        "hold-server",
+        &[],
+    );
+    let (port, directory) = report.split_once(' ').unwrap();
+    let (port, directory): (u16, PathBuf) = (port.parse().unwrap(), directory.into());
+    assert!(accepts_connections(port));
+    assert!(directory.is_dir());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eventually("the server stopping", || !accepts_connections(port));
+    eventually("the directory going away", || !directory.exists());
+}
+
+#[tokio::test]
+async fn databases_are_fresh_separate_and_dropped() {
+    let first = TestDatabase::create();
+    let second = TestDatabase::create();
+    assert_ne!(first.name(), second.name());
+
+    let (client, connection) = tokio_postgres::connect(first.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_database()::text, \
+             (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), first.name());
+    assert_eq!(row.get::<_, i64>(1), 0, "empty");
+
+    // Dropping ends the open connection too.
+    let name = first.name().to_owned();
+    drop(first);
+    assert!(client.query_one("SELECT 1", &[]).await.is_err());
+    assert_eq!(database_count(second.admin_url(), &name).await, 0);
+    assert_eq!(database_count(second.admin_url(), second.name()).await, 1);
+}
+
+async fn database_count(admin_url: &str, name: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn terminating_connections_ends_every_one() {
+    let database = TestDatabase::create();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (client, connection) = tokio_postgres::connect(database.url(), NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    assert_eq!(database.terminate_connections(), 3);
+    for client in clients {
+        assert!(client.query_one("SELECT 1", &[]).await.is_err());
+    }
+    assert_eq!(database.terminate_connections(), 0);
+}
+
+/// With `TEST_DATABASE_URL`, databases are made on that server.
+#[tokio::test]
+async fn test_database_url_names_the_server_to_use() {
+    if std::env::var(CHILD_ROLE).as_deref() == Ok("create-database") {
+        let database = TestDatabase::create();
+        println!("{REPORT} {}", database.url());
+        std::io::stdin().read_line(&mut String::new()).unwrap();
+        return;
+    }
+    let server = TestServer::start();
+    let (mut child, url) = spawn_child(
+        "test_database_url_names_the_server_to_use",
+        "create-database",
+        &[(TEST_DATABASE_URL, server.admin_url())],
+    );
+    let (on_server, name) = url.rsplit_once('/').unwrap();
+    assert_eq!(
+        on_server,
+        format!("postgres://postgres@127.0.0.1:{}", server.port())
+    );
+    assert_eq!(database_count(server.admin_url(), name).await, 1);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        database_count(server.admin_url(), name).await,
+        0,
+        "dropped when the child's test ended"
+    );
+}
