@@ -16,6 +16,10 @@ const REPORT: &str = "child report:";
 
 /// Runs one test of this binary in a child process with `role`, and returns
 /// the child with the first line it reports.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the caller waits for the child it is handed"
+)]
 fn spawn_child(test: &str, role: &str, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
@@ -29,11 +33,10 @@ fn spawn_child(test: &str, role: &str, env: &[(&str, &str)]) -> (Child, String) 
     let mut line = String::new();
     loop {
         line.clear();
-        assert_ne!(
-            output.read_line(&mut line).unwrap(),
-            0,
-            "the child exited without reporting"
-        );
+        if output.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("the child exited ({status}) without reporting");
+        }
         // The test harness prints the test's name on the same line first.
         if let Some(at) = line.find(REPORT) {
             // Keep reading, so the child never writes into a closed pipe.
