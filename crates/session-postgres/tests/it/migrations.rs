@@ -57,6 +57,17 @@ async fn migrating_twice_applies_each_migration_once() {
     assert_eq!(tables, ["__diesel_schema_migrations", "sessions"]);
 }
 
+/// Diesel's migration harness is synchronous; running it must not need a
+/// multi-threaded runtime (a command-line `migrate` may well use a single thread).
+#[tokio::test(flavor = "current_thread")]
+async fn migrating_works_on_a_single_threaded_runtime() {
+    let database = TestDatabase::create();
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![FIRST_MIGRATION]);
+}
+
 /// Set in the child processes of `two_processes_migrating_at_once_both_succeed`.
 const MIGRATOR_URL: &str = "SESSION_POSTGRES_TEST_MIGRATOR_URL";
 const READY: &str = "migrator ready";
