@@ -21,7 +21,8 @@ pub enum SslMode {
     /// `sslmode=allow` is read as this too.
     Prefer,
     /// TLS always, without checking the server's certificate, unless
-    /// `sslrootcert` is given, which makes it [`SslMode::VerifyCa`] (as in libpq).
+    /// `sslrootcert` is given, which makes it check as [`SslMode::VerifyCa`]
+    /// does (as libpq does).
     Require,
     /// TLS always, and the server's certificate must chain to a trusted root.
     VerifyCa,
@@ -135,6 +136,7 @@ impl PgConfig {
             Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode(value))?,
             None => SslMode::Prefer,
         };
+        let roots_given = tls_params.root_cert.is_some();
         let roots = match tls_params.root_cert.as_deref() {
             None | Some("system") => Roots::System,
             Some(path) => Roots::File(PathBuf::from(path)),
@@ -145,8 +147,8 @@ impl PgConfig {
                 tokio_postgres::config::SslMode::Prefer,
                 Some(tls::Verification::None),
             ),
-            // libpq: with a root certificate file, `require` verifies the chain.
-            SslMode::Require if matches!(roots, Roots::File(_)) => (
+            // libpq: given root certificates, `require` verifies the chain.
+            SslMode::Require if roots_given => (
                 tokio_postgres::config::SslMode::Require,
                 Some(tls::Verification::Chain(roots)),
             ),

@@ -1,11 +1,10 @@
 //! Maps driver and pool errors to the store port's [`StoreError`].
 
-use std::fmt;
 use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::SimpleAsyncConnection;
-use session_core::StoreError;
+use session_core::{BoxError, StoreError};
 use uuid::Uuid;
 
 use crate::pool::{CheckoutError, Connection};
@@ -93,13 +92,13 @@ pub(crate) async fn statement(
 #[error("stored session {id} is invalid: {reason}")]
 pub(crate) struct CorruptRow {
     pub(crate) id: Uuid,
-    pub(crate) reason: Box<dyn std::error::Error + Send + Sync>,
+    pub(crate) reason: BoxError,
 }
 
 impl CorruptRow {
     pub(crate) fn store_error(
         id: Uuid,
-        reason: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        reason: impl Into<BoxError>,
     ) -> StoreError {
         StoreError::Failed(Box::new(Self {
             id,
@@ -107,15 +106,3 @@ impl CorruptRow {
         }))
     }
 }
-
-/// Something that went wrong around a statement rather than in it.
-#[derive(Debug)]
-pub(crate) struct Internal(pub(crate) String);
-
-impl fmt::Display for Internal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Internal {}

@@ -6,9 +6,8 @@ use diesel::sql_types::BigInt;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use session_core::StoreError;
+use session_core::{BoxError, StoreError};
 
-use crate::error::Internal;
 use crate::pool::Connection;
 use crate::store::PgSessionStore;
 
@@ -42,20 +41,19 @@ impl PgSessionStore {
         connection
             .batch_execute("CREATE SCHEMA IF NOT EXISTS session; SET search_path TO session")
             .await
-            .map_err(|err| unreachable_or_failed("prepare the session schema", err))?;
+            .map_err(|err| failure("preparing the schema", Box::new(err)))?;
 
         // Diesel's migration harness is synchronous: it runs on a blocking
         // thread, driving the async connection through the runtime's handle.
-        let (connection, applied) = tokio::task::spawn_blocking(move || {
+        let (mut connection, applied) = tokio::task::spawn_blocking(move || {
             let mut harness = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
             let applied = run_pending(&mut harness);
             (harness.into_inner(), applied)
         })
         .await
-        .map_err(|err| StoreError::Failed(Box::new(Internal(format!("migration task: {err}")))))?;
+        .map_err(|err| failure("running migrations", Box::new(err)))?;
         let applied = applied?;
 
-        let mut connection = connection;
         // Closing the connection would release the lock too; unlocking first
         // lets a waiting migrator go on at once.
         advisory(&mut connection, "pg_advisory_unlock").await?;
@@ -67,15 +65,13 @@ impl PgSessionStore {
 }
 
 fn run_pending(harness: &mut impl MigrationHarness<Pg>) -> Result<Vec<String>, StoreError> {
-    let failed = |err: Box<dyn std::error::Error + Send + Sync>| match err
-        .downcast::<diesel::result::Error>()
-    {
-        Ok(err) => unreachable_or_failed("run migrations", *err),
-        Err(err) => StoreError::Failed(Box::new(Internal(format!("run migrations: {err}")))),
-    };
-    let pending = harness.pending_migrations(MIGRATIONS).map_err(failed)?;
+    let pending = harness
+        .pending_migrations(MIGRATIONS)
+        .map_err(|err| failure("listing pending migrations", err))?;
     let names = pending.iter().map(|m| m.name().to_string()).collect();
-    harness.run_migrations(&pending).map_err(failed)?;
+    harness
+        .run_migrations(&pending)
+        .map_err(|err| failure("running migrations", err))?;
     Ok(names)
 }
 
@@ -89,18 +85,32 @@ async fn advisory(
         .execute(connection)
         .await
         .map(drop)
-        .map_err(|err| unreachable_or_failed(function, err))
+        .map_err(|err| failure(function, Box::new(err)))
 }
 
-/// Lost connections are retryable; anything else during a migration is not.
-fn unreachable_or_failed(step: &'static str, err: diesel::result::Error) -> StoreError {
+/// A step of a migration run that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("migrating the session schema failed while {step}")]
+struct MigrationError {
+    step: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+/// A lost connection is retryable; anything else during a migration is not.
+fn failure(step: &'static str, source: BoxError) -> StoreError {
     use diesel::result::{DatabaseErrorKind, Error};
-    let message = Internal(format!("{step}: {err}"));
-    match err {
-        Error::DatabaseError(
+    let lost = matches!(
+        source.downcast_ref::<Error>(),
+        Some(Error::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
-        ) => StoreError::Unavailable(Box::new(message)),
-        _ => StoreError::Failed(Box::new(message)),
+        ))
+    );
+    let error = Box::new(MigrationError { step, source });
+    if lost {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::Failed(error)
     }
 }
