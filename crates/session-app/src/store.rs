@@ -5,10 +5,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use session_core::SessionStore;
+use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
+use crate::ConfigError;
 use crate::cli::DatabaseArgs;
 
 /// Where sessions are kept when no database URL is given.
@@ -94,7 +97,18 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                 store: Arc::new(store),
             })
         }
-        DatabaseUrl::Postgres(_) => anyhow::bail!("PostgreSQL is not wired in yet"),
+        DatabaseUrl::Postgres(url) => {
+            let (store, description) = connect_postgres(&url, &args.pool).await?;
+            if migrate {
+                for version in migrate_postgres(&store).await? {
+                    tracing::info!(version, "applied migration");
+                }
+            }
+            Ok(OpenedStore {
+                store: Arc::new(store),
+                description,
+            })
+        }
     }
 }
 
@@ -112,7 +126,10 @@ pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
                 store.migrations_applied().to_vec(),
             )
         }
-        DatabaseUrl::Postgres(_) => anyhow::bail!("PostgreSQL is not wired in yet"),
+        DatabaseUrl::Postgres(url) => {
+            let (store, description) = connect_postgres(&url, &args.pool).await?;
+            (description, migrate_postgres(&store).await?)
+        }
     };
     report_migrations(&target, &applied);
     Ok(())
@@ -132,6 +149,30 @@ fn database_url(args: &DatabaseArgs) -> DatabaseUrl {
     args.database_url
         .clone()
         .unwrap_or_else(|| DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)))
+}
+
+/// Connects to PostgreSQL; the description names host and database, never credentials.
+async fn connect_postgres(
+    url: &str,
+    pool: &PgPoolArgs,
+) -> anyhow::Result<(PgSessionStore, String)> {
+    let config = PgConfig::from_url(url)
+        .map_err(|err| ConfigError(format!("--database-url: {err}")))?
+        .pool_size(pool.pg_pool_size as usize)
+        .connect_timeout(pool.pg_connect_timeout)
+        .checkout_timeout(pool.pg_checkout_timeout);
+    let description = format!("postgres (tls: {:?})", config.ssl_mode());
+    let store = PgSessionStore::connect(config)
+        .await
+        .context("could not connect to PostgreSQL")?;
+    Ok((store, description))
+}
+
+async fn migrate_postgres(store: &PgSessionStore) -> anyhow::Result<Vec<String>> {
+    store
+        .migrate()
+        .await
+        .context("could not apply the PostgreSQL migrations")
 }
 
 async fn open_sqlite(path: &std::path::Path, migrate: bool) -> anyhow::Result<SqliteSessionStore> {

@@ -3,6 +3,7 @@
 
 mod config;
 mod e2e;
+mod postgres;
 mod router;
 mod scenarios;
 mod sqlite;
