@@ -96,10 +96,7 @@ pub(crate) struct CorruptRow {
 }
 
 impl CorruptRow {
-    pub(crate) fn store_error(
-        id: Uuid,
-        reason: impl Into<BoxError>,
-    ) -> StoreError {
+    pub(crate) fn store_error(id: Uuid, reason: impl Into<BoxError>) -> StoreError {
         StoreError::Failed(Box::new(Self {
             id,
             reason: reason.into(),
