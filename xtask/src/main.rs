@@ -66,7 +66,11 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
     if quick {
         args.extend(["--", "--warm-up-time", "0.1", "--measurement-time", "0.3"]);
     }
-    cargo_with_env(root, &args, &[("SESSION_BENCH_QUICK", if quick { "1" } else { "0" })])
+    cargo_with_env(
+        root,
+        &args,
+        &[("SESSION_BENCH_QUICK", if quick { "1" } else { "0" })],
+    )
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
