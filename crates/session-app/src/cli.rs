@@ -96,10 +96,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// The session cache: `map` (session-core's sharded hash map, the
+    /// default) or `moka`. Both keep every active session and evict nothing;
+    /// `map` resolves several times faster and holds a session in about a
+    /// quarter of the memory (docs/BENCHMARKS.md).
+    #[arg(long, env = "SESSION_CACHE", value_enum, default_value = "map")]
+    pub cache: CacheKind,
+
     /// Rows read per query while warming the cache.
     #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub warm_page_size: u32,
+}
+
+/// Which [`SessionCache`](session_core::SessionCache) adapter the service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheKind {
+    /// session-core's `MemoryCache`: a sharded `RwLock<HashMap>`.
+    Map,
+    /// session-cache-moka's `MokaSessionCache`.
+    Moka,
 }
 
 /// How the session commands reach the service.

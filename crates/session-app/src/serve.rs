@@ -4,11 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use session_core::SessionService;
+use session_cache_moka::MokaSessionCache;
+use session_core::{MemoryCache, SessionCache, SessionService};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
-use crate::cli::ServeArgs;
+use crate::cli::{CacheKind, ServeArgs};
 use crate::http::{self, ApiKeys, AppState};
 
 /// The environment variable holding a single API key.
@@ -27,7 +28,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let store = crate::store::open(&args.database, !args.no_migrate).await?;
-    let cache = Arc::new(session_cache_moka::MokaSessionCache::new());
+    let cache: Arc<dyn SessionCache> = match args.cache {
+        CacheKind::Map => Arc::new(MemoryCache::new()),
+        CacheKind::Moka => Arc::new(MokaSessionCache::new()),
+    };
     let service = SessionService::builder(store.store, cache)
         .warm_page_size(args.warm_page_size)
         .build();
@@ -37,7 +41,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, store = store.description, "listening; warming the session cache");
+    tracing::info!(
+        %address,
+        store = store.description,
+        cache = ?args.cache,
+        "listening; warming the session cache"
+    );
 
     // Warms (retrying with backoff), and with a change feed keeps following it.
     tokio::spawn({

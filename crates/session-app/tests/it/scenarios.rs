@@ -14,6 +14,13 @@ fn options(database_url: &str) -> Options {
     }
 }
 
+fn options_with(database_url: &str, extra: &[&str]) -> Options {
+    Options {
+        extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..options(database_url)
+    }
+}
+
 /// create → resolve → revoke → resolve (401), with no token in the log.
 pub(crate) async fn create_resolve_revoke_resolve(database_url: &str) {
     let server = Server::start(options(database_url));
@@ -34,7 +41,12 @@ pub(crate) async fn create_resolve_revoke_resolve(database_url: &str) {
 /// kill -9 and start again on the same database: every created token still
 /// resolves and every revoked one stays rejected.
 pub(crate) async fn restart_keeps_sessions(database_url: &str) {
-    let server = Server::start(options(database_url));
+    restart_keeps_sessions_with(database_url, &[]).await;
+}
+
+/// [`restart_keeps_sessions`] with extra `serve` arguments.
+pub(crate) async fn restart_keeps_sessions_with(database_url: &str, extra: &[&str]) {
+    let server = Server::start(options_with(database_url, extra));
     server.wait_ready().await;
     let account = Uuid::new_v4();
     let mut kept = Vec::new();
@@ -63,7 +75,7 @@ pub(crate) async fn restart_keeps_sessions(database_url: &str) {
     let mut log = server.log();
     server.kill_hard();
 
-    let server = Server::start(options(database_url));
+    let server = Server::start(options_with(database_url, extra));
     server.wait_ready().await;
     for token in &kept {
         assert_eq!(
