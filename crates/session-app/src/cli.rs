@@ -103,6 +103,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_CACHE", value_enum, default_value = "map")]
     pub cache: CacheKind,
 
+    /// With several instances on one PostgreSQL, a cache miss may be a
+    /// session another instance just created, so it reads the store once:
+    /// at most this many such reads per second on average. Past the limit a
+    /// miss is answered `invalid_token` (and counted in metrics).
+    #[arg(long, env = "SESSION_MISS_READS_PER_SECOND", default_value_t = 100.0,
+        value_parser = non_negative_rate)]
+    pub miss_reads_per_second: f64,
+
+    /// Miss-path store reads allowed at once above the average rate.
+    #[arg(long, env = "SESSION_MISS_BURST", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub miss_burst: u32,
+
+    /// Token hashes remembered as unknown to the store, so a repeated
+    /// unknown or revoked token costs no further read (0 turns this off).
+    #[arg(long, env = "SESSION_NEGATIVE_CACHE_SIZE", default_value_t = 65_536)]
+    pub negative_cache_size: usize,
+
     /// Rows read per query while warming the cache.
     #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -192,6 +210,13 @@ pub struct ListArgs {
     /// The service.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+fn non_negative_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("expected a number of reads per second, 0 or more".into()),
+    }
 }
 
 /// Parses the command line, runs the command, and maps failures to exit

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::MokaSessionCache;
-use session_core::{MemoryCache, SessionCache, SessionService};
+use session_core::{MemoryCache, MissPolicy, SessionCache, SessionService};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
@@ -32,9 +32,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         CacheKind::Map => Arc::new(MemoryCache::new()),
         CacheKind::Moka => Arc::new(MokaSessionCache::new()),
     };
-    let service = SessionService::builder(store.store, cache)
+    let mut builder = SessionService::builder(store.store, cache)
         .warm_page_size(args.warm_page_size)
-        .build();
+        .miss_policy(MissPolicy {
+            reads_per_second: args.miss_reads_per_second,
+            burst: args.miss_burst,
+            negative_entries: args.negative_cache_size,
+        });
+    if let Some(feed) = store.change_feed {
+        builder = builder.change_feed(feed);
+    }
+    let service = builder.build();
     let state = AppState::new(service.clone(), keys);
 
     let listener = TcpListener::bind(args.listen)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use session_core::SessionStore;
+use session_core::{ChangeFeed, SessionStore};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
@@ -76,6 +76,8 @@ pub struct PgPoolArgs {
 pub struct OpenedStore {
     /// The store.
     pub store: Arc<dyn SessionStore>,
+    /// Its change feed, when other processes may write to it too (PostgreSQL).
+    pub change_feed: Option<Arc<dyn ChangeFeed>>,
     /// For logs: the backend and, for SQLite, the file.
     pub description: String,
 }
@@ -95,6 +97,8 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
             Ok(OpenedStore {
                 description: format!("sqlite:{}", path.display()),
                 store: Arc::new(store),
+                // One process owns a SQLite file: its own writes keep its cache complete.
+                change_feed: None,
             })
         }
         DatabaseUrl::Postgres(url) => {
@@ -104,8 +108,10 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                     tracing::info!(version, "applied migration");
                 }
             }
+            let store = Arc::new(store);
             Ok(OpenedStore {
-                store: Arc::new(store),
+                store: store.clone(),
+                change_feed: None,
                 description,
             })
         }
