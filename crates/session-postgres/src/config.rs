@@ -111,6 +111,7 @@ pub struct PgConfig {
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
+    pub(crate) feed_heartbeat: Duration,
 }
 
 impl PgConfig {
@@ -120,6 +121,8 @@ impl PgConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default limit for obtaining a working connection from the pool.
     pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default silence after which the change feed checks its connection.
+    pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
 
     /// Parses a `postgres://` or `postgresql://` URL and loads the root
     /// certificates its TLS mode needs.
@@ -176,6 +179,7 @@ impl PgConfig {
             pool_size: Self::DEFAULT_POOL_SIZE,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
+            feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
         })
     }
 
@@ -203,6 +207,17 @@ impl PgConfig {
         self
     }
 
+    /// Sets how long the change feed's connection may stay silent before a
+    /// round trip checks it (at least 10 ms). A connection that died without
+    /// closing (a host or network gone) delivers nothing and reports no
+    /// error; the check finds it, so a stale cache is noticed within this
+    /// time plus the connect timeout rather than TCP's hours.
+    #[must_use]
+    pub fn feed_heartbeat(mut self, every: Duration) -> Self {
+        self.feed_heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// The URL's TLS mode.
     #[must_use]
     pub const fn ssl_mode(&self) -> SslMode {
@@ -222,6 +237,7 @@ impl fmt::Debug for PgConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
+            .field("feed_heartbeat", &self.feed_heartbeat)
             .finish_non_exhaustive()
     }
 }

@@ -19,14 +19,30 @@ pub(crate) type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgCo
 pub(crate) type Connection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 pub(crate) type CheckoutError = diesel_async::pooled_connection::deadpool::PoolError;
 
-/// Opens connections from the parsed settings, with TLS when they ask for it.
-struct Connector {
+/// Opens connections from the parsed settings, with TLS when they ask for it:
+/// the pool's, and the change feed's own.
+pub(crate) struct Connector {
     postgres: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
 }
 
 impl Connector {
-    async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
+    pub(crate) fn new(config: &PgConfig) -> Self {
+        let mut postgres = config.postgres.clone();
+        if postgres.get_connect_timeout().is_none() {
+            // Per address tried; callers bound the whole attempt.
+            postgres.connect_timeout(config.connect_timeout);
+        }
+        Self {
+            postgres,
+            tls: config
+                .tls
+                .as_deref()
+                .map(|tls| MakeRustlsConnect::new(tls.clone())),
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
         let failed = |err: tokio_postgres::Error| ConnectionError::BadConnection(describe(&err));
         match &self.tls {
             None => {
@@ -44,7 +60,7 @@ impl Connector {
 
 /// The driver's error with its causes, which say what failed (refused, TLS,
 /// authentication); none of them contains the password.
-fn describe(err: &dyn std::error::Error) -> String {
+pub(crate) fn describe(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -55,21 +71,8 @@ fn describe(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Builds the pool. Opens no connection: the first checkout does.
-pub(crate) fn build(config: &PgConfig) -> Result<Pool, StoreError> {
-    let mut postgres = config.postgres.clone();
-    if postgres.get_connect_timeout().is_none() {
-        // Per address tried; the pool's create timeout bounds the whole attempt.
-        postgres.connect_timeout(config.connect_timeout);
-    }
-    let connector = Arc::new(Connector {
-        postgres,
-        tls: config
-            .tls
-            .as_deref()
-            .map(|tls| MakeRustlsConnect::new(tls.clone())),
-    });
-
+/// Builds the pool on `connector`. Opens no connection: the first checkout does.
+pub(crate) fn build(config: &PgConfig, connector: Arc<Connector>) -> Result<Pool, StoreError> {
     let mut manager_config = ManagerConfig::default();
     // A round-trip before each use finds connections the server closed while
     // they sat in the pool (restart, failover, pg_terminate_backend), so they

@@ -1,8 +1,9 @@
 //! [`PgSessionStore`]: the [`SessionStore`] port over PostgreSQL.
 //!
-//! Every write is one statement, so each is atomic on its own and a change
-//! feed can later be published from the same statement or its transaction.
+//! Every write is one statement, so each is atomic on its own; the change
+//! feed is published from its transaction by triggers (see [`crate::feed`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,15 +14,15 @@ use diesel::sql_types::{Bool, Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::{
-    AccountId, ClientMetadata, Label, ListScope, RevokeOutcome, Session, SessionId, SessionStore,
-    StoreError, TokenHash, UserAgent,
+    AccountId, BoxError, ClientMetadata, Label, ListScope, RevokeOutcome, Session, SessionId,
+    SessionStore, StoreError, TokenHash, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::PgConfig;
 use crate::error::{self, CorruptRow};
-use crate::pool::{self, Connection, Pool};
+use crate::pool::{self, Connection, Connector, Pool};
 use crate::schema::sessions;
 
 /// Sessions in PostgreSQL, in the `session` schema, over a pool of
@@ -29,11 +30,18 @@ use crate::schema::sessions;
 ///
 /// Cheap to clone; clones share the pool. Call [`migrate`](Self::migrate)
 /// before first use (it is a no-op once the schema is current).
+///
+/// It is also a [`ChangeFeed`](session_core::ChangeFeed): several processes
+/// sharing one database each follow the others' writes (see
+/// [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL)).
 #[derive(Clone)]
 pub struct PgSessionStore {
     pool: Pool,
-    connect_timeout: Duration,
+    /// Opens the change feed's connections, with the pool's settings and TLS.
+    pub(crate) connector: Arc<Connector>,
+    pub(crate) connect_timeout: Duration,
     checkout_timeout: Duration,
+    pub(crate) feed_heartbeat: Duration,
 }
 
 impl std::fmt::Debug for PgSessionStore {
@@ -53,10 +61,13 @@ impl PgSessionStore {
     /// [`StoreError::Unavailable`] if no connection could be opened within the
     /// configured timeouts.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        let connector = Arc::new(Connector::new(&config));
         let store = Self {
-            pool: pool::build(&config)?,
+            pool: pool::build(&config, Arc::clone(&connector))?,
+            connector,
             connect_timeout: config.connect_timeout,
             checkout_timeout: config.checkout_timeout,
+            feed_heartbeat: config.feed_heartbeat,
         };
         store.health_check().await?;
         Ok(store)
@@ -89,45 +100,41 @@ impl PgSessionStore {
     }
 }
 
-/// A row as stored.
+/// A row as stored, or as a change notification carries it.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(Pg))]
-struct SessionRow {
-    id: Uuid,
-    account_id: Uuid,
-    token_hash: Vec<u8>,
-    created_at: OffsetDateTime,
-    revoked_at: Option<OffsetDateTime>,
-    user_agent: Option<String>,
-    ip: Option<IpNet>,
-    label: Option<String>,
+pub(crate) struct SessionRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) token_hash: Vec<u8>,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) revoked_at: Option<OffsetDateTime>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: Option<IpNet>,
+    pub(crate) label: Option<String>,
 }
 
 impl SessionRow {
     /// Checks the row against the domain's rules, as any input is.
     fn into_session(self) -> Result<Session, StoreError> {
         let id = self.id;
-        let corrupt =
-            |reason: Box<dyn std::error::Error + Send + Sync>| CorruptRow::store_error(id, reason);
+        self.validate()
+            .map_err(|reason| CorruptRow::store_error(id, reason))
+    }
+
+    /// The session, if the domain accepts every field; the error names the
+    /// field, never its value.
+    pub(crate) fn validate(self) -> Result<Session, BoxError> {
         Ok(Session {
             id: SessionId::from_uuid(self.id),
-            account_id: AccountId::new(self.account_id).map_err(|err| corrupt(err.into()))?,
-            token_hash: TokenHash::try_from(self.token_hash.as_slice())
-                .map_err(|err| corrupt(err.into()))?,
+            account_id: AccountId::new(self.account_id)?,
+            token_hash: TokenHash::try_from(self.token_hash.as_slice())?,
             created_at: self.created_at,
             revoked_at: self.revoked_at,
             metadata: ClientMetadata {
-                user_agent: self
-                    .user_agent
-                    .map(UserAgent::new)
-                    .transpose()
-                    .map_err(|err| corrupt(err.into()))?,
+                user_agent: self.user_agent.map(UserAgent::new).transpose()?,
                 ip: self.ip.map(|net| net.addr()),
-                label: self
-                    .label
-                    .map(Label::new)
-                    .transpose()
-                    .map_err(|err| corrupt(err.into()))?,
+                label: self.label.map(Label::new).transpose()?,
             },
         })
     }

@@ -1,5 +1,6 @@
 //! Contract test suites that every [`SessionStore`](crate::SessionStore) and
-//! [`SessionCache`](crate::SessionCache) adapter runs from its own tests.
+//! [`SessionCache`](crate::SessionCache) adapter runs from its own tests, and
+//! every [`ChangeFeed`](crate::ChangeFeed) of a shared store too.
 //!
 //! An adapter is correct when it passes the same suite as every other one:
 //!
@@ -9,12 +10,15 @@
 //! session_core::store_contract_tests!(async { MyStore::connect_fresh().await });
 //! // and of a cache adapter:
 //! session_core::cache_contract_tests!(MyCache::new);
+//! // and of a store that is also a change feed:
+//! session_core::feed_contract_tests!(async { MyStore::connect_fresh().await });
 //! ```
 //!
 //! Each case becomes its own `#[test]`, named after the behaviour it checks;
 //! the expression is evaluated once per case, so each case gets fresh state.
 
 pub mod cache;
+pub mod feed;
 pub mod store;
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -104,6 +108,35 @@ macro_rules! store_contract_tests {
             async fn $case() {
                 let store = $make.await;
                 $crate::testkit::store::$case(::std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+/// Defines one `#[tokio::test]` per change-feed contract case, each calling
+/// `$make` (an expression evaluating to a future of a value that is both the
+/// [`SessionStore`](crate::SessionStore) and its
+/// [`ChangeFeed`](crate::ChangeFeed)) for a fresh store.
+#[macro_export]
+macro_rules! feed_contract_tests {
+    ($make:expr) => {
+        $crate::feed_contract_tests!(@cases $make;
+            created_sessions_arrive_as_stored,
+            a_revocation_arrives_with_its_hash,
+            revoke_all_arrives_with_exactly_the_revoked_hashes,
+            writes_that_change_nothing_publish_nothing,
+            changes_arrive_in_commit_order,
+            a_subscription_after_a_write_does_not_deliver_it,
+            every_subscription_receives_every_change,
+            a_dropped_next_change_loses_nothing,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = ::std::sync::Arc::new($make.await);
+                $crate::testkit::feed::$case(store.clone(), store).await;
             }
         )*
     };

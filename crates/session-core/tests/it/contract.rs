@@ -7,3 +7,7 @@ mod memory_store {
 mod memory_cache {
     session_core::cache_contract_tests!(session_core::MemoryCache::new);
 }
+
+mod memory_feed {
+    session_core::feed_contract_tests!(async { session_core::MemoryStore::new() });
+}

@@ -1,8 +1,9 @@
-//! The session-core store contract, against PostgreSQL.
+//! The session-core store and change-feed contracts, against PostgreSQL.
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError, TokenHash,
+    AccountId, ChangeFeed, ChangeSubscription, ListScope, RevokeOutcome, Session, SessionId,
+    SessionStore, StoreError, TokenHash,
 };
 use session_postgres::PgSessionStore;
 use session_test_postgres::TestDatabase;
@@ -62,10 +63,25 @@ impl SessionStore for StoreOnTestDatabase {
     }
 }
 
-session_core::store_contract_tests!(async {
+#[async_trait]
+impl ChangeFeed for StoreOnTestDatabase {
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        self.store.subscribe().await
+    }
+}
+
+async fn store_on_test_database() -> StoreOnTestDatabase {
     let (database, store) = crate::support::fresh_store().await;
     StoreOnTestDatabase {
         store,
         _database: database,
     }
-});
+}
+
+mod store {
+    session_core::store_contract_tests!(super::store_on_test_database());
+}
+
+mod feed {
+    session_core::feed_contract_tests!(super::store_on_test_database());
+}

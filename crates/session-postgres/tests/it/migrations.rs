@@ -9,7 +9,11 @@ use session_test_postgres::TestDatabase;
 
 use crate::support::sql_client;
 
-const FIRST_MIGRATION: &str = "2026-01-01-000000_create_sessions";
+/// Every migration, oldest first.
+const MIGRATIONS: [&str; 2] = [
+    "2026-01-01-000000_create_sessions",
+    "2026-01-02-000000_publish_changes",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_twice_applies_each_migration_once() {
@@ -17,7 +21,7 @@ async fn migrating_twice_applies_each_migration_once() {
     let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![FIRST_MIGRATION]);
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS);
     assert_eq!(
         store.migrate().await.unwrap(),
         Vec::<String>::new(),
@@ -33,7 +37,7 @@ async fn migrating_twice_applies_each_migration_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 1);
+    assert_eq!(recorded, MIGRATIONS.len() as i64);
     // Nothing lands in the host application's schema, not even the bookkeeping.
     let in_public: i64 = client
         .query_one(
@@ -65,7 +69,7 @@ async fn migrating_works_on_a_single_threaded_runtime() {
     let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![FIRST_MIGRATION]);
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS);
 }
 
 /// Set in the child processes of `two_processes_migrating_at_once_both_succeed`.
@@ -131,8 +135,8 @@ async fn two_processes_migrating_at_once_both_succeed() {
     applied.sort();
     assert_eq!(
         applied,
-        ["", FIRST_MIGRATION],
-        "one process applied the migration, the other found it done"
+        ["".to_owned(), MIGRATIONS.join(",")],
+        "one process applied the migrations, the other found them done"
     );
 }
 

@@ -1,0 +1,110 @@
+-- Publish every change to the set of active sessions on the channel
+-- `session_changes`, so each process that keeps a cache of them (see
+-- session-postgres's change feed) hears of writes made by the others.
+--
+-- Triggers, not statements, publish: whatever writes the table (any version
+-- of the store, another process, an operator's SQL) is heard, the
+-- notification is sent from the writing transaction and so delivered at its
+-- commit and never for a rolled-back write, and each write stays one
+-- statement. Payloads are versioned JSON (`"v": 1`), far below
+-- PostgreSQL's 8000-byte limit:
+--
+--   {"v" : 1, "op" : "created", "id" : "<uuid>", "account_id" : "<uuid>",
+--    "token_hash" : "<64 hex digits>", "created_at_us" : <microseconds since
+--    the Unix epoch>, "user_agent" : <text|null>, "ip" : <text|null>,
+--    "label" : <text|null>}
+--     at most about 1.7 kB: user agent and label are capped at 512 and 128
+--     bytes, which JSON escaping can at most double.
+--   {"v" : 1, "op" : "revoked", "token_hashes" : ["<64 hex digits>", ...]}
+--     at most 100 hashes, about 6.9 kB; larger revocations send several.
+
+CREATE FUNCTION session.publish_created() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('session_changes', json_build_object(
+        'v', 1,
+        'op', 'created',
+        'id', NEW.id,
+        'account_id', NEW.account_id,
+        'token_hash', encode(NEW.token_hash, 'hex'),
+        'created_at_us', (extract(epoch FROM NEW.created_at) * 1000000)::bigint,
+        'user_agent', NEW.user_agent,
+        'ip', host(NEW.ip),
+        'label', NEW.label)::text);
+    RETURN NULL;
+END
+$$;
+
+-- Sends the token hashes of sessions that stopped being active, in chunks
+-- small enough for one notification each.
+CREATE FUNCTION session.publish_revoked(token_hashes bytea[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    payload text;
+BEGIN
+    FOR payload IN
+        SELECT json_build_object(
+                   'v', 1,
+                   'op', 'revoked',
+                   'token_hashes', json_agg(encode(hash, 'hex') ORDER BY position))::text
+        FROM unnest(token_hashes) WITH ORDINALITY AS revoked(hash, position)
+        GROUP BY (position - 1) / 100
+        ORDER BY (position - 1) / 100
+    LOOP
+        PERFORM pg_notify('session_changes', payload);
+    END LOOP;
+END
+$$;
+
+-- Once per statement, so a revoke-all of thousands of sessions is a few
+-- notifications, not thousands. Only rows that went from active to revoked
+-- count: revoking a revoked session changes nothing and publishes nothing.
+CREATE FUNCTION session.publish_revoked_by_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    token_hashes bytea[];
+BEGIN
+    SELECT array_agg(new_rows.token_hash ORDER BY new_rows.id) INTO token_hashes
+    FROM new_rows JOIN old_rows USING (id)
+    WHERE old_rows.revoked_at IS NULL AND new_rows.revoked_at IS NOT NULL;
+    IF token_hashes IS NOT NULL THEN
+        PERFORM session.publish_revoked(token_hashes);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The store never deletes, but a deleted active session is as gone as a
+-- revoked one, and a cache that kept it would keep accepting its token.
+CREATE FUNCTION session.publish_revoked_by_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    token_hashes bytea[];
+BEGIN
+    SELECT array_agg(token_hash ORDER BY id) INTO token_hashes
+    FROM old_rows
+    WHERE revoked_at IS NULL;
+    IF token_hashes IS NOT NULL THEN
+        PERFORM session.publish_revoked(token_hashes);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A session inserted already revoked was never active: nothing to publish.
+CREATE TRIGGER sessions_publish_created
+    AFTER INSERT ON session.sessions
+    FOR EACH ROW WHEN (NEW.revoked_at IS NULL)
+    EXECUTE FUNCTION session.publish_created();
+
+CREATE TRIGGER sessions_publish_revoked_by_update
+    AFTER UPDATE ON session.sessions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION session.publish_revoked_by_update();
+
+CREATE TRIGGER sessions_publish_revoked_by_delete
+    AFTER DELETE ON session.sessions
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION session.publish_revoked_by_delete();
