@@ -3,6 +3,7 @@
 
 mod config;
 mod contract;
+mod feed;
 mod migrations;
 mod resilience;
 mod storage;

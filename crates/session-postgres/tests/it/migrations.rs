@@ -150,3 +150,28 @@ async fn migrate_as_child(url: &str) {
     let applied = store.migrate().await.unwrap();
     println!("{APPLIED} {}", applied.join(","));
 }
+
+/// The change feed's migration reverts to exactly the schema before it, and
+/// applies again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publishing_migration_reverts_and_reapplies() {
+    const UP: &str =
+        include_str!("../../../../migrations/postgres/2026-01-02-000000_publish_changes/up.sql");
+    const DOWN: &str =
+        include_str!("../../../../migrations/postgres/2026-01-02-000000_publish_changes/down.sql");
+    let (database, _store) = crate::support::fresh_store().await;
+    let client = sql_client(database.url()).await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let triggers = "SELECT count(*) FROM pg_trigger \
+                    WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal";
+    let functions = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname = 'session'";
+    assert_eq!((count(triggers).await, count(functions).await), (3, 4));
+    client.batch_execute(DOWN).await.unwrap();
+    assert_eq!((count(triggers).await, count(functions).await), (0, 0));
+    client.batch_execute(UP).await.unwrap();
+    assert_eq!((count(triggers).await, count(functions).await), (3, 4));
+}

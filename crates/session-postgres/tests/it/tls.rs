@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{SessionStore, StoreError};
+use session_core::{ChangeFeed, SessionStore, StoreError};
 use session_postgres::{PgConfig, PgSessionStore, SslMode};
 use session_test_postgres::{TestDatabase, TestServer};
 
@@ -161,4 +161,47 @@ async fn require_fails_against_a_server_without_tls() {
     let database = TestDatabase::create();
     let err = refused(&format!("{}?sslmode=require", database.url())).await;
     assert!(err.to_lowercase().contains("tls"), "says why: {err}");
+}
+
+/// The change feed's own connection uses the pool's TLS settings: verified
+/// by name, encrypted, and it delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_listens_over_the_same_tls() {
+    let database = server().create_database();
+    let ca = authority().display().to_string();
+    let store = works(&url(
+        "localhost",
+        &database,
+        &format!("sslmode=verify-full&sslrootcert={ca}&application_name=tls-feed"),
+    ))
+    .await;
+    let mut subscription = store.subscribe().await.unwrap();
+
+    let admin = sql_client(server().admin_url()).await;
+    let listener_ssl: Vec<bool> = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'tls-feed' AND a.query = $2",
+            &[
+                &database.name(),
+                &format!("LISTEN {}", session_postgres::CHANGES_CHANNEL),
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(listener_ssl, [true], "one listener, encrypted");
+
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    let change = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        subscription.next_change(),
+    )
+    .await
+    .expect("hung instead of delivering")
+    .unwrap();
+    assert_eq!(change, session_core::Change::Created(session));
 }
