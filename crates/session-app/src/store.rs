@@ -111,7 +111,8 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
             let store = Arc::new(store);
             Ok(OpenedStore {
                 store: store.clone(),
-                change_feed: None,
+                // Other instances and host backends may write to the same database.
+                change_feed: Some(store),
                 description,
             })
         }

@@ -3,6 +3,7 @@
 
 mod config;
 mod e2e;
+mod multi;
 mod postgres;
 mod router;
 mod scenarios;

@@ -1,0 +1,244 @@
+//! Two real `session-app` processes on one PostgreSQL, kept in step by its
+//! change feed.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use session_core::{ClientMetadata, MemoryCache, SessionService, SessionToken};
+use session_postgres::{PgConfig, PgSessionStore};
+use session_test_postgres::TestDatabase;
+use uuid::Uuid;
+
+use crate::e2e::{KEY, Options, Server};
+
+/// How long a revocation may take to reach the other instance before the
+/// test calls it lost. A correctness bound (it must arrive), far above the
+/// milliseconds measured by `cargo xtask bench`.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(5);
+
+fn start(database: &TestDatabase, extra: &[&str]) -> Server {
+    Server::start(Options {
+        database_url: database.url().to_owned(),
+        api_key: Some(KEY.to_owned()),
+        extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+    })
+}
+
+async fn pair(database: &TestDatabase) -> (Server, Server) {
+    let a = start(database, &[]);
+    let b = start(database, &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    (a, b)
+}
+
+/// Resolves `token` on `server` until it answers `want`, within the bound.
+async fn eventually(server: &Server, token: &str, want: u16) {
+    let started = Instant::now();
+    loop {
+        let status = server.resolve(token).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION_BOUND,
+            "still {status}, not {want}, after {PROPAGATION_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn readiness(server: &Server) -> (u16, Value) {
+    server.call(Method::GET, "/readyz", None).await
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn created_on_a_resolves_on_b_and_revoked_on_a_is_rejected_by_b() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let (_, body) = readiness(&b).await;
+    assert_eq!(body["checks"]["change_feed"]["status"], "ok", "{body}");
+
+    let (token, id) = a.create(Uuid::new_v4()).await;
+    assert_eq!(
+        b.resolve(&token).await,
+        200,
+        "at once: a miss reads the store"
+    );
+    assert_eq!(a.revoke(&id).await, 204);
+    eventually(&b, &token, 401).await;
+}
+
+#[tokio::test]
+async fn a_revoke_all_of_5000_on_a_is_rejected_by_b_for_every_one() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let account = Uuid::new_v4();
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    // Created through the library (a third writer), so the test does not
+    // wait on 5,000 HTTP round trips; both services hear of them by the feed.
+    let service = SessionService::builder(
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(MemoryCache::new()),
+    )
+    .build();
+    let mut tokens: Vec<SessionToken> = Vec::new();
+    for _ in 0..5_000 {
+        tokens.push(
+            service
+                .create(
+                    session_core::AccountId::new(account).unwrap(),
+                    ClientMetadata::default(),
+                )
+                .await
+                .unwrap()
+                .token,
+        );
+    }
+    let last = tokens.last().unwrap().expose_secret().to_owned();
+    eventually(&b, &last, 200).await;
+
+    let (status, body) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({ "revoked": 5_000 })));
+    eventually(&b, &last, 401).await;
+    for token in &tokens {
+        assert_eq!(b.resolve(token.expose_secret()).await, 401);
+    }
+}
+
+#[tokio::test]
+async fn a_write_made_through_the_library_by_a_third_process_is_seen_by_both() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    let third = SessionService::builder(
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(MemoryCache::new()),
+    )
+    .build();
+    let created = third
+        .create(
+            session_core::AccountId::new(Uuid::new_v4()).unwrap(),
+            ClientMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let token = created.token.expose_secret();
+    eventually(&a, token, 200).await;
+    eventually(&b, token, 200).await;
+    third.revoke(created.session.id).await.unwrap();
+    eventually(&a, token, 401).await;
+    eventually(&b, token, 401).await;
+}
+
+#[tokio::test]
+async fn a_terminated_listener_turns_readiness_503_and_a_revocation_in_the_gap_holds() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let (token, id) = a.create(Uuid::new_v4()).await;
+    assert_eq!(b.resolve(&token).await, 200);
+
+    // Ends every connection, the listeners' included; the pools reconnect.
+    let ended = terminate(database.admin_url(), database.name()).await;
+    assert!(ended >= 2, "both listeners were ended");
+    let started = Instant::now();
+    loop {
+        let (status, body) = readiness(&b).await;
+        if status == 503 {
+            assert_eq!(
+                body["checks"]["change_feed"]["status"], "resyncing",
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION_BOUND,
+            "B never noticed its lost listener:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Committed while B is not listening.
+    assert_eq!(a.revoke(&id).await, 204);
+
+    b.wait_ready().await;
+    assert_eq!(
+        b.resolve(&token).await,
+        401,
+        "the revocation holds after the resync"
+    );
+    assert!(metric(&b, "session_change_feed_resyncs_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_tokens_stays_within_the_miss_read_limit() {
+    let database = TestDatabase::create();
+    let b = start(
+        &database,
+        &["--miss-reads-per-second", "20", "--miss-burst", "10"],
+    );
+    b.wait_ready().await;
+    let started = Instant::now();
+    for _ in 0..300 {
+        assert_eq!(
+            b.resolve(SessionToken::generate().expose_secret()).await,
+            401
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads = metric(&b, "session_miss_reads_total").await;
+    let rejected = metric(&b, "session_miss_reads_rejected_total").await;
+    assert!(reads >= 10.0, "the burst is read: {reads}");
+    assert!(
+        reads <= 10.0 + 20.0 * elapsed + 1.0,
+        "{reads} reads in {elapsed:.2} s exceed 10 + 20/s"
+    );
+    assert_eq!(reads + rejected, 300.0);
+    assert_eq!(b.resolve("sess_malformed").await, 401);
+    assert_eq!(
+        metric(&b, "session_miss_reads_total").await,
+        reads,
+        "malformed: no read"
+    );
+}
+
+/// Ends every other connection to database `name`, as an administrator
+/// would, without waiting for them to go.
+async fn terminate(admin_url: &str, name: &str) -> usize {
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .len()
+}
