@@ -1,16 +1,21 @@
 //! The PostgreSQL store on a throwaway local server (loopback, durability
 //! off, so the numbers are the adapter's and the protocol's, not a disk's):
-//! single-connection latency of insert and revoke, as percentiles, and how
-//! long warming a cache from a table of active sessions takes.
+//! single-connection latency of insert and revoke, as percentiles; what the
+//! change feed's publishing triggers add to an insert; how long a revocation
+//! committed by one service takes to leave another's cache; and how long
+//! warming a cache from a table of active sessions takes.
 //!
 //! `cargo bench -p session-postgres --bench postgres`; `SESSION_BENCH_QUICK=1`
 //! for small counts; `TEST_DATABASE_URL` to measure on another server.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{MemoryCache, Session, SessionService, SessionStore};
+use session_core::{
+    ChangeFeed, ClientMetadata, MemoryCache, Session, SessionCache, SessionService, SessionStore,
+    TokenHash,
+};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -62,6 +67,19 @@ async fn run(database: &TestDatabase, writes: usize, active: usize) {
         timings.push(start.elapsed());
     }
     report("health check (checkout check + SELECT 1)", &mut timings);
+
+    // On a database of their own, so the warm below reads only what it loads.
+    let feed_database = TestDatabase::create();
+    let feed_store = PgSessionStore::connect(
+        PgConfig::from_url(feed_database.url())
+            .unwrap()
+            .pool_size(1),
+    )
+    .await
+    .unwrap();
+    feed_store.migrate().await.unwrap();
+    publishing_cost(feed_database.url(), &feed_store, writes).await;
+    propagation(feed_database.url(), 1_000).await;
 
     let started = Instant::now();
     bulk_load(database.url(), active).await;
@@ -139,6 +157,160 @@ async fn bulk_load(url: &str, active: usize) {
         .batch_execute("VACUUM ANALYZE session.sessions")
         .await
         .unwrap();
+}
+
+/// Insert latency without the creation trigger, with it and nobody
+/// listening, and with it and a subscription draining the channel: rounds of
+/// each in turn, so drift in the machine's load spreads over all three.
+async fn publishing_cost(url: &str, store: &PgSessionStore, writes: usize) {
+    const ROUNDS: usize = 10;
+    let admin = {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let per_round = (writes / ROUNDS).max(1);
+    let mut timings: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (mode, timings) in timings.iter_mut().enumerate() {
+            let trigger = if mode == 0 { "DISABLE" } else { "ENABLE" };
+            admin
+                .batch_execute(&format!(
+                    "ALTER TABLE session.sessions {trigger} TRIGGER sessions_publish_created"
+                ))
+                .await
+                .unwrap();
+            let listening = if mode == 2 {
+                let mut subscription = store.subscribe().await.unwrap();
+                Some(tokio::spawn(async move {
+                    while subscription.next_change().await.is_ok() {}
+                }))
+            } else {
+                None
+            };
+            for _ in 0..per_round {
+                let (_, session) = session_at(account(), epoch());
+                let start = Instant::now();
+                store.insert(&session).await.unwrap();
+                timings.push(start.elapsed());
+            }
+            if let Some(listening) = listening {
+                listening.abort();
+            }
+        }
+    }
+    let [mut without, mut unheard, mut heard] = timings;
+    report("insert, publishing trigger disabled", &mut without);
+    report("insert, publishing, nobody listening", &mut unheard);
+    report("insert, publishing, one listener", &mut heard);
+}
+
+/// A cache that records when each token hash left it.
+struct TimedCache {
+    inner: MemoryCache,
+    removed: Mutex<Vec<(TokenHash, Instant)>>,
+}
+
+impl SessionCache for TimedCache {
+    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.inner.get(hash)
+    }
+
+    fn insert(&self, session: Arc<Session>) {
+        self.inner.insert(session);
+    }
+
+    fn remove(&self, hash: &TokenHash) {
+        self.remove_many(std::slice::from_ref(hash));
+    }
+
+    fn remove_many(&self, hashes: &[TokenHash]) {
+        self.inner.remove_many(hashes);
+        let now = Instant::now();
+        let mut removed = self.removed.lock().unwrap();
+        removed.extend(hashes.iter().map(|hash| (*hash, now)));
+    }
+
+    fn replace_all(&self, sessions: Vec<Arc<Session>>) {
+        self.inner.replace_all(sessions);
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+/// Two services on one database, each following the change feed. For each
+/// of `count` sessions: create it on A, wait until B holds it, revoke it on
+/// A, and time until B's cache dropped it, from the call on A (an upper
+/// bound of the delay after the commit, which happens within the call) and
+/// from the call's return (often after B already dropped it: zero).
+async fn propagation(url: &str, count: usize) {
+    let service = |cache: Arc<dyn SessionCache>| async move {
+        let store = Arc::new(
+            PgSessionStore::connect(PgConfig::from_url(url).unwrap())
+                .await
+                .unwrap(),
+        );
+        let service = SessionService::builder(store.clone(), cache)
+            .change_feed(store as Arc<dyn ChangeFeed>)
+            .build();
+        tokio::spawn({
+            let service = service.clone();
+            async move { service.keep_in_sync().await }
+        });
+        while !service.readiness().await.is_ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        service
+    };
+    let a = service(Arc::new(MemoryCache::new())).await;
+    let b_cache = Arc::new(TimedCache {
+        inner: MemoryCache::new(),
+        removed: Mutex::new(Vec::new()),
+    });
+    // B runs on its own task; only its cache is looked at.
+    service(b_cache.clone()).await;
+
+    let mut from_call = Vec::with_capacity(count);
+    let mut from_return = Vec::with_capacity(count);
+    let mut calls = Vec::with_capacity(count);
+    for _ in 0..count {
+        let created = a
+            .create(account(), ClientMetadata::default())
+            .await
+            .unwrap();
+        let hash = created.session.token_hash;
+        while b_cache.get(&hash).is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let called = Instant::now();
+        a.revoke(created.session.id).await.unwrap();
+        let returned = Instant::now();
+        let gone = loop {
+            let found = b_cache
+                .removed
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(removed, _)| *removed == hash)
+                .map(|(_, at)| *at);
+            if let Some(at) = found {
+                break at;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        b_cache.removed.lock().unwrap().clear();
+        calls.push(returned - called);
+        from_call.push(gone.saturating_duration_since(called));
+        from_return.push(gone.saturating_duration_since(returned));
+    }
+    report("revoke on A (the call)", &mut calls);
+    report("revoke called on A -> gone from B's cache", &mut from_call);
+    report(
+        "revoke returned on A -> gone from B's cache",
+        &mut from_return,
+    );
 }
 
 fn report(name: &str, timings: &mut [Duration]) {

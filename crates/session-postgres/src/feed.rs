@@ -9,17 +9,6 @@
 //! is delivered when it commits and never if it rolls back. PostgreSQL
 //! delivers notifications in commit order.
 //!
-//! Each payload is versioned JSON, far below PostgreSQL's 8000-byte limit:
-//!
-//! - `{"v": 1, "op": "created", "id", "account_id", "token_hash", "created_at_us",
-//!   "user_agent", "ip", "label"}`: one per session inserted active; the hash
-//!   in hex, the creation time in microseconds since the Unix epoch, absent
-//!   metadata as `null`. At most about 1.7 kB.
-//! - `{"v": 1, "op": "revoked", "token_hashes": [...]}`: the hex hashes of
-//!   sessions that went from active to revoked (or were deleted active), at
-//!   most 100 per notification (about 6.9 kB), so a revoke-all of thousands
-//!   arrives as several.
-//!
 //! A payload is decoded as any stored row is, through the domain's
 //! constructors. One that cannot be is never skipped: skipping it could
 //! leave a revoked session in a cache, so the subscription ends with an
@@ -42,9 +31,27 @@ use uuid::Uuid;
 
 use crate::store::{PgSessionStore, SessionRow};
 
-/// The channel every session change is published on. LISTEN channels are
-/// per database; this one belongs to the `session` schema's tables, and
-/// nothing else should notify on it.
+/// The channel every committed change to the active sessions is published
+/// on, by triggers on `session.sessions`. LISTEN channels are per database;
+/// this one belongs to the `session` schema, and nothing else should notify
+/// on it.
+///
+/// Each payload is JSON with a format version, far below PostgreSQL's
+/// 8000-byte limit:
+///
+/// - `{"v": 1, "op": "created", "id", "account_id", "token_hash",
+///   "created_at_us", "user_agent", "ip", "label"}`: a session inserted
+///   active; the token hash in hex, the creation time in microseconds since
+///   the Unix epoch, absent metadata as `null`. About 1.7 kB at most for
+///   metadata the domain accepts, about 4.1 kB for anything the schema lets
+///   another writer store (escaped control characters take six bytes).
+/// - `{"v": 1, "op": "revoked", "token_hashes": [...]}`: the hex token hashes
+///   of sessions that went from active to revoked (or were deleted while
+///   active), at most 100 per notification (under 7 kB), so a revoke-all of
+///   thousands arrives as several.
+///
+/// A change of format is a new version: a reader meeting a version it does
+/// not know ends its subscription rather than miss a revocation.
 pub const CHANGES_CHANNEL: &str = "session_changes";
 
 /// The payload version this build publishes (through its migrations) and reads.

@@ -15,8 +15,8 @@
 //!   mode ([`SslMode`]).
 //! - Every committed change to the active sessions is published by triggers
 //!   on [`CHANGES_CHANNEL`] with LISTEN/NOTIFY; a subscription listens on a
-//!   connection of its own and fails promptly when that connection is lost
-//!   (see the `feed` module for the payload format).
+//!   connection of its own and fails promptly when that connection is lost,
+//!   or stays silent past [`PgConfig::feed_heartbeat`].
 //! - Errors map to [`StoreError`](session_core::StoreError): a repeated token
 //!   hash is `DuplicateTokenHash`; a database out of reach (refused, closed,
 //!   timed out) is the retryable `Unavailable`; anything else is `Failed`.
