@@ -34,6 +34,9 @@ pub trait ChangeFeed: Send + Sync + 'static {
 pub trait ChangeSubscription: Send {
     /// The next change. An error means the subscription is lost and changes
     /// may have been missed: the subscriber must resubscribe and re-warm.
+    /// A change that cannot be read is such an error too, never skipped: a
+    /// skipped revocation would leave a revoked session in the caches.
+    /// Once it has failed, a subscription fails on every later call.
     ///
     /// Must be cancel-safe: a call dropped before it returns loses no change.
     async fn next_change(&mut self) -> Result<Change, StoreError>;

@@ -49,6 +49,9 @@ use crate::store::{PgSessionStore, SessionRow};
 ///   of sessions that went from active to revoked (or were deleted while
 ///   active), at most 100 per notification (under 7 kB), so a revoke-all of
 ///   thousands arrives as several.
+/// - `{"v": 1, "op": "truncated"}`: the table was emptied, which says nothing
+///   of which sessions went; a subscription ends with an error on it, so its
+///   subscriber loads everything again.
 ///
 /// A change of format is a new version: a reader meeting a version it does
 /// not know ends its subscription rather than miss a revocation.
@@ -80,6 +83,8 @@ enum FeedError {
     },
     #[error("the change-feed subscription has ended; subscribe again")]
     Ended,
+    #[error("the sessions table was truncated; every cache must be loaded again")]
+    Truncated,
 }
 
 /// What is wrong with a payload, without any of its content.
@@ -207,15 +212,22 @@ async fn next_change(
         match received {
             Some(Some(Ok(notification))) => {
                 *heard_at = Instant::now();
-                return decode(&notification.payload).map_err(|reason| {
-                    let bytes = notification.payload.len();
-                    tracing::error!(
-                        payload_bytes = bytes,
-                        error = %reason,
-                        "a session change notification cannot be decoded; resubscribing"
-                    );
-                    StoreError::Failed(Box::new(FeedError::Undecodable { bytes, reason }))
-                });
+                return match decode(&notification.payload) {
+                    Ok(Some(change)) => Ok(change),
+                    Ok(None) => Err(unavailable(FeedError::Truncated)),
+                    Err(reason) => {
+                        let bytes = notification.payload.len();
+                        tracing::error!(
+                            payload_bytes = bytes,
+                            error = %reason,
+                            "a session change notification cannot be decoded; resubscribing"
+                        );
+                        Err(StoreError::Failed(Box::new(FeedError::Undecodable {
+                            bytes,
+                            reason,
+                        })))
+                    }
+                };
             }
             Some(Some(Err(err))) => return Err(unavailable(FeedError::Lost(err))),
             Some(None) => return Err(unavailable(FeedError::Closed)),
@@ -254,9 +266,11 @@ enum Payload {
     Revoked {
         token_hashes: Vec<String>,
     },
+    Truncated,
 }
 
-fn decode(payload: &str) -> Result<Change, PayloadError> {
+/// The change a payload carries; `None` for a truncation, which no change describes.
+fn decode(payload: &str) -> Result<Option<Change>, PayloadError> {
     let Versioned { v } = serde_json::from_str(payload).map_err(|err| PayloadError::json(&err))?;
     if v != PAYLOAD_VERSION {
         return Err(PayloadError::Version(v));
@@ -288,7 +302,7 @@ fn decode(payload: &str) -> Result<Change, PayloadError> {
                 label,
             };
             row.validate()
-                .map(Change::Created)
+                .map(|session| Some(Change::Created(session)))
                 .map_err(PayloadError::Session)
         }
         Payload::Revoked { token_hashes } => token_hashes
@@ -299,7 +313,8 @@ fn decode(payload: &str) -> Result<Change, PayloadError> {
                     .map_err(|err| PayloadError::Session(Box::new(err)))
             })
             .collect::<Result<_, _>>()
-            .map(Change::Revoked),
+            .map(|hashes| Some(Change::Revoked(hashes))),
+        Payload::Truncated => Ok(None),
     }
 }
 

@@ -18,6 +18,8 @@
 --     characters, which the domain never stores, as \u00XX).
 --   {"v" : 1, "op" : "revoked", "token_hashes" : ["<64 hex digits>", ...]}
 --     at most 100 hashes, 6,846 bytes; larger revocations send several.
+--   {"v" : 1, "op" : "truncated"}
+--     the table was emptied: every cache must be loaded again.
 
 CREATE FUNCTION session.publish_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -98,6 +100,16 @@ BEGIN
 END
 $$;
 
+-- TRUNCATE fires no row trigger and has no transition table, so which
+-- sessions went is unknown: listeners are told to load everything again.
+CREATE FUNCTION session.publish_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('session_changes', json_build_object('v', 1, 'op', 'truncated')::text);
+    RETURN NULL;
+END
+$$;
+
 -- A session inserted already revoked was never active: nothing to publish.
 CREATE TRIGGER sessions_publish_created
     AFTER INSERT ON session.sessions
@@ -115,3 +127,8 @@ CREATE TRIGGER sessions_publish_revoked_by_delete
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT
     EXECUTE FUNCTION session.publish_revoked_by_delete();
+
+CREATE TRIGGER sessions_publish_truncated
+    AFTER TRUNCATE ON session.sessions
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION session.publish_truncated();

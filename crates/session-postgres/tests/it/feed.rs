@@ -584,3 +584,40 @@ async fn two_services_follow_each_other_through_the_database() {
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
     assert!(a.store.health_check().await.is_ok());
 }
+
+/// TRUNCATE says nothing of which sessions went: the subscription ends, and
+/// a service following the feed loads everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_table_makes_followers_load_everything_again() {
+    let database = TestDatabase::create();
+    let follower = instance(&database, "follower").await;
+    ready(&follower).await;
+    let created = follower
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    let mut subscription = follower.store.subscribe().await.unwrap();
+
+    sql_client(database.url())
+        .await
+        .batch_execute("TRUNCATE session.sessions")
+        .await
+        .unwrap();
+    let err = within_a_minute(subscription.next_change())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    assert!(
+        chain(&err).contains("truncated"),
+        "says why: {}",
+        chain(&err)
+    );
+    until("the follower resynchronises", || {
+        follower.service.sync_stats().resyncs >= 1
+    })
+    .await;
+    ready(&follower).await;
+    assert_eq!(follower.service.cached_sessions(), 0);
+    assert!(rejected(&follower, &created.token).await);
+}

@@ -169,9 +169,9 @@ async fn the_publishing_migration_reverts_and_reapplies() {
                     WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal";
     let functions = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE n.nspname = 'session'";
-    assert_eq!((count(triggers).await, count(functions).await), (3, 4));
+    assert_eq!((count(triggers).await, count(functions).await), (4, 5));
     client.batch_execute(DOWN).await.unwrap();
     assert_eq!((count(triggers).await, count(functions).await), (0, 0));
     client.batch_execute(UP).await.unwrap();
-    assert_eq!((count(triggers).await, count(functions).await), (3, 4));
+    assert_eq!((count(triggers).await, count(functions).await), (4, 5));
 }
