@@ -89,7 +89,9 @@ impl SessionStore for MemoryStore {
         }
         state.by_hash.insert(session.token_hash, session.id);
         state.sessions.insert(session.id, session.clone());
-        state.publish(&Change::Created(session.clone()));
+        if session.is_active() {
+            state.publish(&Change::Created(session.clone()));
+        }
         Ok(())
     }
 

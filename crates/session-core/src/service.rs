@@ -587,6 +587,8 @@ impl Inner {
 
     fn apply_change(&self, change: Change) {
         match change {
+            // A session stored already revoked is not one to cache.
+            Change::Created(session) if !session.is_active() => {}
             Change::Created(session) => {
                 let session = Arc::new(session);
                 let mut writes = self.writes();

@@ -306,3 +306,16 @@ pub async fn a_dropped_next_change_loses_nothing(
         .collect();
     assert_eq!(received, written);
 }
+
+/// A session stored already revoked (an import, say) is not announced as a
+/// creation: listeners would otherwise cache a revoked session.
+pub async fn a_session_stored_revoked_publishes_no_creation(
+    store: Arc<dyn SessionStore>,
+    feed: Arc<dyn ChangeFeed>,
+) {
+    let mut subscription = subscribe(&feed).await;
+    let (_, mut revoked) = session_at(account(), epoch());
+    revoked.revoked_at = Some(epoch());
+    store.insert(&revoked).await.unwrap();
+    nothing_else_published(&store, &mut subscription).await;
+}

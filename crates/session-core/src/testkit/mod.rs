@@ -129,6 +129,7 @@ macro_rules! feed_contract_tests {
             a_subscription_after_a_write_does_not_deliver_it,
             every_subscription_receives_every_change,
             a_dropped_next_change_loses_nothing,
+            a_session_stored_revoked_publishes_no_creation,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
