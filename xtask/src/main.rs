@@ -15,11 +15,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Everything CI checks: formatting, clippy with warnings denied, the whole test suite.
+    /// Everything CI checks: formatting, clippy with warnings denied, the whole test suite,
+    /// and the benchmark harness in quick mode.
     Ci,
-    /// Runs every benchmark in the workspace (criterion, release profile).
+    /// Runs the benchmarks (release profile): session-bench's sections, each figure beside
+    /// its floor, written to target/bench/results.json, then the moka cache's criterion benches.
     Bench {
-        /// Small sizes and short measurements, to check the harness in seconds.
+        /// Every section at a small size with the dev profile, in seconds: checks the
+        /// harness end to end; the numbers mean nothing.
         #[arg(long)]
         quick: bool,
     },
@@ -55,22 +58,80 @@ fn ci(root: &Path) -> Result<()> {
         ],
     )?;
     cargo(root, &["test", "--workspace"])?;
+    bench(root, true)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
 
-/// Benches read `SESSION_BENCH_QUICK=1` to pick small sizes.
 fn bench(root: &Path, quick: bool) -> Result<()> {
-    // Only `[[bench]]` targets: libraries' own libtest harnesses reject criterion's flags.
-    let mut args = vec!["bench", "--workspace", "--bench", "*"];
+    let results = target_dir(root).join("bench").join("results.json");
+    let results = results.to_string_lossy();
     if quick {
-        args.extend(["--", "--warm-up-time", "0.1", "--measurement-time", "0.3"]);
+        // The same packages and targets `cargo test --workspace` builds, so
+        // after the tests only the harness itself is compiled: a narrower
+        // selection would resolve features differently and rebuild most
+        // dependencies.
+        cargo(root, &["build", "--workspace", "--bins", "--tests"])?;
+        return run(
+            root,
+            &target_dir(root).join("debug").join("session-bench"),
+            &["--quick", "--out", &results],
+        );
     }
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--package",
+            "session-app",
+            "--package",
+            "session-bench",
+        ],
+    )?;
+    run(
+        root,
+        &target_dir(root).join("release").join("session-bench"),
+        &["--out", &results],
+    )?;
+    // The moka cache against the plain map in finer detail (threads, moka's
+    // own configurations, memory). Shorter measurements than criterion's
+    // defaults keep the whole run within its budget.
     cargo_with_env(
         root,
-        &args,
-        &[("SESSION_BENCH_QUICK", if quick { "1" } else { "0" })],
+        &[
+            "bench",
+            "--package",
+            "session-cache-moka",
+            "--bench",
+            "lookup",
+            "--bench",
+            "memory",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "2",
+        ],
+        &[("SESSION_BENCH_QUICK", "0")],
     )
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn run(root: &Path, program: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("$ {} {}", program.display(), args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("could not run {}", program.display()))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", program.display());
+    }
+    Ok(())
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {

@@ -1,0 +1,132 @@
+//! PostgreSQL directly through the store's own driver (diesel-async on
+//! tokio-postgres): the floors the store is measured against, and a fast
+//! bulk load.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use ipnet::IpNet;
+use time::OffsetDateTime;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+diesel::table! {
+    /// The store's table, as its migrations create it.
+    session.sessions (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        user_agent -> Nullable<Text>,
+        ip -> Nullable<Inet>,
+        label -> Nullable<Text>,
+    }
+}
+
+/// A row as the store inserts it: every column bound, so the statement is
+/// the store's own.
+#[derive(Insertable)]
+#[diesel(table_name = sessions)]
+struct NewRow<'a> {
+    id: Uuid,
+    account_id: Uuid,
+    token_hash: &'a [u8],
+    created_at: OffsetDateTime,
+    revoked_at: Option<OffsetDateTime>,
+    user_agent: Option<&'a str>,
+    ip: Option<IpNet>,
+    label: Option<&'a str>,
+}
+
+/// A connection of the floor: the driver without a pool.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
+    Ok(AsyncPgConnection::establish(url).await?)
+}
+
+/// The single-row INSERT the store issues for a new session without
+/// metadata, with a fresh id, account and hash.
+pub(crate) async fn insert_one(
+    connection: &mut AsyncPgConnection,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<()> {
+    let mut hash = [0u8; 32];
+    rng.fill(&mut hash);
+    diesel::insert_into(sessions::table)
+        .values(NewRow {
+            id: Uuid::now_v7(),
+            account_id: Uuid::new_v4(),
+            token_hash: &hash,
+            created_at: OffsetDateTime::now_utc(),
+            revoked_at: None,
+            user_agent: None,
+            ip: None,
+            label: None,
+        })
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Reads every active row, in pages of `page` by keyset over the id as the
+/// warm does, decoding the columns but building no session; returns the
+/// number of rows.
+pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
+    type Columns = (
+        Uuid,
+        Uuid,
+        Vec<u8>,
+        OffsetDateTime,
+        Option<OffsetDateTime>,
+        Option<String>,
+        Option<IpNet>,
+        Option<String>,
+    );
+    let mut connection = connect(url).await?;
+    let mut after: Option<Uuid> = None;
+    let mut read = 0;
+    loop {
+        let active = sessions::table
+            .filter(sessions::revoked_at.is_null())
+            .order(sessions::id.asc())
+            .limit(page)
+            .select(sessions::all_columns);
+        let rows: Vec<Columns> = match after {
+            None => active.load(&mut connection).await?,
+            Some(after) => {
+                active
+                    .filter(sessions::id.gt(after))
+                    .load(&mut connection)
+                    .await?
+            }
+        };
+        read += rows.len();
+        match rows.last() {
+            Some(last) if i64::try_from(rows.len())? == page => after = Some(last.0),
+            _ => return Ok(read),
+        }
+    }
+}
+
+/// Loads `count` active sessions in one statement on the server: distinct
+/// ids in increasing order (keyset paging needs no more), random accounts,
+/// distinct 32-byte hashes. Then analyzes the table, as autovacuum would
+/// have by the time a service restarts.
+pub(crate) async fn bulk_load(url: &str, count: usize) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
+             SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, \
+                    gen_random_uuid(), sha256(int8send(i)), now() \
+             FROM generate_series(1, {count}) AS i"
+        ))
+        .await?;
+    // On its own: VACUUM cannot run inside the implicit transaction of a multi-statement query.
+    client
+        .batch_execute("VACUUM ANALYZE session.sessions")
+        .await?;
+    drop(client);
+    driver.await??;
+    Ok(())
+}
