@@ -4,7 +4,7 @@
 //! concurrency.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -54,7 +54,9 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         "PostgreSQL is a throwaway local server (session-test-postgres: fsync and \
          synchronous_commit off), so the figures are CPU and round trips, not a disk. \
          The store's pool has as many connections as there are tasks; the floor gives \
-         each task a connection of its own.",
+         each task a connection of its own. As in session-app, the service follows the \
+         change feed (LISTEN/NOTIFY): each INSERT, the floor's too, fires the trigger that \
+         publishes it, and the service also applies its own notifications.",
     );
     section.note(
         "SQLite is a file in the system temporary directory with the store's settings (WAL, \
@@ -150,10 +152,25 @@ fn accounts(count: usize) -> anyhow::Result<Vec<AccountId>> {
 
 async fn postgres(url: &str, plan: &Plan) -> anyhow::Result<Measured> {
     let config = PgConfig::from_url(url)?.pool_size(plan.concurrency);
-    let store = PgSessionStore::connect(config).await?;
+    let store = Arc::new(PgSessionStore::connect(config).await?);
     store.migrate().await?;
-    let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
-    service.warm().await?;
+    // As session-app runs on PostgreSQL: following the change feed, so each
+    // create also comes back as a notification the cache applies.
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+        .change_feed(store)
+        .build();
+    let follower = tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_in_sync().await }
+    });
+    let began = Instant::now();
+    while service.change_feed_in_sync() != Some(true) {
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(60),
+            "the service did not follow the change feed within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut creators: Vec<ServiceCreate> = accounts(plan.concurrency)?
         .into_iter()
         .map(|account| ServiceCreate {
@@ -201,6 +218,7 @@ async fn postgres(url: &str, plan: &Plan) -> anyhow::Result<Measured> {
             }
         }
     }
+    follower.abort();
     Ok(measured)
 }
 
