@@ -119,7 +119,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
                 (!ctx.quick && connections == 64).then(|| Target::ratio_at_least(ratio, 0.85));
             section
                 .rows
-                .push(row(&measured, format!("{connections} connections")).target(target));
+                .push(row(&measured, connections_label(connections)).target(target));
         }
         drop(server);
 
@@ -134,7 +134,10 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
             let measured = measure(&server, &plan, top, &resolve, &healthz).await?;
             section.rows.push(row(
                 &measured,
-                format!("{top} connections, `--log info` (a JSON line per request)"),
+                format!(
+                    "{}, `--log info` (a JSON line per request)",
+                    connections_label(top)
+                ),
             ));
             section.note(
                 "The `--log info` row writes a JSON log line per request (the default level) \
@@ -144,6 +147,14 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         anyhow::Ok(())
     })?;
     Ok(vec![section])
+}
+
+fn connections_label(connections: usize) -> String {
+    if connections == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{connections} connections")
+    }
 }
 
 /// Throughput and latency beside the floor's, and where the CPU time went:
