@@ -128,7 +128,8 @@ pub(crate) async fn get(
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
-async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+/// A keep-alive HTTP/1.1 connection to `address`.
+pub(crate) async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(address)
         .await
         .with_context(|| format!("could not connect to {address}"))?;

@@ -15,6 +15,7 @@ mod http;
 mod load;
 mod measure;
 mod postgres;
+mod propagation;
 mod report;
 mod resolve;
 mod sqlite;
@@ -36,6 +37,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("http", http::run),
     ("create", create::run),
     ("cold-start", cold_start::run),
+    ("propagation", propagation::run),
 ];
 
 /// Runs the session benchmarks and writes their results.
