@@ -19,7 +19,7 @@ enum Task {
     /// and the benchmark harness in quick mode.
     Ci,
     /// Runs the benchmarks (release profile): session-bench's sections, each figure beside
-    /// its floor, written to target/bench/results.json, then the moka cache's criterion benches.
+    /// its floor, written to target/bench/results.json, then the crates' own benches.
     Bench {
         /// Every section at a small size with the dev profile, in seconds: checks the
         /// harness end to end; the numbers mean nothing.
@@ -94,19 +94,23 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
         &target_dir(root).join("release").join("session-bench"),
         &["--out", &results],
     )?;
-    // The moka cache against the plain map in finer detail (threads, moka's
-    // own configurations, memory). Shorter measurements than criterion's
-    // defaults keep the whole run within its budget.
+    // The crates' own benches, in finer detail than the harness: the moka
+    // cache against the plain map (threads, moka's own configurations,
+    // memory) and the stores' latency percentiles. Shorter measurements than
+    // criterion's defaults keep the whole run within its budget; the other
+    // benches read no arguments.
     cargo_with_env(
         root,
         &[
             "bench",
             "--package",
             "session-cache-moka",
+            "--package",
+            "session-postgres",
+            "--package",
+            "session-sqlite",
             "--bench",
-            "lookup",
-            "--bench",
-            "memory",
+            "*",
             "--",
             "--warm-up-time",
             "1",
