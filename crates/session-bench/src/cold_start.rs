@@ -5,14 +5,14 @@
 //! The time's floor is reading the same rows through the same driver, paged
 //! by id as the warm pages them, without building sessions or a cache or
 //! starting a process. The memory's floor is what the data itself occupies:
-//! one `Arc<Session>` allocation and one hash-map slot (key and pointer) per
+//! one `Arc<Session>` allocation and one pointer to it in a table per
 //! session, with no allocator or table overhead.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::{Session, TokenHash};
+use session_core::Session;
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::SqliteSessionStore;
 use session_test_postgres::TestDatabase;
@@ -40,7 +40,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         "cold_start",
         "Cold start",
         "time: reading every active row through the same driver, in the warm's pages of \
-         10,000, in this process; memory: one Arc<Session> and one map slot per session",
+         10,000, in this process; memory: one Arc<Session> and one pointer to it per session",
     );
     section.note(format!(
         "From spawning `session-app serve` ({} build, `--log warn`) until `/readyz` answers \
@@ -56,8 +56,8 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     section.note(format!(
         "Memory per session: (VmRSS with the sessions − VmRSS of the same binary and cache \
          ready on an empty database) / sessions, both read {SETTLE:?} after readiness. The \
-         floor, {} B, is size_of Session ({} B) + the Arc's counts (16 B) + a map slot: \
-         TokenHash and pointer (40 B).",
+         floor, {} B, is size_of Session ({} B) + the Arc's counts (16 B) + a pointer (8 B): \
+         a table needs no other key, since each session holds its token hash.",
         memory_floor(),
         std::mem::size_of::<Session>()
     ));
@@ -117,7 +117,7 @@ fn sqlite_floor(path: &Path, sessions: usize) -> anyhow::Result<Duration> {
 fn memory_floor() -> usize {
     std::mem::size_of::<Session>()
         + 2 * std::mem::size_of::<usize>()
-        + std::mem::size_of::<(TokenHash, Arc<Session>)>()
+        + std::mem::size_of::<Arc<Session>>()
 }
 
 /// One start of the service, per cache.
