@@ -89,11 +89,12 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
             "session-bench",
         ],
     )?;
-    run(
+    // A failed section fails the run, but only after the other benches ran.
+    let harness = run(
         root,
         &target_dir(root).join("release").join("session-bench"),
         &["--out", &results],
-    )?;
+    );
     // The crates' own benches, in finer detail than the harness: the moka
     // cache against the plain map (threads, moka's own configurations,
     // memory) and the stores' latency percentiles. Shorter measurements than
@@ -118,7 +119,8 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
             "2",
         ],
         &[("SESSION_BENCH_QUICK", "0")],
-    )
+    )?;
+    harness
 }
 
 fn target_dir(root: &Path) -> PathBuf {

@@ -26,7 +26,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
-use crate::report::{Machine, Results, Section};
+use crate::report::{Failure, Machine, Results, Section};
 
 /// A section: its name on the command line and what runs it.
 type Run = fn(&Context) -> anyhow::Result<Vec<Section>>;
@@ -113,18 +113,31 @@ fn main() -> anyhow::Result<()> {
     );
 
     let mut sections = Vec::new();
+    let mut failures = Vec::new();
     for (name, run) in SECTIONS {
         if !cli.sections.is_empty() && !cli.sections.iter().any(|s| s == name) {
             continue;
         }
         let started = Instant::now();
         eprintln!("{name}:");
-        let tables = run(&ctx).with_context(|| format!("the {name} benchmark failed"))?;
-        eprintln!("{name}: done in {:.1?}", started.elapsed());
-        for table in &tables {
-            println!("{}", table.render());
+        // A failed section is reported at the end; the others still run and
+        // their results are still written.
+        match run(&ctx) {
+            Ok(tables) => {
+                eprintln!("{name}: done in {:.1?}", started.elapsed());
+                for table in &tables {
+                    println!("{}", table.render());
+                }
+                sections.extend(tables);
+            }
+            Err(err) => {
+                eprintln!("{name}: FAILED after {:.1?}: {err:#}", started.elapsed());
+                failures.push(Failure {
+                    section: name,
+                    error: format!("{err:#}"),
+                });
+            }
         }
-        sections.extend(tables);
     }
 
     machine.load_after = report::load_average();
@@ -133,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         mode: if ctx.quick { "quick" } else { "full" },
         elapsed_s: began.elapsed().as_secs_f64(),
         sections,
+        failures,
     };
     results.write(&cli.out)?;
     eprintln!(
@@ -140,5 +154,9 @@ fn main() -> anyhow::Result<()> {
         cli.out.display(),
         began.elapsed()
     );
+    if !results.failures.is_empty() {
+        let names: Vec<&str> = results.failures.iter().map(|f| f.section).collect();
+        bail!("these benchmarks failed: {}", names.join(", "));
+    }
     Ok(())
 }

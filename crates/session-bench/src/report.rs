@@ -16,6 +16,15 @@ pub(crate) struct Results {
     /// Wall time of the whole run, in seconds.
     pub(crate) elapsed_s: f64,
     pub(crate) sections: Vec<Section>,
+    /// Sections that failed, with why; the run exits non-zero if any did.
+    pub(crate) failures: Vec<Failure>,
+}
+
+/// A section that did not complete.
+#[derive(Debug, Serialize)]
+pub(crate) struct Failure {
+    pub(crate) section: &'static str,
+    pub(crate) error: String,
 }
 
 impl Results {
