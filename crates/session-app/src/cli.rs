@@ -98,8 +98,8 @@ pub struct ServeArgs {
 
     /// The session cache: `map` (session-core's sharded hash map, the
     /// default) or `moka`. Both keep every active session and evict nothing;
-    /// `map` resolves several times faster and holds a session in about a
-    /// quarter of the memory (docs/BENCHMARKS.md).
+    /// `map` resolves several times faster and needs under half the memory
+    /// per session (docs/BENCHMARKS.md).
     #[arg(long, env = "SESSION_CACHE", value_enum, default_value = "map")]
     pub cache: CacheKind,
 
