@@ -47,12 +47,15 @@ pub(crate) fn client_config(
     let config = match verification {
         Verification::None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertificateCheck { algorithms })),
+            .with_custom_certificate_verifier(Arc::new(NameIgnoringVerifier {
+                roots: None,
+                algorithms,
+            })),
         Verification::Chain(roots) => {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                    roots: Arc::new(load_roots(roots)?),
+                .with_custom_certificate_verifier(Arc::new(NameIgnoringVerifier {
+                    roots: Some(Arc::new(load_roots(roots)?)),
                     algorithms,
                 }))
         }
@@ -102,58 +105,19 @@ fn load_roots(roots: &Roots) -> Result<RootCertStore, ConfigError> {
     Ok(store)
 }
 
-/// Accepts any certificate but still checks the handshake signatures, so the
-/// session is at least bound to the key the server presented.
+/// A verifier for the modes that do not check the host name. With `roots`
+/// it checks that the certificate chains to one of them (`verify-ca`:
+/// managed databases are often reached through names their certificates do
+/// not carry); without, it accepts any certificate (`prefer`, `require`).
+/// Either way it checks the handshake signatures, so the session is at least
+/// bound to the key the server presented.
 #[derive(Debug)]
-struct NoCertificateCheck {
+struct NameIgnoringVerifier {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for NoCertificateCheck {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Checks that the certificate chains to a trusted root and ignores the name
-/// in it: managed databases are often reached through names their
-/// certificates do not carry.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameIgnoringVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -162,14 +126,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
