@@ -103,6 +103,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_CACHE", value_enum, default_value = "map")]
     pub cache: CacheKind,
 
+    /// With several instances on one PostgreSQL: the most this instance's
+    /// cache may lag behind the change log while it reports ready. Every
+    /// revocation committed longer ago than this is in force here; past it,
+    /// `/readyz` answers 503 with the lag.
+    #[arg(long, env = "SESSION_MAX_STALENESS", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub max_staleness: Duration,
+
+    /// With several instances on one PostgreSQL: how often the change log
+    /// is read when no notification wakes this instance earlier.
+    #[arg(long, env = "SESSION_LOG_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub log_poll_interval: Duration,
+
     /// With several instances on one PostgreSQL, a cache miss may be a
     /// session another instance just created, so it reads the store once:
     /// at most this many such reads per second on average. Past the limit a

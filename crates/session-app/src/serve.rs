@@ -34,13 +34,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut builder = SessionService::builder(store.store, cache)
         .warm_page_size(args.warm_page_size)
+        .max_staleness(args.max_staleness)
+        .poll_interval(args.log_poll_interval)
         .miss_policy(MissPolicy {
             reads_per_second: args.miss_reads_per_second,
             burst: args.miss_burst,
             negative_entries: args.negative_cache_size,
         });
-    if let Some(feed) = store.change_feed {
-        builder = builder.change_feed(feed);
+    if let Some(log) = store.change_log {
+        builder = builder.change_log(log);
     }
     let service = builder.build();
     let state = AppState::new(service.clone(), keys);
@@ -56,7 +58,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "listening; warming the session cache"
     );
 
-    // Warms (retrying with backoff), and with a change feed keeps following it.
+    // Warms (retrying with backoff), and with a change log keeps following it.
     tokio::spawn({
         let service = service.clone();
         async move { service.keep_in_sync().await }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use session_core::{ChangeFeed, SessionStore};
+use session_core::{ChangeLog, SessionStore};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
@@ -70,14 +70,19 @@ pub struct PgPoolArgs {
     /// How long a request waits for a free pooled connection before failing as unavailable.
     #[arg(long, env = "SESSION_PG_CHECKOUT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub pg_checkout_timeout: Duration,
+
+    /// How long the change log keeps entries. An instance cut off from the
+    /// database for longer loads every session again instead of resuming.
+    #[arg(long, env = "SESSION_PG_CHANGE_RETENTION", default_value = "1day", value_parser = humantime::parse_duration)]
+    pub pg_change_retention: Duration,
 }
 
 /// An opened store and how to describe it in logs (never with credentials).
 pub struct OpenedStore {
     /// The store.
     pub store: Arc<dyn SessionStore>,
-    /// Its change feed, when other processes may write to it too (PostgreSQL).
-    pub change_feed: Option<Arc<dyn ChangeFeed>>,
+    /// Its change log, when other processes may write to it too (PostgreSQL).
+    pub change_log: Option<Arc<dyn ChangeLog>>,
     /// For logs: the backend and, for SQLite, the file.
     pub description: String,
 }
@@ -98,7 +103,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                 description: format!("sqlite:{}", path.display()),
                 store: Arc::new(store),
                 // One process owns a SQLite file: its own writes keep its cache complete.
-                change_feed: None,
+                change_log: None,
             })
         }
         DatabaseUrl::Postgres(url) => {
@@ -112,7 +117,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
             Ok(OpenedStore {
                 store: store.clone(),
                 // Other instances and host backends may write to the same database.
-                change_feed: Some(store),
+                change_log: Some(store),
                 description,
             })
         }
@@ -167,7 +172,8 @@ async fn connect_postgres(
         .map_err(|err| ConfigError(format!("--database-url: {err}")))?
         .pool_size(pool.pg_pool_size as usize)
         .connect_timeout(pool.pg_connect_timeout)
-        .checkout_timeout(pool.pg_checkout_timeout);
+        .checkout_timeout(pool.pg_checkout_timeout)
+        .change_retention(pool.pg_change_retention);
     let description = format!("postgres (tls: {:?})", config.ssl_mode());
     let store = PgSessionStore::connect(config)
         .await

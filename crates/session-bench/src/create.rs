@@ -154,20 +154,20 @@ async fn postgres(url: &str, plan: &Plan) -> anyhow::Result<Measured> {
     let config = PgConfig::from_url(url)?.pool_size(plan.concurrency);
     let store = Arc::new(PgSessionStore::connect(config).await?);
     store.migrate().await?;
-    // As session-app runs on PostgreSQL: following the change feed, so each
-    // create also comes back as a notification the cache applies.
+    // As session-app runs on PostgreSQL: following the change log, so each
+    // create is also read back from the log and applied to the cache.
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_feed(store)
+        .change_log(store)
         .build();
     let follower = tokio::spawn({
         let service = service.clone();
         async move { service.keep_in_sync().await }
     });
     let began = Instant::now();
-    while service.change_feed_in_sync() != Some(true) {
+    while !service.readiness().await.is_ready() {
         anyhow::ensure!(
             began.elapsed() < Duration::from_secs(60),
-            "the service did not follow the change feed within a minute"
+            "the service did not follow the change log within a minute"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -1,5 +1,13 @@
-//! The change-feed port: how one process hears about writes that other
+//! The change-log port: how one process learns of writes that other
 //! processes committed to a shared store.
+//!
+//! The store keeps a log of every change to its set of active sessions,
+//! written in the same transaction as the change. A follower reads it from a
+//! cursor ([`LogPosition`]), so after a lost connection it resumes exactly
+//! where it stopped; only a cursor the log no longer covers costs a full
+//! load. Wake-ups ([`WakeUps`]) only say "the log may have grown": they carry
+//! nothing a follower applies, so whoever can send one can at most cause an
+//! extra read.
 
 use async_trait::async_trait;
 
@@ -7,37 +15,147 @@ use crate::session::Session;
 use crate::store::StoreError;
 use crate::token::TokenHash;
 
-/// A write that committed in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A session was created.
-    Created(Session),
-    /// Sessions were revoked. One revoke-all may arrive as several changes.
-    Revoked(Vec<TokenHash>),
+/// A position in a [`ChangeLog`], ordered as the log is.
+///
+/// Opaque to the service: only the log that issued it gives its two parts a
+/// meaning (PostgreSQL: the writing transaction's id and a sequence number
+/// within the log). The default, `(0, 0)`, is before every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    major: u64,
+    minor: u64,
 }
 
-/// A source of committed changes, for stores that several processes share.
+impl LogPosition {
+    /// The position `(major, minor)`; positions order by `major`, then `minor`.
+    #[must_use]
+    pub const fn new(major: u64, minor: u64) -> Self {
+        Self { major, minor }
+    }
+
+    /// The first part.
+    #[must_use]
+    pub const fn major(self) -> u64 {
+        self.major
+    }
+
+    /// The second part.
+    #[must_use]
+    pub const fn minor(self) -> u64 {
+        self.minor
+    }
+}
+
+/// A change to the set of active sessions, as the store reports it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session is active: read from the store's sessions, never from the
+    /// text of a notification.
+    Created(Session),
+    /// Sessions stopped being active.
+    Revoked(Vec<TokenHash>),
+    /// The store lost changes the log cannot describe (a truncated table):
+    /// every cache must be loaded again.
+    Reload,
+}
+
+/// One change at its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Where it is in the log.
+    pub position: LogPosition,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The result of one [`ChangeLog::read`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogPage {
+    /// Entries after the position read from, in log order. May include
+    /// entries past [`settled`](Self::settled): committed, but with earlier
+    /// positions still unsettled before them.
+    pub entries: Vec<LogEntry>,
+    /// The furthest position up to which the log is final: every entry up
+    /// to it is in [`entries`](Self::entries) (or was before the position
+    /// read from), and no entry will ever appear there later. A reader
+    /// resumes from here. At least the position read from.
+    pub settled: LogPosition,
+    /// The position of the last entry read, left out or not (the position
+    /// read from if none): the next page starts after it.
+    pub read_to: LogPosition,
+    /// The page was full: more entries may follow the last one at once.
+    pub more: bool,
+    /// Entries the store holds but the domain rejects (a row written by
+    /// other SQL with a field the domain refuses), left out and logged by
+    /// session id.
+    pub skipped: u64,
+}
+
+/// What a [`ChangeLog::read`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRead {
+    /// The entries after the position.
+    Page(LogPage),
+    /// The log no longer holds every entry after the position (pruned past
+    /// it, or emptied): the reader must load everything again and continue
+    /// from a fresh [`ChangeLog::head`].
+    Expired,
+}
+
+/// A log of committed changes to the active sessions, for stores several
+/// processes share.
 ///
 /// Stores without one (SQLite, the memory store by default) are used by one
 /// process, whose own writes keep its cache complete.
 #[async_trait]
-pub trait ChangeFeed: Send + Sync + 'static {
-    /// Starts listening. Every change that commits after this returns is
-    /// delivered by the subscription, in commit order, so a warm that starts
-    /// after subscribing misses nothing. Changes made by this process may be
-    /// delivered too; applying them again is harmless.
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError>;
+pub trait ChangeLog: Send + Sync + 'static {
+    /// Where a reader about to load every active session starts: every
+    /// change not yet visible when this returns is at a position after it.
+    /// Changes already visible may be after it too (a store cannot always
+    /// tell them apart); reading them again is harmless, since a creation is
+    /// read as the store holds it then.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the store cannot be reached.
+    async fn head(&self) -> Result<LogPosition, StoreError>;
+
+    /// At most `limit` entries after `after`, with how far the log is final.
+    /// Must be one consistent read, so a write committing meanwhile is
+    /// either in the page or after [`LogPage::settled`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the store cannot be read; nothing is consumed, so
+    /// reading again from the same position loses nothing.
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError>;
+
+    /// Starts listening for hints that the log grew.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the store cannot be reached.
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError>;
+
+    /// Drops entries older than the store's retention window, without
+    /// blocking writers. Returns how many went. Readers whose position was
+    /// among them get [`LogRead::Expired`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the store cannot be written.
+    async fn prune(&self) -> Result<u64, StoreError>;
 }
 
-/// One live subscription to a [`ChangeFeed`].
+/// Hints that a [`ChangeLog`] may have grown. A hint is never trusted for
+/// more than that: it carries nothing to apply.
 #[async_trait]
-pub trait ChangeSubscription: Send {
-    /// The next change. An error means the subscription is lost and changes
-    /// may have been missed: the subscriber must resubscribe and re-warm.
-    /// A change that cannot be read is such an error too, never skipped: a
-    /// skipped revocation would leave a revoked session in the caches.
-    /// Once it has failed, a subscription fails on every later call.
+pub trait WakeUps: Send {
+    /// Waits for the next hint; hints that arrived meanwhile count as one.
+    /// Must be cancel-safe.
     ///
-    /// Must be cancel-safe: a call dropped before it returns loses no change.
-    async fn next_change(&mut self) -> Result<Change, StoreError>;
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] once the source is lost; listen again.
+    async fn next(&mut self) -> Result<(), StoreError>;
 }

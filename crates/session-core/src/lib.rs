@@ -28,12 +28,12 @@ pub mod testkit;
 
 pub use cache::SessionCache;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use feed::{Change, ChangeFeed, ChangeSubscription};
+pub use feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 pub use memory::{MemoryCache, MemoryStore};
 pub use miss::MissPolicy;
 pub use service::{
-    Error, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder, SyncStats,
-    WarmReport,
+    Error, LogLag, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder,
+    SyncStats, WarmReport,
 };
 pub use session::{
     AccountId, ClientMetadata, Field, Label, Reason, Session, SessionId, UserAgent,

@@ -2,7 +2,7 @@
 //! concurrent hash map cache that other caches are measured against.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use std::hash::BuildHasher;
@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::cache::SessionCache;
-use crate::feed::{Change, ChangeFeed, ChangeSubscription};
+use crate::feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 use crate::session::{AccountId, Session, SessionId};
 use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{TokenHash, TokenHashState};
@@ -24,27 +24,61 @@ use crate::token::{TokenHash, TokenHashState};
 ///
 /// [`set_unavailable`](Self::set_unavailable) makes every call fail as a lost
 /// database would, to test how callers handle it. It is also a
-/// [`ChangeFeed`], so several services sharing one `MemoryStore` behave like
+/// [`ChangeLog`], so several services sharing one `MemoryStore` behave like
 /// several processes sharing one database.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<MemoryState>,
     unavailable: AtomicBool,
+    log_reads: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(MemoryState {
+                sessions: BTreeMap::new(),
+                by_hash: HashMap::with_hasher(TokenHashState),
+                log: Vec::new(),
+                pruned: 0,
+                wake: watch::channel(()).0,
+            }),
+            unavailable: AtomicBool::new(false),
+            log_reads: AtomicU64::new(0),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct MemoryState {
     /// Ordered by id, so keyset pages fall out of a range scan.
     sessions: BTreeMap<SessionId, Session>,
     by_hash: HashMap<TokenHash, SessionId, TokenHashState>,
-    /// Change-feed subscribers; told of each write while it is applied, so in commit order.
-    subscribers: Vec<mpsc::UnboundedSender<Change>>,
+    /// The change log: entry `i` is at position `(0, pruned + i + 1)`.
+    log: Vec<Logged>,
+    /// Entries dropped from the front of the log.
+    pruned: u64,
+    /// Wakes listeners after each write.
+    wake: watch::Sender<()>,
+}
+
+/// What the log records: hashes and what happened, never the session itself,
+/// which a reader looks up as it is when it reads.
+#[derive(Debug, Clone)]
+enum Logged {
+    Created(TokenHash),
+    Revoked(Vec<TokenHash>),
+    Reload,
 }
 
 impl MemoryState {
-    fn publish(&mut self, change: &Change) {
-        self.subscribers
-            .retain(|subscriber| subscriber.send(change.clone()).is_ok());
+    fn record(&mut self, logged: Logged) {
+        self.log.push(logged);
+        self.wake.send_replace(());
+    }
+
+    fn head(&self) -> LogPosition {
+        LogPosition::new(0, self.pruned + self.log.len() as u64)
     }
 }
 
@@ -60,13 +94,31 @@ impl MemoryStore {
         self.unavailable.store(unavailable, Ordering::SeqCst);
     }
 
-    /// Ends every change-feed subscription, as a dropped database connection would.
+    /// Ends every wake-up listener, as a dropped database connection would.
     pub fn disconnect_subscribers(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .subscribers
-            .clear();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.wake = watch::channel(()).0;
+    }
+
+    /// Drops the whole change log, as pruning past every reader would.
+    pub fn prune_log(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.pruned += state.log.len() as u64;
+        state.log.clear();
+    }
+
+    /// Empties the store as `TRUNCATE` would: no revocation is logged, only
+    /// that every reader must load everything again.
+    pub fn truncate(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.sessions.clear();
+        state.by_hash.clear();
+        state.record(Logged::Reload);
+    }
+
+    /// How many times the change log was read.
+    pub fn log_reads(&self) -> u64 {
+        self.log_reads.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> Result<MutexGuard<'_, MemoryState>, StoreError> {
@@ -78,7 +130,6 @@ impl MemoryStore {
         Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
-
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
@@ -94,7 +145,7 @@ impl SessionStore for MemoryStore {
         state.by_hash.insert(session.token_hash, session.id);
         state.sessions.insert(session.id, session.clone());
         if session.is_active() {
-            state.publish(&Change::Created(session.clone()));
+            state.record(Logged::Created(session.token_hash));
         }
         Ok(())
     }
@@ -126,7 +177,7 @@ impl SessionStore for MemoryStore {
             }
         };
         if let RevokeOutcome::Revoked { token_hash } = outcome {
-            state.publish(&Change::Revoked(vec![token_hash]));
+            state.record(Logged::Revoked(vec![token_hash]));
         }
         Ok(outcome)
     }
@@ -148,7 +199,7 @@ impl SessionStore for MemoryStore {
             })
             .collect();
         if !revoked.is_empty() {
-            state.publish(&Change::Revoked(revoked.clone()));
+            state.record(Logged::Revoked(revoked.clone()));
         }
         Ok(revoked)
     }
@@ -194,24 +245,73 @@ impl SessionStore for MemoryStore {
 }
 
 #[async_trait]
-impl ChangeFeed for MemoryStore {
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        let (sender, changes) = mpsc::unbounded_channel();
-        self.state()?.subscribers.push(sender);
-        Ok(Box::new(MemorySubscription { changes }))
+impl ChangeLog for MemoryStore {
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        Ok(self.state()?.head())
+    }
+
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+        self.log_reads.fetch_add(1, Ordering::SeqCst);
+        let state = self.state()?;
+        let next = after.minor();
+        if next < state.pruned || after.major() != 0 {
+            return Ok(LogRead::Expired);
+        }
+        let first = usize::try_from(next - state.pruned).unwrap_or(usize::MAX);
+        let limit = limit.max(1) as usize;
+        let mut page = LogPage {
+            settled: after,
+            read_to: after,
+            ..LogPage::default()
+        };
+        for (offset, logged) in state.log.iter().enumerate().skip(first).take(limit) {
+            let position = LogPosition::new(0, state.pruned + offset as u64 + 1);
+            page.settled = position;
+            page.read_to = position;
+            let change = match logged {
+                Logged::Created(hash) => {
+                    // As the store is now: a session revoked since is not created.
+                    match state
+                        .by_hash
+                        .get(hash)
+                        .and_then(|id| state.sessions.get(id))
+                    {
+                        Some(session) if session.is_active() => Change::Created(session.clone()),
+                        _ => continue,
+                    }
+                }
+                Logged::Revoked(hashes) => Change::Revoked(hashes.clone()),
+                Logged::Reload => Change::Reload,
+            };
+            page.entries.push(LogEntry { position, change });
+        }
+        page.more = state.log.len().saturating_sub(first) > limit;
+        Ok(LogRead::Page(page))
+    }
+
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
+        let mut receiver = self.state()?.wake.subscribe();
+        receiver.mark_unchanged();
+        Ok(Box::new(MemoryWakeUps { receiver }))
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        // The memory log keeps everything until `prune_log` is called.
+        self.state().map(|_| 0)
     }
 }
 
-struct MemorySubscription {
-    changes: mpsc::UnboundedReceiver<Change>,
+struct MemoryWakeUps {
+    receiver: watch::Receiver<()>,
 }
 
 #[async_trait]
-impl ChangeSubscription for MemorySubscription {
-    async fn next_change(&mut self) -> Result<Change, StoreError> {
-        self.changes.recv().await.ok_or_else(|| {
-            StoreError::Unavailable("the memory store ended the subscription".into())
-        })
+impl WakeUps for MemoryWakeUps {
+    async fn next(&mut self) -> Result<(), StoreError> {
+        self.receiver
+            .changed()
+            .await
+            .map_err(|_| StoreError::Unavailable("the memory store stopped listening".into()))
     }
 }
 

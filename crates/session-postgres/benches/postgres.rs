@@ -1,7 +1,7 @@
 //! The PostgreSQL store on a throwaway local server (loopback, durability
 //! off, so the numbers are the adapter's and the protocol's, not a disk's):
 //! single-connection latency of insert and revoke, as percentiles; what the
-//! change feed's publishing triggers add to an insert; how long a revocation
+//! change log's triggers add to an insert; how long a revocation
 //! committed by one service takes to leave another's cache; and how long
 //! warming a cache from a table of active sessions takes.
 //!
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ChangeFeed, ClientMetadata, MemoryCache, Session, SessionCache, SessionService, SessionStore,
+    ChangeLog, ClientMetadata, MemoryCache, Session, SessionCache, SessionService, SessionStore,
     TokenHash,
 };
 use session_postgres::{PgConfig, PgSessionStore};
@@ -159,8 +159,8 @@ async fn bulk_load(url: &str, active: usize) {
         .unwrap();
 }
 
-/// Insert latency without the creation trigger, with it and nobody
-/// listening, and with it and a subscription draining the channel: rounds of
+/// Insert latency without the logging trigger, with it and nobody
+/// listening, and with it and a listener woken by each insert: rounds of
 /// each in turn, so drift in the machine's load spreads over all three.
 async fn publishing_cost(url: &str, store: &PgSessionStore, writes: usize) {
     const ROUNDS: usize = 10;
@@ -176,14 +176,14 @@ async fn publishing_cost(url: &str, store: &PgSessionStore, writes: usize) {
             let trigger = if mode == 0 { "DISABLE" } else { "ENABLE" };
             admin
                 .batch_execute(&format!(
-                    "ALTER TABLE session.sessions {trigger} TRIGGER sessions_publish_created"
+                    "ALTER TABLE session.sessions {trigger} TRIGGER sessions_log_inserted"
                 ))
                 .await
                 .unwrap();
             let listening = if mode == 2 {
-                let mut subscription = store.subscribe().await.unwrap();
+                let mut wake_ups = store.wake_ups().await.unwrap();
                 Some(tokio::spawn(async move {
-                    while subscription.next_change().await.is_ok() {}
+                    while wake_ups.next().await.is_ok() {}
                 }))
             } else {
                 None
@@ -200,9 +200,9 @@ async fn publishing_cost(url: &str, store: &PgSessionStore, writes: usize) {
         }
     }
     let [mut without, mut unheard, mut heard] = timings;
-    report("insert, publishing trigger disabled", &mut without);
-    report("insert, publishing, nobody listening", &mut unheard);
-    report("insert, publishing, one listener", &mut heard);
+    report("insert, logging trigger disabled", &mut without);
+    report("insert, logging, nobody listening", &mut unheard);
+    report("insert, logging, one listener", &mut heard);
 }
 
 /// A cache that records when each token hash left it.
@@ -240,7 +240,7 @@ impl SessionCache for TimedCache {
     }
 }
 
-/// Two services on one database, each following the change feed. For each
+/// Two services on one database, each following the change log. For each
 /// of `count` sessions: create it on A, wait until B holds it, revoke it on
 /// A, and time until B's cache dropped it, from the call on A (an upper
 /// bound of the delay after the commit, which happens within the call) and
@@ -253,7 +253,7 @@ async fn propagation(url: &str, count: usize) {
                 .unwrap(),
         );
         let service = SessionService::builder(store.clone(), cache)
-            .change_feed(store as Arc<dyn ChangeFeed>)
+            .change_log(store as Arc<dyn ChangeLog>)
             .build();
         tokio::spawn({
             let service = service.clone();

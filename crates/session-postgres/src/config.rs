@@ -112,6 +112,7 @@ pub struct PgConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
+    pub(crate) change_retention: Duration,
 }
 
 impl PgConfig {
@@ -123,6 +124,8 @@ impl PgConfig {
     pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default silence after which the change feed checks its connection.
     pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
+    /// The default age after which change-log entries may be pruned: a day.
+    pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
     /// Parses a `postgres://` or `postgresql://` URL and loads the root
     /// certificates its TLS mode needs.
@@ -180,6 +183,7 @@ impl PgConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
             feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
+            change_retention: Self::DEFAULT_CHANGE_RETENTION,
         })
     }
 
@@ -218,6 +222,15 @@ impl PgConfig {
         self
     }
 
+    /// Sets how long change-log entries are kept (default a day, at least a
+    /// second). A follower that cannot read the log for longer than this
+    /// loads every session again instead of resuming.
+    #[must_use]
+    pub fn change_retention(mut self, keep: Duration) -> Self {
+        self.change_retention = keep.max(Duration::from_secs(1));
+        self
+    }
+
     /// The URL's TLS mode.
     #[must_use]
     pub const fn ssl_mode(&self) -> SslMode {
@@ -238,6 +251,7 @@ impl fmt::Debug for PgConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("feed_heartbeat", &self.feed_heartbeat)
+            .field("change_retention", &self.change_retention)
             .finish_non_exhaustive()
     }
 }

@@ -1,166 +1,372 @@
-//! The change feed over LISTEN/NOTIFY: how one process hears the session
-//! writes every other process commits to the same database.
+//! The change log: how one process learns of the session writes every other
+//! process commits to the same database.
 //!
-//! Publishing is done by triggers on `session.sessions` (migration
-//! `2026-01-02-000000_publish_changes`), not by the store's statements:
-//! whatever writes the table is heard (another process, another version of
-//! this crate, an operator's `UPDATE`), each write stays one statement and
-//! one round trip, and a notification sent inside the writing transaction
-//! is delivered when it commits and never if it rolls back. PostgreSQL
-//! delivers notifications in commit order.
+//! Triggers on `session.sessions` (migration `2026-11-29-000000_change_log`)
+//! write each change to `session.changes` in the writing transaction: the
+//! token hash and what happened, stamped with the transaction's id (xid8).
+//! Whatever writes the table is logged (another process, another version of
+//! this crate, an operator's `UPDATE`), and a rolled-back write never is.
 //!
-//! A payload is decoded as any stored row is, through the domain's
-//! constructors. One that cannot be is never skipped: skipping it could
-//! leave a revoked session in a cache, so the subscription ends with an
-//! error and the subscriber re-warms.
+//! A reader takes as final only entries below the oldest transaction still
+//! running, read in the same statement as the entries; see
+//! [`PgSessionStore::read`](session_core::ChangeLog::read). Creations are
+//! joined to the sessions table in that statement, so what enters a cache is
+//! the stored row as it is at the read, checked by the domain's rules.
+//!
+//! `NOTIFY session_changes` (sent by the same triggers, empty) only wakes
+//! readers early. PostgreSQL has no privileges on NOTIFY, so a notification
+//! may come from any role: its payload is never read, and a burst of them
+//! costs at most one read.
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::ConnectionError;
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel::sql_types::{BigInt, Bytea, Inet, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;
 use ipnet::IpNet;
-use serde::Deserialize;
-use session_core::{BoxError, Change, ChangeFeed, ChangeSubscription, StoreError, TokenHash};
+use session_core::{
+    Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, StoreError, TokenHash, WakeUps,
+};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::store::{PgSessionStore, SessionRow};
 
-/// The channel every committed change to the active sessions is published
-/// on, by triggers on `session.sessions`. LISTEN channels are per database;
-/// this one belongs to the `session` schema, and nothing else should notify
-/// on it.
-///
-/// Each payload is JSON with a format version, far below PostgreSQL's
-/// 8000-byte limit:
-///
-/// - `{"v": 1, "op": "created", "id", "account_id", "token_hash",
-///   "created_at_us", "user_agent", "ip", "label"}`: a session inserted
-///   active; the token hash in hex, the creation time in microseconds since
-///   the Unix epoch, absent metadata as `null`. About 1.7 kB at most for
-///   metadata the domain accepts, about 4.1 kB for anything the schema lets
-///   another writer store (escaped control characters take six bytes).
-/// - `{"v": 1, "op": "revoked", "token_hashes": [...]}`: the hex token hashes
-///   of sessions that went from active to revoked (or were deleted while
-///   active), at most 100 per notification (under 7 kB), so a revoke-all of
-///   thousands arrives as several.
-/// - `{"v": 1, "op": "truncated"}`: the table was emptied, which says nothing
-///   of which sessions went; a subscription ends with an error on it, so its
-///   subscriber loads everything again.
-///
-/// A change of format is a new version: a reader meeting a version it does
-/// not know ends its subscription rather than miss a revocation.
+/// The channel the change log's triggers notify, with an empty payload, so
+/// readers wake at once rather than at their next poll. Anything may notify
+/// on it; readers treat each notification as a hint to read the log, never
+/// as data.
 pub const CHANGES_CHANNEL: &str = "session_changes";
 
-/// The payload version this build publishes (through its migrations) and reads.
-const PAYLOAD_VERSION: u32 = 1;
-
-/// Why the change feed failed. Never carries a payload, only its length.
+/// Why the wake-up listener failed.
 #[derive(Debug, thiserror::Error)]
-enum FeedError {
-    #[error("cannot open the change-feed connection: {0}")]
+enum ListenError {
+    #[error("cannot open the wake-up connection: {0}")]
     Connect(#[source] ConnectionError),
-    #[error("cannot listen for session changes: {0}")]
+    #[error("cannot listen for wake-ups: {0}")]
     Listen(#[source] diesel::result::Error),
-    #[error("the change-feed connection was not listening within {0:?}")]
-    ListenTimedOut(Duration),
-    #[error("the change-feed connection was lost: {0}")]
+    #[error("the wake-up connection was not listening within {0:?}")]
+    TimedOut(Duration),
+    #[error("the wake-up connection was lost: {0}")]
     Lost(#[source] diesel::result::Error),
-    #[error("the change-feed connection was closed")]
+    #[error("the wake-up connection was closed")]
     Closed,
-    #[error("the change-feed connection did not answer a check within {0:?}")]
+    #[error("the wake-up connection did not answer a check within {0:?}")]
     Silent(Duration),
-    #[error("a change notification of {bytes} bytes cannot be decoded: {reason}")]
-    Undecodable {
-        bytes: usize,
-        #[source]
-        reason: PayloadError,
-    },
-    #[error("the change-feed subscription has ended; subscribe again")]
+    #[error("the wake-up listener has ended; listen again")]
     Ended,
-    #[error("the sessions table was truncated; every cache must be loaded again")]
-    Truncated,
 }
 
-/// What is wrong with a payload, without any of its content.
-#[derive(Debug, thiserror::Error)]
-enum PayloadError {
-    #[error("not the expected JSON ({category} error at line {line}, column {column})")]
-    Json {
-        category: &'static str,
-        line: usize,
-        column: usize,
-    },
-    #[error("format version {0} is not supported: this build reads version {PAYLOAD_VERSION}")]
-    Version(u32),
-    #[error("{0} is malformed")]
-    Field(&'static str),
-    #[error("the session is invalid: {0}")]
-    Session(#[source] BoxError),
-}
-
-impl PayloadError {
-    /// serde_json's own messages may quote the input, so only where it failed is kept.
-    fn json(err: &serde_json::Error) -> Self {
-        use serde_json::error::Category;
-        Self::Json {
-            category: match err.classify() {
-                Category::Io => "read",
-                Category::Syntax => "syntax",
-                Category::Data => "shape",
-                Category::Eof => "truncation",
-            },
-            line: err.line(),
-            column: err.column(),
-        }
-    }
-}
-
-fn unavailable(err: FeedError) -> StoreError {
+fn unavailable(err: ListenError) -> StoreError {
     StoreError::Unavailable(Box::new(err))
 }
 
+/// The oldest transaction still running, as a log position: everything
+/// before it is final.
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = BigInt)]
+    xmin: i64,
+}
+
+/// One row of a log read: the horizon, and (unless the log had nothing after
+/// the cursor) one entry, with the session row for a creation.
+#[derive(QueryableByName)]
+struct LogRow {
+    #[diesel(sql_type = BigInt)]
+    xmin: i64,
+    #[diesel(sql_type = BigInt)]
+    pruned_through: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    xid: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    seq: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    kind: Option<String>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    change_hash: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    account_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    token_hash: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    created_at: Option<OffsetDateTime>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    revoked_at: Option<OffsetDateTime>,
+    #[diesel(sql_type = Nullable<Text>)]
+    user_agent: Option<String>,
+    #[diesel(sql_type = Nullable<Inet>)]
+    ip: Option<IpNet>,
+    #[diesel(sql_type = Nullable<Text>)]
+    label: Option<String>,
+}
+
+/// The entries after a cursor with the horizon, in one statement, so both
+/// come from one snapshot. xid8 has no binary form diesel knows; it travels
+/// as text through bigint (transaction ids stay far below 2^63).
+const READ_LOG: &str = "\
+WITH horizon AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+           (SELECT pruned_through FROM session.change_log_state) AS pruned_through
+)
+SELECT h.xmin::text::bigint AS xmin,
+       h.pruned_through::text::bigint AS pruned_through,
+       c.xid::text::bigint AS xid, c.seq, c.kind::text AS kind, c.token_hash AS change_hash,
+       s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at, s.user_agent, s.ip, s.label
+FROM horizon h
+LEFT JOIN LATERAL (
+    SELECT xid, seq, kind, token_hash FROM session.changes
+    WHERE (xid, seq) > ($1::text::xid8, $2)
+    ORDER BY xid, seq
+    LIMIT $3
+) c ON true
+LEFT JOIN session.sessions s ON c.kind = 'c' AND s.token_hash = c.token_hash
+ORDER BY c.xid, c.seq";
+
+/// Deletes a batch of entries older than the retention window and moves the
+/// pruned bound past them, in one transaction, so a reader sees either the
+/// entries or the bound. Writers never wait for it: it touches only old rows
+/// and the one-row state table, which no writer locks.
+const PRUNE_LOG: &str = "\
+WITH gone AS (
+    DELETE FROM session.changes
+    WHERE (xid, seq) IN (
+        SELECT xid, seq FROM session.changes
+        WHERE recorded_at < now() - make_interval(secs => $1)
+        ORDER BY xid, seq
+        LIMIT $2
+    )
+    RETURNING xid
+), top AS (
+    SELECT xid FROM gone ORDER BY xid DESC LIMIT 1
+), moved AS (
+    UPDATE session.change_log_state
+    SET pruned_through = greatest(pruned_through, (SELECT xid FROM top))
+    WHERE EXISTS (SELECT 1 FROM top)
+)
+SELECT count(*) AS pruned FROM gone";
+
+#[derive(QueryableByName)]
+struct Pruned {
+    #[diesel(sql_type = BigInt)]
+    pruned: i64,
+}
+
+/// Entries deleted per prune statement, so no one statement runs long.
+const PRUNE_BATCH: i64 = 10_000;
+
+fn position(xid: i64, seq: i64) -> LogPosition {
+    LogPosition::new(xid.unsigned_abs(), seq.unsigned_abs())
+}
+
+fn as_bigint(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 #[async_trait]
-impl ChangeFeed for PgSessionStore {
-    /// Opens a connection of its own (the pool's settings and TLS; a pooled
-    /// connection would be handed to other work) and returns once
-    /// `LISTEN session_changes` has committed, so every change committed
-    /// afterwards is delivered.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Unavailable`] if the connection cannot be opened or
-    /// does not listen within the connect timeout.
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+impl ChangeLog for PgSessionStore {
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        let mut connection = self.connection().await?;
+        let result =
+            sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin")
+                .get_result::<Horizon>(&mut connection)
+                .await;
+        let horizon = self
+            .finish("read the change log's head", result, &mut connection)
+            .await?;
+        // Seq numbers start at 1: (xmin, 0) is before every entry of xmin.
+        Ok(position(horizon.xmin, 0))
+    }
+
+    /// One statement: the entries after `after`, the oldest running
+    /// transaction (xmin) and the pruned bound, all from one snapshot.
+    /// Entries below xmin are final; those at or above it are committed but
+    /// may yet get earlier neighbours, so `settled` stops before them.
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+        let limit = limit.max(1);
+        let mut connection = self.connection().await?;
+        let result = sql_query(READ_LOG)
+            .bind::<BigInt, _>(as_bigint(after.major()))
+            .bind::<BigInt, _>(as_bigint(after.minor()))
+            .bind::<BigInt, _>(i64::from(limit))
+            .load::<LogRow>(&mut connection)
+            .await;
+        let rows = self
+            .finish("read the change log", result, &mut connection)
+            .await?;
+        drop(connection);
+        Ok(page(after, limit, rows))
+    }
+
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
         let listening = async {
-            let mut connection = self.connector.connect().await.map_err(FeedError::Connect)?;
+            let mut connection = self
+                .connector
+                .connect()
+                .await
+                .map_err(ListenError::Connect)?;
             connection
                 .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
                 .await
-                .map_err(FeedError::Listen)?;
+                .map_err(ListenError::Listen)?;
             Ok(connection)
         };
         let connection = match tokio::time::timeout(self.connect_timeout, listening).await {
             Ok(listening) => listening.map_err(unavailable)?,
-            Err(_) => return Err(unavailable(FeedError::ListenTimedOut(self.connect_timeout))),
+            Err(_) => return Err(unavailable(ListenError::TimedOut(self.connect_timeout))),
         };
-        Ok(Box::new(PgSubscription {
+        Ok(Box::new(PgWakeUps {
             connection: Some(connection),
             heartbeat: self.feed_heartbeat,
             check_limit: self.connect_timeout,
             heard_at: Instant::now(),
         }))
     }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        let retention = self.change_retention.as_secs_f64();
+        let mut total = 0;
+        loop {
+            let mut connection = self.connection().await?;
+            let result = sql_query(PRUNE_LOG)
+                .bind::<diesel::sql_types::Double, _>(retention)
+                .bind::<BigInt, _>(PRUNE_BATCH)
+                .get_result::<Pruned>(&mut connection)
+                .await;
+            let pruned = self
+                .finish("prune the change log", result, &mut connection)
+                .await?
+                .pruned;
+            total += pruned.unsigned_abs();
+            if pruned < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Turns the rows of one read into a page.
+fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
+    let Some(first) = rows.as_slice().first() else {
+        // The horizon row is always there; without it nothing can be said.
+        return LogRead::Page(LogPage {
+            settled: after,
+            read_to: after,
+            ..LogPage::default()
+        });
+    };
+    if after.major() <= first.pruned_through.unsigned_abs() {
+        return LogRead::Expired;
+    }
+    let xmin = first.xmin.unsigned_abs();
+    let mut page = LogPage {
+        settled: after,
+        read_to: after,
+        ..LogPage::default()
+    };
+    let mut read = 0_usize;
+    // Whether every entry so far is below xmin: final, so `settled` may pass it.
+    let mut all_final = true;
+    for row in rows {
+        let (Some(xid), Some(seq), Some(kind)) = (row.xid, row.seq, row.kind.as_deref()) else {
+            continue;
+        };
+        read += 1;
+        let at = position(xid, seq);
+        page.read_to = at;
+        all_final &= at.major() < xmin;
+        if all_final {
+            page.settled = at;
+        }
+        let change = match kind {
+            "c" => match created(row) {
+                Ok(Some(session)) => Change::Created(session),
+                Ok(None) => continue,
+                Err(()) => {
+                    page.skipped += 1;
+                    continue;
+                }
+            },
+            "r" => {
+                let Some(hash) = row
+                    .change_hash
+                    .as_deref()
+                    .and_then(|bytes| TokenHash::try_from(bytes).ok())
+                else {
+                    // The table's check makes this unreachable; count it if not.
+                    page.skipped += 1;
+                    continue;
+                };
+                // Consecutive revocations (a revoke-all) become one entry.
+                if let Some(LogEntry {
+                    position,
+                    change: Change::Revoked(hashes),
+                }) = page.entries.last_mut()
+                {
+                    hashes.push(hash);
+                    *position = at;
+                    continue;
+                }
+                Change::Revoked(vec![hash])
+            }
+            _ => Change::Reload,
+        };
+        page.entries.push(LogEntry {
+            position: at,
+            change,
+        });
+    }
+    page.more = read >= limit as usize;
+    if !page.more {
+        // Every visible entry after `after` was read; all below xmin are final.
+        page.settled = page.settled.max(LogPosition::new(xmin, 0)).max(after);
+    }
+    LogRead::Page(page)
+}
+
+/// The session a creation entry names, as stored now: `None` if it is gone
+/// or no longer active (its revocation follows in the log); `Err` if the
+/// domain rejects the stored row, which is logged by session id.
+fn created(row: LogRow) -> Result<Option<session_core::Session>, ()> {
+    let (Some(id), Some(account_id), Some(token_hash), Some(created_at)) =
+        (row.id, row.account_id, row.token_hash, row.created_at)
+    else {
+        return Ok(None);
+    };
+    if row.revoked_at.is_some() {
+        return Ok(None);
+    }
+    let stored = SessionRow {
+        id,
+        account_id,
+        token_hash,
+        created_at,
+        revoked_at: None,
+        user_agent: row.user_agent,
+        ip: row.ip,
+        label: row.label,
+    };
+    stored.validate().map(Some).map_err(|reason| {
+        tracing::error!(
+            session_id = %id,
+            error = %reason,
+            "skipping a stored session the domain rejects; it cannot be resolved"
+        );
+    })
 }
 
 /// A listening connection. Dropping it closes the connection.
-struct PgSubscription {
-    /// `None` once the subscription has failed: it never delivers again.
+struct PgWakeUps {
+    /// `None` once it has failed: it never wakes again.
     connection: Option<AsyncPgConnection>,
     /// Silence after which the connection is checked with a round trip.
     heartbeat: Duration,
@@ -171,14 +377,14 @@ struct PgSubscription {
 }
 
 #[async_trait]
-impl ChangeSubscription for PgSubscription {
+impl WakeUps for PgWakeUps {
     /// Cancel-safe: notifications wait in the connection's queue until a
-    /// call takes one, and a check cut short is simply made again.
-    async fn next_change(&mut self) -> Result<Change, StoreError> {
+    /// call takes them, and a check cut short is simply made again.
+    async fn next(&mut self) -> Result<(), StoreError> {
         let Some(connection) = self.connection.as_mut() else {
-            return Err(unavailable(FeedError::Ended));
+            return Err(unavailable(ListenError::Ended));
         };
-        let result = next_change(
+        let result = next_wake_up(
             connection,
             &mut self.heard_at,
             self.heartbeat,
@@ -186,156 +392,57 @@ impl ChangeSubscription for PgSubscription {
         )
         .await;
         if result.is_err() {
-            // Closes the connection: a subscriber that missed a change must
-            // subscribe afresh, and the server stops queueing for this one.
             self.connection = None;
         }
         result
     }
 }
 
-async fn next_change(
+async fn next_wake_up(
     connection: &mut AsyncPgConnection,
     heard_at: &mut Instant,
     heartbeat: Duration,
     check_limit: Duration,
-) -> Result<Change, StoreError> {
+) -> Result<(), StoreError> {
     loop {
         let received = {
             let mut notifications = pin!(connection.notifications_stream());
-            tokio::select! {
+            let received = tokio::select! {
                 biased;
                 received = poll_fn(|cx| notifications.as_mut().poll_next(cx)) => Some(received),
                 () = tokio::time::sleep_until(*heard_at + heartbeat) => None,
+            };
+            if let Some(Some(Ok(_))) = &received {
+                // Coalesce: whatever else is already queued is the same hint.
+                // The payload is never read.
+                poll_fn(|cx| {
+                    loop {
+                        match notifications.as_mut().poll_next(cx) {
+                            Poll::Ready(Some(Ok(_))) => {}
+                            _ => return Poll::Ready(()),
+                        }
+                    }
+                })
+                .await;
             }
+            received
         };
         match received {
-            Some(Some(Ok(notification))) => {
+            Some(Some(Ok(_))) => {
                 *heard_at = Instant::now();
-                return match decode(&notification.payload) {
-                    Ok(Some(change)) => Ok(change),
-                    Ok(None) => Err(unavailable(FeedError::Truncated)),
-                    Err(reason) => {
-                        let bytes = notification.payload.len();
-                        tracing::error!(
-                            payload_bytes = bytes,
-                            error = %reason,
-                            "a session change notification cannot be decoded; resubscribing"
-                        );
-                        Err(StoreError::Failed(Box::new(FeedError::Undecodable {
-                            bytes,
-                            reason,
-                        })))
-                    }
-                };
+                return Ok(());
             }
-            Some(Some(Err(err))) => return Err(unavailable(FeedError::Lost(err))),
-            Some(None) => return Err(unavailable(FeedError::Closed)),
+            Some(Some(Err(err))) => return Err(unavailable(ListenError::Lost(err))),
+            Some(None) => return Err(unavailable(ListenError::Closed)),
             // Quiet for a while: a connection whose peer vanished without
             // closing it would stay quiet for ever, so make it answer.
             None => match tokio::time::timeout(check_limit, connection.batch_execute("SELECT 1"))
                 .await
             {
                 Ok(Ok(())) => *heard_at = Instant::now(),
-                Ok(Err(err)) => return Err(unavailable(FeedError::Lost(err))),
-                Err(_) => return Err(unavailable(FeedError::Silent(check_limit))),
+                Ok(Err(err)) => return Err(unavailable(ListenError::Lost(err))),
+                Err(_) => return Err(unavailable(ListenError::Silent(check_limit))),
             },
         }
     }
-}
-
-/// Read first and alone, so a payload of another version is reported as such
-/// rather than as whatever field it happens to lack.
-#[derive(Deserialize)]
-struct Versioned {
-    v: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Payload {
-    Created {
-        id: String,
-        account_id: String,
-        token_hash: String,
-        created_at_us: i64,
-        user_agent: Option<String>,
-        ip: Option<String>,
-        label: Option<String>,
-    },
-    Revoked {
-        token_hashes: Vec<String>,
-    },
-    Truncated,
-}
-
-/// The change a payload carries; `None` for a truncation, which no change describes.
-fn decode(payload: &str) -> Result<Option<Change>, PayloadError> {
-    let Versioned { v } = serde_json::from_str(payload).map_err(|err| PayloadError::json(&err))?;
-    if v != PAYLOAD_VERSION {
-        return Err(PayloadError::Version(v));
-    }
-    match serde_json::from_str(payload).map_err(|err| PayloadError::json(&err))? {
-        Payload::Created {
-            id,
-            account_id,
-            token_hash,
-            created_at_us,
-            user_agent,
-            ip,
-            label,
-        } => {
-            let row = SessionRow {
-                id: uuid(&id, "id")?,
-                account_id: uuid(&account_id, "account_id")?,
-                token_hash: hex(&token_hash).ok_or(PayloadError::Field("token_hash"))?,
-                created_at: OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(created_at_us) * 1_000,
-                )
-                .map_err(|_| PayloadError::Field("created_at_us"))?,
-                revoked_at: None,
-                user_agent,
-                ip: ip
-                    .map(|ip| ip.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .transpose()
-                    .map_err(|_| PayloadError::Field("ip"))?,
-                label,
-            };
-            row.validate()
-                .map(|session| Some(Change::Created(session)))
-                .map_err(PayloadError::Session)
-        }
-        Payload::Revoked { token_hashes } => token_hashes
-            .iter()
-            .map(|text| {
-                let bytes = hex(text).ok_or(PayloadError::Field("token_hashes"))?;
-                TokenHash::try_from(bytes.as_slice())
-                    .map_err(|err| PayloadError::Session(Box::new(err)))
-            })
-            .collect::<Result<_, _>>()
-            .map(|hashes| Some(Change::Revoked(hashes))),
-        Payload::Truncated => Ok(None),
-    }
-}
-
-fn uuid(text: &str, field: &'static str) -> Result<Uuid, PayloadError> {
-    Uuid::try_parse(text).map_err(|_| PayloadError::Field(field))
-}
-
-/// PostgreSQL's `encode(..., 'hex')`: two lowercase digits per byte.
-fn hex(text: &str) -> Option<Vec<u8>> {
-    fn digit(byte: u8) -> Option<u8> {
-        match byte {
-            b'0'..=b'9' => Some(byte - b'0'),
-            b'a'..=b'f' => Some(byte - b'a' + 10),
-            _ => None,
-        }
-    }
-    let text = text.as_bytes();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.chunks_exact(2)
-        .map(|pair| Some((digit(pair[0])? << 4) | digit(pair[1])?))
-        .collect()
 }

@@ -1,6 +1,6 @@
 //! PostgreSQL storage for sessions: [`PgSessionStore`] implements
 //! session-core's [`SessionStore`](session_core::SessionStore) port, and its
-//! [`ChangeFeed`](session_core::ChangeFeed) so several processes can share
+//! [`ChangeLog`](session_core::ChangeLog) so several processes can share
 //! one database.
 //!
 //! - Sessions live in the `session` schema, so they can share the host
@@ -13,10 +13,14 @@
 //! - The driver is tokio-postgres (pure Rust, no libpq); TLS goes through
 //!   rustls when the URL's `sslmode` asks for it, with libpq's meaning of each
 //!   mode ([`SslMode`]).
-//! - Every committed change to the active sessions is published by triggers
-//!   on [`CHANGES_CHANNEL`] with LISTEN/NOTIFY; a subscription listens on a
-//!   connection of its own and fails promptly when that connection is lost,
-//!   or stays silent past [`PgConfig::feed_heartbeat`].
+//! - Every committed change to the active sessions is written by triggers to
+//!   the change log `session.changes`, in the writing transaction, and read
+//!   from a cursor that never passes a transaction still running. An empty
+//!   NOTIFY on [`CHANGES_CHANNEL`] wakes readers early; its payload is never
+//!   read, since any role may notify. The listener has a connection of its
+//!   own and fails promptly when it is lost, or stays silent past
+//!   [`PgConfig::feed_heartbeat`]. Entries older than
+//!   [`PgConfig::change_retention`] are pruned.
 //! - Errors map to [`StoreError`](session_core::StoreError): a repeated token
 //!   hash is `DuplicateTokenHash`; a database out of reach (refused, closed,
 //!   timed out) is the retryable `Unavailable`; anything else is `Failed`.

@@ -1,7 +1,7 @@
 //! [`PgSessionStore`]: the [`SessionStore`] port over PostgreSQL.
 //!
-//! Every write is one statement, so each is atomic on its own; the change
-//! feed is published from its transaction by triggers (see [`crate::feed`]).
+//! Every write is one statement, so each is atomic on its own; triggers log
+//! the change in the same transaction (see [`crate::feed`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use crate::schema::sessions;
 /// Cheap to clone; clones share the pool. Call [`migrate`](Self::migrate)
 /// before first use (it is a no-op once the schema is current).
 ///
-/// It is also a [`ChangeFeed`](session_core::ChangeFeed): several processes
+/// It is also a [`ChangeLog`](session_core::ChangeLog): several processes
 /// sharing one database each follow the others' writes (see
 /// [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL)).
 #[derive(Clone)]
@@ -42,6 +42,7 @@ pub struct PgSessionStore {
     pub(crate) connect_timeout: Duration,
     checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
+    pub(crate) change_retention: Duration,
 }
 
 impl std::fmt::Debug for PgSessionStore {
@@ -68,6 +69,7 @@ impl PgSessionStore {
             connect_timeout: config.connect_timeout,
             checkout_timeout: config.checkout_timeout,
             feed_heartbeat: config.feed_heartbeat,
+            change_retention: config.change_retention,
         };
         store.health_check().await?;
         Ok(store)
@@ -85,7 +87,7 @@ impl PgSessionStore {
     }
 
     /// Maps a statement's result, checking the connection when the cause is unclear.
-    async fn finish<T>(
+    pub(crate) async fn finish<T>(
         &self,
         operation: &'static str,
         result: QueryResult<T>,
@@ -100,7 +102,7 @@ impl PgSessionStore {
     }
 }
 
-/// A row as stored, or as a change notification carries it.
+/// A row as stored.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(Pg))]
 pub(crate) struct SessionRow {

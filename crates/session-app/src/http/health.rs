@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use session_core::LogLag;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -39,18 +40,41 @@ pub(crate) struct Checks {
     cache: CacheCheck,
     /// Whether the store answers.
     store: StoreCheck,
-    /// With several instances on one PostgreSQL: whether this one follows
-    /// the others' writes (`ok`) or lost the change feed and is resyncing
-    /// (`resyncing`). Absent when the store has no change feed.
+    /// With several instances on one PostgreSQL: whether this one has
+    /// applied every change committed longer ago than its staleness bound.
+    /// Absent when the store has no change log.
     #[serde(skip_serializing_if = "Option::is_none")]
-    change_feed: Option<FeedCheck>,
+    change_log: Option<LogCheck>,
 }
 
-/// The change-feed check.
+/// The change-log check.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct FeedCheck {
-    /// `ok` or `resyncing`.
+pub(crate) struct LogCheck {
+    /// `ok` while the lag is within the bound, `lagging` past it, `starting`
+    /// before the first read that reached the end of the log.
     status: &'static str,
+    /// Time since the start of the last read that reached the end of the
+    /// log, in milliseconds; absent while `starting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_ms: Option<u64>,
+    /// The most lag at which the instance is ready, in milliseconds.
+    max_staleness_ms: u64,
+}
+
+impl LogCheck {
+    fn new(lag: LogLag) -> Self {
+        let millis =
+            |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            status: match lag.lag {
+                None => "starting",
+                Some(_) if lag.within_bound() => "ok",
+                Some(_) => "lagging",
+            },
+            lag_ms: lag.lag.map(millis),
+            max_staleness_ms: millis(lag.bound),
+        }
+    }
 }
 
 /// The cache check.
@@ -92,8 +116,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             Err(format!("the store did not answer within {timeout:?}")),
         ),
     };
-    let feed = service.change_feed_in_sync();
-    let ready = cache_warm && store.is_ok() && feed != Some(false);
+    let log = service.change_log_lag();
+    let ready = cache_warm && store.is_ok() && log.is_none_or(|lag| lag.within_bound());
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
@@ -111,9 +135,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
                     message: Some(message),
                 },
             },
-            change_feed: feed.map(|in_sync| FeedCheck {
-                status: if in_sync { "ok" } else { "resyncing" },
-            }),
+            change_log: log.map(LogCheck::new),
         },
     };
     let status = if ready {

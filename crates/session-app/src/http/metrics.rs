@@ -55,7 +55,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric; the service's own state (cache
-    /// size, warm, change feed, miss path) is read at each scrape.
+    /// size, warm, change log, miss path) is read at each scrape.
     #[must_use]
     pub fn new(service: SessionService) -> Self {
         let mut registry = Registry::with_prefix("session");
@@ -143,26 +143,54 @@ impl Collector for ServiceCollector {
             )?;
             seconds.encode(metric)?;
         }
-        if let Some(in_sync) = service.change_feed_in_sync() {
-            let help = "1 while the cache follows the change feed";
-            gauge(
-                &mut encoder,
-                "change_feed_in_sync",
-                help,
-                i64::from(in_sync),
+        if let Some(lag) = service.change_log_lag() {
+            // Before the first complete read the lag is unknown: reported as
+            // +Inf, which any alert on a bound fires on.
+            let seconds = ConstGauge::new(lag.lag.map_or(f64::INFINITY, |lag| lag.as_secs_f64()));
+            let metric = encoder.encode_descriptor(
+                "change_log_lag_seconds",
+                "Time since the start of the last read that reached the end of the change log: \
+                 every change committed before it is applied",
+                None,
+                seconds.metric_type(),
             )?;
+            seconds.encode(metric)?;
+            let bound = ConstGauge::new(lag.bound.as_secs_f64());
+            let metric = encoder.encode_descriptor(
+                "change_log_max_staleness_seconds",
+                "The lag past which this instance reports not ready",
+                None,
+                bound.metric_type(),
+            )?;
+            bound.encode(metric)?;
         }
         let stats = service.sync_stats();
         for (name, help, value) in [
             (
-                "change_feed_changes",
-                "Changes from other writers applied to the cache",
+                "change_log_changes",
+                "Changes from the change log applied to the cache",
                 stats.changes_applied,
             ),
             (
-                "change_feed_resyncs",
-                "Times the change feed was lost and the cache resynchronised",
+                "change_log_read_failures",
+                "Reads of the change log that failed and were retried from the same position",
                 stats.resyncs,
+            ),
+            (
+                "cache_full_loads",
+                "Loads of every active session: the first warm, and reloads after the \
+                 change log expired past this instance's position or was truncated",
+                stats.full_loads,
+            ),
+            (
+                "store_rows_skipped",
+                "Stored sessions skipped because the domain rejects them (logged by session id)",
+                stats.rows_skipped,
+            ),
+            (
+                "change_log_wake_ups",
+                "Notifications that woke the change-log reader (each costs at most one read)",
+                stats.wake_ups,
             ),
             (
                 "miss_reads",

@@ -1,6 +1,6 @@
 //! Contract test suites that every [`SessionStore`](crate::SessionStore) and
 //! [`SessionCache`](crate::SessionCache) adapter runs from its own tests, and
-//! every [`ChangeFeed`](crate::ChangeFeed) of a shared store too.
+//! every [`ChangeLog`](crate::ChangeLog) of a shared store too.
 //!
 //! An adapter is correct when it passes the same suite as every other one:
 //!
@@ -10,7 +10,7 @@
 //! session_core::store_contract_tests!(async { MyStore::connect_fresh().await });
 //! // and of a cache adapter:
 //! session_core::cache_contract_tests!(MyCache::new);
-//! // and of a store that is also a change feed:
+//! // and of a store that is also a change log:
 //! session_core::feed_contract_tests!(async { MyStore::connect_fresh().await });
 //! ```
 //!
@@ -113,23 +113,24 @@ macro_rules! store_contract_tests {
     };
 }
 
-/// Defines one `#[tokio::test]` per change-feed contract case, each calling
+/// Defines one `#[tokio::test]` per change-log contract case, each calling
 /// `$make` (an expression evaluating to a future of a value that is both the
 /// [`SessionStore`](crate::SessionStore) and its
-/// [`ChangeFeed`](crate::ChangeFeed)) for a fresh store.
+/// [`ChangeLog`](crate::ChangeLog)) for a fresh store.
 #[macro_export]
 macro_rules! feed_contract_tests {
     ($make:expr) => {
         $crate::feed_contract_tests!(@cases $make;
-            created_sessions_arrive_as_stored,
-            a_revocation_arrives_with_its_hash,
-            revoke_all_arrives_with_exactly_the_revoked_hashes,
-            writes_that_change_nothing_publish_nothing,
-            changes_arrive_in_commit_order,
-            a_subscription_after_a_write_does_not_deliver_it,
-            every_subscription_receives_every_change,
-            a_dropped_next_change_loses_nothing,
-            a_session_stored_revoked_publishes_no_creation,
+            created_sessions_are_read_as_stored,
+            a_revocation_is_logged_with_its_hash,
+            revoke_all_is_logged_with_exactly_the_revoked_hashes,
+            writes_that_change_nothing_log_nothing,
+            entries_are_in_commit_order_and_creations_read_as_they_are_now,
+            reads_from_a_head_or_a_settled_position_find_every_later_write,
+            reading_again_returns_the_same_entries,
+            pages_cover_the_log_exactly_once,
+            a_session_stored_revoked_logs_no_creation,
+            a_write_wakes_a_listener,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,16 +1,15 @@
-//! Several services on one store, kept in step by its change feed: two
+//! Several services on one store, kept in step by its change log: two
 //! `SessionService`s over one `MemoryStore` behave as two processes over one
-//! database. Time is paused, so backoff sleeps pass instantly.
+//! database. Time is paused, so backoff sleeps and polls pass instantly.
 
 use std::sync::Arc;
 
 use session_core::{
-    ChangeFeed, ClientMetadata, Error, ManualClock, MemoryCache, MemoryStore, MissPolicy,
+    ChangeLog, ClientMetadata, Error, ManualClock, MemoryCache, MemoryStore, MissPolicy,
     SessionCache, SessionService, SessionStore, SessionToken,
 };
-use tokio::sync::Semaphore;
 
-use crate::gated::{GatedStore, HeldFeed, Point};
+use crate::gated::{GatedStore, Point};
 use session_core::testkit::account;
 
 struct Instance {
@@ -20,15 +19,11 @@ struct Instance {
     clock: Arc<ManualClock>,
 }
 
-fn instance(
-    store: Arc<dyn SessionStore>,
-    feed: Arc<dyn ChangeFeed>,
-    policy: MissPolicy,
-) -> Instance {
+fn instance(store: Arc<dyn SessionStore>, log: Arc<dyn ChangeLog>, policy: MissPolicy) -> Instance {
     let cache = Arc::new(MemoryCache::new());
     let clock = Arc::new(ManualClock::new(session_core::testkit::epoch()));
     let service = SessionService::builder(store, cache.clone())
-        .change_feed(feed)
+        .change_log(log)
         .miss_policy(policy)
         .clock(clock.clone())
         .warm_page_size(2)
@@ -165,9 +160,17 @@ async fn a_write_made_directly_in_the_store_is_seen_by_both() {
     assert!(b.service.resolve(token.expose_secret()).await.is_err());
 }
 
+/// B cannot read the log for a while: once its lag passes the bound it is
+/// not ready, and when the log is back it resumes from its cursor, applies
+/// what it missed and is ready again, without loading everything.
 #[tokio::test(start_paused = true)]
-async fn a_lost_feed_fails_readiness_and_a_revocation_in_the_gap_holds_after_resync() {
-    let (store, a, b) = pair().await;
+async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
     let kept = a
         .service
         .create(account(), ClientMetadata::default())
@@ -179,28 +182,102 @@ async fn a_lost_feed_fails_readiness_and_a_revocation_in_the_gap_holds_after_res
         .await
         .unwrap();
     until(|| b.cache.len() == 2, "B holds both").await;
+    assert_eq!(b.service.sync_stats().full_loads, 1);
 
-    store.disconnect_subscribers();
-    for _ in 0..10_000 {
-        if b.service.readiness().await.change_feed == Some(false) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(
-        !b.service.readiness().await.is_ready(),
-        "a lost feed is a stale cache"
-    );
-    // Revoked while B (and A) hear nothing.
+    gated.set_log_down(true);
+    // Revoked while no instance can read the log.
     a.service.revoke(doomed.session.id).await.unwrap();
+    let bound = b.service.change_log_lag().unwrap().bound;
+    b.clock.advance(time::Duration::try_from(bound).unwrap());
+    assert!(
+        b.service.readiness().await.is_ready(),
+        "a lag of exactly the bound is still within it"
+    );
+    b.clock.advance(time::Duration::milliseconds(1));
+    let readiness = b.service.readiness().await;
+    assert!(!readiness.is_ready(), "{readiness:?}");
+    assert!(readiness.change_log.unwrap().lag.unwrap() > bound);
+    // Meanwhile resolves still answer from the cache.
+    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
 
+    gated.set_log_down(false);
     in_sync(&b).await;
-    assert!(b.service.sync_stats().resyncs >= 1);
+    let stats = b.service.sync_stats();
+    assert!(stats.resyncs >= 1, "{stats:?}");
+    assert_eq!(stats.full_loads, 1, "resumed from the cursor, no reload");
     assert!(matches!(
         b.service.resolve(doomed.token.expose_secret()).await,
         Err(Error::InvalidToken)
     ));
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+}
+
+/// A log pruned past B's cursor while B could not read it: B loads
+/// everything again and carries on from the new head.
+#[tokio::test(start_paused = true)]
+async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B holds it").await;
+
+    gated.set_log_down(true);
+    a.service.revoke(doomed.session.id).await.unwrap();
+    let kept = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    gated.inner.prune_log();
+    gated.set_log_down(false);
+
+    until(|| b.service.sync_stats().full_loads == 2, "B reloads").await;
+    in_sync(&b).await;
+    assert_eq!(b.cache.len(), 1);
+    assert!(
+        b.service
+            .resolve(doomed.token.expose_secret())
+            .await
+            .is_err()
+    );
+    // After the reload B follows the log again.
+    a.service.revoke(kept.session.id).await.unwrap();
+    until(|| b.cache.is_empty(), "B applies a later revocation").await;
+    assert_eq!(b.service.sync_stats().full_loads, 2);
+}
+
+/// The store emptied without naming what went (TRUNCATE): every follower
+/// loads everything again.
+#[tokio::test(start_paused = true)]
+async fn a_truncated_store_makes_followers_reload() {
+    let (store, a, b) = pair().await;
+    let gone = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B holds it").await;
+    store.truncate();
+    until(|| a.cache.is_empty() && b.cache.is_empty(), "both reload").await;
+    assert!(b.service.resolve(gone.token.expose_secret()).await.is_err());
+    assert_eq!(b.service.sync_stats().full_loads, 2);
+    // Applied once, though the entry is read again while later ones follow.
+    let kept = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B follows on").await;
+    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+    assert_eq!(b.service.sync_stats().full_loads, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -323,35 +400,30 @@ async fn a_warm_page_read_before_a_revocation_does_not_resurrect() {
     );
 }
 
-/// B creates and revokes a session itself; the creation's own change arrives
-/// afterwards and must not put it back.
+/// B's follower reads a creation while the session is active; B revokes
+/// it itself before the read's result is applied: it must not come back.
 #[tokio::test(start_paused = true)]
-async fn a_late_creation_change_does_not_resurrect_a_revoked_session() {
-    let store = Arc::new(MemoryStore::new());
-    let permits = Arc::new(Semaphore::new(0));
-    let feed = Arc::new(HeldFeed {
-        store: store.clone(),
-        permits: permits.clone(),
-    });
-    let b = instance(store.clone(), feed, MissPolicy::default());
+async fn a_creation_read_before_a_revocation_does_not_resurrect() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
     in_sync(&b).await;
+    let gate = gated.arm(Point::LogEntries);
     let created = b
         .service
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
+    gate.reached().await;
     b.service.revoke(created.session.id).await.unwrap();
     assert_eq!(b.cache.len(), 0);
-
-    permits.add_permits(1);
+    gate.release();
     until(
-        || applied(&b) == 1,
-        "B applies its own late creation change",
+        || applied(&b) >= 2,
+        "B applies the late creation and the revocation",
     )
     .await;
     assert_eq!(b.cache.len(), 0, "the revoked session stayed out");
-    permits.add_permits(1);
-    until(|| applied(&b) == 2, "and then the revocation").await;
     assert!(
         b.service
             .resolve(created.token.expose_secret())

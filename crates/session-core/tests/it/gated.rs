@@ -1,11 +1,12 @@
 //! A store that pauses at a chosen point, so tests drive races step by step.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ChangeFeed, ChangeSubscription, ListScope, MemoryStore, RevokeOutcome, Session,
-    SessionId, SessionStore, StoreError, TokenHash,
+    AccountId, ChangeLog, ListScope, LogPosition, LogRead, MemoryStore, RevokeOutcome, Session,
+    SessionId, SessionStore, StoreError, TokenHash, WakeUps,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
@@ -17,6 +18,8 @@ pub(crate) enum Point {
     Revoke,
     FirstPage,
     Find,
+    /// A change-log read that found at least one entry.
+    LogEntries,
 }
 
 /// One armed pause: the store signals `reached`, then waits for `release`.
@@ -38,14 +41,22 @@ impl Gate {
     }
 }
 
-/// A [`MemoryStore`] with at most one armed [`Gate`].
+/// A [`MemoryStore`] with at most one armed [`Gate`], whose change log can
+/// be cut off alone, as a follower's lost connection would be.
 #[derive(Default)]
 pub(crate) struct GatedStore {
     pub(crate) inner: MemoryStore,
     armed: Mutex<Option<Arc<Gate>>>,
+    log_down: AtomicBool,
 }
 
 impl GatedStore {
+    /// While `true`, reads of the change log fail as unavailable; the
+    /// sessions stay reachable.
+    pub(crate) fn set_log_down(&self, down: bool) {
+        self.log_down.store(down, Ordering::SeqCst);
+    }
+
     /// Arms a gate at `point`; the next operation reaching it pauses there.
     pub(crate) fn arm(&self, point: Point) -> Arc<Gate> {
         let gate = Arc::new(Gate {
@@ -131,39 +142,27 @@ impl SessionStore for GatedStore {
 }
 
 #[async_trait]
-impl ChangeFeed for GatedStore {
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        self.inner.subscribe().await
+impl ChangeLog for GatedStore {
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        self.inner.head().await
     }
-}
 
-/// A change feed over a [`MemoryStore`] that hands out each change only when
-/// the test allows it, to order its arrival against other steps.
-pub(crate) struct HeldFeed {
-    pub(crate) store: Arc<MemoryStore>,
-    pub(crate) permits: Arc<Semaphore>,
-}
-
-#[async_trait]
-impl ChangeFeed for HeldFeed {
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        Ok(Box::new(HeldSubscription {
-            inner: self.store.subscribe().await?,
-            permits: Arc::clone(&self.permits),
-        }))
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+        if self.log_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the change log is cut off".into()));
+        }
+        let read = self.inner.read(after, limit).await?;
+        if matches!(&read, LogRead::Page(page) if !page.entries.is_empty()) {
+            self.pass(Point::LogEntries).await;
+        }
+        Ok(read)
     }
-}
 
-struct HeldSubscription {
-    inner: Box<dyn ChangeSubscription>,
-    permits: Arc<Semaphore>,
-}
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
+        self.inner.wake_ups().await
+    }
 
-#[async_trait]
-impl ChangeSubscription for HeldSubscription {
-    async fn next_change(&mut self) -> Result<session_core::Change, StoreError> {
-        // The permit is taken first, so a cancelled call loses no change.
-        self.permits.acquire().await.unwrap().forget();
-        self.inner.next_change().await
+    async fn prune(&self) -> Result<u64, StoreError> {
+        self.inner.prune().await
     }
 }

@@ -1,9 +1,9 @@
-//! The session-core store and change-feed contracts, against PostgreSQL.
+//! The session-core store and change-log contracts, against PostgreSQL.
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ChangeFeed, ChangeSubscription, ListScope, RevokeOutcome, Session, SessionId,
-    SessionStore, StoreError, TokenHash,
+    AccountId, ChangeLog, ListScope, LogPosition, LogRead, RevokeOutcome, Session, SessionId,
+    SessionStore, StoreError, TokenHash, WakeUps,
 };
 use session_postgres::PgSessionStore;
 use session_test_postgres::TestDatabase;
@@ -64,9 +64,21 @@ impl SessionStore for StoreOnTestDatabase {
 }
 
 #[async_trait]
-impl ChangeFeed for StoreOnTestDatabase {
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        self.store.subscribe().await
+impl ChangeLog for StoreOnTestDatabase {
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        self.store.head().await
+    }
+
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+        self.store.read(after, limit).await
+    }
+
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
+        self.store.wake_ups().await
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        self.store.prune().await
     }
 }
 

@@ -1,24 +1,22 @@
-//! The change feed against PostgreSQL: what the triggers publish, what a
-//! subscription does when its connection goes, and several instances
-//! following one another through it.
+//! The change log against PostgreSQL: what the triggers log, what a reader
+//! may take as final, what a notification may do (wake, nothing else), and
+//! several instances following one another through it.
 
 use std::collections::BTreeSet;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    AccountId, Change, ChangeFeed, ChangeSubscription, ClientMetadata, Error, MemoryCache,
+    AccountId, Change, ChangeLog, ClientMetadata, Error, LogPosition, LogRead, MemoryCache,
     SessionService, SessionStore, SessionToken, StoreError, TokenHash,
 };
 use session_postgres::{CHANGES_CHANNEL, PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::support::{chain, fresh_store, migrated_store, sql_client};
 
@@ -40,36 +38,40 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     assert!(condition(), "{what}");
 }
 
-async fn next(subscription: &mut Box<dyn ChangeSubscription>) -> Change {
-    within_a_minute(subscription.next_change()).await.unwrap()
-}
-
-/// Inserts a marker session and requires it to be the next change, so
-/// nothing else was published before it (changes arrive in commit order).
-async fn nothing_else_published(
-    store: &PgSessionStore,
-    subscription: &mut Box<dyn ChangeSubscription>,
-) {
-    let (_, marker) = session_at(account(), epoch());
-    store.insert(&marker).await.unwrap();
-    assert_eq!(next(subscription).await, Change::Created(marker));
-}
-
-/// Collects revocations until `expected` hashes arrived; anything else fails.
-async fn all_revoked(
-    subscription: &mut Box<dyn ChangeSubscription>,
-    expected: &BTreeSet<TokenHash>,
-) {
-    let mut seen = BTreeSet::new();
-    while seen.len() < expected.len() {
-        let Change::Revoked(hashes) = next(subscription).await else {
-            panic!("a creation arrived among the revocations");
+/// Every change after `from`, and the settled position the reads reached.
+async fn read_all(store: &PgSessionStore, from: LogPosition) -> (Vec<Change>, LogPosition) {
+    let mut changes = Vec::new();
+    let (mut after, mut settled) = (from, from);
+    loop {
+        let LogRead::Page(page) = store.read(after, 1_000).await.unwrap() else {
+            panic!("the log expired a live position");
         };
-        for hash in hashes {
-            assert!(expected.contains(&hash), "{hash:?} was not revoked");
-            assert!(seen.insert(hash), "{hash:?} arrived twice");
+        if after == settled {
+            settled = page.settled;
+        }
+        changes.extend(page.entries.into_iter().map(|entry| entry.change));
+        if !page.more {
+            return (changes, settled);
+        }
+        after = page.read_to;
+    }
+}
+
+async fn changes_since(store: &PgSessionStore, from: LogPosition) -> Vec<Change> {
+    read_all(store, from).await.0
+}
+
+fn revoked_hashes(changes: Vec<Change>) -> BTreeSet<TokenHash> {
+    let mut hashes = BTreeSet::new();
+    for change in changes {
+        let Change::Revoked(revoked) = change else {
+            panic!("expected only revocations, found {change:?}");
+        };
+        for hash in revoked {
+            assert!(hashes.insert(hash), "{hash:?} logged twice");
         }
     }
+    hashes
 }
 
 /// Inserts active sessions for `owner` in one statement, as a process other
@@ -96,40 +98,6 @@ async fn insert_directly(url: &str, owner: AccountId, count: usize) -> Vec<Sessi
     tokens
 }
 
-/// A plain LISTEN client on the channel, to see the payloads themselves.
-struct RawListener {
-    _client: tokio_postgres::Client,
-    payloads: mpsc::UnboundedReceiver<String>,
-}
-
-impl RawListener {
-    async fn start(url: &str) -> Self {
-        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-        let (sender, payloads) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = poll_fn(|cx| connection.poll_message(cx)).await {
-                if let AsyncMessage::Notification(notification) = message {
-                    let _ = sender.send(notification.payload().to_owned());
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
-            .await
-            .unwrap();
-        Self {
-            _client: client,
-            payloads,
-        }
-    }
-
-    async fn next(&mut self) -> String {
-        within_a_minute(self.payloads.recv())
-            .await
-            .expect("the listener stopped")
-    }
-}
-
 /// The backend process ids of the connections listening on the channel,
 /// for the connections whose `application_name` is `name`.
 async fn listener_pids(url: &str, name: &str) -> Vec<i32> {
@@ -154,14 +122,14 @@ fn with_param(url: &str, param: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolled_back_or_failed_write_publishes_nothing() {
+async fn a_rolled_back_or_failed_write_logs_nothing() {
     let (database, store) = fresh_store().await;
     let active = {
         let (_, session) = session_at(account(), epoch());
         store.insert(&session).await.unwrap();
         session
     };
-    let mut subscription = store.subscribe().await.unwrap();
+    let start = store.head().await.unwrap();
 
     // An insert and a revocation, both rolled back.
     let client = sql_client(database.url()).await;
@@ -193,7 +161,7 @@ async fn a_rolled_back_or_failed_write_publishes_nothing() {
         .await;
     assert!(failed.is_err(), "the 1-byte hash is rejected");
     client.batch_execute("ROLLBACK").await.unwrap();
-    // A store insert that fails (a repeated hash) publishes nothing either.
+    // A store insert that fails (a repeated hash) logs nothing either.
     let (_, mut duplicate) = session_at(account(), epoch());
     duplicate.token_hash = active.token_hash;
     assert!(matches!(
@@ -201,7 +169,7 @@ async fn a_rolled_back_or_failed_write_publishes_nothing() {
         Err(StoreError::DuplicateTokenHash)
     ));
 
-    nothing_else_published(&store, &mut subscription).await;
+    assert_eq!(changes_since(&store, start).await, Vec::new());
     assert_eq!(store.get(never.id).await.unwrap(), None);
     assert!(store.get(active.id).await.unwrap().unwrap().is_active());
 }
@@ -210,17 +178,50 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// 5,000 revoked in one statement arrive complete, and no payload comes
-/// near PostgreSQL's 8000-byte limit.
+/// Entries of a transaction that commits late, behind a reader that already
+/// read a later transaction's entries, are still read: the reader's settled
+/// position never passes a transaction that is still running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoke_all_of_5000_arrives_whole_in_small_payloads() {
+async fn a_late_committing_transaction_is_not_skipped() {
+    let (database, store) = fresh_store().await;
+    let start = store.head().await.unwrap();
+    let (_, early) = session_at(account(), epoch());
+    let (_, late) = session_at(account(), epoch());
+    // The earlier transaction takes its id first and commits last.
+    let slow = sql_client(database.url()).await;
+    slow.batch_execute(&format!(
+        "BEGIN; INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
+         VALUES ('{}', '{}', '\\x{}', now())",
+        early.id,
+        early.account_id,
+        hex(early.token_hash.as_bytes()),
+    ))
+    .await
+    .unwrap();
+    store.insert(&late).await.unwrap();
+
+    let (changes, settled) = read_all(&store, start).await;
+    assert_eq!(changes, vec![Change::Created(late.clone())]);
+    slow.batch_execute("COMMIT").await.unwrap();
+    let changes = changes_since(&store, settled).await;
+    let ids: Vec<_> = changes
+        .iter()
+        .map(|change| match change {
+            Change::Created(session) => session.id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(ids.contains(&early.id), "the late commit was read: {ids:?}");
+}
+
+/// 5,000 revoked in one statement are logged whole, each hash once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_all_of_5000_is_logged_whole() {
     const SESSIONS: usize = 5_000;
     let (database, store) = fresh_store().await;
     let owner = account();
     insert_directly(database.url(), owner, SESSIONS).await;
-    let mut subscription = store.subscribe().await.unwrap();
-    let mut raw = RawListener::start(database.url()).await;
-
+    let start = store.head().await.unwrap();
     let revoked: BTreeSet<TokenHash> = store
         .revoke_all_for_account(owner, None, epoch())
         .await
@@ -228,151 +229,121 @@ async fn a_revoke_all_of_5000_arrives_whole_in_small_payloads() {
         .into_iter()
         .collect();
     assert_eq!(revoked.len(), SESSIONS);
-    all_revoked(&mut subscription, &revoked).await;
-    nothing_else_published(&store, &mut subscription).await;
-
-    let (mut hashes, mut largest, mut payloads) = (0, 0, 0);
-    while hashes < SESSIONS {
-        let payload = raw.next().await;
-        let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        assert_eq!(json["v"], 1);
-        assert_eq!(json["op"], "revoked");
-        hashes += json["token_hashes"].as_array().unwrap().len();
-        largest = largest.max(payload.len());
-        payloads += 1;
-    }
-    assert_eq!(hashes, SESSIONS);
-    assert!(largest < 8_000, "a payload of {largest} bytes");
-    assert!(payloads > 1, "one revoke-all, several notifications");
+    assert_eq!(revoked_hashes(changes_since(&store, start).await), revoked);
 }
 
+/// Entries older than the retention window are pruned, and a cursor among
+/// them expires; emptying the log by hand expires every cursor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notification_that_cannot_be_decoded_ends_the_subscription() {
-    let (database, store) = fresh_store().await;
-    let client = sql_client(database.url()).await;
-    let (_, session) = session_at(account(), epoch());
-    let created = |label: &str| {
-        format!(
-            r#"{{"v": 1, "op": "created", "id": "{}", "account_id": "{}", "token_hash": "{}", "created_at_us": 0, "user_agent": null, "ip": null, "label": "{label}"}}"#,
-            session.id,
-            session.account_id,
-            hex(session.token_hash.as_bytes()),
-        )
-    };
-    let bad_label = created("hunter2\\u0007");
-    let cases = [
-        ("not json: hunter2", "syntax"),
-        (r#"{"v": 2, "op": "created", "hunter2": 1}"#, "version 2"),
-        (r#"{"v": 1, "op": "renamed", "hunter2": 1}"#, "shape"),
-        (
-            r#"{"v": 1, "op": "revoked", "token_hashes": ["hunter2"]}"#,
-            "token_hashes",
-        ),
-        (bad_label.as_str(), "label"),
-    ];
-    for (payload, says) in cases {
-        let mut subscription = store.subscribe().await.unwrap();
-        client
-            .execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
-            .await
-            .unwrap();
-        let err = within_a_minute(subscription.next_change())
-            .await
-            .unwrap_err();
-        let text = chain(&err);
-        assert!(matches!(err, StoreError::Failed(_)), "{payload}: {err:?}");
-        assert!(text.contains(says), "{payload}: says why: {text}");
-        assert!(
-            text.contains(&format!("{} bytes", payload.len())),
-            "{payload}: gives the length: {text}"
-        );
-        assert!(!text.contains("hunter2"), "echoes the payload: {text}");
-        let err = within_a_minute(subscription.next_change())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Unavailable(_)),
-            "ended for good: {err:?}"
-        );
-    }
-    // The same shape, well formed, is a change.
-    let mut subscription = store.subscribe().await.unwrap();
-    client
-        .execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANGES_CHANNEL, &created("laptop")],
-        )
+async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
+    let database = TestDatabase::create();
+    let config = PgConfig::from_url(database.url())
+        .unwrap()
+        .change_retention(Duration::from_secs(1));
+    let store = migrated_store(config).await;
+    let old = store.head().await.unwrap();
+    store
+        .insert(&session_at(account(), epoch()).1)
         .await
         .unwrap();
-    let Change::Created(decoded) = next(&mut subscription).await else {
-        panic!("not a creation");
-    };
-    assert_eq!(decoded.id, session.id);
-    assert_eq!(decoded.metadata.label.unwrap().as_str(), "laptop");
-}
+    assert_eq!(store.prune().await.unwrap(), 0, "nothing is old yet");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(store.prune().await.unwrap(), 1);
+    assert_eq!(store.read(old, 100).await.unwrap(), LogRead::Expired);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminated_listener_fails_at_once_and_a_new_subscription_works() {
-    let database = TestDatabase::create();
-    let url = with_param(database.url(), "application_name=terminated");
-    let store = migrated_store(PgConfig::from_url(&url).unwrap()).await;
-    let mut subscription = store.subscribe().await.unwrap();
-    let pids = listener_pids(database.url(), "terminated").await;
-    assert_eq!(pids.len(), 1, "one listening connection: {pids:?}");
-    let terminated: bool = sql_client(database.url())
-        .await
-        .query_one("SELECT pg_terminate_backend($1)", &[&pids[0]])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(terminated);
-
-    let err = within_a_minute(subscription.next_change())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
-    let err = within_a_minute(subscription.next_change())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Unavailable(_)),
-        "and again: {err:?}"
+    let fresh = store.head().await.unwrap();
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    assert_eq!(
+        changes_since(&store, fresh).await,
+        vec![Change::Created(session)]
     );
-    drop(subscription);
-
-    // The pool was not involved, and subscribing again delivers again.
-    store.health_check().await.unwrap();
-    let mut subscription = store.subscribe().await.unwrap();
-    nothing_else_published(&store, &mut subscription).await;
+    sql_client(database.url())
+        .await
+        .batch_execute("TRUNCATE session.changes")
+        .await
+        .unwrap();
+    assert_eq!(store.read(fresh, 100).await.unwrap(), LogRead::Expired);
 }
 
-/// A proxy that can stop forwarding without closing anything: a peer that
-/// vanished, as a dead host or a dropped route looks from this side.
-struct FreezingProxy {
+/// A proxy that can stop forwarding without closing anything (a peer that
+/// vanished, as a dead host looks from this side), or cut every connection
+/// and refuse new ones (a network partition) until restored.
+struct Proxy {
     port: u16,
     frozen: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    forwarding: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-impl FreezingProxy {
+impl Proxy {
     async fn start(host: String, target: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&frozen);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = TcpStream::connect((host.as_str(), target)).await.unwrap();
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(forward(client_read, server_write, Arc::clone(&flag)));
-                tokio::spawn(forward(server_read, client_write, Arc::clone(&flag)));
+        let cut = Arc::new(AtomicBool::new(false));
+        let forwarding = Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn({
+            let (frozen, cut, forwarding) = (frozen.clone(), cut.clone(), forwarding.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let server = TcpStream::connect((host.as_str(), target)).await.unwrap();
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let mut tasks = forwarding.lock().unwrap();
+                    tasks.push(tokio::spawn(forward(
+                        client_read,
+                        server_write,
+                        frozen.clone(),
+                    )));
+                    tasks.push(tokio::spawn(forward(
+                        server_read,
+                        client_write,
+                        frozen.clone(),
+                    )));
+                }
             }
         });
-        Self { port, frozen }
+        Self {
+            port,
+            frozen,
+            cut,
+            forwarding,
+        }
+    }
+
+    /// The database URL through the proxy.
+    fn url(&self, database: &TestDatabase) -> String {
+        let target: tokio_postgres::Config = database.url().parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &target.get_hosts()[0] else {
+            panic!("the test server listens on TCP");
+        };
+        let port = target.get_ports()[0];
+        let url = database.url().replacen(
+            &format!("{host}:{port}"),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        );
+        assert_ne!(url, database.url(), "the URL goes through the proxy");
+        url
     }
 
     fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for task in self.forwarding.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
@@ -396,78 +367,42 @@ async fn forward(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listener_whose_server_went_silent_fails_after_the_heartbeat() {
-    let database = TestDatabase::create();
+async fn test_server_proxy(database: &TestDatabase) -> Proxy {
     let target: tokio_postgres::Config = database.url().parse().unwrap();
-    let host = match &target.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        other => panic!("a TCP host, not {other:?}"),
+    let tokio_postgres::config::Host::Tcp(host) = &target.get_hosts()[0] else {
+        panic!("the test server listens on TCP");
     };
-    let port = target.get_ports()[0];
-    let proxy = FreezingProxy::start(host.clone(), port).await;
-    let url = database.url().replacen(
-        &format!("{host}:{port}"),
-        &format!("127.0.0.1:{}", proxy.port),
-        1,
-    );
-    assert_ne!(url, database.url(), "the URL goes through the proxy");
-    let config = PgConfig::from_url(&url)
+    Proxy::start(host.clone(), target.get_ports()[0]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_listener_whose_server_went_silent_fails_after_the_heartbeat() {
+    let database = TestDatabase::create();
+    let proxy = test_server_proxy(&database).await;
+    let config = PgConfig::from_url(&proxy.url(&database))
         .unwrap()
         .feed_heartbeat(Duration::from_millis(50))
         .connect_timeout(Duration::from_millis(500));
     let store = migrated_store(config).await;
 
-    let mut subscription = store.subscribe().await.unwrap();
+    let mut wake_ups = store.wake_ups().await.unwrap();
     // Quiet for many heartbeats: the checks pass and the call keeps waiting.
     assert!(
-        tokio::time::timeout(Duration::from_millis(400), subscription.next_change())
+        tokio::time::timeout(Duration::from_millis(400), wake_ups.next())
             .await
             .is_err(),
         "a quiet, healthy connection is kept"
     );
-    let (_, session) = session_at(account(), epoch());
-    store.insert(&session).await.unwrap();
-    assert_eq!(next(&mut subscription).await, Change::Created(session));
-
-    proxy.freeze();
-    let err = within_a_minute(subscription.next_change())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
-    assert!(chain(&err).contains("did not answer"), "{}", chain(&err));
-}
-
-/// As if in another process: a second store on the same database hears the
-/// first one's writes, and the other way round.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_store_hears_the_first_ones_writes() {
-    let (database, first) = fresh_store().await;
-    let second = migrated_store(PgConfig::from_url(database.url()).unwrap()).await;
-    let mut hears_first = second.subscribe().await.unwrap();
-    let mut hears_second = first.subscribe().await.unwrap();
-
-    let owner = account();
-    let (_, one) = session_at(owner, epoch());
-    let (_, two) = session_at(owner, epoch());
-    first.insert(&one).await.unwrap();
-    second.insert(&two).await.unwrap();
-    first.revoke(one.id, epoch()).await.unwrap();
-    second
-        .revoke_all_for_account(owner, None, epoch())
+    store
+        .insert(&session_at(account(), epoch()).1)
         .await
         .unwrap();
-    let expected = [
-        Change::Created(one.clone()),
-        Change::Created(two.clone()),
-        Change::Revoked(vec![one.token_hash]),
-        Change::Revoked(vec![two.token_hash]),
-    ];
-    for subscription in [&mut hears_first, &mut hears_second] {
-        for change in &expected {
-            assert_eq!(&next(subscription).await, change);
-        }
-    }
+    within_a_minute(wake_ups.next()).await.unwrap();
+
+    proxy.freeze();
+    let err = within_a_minute(wake_ups.next()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    assert!(chain(&err).contains("did not answer"), "{}", chain(&err));
 }
 
 struct Instance {
@@ -475,18 +410,26 @@ struct Instance {
     store: Arc<PgSessionStore>,
 }
 
-/// A service over a store of its own, following the feed, as a process would.
-async fn instance(database: &TestDatabase, name: &str) -> Instance {
-    let url = with_param(database.url(), &format!("application_name={name}"));
-    let store = Arc::new(migrated_store(PgConfig::from_url(&url).unwrap()).await);
+/// A service over a store of its own, following the log, as a process would.
+async fn instance_on(url: &str, name: &str) -> Instance {
+    let url = with_param(url, &format!("application_name={name}"));
+    let config = PgConfig::from_url(&url)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .checkout_timeout(Duration::from_secs(2));
+    let store = Arc::new(migrated_store(config).await);
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_feed(store.clone())
+        .change_log(store.clone())
         .build();
     tokio::spawn({
         let service = service.clone();
         async move { service.keep_in_sync().await }
     });
     Instance { service, store }
+}
+
+async fn instance(database: &TestDatabase, name: &str) -> Instance {
+    instance_on(database.url(), name).await
 }
 
 async fn ready(instance: &Instance) {
@@ -517,7 +460,7 @@ async fn two_services_follow_each_other_through_the_database() {
     ready(&a).await;
     ready(&b).await;
 
-    // Created on A: resolves on B, and reaches B's cache through the feed.
+    // Created on A: resolves on B, and reaches B's cache through the log.
     let created = a
         .service
         .create(account(), ClientMetadata::default())
@@ -541,7 +484,7 @@ async fn two_services_follow_each_other_through_the_database() {
     until("B applies the revocation", || applied(&b) > before).await;
     assert!(rejected(&b, &created.token).await);
 
-    // 5,000 written by a third process: both hear them; revoked on A, every
+    // 5,000 written by a third process: both see them; revoked on A, every
     // one is rejected by B.
     let owner = account();
     let tokens = insert_directly(database.url(), owner, 5_000).await;
@@ -555,21 +498,8 @@ async fn two_services_follow_each_other_through_the_database() {
     for token in &tokens {
         assert!(rejected(&b, token).await);
     }
-    assert_eq!(b.service.sync_stats().resyncs, 0);
 
-    // B's listener is terminated: B resynchronises, and a revocation made
-    // meanwhile holds on B.
-    let kept = a
-        .service
-        .create(account(), ClientMetadata::default())
-        .await
-        .unwrap();
-    let doomed = a
-        .service
-        .create(account(), ClientMetadata::default())
-        .await
-        .unwrap();
-    until("B holds both", || b.service.cached_sessions() == 2).await;
+    // B's wake-up listener is terminated: B keeps following by polling.
     let pids = listener_pids(database.url(), "instance_b").await;
     assert_eq!(pids.len(), 1, "B listens on one connection: {pids:?}");
     sql_client(database.url())
@@ -577,16 +507,256 @@ async fn two_services_follow_each_other_through_the_database() {
         .execute("SELECT pg_terminate_backend($1)", &[&pids[0]])
         .await
         .unwrap();
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B holds it", || b.service.cached_sessions() == 1).await;
     a.service.revoke(doomed.session.id).await.unwrap();
-    until("B notices the loss", || b.service.sync_stats().resyncs == 1).await;
-    ready(&b).await;
+    until("B drops it", || b.service.cached_sessions() == 0).await;
     assert!(rejected(&b, &doomed.token).await);
-    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+    let stats = b.service.sync_stats();
+    assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
     assert!(a.store.health_check().await.is_ok());
 }
 
-/// TRUNCATE says nothing of which sessions went: the subscription ends, and
-/// a service following the feed loads everything again.
+/// A revocation whose transaction took its id before, and committed after,
+/// a creation B has already applied, still reaches B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_committing_revocation_reaches_a_follower() {
+    let database = TestDatabase::create();
+    let a = instance(&database, "instance_a").await;
+    let b = instance(&database, "instance_b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B holds it", || b.service.cached_sessions() == 1).await;
+
+    let slow = sql_client(database.url()).await;
+    slow.batch_execute(&format!(
+        "BEGIN; UPDATE session.sessions SET revoked_at = now() WHERE id = '{}'",
+        doomed.session.id
+    ))
+    .await
+    .unwrap();
+    let later = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B applies the later creation", || {
+        b.service.cached_sessions() == 2
+    })
+    .await;
+    assert!(b.service.resolve(later.token.expose_secret()).await.is_ok());
+    slow.batch_execute("COMMIT").await.unwrap();
+    until("B applies the late revocation", || {
+        b.service.cached_sessions() == 1
+    })
+    .await;
+    assert!(rejected(&b, &doomed.token).await);
+}
+
+/// A role with no grant at all can NOTIFY the channel: whatever it sends,
+/// with any payload, nothing enters a cache, no instance reloads, and the
+/// instance stays ready through a flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_from_a_role_without_grants_mints_nothing() {
+    let database = TestDatabase::create();
+    let b = instance(&database, "instance_b").await;
+    ready(&b).await;
+    let victim = b
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+
+    let role = format!("intruder_{}", database.name());
+    sql_client(database.url())
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = database.url().parse().unwrap();
+    config.user(&role);
+    let (intruder, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    assert!(
+        intruder
+            .query("SELECT 1 FROM session.sessions", &[])
+            .await
+            .is_err(),
+        "the intruder has no grant on the schema"
+    );
+
+    // The payload that used to mint a session: a made-up token's hash for
+    // the victim's account.
+    let made_up = SessionToken::generate();
+    let forged = format!(
+        r#"{{"v": 1, "op": "created", "id": "{}", "account_id": "{}", "token_hash": "{}", "created_at_us": 0, "user_agent": null, "ip": null, "label": null}}"#,
+        session_core::SessionId::new(),
+        victim.session.account_id,
+        hex(made_up.hash().as_bytes()),
+    );
+    let truncated = r#"{"v": 1, "op": "truncated"}"#.to_owned();
+    let revoked = format!(
+        r#"{{"v": 1, "op": "revoked", "token_hashes": ["{}"]}}"#,
+        hex(victim.session.token_hash.as_bytes())
+    );
+    for payload in [forged, truncated, revoked, "x".to_owned(), String::new()] {
+        intruder
+            .execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
+            .await
+            .unwrap();
+    }
+    until("B wakes up", || b.service.sync_stats().wake_ups >= 1).await;
+    // A flood, while B must stay ready throughout.
+    let flood = tokio::spawn(async move {
+        for _ in 0..500 {
+            intruder
+                .execute("SELECT pg_notify($1, 'x')", &[&CHANGES_CHANNEL])
+                .await
+                .unwrap();
+        }
+    });
+    while !flood.is_finished() {
+        assert!(b.service.readiness().await.is_ready());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    flood.await.unwrap();
+
+    assert!(rejected(&b, &made_up).await, "the made-up token is unknown");
+    assert!(
+        b.service
+            .resolve(victim.token.expose_secret())
+            .await
+            .is_ok()
+    );
+    assert_eq!(b.service.cached_sessions(), 1);
+    let stats = b.service.sync_stats();
+    assert_eq!(stats.full_loads, 1, "no reload: {stats:?}");
+    assert!(b.service.readiness().await.is_ready());
+}
+
+/// B loses every connection to the database for ten seconds while 10,000
+/// sessions are revoked: it reports not ready once past its staleness
+/// bound, and when the network is back it resumes from its cursor, every
+/// revocation in force, without loading everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_for_ten_seconds_resumes_from_its_cursor() {
+    const SESSIONS: usize = 10_000;
+    let database = TestDatabase::create();
+    let proxy = test_server_proxy(&database).await;
+    let a = instance(&database, "instance_a").await;
+    let b = instance_on(&proxy.url(&database), "instance_b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let owner = account();
+    let tokens = insert_directly(database.url(), owner, SESSIONS).await;
+    let kept = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B holds them all", || {
+        b.service.cached_sessions() == SESSIONS + 1
+    })
+    .await;
+
+    proxy.cut();
+    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), SESSIONS);
+    until("B is not ready past its bound", || {
+        !b.service.change_log_lag().unwrap().within_bound()
+    })
+    .await;
+    assert!(!b.service.readiness().await.is_ready());
+    // Resolves keep answering from the cache meanwhile.
+    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    proxy.restore();
+
+    ready(&b).await;
+    assert_eq!(b.service.cached_sessions(), 1);
+    for token in tokens.iter().step_by(97) {
+        assert!(rejected(&b, token).await);
+    }
+    assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
+    let stats = b.service.sync_stats();
+    assert_eq!(stats.full_loads, 1, "resumed, not reloaded: {stats:?}");
+    assert!(stats.resyncs >= 1, "{stats:?}");
+}
+
+/// A row the domain rejects, stored by other SQL under an older schema that
+/// lacked the check, is skipped and counted; the rows beside it are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_row_is_skipped_beside_good_ones() {
+    let database = TestDatabase::create();
+    let b = instance(&database, "instance_b").await;
+    ready(&b).await;
+    let admin = sql_client(database.url()).await;
+    let refused = admin
+        .batch_execute(&format!(
+            "INSERT INTO session.sessions (id, account_id, token_hash, created_at, label) \
+             VALUES ('{}', '{}', '\\x{}', now(), E'two\\nlines')",
+            session_core::SessionId::new(),
+            account(),
+            hex(SessionToken::generate().hash().as_bytes()),
+        ))
+        .await;
+    assert!(refused.is_err(), "the schema refuses what the domain does");
+    admin
+        .batch_execute("ALTER TABLE session.sessions DROP CONSTRAINT sessions_label_text")
+        .await
+        .unwrap();
+    let good: Vec<SessionToken> = (0..2).map(|_| SessionToken::generate()).collect();
+    let rows = [
+        (
+            session_core::SessionId::new(),
+            hex(good[0].hash().as_bytes()),
+            "'laptop'",
+        ),
+        (
+            session_core::SessionId::new(),
+            hex(SessionToken::generate().hash().as_bytes()),
+            "E'two\\nlines'",
+        ),
+        (
+            session_core::SessionId::new(),
+            hex(good[1].hash().as_bytes()),
+            "NULL",
+        ),
+    ];
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(id, hash, label)| format!("('{id}', '{}', '\\x{hash}', now(), {label})", account()))
+        .collect();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO session.sessions (id, account_id, token_hash, created_at, label) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    until("B applies the good rows", || {
+        b.service.cached_sessions() == 2
+    })
+    .await;
+    until("and counts the poison one", || {
+        b.service.sync_stats().rows_skipped == 1
+    })
+    .await;
+    ready(&b).await;
+    for token in &good {
+        assert!(b.service.resolve(token.expose_secret()).await.is_ok());
+    }
+}
+
+/// TRUNCATE says nothing of which sessions went: followers load everything again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_table_makes_followers_load_everything_again() {
     let database = TestDatabase::create();
@@ -597,24 +767,13 @@ async fn a_truncated_table_makes_followers_load_everything_again() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    let mut subscription = follower.store.subscribe().await.unwrap();
-
     sql_client(database.url())
         .await
         .batch_execute("TRUNCATE session.sessions")
         .await
         .unwrap();
-    let err = within_a_minute(subscription.next_change())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
-    assert!(
-        chain(&err).contains("truncated"),
-        "says why: {}",
-        chain(&err)
-    );
-    until("the follower resynchronises", || {
-        follower.service.sync_stats().resyncs >= 1
+    until("the follower reloads", || {
+        follower.service.sync_stats().full_loads == 2
     })
     .await;
     ready(&follower).await;

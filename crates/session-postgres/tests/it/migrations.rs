@@ -10,9 +10,10 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
+    "2026-11-29-000000_change_log",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +59,15 @@ async fn migrating_twice_applies_each_migration_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(tables, ["__diesel_schema_migrations", "sessions"]);
+    assert_eq!(
+        tables,
+        [
+            "__diesel_schema_migrations",
+            "change_log_state",
+            "changes",
+            "sessions"
+        ]
+    );
 }
 
 /// Diesel's migration harness is synchronous; running it must not need a
@@ -151,27 +160,55 @@ async fn migrate_as_child(url: &str) {
     println!("{APPLIED} {}", applied.join(","));
 }
 
-/// The change feed's migration reverts to exactly the schema before it, and
-/// applies again after.
+/// The change log's migration reverts to exactly the schema before it (the
+/// notifying triggers), and applies again after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_publishing_migration_reverts_and_reapplies() {
+async fn the_change_log_migration_reverts_and_reapplies() {
     const UP: &str =
-        include_str!("../../../../migrations/postgres/2026-01-02-000000_publish_changes/up.sql");
+        include_str!("../../../../migrations/postgres/2026-11-29-000000_change_log/up.sql");
     const DOWN: &str =
-        include_str!("../../../../migrations/postgres/2026-01-02-000000_publish_changes/down.sql");
+        include_str!("../../../../migrations/postgres/2026-11-29-000000_change_log/down.sql");
     let (database, _store) = crate::support::fresh_store().await;
     let client = sql_client(database.url()).await;
-    let count = |sql: &'static str| {
+    let schema = || {
         let client = &client;
-        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        async move {
+            client
+                .query(
+                    "SELECT tgname::text FROM pg_trigger \
+                     WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal \
+                     UNION ALL \
+                     SELECT conname::text FROM pg_constraint \
+                     WHERE conrelid = 'session.sessions'::regclass \
+                     UNION ALL \
+                     SELECT tablename::text FROM pg_tables WHERE schemaname = 'session' \
+                     ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
     };
-    let triggers = "SELECT count(*) FROM pg_trigger \
-                    WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal";
-    let functions = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                     WHERE n.nspname = 'session'";
-    assert_eq!((count(triggers).await, count(functions).await), (4, 5));
+    let logging = schema().await;
+    assert!(
+        logging.contains(&"sessions_log_inserted".to_owned()),
+        "{logging:?}"
+    );
+    assert!(logging.contains(&"changes".to_owned()), "{logging:?}");
     client.batch_execute(DOWN).await.unwrap();
-    assert_eq!((count(triggers).await, count(functions).await), (0, 0));
+    let notifying = schema().await;
+    assert!(
+        notifying.contains(&"sessions_publish_created".to_owned()),
+        "{notifying:?}"
+    );
+    assert!(!notifying.contains(&"changes".to_owned()), "{notifying:?}");
+    assert!(
+        !notifying.contains(&"sessions_label_text".to_owned()),
+        "{notifying:?}"
+    );
     client.batch_execute(UP).await.unwrap();
-    assert_eq!((count(triggers).await, count(functions).await), (4, 5));
+    assert_eq!(schema().await, logging);
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ClientMetadata, Label, MemoryCache, SessionService, SessionStore, StoreError, UserAgent,
+    ClientMetadata, Label, MemoryCache, SessionService, SessionStore, SessionToken, StoreError,
+    UserAgent,
 };
 use uuid::Uuid;
 
@@ -78,15 +79,52 @@ async fn an_ipv4_address_round_trips() {
     assert_eq!(store.get(session.id).await.unwrap(), Some(session));
 }
 
-/// A row written by something else that breaks a domain rule is a failure
-/// naming the row, never a panic, and never echoes the offending value.
+/// A row written by something else that breaks a domain rule is refused by
+/// the schema; one stored before the schema checked it is a failure naming
+/// the row, never a panic, and never echoes the offending value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_the_domain_rejects_is_a_failure() {
+async fn a_row_the_domain_rejects_is_refused_or_a_failure() {
     let (database, store) = fresh_store().await;
     let client = sql_client(database.url()).await;
     // Ids as text: the test's SQL client is built without UUID support.
     let insert = "INSERT INTO session.sessions (id, account_id, token_hash, created_at, label) \
                   VALUES ($1::text::uuid, $2::text::uuid, $3, now(), $4)";
+    for (account, label, constraint) in [
+        (Uuid::nil(), None, "sessions_account_id_not_nil"),
+        (
+            Uuid::new_v4(),
+            Some("bell\u{7}".to_owned()),
+            "sessions_label_text",
+        ),
+        (
+            Uuid::new_v4(),
+            Some("c1 \u{85}".to_owned()),
+            "sessions_label_text",
+        ),
+    ] {
+        let err = client
+            .execute(
+                insert,
+                &[
+                    &Uuid::now_v7().to_string(),
+                    &account.to_string(),
+                    &SessionToken::generate().hash().as_bytes().to_vec(),
+                    &label,
+                ],
+            )
+            .await
+            .unwrap_err();
+        let refused_by = err.as_db_error().and_then(|db| db.constraint());
+        assert_eq!(refused_by, Some(constraint));
+    }
+    // As stored under an older schema.
+    client
+        .batch_execute(
+            "ALTER TABLE session.sessions \
+             DROP CONSTRAINT sessions_account_id_not_nil, DROP CONSTRAINT sessions_label_text",
+        )
+        .await
+        .unwrap();
     let nil_account = Uuid::now_v7();
     client
         .execute(

@@ -1,4 +1,8 @@
 //! The use cases: create, resolve, get, revoke, revoke all, list, warm, readiness.
+//!
+//! Following a shared store's change log is in [`follow`].
+
+mod follow;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -8,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
-use crate::feed::{Change, ChangeFeed};
+use crate::feed::{Change, ChangeLog};
 use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
 use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
@@ -78,26 +82,53 @@ pub struct Readiness {
     pub cache_warm: bool,
     /// The store's health check.
     pub store: Result<(), StoreError>,
-    /// With a change feed, whether it is subscribed and the cache in step
-    /// with it; `None` without a feed.
-    pub change_feed: Option<bool>,
+    /// With a change log, how far behind it the cache is; `None` without one.
+    pub change_log: Option<LogLag>,
 }
 
 impl Readiness {
     /// Ready to answer resolves authoritatively and accept writes.
     #[must_use]
-    pub const fn is_ready(&self) -> bool {
-        self.cache_warm && self.store.is_ok() && !matches!(self.change_feed, Some(false))
+    pub fn is_ready(&self) -> bool {
+        self.cache_warm
+            && self.store.is_ok()
+            && self.change_log.is_none_or(|lag| lag.within_bound())
     }
 }
 
-/// Counters of the change feed and the miss path, for metrics.
+/// How far a cache that follows a change log is behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLag {
+    /// Time since the start of the last read that reached the end of the
+    /// log: every change committed before that instant is applied. `None`
+    /// until the first such read.
+    pub lag: Option<Duration>,
+    /// The most lag at which the service reports ready (its staleness bound).
+    pub bound: Duration,
+}
+
+impl LogLag {
+    /// Whether every change committed more than [`bound`](Self::bound) ago is applied.
+    #[must_use]
+    pub fn within_bound(&self) -> bool {
+        self.lag.is_some_and(|lag| lag <= self.bound)
+    }
+}
+
+/// Counters of the change log and the miss path, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
-    /// Changes from the feed applied to the cache.
+    /// Changes from the log applied to the cache.
     pub changes_applied: u64,
-    /// Times the feed was lost and the cache resynchronised.
+    /// Reads of the change log that failed; the follower retried from its cursor.
     pub resyncs: u64,
+    /// Completed loads of every active session: the first warm, and each
+    /// reload after the log expired past the cursor or asked for one.
+    pub full_loads: u64,
+    /// Log entries or stored rows skipped because the domain rejects them.
+    pub rows_skipped: u64,
+    /// Wake-up hints received (each costs at most one log read).
+    pub wake_ups: u64,
     /// Store reads caused by cache misses.
     pub miss_reads: u64,
     /// Misses answered "invalid" without a read because the rate limit was reached.
@@ -137,7 +168,8 @@ pub struct SessionServiceBuilder {
     cache: Arc<dyn SessionCache>,
     clock: Arc<dyn Clock>,
     warm_page_size: u32,
-    feed: Option<Arc<dyn ChangeFeed>>,
+    feed: Option<Arc<dyn ChangeLog>>,
+    follow: follow::Settings,
     miss_policy: MissPolicy,
 }
 
@@ -154,11 +186,26 @@ impl SessionServiceBuilder {
         self
     }
 
-    /// Follows `feed` to learn of writes other processes commit to a shared
+    /// Follows `log` to learn of writes other processes commit to a shared
     /// store. Cache misses then read the store once (see [`MissPolicy`]), and
     /// [`SessionService::keep_in_sync`] must run for the cache to stay current.
-    pub fn change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
-        self.feed = Some(feed);
+    pub fn change_log(mut self, log: Arc<dyn ChangeLog>) -> Self {
+        self.feed = Some(log);
+        self
+    }
+
+    /// With a change log, the most the cache may lag behind it while the
+    /// service reports ready (default 2 s): every change committed longer ago
+    /// than this has been applied.
+    pub fn max_staleness(mut self, bound: Duration) -> Self {
+        self.follow.max_staleness = bound;
+        self
+    }
+
+    /// With a change log, how often it is read when no wake-up arrives
+    /// (default 500 ms; at least 1 ms).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.follow.poll_interval = every.max(Duration::from_millis(1));
         self
     }
 
@@ -185,7 +232,8 @@ impl SessionServiceBuilder {
                 }),
                 warming: tokio::sync::Mutex::new(()),
                 feed: self.feed,
-                in_sync: AtomicBool::new(false),
+                follow: self.follow,
+                caught_up_at: Mutex::new(None),
                 negative: Mutex::new(RecentHashes::new(self.miss_policy.negative_entries, None)),
                 miss_reads: Mutex::new(TokenBucket::new(
                     self.miss_policy.reads_per_second,
@@ -207,9 +255,10 @@ struct Inner {
     writes: Mutex<CacheWrites>,
     /// One warm at a time.
     warming: tokio::sync::Mutex<()>,
-    feed: Option<Arc<dyn ChangeFeed>>,
-    /// Subscribed to the feed and warmed since: the cache follows the store.
-    in_sync: AtomicBool,
+    feed: Option<Arc<dyn ChangeLog>>,
+    follow: follow::Settings,
+    /// When the last read that reached the end of the change log started.
+    caught_up_at: Mutex<Option<Instant>>,
     /// Token hashes the store did not know as active.
     negative: Mutex<RecentHashes>,
     /// Limits store reads caused by misses.
@@ -222,6 +271,9 @@ struct Inner {
 struct Stats {
     changes_applied: AtomicU64,
     resyncs: AtomicU64,
+    full_loads: AtomicU64,
+    rows_skipped: AtomicU64,
+    wake_ups: AtomicU64,
     miss_reads: AtomicU64,
     miss_reads_rejected: AtomicU64,
     negative_hits: AtomicU64,
@@ -271,6 +323,7 @@ impl SessionService {
             clock: Arc::new(SystemClock),
             warm_page_size: 5_000,
             feed: None,
+            follow: follow::Settings::default(),
             miss_policy: MissPolicy::default(),
         }
     }
@@ -410,82 +463,10 @@ impl SessionService {
             .await
     }
 
-    /// Keeps the cache complete, for as long as the returned future runs
-    /// (spawn it at start).
-    ///
-    /// Without a change feed it warms once, retrying failures with backoff,
-    /// and returns. With one it subscribes, warms (changes arriving meanwhile
-    /// are applied and replayed), applies every change, and when the
-    /// subscription is lost it marks the service out of sync (readiness
-    /// fails at once), resubscribes with backoff and warms again.
-    pub async fn keep_in_sync(&self) {
-        const FIRST_RETRY: Duration = Duration::from_millis(250);
-        const LAST_RETRY: Duration = Duration::from_secs(30);
-        let mut retry = FIRST_RETRY;
-        let Some(feed) = self.inner.feed.clone() else {
-            while let Err(err) = self.warm().await {
-                tracing::error!(error = %err, retry_in = ?retry, "warming the session cache failed");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LAST_RETRY);
-            }
-            return;
-        };
-        loop {
-            let err = match self.follow(feed.as_ref()).await {
-                Ok(never) => match never {},
-                Err((err, was_in_sync)) => {
-                    if was_in_sync {
-                        retry = FIRST_RETRY;
-                    }
-                    err
-                }
-            };
-            self.inner.in_sync.store(false, Ordering::Release);
-            self.inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %err, retry_in = ?retry, "lost the change feed; resynchronising");
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(LAST_RETRY);
-        }
-    }
-
-    /// Subscribes, warms, then applies changes until the subscription fails.
-    /// The error says whether the cache had been in sync before it failed.
-    async fn follow(
-        &self,
-        feed: &dyn ChangeFeed,
-    ) -> Result<std::convert::Infallible, (Error, bool)> {
-        let mut subscription = feed.subscribe().await.map_err(|err| (err.into(), false))?;
-        let warming = self.warm();
-        tokio::pin!(warming);
-        loop {
-            tokio::select! {
-                warmed = &mut warming => {
-                    warmed.map_err(|err| (err, false))?;
-                    break;
-                }
-                change = subscription.next_change() => {
-                    self.inner.apply_change(change.map_err(|err| (err.into(), false))?);
-                }
-            }
-        }
-        self.inner.in_sync.store(true, Ordering::Release);
-        tracing::info!("following the change feed");
-        loop {
-            let change = subscription
-                .next_change()
-                .await
-                .map_err(|err| (err.into(), true))?;
-            self.inner.apply_change(change);
-        }
-    }
-
-    /// With a change feed, whether the cache currently follows it; `None` without one.
+    /// With a change log, how far the cache is behind it; `None` without one.
     #[must_use]
-    pub fn change_feed_in_sync(&self) -> Option<bool> {
-        self.inner
-            .feed
-            .as_ref()
-            .map(|_| self.inner.in_sync.load(Ordering::Acquire))
+    pub fn change_log_lag(&self) -> Option<LogLag> {
+        self.inner.feed.as_ref().map(|_| self.inner.log_lag())
     }
 
     /// Whether a warm has completed, so resolves are authoritative.
@@ -499,7 +480,7 @@ impl SessionService {
         Readiness {
             cache_warm: self.is_warm(),
             store: self.inner.store.health_check().await,
-            change_feed: self.change_feed_in_sync(),
+            change_log: self.change_log_lag(),
         }
     }
 
@@ -516,6 +497,9 @@ impl SessionService {
         SyncStats {
             changes_applied: stats.changes_applied.load(Ordering::Relaxed),
             resyncs: stats.resyncs.load(Ordering::Relaxed),
+            full_loads: stats.full_loads.load(Ordering::Relaxed),
+            rows_skipped: stats.rows_skipped.load(Ordering::Relaxed),
+            wake_ups: stats.wake_ups.load(Ordering::Relaxed),
             miss_reads: stats.miss_reads.load(Ordering::Relaxed),
             miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
             negative_hits: stats.negative_hits.load(Ordering::Relaxed),
@@ -601,6 +585,8 @@ impl Inner {
                 }
             }
             Change::Revoked(hashes) => self.apply_removals(&hashes),
+            // The follower reloads everything itself; nothing to apply here.
+            Change::Reload => return,
         }
         self.stats.changes_applied.fetch_add(1, Ordering::Relaxed);
     }
@@ -665,6 +651,7 @@ impl Inner {
         );
         self.cache.replace_all(sessions);
         self.warm.store(true, Ordering::Release);
+        self.stats.full_loads.fetch_add(1, Ordering::Relaxed);
         let report = WarmReport {
             sessions: self.cache.len(),
             pages,
