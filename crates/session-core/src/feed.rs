@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use crate::session::Session;
-use crate::store::StoreError;
+use crate::store::{InvalidRow, StoreError};
 use crate::token::TokenHash;
 
 /// A position in a [`ChangeLog`], ordered as the log is.
@@ -69,7 +69,7 @@ pub struct LogEntry {
 }
 
 /// The result of one [`ChangeLog::read`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 pub struct LogPage {
     /// Entries after the position read from, in log order. May include
     /// entries past [`settled`](Self::settled): committed, but with earlier
@@ -85,14 +85,13 @@ pub struct LogPage {
     pub read_to: LogPosition,
     /// The page was full: more entries may follow the last one at once.
     pub more: bool,
-    /// Entries the store holds but the domain rejects (a row written by
-    /// other SQL with a field the domain refuses), left out and logged by
-    /// session id.
-    pub skipped: u64,
+    /// Entries whose session row the domain rejects (written by other SQL
+    /// or under an older schema), left out of `entries`, with their positions.
+    pub rejected: Vec<(LogPosition, InvalidRow)>,
 }
 
 /// What a [`ChangeLog::read`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LogRead {
     /// The entries after the position.
     Page(LogPage),

@@ -39,7 +39,10 @@ pub use session::{
     AccountId, ClientMetadata, Field, Label, Reason, Session, SessionId, UserAgent,
     ValidationError, parse_ip,
 };
-pub use store::{BoxError, ListScope, RevokeOutcome, SessionStore, StoreError};
+pub use store::{
+    ActivePage, BoxError, InvalidRow, ListScope, RevokeOutcome, RowId, SessionStore, StoreError,
+    StoredSession,
+};
 pub use token::{
     InvalidTokenHash, SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenHashHasher,
     TokenHashState, TokenParseError,

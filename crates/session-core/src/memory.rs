@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::cache::SessionCache;
 use crate::feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 use crate::session::{AccountId, Session, SessionId};
-use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::store::{ActivePage, ListScope, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{TokenHash, TokenHashState};
 
 /// A [`SessionStore`] in process memory. Not durable: for tests, examples and
@@ -225,18 +225,25 @@ impl SessionStore for MemoryStore {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         use std::ops::Bound;
         let state = self.state()?;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(state
+        let sessions: Vec<Session> = state
             .sessions
             .range((start, Bound::Unbounded))
             .map(|(_, session)| session)
             .filter(|session| session.is_active())
             .take(limit as usize)
             .cloned()
-            .collect())
+            .collect();
+        Ok(ActivePage {
+            resume_after: (sessions.len() >= limit as usize)
+                .then(|| sessions.last().map(|session| session.id))
+                .flatten(),
+            sessions,
+            rejected: Vec::new(),
+        })
     }
 
     async fn health_check(&self) -> Result<(), StoreError> {

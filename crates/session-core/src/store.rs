@@ -1,9 +1,14 @@
 //! The storage port: where sessions are durable.
 
+use std::net::IpAddr;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use crate::session::{AccountId, Session, SessionId};
+use crate::session::{
+    AccountId, ClientMetadata, Label, Session, SessionId, UserAgent, ValidationError,
+};
 use crate::token::TokenHash;
 
 /// A boxed error from an adapter, kept as the source of a [`StoreError`].
@@ -49,16 +54,153 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Vec<Session>, StoreError>;
 
     /// One page of active sessions with ids greater than `after`, in id order,
-    /// at most `limit` long: keyset pagination for warming a cache with
-    /// bounded memory per query.
+    /// at most `limit` rows read: keyset pagination for warming a cache with
+    /// bounded memory per query. A stored row the domain rejects is left out
+    /// and reported in [`ActivePage::rejected`], so one bad row cannot stop
+    /// every warm.
     async fn active_page(
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError>;
+    ) -> Result<ActivePage, StoreError>;
 
     /// Checks that the store answers.
     async fn health_check(&self) -> Result<(), StoreError>;
+}
+
+/// One page of [`SessionStore::active_page`].
+#[derive(Debug, Default)]
+pub struct ActivePage {
+    /// The active sessions read, in id order.
+    pub sessions: Vec<Session>,
+    /// Rows read that the domain rejects, left out of `sessions`.
+    pub rejected: Vec<InvalidRow>,
+    /// The id of the last row read, valid or not, when the page was full:
+    /// the next page starts after it. `None` at the end.
+    pub resume_after: Option<SessionId>,
+}
+
+/// A stored row that does not make a valid [`Session`], written by other SQL
+/// or under an older schema. Names the table, the column and the row, never
+/// the stored value, which may be hostile.
+#[derive(Debug, thiserror::Error)]
+#[error("stored row {row} of {table} has an invalid {column}: {reason}")]
+pub struct InvalidRow {
+    /// The table (or log) the row is in.
+    pub table: &'static str,
+    /// The column whose value the domain rejects.
+    pub column: &'static str,
+    /// The row's session id, when it could be read.
+    pub row: RowId,
+    /// Why the value is rejected.
+    #[source]
+    pub reason: BoxError,
+}
+
+/// Which row an [`InvalidRow`] is: its session id, if that could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowId {
+    /// The row's session id.
+    Session(SessionId),
+    /// The id itself is unreadable.
+    Unknown,
+}
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Session(id) => write!(f, "{id}"),
+            Self::Unknown => f.write_str("with an unreadable id"),
+        }
+    }
+}
+
+impl InvalidRow {
+    /// `column` of the row with id `row` in `table` holds a value the domain rejects.
+    pub fn new(
+        table: &'static str,
+        column: &'static str,
+        row: RowId,
+        reason: impl Into<BoxError>,
+    ) -> Self {
+        Self {
+            table,
+            column,
+            row,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<InvalidRow> for StoreError {
+    fn from(invalid: InvalidRow) -> Self {
+        Self::Failed(Box::new(invalid))
+    }
+}
+
+/// A session as a store holds it, column for column, before the domain has
+/// checked it. Both stores turn their rows into this and call
+/// [`into_session`](Self::into_session), so every rule is checked in one place.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    /// `id`.
+    pub id: Uuid,
+    /// `account_id`.
+    pub account_id: Uuid,
+    /// `token_hash`: 32 bytes.
+    pub token_hash: Vec<u8>,
+    /// `created_at`.
+    pub created_at: OffsetDateTime,
+    /// `revoked_at`.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// `user_agent`.
+    pub user_agent: Option<String>,
+    /// `ip`.
+    pub ip: Option<IpAddr>,
+    /// `label`.
+    pub label: Option<String>,
+}
+
+impl StoredSession {
+    /// The session, if the domain accepts every column.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRow`] naming `table`, the first rejected column and the row.
+    pub fn into_session(self, table: &'static str) -> Result<Session, InvalidRow> {
+        let id = SessionId::from_uuid(self.id);
+        let invalid = |column, reason: ValidationError| {
+            InvalidRow::new(table, column, RowId::Session(id), reason)
+        };
+        let account_id =
+            AccountId::new(self.account_id).map_err(|err| invalid("account_id", err))?;
+        let token_hash = TokenHash::try_from(self.token_hash.as_slice())
+            .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        let user_agent = self
+            .user_agent
+            .map(UserAgent::new)
+            .transpose()
+            .map_err(|err| invalid("user_agent", err))?;
+        let label = self
+            .label
+            .map(Label::new)
+            .transpose()
+            .map_err(|err| invalid("label", err))?;
+        Ok(Session {
+            id,
+            account_id,
+            token_hash,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            metadata: ClientMetadata {
+                user_agent,
+                // As `parse_ip` does for clients: an IPv4 client seen
+                // through an IPv6 socket is an IPv4 client.
+                ip: self.ip.map(|ip| ip.to_canonical()),
+                label,
+            },
+        })
+    }
 }
 
 /// Which of an account's sessions to list.

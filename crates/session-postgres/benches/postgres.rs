@@ -96,11 +96,11 @@ async fn run(database: &TestDatabase, writes: usize, active: usize) {
     let (mut after, mut read, mut pages) = (None, 0usize, 0usize);
     loop {
         let page = store.active_page(after, 5_000).await.unwrap();
-        read += page.len();
+        read += page.sessions.len();
         pages += 1;
-        match page.last() {
-            Some(last) if page.len() == 5_000 => after = Some(last.id),
-            _ => break,
+        after = page.resume_after;
+        if after.is_none() {
+            break;
         }
     }
     println!(

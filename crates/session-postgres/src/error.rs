@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::SimpleAsyncConnection;
-use session_core::{BoxError, StoreError};
-use uuid::Uuid;
+use session_core::StoreError;
 
 use crate::pool::{CheckoutError, Connection};
 
@@ -83,23 +82,5 @@ pub(crate) async fn statement(
             if answers { failed(err) } else { unavailable(err) }
         }
         _ => failed(err),
-    }
-}
-
-/// A stored row the domain rejects: written by something other than this
-/// store, or by a newer schema. Names the row, never its contents.
-#[derive(Debug, thiserror::Error)]
-#[error("stored session {id} is invalid: {reason}")]
-pub(crate) struct CorruptRow {
-    pub(crate) id: Uuid,
-    pub(crate) reason: BoxError,
-}
-
-impl CorruptRow {
-    pub(crate) fn store_error(id: Uuid, reason: impl Into<BoxError>) -> StoreError {
-        StoreError::Failed(Box::new(Self {
-            id,
-            reason: reason.into(),
-        }))
     }
 }

@@ -31,13 +31,17 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;
 use ipnet::IpNet;
 use session_core::{
-    Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, StoreError, TokenHash, WakeUps,
+    Change, ChangeLog, InvalidRow, LogEntry, LogPage, LogPosition, LogRead, RowId, StoreError,
+    TokenHash, WakeUps,
 };
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::store::{PgSessionStore, SessionRow};
+use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
+
+/// The log's table, as errors name it.
+const CHANGES_TABLE: &str = "session.changes";
 
 /// The channel the change log's triggers notify, with an empty payload, so
 /// readers wake at once rather than at their next poll. Anything may notify
@@ -289,22 +293,24 @@ fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
         }
         let change = match kind {
             "c" => match created(row) {
-                Ok(Some(session)) => Change::Created(session),
-                Ok(None) => continue,
-                Err(()) => {
-                    page.skipped += 1;
+                Some(Ok(session)) => Change::Created(session),
+                None => continue,
+                Some(Err(rejected)) => {
+                    page.rejected.push((at, rejected));
                     continue;
                 }
             },
             "r" => {
-                let Some(hash) = row
-                    .change_hash
-                    .as_deref()
-                    .and_then(|bytes| TokenHash::try_from(bytes).ok())
-                else {
-                    // The table's check makes this unreachable; count it if not.
-                    page.skipped += 1;
-                    continue;
+                let stored = row.change_hash.as_deref().unwrap_or_default();
+                let hash = match TokenHash::try_from(stored) {
+                    Ok(hash) => hash,
+                    // The table's check makes this unreachable; report it if not.
+                    Err(err) => {
+                        let row = RowId::Unknown;
+                        let invalid = InvalidRow::new(CHANGES_TABLE, "token_hash", row, err);
+                        page.rejected.push((at, invalid));
+                        continue;
+                    }
                 };
                 // Consecutive revocations (a revoke-all) become one entry.
                 if let Some(LogEntry {
@@ -334,16 +340,15 @@ fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
 }
 
 /// The session a creation entry names, as stored now: `None` if it is gone
-/// or no longer active (its revocation follows in the log); `Err` if the
-/// domain rejects the stored row, which is logged by session id.
-fn created(row: LogRow) -> Result<Option<session_core::Session>, ()> {
+/// or no longer active (its revocation follows in the log).
+fn created(row: LogRow) -> Option<Result<session_core::Session, InvalidRow>> {
     let (Some(id), Some(account_id), Some(token_hash), Some(created_at)) =
         (row.id, row.account_id, row.token_hash, row.created_at)
     else {
-        return Ok(None);
+        return None;
     };
     if row.revoked_at.is_some() {
-        return Ok(None);
+        return None;
     }
     let stored = SessionRow {
         id,
@@ -355,13 +360,7 @@ fn created(row: LogRow) -> Result<Option<session_core::Session>, ()> {
         ip: row.ip,
         label: row.label,
     };
-    stored.validate().map(Some).map_err(|reason| {
-        tracing::error!(
-            session_id = %id,
-            error = %reason,
-            "skipping a stored session the domain rejects; it cannot be resolved"
-        );
-    })
+    Some(stored.into_stored().into_session(SESSIONS_TABLE))
 }
 
 /// A listening connection. Dropping it closes the connection.

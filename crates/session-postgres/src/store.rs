@@ -14,14 +14,14 @@ use diesel::sql_types::{Bool, Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::{
-    AccountId, BoxError, ClientMetadata, Label, ListScope, RevokeOutcome, Session, SessionId,
-    SessionStore, StoreError, TokenHash, UserAgent,
+    AccountId, ActivePage, InvalidRow, Label, ListScope, RevokeOutcome, RowId, Session, SessionId,
+    SessionStore, StoreError, StoredSession, TokenHash, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::PgConfig;
-use crate::error::{self, CorruptRow};
+use crate::error;
 use crate::pool::{self, Connection, Connector, Pool};
 use crate::schema::sessions;
 
@@ -116,29 +116,27 @@ pub(crate) struct SessionRow {
     pub(crate) label: Option<String>,
 }
 
-impl SessionRow {
-    /// Checks the row against the domain's rules, as any input is.
-    fn into_session(self) -> Result<Session, StoreError> {
-        let id = self.id;
-        self.validate()
-            .map_err(|reason| CorruptRow::store_error(id, reason))
-    }
+/// The table rows are read from, as errors name it.
+pub(crate) const SESSIONS_TABLE: &str = "session.sessions";
 
-    /// The session, if the domain accepts every field; the error names the
-    /// field, never its value.
-    pub(crate) fn validate(self) -> Result<Session, BoxError> {
-        Ok(Session {
-            id: SessionId::from_uuid(self.id),
-            account_id: AccountId::new(self.account_id)?,
-            token_hash: TokenHash::try_from(self.token_hash.as_slice())?,
+impl SessionRow {
+    /// The row as session-core checks every stored row.
+    pub(crate) fn into_stored(self) -> StoredSession {
+        StoredSession {
+            id: self.id,
+            account_id: self.account_id,
+            token_hash: self.token_hash,
             created_at: self.created_at,
             revoked_at: self.revoked_at,
-            metadata: ClientMetadata {
-                user_agent: self.user_agent.map(UserAgent::new).transpose()?,
-                ip: self.ip.map(|net| net.addr()),
-                label: self.label.map(Label::new).transpose()?,
-            },
-        })
+            user_agent: self.user_agent,
+            ip: self.ip.map(|net| net.addr()),
+            label: self.label,
+        }
+    }
+
+    /// Checks the row against the domain's rules, as any input is.
+    fn into_session(self) -> Result<Session, StoreError> {
+        Ok(self.into_stored().into_session(SESSIONS_TABLE)?)
     }
 }
 
@@ -146,8 +144,34 @@ fn into_sessions(rows: Vec<SessionRow>) -> Result<Vec<Session>, StoreError> {
     rows.into_iter().map(SessionRow::into_session).collect()
 }
 
+/// Splits the rows of a warm page into sessions and rows the domain rejects.
+fn active_page(rows: Vec<SessionRow>, limit: u32) -> ActivePage {
+    let resume_after = (rows.len() >= limit as usize)
+        .then(|| rows.last().map(|row| SessionId::from_uuid(row.id)))
+        .flatten();
+    let mut page = ActivePage {
+        resume_after,
+        ..ActivePage::default()
+    };
+    for row in rows {
+        match row.into_stored().into_session(SESSIONS_TABLE) {
+            Ok(session) => page.sessions.push(session),
+            Err(rejected) => page.rejected.push(rejected),
+        }
+    }
+    page
+}
+
 fn token_hash(id: Uuid, bytes: &[u8]) -> Result<TokenHash, StoreError> {
-    TokenHash::try_from(bytes).map_err(|err| CorruptRow::store_error(id, err))
+    TokenHash::try_from(bytes).map_err(|err| {
+        InvalidRow::new(
+            SESSIONS_TABLE,
+            "token_hash",
+            RowId::Session(SessionId::from_uuid(id)),
+            err,
+        )
+        .into()
+    })
 }
 
 #[derive(Insertable)]
@@ -341,7 +365,7 @@ impl SessionStore for PgSessionStore {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         let mut connection = self.connection().await?;
         // Keyset pagination over the partial index of active rows: each page
         // is an index range scan, however deep into the table it starts.
@@ -359,10 +383,10 @@ impl SessionStore for PgSessionStore {
                     .await
             }
         };
-        into_sessions(
-            self.finish("read a page of active sessions", result, &mut connection)
-                .await?,
-        )
+        let rows = self
+            .finish("read a page of active sessions", result, &mut connection)
+            .await?;
+        Ok(active_page(rows, limit))
     }
 
     async fn health_check(&self) -> Result<(), StoreError> {

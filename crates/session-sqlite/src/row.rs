@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use diesel::prelude::*;
 use session_core::{
-    AccountId, ClientMetadata, Label, Session, SessionId, StoreError, TokenHash, UserAgent,
+    ActivePage, BoxError, InvalidRow, RowId, Session, SessionId, StoreError, StoredSession,
+    TokenHash,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -62,84 +63,77 @@ impl NewSessionRow {
     }
 }
 
-/// A stored row that does not make a valid session: written by something other
-/// than this crate, or damaged. Names the column, never the stored value.
-#[derive(Debug, thiserror::Error)]
-#[error("stored session has an invalid {column}: {reason}")]
-pub(crate) struct InvalidRow {
-    column: &'static str,
-    reason: String,
-}
+/// The table rows are read from, as errors name it.
+const TABLE: &str = "sessions";
 
-impl InvalidRow {
-    fn new(column: &'static str, reason: impl ToString) -> Self {
-        Self {
-            column,
-            reason: reason.to_string(),
-        }
-    }
-}
-
-impl TryFrom<SessionRow> for Session {
-    type Error = InvalidRow;
-
-    fn try_from(row: SessionRow) -> Result<Self, Self::Error> {
-        let uuid = |column, bytes: &[u8]| {
-            Uuid::from_slice(bytes).map_err(|err| InvalidRow::new(column, err))
-        };
-        let account_id = AccountId::new(uuid("account_id", &row.account_id)?)
-            .map_err(|err| InvalidRow::new("account_id", err.reason))?;
-        let token_hash = TokenHash::try_from(row.token_hash.as_slice())
-            .map_err(|err| InvalidRow::new("token_hash", err))?;
-        let ip = row
-            .ip
-            .map(|text| text.parse::<IpAddr>())
-            .transpose()
-            .map_err(|err| InvalidRow::new("ip", err))?;
-        let user_agent = row
-            .user_agent
-            .map(UserAgent::new)
-            .transpose()
-            .map_err(|err| InvalidRow::new("user_agent", err.reason))?;
-        let label = row
-            .label
-            .map(Label::new)
-            .transpose()
-            .map_err(|err| InvalidRow::new("label", err.reason))?;
-        Ok(Self {
-            id: SessionId::from_uuid(uuid("id", &row.id)?),
-            account_id,
-            token_hash,
-            created_at: instant("created_at", row.created_at)?,
-            revoked_at: row
+impl SessionRow {
+    /// The session, if the domain accepts every column: the columns SQLite
+    /// stores as bytes, integers and text are decoded first, then
+    /// session-core checks the row as every store's rows are checked.
+    pub(crate) fn into_session(self) -> Result<Session, InvalidRow> {
+        let id = Uuid::from_slice(&self.id)
+            .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
+        let row = RowId::Session(SessionId::from_uuid(id));
+        let invalid = |column: &'static str| move |err| InvalidRow::new(TABLE, column, row, err);
+        let stored = StoredSession {
+            id,
+            account_id: Uuid::from_slice(&self.account_id)
+                .map_err(|err| invalid("account_id")(Box::new(err).into()))?,
+            token_hash: self.token_hash,
+            created_at: instant(self.created_at).map_err(invalid("created_at"))?,
+            revoked_at: self
                 .revoked_at
-                .map(|at| instant("revoked_at", at))
-                .transpose()?,
-            metadata: ClientMetadata {
-                user_agent,
-                ip,
-                label,
-            },
-        })
+                .map(instant)
+                .transpose()
+                .map_err(invalid("revoked_at"))?,
+            user_agent: self.user_agent,
+            ip: self
+                .ip
+                .map(|text| text.parse::<IpAddr>())
+                .transpose()
+                .map_err(|err| invalid("ip")(Box::new(err).into()))?,
+            label: self.label,
+        };
+        stored.into_session(TABLE)
     }
 }
 
-/// Converts rows read from the database into sessions.
+/// Converts rows read from the database into sessions; any row the domain
+/// rejects fails the whole read.
 pub(crate) fn sessions(rows: Vec<SessionRow>) -> Result<Vec<Session>, StoreError> {
     rows.into_iter()
-        .map(|row| Session::try_from(row).map_err(|err| StoreError::Failed(Box::new(err))))
+        .map(|row| row.into_session().map_err(StoreError::from))
         .collect()
 }
 
 /// Converts one row read from the database into a session.
 pub(crate) fn session(row: SessionRow) -> Result<Session, StoreError> {
-    Session::try_from(row).map_err(|err| StoreError::Failed(Box::new(err)))
+    Ok(row.into_session()?)
+}
+
+/// Splits the rows of a warm page into sessions and rows the domain rejects.
+pub(crate) fn active_page(rows: Vec<SessionRow>, limit: u32) -> ActivePage {
+    let resume_after = (rows.len() >= limit as usize)
+        .then(|| rows.last().and_then(|row| Uuid::from_slice(&row.id).ok()))
+        .flatten()
+        .map(SessionId::from_uuid);
+    let mut page = ActivePage {
+        resume_after,
+        ..ActivePage::default()
+    };
+    for row in rows {
+        match row.into_session() {
+            Ok(session) => page.sessions.push(session),
+            Err(rejected) => page.rejected.push(rejected),
+        }
+    }
+    page
 }
 
 /// Reads a stored token hash (from a `RETURNING` clause).
 pub(crate) fn token_hash(bytes: &[u8]) -> Result<TokenHash, StoreError> {
     TokenHash::try_from(bytes)
-        .map_err(|err| StoreError::Failed(Box::new(InvalidRow::new("token_hash", err))))
+        .map_err(|err| InvalidRow::new(TABLE, "token_hash", RowId::Unknown, err).into())
 }
 
 /// An instant as stored: whole microseconds since the Unix epoch, UTC.
@@ -150,7 +144,8 @@ pub(crate) fn micros(at: OffsetDateTime) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Failed("instant out of the storable range".into()))
 }
 
-fn instant(column: &'static str, micros: i64) -> Result<OffsetDateTime, InvalidRow> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .map_err(|err| InvalidRow::new(column, err))
+fn instant(micros: i64) -> Result<OffsetDateTime, BoxError> {
+    Ok(OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(micros) * 1_000,
+    )?)
 }

@@ -9,7 +9,8 @@ use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use session_core::{
-    AccountId, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError, TokenHash,
+    AccountId, ActivePage, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError,
+    TokenHash,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -274,7 +275,7 @@ impl SessionStore for SqliteSessionStore {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         let after = after.map(id_bytes);
         self.read(move |conn| {
             let mut query = sessions::table
@@ -287,7 +288,10 @@ impl SessionStore for SqliteSessionStore {
                 // BLOBs compare bytewise, and big-endian UUID bytes sort in UUID order.
                 query = query.filter(sessions::id.gt(after));
             }
-            row::sessions(query.load(conn).map_err(store_error)?)
+            Ok(row::active_page(
+                query.load(conn).map_err(store_error)?,
+                limit,
+            ))
         })
         .await
     }

@@ -158,16 +158,19 @@ impl SessionService {
                 LogRead::Page(page) => page,
                 LogRead::Expired => return Ok(false),
             };
-            if page.skipped > 0 {
-                inner
-                    .stats
-                    .rows_skipped
-                    .fetch_add(page.skipped, Ordering::Relaxed);
+            let fresh = |position: &LogPosition, cursor: &Cursor| {
+                *position > cursor.settled && !cursor.applied_beyond.contains(position)
+            };
+            let mut rejected = Vec::new();
+            for (position, row) in page.rejected {
+                if fresh(&position, cursor) {
+                    cursor.applied_beyond.insert(position);
+                    rejected.push(row);
+                }
             }
+            inner.reject(rejected);
             for entry in page.entries {
-                if entry.position <= cursor.settled
-                    || cursor.applied_beyond.contains(&entry.position)
-                {
+                if !fresh(&entry.position, cursor) {
                     continue;
                 }
                 if entry.change == Change::Reload {

@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock, to_micros};
 use crate::feed::{Change, ChangeLog};
 use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::store::{InvalidRow, ListScope, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{SessionToken, TokenHash, TokenHashState};
 
 /// Why a use case failed.
@@ -125,7 +125,8 @@ pub struct SyncStats {
     /// Completed loads of every active session: the first warm, and each
     /// reload after the log expired past the cursor or asked for one.
     pub full_loads: u64,
-    /// Log entries or stored rows skipped because the domain rejects them.
+    /// Stored rows skipped because the domain rejects them, each time a
+    /// warm or a log read meets one (a row can be met by both).
     pub rows_skipped: u64,
     /// Wake-up hints received (each costs at most one log read).
     pub wake_ups: u64,
@@ -591,6 +592,20 @@ impl Inner {
         self.stats.changes_applied.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Stored rows the domain rejects: left out of the cache (their tokens
+    /// cannot be resolved), counted and logged by row, never by value.
+    fn reject(&self, rejected: Vec<InvalidRow>) {
+        if rejected.is_empty() {
+            return;
+        }
+        self.stats
+            .rows_skipped
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        for row in rejected {
+            tracing::error!(error = %row, "skipping a stored session the domain rejects");
+        }
+    }
+
     fn begin_insert(self: &Arc<Self>, hash: TokenHash) -> PendingGuard {
         self.writes().pending.entry(hash).or_default().waiters += 1;
         PendingGuard {
@@ -677,10 +692,10 @@ impl Inner {
         loop {
             let page = self.store.active_page(after, self.warm_page_size).await?;
             pages += 1;
-            let full = page.len() >= self.warm_page_size as usize;
-            after = page.last().map(|session| session.id);
-            sessions.extend(page.into_iter().map(Arc::new));
-            if !full {
+            self.reject(page.rejected);
+            sessions.extend(page.sessions.into_iter().map(Arc::new));
+            after = page.resume_after;
+            if after.is_none() {
                 return Ok((sessions, pages));
             }
             if last_report.elapsed() >= PROGRESS_EVERY {

@@ -273,15 +273,21 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
     loop {
         let page = store.active_page(after, PAGE).await.unwrap();
         pages += 1;
-        assert!(page.len() <= PAGE as usize, "page of {} rows", page.len());
+        let rows = page.sessions;
+        assert!(rows.len() <= PAGE as usize, "page of {} rows", rows.len());
+        assert!(page.rejected.is_empty());
         assert!(
-            page.iter().all(Session::is_active),
+            rows.iter().all(Session::is_active),
             "a revoked row was paged"
         );
-        seen.extend(page.iter().map(|s| s.id));
-        match page.last() {
-            Some(last) if page.len() == PAGE as usize => after = Some(last.id),
-            _ => break,
+        seen.extend(rows.iter().map(|s| s.id));
+        match page.resume_after {
+            Some(last) => {
+                assert_eq!(rows.len(), PAGE as usize, "a short page that goes on");
+                assert_eq!(Some(last), rows.last().map(|s| s.id));
+                after = Some(last);
+            }
+            None => break,
         }
     }
     assert_eq!(seen, active, "every active session once, in id order");

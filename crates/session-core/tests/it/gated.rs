@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ChangeLog, ListScope, LogPosition, LogRead, MemoryStore, RevokeOutcome, Session,
-    SessionId, SessionStore, StoreError, TokenHash, WakeUps,
+    AccountId, ActivePage, ChangeLog, ListScope, LogPosition, LogRead, MemoryStore, RevokeOutcome,
+    Session, SessionId, SessionStore, StoreError, TokenHash, WakeUps,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
@@ -128,7 +128,7 @@ impl SessionStore for GatedStore {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         let page = self.inner.active_page(after, limit).await?;
         if after.is_none() {
             self.pass(Point::FirstPage).await;

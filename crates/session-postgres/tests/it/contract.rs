@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ChangeLog, ListScope, LogPosition, LogRead, RevokeOutcome, Session, SessionId,
-    SessionStore, StoreError, TokenHash, WakeUps,
+    AccountId, ActivePage, ChangeLog, ListScope, LogPosition, LogRead, RevokeOutcome, Session,
+    SessionId, SessionStore, StoreError, TokenHash, WakeUps,
 };
 use session_postgres::PgSessionStore;
 use session_test_postgres::TestDatabase;
@@ -54,7 +54,7 @@ impl SessionStore for StoreOnTestDatabase {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         self.store.active_page(after, limit).await
     }
 

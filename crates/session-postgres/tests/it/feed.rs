@@ -249,7 +249,10 @@ async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
     assert_eq!(store.prune().await.unwrap(), 0, "nothing is old yet");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.prune().await.unwrap(), 1);
-    assert_eq!(store.read(old, 100).await.unwrap(), LogRead::Expired);
+    assert!(matches!(
+        store.read(old, 100).await.unwrap(),
+        LogRead::Expired
+    ));
 
     let fresh = store.head().await.unwrap();
     let (_, session) = session_at(account(), epoch());
@@ -263,7 +266,10 @@ async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
         .batch_execute("TRUNCATE session.changes")
         .await
         .unwrap();
-    assert_eq!(store.read(fresh, 100).await.unwrap(), LogRead::Expired);
+    assert!(matches!(
+        store.read(fresh, 100).await.unwrap(),
+        LogRead::Expired
+    ));
 }
 
 /// A proxy that can stop forwarding without closing anything (a peer that
@@ -441,10 +447,6 @@ async fn ready(instance: &Instance) {
     .await;
 }
 
-fn applied(instance: &Instance) -> u64 {
-    instance.service.sync_stats().changes_applied
-}
-
 async fn rejected(instance: &Instance, token: &SessionToken) -> bool {
     matches!(
         instance.service.resolve(token.expose_secret()).await,
@@ -478,10 +480,13 @@ async fn two_services_follow_each_other_through_the_database() {
     })
     .await;
 
-    // Revoked on A: rejected by B once B applied it.
-    let before = applied(&b);
+    // Revoked on A: rejected by B once B applied it (the cache held it
+    // from the miss read, and perhaps the log's creation is applied later).
     a.service.revoke(created.session.id).await.unwrap();
-    until("B applies the revocation", || applied(&b) > before).await;
+    until("B applies the revocation", || {
+        b.service.cached_sessions() == 0
+    })
+    .await;
     assert!(rejected(&b, &created.token).await);
 
     // 5,000 written by a third process: both see them; revoked on A, every
@@ -754,6 +759,11 @@ async fn a_poison_row_is_skipped_beside_good_ones() {
     for token in &good {
         assert!(b.service.resolve(token.expose_secret()).await.is_ok());
     }
+    // An instance started now meets it in its warm, and skips it too.
+    let c = instance(&database, "instance_c").await;
+    ready(&c).await;
+    assert_eq!(c.service.cached_sessions(), 2);
+    assert!(c.service.sync_stats().rows_skipped >= 1);
 }
 
 /// TRUNCATE says nothing of which sessions went: followers load everything again.

@@ -4,4 +4,5 @@ mod concurrency;
 mod contract;
 mod crash;
 mod open;
+mod rows;
 mod support;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use session_core::{
-    AccountId, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError, TokenHash,
+    AccountId, ActivePage, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError,
+    TokenHash,
 };
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 use tempfile::TempDir;
@@ -86,7 +87,7 @@ impl SessionStore for TempStore {
         &self,
         after: Option<SessionId>,
         limit: u32,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<ActivePage, StoreError> {
         self.store.active_page(after, limit).await
     }
 
