@@ -168,7 +168,9 @@ impl SessionStore for MemoryStore {
         let mut state = self.state()?;
         let outcome = match state.sessions.get_mut(&id) {
             None => RevokeOutcome::NotFound,
-            Some(session) if session.revoked_at.is_some() => RevokeOutcome::AlreadyRevoked,
+            Some(session) if session.revoked_at.is_some() => RevokeOutcome::AlreadyRevoked {
+                token_hash: session.token_hash,
+            },
             Some(session) => {
                 session.revoked_at = Some(at);
                 RevokeOutcome::Revoked {

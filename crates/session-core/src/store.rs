@@ -222,7 +222,11 @@ pub enum RevokeOutcome {
         token_hash: TokenHash,
     },
     /// The session had already been revoked; nothing changed.
-    AlreadyRevoked,
+    AlreadyRevoked {
+        /// The hash of its token, so a cache that still holds it (it never
+        /// should) can drop it.
+        token_hash: TokenHash,
+    },
     /// No session has this id.
     NotFound,
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Bytea, Nullable, Timestamptz};
+use diesel::sql_types::{Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::{
@@ -225,7 +225,7 @@ struct RevokeOne {
 }
 
 impl Query for RevokeOne {
-    type SqlType = (Nullable<Bytea>, Bool);
+    type SqlType = (Nullable<Bytea>, Nullable<Bytea>);
 }
 
 impl QueryFragment<Pg> for RevokeOne {
@@ -237,7 +237,7 @@ impl QueryFragment<Pg> for RevokeOne {
         out.push_sql(
             " AND revoked_at IS NULL RETURNING token_hash) \
              SELECT (SELECT token_hash FROM revoked), \
-             EXISTS (SELECT 1 FROM session.sessions WHERE id = ",
+             (SELECT token_hash FROM session.sessions WHERE id = ",
         );
         out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
         out.push_sql(")");
@@ -293,17 +293,19 @@ impl SessionStore for PgSessionStore {
             id: *id.as_uuid(),
             at,
         }
-        .get_result::<(Option<Vec<u8>>, bool)>(&mut connection)
+        .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection)
         .await;
-        let (revoked_hash, exists) = self
+        let (revoked_hash, stored_hash) = self
             .finish("revoke session", result, &mut connection)
             .await?;
-        Ok(match (revoked_hash, exists) {
+        Ok(match (revoked_hash, stored_hash) {
             (Some(bytes), _) => RevokeOutcome::Revoked {
                 token_hash: token_hash(*id.as_uuid(), &bytes)?,
             },
-            (None, true) => RevokeOutcome::AlreadyRevoked,
-            (None, false) => RevokeOutcome::NotFound,
+            (None, Some(bytes)) => RevokeOutcome::AlreadyRevoked {
+                token_hash: token_hash(*id.as_uuid(), &bytes)?,
+            },
+            (None, None) => RevokeOutcome::NotFound,
         })
     }
 

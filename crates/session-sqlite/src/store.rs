@@ -186,7 +186,7 @@ impl SessionStore for SqliteSessionStore {
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let id = id_bytes(id);
         let at = row::micros(at)?;
-        let (revoked, exists) = self
+        let (revoked, stored) = self
             .write(move |conn| {
                 // One transaction, so "not revoked by this call" and "exists"
                 // describe the same state even if another process writes.
@@ -201,22 +201,26 @@ impl SessionStore for SqliteSessionStore {
                     .get_result(conn)
                     .optional()?;
                     if revoked.is_some() {
-                        return Ok((revoked, true));
+                        return Ok((revoked, None));
                     }
-                    let exists: bool =
-                        diesel::select(exists(sessions::table.filter(sessions::id.eq(&id))))
-                            .get_result(conn)?;
-                    Ok((None, exists))
+                    let stored: Option<Vec<u8>> = sessions::table
+                        .filter(sessions::id.eq(&id))
+                        .select(sessions::token_hash)
+                        .get_result(conn)
+                        .optional()?;
+                    Ok((None, stored))
                 })
                 .map_err(store_error)
             })
             .await?;
-        Ok(match (revoked, exists) {
+        Ok(match (revoked, stored) {
             (Some(hash), _) => RevokeOutcome::Revoked {
                 token_hash: row::token_hash(&hash)?,
             },
-            (None, true) => RevokeOutcome::AlreadyRevoked,
-            (None, false) => RevokeOutcome::NotFound,
+            (None, Some(hash)) => RevokeOutcome::AlreadyRevoked {
+                token_hash: row::token_hash(&hash)?,
+            },
+            (None, None) => RevokeOutcome::NotFound,
         })
     }
 

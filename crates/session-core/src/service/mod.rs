@@ -410,7 +410,12 @@ impl SessionService {
                     inner.apply_removals(&[token_hash]);
                     Ok(Revocation::Revoked)
                 }
-                RevokeOutcome::AlreadyRevoked => Ok(Revocation::AlreadyRevoked),
+                // The cache should not hold it; if it somehow does (a
+                // change this instance missed), the store is the truth.
+                RevokeOutcome::AlreadyRevoked { token_hash } => {
+                    inner.apply_removals(&[token_hash]);
+                    Ok(Revocation::AlreadyRevoked)
+                }
                 RevokeOutcome::NotFound => Err(Error::NotFound),
             }
         })

@@ -234,7 +234,9 @@ pub async fn writes_that_change_nothing_log_nothing(
 
     assert_eq!(
         store.revoke(session.id, epoch()).await.unwrap(),
-        RevokeOutcome::AlreadyRevoked
+        RevokeOutcome::AlreadyRevoked {
+            token_hash: session.token_hash
+        }
     );
     assert!(
         store

@@ -83,7 +83,9 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
             .revoke(session.id, first_at + Duration::minutes(1))
             .await
             .unwrap(),
-        RevokeOutcome::AlreadyRevoked
+        RevokeOutcome::AlreadyRevoked {
+            token_hash: session.token_hash
+        }
     );
     assert_eq!(
         store

@@ -432,3 +432,32 @@ async fn a_revoke_abandoned_by_its_caller_still_reaches_the_cache() {
             .is_err()
     );
 }
+
+/// A revocation the cache missed (made in the store by other means) is
+/// caught by revoking again: "already revoked" also drops it from the cache.
+#[tokio::test]
+async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
+    let f = warm_fixture().await;
+    let created = f
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    f.store.revoke(created.session.id, epoch()).await.unwrap();
+    assert!(
+        f.service
+            .resolve(created.token.expose_secret())
+            .await
+            .is_ok(),
+        "the cache missed the revocation"
+    );
+    assert_eq!(
+        f.service.revoke(created.session.id).await.unwrap(),
+        Revocation::AlreadyRevoked
+    );
+    assert!(f.cache.get(&created.session.token_hash).is_none());
+    assert!(matches!(
+        f.service.resolve(created.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+}
