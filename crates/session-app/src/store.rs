@@ -112,6 +112,13 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                 for version in migrate_postgres(&store).await? {
                     tracing::info!(version, "applied migration");
                 }
+            } else {
+                // As the SQLite store does: never serve a schema behind or
+                // ahead of this build.
+                store
+                    .check_schema()
+                    .await
+                    .context("the PostgreSQL schema cannot be used as it is")?;
             }
             let store = Arc::new(store);
             Ok(OpenedStore {

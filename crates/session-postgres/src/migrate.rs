@@ -1,6 +1,7 @@
 //! The schema's migrations, embedded in the binary, and running them safely
 //! from several processes at once.
 
+use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::sql_types::BigInt;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -43,6 +44,13 @@ impl PgSessionStore {
             .await
             .map_err(|err| failure("preparing the schema", Box::new(err)))?;
 
+        // A schema written by a newer build may depend on behaviour this one
+        // lacks (the SQLite store refuses it too).
+        let (newer, _) = schema_versions(&mut connection).await?;
+        if !newer.is_empty() {
+            return Err(StoreError::Failed(Box::new(SchemaError::Newer(newer))));
+        }
+
         // Diesel's migration harness is synchronous: it runs on a blocking
         // thread, driving the async connection through the runtime's handle.
         let (mut connection, applied) = tokio::task::spawn_blocking(move || {
@@ -62,6 +70,95 @@ impl PgSessionStore {
         }
         Ok(applied)
     }
+}
+
+impl PgSessionStore {
+    /// Checks, without changing anything, that the `session` schema is
+    /// exactly what this build expects: for a service started with
+    /// migrations off, which must not serve a schema behind or ahead of it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Failed`] with the versions pending or unknown;
+    /// [`StoreError::Unavailable`] if the database cannot be reached.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection().await?;
+        let (newer, pending) = schema_versions(&mut connection).await?;
+        if !newer.is_empty() {
+            return Err(StoreError::Failed(Box::new(SchemaError::Newer(newer))));
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Failed(Box::new(SchemaError::Pending(pending))));
+        }
+        Ok(())
+    }
+}
+
+/// A schema this build must not serve.
+#[derive(Debug, thiserror::Error)]
+enum SchemaError {
+    #[error(
+        "the session schema was migrated by a newer version (unknown migrations: {}); \
+         upgrade this program",
+        .0.join(", ")
+    )]
+    Newer(Vec<String>),
+    #[error(
+        "the session schema needs migrations {} and migrating at start is off; \
+         run `session-app migrate` first",
+        .0.join(", ")
+    )]
+    Pending(Vec<String>),
+}
+
+/// The versions applied that this build does not know, and the versions it
+/// knows that are not applied, each oldest first.
+async fn schema_versions(
+    connection: &mut AsyncPgConnection,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let known: Vec<String> = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|err| failure("listing this build's migrations", err))?
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .collect();
+    #[derive(diesel::QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        present: bool,
+    }
+    // Before the first migration neither the schema nor the table exists.
+    let Present { present } = diesel::sql_query(
+        "SELECT to_regclass('session.__diesel_schema_migrations') IS NOT NULL AS present",
+    )
+    .get_result(connection)
+    .await
+    .map_err(|err| failure("looking for the applied migrations", Box::new(err)))?;
+    let applied: Vec<Applied> = if present {
+        diesel::sql_query(
+            "SELECT version::text AS version FROM session.__diesel_schema_migrations ORDER BY 1",
+        )
+        .load(connection)
+        .await
+        .map_err(|err| failure("reading the applied migrations", Box::new(err)))?
+    } else {
+        Vec::new()
+    };
+    let applied: Vec<String> = applied.into_iter().map(|row| row.version).collect();
+    let newer = applied
+        .iter()
+        .filter(|version| !known.contains(version))
+        .cloned()
+        .collect();
+    let pending = known
+        .into_iter()
+        .filter(|version| !applied.contains(version))
+        .collect();
+    Ok((newer, pending))
 }
 
 fn run_pending(harness: &mut impl MigrationHarness<Pg>) -> Result<Vec<String>, StoreError> {

@@ -95,3 +95,28 @@ async fn migrate_prints_what_it_applied_then_nothing() {
         "no credentials printed"
     );
 }
+
+/// `serve --no-migrate` on a database whose schema is not this build's
+/// exits with a message saying what to run, before it listens.
+#[test]
+fn serve_without_migrations_refuses_an_unmigrated_schema() {
+    let database = TestDatabase::create();
+    let (status, _, stderr) = crate::e2e::cli(
+        &[
+            "serve",
+            "--no-migrate",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database.url(),
+        ],
+        &[],
+        "",
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("session-app migrate"), "{stderr}");
+    assert!(
+        !stderr.contains("listening"),
+        "refused before listening: {stderr}"
+    );
+}

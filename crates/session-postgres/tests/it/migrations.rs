@@ -212,3 +212,60 @@ async fn the_change_log_migration_reverts_and_reapplies() {
     client.batch_execute(UP).await.unwrap();
     assert_eq!(schema().await, logging);
 }
+
+/// With migrations off, a schema behind this build is refused, and so is
+/// one ahead of it, with or without migrations: neither is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_behind_or_ahead_of_this_build_is_refused() {
+    let database = TestDatabase::create();
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    let err = store.check_schema().await.unwrap_err();
+    let text = crate::support::chain(&err);
+    assert!(
+        text.contains("session-app migrate"),
+        "says what to do: {text}"
+    );
+
+    store.migrate().await.unwrap();
+    store.check_schema().await.unwrap();
+
+    // Half-migrated: the last migration undone.
+    let client = sql_client(database.url()).await;
+    client
+        .batch_execute(include_str!(
+            "../../../../migrations/postgres/2026-11-29-000000_change_log/down.sql"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "DELETE FROM session.__diesel_schema_migrations WHERE version = '20261129000000'",
+        )
+        .await
+        .unwrap();
+    let text = crate::support::chain(&store.check_schema().await.unwrap_err());
+    assert!(
+        text.contains("20261129000000"),
+        "names what is pending: {text}"
+    );
+    store.migrate().await.unwrap();
+    store.check_schema().await.unwrap();
+
+    // Migrated by a newer build.
+    client
+        .batch_execute(
+            "INSERT INTO session.__diesel_schema_migrations (version) VALUES ('20991231000000')",
+        )
+        .await
+        .unwrap();
+    for err in [
+        store.check_schema().await.unwrap_err(),
+        store.migrate().await.unwrap_err(),
+    ] {
+        let text = crate::support::chain(&err);
+        assert!(text.contains("newer version"), "{text}");
+        assert!(text.contains("20991231000000"), "{text}");
+    }
+}
