@@ -27,6 +27,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
 
+    // Before the listener: a SQLite file another process holds fails the start
+    // here, so the refused process never takes (or answers on) a port.
     let store = crate::store::open(&args.database, !args.no_migrate).await?;
     let cache: Arc<dyn SessionCache> = match args.cache {
         CacheKind::Map => Arc::new(MemoryCache::new()),

@@ -3,5 +3,6 @@
 mod concurrency;
 mod contract;
 mod crash;
+mod lock;
 mod open;
 mod support;
