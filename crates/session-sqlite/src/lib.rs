@@ -35,6 +35,13 @@
 //! kernel drops the lock when the process exits, even on a crash; the lock
 //! file stays behind and is harmless.
 //!
+//! # Files
+//!
+//! What the store creates is private to its user, whatever the umask:
+//! missing directories 0700, and the database, its `-wal` and `-shm` (to
+//! which SQLite copies the database's mode) and the lock file 0600. Files and
+//! directories that already exist keep their modes.
+//!
 //! # Concurrency
 //!
 //! One writer connection behind an async mutex serialises writes inside the
@@ -62,6 +69,7 @@
 mod error;
 mod lock;
 mod open;
+mod private;
 mod row;
 mod schema;
 mod store;

@@ -43,13 +43,14 @@ pub(crate) fn lock(db: &Path) -> Result<DatabaseLock, OpenError> {
         lock_file: lock_file.clone(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_file)
-        .map_err(io_error)?;
+    let mut file = match crate::private::create_file(&lock_file).map_err(io_error)? {
+        Some(created) => created,
+        None => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_file)
+            .map_err(io_error)?,
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

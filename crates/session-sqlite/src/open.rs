@@ -14,6 +14,7 @@ use session_core::BoxError;
 
 use crate::error::is_not_a_database;
 use crate::lock::{DatabaseLock, lock};
+use crate::private;
 
 /// The schema migrations compiled into this crate, from `migrations/sqlite`.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -104,6 +105,15 @@ pub enum OpenError {
         path: PathBuf,
         /// The lock file beside it.
         lock_file: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new database file could not be created.
+    #[error("cannot create the session database {}", path.display())]
+    Create {
+        /// The database file.
+        path: PathBuf,
         /// What the operating system said.
         #[source]
         source: std::io::Error,
@@ -217,13 +227,21 @@ pub(crate) struct Opened {
 
 /// Does the blocking work of opening; runs on the blocking pool.
 pub(crate) fn open_blocking(path: &Path, options: &SqliteOptions) -> Result<Opened, OpenError> {
+    let url = connection_url(path)?;
     let parent = parent_dir(path);
     let created_dirs = create_dir_all(&parent)?;
     // Before SQLite opens the file: a second process must not even run the
     // migrations the first may be running.
     let lock = lock(path)?;
-    let url = connection_url(path)?;
     let is_new_file = !path.exists();
+    if is_new_file {
+        // Created here rather than by SQLite, which would use 0644 less the
+        // umask; its -wal and -shm files then take this file's mode.
+        private::create_file(path).map_err(|source| OpenError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
 
     let mut writer = connect(path, &url, options.busy_timeout)?;
     // The first statement that reads the file: a file that is not a database
@@ -284,14 +302,15 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Creates `dir` and any missing ancestors; returns the ones it created.
+/// Creates `dir` and any missing ancestors, private to this user; returns
+/// the ones it created.
 fn create_dir_all(dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
     let missing: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
         .map(Path::to_path_buf)
         .collect();
-    std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+    private::create_dir_all(dir, &missing).map_err(|source| OpenError::Directory {
         dir: dir.to_path_buf(),
         source,
     })?;

@@ -4,5 +4,6 @@ mod concurrency;
 mod contract;
 mod crash;
 mod lock;
+mod modes;
 mod open;
 mod support;
