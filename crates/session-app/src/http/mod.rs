@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use utoipa::OpenApi;
 
-pub use auth::{ApiKeys, MIN_KEY_LEN, WeakApiKey};
+pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, MAX_BODY_BYTES};
 pub use metrics::Metrics;
 

@@ -1,6 +1,6 @@
 //! End to end on the embedded default, SQLite.
 
-use crate::e2e::{Options, Server, cli, sqlite_url, temp_dir};
+use crate::e2e::{KEY, Options, Server, cli, sqlite_url, temp_dir};
 use crate::scenarios;
 
 #[tokio::test]
@@ -95,4 +95,47 @@ async fn a_second_process_on_the_same_file_is_refused_before_it_listens() {
     let (status, stdout, stderr) = cli(&["migrate", "--database-url", &url], &[], "");
     assert!(status.success(), "the lock went with the process: {stderr}");
     assert!(stdout.contains("up to date"), "{stdout}");
+}
+
+/// A key file saved with a UTF-8 byte-order mark (and Windows line ends)
+/// works: the key in it is accepted. Readable by others, it draws a warning
+/// naming the file and its mode.
+#[tokio::test]
+async fn a_key_file_with_a_byte_order_mark_accepts_its_key() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = temp_dir();
+    let key_file = dir.path().join("api-keys");
+    std::fs::write(&key_file, format!("\u{feff}{KEY}\r\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: vec!["--api-key-file".into(), key_file.display().to_string()],
+        ..Options::default()
+    });
+    server.wait_ready().await;
+
+    let create = |key: &'static str| {
+        reqwest::Client::new()
+            .post(server.url("/v1/sessions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "account_id": uuid::Uuid::new_v4() }))
+            .send()
+    };
+    assert_eq!(create(KEY).await.unwrap().status(), 201);
+    assert_eq!(
+        create("not-the-key-0123456789").await.unwrap().status(),
+        401
+    );
+
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("can be read by other users"))
+        .unwrap_or_else(|| panic!("no warning about the key file's mode:\n{log}"));
+    assert!(
+        warning.contains(&key_file.display().to_string()) && warning.contains("644"),
+        "{warning}"
+    );
+    assert!(!log.contains(KEY), "the key never reaches the log");
 }
