@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod health;
+mod host;
 mod metrics;
 mod sessions;
 
@@ -177,6 +178,12 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Around every route and the fallbacks, inside the layers below, so a
+        // refusal is logged, counted and marked `no-store` like any answer.
+        .layer(from_fn_with_state(
+            state.clone(),
+            host::require_loopback_host,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

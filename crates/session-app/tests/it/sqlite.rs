@@ -139,3 +139,37 @@ async fn a_key_file_with_a_byte_order_mark_accepts_its_key() {
     );
     assert!(!log.contains(KEY), "the key never reaches the log");
 }
+
+/// Over a real socket, as hyper parses it: without a key, HTTP/1.0 with no
+/// `Host` and HTTP/1.1 naming a loopback host are served; a foreign `Host`
+/// (what a DNS-rebinding page's browser sends) gets 421.
+#[tokio::test]
+async fn without_a_key_a_foreign_host_is_refused_on_the_wire() {
+    use std::io::{Read, Write};
+
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let status_line = |request: &str| {
+        let mut stream = std::net::TcpStream::connect(server.address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.lines().next().unwrap_or_default().to_owned()
+    };
+    let served = [
+        "GET /healthz HTTP/1.0\r\n\r\n".to_owned(),
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            server.address.port()
+        ),
+    ];
+    for request in served {
+        assert!(status_line(&request).contains(" 200 "), "{request:?}");
+    }
+    let refused = "GET /healthz HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n";
+    assert!(status_line(refused).contains(" 421 "), "{refused:?}");
+}
