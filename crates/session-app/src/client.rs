@@ -33,7 +33,7 @@ impl Client {
             Some(path) => read_key_file(path)?.into_iter().next(),
             None => std::env::var(API_KEY_ENV)
                 .ok()
-                .map(|key| key.trim().to_owned()),
+                .map(|key| key.trim_ascii().to_owned()),
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))

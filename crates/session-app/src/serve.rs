@@ -27,6 +27,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
 
+    // Before the listener: a SQLite file another process holds fails the start
+    // here, so the refused process never takes (or answers on) a port.
     let store = crate::store::open(&args.database, !args.no_migrate).await?;
     let cache: Arc<dyn SessionCache> = match args.cache {
         CacheKind::Map => Arc::new(MemoryCache::new()),
@@ -117,25 +119,122 @@ fn server_keys(file: Option<&Path>) -> anyhow::Result<ApiKeys> {
         None => Vec::new(),
     };
     if let Ok(key) = std::env::var(API_KEY_ENV) {
-        keys.push(key.trim().to_owned());
+        let key = key.trim_ascii();
+        ApiKeys::check(key).map_err(|err| ConfigError(format!("{API_KEY_ENV}: {err}")))?;
+        keys.push(key.to_owned());
     }
+    // Every key was checked above, each error naming where the key came from.
     ApiKeys::new(keys.iter().map(String::as_str)).map_err(|err| {
         ConfigError(format!("{err} (check --api-key-file and {API_KEY_ENV})")).into()
     })
 }
 
-/// The keys in a key file: one per line; blank lines and `#` comments are skipped.
+/// The keys in a key file: one per line; blank lines and `#` comments are
+/// skipped, and so is a UTF-8 byte-order mark that an editor put first.
+/// A line that is not a valid key fails, naming the file and the line but
+/// never showing the line.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError(format!("--api-key-file {}: {err}", path.display())))?;
-    let keys: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let config_error =
+        |message: String| ConfigError(format!("--api-key-file {}: {message}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|err| config_error(err.to_string()))?;
+    warn_if_others_can_read(path);
+    Ok(parse_key_file(&text).map_err(config_error)?)
+}
+
+/// The keys in the text of a key file, or what is wrong with it.
+fn parse_key_file(text: &str) -> Result<Vec<String>, String> {
+    // Windows editors save UTF-8 with a byte-order mark; left in, it would be
+    // the first character of the first key, which then never matches.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut keys = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        // ASCII whitespace only: a non-breaking space pasted at the end of a
+        // key is refused by name rather than silently dropped.
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        ApiKeys::check(line).map_err(|err| format!("line {}: {err}", index + 1))?;
+        keys.push(line.to_owned());
+    }
     if keys.is_empty() {
-        return Err(ConfigError(format!("--api-key-file {} holds no key", path.display())).into());
+        return Err("holds no key".to_owned());
     }
     Ok(keys)
+}
+
+/// A key file that group or others can read hands the keys to every local
+/// account in that group, or every account: worth a warning, not a refusal
+/// (a secret mounted by an orchestrator may come with a wider mode).
+fn warn_if_others_can_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = %format!("{mode:03o}"),
+                    "the API key file can be read by other users; make it readable by this user \
+                     only (chmod 600)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef-key";
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_first_key() {
+        let text = format!("\u{feff}{KEY}\r\nsecond-key-0123456789\r\n");
+        assert_eq!(
+            parse_key_file(&text).unwrap(),
+            [KEY, "second-key-0123456789"]
+        );
+        assert_eq!(
+            parse_key_file(&format!("\u{feff}# comment\n{KEY}\n")).unwrap(),
+            [KEY]
+        );
+    }
+
+    #[test]
+    fn blank_lines_comments_and_surrounding_spaces_are_skipped() {
+        let text = format!("\n  # rotation: new key first\n\n  {KEY}\t\n");
+        assert_eq!(parse_key_file(&text).unwrap(), [KEY]);
+    }
+
+    #[test]
+    fn a_line_a_header_cannot_carry_is_refused_by_line_without_showing_it() {
+        for (text, line) in [
+            // A second mark is not a byte-order mark: only the first is stripped.
+            (format!("\u{feff}\u{feff}{KEY}"), 1),
+            (format!("# ok\n{KEY}\u{a0}x"), 2),
+            (format!("# ok\n{KEY}\u{a0}"), 2),
+            (format!("{KEY}\n\n{KEY}\u{1b}[0m"), 3),
+            (format!("{KEY}\nbearer {KEY}"), 2),
+            (format!("\u{feff}{KEY}\nshort"), 2),
+        ] {
+            let err = parse_key_file(&text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("line {line}: ")),
+                "{text:?}: {err}"
+            );
+            assert!(!err.contains(KEY), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_keys_is_refused() {
+        for text in ["", "\u{feff}", "# only a comment\n\n"] {
+            assert_eq!(parse_key_file(text).unwrap_err(), "holds no key");
+        }
+    }
 }

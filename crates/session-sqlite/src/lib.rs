@@ -24,14 +24,33 @@
 //! loss for speed.) A new file and any directories created for it are synced
 //! into their parent directories at open.
 //!
+//! # One store per file
+//!
+//! A store owns its file: at open it takes an exclusive advisory lock on
+//! `<file>.lock` beside it (writing its pid there for the message below) and
+//! holds it until it is dropped. A second store on the same file, in this
+//! process or another, fails at once with [`OpenError::Locked`], naming the
+//! file and the holder's pid. This is what lets the service treat a cache
+//! miss as final: no other store can write sessions it would not see. The
+//! kernel drops the lock when the process exits, even on a crash; the lock
+//! file stays behind and is harmless.
+//!
+//! # Files
+//!
+//! What the store creates is private to its user, whatever the umask:
+//! missing directories 0700, and the database, its `-wal` and `-shm` (to
+//! which SQLite copies the database's mode) and the lock file 0600. Files and
+//! directories that already exist keep their modes.
+//!
 //! # Concurrency
 //!
 //! One writer connection behind an async mutex serialises writes inside the
 //! process, so they never meet SQLite's "database is locked"; a pool of
 //! read-only connections serves reads, which the write-ahead log lets run
-//! while a write is in progress. `busy_timeout` only matters when another
-//! process writes the same file; if it runs out, the call fails with the
-//! retryable [`StoreError::Unavailable`](session_core::StoreError::Unavailable).
+//! while a write is in progress. `busy_timeout` only matters when a program
+//! that is not a store (the sqlite3 shell, a backup) holds SQLite's lock; if
+//! it runs out, the call fails with the retryable
+//! [`StoreError::Unavailable`](session_core::StoreError::Unavailable).
 //! Every SQLite call runs on Tokio's blocking pool, never on a runtime worker.
 //!
 //! # Schema
@@ -48,7 +67,9 @@
 //! [`open`]: SqliteSessionStore::open
 
 mod error;
+mod lock;
 mod open;
+mod private;
 mod row;
 mod schema;
 mod store;

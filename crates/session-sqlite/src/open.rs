@@ -13,6 +13,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use session_core::BoxError;
 
 use crate::error::is_not_a_database;
+use crate::lock::{DatabaseLock, lock};
+use crate::private;
 
 /// The schema migrations compiled into this crate, from `migrations/sqlite`.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -46,7 +48,8 @@ impl SqliteOptions {
 
     /// How long a statement waits for a lock held by another process before it
     /// fails as unavailable (default 5 s). Within one store writes never wait
-    /// on each other's locks, so this only matters when the file is shared.
+    /// on each other's locks, and no second store can open the file, so this
+    /// only matters when another program (the sqlite3 shell) holds the lock.
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
@@ -74,6 +77,43 @@ pub enum OpenError {
     Directory {
         /// The directory.
         dir: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process has the database open: a SQLite file belongs to one
+    /// process, because each keeps its own cache and would never see the
+    /// other's revocations.
+    #[error(
+        "the session database {} is in use by {} (it holds {}); only one process may use a SQLite file: stop the other one, or use PostgreSQL to run several instances",
+        path.display(),
+        holder(*pid),
+        lock_file.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock_file: PathBuf,
+        /// The process holding the lock, if it had recorded its pid yet.
+        pid: Option<u32>,
+    },
+    /// The lock file beside the database could not be created or locked.
+    #[error("cannot lock the session database {} through {}", path.display(), lock_file.display())]
+    Lock {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock_file: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new database file could not be created.
+    #[error("cannot create the session database {}", path.display())]
+    Create {
+        /// The database file.
+        path: PathBuf,
         /// What the operating system said.
         #[source]
         source: std::io::Error,
@@ -169,8 +209,17 @@ pub enum OpenError {
     },
 }
 
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("another process (pid {pid})"),
+        None => "another process".to_owned(),
+    }
+}
+
 /// Connections to a database that is ready for use.
 pub(crate) struct Opened {
+    /// Held for as long as the writer connection lives.
+    pub(crate) lock: DatabaseLock,
     pub(crate) writer: SqliteConnection,
     pub(crate) readers: Vec<SqliteConnection>,
     pub(crate) migrations_applied: Vec<String>,
@@ -178,10 +227,21 @@ pub(crate) struct Opened {
 
 /// Does the blocking work of opening; runs on the blocking pool.
 pub(crate) fn open_blocking(path: &Path, options: &SqliteOptions) -> Result<Opened, OpenError> {
+    let url = connection_url(path)?;
     let parent = parent_dir(path);
     let created_dirs = create_dir_all(&parent)?;
-    let url = connection_url(path)?;
+    // Before SQLite opens the file: a second process must not even run the
+    // migrations the first may be running.
+    let lock = lock(path)?;
     let is_new_file = !path.exists();
+    if is_new_file {
+        // Created here rather than by SQLite, which would use 0644 less the
+        // umask; its -wal and -shm files then take this file's mode.
+        private::create_file(path).map_err(|source| OpenError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
 
     let mut writer = connect(path, &url, options.busy_timeout)?;
     // The first statement that reads the file: a file that is not a database
@@ -218,6 +278,7 @@ pub(crate) fn open_blocking(path: &Path, options: &SqliteOptions) -> Result<Open
         .collect::<Result<Vec<_>, OpenError>>()?;
 
     Ok(Opened {
+        lock,
         writer,
         readers,
         migrations_applied,
@@ -241,14 +302,15 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Creates `dir` and any missing ancestors; returns the ones it created.
+/// Creates `dir` and any missing ancestors, private to this user; returns
+/// the ones it created.
 fn create_dir_all(dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
     let missing: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
         .map(Path::to_path_buf)
         .collect();
-    std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+    private::create_dir_all(dir, &missing).map_err(|source| OpenError::Directory {
         dir: dir.to_path_buf(),
         source,
     })?;
@@ -352,9 +414,10 @@ fn migrate(
     conn: &mut SqliteConnection,
     apply: bool,
 ) -> Result<Vec<String>, OpenError> {
-    // One IMMEDIATE transaction around check and apply: two processes opening
-    // a new file at once take turns, and the second finds nothing to do. Each
-    // migration's own transaction nests inside as a savepoint.
+    // One IMMEDIATE transaction around check and apply. The lock file already
+    // keeps other stores out; this still makes a program that takes no lock
+    // (an older version, the sqlite3 shell) take turns with the migration.
+    // Each migration's own transaction nests inside as a savepoint.
     let outcome = conn.immediate_transaction(|conn| {
         let known: BTreeSet<String> = known_migrations()
             .map_err(MigrateFailure::Migration)?

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::error::{join_error, store_error};
+use crate::lock::DatabaseLock;
 use crate::open::{OpenError, SqliteOptions, open_blocking};
 use crate::row::{self, NewSessionRow, SessionRow};
 use crate::schema::sessions;
@@ -30,9 +31,19 @@ pub struct SqliteSessionStore {
     path: PathBuf,
     /// Owned guards of this mutex move into blocking tasks, so a write whose
     /// caller stopped waiting still finishes before the next one starts.
-    writer: Arc<Mutex<SqliteConnection>>,
+    writer: Arc<Mutex<Writer>>,
     readers: Pool<SqliteConnection>,
     migrations_applied: Vec<String>,
+}
+
+/// The one connection that writes, and the lock that makes this process the
+/// file's only writer. They live together, so the lock is held until the last
+/// write (even one whose caller went away) has finished.
+struct Writer {
+    // Declared first: fields drop in order, so the connection closes before
+    // the lock is released.
+    connection: SqliteConnection,
+    _lock: DatabaseLock,
 }
 
 impl fmt::Debug for SqliteSessionStore {
@@ -46,13 +57,15 @@ impl fmt::Debug for SqliteSessionStore {
 
 impl SqliteSessionStore {
     /// Opens the session database at `path` with default [`SqliteOptions`]:
-    /// creates the file and its directory if missing, and applies pending
-    /// migrations.
+    /// creates the file and its directory if missing, locks the file for this
+    /// store (through `<path>.lock`, until the store is dropped), and applies
+    /// pending migrations.
     ///
     /// # Errors
     ///
-    /// [`OpenError`], naming the file: it cannot be created or opened, is not
-    /// a SQLite database, or was written by a newer version.
+    /// [`OpenError`], naming the file: another store (in this process or
+    /// another) has it open ([`OpenError::Locked`]), it cannot be created or
+    /// opened, is not a SQLite database, or was written by a newer version.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         Self::open_with(path, SqliteOptions::default()).await
     }
@@ -82,7 +95,10 @@ impl SqliteSessionStore {
         );
         Ok(Self {
             path,
-            writer: Arc::new(Mutex::new(opened.writer)),
+            writer: Arc::new(Mutex::new(Writer {
+                connection: opened.writer,
+                _lock: opened.lock,
+            })),
             readers: Pool::from(opened.readers),
             migrations_applied: opened.migrations_applied,
         })
@@ -107,8 +123,8 @@ impl SqliteSessionStore {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let mut conn = Arc::clone(&self.writer).lock_owned().await;
-        tokio::task::spawn_blocking(move || op(&mut conn))
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        tokio::task::spawn_blocking(move || op(&mut writer.connection))
             .await
             .map_err(join_error)?
     }

@@ -23,10 +23,29 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
-/// An API key that is too short to be a secret.
-#[derive(Debug, thiserror::Error)]
-#[error("API keys must be at least {MIN_KEY_LEN} characters long")]
-pub struct WeakApiKey;
+/// Why a configured API key is refused. Never holds the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidApiKey {
+    /// Too short to be a secret.
+    #[error("API keys must be at least {MIN_KEY_LEN} characters long")]
+    TooShort,
+    /// Holds a character a client cannot send as intended in an
+    /// `Authorization` header: a control character, a space, or anything
+    /// outside ASCII (such as a byte-order mark or a non-breaking space).
+    /// Such a key would never match what clients send.
+    #[error(
+        "API keys may hold only visible ASCII characters (`!` to `~`); character {position} is \
+         {code}"
+    )]
+    NotVisibleAscii {
+        /// Where, counting characters from 1.
+        position: usize,
+        /// The character's code point, as `U+XXXX`: not a character of any
+        /// valid key, so naming it reveals nothing of a key in use.
+        code: String,
+    },
+}
 
 /// The shortest accepted API key.
 pub const MIN_KEY_LEN: usize = 16;
@@ -42,19 +61,37 @@ impl ApiKeys {
     ///
     /// # Errors
     ///
-    /// A key shorter than [`MIN_KEY_LEN`].
-    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Self, WeakApiKey> {
+    /// A key that [`check`](Self::check) refuses.
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Self, InvalidApiKey> {
         let digests = keys
             .into_iter()
-            .map(|key| {
-                if key.len() < MIN_KEY_LEN {
-                    Err(WeakApiKey)
-                } else {
-                    Ok(digest(key))
-                }
-            })
+            .map(|key| Self::check(key).map(|()| digest(key)))
             .collect::<Result<_, _>>()?;
         Ok(Self { digests })
+    }
+
+    /// The one rule for a key, wherever it comes from: only visible ASCII
+    /// (what an HTTP header carries unchanged and [`verify`](Self::verify)
+    /// can match), and at least [`MIN_KEY_LEN`] characters.
+    ///
+    /// # Errors
+    ///
+    /// Why the key is refused; the error never holds the key.
+    pub fn check(key: &str) -> Result<(), InvalidApiKey> {
+        if let Some((index, character)) = key
+            .chars()
+            .enumerate()
+            .find(|(_, character)| !character.is_ascii_graphic())
+        {
+            return Err(InvalidApiKey::NotVisibleAscii {
+                position: index + 1,
+                code: format!("U+{:04X}", u32::from(character)),
+            });
+        }
+        if key.len() < MIN_KEY_LEN {
+            return Err(InvalidApiKey::TooShort);
+        }
+        Ok(())
     }
 
     /// Whether any key is configured.
@@ -125,7 +162,37 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(ApiKeys::new(["short"]).is_err());
+        assert_eq!(
+            ApiKeys::new(["short"]).unwrap_err(),
+            InvalidApiKey::TooShort
+        );
+    }
+
+    #[test]
+    fn keys_that_a_header_cannot_carry_are_refused_without_echoing_them() {
+        let key = "0123456789abcdef";
+        for (bad, position, code) in [
+            (format!("\u{feff}{key}"), 1, "U+FEFF"),
+            (format!("{key}\u{a0}x"), 17, "U+00A0"),
+            (format!("0123\t{key}"), 5, "U+0009"),
+            (format!("0123 {key}"), 5, "U+0020"),
+            (format!("{key}\u{7f}"), 17, "U+007F"),
+            (format!("{key}\u{0}"), 17, "U+0000"),
+            (format!("caf\u{e9}-{key}"), 4, "U+00E9"),
+        ] {
+            let err = ApiKeys::check(&bad).unwrap_err();
+            assert_eq!(
+                err,
+                InvalidApiKey::NotVisibleAscii {
+                    position,
+                    code: code.to_owned()
+                },
+                "{bad:?}"
+            );
+            assert!(!err.to_string().contains(key), "{err}");
+            assert!(ApiKeys::new([bad.as_str()]).is_err(), "one rule: {bad:?}");
+        }
+        ApiKeys::check("!~0123456789abcdef-_.+/=").unwrap();
     }
 
     #[test]

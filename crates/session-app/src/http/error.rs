@@ -30,8 +30,9 @@ pub(crate) struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// A stable code to branch on: `invalid_request`, `invalid_token`,
-    /// `unauthorized`, `not_found`, `method_not_allowed`, `payload_too_large`,
-    /// `unsupported_media_type`, `not_ready`, `unavailable` or `internal`.
+    /// `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `misdirected_request`, `payload_too_large`, `unsupported_media_type`,
+    /// `not_ready`, `unavailable` or `internal`.
     code: &'static str,
     /// A message for people. Never contains a token.
     message: String,
@@ -57,6 +58,17 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid API key is required: send `Authorization: Bearer <key>`",
+        )
+    }
+
+    /// 421: without an API key, a request not addressed to a loopback name.
+    /// The message does not repeat the name the request gave.
+    pub(crate) fn misdirected() -> Self {
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            "without an API key this service answers only requests addressed to localhost, \
+             127.0.0.1 or [::1]; configure an API key to serve it under another name",
         )
     }
 

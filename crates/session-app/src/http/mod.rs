@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod health;
+mod host;
 mod metrics;
 mod sessions;
 
@@ -21,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use utoipa::OpenApi;
 
-pub use auth::{ApiKeys, MIN_KEY_LEN, WeakApiKey};
+pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, MAX_BODY_BYTES};
 pub use metrics::Metrics;
 
@@ -177,6 +178,12 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Around every route and the fallbacks, inside the layers below, so a
+        // refusal is logged, counted and marked `no-store` like any answer.
+        .layer(from_fn_with_state(
+            state.clone(),
+            host::require_loopback_host,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

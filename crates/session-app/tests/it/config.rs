@@ -5,7 +5,13 @@ use crate::e2e::cli;
 #[test]
 fn a_public_address_without_an_api_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    // A database that cannot be opened: were the key wrongly accepted, the
+    // start would fail there (exit 1) rather than run on.
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("not-a-dir").join("s.db").display()
+    );
     let (status, _, stderr) = cli(
         &["serve", "--listen", "0.0.0.0:0", "--database-url", &url],
         &[],
@@ -59,4 +65,39 @@ fn resolve_refuses_an_empty_stdin() {
     let (status, _, stderr) = cli(&["resolve", "--server", "http://127.0.0.1:9"], &[], "");
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("stdin"), "{stderr}");
+}
+
+#[test]
+fn a_key_file_line_a_header_cannot_carry_is_refused_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-keys");
+    let key = "0123456789abcdef-key";
+    // A non-breaking space, as pasted from a web page or chat.
+    std::fs::write(&key_file, format!("# keys\n{key}\u{a0}\n")).unwrap();
+    // A database that cannot be opened: were the key wrongly accepted, the
+    // start would fail there (exit 1) rather than run on.
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("not-a-dir").join("s.db").display()
+    );
+    let (status, _, stderr) = cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--api-key-file",
+            &key_file.display().to_string(),
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&key_file.display().to_string()) && stderr.contains("line 2"),
+        "names the file and the line: {stderr}"
+    );
+    assert!(!stderr.contains(key), "never shows the key: {stderr}");
 }

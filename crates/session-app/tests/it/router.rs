@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, router};
@@ -61,8 +61,12 @@ impl App {
         }
     }
 
+    /// Sends a request addressed to `localhost`, as a local client would.
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        let mut request = Request::builder().method(method).uri(uri);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "localhost");
         let body = match body {
             Some(body) => {
                 request = request.header(header::CONTENT_TYPE, "application/json");
@@ -74,7 +78,10 @@ impl App {
     }
 
     async fn raw(&self, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
-        let mut request = Request::builder().method(Method::POST).uri(uri);
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::HOST, "localhost");
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
@@ -564,4 +571,183 @@ async fn health_metrics_and_openapi() {
         );
     }
     assert!(doc.body["components"]["securitySchemes"]["api_key"].is_object());
+}
+
+/// A request to create a session with the given `Host` headers, version and
+/// target (a path, or an absolute URI as HTTP/2 and proxies send).
+fn addressed(hosts: &[&str], version: Version, uri: &str, key: Option<&str>) -> Request<Body> {
+    let mut request = Request::post(uri)
+        .version(version)
+        .header(header::CONTENT_TYPE, "application/json");
+    for host in hosts {
+        request = request.header(header::HOST, *host);
+    }
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let body = json!({ "account_id": Uuid::new_v4() }).to_string();
+    request.body(Body::from(body)).unwrap()
+}
+
+#[tokio::test]
+async fn without_a_key_loopback_names_are_accepted_in_every_form() {
+    let app = app().await;
+    let mut accepted = Vec::new();
+    for host in [
+        "localhost",
+        "LocalHost",
+        "LOCALHOST:8080",
+        "localhost:8080",
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "[::1]",
+        "[::1]:8080",
+    ] {
+        accepted.push((
+            host.to_owned(),
+            addressed(&[host], Version::HTTP_11, "/v1/sessions", None),
+        ));
+    }
+    // HTTP/1.0 may omit Host; HTTP/2 names the target in `:authority`, which
+    // reaches the router as the URI's authority.
+    accepted.push((
+        "HTTP/1.0 without Host".to_owned(),
+        addressed(&[], Version::HTTP_10, "/v1/sessions", None),
+    ));
+    for authority in ["localhost:8080", "127.0.0.1", "[::1]:8080"] {
+        accepted.push((
+            format!("HTTP/2 :authority {authority}"),
+            addressed(
+                &[],
+                Version::HTTP_2,
+                &format!("http://{authority}/v1/sessions"),
+                None,
+            ),
+        ));
+    }
+    for (case, request) in accepted {
+        let reply = app.send(request).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{case}: {}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
+    let app = app().await;
+    let mut refused = Vec::new();
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "localhost.",
+        "127.0.0.2",
+        "0.0.0.0",
+        "[::2]",
+        "[::ffff:127.0.0.1]",
+        "user@localhost",
+        "",
+        "[::1",
+        "local host",
+    ] {
+        refused.push((
+            format!("Host {host:?}"),
+            addressed(&[host], Version::HTTP_11, "/v1/sessions", None),
+        ));
+    }
+    refused.push((
+        "HTTP/1.1 without Host".to_owned(),
+        addressed(&[], Version::HTTP_11, "/v1/sessions", None),
+    ));
+    refused.push((
+        "a second Host that is not loopback".to_owned(),
+        addressed(
+            &["localhost", "evil.example"],
+            Version::HTTP_11,
+            "/v1/sessions",
+            None,
+        ),
+    ));
+    refused.push((
+        "HTTP/2 :authority evil.example".to_owned(),
+        addressed(
+            &[],
+            Version::HTTP_2,
+            "http://evil.example/v1/sessions",
+            None,
+        ),
+    ));
+    refused.push((
+        "absolute target evil.example with Host localhost".to_owned(),
+        addressed(
+            &["localhost"],
+            Version::HTTP_11,
+            "http://evil.example/v1/sessions",
+            None,
+        ),
+    ));
+    for (case, request) in refused {
+        let reply = app.send(request).await;
+        assert_error(
+            &reply,
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+        );
+        assert!(!reply.text.contains("evil"), "{case}: {}", reply.text);
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{case}");
+    }
+    assert_eq!(
+        app.sessions_stored(),
+        0,
+        "no refused request created anything"
+    );
+
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/no/such/route",
+    ] {
+        let request = Request::get(path)
+            .header(header::HOST, "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let reply = app.send(request).await;
+        assert_error(
+            &reply,
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_a_key_any_name_is_served() {
+    let app = app_with(ApiKeys::new([KEY]).unwrap(), true).await;
+    for hosts in [&["sessions.internal.example:8080"][..], &[]] {
+        let reply = app
+            .send(addressed(
+                hosts,
+                Version::HTTP_11,
+                "/v1/sessions",
+                Some(KEY),
+            ))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{hosts:?}: {}",
+            reply.text
+        );
+        let reply = app
+            .send(addressed(hosts, Version::HTTP_11, "/v1/sessions", None))
+            .await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let request = Request::get("/healthz")
+        .header(header::HOST, "sessions.internal.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.status, StatusCode::OK);
 }

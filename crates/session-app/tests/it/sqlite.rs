@@ -1,6 +1,6 @@
 //! End to end on the embedded default, SQLite.
 
-use crate::e2e::{sqlite_url, temp_dir};
+use crate::e2e::{KEY, Options, Server, cli, sqlite_url, temp_dir};
 use crate::scenarios;
 
 #[tokio::test]
@@ -31,4 +31,145 @@ async fn cli_round_trip() {
 async fn restart_keeps_sessions_with_the_moka_cache() {
     let dir = temp_dir();
     scenarios::restart_keeps_sessions_with(&sqlite_url(dir.path()), &["--cache", "moka"]).await;
+}
+
+/// A second `serve` on the file of a running one exits with a message naming
+/// the file and the first server's pid, and never listens: the store is
+/// opened before the port is bound. The test holds the port it gives the
+/// second server, so a server that bound first would fail with "could not
+/// listen" instead. `migrate` is refused the same way, and both work once the
+/// first server has stopped.
+#[tokio::test]
+async fn a_second_process_on_the_same_file_is_refused_before_it_listens() {
+    let dir = temp_dir();
+    let url = sqlite_url(dir.path());
+    let database = dir.path().join("sessions.db");
+    let first = Server::start(Options {
+        database_url: url.clone(),
+        ..Options::default()
+    });
+    first.wait_ready().await;
+    let (token, _) = first.create(uuid::Uuid::new_v4()).await;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (status, _, stderr) = cli(
+        &[
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            &port,
+            "--database-url",
+            &url,
+        ],
+        &[],
+        "",
+    );
+    assert!(!status.success(), "{stderr}");
+    let holder = format!("pid {}", first.pid());
+    assert!(
+        stderr.contains("in use by") && stderr.contains(&holder),
+        "names the holder: {stderr}"
+    );
+    assert!(
+        stderr.contains(&database.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(
+        !stderr.contains("could not listen") && !stderr.contains("listening"),
+        "failed before binding its port: {stderr}"
+    );
+    drop(taken);
+
+    let (status, stdout, stderr) = cli(&["migrate", "--database-url", &url], &[], "");
+    assert!(!status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains(&holder), "{stderr}");
+
+    assert_eq!(
+        first.resolve(&token).await,
+        200,
+        "the first server is unharmed"
+    );
+    assert!(first.terminate().success());
+    let (status, stdout, stderr) = cli(&["migrate", "--database-url", &url], &[], "");
+    assert!(status.success(), "the lock went with the process: {stderr}");
+    assert!(stdout.contains("up to date"), "{stdout}");
+}
+
+/// A key file saved with a UTF-8 byte-order mark (and Windows line ends)
+/// works: the key in it is accepted. Readable by others, it draws a warning
+/// naming the file and its mode.
+#[tokio::test]
+async fn a_key_file_with_a_byte_order_mark_accepts_its_key() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = temp_dir();
+    let key_file = dir.path().join("api-keys");
+    std::fs::write(&key_file, format!("\u{feff}{KEY}\r\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: vec!["--api-key-file".into(), key_file.display().to_string()],
+        ..Options::default()
+    });
+    server.wait_ready().await;
+
+    let create = |key: &'static str| {
+        reqwest::Client::new()
+            .post(server.url("/v1/sessions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "account_id": uuid::Uuid::new_v4() }))
+            .send()
+    };
+    assert_eq!(create(KEY).await.unwrap().status(), 201);
+    assert_eq!(
+        create("not-the-key-0123456789").await.unwrap().status(),
+        401
+    );
+
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("can be read by other users"))
+        .unwrap_or_else(|| panic!("no warning about the key file's mode:\n{log}"));
+    assert!(
+        warning.contains(&key_file.display().to_string()) && warning.contains("644"),
+        "{warning}"
+    );
+    assert!(!log.contains(KEY), "the key never reaches the log");
+}
+
+/// Over a real socket, as hyper parses it: without a key, HTTP/1.0 with no
+/// `Host` and HTTP/1.1 naming a loopback host are served; a foreign `Host`
+/// (what a DNS-rebinding page's browser sends) gets 421.
+#[tokio::test]
+async fn without_a_key_a_foreign_host_is_refused_on_the_wire() {
+    use std::io::{Read, Write};
+
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let status_line = |request: &str| {
+        let mut stream = std::net::TcpStream::connect(server.address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.lines().next().unwrap_or_default().to_owned()
+    };
+    let served = [
+        "GET /healthz HTTP/1.0\r\n\r\n".to_owned(),
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            server.address.port()
+        ),
+    ];
+    for request in served {
+        assert!(status_line(&request).contains(" 200 "), "{request:?}");
+    }
+    let refused = "GET /healthz HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n";
+    assert!(status_line(refused).contains(" 421 "), "{refused:?}");
 }

@@ -3,6 +3,8 @@
 mod concurrency;
 mod contract;
 mod crash;
+mod lock;
+mod modes;
 mod open;
 mod rows;
 mod support;

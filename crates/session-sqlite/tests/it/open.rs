@@ -62,8 +62,8 @@ async fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
     names.sort();
     assert_eq!(
         names,
-        ["sessions.db"],
-        "no log or journal was left beside it"
+        ["sessions.db", "sessions.db.lock"],
+        "no log or journal was left beside it, only the store's lock file"
     );
 }
 

@@ -1,0 +1,72 @@
+//! Without an API key, only requests addressed to a loopback name.
+//!
+//! A keyless service listens on loopback only, but a web page can still reach
+//! it: its host name can be made to resolve to 127.0.0.1 (DNS rebinding),
+//! after which the browser treats the service as the page's own origin and
+//! lets the page's scripts create, read and revoke sessions. What the browser
+//! cannot hide is the name it thinks it is talking to: it sends it as `Host`
+//! (the `:authority` of HTTP/2), and scripts cannot change that. So without a
+//! key, a request must name `localhost`, `127.0.0.1` or `[::1]`, with or
+//! without a port, or it is answered 421 before routing.
+//!
+//! With a key this check is off: the key is the defence (a rebinding page
+//! does not have it), and a keyed service is reached under real names.
+//! Every route is covered, health, readiness and metrics included: without a
+//! key only local clients reach the service and they name a loopback host,
+//! while an exemption would let a rebinding page read metrics and readiness.
+
+use axum::extract::{Request, State};
+use axum::http::uri::Authority;
+use axum::http::{Version, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Answers 421 to a keyless request that is not addressed to a loopback name.
+pub(crate) async fn require_loopback_host(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !state.api_keys().is_enabled() && !is_addressed_to_loopback(&request) {
+        return Err(ApiError::misdirected());
+    }
+    Ok(next.run(request).await)
+}
+
+/// Whether every name the request gives for its target is a loopback name.
+/// The URI's authority (HTTP/2's `:authority`, or an absolute-form HTTP/1.1
+/// target) and every `Host` header are checked, so a request cannot pass on
+/// one and be routed by a proxy on the other. A request with no name at all
+/// passes only as HTTP/1.0, where `Host` is optional; browsers always send it.
+fn is_addressed_to_loopback(request: &Request) -> bool {
+    let mut named = false;
+    if let Some(authority) = request.uri().authority() {
+        if !is_loopback(authority) {
+            return false;
+        }
+        named = true;
+    }
+    for value in request.headers().get_all(header::HOST) {
+        let parsed = value
+            .to_str()
+            .ok()
+            .and_then(|host| host.parse::<Authority>().ok());
+        if !parsed.is_some_and(|authority| is_loopback(&authority)) {
+            return false;
+        }
+        named = true;
+    }
+    named || request.version() <= Version::HTTP_10
+}
+
+fn is_loopback(authority: &Authority) -> bool {
+    // A Host never carries user info; `Authority` would accept and skip it.
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    let host = authority.host();
+    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "[::1]"
+}
