@@ -7,9 +7,10 @@
 //! # Re-warming
 //!
 //! The contents live in a *generation*: one moka cache plus its exact count.
-//! [`replace_all`](SessionCache::replace_all) fills a new generation off to the
-//! side and publishes it with one atomic pointer swap. Until the swap, every
-//! reader sees the old contents, whole; after it, the new contents, whole.
+//! [`prepare`](SessionCache::prepare) fills a new generation off to the side
+//! (it can still be changed), and [`install`](SessionCache::install)
+//! publishes it with one atomic pointer swap. Until the swap, every reader
+//! sees the old contents, whole; after it, the new contents, whole.
 //! No reader ever sees a partly filled generation, and [`len`](SessionCache::len)
 //! always answers for the same generation that lookups do.
 //!
@@ -17,9 +18,10 @@
 //! the one generation that was current when it started. One that starts after
 //! `replace_all` returned applies on top of the new contents. One that
 //! overlaps the swap may land on the old generation and vanish with it, exactly
-//! as if it had run just before `replace_all`; no other outcome is possible.
-//! A caller that must keep writes made while a warm was loading replays them
-//! after `replace_all` returns, as `SessionService` does.
+//! as if it had run just before the install; no other outcome is possible.
+//! A caller that must keep writes made while a warm was loading applies them
+//! to the prepared generation before installing it, and orders its writes
+//! against the install, as `SessionService` does.
 //!
 //! # Exact count
 //!
@@ -36,7 +38,7 @@ use std::{fmt, thread};
 use arc_swap::ArcSwap;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
-use session_core::{Session, SessionCache, TokenHash, TokenHashState};
+use session_core::{PreparedContents, Session, SessionCache, TokenHash, TokenHashState};
 
 /// A [`SessionCache`] on `moka::sync::Cache`, keyed by token hash, evicting
 /// nothing, whose contents are replaced whole and atomically on each warm.
@@ -92,13 +94,40 @@ impl SessionCache for MokaSessionCache {
         }
     }
 
-    fn replace_all(&self, sessions: Vec<Arc<Session>>) {
-        let fresh = Arc::new(Generation::filled(sessions));
-        drop_here(self.current.swap(fresh));
+    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
+        Box::new(PreparedGeneration(Generation::filled(sessions)))
+    }
+
+    fn install(&self, contents: Box<dyn PreparedContents>) {
+        let Ok(prepared) = contents.into_any().downcast::<PreparedGeneration>() else {
+            panic!("MokaSessionCache::install: the contents were prepared by another cache type");
+        };
+        let fresh = prepared.0;
+        // Changes made after the fill leave maintenance pending; settle it
+        // here rather than on the first lookups.
+        fresh.sessions.run_pending_tasks();
+        drop_here(self.current.swap(Arc::new(fresh)));
     }
 
     fn len(&self) -> usize {
         self.current.load().len.load(Ordering::Acquire)
+    }
+}
+
+/// A generation built by [`SessionCache::prepare`], not yet published.
+struct PreparedGeneration(Generation);
+
+impl PreparedContents for PreparedGeneration {
+    fn insert(&mut self, session: Arc<Session>) {
+        self.0.insert(session);
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        self.0.remove(hash);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 

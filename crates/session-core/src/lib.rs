@@ -26,7 +26,7 @@ mod token;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use cache::SessionCache;
+pub use cache::{PreparedContents, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 pub use memory::{MemoryCache, MemoryStore};

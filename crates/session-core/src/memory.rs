@@ -13,7 +13,7 @@ use hashbrown::hash_table::Entry;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::cache::SessionCache;
+use crate::cache::{PreparedContents, SessionCache};
 use crate::feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 use crate::session::{AccountId, Session, SessionId};
 use crate::store::{ActivePage, ListScope, RevokeOutcome, SessionStore, StoreError};
@@ -326,6 +326,28 @@ impl WakeUps for MemoryWakeUps {
 
 const SHARDS: usize = 64;
 
+/// [`MemoryCache`]'s next contents: its shards, built apart.
+struct PreparedShards(Vec<Shard>);
+
+impl PreparedContents for PreparedShards {
+    fn insert(&mut self, session: Arc<Session>) {
+        let shard = MemoryCache::shard_of(&session.token_hash);
+        upsert(&mut self.0[shard], session);
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        let shard = &mut self.0[MemoryCache::shard_of(hash)];
+        if let Ok(cached) = shard.find_entry(table_hash(hash), |cached| cached.token_hash == *hash)
+        {
+            cached.remove();
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
 /// One shard: the cached sessions themselves, found by the token hash each
 /// one holds. Storing only the `Arc` (8 bytes a slot, not a 32-byte key
 /// beside it) keeps the table small: the key is already in the session.
@@ -425,15 +447,23 @@ impl SessionCache for MemoryCache {
         }
     }
 
-    fn replace_all(&self, sessions: Vec<Arc<Session>>) {
-        // Build the new shards first, then swap them all while holding every
-        // write lock, so no reader sees a mix of old and new.
-        let mut fresh: Vec<Shard> = (0..SHARDS)
+    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
+        let mut shards: Vec<Shard> = (0..SHARDS)
             .map(|_| Shard::with_capacity(sessions.len() / SHARDS + 1))
             .collect();
         for session in sessions {
-            upsert(&mut fresh[Self::shard_of(&session.token_hash)], session);
+            upsert(&mut shards[Self::shard_of(&session.token_hash)], session);
         }
+        Box::new(PreparedShards(shards))
+    }
+
+    fn install(&self, contents: Box<dyn PreparedContents>) {
+        let Ok(prepared) = contents.into_any().downcast::<PreparedShards>() else {
+            panic!("MemoryCache::install: the contents were prepared by another cache type");
+        };
+        let mut fresh = prepared.0;
+        // Swap every shard while holding every write lock, so no reader sees
+        // a mix of old and new.
         let mut guards: Vec<_> = self
             .shards
             .iter()

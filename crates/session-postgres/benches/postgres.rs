@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ChangeLog, ClientMetadata, MemoryCache, Session, SessionCache, SessionService, SessionStore,
-    TokenHash,
+    ChangeLog, ClientMetadata, MemoryCache, PreparedContents, Session, SessionCache,
+    SessionService, SessionStore, TokenHash,
 };
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
@@ -231,8 +231,12 @@ impl SessionCache for TimedCache {
         removed.extend(hashes.iter().map(|hash| (*hash, now)));
     }
 
-    fn replace_all(&self, sessions: Vec<Arc<Session>>) {
-        self.inner.replace_all(sessions);
+    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
+        self.inner.prepare(sessions)
+    }
+
+    fn install(&self, contents: Box<dyn PreparedContents>) {
+        self.inner.install(contents);
     }
 
     fn len(&self) -> usize {

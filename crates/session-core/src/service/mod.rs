@@ -1,10 +1,27 @@
 //! The use cases: create, resolve, get, revoke, revoke all, list, warm, readiness.
 //!
-//! Following a shared store's change log is in [`follow`].
+//! Three state machines serve them, each in its own module: [`writes`], the
+//! order of cache writes after store commits (and the warm's journal);
+//! [`follow`], following a shared store's change log; [`miss_path`], the
+//! rate-limited store read for a token not in the cache.
+//!
+//! # Locks
+//!
+//! All are `std` mutexes held for a few map operations, never across an
+//! await, except `warming`, which an async warm holds throughout. When
+//! several are held, they are taken in this order and no other:
+//!
+//! 1. `warming` (one warm at a time);
+//! 2. `writes` (pending inserts, the warm's journal, tombstones; a cache
+//!    change that must be ordered against others happens under it);
+//! 3. `negative` (hashes the store did not know).
+//!
+//! `miss_reads`, `caught_up_at` and `last_warm` are leaves: taken alone.
 
 mod follow;
+mod miss_path;
+mod writes;
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
-use crate::feed::{Change, ChangeLog};
+use crate::feed::ChangeLog;
 use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{InvalidRow, ListScope, RevokeOutcome, SessionStore, StoreError};
-use crate::token::{SessionToken, TokenHash, TokenHashState};
+use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::token::{SessionToken, TokenHash};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +155,6 @@ pub struct SyncStats {
     pub negative_hits: u64,
 }
 
-/// How long and how many revoked token hashes are remembered, so a change
-/// that arrives late cannot put a revoked session back.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
-const TOMBSTONE_CAPACITY: usize = 100_000;
-
 /// Runs the session use cases over a store and a cache.
 ///
 /// Cheap to clone; clones share state. Writes commit to the store first and
@@ -226,11 +238,7 @@ impl SessionServiceBuilder {
                 clock: self.clock,
                 warm_page_size: self.warm_page_size,
                 warm: AtomicBool::new(false),
-                writes: Mutex::new(CacheWrites {
-                    tombstones: shared
-                        .then(|| RecentHashes::new(TOMBSTONE_CAPACITY, Some(TOMBSTONE_TTL))),
-                    ..CacheWrites::default()
-                }),
+                writes: Mutex::new(writes::CacheWrites::new(shared)),
                 warming: tokio::sync::Mutex::new(()),
                 feed: self.feed,
                 follow: self.follow,
@@ -253,7 +261,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     warm_page_size: u32,
     warm: AtomicBool,
-    writes: Mutex<CacheWrites>,
+    writes: Mutex<writes::CacheWrites>,
     /// One warm at a time.
     warming: tokio::sync::Mutex<()>,
     feed: Option<Arc<dyn ChangeLog>>,
@@ -282,34 +290,6 @@ struct Stats {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Bookkeeping that orders cache changes after the store commits that cause them.
-#[derive(Default)]
-struct CacheWrites {
-    /// Token hashes committed (or being committed) to the store whose cache
-    /// insert has not happened yet, and whether a revocation of them was
-    /// applied meanwhile. A create racing a revoke-all of its account must not
-    /// put the revoked session back into the cache.
-    pending: HashMap<TokenHash, PendingInsert, TokenHashState>,
-    /// While a warm is loading, every cache change, replayed onto what the warm
-    /// read so it neither resurrects a revoked session nor drops a new one.
-    journal: Option<Vec<CacheOp>>,
-    /// With a change feed: recently revoked hashes, so a creation change that
-    /// arrives after the revocation was applied (this process's own, or a
-    /// miss-path read that lost a race) cannot put the session back.
-    tombstones: Option<RecentHashes>,
-}
-
-#[derive(Default)]
-struct PendingInsert {
-    waiters: u32,
-    revoked: bool,
-}
-
-enum CacheOp {
-    Insert(Arc<Session>),
-    Remove(TokenHash),
 }
 
 impl SessionService {
@@ -534,240 +514,4 @@ impl SessionService {
             ))),
         }
     }
-}
-
-impl Inner {
-    fn writes(&self) -> MutexGuard<'_, CacheWrites> {
-        lock(&self.writes)
-    }
-
-    /// The miss path: one store read for a hash not in the cache, unless the
-    /// store is known not to have it or the read budget is spent.
-    async fn read_through(self: &Arc<Self>, hash: TokenHash) -> Result<Arc<Session>, Error> {
-        let now = self.clock.monotonic();
-        if lock(&self.negative).contains(&hash, now) {
-            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::InvalidToken);
-        }
-        if !lock(&self.miss_reads).try_take(now) {
-            self.stats
-                .miss_reads_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Error::InvalidToken);
-        }
-        self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
-        // Pending before the read: a revocation applied while it is in flight
-        // keeps its result out of the cache.
-        let pending = self.begin_insert(hash);
-        match self.store.find_active_by_hash(&hash).await? {
-            Some(session) => {
-                let session = Arc::new(session);
-                if pending.finish(&session) {
-                    Ok(session)
-                } else {
-                    Err(Error::InvalidToken)
-                }
-            }
-            None => {
-                lock(&self.negative).insert(hash, now);
-                Err(Error::InvalidToken)
-            }
-        }
-    }
-
-    fn apply_change(&self, change: Change) {
-        match change {
-            // A session stored already revoked is not one to cache.
-            Change::Created(session) if !session.is_active() => {}
-            Change::Created(session) => {
-                let session = Arc::new(session);
-                let mut writes = self.writes();
-                if !writes.is_revoked(&session.token_hash, self.clock.monotonic()) {
-                    lock(&self.negative).remove(&session.token_hash);
-                    self.cache.insert(Arc::clone(&session));
-                    if let Some(journal) = writes.journal.as_mut() {
-                        journal.push(CacheOp::Insert(session));
-                    }
-                }
-            }
-            Change::Revoked(hashes) => self.apply_removals(&hashes),
-            // The follower reloads everything itself; nothing to apply here.
-            Change::Reload => return,
-        }
-        self.stats.changes_applied.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Stored rows the domain rejects: left out of the cache (their tokens
-    /// cannot be resolved), counted and logged by row, never by value.
-    fn reject(&self, rejected: Vec<InvalidRow>) {
-        if rejected.is_empty() {
-            return;
-        }
-        self.stats
-            .rows_skipped
-            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        for row in rejected {
-            tracing::error!(error = %row, "skipping a stored session the domain rejects");
-        }
-    }
-
-    fn begin_insert(self: &Arc<Self>, hash: TokenHash) -> PendingGuard {
-        self.writes().pending.entry(hash).or_default().waiters += 1;
-        PendingGuard {
-            inner: Arc::clone(self),
-            hash,
-            done: false,
-        }
-    }
-
-    /// Drops revoked sessions from the cache, after the store committed the revocation.
-    fn apply_removals(&self, hashes: &[TokenHash]) {
-        if hashes.is_empty() {
-            return;
-        }
-        let now = self.clock.monotonic();
-        let mut writes = self.writes();
-        self.cache.remove_many(hashes);
-        for hash in hashes {
-            if let Some(pending) = writes.pending.get_mut(hash) {
-                pending.revoked = true;
-            }
-            if let Some(tombstones) = writes.tombstones.as_mut() {
-                tombstones.insert(*hash, now);
-            }
-        }
-        if let Some(journal) = writes.journal.as_mut() {
-            journal.extend(hashes.iter().copied().map(CacheOp::Remove));
-        }
-    }
-
-    async fn warm(&self) -> Result<WarmReport, Error> {
-        let _one_at_a_time = self.warming.lock().await;
-        let started = Instant::now();
-        // Journal before the first read: anything committed later is replayed.
-        self.writes().journal = Some(Vec::new());
-        let loaded = self.load_active(started).await;
-        let mut writes = self.writes();
-        let journal = writes.journal.take().unwrap_or_default();
-        let (mut sessions, pages) = loaded?;
-
-        let mut removed = HashSet::with_hasher(TokenHashState);
-        let mut inserted = Vec::new();
-        for op in journal {
-            match op {
-                CacheOp::Insert(session) => inserted.push(session),
-                CacheOp::Remove(hash) => {
-                    removed.insert(hash);
-                }
-            }
-        }
-        if !removed.is_empty() {
-            sessions.retain(|session| !removed.contains(&session.token_hash));
-        }
-        sessions.extend(
-            inserted
-                .into_iter()
-                .filter(|session| !removed.contains(&session.token_hash)),
-        );
-        self.cache.replace_all(sessions);
-        self.warm.store(true, Ordering::Release);
-        self.stats.full_loads.fetch_add(1, Ordering::Relaxed);
-        let report = WarmReport {
-            sessions: self.cache.len(),
-            pages,
-            elapsed: started.elapsed(),
-        };
-        drop(writes);
-        *lock(&self.last_warm) = Some(report);
-        tracing::info!(
-            sessions = report.sessions,
-            pages = report.pages,
-            elapsed_ms = report.elapsed.as_millis(),
-            "session cache warm"
-        );
-        Ok(report)
-    }
-
-    async fn load_active(&self, started: Instant) -> Result<(Vec<Arc<Session>>, usize), Error> {
-        const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-        let mut sessions = Vec::new();
-        let mut after = None;
-        let mut pages = 0;
-        let mut last_report = started;
-        loop {
-            let page = self.store.active_page(after, self.warm_page_size).await?;
-            pages += 1;
-            self.reject(page.rejected);
-            sessions.extend(page.sessions.into_iter().map(Arc::new));
-            after = page.resume_after;
-            if after.is_none() {
-                return Ok((sessions, pages));
-            }
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                tracing::info!(
-                    loaded = sessions.len(),
-                    elapsed_ms = started.elapsed().as_millis(),
-                    "warming session cache"
-                );
-            }
-        }
-    }
-}
-
-/// A cache insert that waits for its store write. Dropped without
-/// [`finish`](Self::finish) (the write failed), it leaves the cache untouched.
-struct PendingGuard {
-    inner: Arc<Inner>,
-    hash: TokenHash,
-    done: bool,
-}
-
-impl PendingGuard {
-    /// Inserts the session the store returned, unless a revocation of it was
-    /// applied meanwhile; tells whether it did.
-    fn finish(mut self, session: &Arc<Session>) -> bool {
-        let now = self.inner.clock.monotonic();
-        let mut writes = self.inner.writes();
-        let revoked_in_flight = release(&mut writes, self.hash);
-        self.done = true;
-        if revoked_in_flight || writes.is_revoked(&self.hash, now) {
-            return false;
-        }
-        self.inner.cache.insert(Arc::clone(session));
-        if let Some(journal) = writes.journal.as_mut() {
-            journal.push(CacheOp::Insert(Arc::clone(session)));
-        }
-        true
-    }
-}
-
-impl CacheWrites {
-    /// Whether this hash was revoked recently (only tracked with a change feed).
-    fn is_revoked(&mut self, hash: &TokenHash, now: Instant) -> bool {
-        self.tombstones
-            .as_mut()
-            .is_some_and(|tombstones| tombstones.contains(hash, now))
-    }
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        if !self.done {
-            release(&mut self.inner.writes(), self.hash);
-        }
-    }
-}
-
-/// Releases one waiter on a pending hash and tells whether it was revoked meanwhile.
-fn release(writes: &mut CacheWrites, hash: TokenHash) -> bool {
-    let Some(pending) = writes.pending.get_mut(&hash) else {
-        return false;
-    };
-    let revoked = pending.revoked;
-    pending.waiters -= 1;
-    if pending.waiters == 0 {
-        writes.pending.remove(&hash);
-    }
-    revoked
 }

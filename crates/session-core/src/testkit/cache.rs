@@ -225,3 +225,29 @@ pub fn concurrent_writers_end_in_the_expected_state(cache: Arc<dyn SessionCache>
     }
     assert_eq!(cache.len(), KEYS / 2);
 }
+
+/// Prepared contents are unseen until installed, take changes meanwhile,
+/// and once installed are exactly what was prepared and changed.
+pub fn prepared_contents_are_unseen_until_installed(cache: Arc<dyn SessionCache>) {
+    let live = sessions(2);
+    cache.replace_all(live.clone());
+    let next = sessions(3);
+    let mut contents = cache.prepare(next.clone());
+    let late = sessions(1).remove(0);
+    contents.insert(Arc::clone(&late));
+    contents.remove(&next[1].token_hash);
+    contents.remove(&sessions(1)[0].token_hash);
+
+    assert_eq!(cache.len(), 2, "not installed yet");
+    assert!(cache.get(&live[0].token_hash).is_some());
+    assert!(cache.get(&next[0].token_hash).is_none());
+    assert!(cache.get(&late.token_hash).is_none());
+
+    cache.install(contents);
+    assert_eq!(cache.len(), 3);
+    assert!(cache.get(&live[0].token_hash).is_none());
+    for present in [&next[0], &next[2], &late] {
+        assert_eq!(cache.get(&present.token_hash).as_ref(), Some(present));
+    }
+    assert!(cache.get(&next[1].token_hash).is_none());
+}

@@ -157,6 +157,7 @@ macro_rules! cache_contract_tests {
             remove_many_drops_exactly_those,
             replace_all_swaps_the_contents,
             replace_all_is_never_seen_half_done,
+            prepared_contents_are_unseen_until_installed,
             len_is_exact_after_bulk_inserts,
             concurrent_writers_end_in_the_expected_state,
         );

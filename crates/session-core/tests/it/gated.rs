@@ -166,3 +166,58 @@ impl ChangeLog for GatedStore {
         self.inner.prune().await
     }
 }
+
+/// A [`MemoryCache`] whose next `prepare` stops once it has built the new
+/// contents, until the test lets it return: a warm's build, held open.
+#[derive(Default)]
+pub(crate) struct GatedCache {
+    pub(crate) inner: session_core::MemoryCache,
+    armed: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl GatedCache {
+    /// Arms the gate: returns a receiver told when `prepare` stopped, and a
+    /// sender that lets it return.
+    pub(crate) fn arm(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        *self.armed.lock().unwrap() = Some((reached_tx, release_rx));
+        (reached_rx, release_tx)
+    }
+}
+
+impl session_core::SessionCache for GatedCache {
+    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.inner.get(hash)
+    }
+
+    fn insert(&self, session: Arc<Session>) {
+        self.inner.insert(session);
+    }
+
+    fn remove(&self, hash: &TokenHash) {
+        self.inner.remove(hash);
+    }
+
+    fn remove_many(&self, hashes: &[TokenHash]) {
+        self.inner.remove_many(hashes);
+    }
+
+    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn session_core::PreparedContents> {
+        let contents = self.inner.prepare(sessions);
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((reached, release)) = armed {
+            reached.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        contents
+    }
+
+    fn install(&self, contents: Box<dyn session_core::PreparedContents>) {
+        self.inner.install(contents);
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}

@@ -461,3 +461,64 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
         Err(Error::InvalidToken)
     ));
 }
+
+/// A re-warm builds its new contents without the lock writes take: a revoke
+/// and a create made while the build is held open complete at once, and the
+/// installed contents have both, with no moment where the revoked session
+/// resolves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_warm_build_complete_and_hold_in_the_new_contents() {
+    let store = Arc::new(MemoryStore::new());
+    let cache = Arc::new(crate::gated::GatedCache::default());
+    let service = SessionService::builder(store.clone(), cache.clone()).build();
+    service.warm().await.unwrap();
+    let doomed = service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+
+    let (reached, release) = cache.arm();
+    let warming = tokio::spawn({
+        let service = service.clone();
+        async move { service.warm().await }
+    });
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    // The build holds the loaded contents, which still have `doomed`. The
+    // writes run on a thread and runtime of their own, so a writes lock held
+    // by the build shows as a timeout here rather than a hung test.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let service = service.clone();
+        let doomed = doomed.session.id;
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let created = runtime.block_on(async {
+                service.revoke(doomed).await.unwrap();
+                service
+                    .create(account(), ClientMetadata::default())
+                    .await
+                    .unwrap()
+            });
+            done_tx.send(created).unwrap();
+        }
+    });
+    let created = tokio::task::spawn_blocking(move || {
+        done_rx.recv_timeout(std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the writes waited for the warm's build");
+    release.send(()).unwrap();
+    warming.await.unwrap().unwrap();
+
+    assert!(matches!(
+        service.resolve(doomed.token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    ));
+    assert!(service.resolve(created.token.expose_secret()).await.is_ok());
+    assert_eq!(service.cached_sessions(), 1);
+}

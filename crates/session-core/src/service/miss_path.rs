@@ -1,0 +1,49 @@
+//! The miss path, with a change log only: a token not in the cache may be a
+//! session another process just created, so it costs at most one store read,
+//! within a rate limit, and hashes the store did not know are remembered.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Error, Inner, lock};
+use crate::session::Session;
+use crate::token::TokenHash;
+
+impl Inner {
+    /// The miss path: one store read for a hash not in the cache, unless the
+    /// store is known not to have it or the read budget is spent.
+    pub(super) async fn read_through(
+        self: &Arc<Self>,
+        hash: TokenHash,
+    ) -> Result<Arc<Session>, Error> {
+        let now = self.clock.monotonic();
+        if lock(&self.negative).contains(&hash, now) {
+            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::InvalidToken);
+        }
+        if !lock(&self.miss_reads).try_take(now) {
+            self.stats
+                .miss_reads_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::InvalidToken);
+        }
+        self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
+        // Pending before the read: a revocation applied while it is in flight
+        // keeps its result out of the cache.
+        let pending = self.begin_insert(hash);
+        match self.store.find_active_by_hash(&hash).await? {
+            Some(session) => {
+                let session = Arc::new(session);
+                if pending.finish(&session) {
+                    Ok(session)
+                } else {
+                    Err(Error::InvalidToken)
+                }
+            }
+            None => {
+                lock(&self.negative).insert(hash, now);
+                Err(Error::InvalidToken)
+            }
+        }
+    }
+}
