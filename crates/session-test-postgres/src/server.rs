@@ -300,10 +300,17 @@ impl TestServer {
             ));
         }
         // The copied settings are the primary's. Once promoted, the standby
-        // has no standby of its own, and must not wait for one at each commit.
+        // has no standby of its own, and must not wait for one at each
+        // commit. Having lost the primary, a standby waits
+        // wal_retrieve_retry_interval (5 s by default) before it looks
+        // again, and a promotion asked for meanwhile waits with it.
         append(
             &data.join("postgresql.conf"),
-            "\n# session-test-postgres: a standby.\nsynchronous_standby_names = ''\n",
+            concat!(
+                "\n# session-test-postgres: a standby.\n",
+                "synchronous_standby_names = ''\n",
+                "wal_retrieve_retry_interval = '50ms'\n",
+            ),
         )?;
         let standby = Self {
             root,
