@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+use tokio_postgres::config::TargetSessionAttrs;
 
 use crate::tls::{self, Roots};
 
@@ -69,6 +70,12 @@ pub enum ConfigError {
     /// The driver rejected the URL (an unknown parameter, a bad port, ...).
     #[error("invalid database URL: {0}")]
     Invalid(#[source] tokio_postgres::Error),
+    /// `target_session_attrs` asks for a server the store cannot use.
+    #[error(
+        "invalid target_session_attrs `{0}`: expected any or read-write \
+         (the store writes, so with several hosts use read-write to find the primary)"
+    )]
+    TargetSessionAttrs(String),
     /// `sslmode` has a value libpq does not define.
     #[error(
         "invalid sslmode `{0}`: expected disable, allow, prefer, require, verify-ca or verify-full"
@@ -102,6 +109,19 @@ pub enum ConfigError {
 /// `sslmode` (all of libpq's values) and `sslrootcert` (a PEM file, or
 /// `system` for the operating system's roots, which are also the default for
 /// `verify-ca` and `verify-full`).
+///
+/// **Several hosts**, as libpq takes them, for failover:
+/// `postgres://app@db-a:5432,db-b:5432/app?target_session_attrs=read-write`.
+/// Each new connection tries the hosts in order (from a random one with
+/// `load_balance_hosts=random`) and keeps the first that accepts it; with
+/// `target_session_attrs=read-write` a server that does not accept writes (a
+/// standby) is passed over, so after a failover connections go to whichever
+/// host was promoted. `target_session_attrs` may be `any` (the default) or
+/// `read-write`; the store writes, so libpq's read-only and standby values
+/// are refused. Each host gets the whole [`connect_timeout`](Self::connect_timeout),
+/// so one that does not answer cannot keep the next from being tried; a
+/// connection that fails everywhere says what happened at each host. With
+/// `verify-full`, each host's certificate must name that host.
 #[derive(Clone)]
 pub struct PgConfig {
     pub(crate) postgres: tokio_postgres::Config,
@@ -132,18 +152,26 @@ impl PgConfig {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] if the URL is malformed, names an unknown parameter or
-    /// `sslmode`, or its root certificates cannot be loaded.
+    /// [`ConfigError`] if the URL is malformed, names an unknown parameter,
+    /// `sslmode` or `target_session_attrs`, or its root certificates cannot
+    /// be loaded.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let (driver_url, tls_params) = split_tls_params(url)?;
+        let (driver_url, own) = split_own_params(url)?;
         let mut postgres =
             tokio_postgres::Config::from_str(&driver_url).map_err(ConfigError::Invalid)?;
-        let ssl_mode = match tls_params.ssl_mode {
+        if let Some(value) = own.target_session_attrs {
+            postgres.target_session_attrs(match value.as_str() {
+                "any" => TargetSessionAttrs::Any,
+                "read-write" => TargetSessionAttrs::ReadWrite,
+                _ => return Err(ConfigError::TargetSessionAttrs(value)),
+            });
+        }
+        let ssl_mode = match own.ssl_mode {
             Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode(value))?,
             None => SslMode::Prefer,
         };
-        let roots_given = tls_params.root_cert.is_some();
-        let roots = match tls_params.root_cert.as_deref() {
+        let roots_given = own.root_cert.is_some();
+        let roots = match own.root_cert.as_deref() {
             None | Some("system") => Roots::System,
             Some(path) => Roots::File(PathBuf::from(path)),
         };
@@ -195,7 +223,8 @@ impl PgConfig {
     }
 
     /// Sets the limit for opening one connection: TCP connect, TLS handshake
-    /// and authentication. Also bounds the liveness check of a pooled connection.
+    /// and authentication. With several hosts, each host tried gets this long.
+    /// Also bounds the liveness check of a pooled connection.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -246,6 +275,10 @@ impl fmt::Debug for PgConfig {
             .field("ports", &self.postgres.get_ports())
             .field("user", &self.postgres.get_user())
             .field("dbname", &self.postgres.get_dbname())
+            .field(
+                "target_session_attrs",
+                &self.postgres.get_target_session_attrs(),
+            )
             .field("ssl_mode", &self.ssl_mode)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
@@ -256,23 +289,27 @@ impl fmt::Debug for PgConfig {
     }
 }
 
+/// The URL parameters read here rather than by the driver, decoded.
 #[derive(Default)]
-struct TlsParams {
+struct OwnParams {
     ssl_mode: Option<String>,
     root_cert: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
-/// Takes `sslmode` and `sslrootcert` out of the URL's query: tokio-postgres
-/// knows neither `verify-ca`/`verify-full` nor root certificates, so they are
-/// handled here and the rest of the URL is left to the driver as it was.
-fn split_tls_params(url: &str) -> Result<(String, TlsParams), ConfigError> {
+/// Takes `sslmode`, `sslrootcert` and `target_session_attrs` out of the
+/// URL's query: tokio-postgres knows neither `verify-ca`/`verify-full` nor
+/// root certificates, and would accept a `target_session_attrs` the store
+/// cannot work with, so they are handled here. The rest of the URL, hosts
+/// and ports included, is left to the driver as it was.
+fn split_own_params(url: &str) -> Result<(String, OwnParams), ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError::NotAUrl);
     }
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), TlsParams::default()));
+        return Ok((url.to_owned(), OwnParams::default()));
     };
-    let mut params = TlsParams::default();
+    let mut params = OwnParams::default();
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -280,6 +317,7 @@ fn split_tls_params(url: &str) -> Result<(String, TlsParams), ConfigError> {
         match key {
             "sslmode" => params.ssl_mode = Some(decoded()),
             "sslrootcert" => params.root_cert = Some(decoded()),
+            "target_session_attrs" => params.target_session_attrs = Some(decoded()),
             _ => kept.push(pair),
         }
     }

@@ -224,9 +224,10 @@ impl ChangeLog for PgSessionStore {
                 .map_err(ListenError::Listen)?;
             Ok(connection)
         };
-        let connection = match tokio::time::timeout(self.connect_timeout, listening).await {
+        let limit = self.connector.limit();
+        let connection = match tokio::time::timeout(limit, listening).await {
             Ok(listening) => listening.map_err(unavailable)?,
-            Err(_) => return Err(unavailable(ListenError::TimedOut(self.connect_timeout))),
+            Err(_) => return Err(unavailable(ListenError::TimedOut(limit))),
         };
         Ok(Box::new(PgWakeUps {
             connection: Some(connection),

@@ -10,6 +10,29 @@ pub(crate) struct Binaries {
     pub(crate) pg_ctl: PathBuf,
 }
 
+impl Binaries {
+    /// `pg_basebackup`, for starting a standby: beside `pg_ctl`, or beside
+    /// the file `pg_ctl` links to (Debian links a default version's server
+    /// programs elsewhere, but not its client programs).
+    pub(crate) fn pg_basebackup(&self) -> Result<PathBuf, String> {
+        let beside = |program: &Path| program.parent().map(|dir| dir.join("pg_basebackup"));
+        let linked = std::fs::canonicalize(&self.pg_ctl).ok();
+        beside(&self.pg_ctl)
+            .into_iter()
+            .chain(linked.as_deref().and_then(beside))
+            .find(|candidate| is_file(candidate))
+            .ok_or_else(|| {
+                format!(
+                    "session-test-postgres: pg_basebackup, which starts a standby, is not \
+                     installed beside {}. Install the PostgreSQL programs \
+                     (Debian/Ubuntu: `apt-get install postgresql`; Fedora: \
+                     `dnf install postgresql-server postgresql`; macOS: `brew install postgresql`).",
+                    self.pg_ctl.display()
+                )
+            })
+    }
+}
+
 const PROGRAMS: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 
 /// Looks on `PATH`, then in `pg_config --bindir`, then in Debian's

@@ -5,8 +5,8 @@
 //! (a superuser URL, or one of a user that may create databases, on a server
 //! that accepts connections without TLS), and otherwise on a throwaway server
 //! this crate starts on first use and shares among the tests of the test
-//! binary. [`TestServer`] starts a server of a test's own, for stopping it or
-//! for TLS.
+//! binary. [`TestServer`] starts a server of a test's own, for stopping or
+//! crashing it, for TLS, or as a primary with a standby to fail over to.
 //!
 //! A throwaway server is found from the PostgreSQL installation (`initdb`,
 //! `pg_ctl` and `postgres` on `PATH`, in `pg_config --bindir` or in
@@ -62,7 +62,7 @@ impl TestDatabase {
     pub fn create() -> Self {
         let shared = SHARED.get_or_init(|| match std::env::var(TEST_DATABASE_URL) {
             Ok(url) if !url.is_empty() => Ok(SharedServer::External(url)),
-            _ => TestServer::launch(false).map(SharedServer::Throwaway),
+            _ => TestServer::launch(server::Setup::Plain).map(SharedServer::Throwaway),
         });
         match shared {
             Ok(SharedServer::External(url)) => {

@@ -9,8 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::TestDatabase;
+use crate::admin;
 use crate::binaries::{self, Binaries};
 use crate::certificate;
 
@@ -34,8 +36,11 @@ rm -rf "$root"
 /// Most tests want [`TestDatabase::create`], a fresh database on a server
 /// shared by the whole test binary. A `TestServer` is for tests that act on
 /// the server itself: stopping it ([`stop`](Self::stop),
-/// [`start_again`](Self::start_again)) or connecting over TLS
-/// ([`start_with_tls`](Self::start_with_tls)).
+/// [`start_again`](Self::start_again)) or crashing it
+/// ([`crash`](Self::crash)), connecting over TLS
+/// ([`start_with_tls`](Self::start_with_tls)), or failing over from a
+/// primary ([`start_primary`](Self::start_primary)) to its standby
+/// ([`start_standby`](Self::start_standby), [`promote`](Self::promote)).
 ///
 /// The server listens on a free port on 127.0.0.1 only, trusts every local
 /// connection (user `postgres`, no password), and keeps its data in a private
@@ -49,8 +54,31 @@ pub struct TestServer {
     runner: Runner,
     authority: Option<PathBuf>,
     admin_url: String,
+    role: Role,
     /// Held for its `Drop`, which stops the server and removes its files.
     _guardian: Guardian,
+}
+
+/// How a server was set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Setup {
+    /// Plain connections only.
+    Plain,
+    /// TLS as well, with a certificate for `localhost`.
+    Tls,
+    /// Plain connections, and WAL streamed to standbys, which it waits for.
+    Primary,
+}
+
+/// A server's place in replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Neither streams nor follows.
+    Alone,
+    /// May be given standbys.
+    Primary,
+    /// Follows a primary, until promoted.
+    Standby,
 }
 
 impl TestServer {
@@ -62,7 +90,7 @@ impl TestServer {
     /// the message says what to install or what the server logged.
     #[must_use]
     pub fn start() -> Self {
-        Self::launch(false).unwrap_or_else(|err| panic!("{err}"))
+        Self::launch(Setup::Plain).unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// Starts a server that also accepts TLS, with a certificate for the name
@@ -75,36 +103,33 @@ impl TestServer {
     /// As [`start`](Self::start).
     #[must_use]
     pub fn start_with_tls() -> Self {
-        Self::launch(true).unwrap_or_else(|err| panic!("{err}"))
+        Self::launch(Setup::Tls).unwrap_or_else(|err| panic!("{err}"))
     }
 
-    pub(crate) fn launch(tls: bool) -> Result<Self, String> {
+    /// Starts a server that can have standbys ([`start_standby`](Self::start_standby)).
+    ///
+    /// Replication is synchronous: once a standby is started, a commit is
+    /// acknowledged only when the standby has it on disk and applied, so a
+    /// failover to it loses no acknowledged write, and what the primary
+    /// acknowledged the standby already answers. Until then it works as any
+    /// other server. Durability on each server's own disk stays off for
+    /// speed: a [`crash`](Self::crash) kills processes, not the machine, so
+    /// nothing written is lost with it.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_primary() -> Self {
+        Self::launch(Setup::Primary).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    pub(crate) fn launch(setup: Setup) -> Result<Self, String> {
         let binaries = binaries::find()?;
-        let root = tempfile::Builder::new()
-            .prefix("session-test-pg-")
-            .tempdir()
-            .map_err(|err| {
-                format!("session-test-postgres: cannot create a temporary directory: {err}")
-            })?
-            .keep();
-        let runner = match Runner::for_directory(&root) {
-            Ok(runner) => runner,
-            Err(err) => {
-                let _ignored = fs::remove_dir_all(&root);
-                return Err(err);
-            }
-        };
-        // From here on, dropping the guardian (on any early return) cleans up.
-        let guardian = Guardian::spawn(&root, &runner, &binaries.pg_ctl)?;
+        let (root, runner, guardian) = private_directory(&binaries)?;
         let fail = |what: &str, err: &dyn std::fmt::Display| {
             format!("session-test-postgres: {what}: {err}")
         };
-        runner
-            .give(&root)
-            .map_err(|err| fail("cannot hand the data directory to the server user", &err))?;
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
-            .map_err(|err| fail("cannot restrict the data directory", &err))?;
-
         let data = root.join("data");
         let initdb = runner
             .command(&binaries.initdb)
@@ -140,7 +165,7 @@ impl TestServer {
             "synchronous_commit = off\n",
             "full_page_writes = off\n",
         ));
-        let authority = if tls {
+        let authority = if setup == Setup::Tls {
             let files = certificate::generate()
                 .map_err(|err| fail("cannot generate the TLS certificate", &err))?;
             let write = |name: &str, text: &str, mode: u32| -> Result<PathBuf, String> {
@@ -166,37 +191,245 @@ impl TestServer {
         } else {
             None
         };
-        fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut conf| conf.write_all(settings.as_bytes()))
-            .map_err(|err| fail("cannot configure the server", &err))?;
+        let role = if setup == Setup::Primary {
+            settings.push_str(concat!(
+                "# A primary: WAL for standbys, and commits that wait for them once\n",
+                "# synchronous_standby_names names one (start_standby sets it).\n",
+                "wal_level = replica\n",
+                "max_wal_senders = 10\n",
+                "synchronous_commit = remote_apply\n",
+            ));
+            append(
+                &data.join("pg_hba.conf"),
+                "host replication postgres 127.0.0.1/32 trust\n",
+            )?;
+            Role::Primary
+        } else {
+            Role::Alone
+        };
+        append(&data.join("postgresql.conf"), &settings)?;
 
-        let mut server = Self {
+        Self {
             root,
             port: 0,
             binaries,
             runner,
             authority,
             admin_url: String::new(),
+            role,
             _guardian: guardian,
-        };
+        }
+        .start_on_a_free_port()
+    }
+
+    /// Starts the server on a free port, and fills in the port and the URL.
+    fn start_on_a_free_port(mut self) -> Result<Self, String> {
         // Another process may take the port between our probe and the
         // server's bind; a few attempts make that harmless.
         let mut last_error = String::new();
         for _ in 0..5 {
-            server.port = free_port().map_err(|err| fail("cannot find a free port", &err))?;
-            match server.run_pg_ctl_start() {
+            self.port = free_port()
+                .map_err(|err| format!("session-test-postgres: cannot find a free port: {err}"))?;
+            match self.run_pg_ctl_start() {
                 Ok(()) => {
-                    server.admin_url =
-                        format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
-                    return Ok(server);
+                    self.admin_url =
+                        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+                    return Ok(self);
                 }
                 Err(err) if err.contains("could not bind") => last_error = err,
                 Err(err) => return Err(err),
             }
         }
         Err(last_error)
+    }
+
+    /// Starts a streaming standby of this primary: a copy of its data taken
+    /// with `pg_basebackup`, in a private directory of its own, on a free
+    /// port, removed as any other server is. It answers reads, refuses
+    /// writes, and follows the primary synchronously: from when this
+    /// returns, the primary waits for the standby at every commit, so
+    /// whatever the primary acknowledged the standby has, and shows. While
+    /// the standby is stopped or gone, commits on the primary wait.
+    /// [`promote`](Self::promote) makes it the primary.
+    ///
+    /// # Panics
+    ///
+    /// If this server was not started with [`start_primary`](Self::start_primary),
+    /// if `pg_basebackup` is not installed (the message names the package),
+    /// or if the standby does not start or does not catch up within a minute.
+    #[must_use]
+    pub fn start_standby(&self) -> Self {
+        self.launch_standby().unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    fn launch_standby(&self) -> Result<Self, String> {
+        if self.role != Role::Primary {
+            return Err(
+                "session-test-postgres: only a server started with TestServer::start_primary \
+                 can have a standby"
+                    .to_owned(),
+            );
+        }
+        let pg_basebackup = self.binaries.pg_basebackup()?;
+        let (root, runner, guardian) = private_directory(&self.binaries)?;
+        let data = root.join("data");
+        let backup = runner
+            .command(&pg_basebackup)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            // -R: write the connection to the primary and standby.signal;
+            // -c fast: checkpoint now rather than at the primary's leisure.
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("session-test-postgres: cannot run pg_basebackup: {err}"))?;
+        if !backup.status.success() {
+            return Err(format!(
+                "session-test-postgres: pg_basebackup failed ({}): {}",
+                backup.status,
+                String::from_utf8_lossy(&backup.stderr).trim()
+            ));
+        }
+        // The copied settings are the primary's. Once promoted, the standby
+        // has no standby of its own, and must not wait for one at each
+        // commit. Having lost the primary, a standby waits
+        // wal_retrieve_retry_interval (5 s by default) before it looks
+        // again, and a promotion asked for meanwhile waits with it.
+        append(
+            &data.join("postgresql.conf"),
+            concat!(
+                "\n# session-test-postgres: a standby.\n",
+                "synchronous_standby_names = ''\n",
+                "wal_retrieve_retry_interval = '50ms'\n",
+            ),
+        )?;
+        let standby = Self {
+            root,
+            port: 0,
+            binaries: self.binaries.clone(),
+            runner,
+            authority: None,
+            admin_url: String::new(),
+            role: Role::Standby,
+            _guardian: guardian,
+        }
+        .start_on_a_free_port()?;
+        self.wait_for_a_synchronous_standby()?;
+        Ok(standby)
+    }
+
+    /// Makes the primary wait for a standby at every commit, and waits
+    /// until one is attached as synchronous.
+    fn wait_for_a_synchronous_standby(&self) -> Result<(), String> {
+        append(
+            &self.root.join("data").join("postgresql.conf"),
+            "synchronous_standby_names = '*'\n",
+        )?;
+        admin::query(&self.admin_url, "SELECT pg_reload_conf()")
+            .map_err(|err| format!("session-test-postgres: cannot reload the primary: {err}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = admin::query(
+                &self.admin_url,
+                "SELECT count(*) FROM pg_stat_replication \
+                 WHERE state = 'streaming' AND sync_state = 'sync'",
+            )
+            .map_err(|err| format!("session-test-postgres: cannot ask the primary: {err}"))?;
+            if rows.first().and_then(|row| row.first()) != Some(&Some("0".to_owned())) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "session-test-postgres: the standby did not stream synchronously \
+                     within a minute; primary log:\n{}",
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    ///
+    /// # Panics
+    ///
+    /// If `pg_ctl promote` fails, for example because the server is not a standby.
+    pub fn promote(&self) {
+        let output = self
+            .runner
+            .command(&self.binaries.pg_ctl)
+            .args(["promote", "-w", "-t", "60", "-s", "-D"])
+            .arg(self.root.join("data"))
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("session-test-postgres: cannot run pg_ctl: {err}"));
+        assert!(
+            output.status.success(),
+            "session-test-postgres: pg_ctl promote failed ({}): {}\nserver log:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            self.log_tail()
+        );
+    }
+
+    /// Kills the server outright, as a crashed machine would go: SIGKILL to
+    /// the postmaster and every process of it at once, so nothing shuts down
+    /// cleanly, no connection is told, and commits that were not yet
+    /// acknowledged are cut off. Returns once the server is gone. The data
+    /// stays; [`start_again`](Self::start_again) would recover it.
+    ///
+    /// # Panics
+    ///
+    /// If the server is not running or cannot be killed.
+    pub fn crash(&self) {
+        let pid_file = self.root.join("data").join("postmaster.pid");
+        let pid: u32 = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "session-test-postgres: no running server to crash ({} is missing)",
+                    pid_file.display()
+                )
+            });
+        // pg_ctl starts the postmaster as the leader of a process group of
+        // its own, which its backends join: kill the group, so that none
+        // lives on to finish what it was doing. Should the postmaster not
+        // lead a group, its backends exit as soon as they see it gone.
+        let killed = signal_kill(&format!("-{pid}")) || signal_kill(&pid.to_string());
+        assert!(
+            killed,
+            "session-test-postgres: cannot kill the server (pid {pid})"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while is_running(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "session-test-postgres: the server (pid {pid}) survived SIGKILL for a minute"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Where nothing reaps orphans (some containers' init), the dead
+        // postmaster stays a zombie that pg_ctl takes for a running server;
+        // without the file, the guardian and start_again see it is gone.
+        let _ignored = fs::remove_file(&pid_file);
+    }
+
+    /// The last lines of the server's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     fn run_pg_ctl_start(&self) -> Result<(), String> {
@@ -217,13 +450,11 @@ impl TestServer {
         if output.status.success() {
             return Ok(());
         }
-        let server_log = fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = server_log.lines().rev().take(15).collect();
         Err(format!(
             "session-test-postgres: the server did not start ({}): {}\nserver log:\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            self.log_tail()
         ))
     }
 
@@ -265,7 +496,8 @@ impl TestServer {
     ///
     /// # Panics
     ///
-    /// If the server does not create it.
+    /// If the server does not create it (a standby creates none: create it
+    /// on the primary, and the standby has it too).
     #[must_use]
     pub fn create_database(&self) -> TestDatabase {
         TestDatabase::create_on(&self.admin_url, "the test server")
@@ -364,6 +596,73 @@ impl Runner {
             Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
             None => Ok(()),
         }
+    }
+}
+
+/// A new private directory for a server, owned by the user the server runs
+/// as, with the guardian that removes it.
+fn private_directory(binaries: &Binaries) -> Result<(PathBuf, Runner, Guardian), String> {
+    let root = tempfile::Builder::new()
+        .prefix("session-test-pg-")
+        .tempdir()
+        .map_err(|err| {
+            format!("session-test-postgres: cannot create a temporary directory: {err}")
+        })?
+        .keep();
+    let runner = match Runner::for_directory(&root) {
+        Ok(runner) => runner,
+        Err(err) => {
+            let _ignored = fs::remove_dir_all(&root);
+            return Err(err);
+        }
+    };
+    // From here on, dropping the guardian (on any early return) cleans up.
+    let guardian = Guardian::spawn(&root, &runner, &binaries.pg_ctl)?;
+    runner.give(&root).map_err(|err| {
+        format!("session-test-postgres: cannot hand the data directory to the server user: {err}")
+    })?;
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|err| {
+        format!("session-test-postgres: cannot restrict the data directory: {err}")
+    })?;
+    Ok((root, runner, guardian))
+}
+
+/// Appends `text` to a configuration file; the file keeps its owner.
+fn append(file: &Path, text: &str) -> Result<(), String> {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .and_then(|mut conf| conf.write_all(text.as_bytes()))
+        .map_err(|err| {
+            format!(
+                "session-test-postgres: cannot configure the server ({}): {err}",
+                file.display()
+            )
+        })
+}
+
+/// Sends SIGKILL to `target` (a process id, or a group's as `-id`).
+fn signal_kill(target: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", "kill -s KILL -- \"$1\" 2>/dev/null", "sh", target])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether process `pid` still runs: a zombie, dead but not yet reaped,
+/// does not.
+fn is_running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) if Path::new("/proc/self").exists() => false,
+        // No /proc (macOS): ask the kernel whether it may be signalled.
+        Err(_) => Command::new("sh")
+            .args(["-c", "kill -0 \"$1\" 2>/dev/null", "sh", &pid.to_string()])
+            .status()
+            .is_ok_and(|status| status.success()),
     }
 }
 

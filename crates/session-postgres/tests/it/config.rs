@@ -88,3 +88,52 @@ fn the_password_is_never_shown() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
 }
+
+#[test]
+fn several_hosts_are_kept_with_the_tls_parameters_taken_out() {
+    let config = PgConfig::from_url(
+        "postgres://app:hunter2@db-a:5433,db-b:5434/app?sslmode=verify-full&sslrootcert=system\
+         &target_session_attrs=read-write&connect_timeout=3",
+    );
+    // The system store may be empty on a build machine; the URL itself is fine.
+    let config = match config {
+        Ok(config) => config,
+        Err(ConfigError::NoRootCertificates(_)) => return,
+        Err(err) => panic!("{err:?}"),
+    };
+    assert_eq!(config.ssl_mode(), SslMode::VerifyFull);
+    let shown = format!("{config:?}");
+    for expected in ["db-a", "db-b", "5433", "5434", "ReadWrite"] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn target_session_attrs_is_any_or_read_write() {
+    for value in ["any", "read-write"] {
+        PgConfig::from_url(&format!(
+            "postgres://app@db-a,db-b/app?target_session_attrs={value}"
+        ))
+        .unwrap();
+    }
+    for value in [
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+        "readwrite",
+    ] {
+        let err = PgConfig::from_url(&format!(
+            "postgres://app:hunter2@db-a,db-b/app?target_session_attrs={value}"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TargetSessionAttrs(ref given) if given == value),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("read-write"), "says what to use: {text}");
+        assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"));
+    }
+}

@@ -3,40 +3,24 @@
 //! several instances following one another through it.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    AccountId, Change, ChangeLog, ClientMetadata, Error, LogPosition, LogRead, MemoryCache,
-    SessionService, SessionStore, SessionToken, StoreError, TokenHash,
+    AccountId, Change, ChangeLog, ClientMetadata, LogPosition, LogRead, SessionStore, SessionToken,
+    StoreError, TokenHash,
 };
 use session_postgres::{CHANGES_CHANNEL, PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{chain, fresh_store, migrated_store, sql_client};
-
-/// Fails the test instead of hanging it; not a measure of speed.
-async fn within_a_minute<T>(operation: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), operation)
-        .await
-        .expect("hung instead of answering")
-}
-
-/// Polls `condition` every few milliseconds until it holds, within a minute.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    within_a_minute(async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(condition(), "{what}");
-}
+use crate::support::{
+    Instance, chain, fresh_store, instance_on, migrated_store, ready, rejected, sql_client, until,
+    within_a_minute,
+};
 
 /// Every change after `from`, and the settled position the reads reached.
 async fn read_all(store: &PgSessionStore, from: LogPosition) -> (Vec<Change>, LogPosition) {
@@ -114,11 +98,6 @@ async fn listener_pids(url: &str, name: &str) -> Vec<i32> {
         .iter()
         .map(|row| row.get(0))
         .collect()
-}
-
-fn with_param(url: &str, param: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{param}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,48 +390,10 @@ async fn a_wake_up_listener_whose_server_went_silent_fails_after_the_heartbeat()
     assert!(chain(&err).contains("did not answer"), "{}", chain(&err));
 }
 
-struct Instance {
-    service: SessionService,
-    store: Arc<PgSessionStore>,
-}
-
-/// A service over a store of its own, following the log, as a process would.
-async fn instance_on(url: &str, name: &str) -> Instance {
-    let url = with_param(url, &format!("application_name={name}"));
-    let config = PgConfig::from_url(&url)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(1))
-        .checkout_timeout(Duration::from_secs(2));
-    let store = Arc::new(migrated_store(config).await);
-    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_log(store.clone())
-        .build();
-    tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_in_sync().await }
-    });
-    Instance { service, store }
-}
-
 async fn instance(database: &TestDatabase, name: &str) -> Instance {
     instance_on(database.url(), name).await
 }
 
-async fn ready(instance: &Instance) {
-    within_a_minute(async {
-        while !instance.service.readiness().await.is_ready() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
-
-async fn rejected(instance: &Instance, token: &SessionToken) -> bool {
-    matches!(
-        instance.service.resolve(token.expose_secret()).await,
-        Err(Error::InvalidToken)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_follow_each_other_through_the_database() {

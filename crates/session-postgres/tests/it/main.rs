@@ -3,6 +3,7 @@
 
 mod config;
 mod contract;
+mod failover;
 mod feed;
 mod migrations;
 mod resilience;

@@ -1,5 +1,10 @@
 //! Helpers shared by the tests.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{Error, MemoryCache, SessionService, SessionToken};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -35,4 +40,70 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Fails the test instead of hanging it; not a measure of speed.
+pub(crate) async fn within_a_minute<T>(operation: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), operation)
+        .await
+        .expect("hung instead of answering")
+}
+
+/// Polls `condition` every few milliseconds until it holds, within a minute.
+pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    within_a_minute(async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(condition(), "{what}");
+}
+
+/// `url` with `param` added to its query.
+pub(crate) fn with_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
+
+/// One process of several sharing a database: a service and its store.
+pub(crate) struct Instance {
+    pub(crate) service: SessionService,
+    pub(crate) store: Arc<PgSessionStore>,
+}
+
+/// A service over a store of its own, following the log, as a process would.
+pub(crate) async fn instance_on(url: &str, name: &str) -> Instance {
+    let url = with_param(url, &format!("application_name={name}"));
+    let config = PgConfig::from_url(&url)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .checkout_timeout(Duration::from_secs(2));
+    let store = Arc::new(migrated_store(config).await);
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+        .change_log(store.clone())
+        .build();
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_in_sync().await }
+    });
+    Instance { service, store }
+}
+
+/// Waits, within a minute, until the instance reports ready.
+pub(crate) async fn ready(instance: &Instance) {
+    within_a_minute(async {
+        while !instance.service.readiness().await.is_ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Whether the instance answers `token` as invalid.
+pub(crate) async fn rejected(instance: &Instance, token: &SessionToken) -> bool {
+    matches!(
+        instance.service.resolve(token.expose_secret()).await,
+        Err(Error::InvalidToken)
+    )
 }

@@ -103,6 +103,41 @@ async fn verify_full_checks_the_chain_and_the_name() {
     assert!(err.contains("certificate"), "says why: {err}");
 }
 
+/// With several hosts, each host's certificate is checked against that
+/// host's name: the certificate names localhost, so as 127.0.0.1 the server
+/// is refused and as localhost, the next host, it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_checks_each_host_by_its_own_name() {
+    let database = server().create_database();
+    let ca = authority().display().to_string();
+    let port = server().port();
+    let hosts = |first: &str, second: &str| {
+        format!(
+            "postgres://postgres@{first}:{port},{second}:{port}/{}\
+             ?sslmode=verify-full&sslrootcert={ca}&target_session_attrs=read-write",
+            database.name()
+        )
+    };
+    let _store = works(&hosts("127.0.0.1", "localhost")).await;
+    assert!(store_uses_tls(&database).await);
+
+    let err = refused(&hosts("127.0.0.1", "127.0.0.1")).await;
+    let each = format!(
+        "127.0.0.1:{port}: error performing TLS handshake: invalid peer certificate: \
+         certificate not valid for name \"127.0.0.1\""
+    );
+    // The innermost of the chain's layers, each of which repeats its cause.
+    let innermost = err
+        .rsplit("no host accepted a connection: ")
+        .next()
+        .unwrap();
+    assert_eq!(
+        innermost.matches(&each).count(),
+        2,
+        "each host says why: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_ca_checks_the_chain_but_not_the_name() {
     let database = server().create_database();

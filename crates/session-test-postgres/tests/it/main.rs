@@ -188,3 +188,91 @@ async fn test_database_url_names_the_server_to_use() {
         "dropped when the child's test ended"
     );
 }
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn count_rows(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM replicated", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A standby has every row the primary acknowledged (the primary does not
+/// acknowledge a commit while the standby is away), refuses writes while it
+/// follows, and after the primary crashes and it is promoted, takes writes
+/// with every acknowledged row still there.
+#[tokio::test]
+async fn a_standby_has_every_acknowledged_row_and_takes_over_when_promoted() {
+    let primary = TestServer::start_primary();
+    let standby = primary.start_standby();
+    let database = primary.create_database();
+    let on_standby = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        standby.port(),
+        database.name()
+    );
+    let writer = connect(database.url()).await;
+    writer
+        .batch_execute("CREATE TABLE replicated (n int); INSERT INTO replicated VALUES (1)")
+        .await
+        .unwrap();
+    let reader = connect(&on_standby).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_rows(&reader).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the row never reached the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = reader
+        .batch_execute("INSERT INTO replicated VALUES (0)")
+        .await
+        .unwrap_err();
+    let message = refused.as_db_error().map(|err| err.message().to_owned());
+    assert!(
+        message.as_deref().unwrap_or_default().contains("read-only"),
+        "{refused:?}"
+    );
+
+    // Synchronous: while the standby is down, a commit is not acknowledged.
+    standby.stop();
+    let waiting = tokio::spawn(async move {
+        writer
+            .batch_execute("INSERT INTO replicated VALUES (2)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "acknowledged without the standby");
+    standby.start_again();
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("still not acknowledged with the standby back")
+        .unwrap()
+        .unwrap();
+
+    let directory = primary.directory().to_owned();
+    primary.crash();
+    assert!(
+        !accepts_connections(primary.port()),
+        "crashed, yet listening"
+    );
+    standby.promote();
+    let reader = connect(&on_standby).await;
+    reader
+        .batch_execute("INSERT INTO replicated VALUES (3)")
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&reader).await, 3);
+
+    // A crashed server is removed like any other.
+    drop(database);
+    drop(primary);
+    assert!(!directory.exists(), "{} is left", directory.display());
+}
