@@ -17,20 +17,37 @@ use crate::token::TokenHash;
 
 /// A position in a [`ChangeLog`], ordered as the log is.
 ///
-/// Opaque to the service: only the log that issued it gives its two parts a
-/// meaning (PostgreSQL: the writing transaction's id and a sequence number
-/// within the log). The default, `(0, 0)`, is before every entry.
+/// Opaque to the service: only the log that issued it gives its parts a
+/// meaning (PostgreSQL: the server's identity and timeline, the writing
+/// transaction's id, and a sequence number within the log). The *epoch*
+/// names one unbroken history of the log: a log whose positions could be
+/// handed out again (PostgreSQL after a restart or a promotion may reuse
+/// transaction ids a reader has passed) starts a new epoch, and expires every
+/// position of an older one. The default, `(0, 0, 0)`, is before every entry
+/// of epoch 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LogPosition {
+    epoch: u64,
     major: u64,
     minor: u64,
 }
 
 impl LogPosition {
-    /// The position `(major, minor)`; positions order by `major`, then `minor`.
+    /// The position `(major, minor)` of `epoch`; positions of one epoch
+    /// order by `major`, then `minor`.
     #[must_use]
-    pub const fn new(major: u64, minor: u64) -> Self {
-        Self { major, minor }
+    pub const fn new(epoch: u64, major: u64, minor: u64) -> Self {
+        Self {
+            epoch,
+            major,
+            minor,
+        }
+    }
+
+    /// The history this position belongs to.
+    #[must_use]
+    pub const fn epoch(self) -> u64 {
+        self.epoch
     }
 
     /// The first part.

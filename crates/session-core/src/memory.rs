@@ -78,7 +78,7 @@ impl MemoryState {
     }
 
     fn head(&self) -> LogPosition {
-        LogPosition::new(0, self.pruned + self.log.len() as u64)
+        LogPosition::new(0, 0, self.pruned + self.log.len() as u64)
     }
 }
 
@@ -263,7 +263,7 @@ impl ChangeLog for MemoryStore {
         self.log_reads.fetch_add(1, Ordering::SeqCst);
         let state = self.state()?;
         let next = after.minor();
-        if next < state.pruned || after.major() != 0 {
+        if next < state.pruned || after.major() != 0 || after.epoch() != 0 {
             return Ok(LogRead::Expired);
         }
         let first = usize::try_from(next - state.pruned).unwrap_or(usize::MAX);
@@ -274,7 +274,7 @@ impl ChangeLog for MemoryStore {
             ..LogPage::default()
         };
         for (offset, logged) in state.log.iter().enumerate().skip(first).take(limit) {
-            let position = LogPosition::new(0, state.pruned + offset as u64 + 1);
+            let position = LogPosition::new(0, 0, state.pruned + offset as u64 + 1);
             page.settled = position;
             page.read_to = position;
             let change = match logged {

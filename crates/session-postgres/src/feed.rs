@@ -73,17 +73,39 @@ fn unavailable(err: ListenError) -> StoreError {
 }
 
 /// The oldest transaction still running, as a log position: everything
-/// before it is final.
+/// before it is final; and the epoch it belongs to.
 #[derive(QueryableByName)]
 struct Horizon {
     #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = BigInt)]
     xmin: i64,
+}
+
+/// The log's epoch: one server run on one timeline of one cluster. A
+/// transaction id is unique only within it: after a crash, the server may
+/// hand out again ids of transactions that rolled back without their abort
+/// reaching the disk; after a promotion, ids the old primary used but never
+/// streamed; another cluster (a restore) has ids of its own. A reader's
+/// cursor may have passed any of those, so a position of another epoch
+/// expires. Any role may call these functions. A macro, so the statements
+/// that use it stay string literals.
+macro_rules! epoch_sql {
+    () => {
+        "hashtextextended(
+    (SELECT system_identifier::text FROM pg_control_system())
+    || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
+    || '/' || pg_postmaster_start_time()::text,
+    0)"
+    };
 }
 
 /// One row of a log read: the horizon, and (unless the log had nothing after
 /// the cursor) one entry, with the session row for a creation.
 #[derive(QueryableByName)]
 struct LogRow {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
     #[diesel(sql_type = BigInt)]
     xmin: i64,
     #[diesel(sql_type = BigInt)]
@@ -117,12 +139,15 @@ struct LogRow {
 /// The entries after a cursor with the horizon, in one statement, so both
 /// come from one snapshot. xid8 has no binary form diesel knows; it travels
 /// as text through bigint (transaction ids stay far below 2^63).
-const READ_LOG: &str = "\
-WITH horizon AS MATERIALIZED (
+const READ_LOG: &str = concat!(
+    "WITH horizon AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-           (SELECT pruned_through FROM session.change_log_state) AS pruned_through
+           (SELECT pruned_through FROM session.change_log_state) AS pruned_through,
+           ",
+    epoch_sql!(),
+    " AS epoch
 )
-SELECT h.xmin::text::bigint AS xmin,
+SELECT h.epoch, h.xmin::text::bigint AS xmin,
        h.pruned_through::text::bigint AS pruned_through,
        c.xid::text::bigint AS xid, c.seq, c.kind::text AS kind, c.token_hash AS change_hash,
        s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at, s.user_agent, s.ip, s.label
@@ -134,7 +159,15 @@ LEFT JOIN LATERAL (
     LIMIT $3
 ) c ON true
 LEFT JOIN session.sessions s ON c.kind = 'c' AND s.token_hash = c.token_hash
-ORDER BY c.xid, c.seq";
+ORDER BY c.xid, c.seq"
+);
+
+/// The head: the oldest running transaction and the epoch.
+const HEAD: &str = concat!(
+    "SELECT ",
+    epoch_sql!(),
+    " AS epoch, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin"
+);
 
 /// Deletes a batch of entries older than the retention window and moves the
 /// pruned bound past them, in one transaction, so a reader sees either the
@@ -168,8 +201,12 @@ struct Pruned {
 /// Entries deleted per prune statement, so no one statement runs long.
 const PRUNE_BATCH: i64 = 10_000;
 
-fn position(xid: i64, seq: i64) -> LogPosition {
-    LogPosition::new(xid.unsigned_abs(), seq.unsigned_abs())
+fn position(epoch: i64, xid: i64, seq: i64) -> LogPosition {
+    LogPosition::new(
+        epoch.cast_unsigned(),
+        xid.unsigned_abs(),
+        seq.unsigned_abs(),
+    )
 }
 
 fn as_bigint(value: u64) -> i64 {
@@ -180,15 +217,12 @@ fn as_bigint(value: u64) -> i64 {
 impl ChangeLog for PgSessionStore {
     async fn head(&self) -> Result<LogPosition, StoreError> {
         let mut connection = self.connection().await?;
-        let result =
-            sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin")
-                .get_result::<Horizon>(&mut connection)
-                .await;
+        let result = sql_query(HEAD).get_result::<Horizon>(&mut connection).await;
         let horizon = self
             .finish("read the change log's head", result, &mut connection)
             .await?;
         // Seq numbers start at 1: (xmin, 0) is before every entry of xmin.
-        Ok(position(horizon.xmin, 0))
+        Ok(position(horizon.epoch, horizon.xmin, 0))
     }
 
     /// One statement: the entries after `after`, the oldest running
@@ -269,10 +303,15 @@ fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
             ..LogPage::default()
         });
     };
+    let epoch = first.epoch;
+    if after.epoch() != epoch.cast_unsigned() {
+        return LogRead::Expired;
+    }
     if after.major() <= first.pruned_through.unsigned_abs() {
         return LogRead::Expired;
     }
-    let xmin = first.xmin.unsigned_abs();
+    let first_xmin = first.xmin;
+    let xmin = first_xmin.unsigned_abs();
     let mut page = LogPage {
         settled: after,
         read_to: after,
@@ -286,7 +325,7 @@ fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
             continue;
         };
         read += 1;
-        let at = position(xid, seq);
+        let at = position(epoch, xid, seq);
         page.read_to = at;
         all_final &= at.major() < xmin;
         if all_final {
@@ -335,7 +374,7 @@ fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
     page.more = read >= limit as usize;
     if !page.more {
         // Every visible entry after `after` was read; all below xmin are final.
-        page.settled = page.settled.max(LogPosition::new(xmin, 0)).max(after);
+        page.settled = page.settled.max(position(epoch, first_xmin, 0)).max(after);
     }
     LogRead::Page(page)
 }

@@ -394,7 +394,6 @@ async fn instance(database: &TestDatabase, name: &str) -> Instance {
     instance_on(database.url(), name).await
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_follow_each_other_through_the_database() {
     let database = TestDatabase::create();
@@ -730,4 +729,41 @@ async fn a_truncated_table_makes_followers_load_everything_again() {
     ready(&follower).await;
     assert_eq!(follower.service.cached_sessions(), 0);
     assert!(rejected(&follower, &created.token).await);
+}
+
+/// A restarted server may hand out again transaction ids of transactions
+/// whose abort never reached the disk, which a reader's cursor may have
+/// passed: a restart starts a new epoch, and every earlier position expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_expires_every_position() {
+    let server = session_test_postgres::TestServer::start();
+    let database = server.create_database();
+    let store = migrated_store(PgConfig::from_url(database.url()).unwrap()).await;
+    let before = store.head().await.unwrap();
+    assert!(matches!(
+        store.read(before, 10).await.unwrap(),
+        LogRead::Page(_)
+    ));
+    tokio::task::block_in_place(|| {
+        server.stop();
+        server.start_again();
+    });
+    let after = within_a_minute(async {
+        loop {
+            match store.head().await {
+                Ok(head) => return head,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_ne!(after.epoch(), before.epoch());
+    assert!(matches!(
+        store.read(before, 10).await.unwrap(),
+        LogRead::Expired
+    ));
+    assert!(matches!(
+        store.read(after, 10).await.unwrap(),
+        LogRead::Page(_)
+    ));
 }
