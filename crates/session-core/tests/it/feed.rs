@@ -430,3 +430,63 @@ async fn a_creation_read_before_a_revocation_does_not_resurrect() {
             .is_err()
     );
 }
+
+/// A miss-path read and a create on B, each spanning a gap in B's reading of
+/// the log during which A revokes the very session: the stale result enters
+/// B's cache, and B's first read after the gap takes it out again. Nothing
+/// revoked outlives B catching up.
+#[tokio::test(start_paused = true)]
+async fn reads_and_creates_spanning_a_gap_and_a_revocation_do_not_resurrect() {
+    let gated = Arc::new(GatedStore::default());
+    let store: Arc<dyn SessionStore> = gated.clone();
+    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
+    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
+    in_sync(&a).await;
+    in_sync(&b).await;
+
+    // A miss read on B returns a session A revoked while B could not read the log.
+    let read_one = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B applies the creation").await;
+    b.cache.remove(&read_one.session.token_hash);
+    gated.set_log_down(true);
+    let gate = gated.arm(Point::Find);
+    let resolving = tokio::spawn({
+        let service = b.service.clone();
+        let token = read_one.token.expose_secret().to_owned();
+        async move { service.resolve(&token).await }
+    });
+    gate.reached().await;
+    a.service.revoke(read_one.session.id).await.unwrap();
+    gate.release();
+    assert!(
+        resolving.await.unwrap().is_ok(),
+        "read before the revocation"
+    );
+
+    // A create on B whose account A revokes while B cannot read the log.
+    let owner = account();
+    let gate = gated.arm(Point::Insert);
+    let creating = tokio::spawn({
+        let service = b.service.clone();
+        async move { service.create(owner, ClientMetadata::default()).await }
+    });
+    gate.reached().await;
+    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 1);
+    gate.release();
+    let created = creating.await.unwrap().unwrap();
+
+    gated.set_log_down(false);
+    until(|| b.cache.is_empty(), "B applies both revocations").await;
+    in_sync(&b).await;
+    for token in [&read_one.token, &created.token] {
+        assert!(matches!(
+            b.service.resolve(token.expose_secret()).await,
+            Err(Error::InvalidToken)
+        ));
+    }
+    assert_eq!(b.service.sync_stats().full_loads, 1);
+}
