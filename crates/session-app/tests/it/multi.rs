@@ -104,7 +104,8 @@ async fn rejected_within_the_bound(b: &Server, token: &str) {
                 return;
             }
             assert_eq!(
-                status, 503,
+                status,
+                503,
                 "B accepts a token revoked {:?} ago while reporting ready: {body}",
                 committed.elapsed()
             );

@@ -767,3 +767,49 @@ async fn a_server_restart_expires_every_position() {
         LogRead::Page(_)
     ));
 }
+
+/// The grants docs/ARCHITECTURE.md states are enough: a role that holds
+/// only them (the schema migrated by its owner) creates, revokes, follows
+/// the log, listens and prunes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_grants_are_enough_to_serve() {
+    let (database, _owner) = fresh_store().await;
+    let role = format!("service_{}", database.name());
+    sql_client(database.url())
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA session TO {role};
+             GRANT SELECT, INSERT, UPDATE ON session.sessions TO {role};
+             GRANT SELECT, INSERT, DELETE ON session.changes TO {role};
+             GRANT SELECT, UPDATE ON session.change_log_state TO {role};
+             GRANT SELECT ON session.__diesel_schema_migrations TO {role};"
+        ))
+        .await
+        .unwrap();
+    let url = database.url().replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, database.url(), "the URL names the service's role");
+    let store = Arc::new(
+        PgSessionStore::connect(
+            PgConfig::from_url(&url)
+                .unwrap()
+                .change_retention(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap(),
+    );
+    store.check_schema().await.unwrap();
+    let start = store.head().await.unwrap();
+    let mut wake_ups = store.wake_ups().await.unwrap();
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    within_a_minute(wake_ups.next()).await.unwrap();
+    store.revoke(session.id, epoch()).await.unwrap();
+    assert_eq!(
+        changes_since(&store, start).await,
+        vec![Change::Revoked(vec![session.token_hash])],
+        "the creation is left out: the session is revoked by now"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(store.prune().await.unwrap(), 2);
+}
