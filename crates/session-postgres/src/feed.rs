@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::pool::Connection;
 use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
 
 /// The log's table, as errors name it.
@@ -67,6 +68,11 @@ enum ListenError {
     #[error("the wake-up listener has ended; listen again")]
     Ended,
 }
+
+/// A read of the log that did not finish within the checkout timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the change log did not finish within {0:?}; the connection was closed")]
+struct ReadTimedOut(Duration);
 
 fn unavailable(err: ListenError) -> StoreError {
     StoreError::Unavailable(Box::new(err))
@@ -232,12 +238,20 @@ impl ChangeLog for PgSessionStore {
     async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
         let limit = limit.max(1);
         let mut connection = self.connection().await?;
-        let result = sql_query(READ_LOG)
+        let query = sql_query(READ_LOG)
             .bind::<BigInt, _>(as_bigint(after.major()))
             .bind::<BigInt, _>(as_bigint(after.minor()))
             .bind::<BigInt, _>(i64::from(limit))
-            .load::<LogRow>(&mut connection)
-            .await;
+            .load::<LogRow>(&mut connection);
+        // A read takes milliseconds; one that hangs (a peer gone silent
+        // mid-reply) would stall the follower until TCP gives up, so it is
+        // bounded, and its connection, perhaps mid-reply, is closed.
+        let Ok(result) = tokio::time::timeout(self.checkout_timeout, query).await else {
+            drop(Connection::take(connection));
+            return Err(StoreError::Unavailable(Box::new(ReadTimedOut(
+                self.checkout_timeout,
+            ))));
+        };
         let rows = self
             .finish("read the change log", result, &mut connection)
             .await?;

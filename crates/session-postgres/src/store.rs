@@ -40,7 +40,7 @@ pub struct PgSessionStore {
     /// Opens the change feed's connections, with the pool's settings and TLS.
     pub(crate) connector: Arc<Connector>,
     pub(crate) connect_timeout: Duration,
-    checkout_timeout: Duration,
+    pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
 }

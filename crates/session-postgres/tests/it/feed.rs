@@ -813,3 +813,33 @@ async fn the_documented_grants_are_enough_to_serve() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.prune().await.unwrap(), 2);
 }
+
+/// A read of the log that stalls on the server (here behind a lock another
+/// transaction holds) fails within the checkout timeout instead of stalling
+/// the follower, and the next read, on a fresh connection, works once the
+/// stall ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_read_fails_within_the_checkout_timeout() {
+    let database = TestDatabase::create();
+    let config = PgConfig::from_url(database.url())
+        .unwrap()
+        .checkout_timeout(Duration::from_millis(500));
+    let store = migrated_store(config).await;
+    let start = store.head().await.unwrap();
+    let holder = sql_client(database.url()).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE session.changes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), store.read(start, 10))
+        .await
+        .expect("the read stalled with the lock")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    assert!(chain(&err).contains("did not finish"), "{}", chain(&err));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert!(matches!(
+        store.read(start, 10).await.unwrap(),
+        LogRead::Page(_)
+    ));
+}
