@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ErrorBody};
+use super::input::{ApiJson, ApiQuery};
 
 /// A session as the API shows it. Never includes the token or its hash.
 #[derive(Serialize, ToSchema)]
@@ -262,10 +263,10 @@ pub(crate) async fn revoke_session(
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     account: Result<Path<String>, PathRejection>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let scope = match params?.0.include_revoked.as_deref() {
+    let scope = match params.include_revoked.as_deref() {
         None | Some("false") => ListScope::Active,
         Some("true") => ListScope::IncludeRevoked,
         Some(_) => {
@@ -299,11 +300,10 @@ pub(crate) async fn list_sessions(
 pub(crate) async fn revoke_account_sessions(
     State(state): State<AppState>,
     account: Result<Path<String>, PathRejection>,
-    params: Result<Query<RevokeAllParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let except = params?
-        .0
+    let except = params
         .except
         .map(|id| {
             id.parse::<SessionId>()

@@ -181,6 +181,20 @@ async fn create_returns_the_token_once_and_the_session() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(reply.body["session"]["label"], Value::Null);
+
+    let reply = app
+        .raw(
+            "/v1/sessions",
+            Some("Application/Merge-Patch+JSON; charset=utf-8"),
+            json!({ "account_id": account }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "a +json type is JSON: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -206,7 +220,11 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
             json!({ "account_id": account, "user_agent": "u".repeat(513) }),
             "user_agent",
         ),
-        (json!({ "account_id": account, "colour": "red" }), "colour"),
+        (
+            json!({ "account_id": account, "colour": "red" }),
+            "`account_id`, `user_agent`, `ip`, `label`",
+        ),
+        (json!({ "account_id": [account] }), "account_id"),
     ];
     for (body, field) in cases {
         let reply = app
@@ -223,6 +241,24 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         .raw("/v1/sessions", Some("application/json"), "{\"account_id\":")
         .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(reply.text.contains("line 1, column 14"), "{}", reply.text);
+    for body in ["[]", "\"x\"", "null"] {
+        let reply = app
+            .raw("/v1/sessions", Some("application/json"), body)
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(reply.text.contains("JSON object"), "{body}: {}", reply.text);
+    }
+    let duplicate = format!("{{\"account_id\":\"{account}\",\"account_id\":\"{account}\"}}");
+    let reply = app
+        .raw("/v1/sessions", Some("application/json"), duplicate)
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        reply.text.contains("account_id: given more than once"),
+        "{}",
+        reply.text
+    );
     let reply = app
         .raw(
             "/v1/sessions",
@@ -405,7 +441,11 @@ async fn list_and_revoke_all_for_an_account() {
     for (uri, field) in [
         (format!("{base}?include_revoked=yes"), "include_revoked"),
         ("/v1/accounts/nope/sessions".to_owned(), "account_id"),
-        (format!("{base}?colour=red"), "colour"),
+        (format!("{base}?colour=red"), "`include_revoked`"),
+        (
+            format!("{base}?include_revoked=true&include_revoked=false"),
+            "include_revoked: given more than once",
+        ),
     ] {
         let reply = app.call(Method::GET, &uri, None).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
@@ -750,4 +790,158 @@ async fn with_a_key_any_name_is_served() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(request).await.status, StatusCode::OK);
+}
+
+/// Every request here puts `sentinel` (a real token's text) somewhere a
+/// client controls: a query name or value, a path segment, a JSON name, value
+/// or broken syntax, a header. None may come back, in a body or a header.
+#[tokio::test]
+async fn no_response_repeats_what_the_client_sent() {
+    let keyless = app().await;
+    let keyed = app_with(ApiKeys::new([KEY]).unwrap(), true).await;
+    let sentinel = session_core::SessionToken::generate();
+    let s = sentinel.expose_secret();
+    let account = Uuid::new_v4();
+    let accounts = format!("/v1/accounts/{account}/sessions");
+    let request = |method: Method, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "localhost")
+    };
+    let mut requests = Vec::new();
+
+    for query in [
+        format!("{s}=1"),
+        s.to_owned(),
+        format!("include_revoked={s}"),
+        format!("include_revoked=true&{s}=true"),
+        format!("include_revoked=true&include_revoked={s}"),
+        format!("except={s}"),
+        format!("except={account}&{s}="),
+        format!("except={s}&except={s}"),
+        format!("%FF{s}=%FF"),
+    ] {
+        for method in [Method::GET, Method::DELETE] {
+            let uri = format!("{accounts}?{query}");
+            requests.push((uri.clone(), request(method, &uri).body(Body::empty())));
+        }
+    }
+    for path in [
+        format!("/v1/sessions/{s}"),
+        format!("/v1/sessions/%FF{s}"),
+        format!("/v1/accounts/{s}/sessions"),
+        format!("/v1/accounts/%FF{s}/sessions"),
+        format!("/v1/{s}"),
+        format!("/{s}"),
+    ] {
+        for method in [Method::GET, Method::DELETE, Method::PUT] {
+            requests.push((path.clone(), request(method, &path).body(Body::empty())));
+        }
+    }
+    for body in [
+        format!(r#"{{"{s}": true}}"#),
+        format!(r#"{{"account_id": "{account}", "{s}": "x"}}"#),
+        format!(r#"{{"token": "x", "{s}": "x"}}"#),
+        format!(r#"{{"account_id": "{s}"}}"#),
+        format!(r#"{{"account_id": {{"{s}": 1}}}}"#),
+        format!(r#"{{"account_id": ["{s}"], "token": ["{s}"]}}"#),
+        format!(r#"{{"account_id": "{account}", "ip": "{s}"}}"#),
+        format!(r#"{{"account_id": "{account}", "label": "{s}\u0007"}}"#),
+        format!(r#"{{"account_id": "{account}", "label": "{s}{s}{s}"}}"#),
+        format!(r#"{{"account_id": "{account}", "user_agent": "{s}\u0000"}}"#),
+        format!(r#"{{"account_id": "{account}", "user_agent": {s}}}"#),
+        format!(r#"{{"token": {s}}}"#),
+        format!(r#"{{"token": "{s}", "token": "{s}"}}"#),
+        format!(r#"{{"token": "{s}"}}"#),
+        format!(r#"{{"token": "{s}"#),
+        format!(r#"{{"{s}"#),
+        format!(r#"{{"{s}": 1,}}"#),
+        format!(r#""{s}""#),
+        format!(r#"["{s}"]"#),
+        format!(r#"{{}} {s}"#),
+        s.to_owned(),
+    ] {
+        for uri in ["/v1/sessions", "/v1/sessions/resolve"] {
+            let content =
+                request(Method::POST, uri).header(header::CONTENT_TYPE, "application/json");
+            requests.push((
+                format!("{uri} {body}"),
+                content.body(Body::from(body.clone())),
+            ));
+        }
+    }
+    let body = json!({ "token": s }).to_string();
+    for content_type in [
+        format!("application/{s}"),
+        s.to_owned(),
+        format!("{s}/json"),
+    ] {
+        let content = request(Method::POST, "/v1/sessions/resolve")
+            .header(header::CONTENT_TYPE, content_type.as_str());
+        requests.push((content_type, content.body(Body::from(body.clone()))));
+    }
+    for host in [
+        s.to_owned(),
+        format!("{s}.localhost"),
+        format!("{s}@localhost"),
+    ] {
+        let misdirected = Request::get("/healthz").header(header::HOST, host.as_str());
+        requests.push((format!("Host {host}"), misdirected.body(Body::empty())));
+    }
+    for id in [s.to_owned(), format!("{}{s}", Uuid::new_v4())] {
+        let traced = request(Method::GET, "/healthz").header("x-request-id", id.as_str());
+        requests.push((format!("X-Request-Id {id}"), traced.body(Body::empty())));
+    }
+    let mut replies = Vec::new();
+    for (case, request) in requests {
+        replies.push((case, keyless.send(request.unwrap()).await));
+    }
+    for auth in [format!("Bearer {s}"), s.to_owned(), format!("{s} {s}")] {
+        let request = request(Method::POST, "/v1/sessions/resolve")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, auth.as_str())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        replies.push((format!("Authorization {auth}"), keyed.send(request).await));
+    }
+
+    let random_part = &s[session_core::TOKEN_PREFIX.len()..];
+    for (case, reply) in &replies {
+        assert!(!reply.text.contains(random_part), "{case}: {}", reply.text);
+        for (name, value) in &reply.headers {
+            assert!(
+                !String::from_utf8_lossy(value.as_bytes()).contains(random_part),
+                "{case}: header {name}: {value:?}"
+            );
+        }
+        if !case.starts_with("X-Request-Id") {
+            assert!(
+                reply.status.is_client_error(),
+                "{case}: {} {}",
+                reply.status,
+                reply.text
+            );
+        }
+    }
+    assert_eq!(keyless.sessions_stored(), 0);
+}
+
+#[tokio::test]
+async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
+    let app = app().await;
+    let id = Uuid::new_v4().to_string();
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", id.as_str())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.headers["x-request-id"], id.as_str());
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", "not a uuid")
+        .body(Body::empty())
+        .unwrap();
+    let replaced = app.send(request).await.headers["x-request-id"].clone();
+    Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
 }
