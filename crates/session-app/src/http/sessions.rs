@@ -78,7 +78,9 @@ pub(crate) struct CreateSessionRequest {
     /// The account to log in (a UUID owned by the host application).
     #[schema(format = Uuid)]
     account_id: String,
-    /// The client's user agent, at most 512 bytes.
+    /// The client's user agent, as sent. Whitespace runs become one space,
+    /// the ends are trimmed, an empty value counts as absent, and anything
+    /// past 512 bytes is cut off; other control characters are refused.
     user_agent: Option<String>,
     /// The client's IP address (IPv4 or IPv6).
     ip: Option<String>,
@@ -165,7 +167,8 @@ pub(crate) async fn create_session(
 ) -> Result<Response, ApiError> {
     let account: AccountId = request.account_id.parse()?;
     let metadata = ClientMetadata {
-        user_agent: optional(request.user_agent, UserAgent::new)?,
+        // Copied from the client's request by a gateway: normalised, not refused.
+        user_agent: optional(request.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
         ip: optional(request.ip, |ip| parse_ip(&ip))?,
         label: optional(request.label, Label::new)?,
     };

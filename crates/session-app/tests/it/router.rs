@@ -217,7 +217,11 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
             "label",
         ),
         (
-            json!({ "account_id": account, "user_agent": "u".repeat(513) }),
+            json!({ "account_id": account, "user_agent": "curl\u{0}/8" }),
+            "user_agent",
+        ),
+        (
+            json!({ "account_id": account, "user_agent": "\u{1b}[2J" }),
             "user_agent",
         ),
         (
@@ -293,6 +297,40 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         0,
         "no rejected request created anything"
     );
+}
+
+#[tokio::test]
+async fn a_user_agent_as_browsers_send_it_never_fails_a_login() {
+    let app = app().await;
+    let long = "Mozilla/5.0 ".repeat(60);
+    for (sent, stored) in [
+        (
+            json!("Mozilla/5.0\t(X11; Linux x86_64)"),
+            json!("Mozilla/5.0 (X11; Linux x86_64)"),
+        ),
+        (json!("  curl/8.5\r\n"), json!("curl/8.5")),
+        (json!(""), Value::Null),
+        (json!(" \t "), Value::Null),
+        (json!(long), json!(long[..512].trim_end())),
+    ] {
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({ "account_id": Uuid::new_v4(), "user_agent": sent })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{sent}: {}", reply.text);
+        assert_eq!(reply.body["session"]["user_agent"], stored, "{sent}");
+        let id = reply.body["session"]["id"].as_str().unwrap();
+        let read = app
+            .call(Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await;
+        assert_eq!(
+            read.body["session"]["user_agent"], stored,
+            "stored as shown"
+        );
+    }
 }
 
 #[tokio::test]
