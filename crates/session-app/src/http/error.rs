@@ -34,7 +34,7 @@ pub(crate) struct ErrorDetail {
     /// A stable code to branch on: `invalid_request`, `invalid_token`,
     /// `unauthorized`, `not_found`, `method_not_allowed`,
     /// `misdirected_request`, `payload_too_large`, `unsupported_media_type`,
-    /// `not_ready`, `unavailable` or `internal`.
+    /// `not_ready`, `busy`, `unavailable` or `internal`.
     code: &'static str,
     /// A message for people. Never repeats what the client sent, other than
     /// a field name the API defines.
@@ -144,6 +144,12 @@ impl From<session_core::Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "the session cache is still warming; retry shortly",
+            ),
+            Error::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the token could not be checked now; retry shortly, and do not treat this as \
+                 logged out",
             ),
             Error::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such session"),
             Error::Store(err) => err.into(),

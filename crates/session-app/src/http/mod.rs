@@ -91,9 +91,12 @@ impl AppState {
                 Ok(session)
             }
             Err(err) => {
+                use session_core::Error;
                 match err {
-                    session_core::Error::NotReady => metrics.resolve_not_ready.inc(),
-                    _ => metrics.resolve_invalid.inc(),
+                    Error::InvalidToken => metrics.resolve_invalid.inc(),
+                    Error::NotReady => metrics.resolve_not_ready.inc(),
+                    Error::Busy => metrics.resolve_busy.inc(),
+                    _ => return Err(self.failed("resolve", err)),
                 };
                 Err(err.into())
             }

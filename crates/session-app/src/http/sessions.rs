@@ -184,7 +184,9 @@ pub(crate) async fn create_session(
     Ok(json(StatusCode::CREATED, &body))
 }
 
-/// Resolve a token to its active session. The hot path: no database round-trip.
+/// Resolve a token to its active session. The hot path: no database round-trip
+/// on a single instance. Only `401 invalid_token` means "log the user out";
+/// a 503 means retry.
 #[utoipa::path(
     post, path = "/v1/sessions/resolve", tag = "sessions",
     request_body = ResolveRequest,
@@ -192,7 +194,12 @@ pub(crate) async fn create_session(
         (status = 200, description = "The active session", body = SessionEnvelope),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "`invalid_token`: malformed, unknown or revoked; or a missing API key", body = ErrorBody),
-        (status = 503, description = "`not_ready`: the cache is still warming", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After` seconds; never a reason to log the user out. \
+`not_ready`: the cache is still warming. \
+`busy`: with several instances, the token is not in this instance's cache and cache misses have \
+spent their store-read budget, so it was not checked. \
+`unavailable`: the store failed the read a miss needed", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait: 1"))),
     ),
     security(("api_key" = [])),
 )]

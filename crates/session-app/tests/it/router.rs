@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, router};
-use session_core::{MemoryCache, MemoryStore, SessionService};
+use session_core::{
+    ManualClock, MemoryCache, MemoryStore, MissPolicy, SessionService, SessionToken,
+};
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -982,4 +984,66 @@ async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
         .unwrap();
     let replaced = app.send(request).await.headers["x-request-id"].clone();
     Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+}
+
+/// With a change log a miss reads the store within a budget; past it the
+/// token was not checked, so the answer is "retry", not "log out".
+#[tokio::test]
+async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
+    let store = Arc::new(MemoryStore::new());
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+        .change_log(store.clone())
+        .clock(Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)))
+        .miss_policy(MissPolicy {
+            reads_per_second: 1.0,
+            burst: 1,
+            negative_entries: 100,
+        })
+        .build();
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_in_sync().await }
+    });
+    for _ in 0..10_000 {
+        if service.is_warm() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let app = App {
+        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        store,
+        service,
+    };
+    let (read, unread) = (SessionToken::generate(), SessionToken::generate());
+    let reply = app.resolve(read.expose_secret()).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    // The clock stands still: the budget of one read is spent.
+    let reply = app.resolve(unread.expose_secret()).await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+    // Known unknown, and malformed: still invalid with the budget spent.
+    for token in [read.expose_secret(), "garbage"] {
+        let reply = app.resolve(token).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    for line in [
+        "session_resolves_total{outcome=\"busy\"} 1",
+        "session_resolves_total{outcome=\"invalid\"} 3",
+        "session_miss_reads_rejected_total 1",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "missing {line:?} in\n{}",
+            metrics.text
+        );
+    }
+    let doc = app.call(Method::GET, "/openapi.json", None).await;
+    let resolve = &doc.body["paths"]["/v1/sessions/resolve"]["post"]["responses"]["503"];
+    assert!(
+        resolve["description"].as_str().unwrap().contains("`busy`"),
+        "{resolve}"
+    );
 }
