@@ -25,6 +25,7 @@ use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, MAX_BODY_BYTES};
+pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
 
 /// Every route template, for metric labels.
@@ -50,6 +51,7 @@ struct StateInner {
     api_keys: ApiKeys,
     metrics: Metrics,
     readiness_timeout: Duration,
+    store_probe: health::StoreProbe,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 service,
                 api_keys,
                 readiness_timeout: Duration::from_secs(2),
+                store_probe: health::StoreProbe::default(),
             }),
         }
     }

@@ -7,9 +7,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, router};
+use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router};
 use session_core::{
-    ManualClock, MemoryCache, MemoryStore, MissPolicy, SessionService, SessionToken,
+    AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
+    RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
+    TokenHash,
 };
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -521,7 +523,11 @@ async fn a_store_outage_fails_writes_with_503_and_resolves_keep_working() {
     assert_eq!(app.resolve(&token).await.status, StatusCode::OK);
     let reply = app.call(Method::GET, "/readyz", None).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.body["checks"]["store"]["status"], "error");
+    assert_eq!(
+        reply.body["checks"]["store"],
+        json!({ "status": "error", "reason": "unavailable" })
+    );
+    assert!(!reply.text.contains("memory store"), "{}", reply.text);
     assert_eq!(reply.body["checks"]["cache"]["status"], "ok");
     app.store.set_unavailable(false);
     assert_eq!(
@@ -1046,4 +1052,128 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
         resolve["description"].as_str().unwrap().contains("`busy`"),
         "{resolve}"
     );
+}
+
+/// A `MemoryStore` that counts health checks, each taking 50 ms, so
+/// concurrent probes overlap one.
+struct CountingStore {
+    inner: MemoryStore,
+    health_checks: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for CountingStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_active_by_hash(hash).await
+    }
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: time::OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.inner.revoke_all_for_account(account, except, at).await
+    }
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_account(account, scope).await
+    }
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<ActivePage, StoreError> {
+        self.inner.active_page(after, limit).await
+    }
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.health_checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.inner.health_check().await
+    }
+}
+
+/// `/readyz` is open: however many probes arrive, the store sees at most one
+/// health check per interval, and its error text stays in the log.
+#[tokio::test(start_paused = true)]
+async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error() {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        health_checks: 0.into(),
+    });
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    service.warm().await.unwrap();
+    let router = router(AppState::new(service, ApiKeys::none()));
+    let checks = || {
+        store
+            .health_checks
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let probes = |count: usize| {
+        let probes: Vec<_> = (0..count)
+            .map(|_| {
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let request = Request::get("/readyz")
+                        .header(header::HOST, "localhost")
+                        .body(Body::empty())
+                        .unwrap();
+                    let response = router.oneshot(request).await.unwrap();
+                    let status = response.status();
+                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                    (status, String::from_utf8(bytes.to_vec()).unwrap())
+                })
+            })
+            .collect();
+        async move {
+            let mut replies = Vec::new();
+            for probe in probes {
+                replies.push(probe.await.unwrap());
+            }
+            replies
+        }
+    };
+
+    for (status, _) in probes(100).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(checks(), 1, "100 concurrent probes, one store check");
+    probes(100).await;
+    assert_eq!(checks(), 1, "within the interval the result is reused");
+
+    store.inner.set_unavailable(true);
+    tokio::time::advance(STORE_CHECK_INTERVAL).await;
+    let replies = probes(100).await;
+    assert_eq!(checks(), 2, "one new check once the interval has passed");
+    for (status, text) in replies {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body["checks"]["store"],
+            json!({ "status": "error", "reason": "unavailable" }),
+            "{text}"
+        );
+        assert!(!text.contains("memory store"), "no driver text: {text}");
+        assert!(!text.contains("set unavailable"), "no driver text: {text}");
+    }
+    store.inner.set_unavailable(false);
+    tokio::time::advance(STORE_CHECK_INTERVAL).await;
+    assert_eq!(probes(1).await[0].0, StatusCode::OK);
+    assert_eq!(checks(), 3);
 }
