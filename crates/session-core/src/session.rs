@@ -97,13 +97,62 @@ impl UserAgent {
     /// The longest accepted user agent, in bytes.
     pub const MAX_LEN: usize = 512;
 
-    /// Checks and wraps a user agent.
+    /// Checks and wraps a user agent exactly as given: for values already
+    /// normalised, such as stored rows. Clients' values go through
+    /// [`normalize`](Self::normalize).
     ///
     /// # Errors
     ///
     /// Empty, longer than [`Self::MAX_LEN`] bytes, or containing control characters.
     pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
         bounded_text(text.into(), Field::UserAgent, Self::MAX_LEN).map(Self)
+    }
+
+    /// A user agent as a client or gateway sends it, made storable: every
+    /// run of whitespace (tabs, line breaks and other Unicode whitespace
+    /// included) becomes one space, leading and trailing whitespace goes,
+    /// and text past [`Self::MAX_LEN`] bytes is cut at a character boundary.
+    /// Nothing left means no user agent: `Ok(None)`.
+    ///
+    /// A user agent is metadata a login should not fail over, so only what
+    /// no client legitimately sends is refused: control characters that are
+    /// not whitespace (NUL, escape, delete and the like), which break logs
+    /// and terminals and which PostgreSQL cannot store (NUL). They are
+    /// refused rather than dropped because their presence means the value
+    /// is not a user agent at all.
+    ///
+    /// # Errors
+    ///
+    /// A control character that is not whitespace, anywhere in `text`.
+    pub fn normalize(text: &str) -> Result<Option<Self>, ValidationError> {
+        if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+            return Err(ValidationError::new(
+                Field::UserAgent,
+                Reason::ControlCharacter,
+            ));
+        }
+        let mut normal = String::with_capacity(text.len().min(Self::MAX_LEN + 1));
+        for word in text.split_whitespace() {
+            if normal.len() >= Self::MAX_LEN {
+                break;
+            }
+            if !normal.is_empty() {
+                normal.push(' ');
+            }
+            normal.push_str(word);
+        }
+        if normal.len() > Self::MAX_LEN {
+            let mut end = Self::MAX_LEN;
+            while !normal.is_char_boundary(end) {
+                end -= 1;
+            }
+            normal.truncate(end);
+            normal.truncate(normal.trim_end().len());
+        }
+        if normal.is_empty() {
+            return Ok(None);
+        }
+        Self::new(normal).map(Some)
     }
 
     /// The user agent text.

@@ -1,10 +1,12 @@
 //! The one error type of the HTTP API: every failure becomes
 //! `{"error": {"code", "message"}}` with one status code, decided here.
+//!
+//! Every message is fixed text, a number, or a field name the API defines:
+//! never text the client sent, which may be a token or hostile.
 
 use std::borrow::Cow;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -32,9 +34,10 @@ pub(crate) struct ErrorDetail {
     /// A stable code to branch on: `invalid_request`, `invalid_token`,
     /// `unauthorized`, `not_found`, `method_not_allowed`,
     /// `misdirected_request`, `payload_too_large`, `unsupported_media_type`,
-    /// `not_ready`, `unavailable` or `internal`.
+    /// `not_ready`, `busy`, `unavailable` or `internal`.
     code: &'static str,
-    /// A message for people. Never contains a token.
+    /// A message for people. Never repeats what the client sent, other than
+    /// a field name the API defines.
     message: String,
 }
 
@@ -69,6 +72,24 @@ impl ApiError {
             "misdirected_request",
             "without an API key this service answers only requests addressed to localhost, \
              127.0.0.1 or [::1]; configure an API key to serve it under another name",
+        )
+    }
+
+    /// 415: the body is not declared JSON. Does not repeat the type given.
+    pub(crate) fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        )
+    }
+
+    /// 413: the body is over [`MAX_BODY_BYTES`].
+    pub(crate) fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )
     }
 
@@ -124,6 +145,12 @@ impl From<session_core::Error> for ApiError {
                 "not_ready",
                 "the session cache is still warming; retry shortly",
             ),
+            Error::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the token could not be checked now; retry shortly, and do not treat this as \
+                 logged out",
+            ),
             Error::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such session"),
             Error::Store(err) => err.into(),
             other => {
@@ -164,58 +191,13 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected `Content-Type: application/json`",
-            ),
-            JsonRejection::JsonSyntaxError(_) => {
-                Self::invalid_request("the request body is not valid JSON")
-            }
-            // Serde names the field; every field is a string, so no string value is echoed.
-            JsonRejection::JsonDataError(err) => Self::invalid_request(err.body_text()),
-            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            }
-            other => Self::invalid_request(other.body_text()),
-        }
-    }
-}
-
 impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        Self::invalid_request(rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::invalid_request(rejection.body_text())
+    /// The only path parameters are UUIDs, parsed by the handlers; axum
+    /// rejects a segment before that only when it does not decode to UTF-8.
+    fn from(_: PathRejection) -> Self {
+        Self::invalid_request("a path segment is not valid percent-encoded UTF-8")
     }
 }
 
 /// The largest request body accepted, in bytes. Requests here are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// `axum::Json`, with rejections in the API's error shape.
-pub(crate) struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
-    }
-}

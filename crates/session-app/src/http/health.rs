@@ -5,7 +5,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use session_core::LogLag;
+use std::time::Duration;
+
+use session_core::{LogLag, SessionService};
+use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -91,12 +94,75 @@ pub(crate) struct CacheCheck {
 pub(crate) struct StoreCheck {
     /// `ok` or `error`.
     status: &'static str,
-    /// Why the check failed.
+    /// Why the check failed: `unavailable` (the store answered with an
+    /// error) or `timeout`. Fixed words: the driver's message, which can
+    /// name hosts and users, goes to the log, not to an open route.
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
+    reason: Option<&'static str>,
 }
 
-/// Readiness: 200 only when the cache is warm and the store answers its health check.
+/// How long one store health check answers readiness: `/readyz` is open,
+/// so without this every probe, anyone's, would be a database round trip.
+pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the last store health check found.
+#[derive(Clone, Copy)]
+enum StoreHealth {
+    Ok,
+    Unavailable,
+    Timeout,
+}
+
+impl StoreHealth {
+    fn check(self) -> StoreCheck {
+        let (status, reason) = match self {
+            Self::Ok => ("ok", None),
+            Self::Unavailable => ("error", Some("unavailable")),
+            Self::Timeout => ("error", Some("timeout")),
+        };
+        StoreCheck { status, reason }
+    }
+}
+
+/// The store health check behind `/readyz`: at most one per
+/// [`STORE_CHECK_INTERVAL`], shared by every probe meanwhile.
+#[derive(Default)]
+pub(crate) struct StoreProbe {
+    /// When the last check finished, and what it found. Held across a
+    /// check, so probes that arrive during it wait and share its result
+    /// rather than each starting one.
+    last: tokio::sync::Mutex<Option<(Instant, StoreHealth)>>,
+}
+
+impl StoreProbe {
+    async fn health(&self, service: &SessionService, timeout: Duration) -> StoreHealth {
+        let mut last = self.last.lock().await;
+        if let Some((at, health)) = *last
+            && at.elapsed() < STORE_CHECK_INTERVAL
+        {
+            return health;
+        }
+        let health = match tokio::time::timeout(timeout, service.readiness()).await {
+            Ok(readiness) => match readiness.store {
+                Ok(()) => StoreHealth::Ok,
+                Err(err) => {
+                    tracing::warn!(error = %err, "readiness: the store health check failed");
+                    StoreHealth::Unavailable
+                }
+            },
+            Err(_) => {
+                tracing::warn!(?timeout, "readiness: the store health check timed out");
+                StoreHealth::Timeout
+            }
+        };
+        *last = Some((Instant::now(), health));
+        health
+    }
+}
+
+/// Readiness: 200 only when the cache is warm and the store answers its
+/// health check (run at most once a second, whoever asks), and, with a
+/// change log, the lag is within the bound.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadinessBody),
@@ -104,20 +170,15 @@ pub(crate) struct StoreCheck {
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let service = state.service();
-    let timeout = state.inner.readiness_timeout;
-    let readiness = tokio::time::timeout(timeout, service.readiness()).await;
-    let (cache_warm, store) = match readiness {
-        Ok(readiness) => (
-            readiness.cache_warm,
-            readiness.store.map_err(|err| err.to_string()),
-        ),
-        Err(_) => (
-            service.is_warm(),
-            Err(format!("the store did not answer within {timeout:?}")),
-        ),
-    };
+    let store = state
+        .inner
+        .store_probe
+        .health(service, state.inner.readiness_timeout)
+        .await;
+    let cache_warm = service.is_warm();
     let log = service.change_log_lag();
-    let ready = cache_warm && store.is_ok() && log.is_none_or(|lag| lag.within_bound());
+    let ready =
+        cache_warm && matches!(store, StoreHealth::Ok) && log.is_none_or(|lag| lag.within_bound());
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
@@ -125,16 +186,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
                 status: if cache_warm { "ok" } else { "warming" },
                 sessions: service.cached_sessions(),
             },
-            store: match store {
-                Ok(()) => StoreCheck {
-                    status: "ok",
-                    message: None,
-                },
-                Err(message) => StoreCheck {
-                    status: "error",
-                    message: Some(message),
-                },
-            },
+            store: store.check(),
             change_log: log.map(LogCheck::new),
         },
     };

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub resolve_invalid: Counter,
     /// Resolves refused because the cache was not warm.
     pub resolve_not_ready: Counter,
+    /// Resolves of tokens missing from the cache that the miss-path rate
+    /// limit kept from being checked against the store (answered `busy`).
+    pub resolve_busy: Counter,
     store_errors: Family<OperationLabels, Counter>,
 }
 
@@ -88,6 +91,7 @@ impl Metrics {
             resolve_hit: outcome("hit"),
             resolve_invalid: outcome("invalid"),
             resolve_not_ready: outcome("not_ready"),
+            resolve_busy: outcome("busy"),
             registry,
             requests,
             latency,
@@ -200,12 +204,12 @@ impl Collector for ServiceCollector {
             ),
             (
                 "miss_reads_rejected",
-                "Misses refused a store read by the rate limit",
+                "Misses refused a store read by the rate limit (answered busy)",
                 stats.miss_reads_rejected,
             ),
             (
                 "miss_negative_hits",
-                "Misses answered from the negative cache",
+                "Misses answered invalid without a read: unknown to the store, or revoked recently",
                 stats.negative_hits,
             ),
         ] {

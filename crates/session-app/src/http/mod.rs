@@ -4,6 +4,7 @@ mod auth;
 mod error;
 mod health;
 mod host;
+mod input;
 mod metrics;
 mod sessions;
 
@@ -24,6 +25,7 @@ use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, MAX_BODY_BYTES};
+pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
 
 /// Every route template, for metric labels.
@@ -49,6 +51,7 @@ struct StateInner {
     api_keys: ApiKeys,
     metrics: Metrics,
     readiness_timeout: Duration,
+    store_probe: health::StoreProbe,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
                 service,
                 api_keys,
                 readiness_timeout: Duration::from_secs(2),
+                store_probe: health::StoreProbe::default(),
             }),
         }
     }
@@ -90,9 +94,12 @@ impl AppState {
                 Ok(session)
             }
             Err(err) => {
+                use session_core::Error;
                 match err {
-                    session_core::Error::NotReady => metrics.resolve_not_ready.inc(),
-                    _ => metrics.resolve_invalid.inc(),
+                    Error::InvalidToken => metrics.resolve_invalid.inc(),
+                    Error::NotReady => metrics.resolve_not_ready.inc(),
+                    Error::Busy => metrics.resolve_busy.inc(),
+                    _ => return Err(self.failed("resolve", err)),
                 };
                 Err(err.into())
             }
@@ -186,6 +193,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(
             ServiceBuilder::new()
+                .layer(from_fn(only_uuid_request_ids))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -202,13 +210,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Keeps a client's `X-Request-Id` only if it is one UUID, as gateways
+/// generate them; anything else is dropped and replaced by a new id. The id
+/// is sent back in the response and written on every log line of the
+/// request, so free text there would be client input echoed (a token, say).
+async fn only_uuid_request_ids(mut request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers_mut();
+    let mut ids = headers.get_all(REQUEST_ID).iter();
+    let one_uuid = match (ids.next(), ids.next()) {
+        (Some(id), None) => id
+            .to_str()
+            .is_ok_and(|id| uuid::Uuid::try_parse(id).is_ok()),
+        _ => false,
+    };
+    if !one_uuid {
+        headers.remove(REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
 /// One span per request with the method, the route template and the request
 /// id, so every log line of the request carries them. Never the body or query.
 fn request_span(request: &Request) -> Span {
     let route = metrics::route_label(request.extensions().get::<MatchedPath>());
     let request_id = request
         .headers()
-        .get("x-request-id")
+        .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %request.method(), route, request_id)

@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ErrorBody};
+use super::input::{ApiJson, ApiQuery};
 
 /// A session as the API shows it. Never includes the token or its hash.
 #[derive(Serialize, ToSchema)]
@@ -77,7 +78,9 @@ pub(crate) struct CreateSessionRequest {
     /// The account to log in (a UUID owned by the host application).
     #[schema(format = Uuid)]
     account_id: String,
-    /// The client's user agent, at most 512 bytes.
+    /// The client's user agent, as sent. Whitespace runs become one space,
+    /// the ends are trimmed, an empty value counts as absent, and anything
+    /// past 512 bytes is cut off; other control characters are refused.
     user_agent: Option<String>,
     /// The client's IP address (IPv4 or IPv6).
     ip: Option<String>,
@@ -164,7 +167,8 @@ pub(crate) async fn create_session(
 ) -> Result<Response, ApiError> {
     let account: AccountId = request.account_id.parse()?;
     let metadata = ClientMetadata {
-        user_agent: optional(request.user_agent, UserAgent::new)?,
+        // Copied from the client's request by a gateway: normalised, not refused.
+        user_agent: optional(request.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
         ip: optional(request.ip, |ip| parse_ip(&ip))?,
         label: optional(request.label, Label::new)?,
     };
@@ -180,7 +184,9 @@ pub(crate) async fn create_session(
     Ok(json(StatusCode::CREATED, &body))
 }
 
-/// Resolve a token to its active session. The hot path: no database round-trip.
+/// Resolve a token to its active session. The hot path: no database round-trip
+/// on a single instance. Only `401 invalid_token` means "log the user out";
+/// a 503 means retry.
 #[utoipa::path(
     post, path = "/v1/sessions/resolve", tag = "sessions",
     request_body = ResolveRequest,
@@ -188,7 +194,12 @@ pub(crate) async fn create_session(
         (status = 200, description = "The active session", body = SessionEnvelope),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "`invalid_token`: malformed, unknown or revoked; or a missing API key", body = ErrorBody),
-        (status = 503, description = "`not_ready`: the cache is still warming", body = ErrorBody),
+        (status = 503, description = "Retry after `Retry-After` seconds; never a reason to log the user out. \
+`not_ready`: the cache is still warming. \
+`busy`: with several instances, the token is not in this instance's cache and cache misses have \
+spent their store-read budget, so it was not checked. \
+`unavailable`: the store failed the read a miss needed", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait: 1"))),
     ),
     security(("api_key" = [])),
 )]
@@ -262,10 +273,10 @@ pub(crate) async fn revoke_session(
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     account: Result<Path<String>, PathRejection>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let scope = match params?.0.include_revoked.as_deref() {
+    let scope = match params.include_revoked.as_deref() {
         None | Some("false") => ListScope::Active,
         Some("true") => ListScope::IncludeRevoked,
         Some(_) => {
@@ -299,11 +310,10 @@ pub(crate) async fn list_sessions(
 pub(crate) async fn revoke_account_sessions(
     State(state): State<AppState>,
     account: Result<Path<String>, PathRejection>,
-    params: Result<Query<RevokeAllParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let except = params?
-        .0
+    let except = params
         .except
         .map(|id| {
             id.parse::<SessionId>()

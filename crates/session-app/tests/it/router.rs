@@ -7,8 +7,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, router};
-use session_core::{MemoryCache, MemoryStore, SessionService};
+use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router};
+use session_core::{
+    AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
+    RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
+    TokenHash,
+};
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -181,6 +185,20 @@ async fn create_returns_the_token_once_and_the_session() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(reply.body["session"]["label"], Value::Null);
+
+    let reply = app
+        .raw(
+            "/v1/sessions",
+            Some("Application/Merge-Patch+JSON; charset=utf-8"),
+            json!({ "account_id": account }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "a +json type is JSON: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -203,10 +221,18 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
             "label",
         ),
         (
-            json!({ "account_id": account, "user_agent": "u".repeat(513) }),
+            json!({ "account_id": account, "user_agent": "curl\u{0}/8" }),
             "user_agent",
         ),
-        (json!({ "account_id": account, "colour": "red" }), "colour"),
+        (
+            json!({ "account_id": account, "user_agent": "\u{1b}[2J" }),
+            "user_agent",
+        ),
+        (
+            json!({ "account_id": account, "colour": "red" }),
+            "`account_id`, `user_agent`, `ip`, `label`",
+        ),
+        (json!({ "account_id": [account] }), "account_id"),
     ];
     for (body, field) in cases {
         let reply = app
@@ -223,6 +249,24 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         .raw("/v1/sessions", Some("application/json"), "{\"account_id\":")
         .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(reply.text.contains("line 1, column 14"), "{}", reply.text);
+    for body in ["[]", "\"x\"", "null"] {
+        let reply = app
+            .raw("/v1/sessions", Some("application/json"), body)
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(reply.text.contains("JSON object"), "{body}: {}", reply.text);
+    }
+    let duplicate = format!("{{\"account_id\":\"{account}\",\"account_id\":\"{account}\"}}");
+    let reply = app
+        .raw("/v1/sessions", Some("application/json"), duplicate)
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        reply.text.contains("account_id: given more than once"),
+        "{}",
+        reply.text
+    );
     let reply = app
         .raw(
             "/v1/sessions",
@@ -257,6 +301,40 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         0,
         "no rejected request created anything"
     );
+}
+
+#[tokio::test]
+async fn a_user_agent_as_browsers_send_it_never_fails_a_login() {
+    let app = app().await;
+    let long = "Mozilla/5.0 ".repeat(60);
+    for (sent, stored) in [
+        (
+            json!("Mozilla/5.0\t(X11; Linux x86_64)"),
+            json!("Mozilla/5.0 (X11; Linux x86_64)"),
+        ),
+        (json!("  curl/8.5\r\n"), json!("curl/8.5")),
+        (json!(""), Value::Null),
+        (json!(" \t "), Value::Null),
+        (json!(long), json!(long[..512].trim_end())),
+    ] {
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({ "account_id": Uuid::new_v4(), "user_agent": sent })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{sent}: {}", reply.text);
+        assert_eq!(reply.body["session"]["user_agent"], stored, "{sent}");
+        let id = reply.body["session"]["id"].as_str().unwrap();
+        let read = app
+            .call(Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await;
+        assert_eq!(
+            read.body["session"]["user_agent"], stored,
+            "stored as shown"
+        );
+    }
 }
 
 #[tokio::test]
@@ -405,7 +483,11 @@ async fn list_and_revoke_all_for_an_account() {
     for (uri, field) in [
         (format!("{base}?include_revoked=yes"), "include_revoked"),
         ("/v1/accounts/nope/sessions".to_owned(), "account_id"),
-        (format!("{base}?colour=red"), "colour"),
+        (format!("{base}?colour=red"), "`include_revoked`"),
+        (
+            format!("{base}?include_revoked=true&include_revoked=false"),
+            "include_revoked: given more than once",
+        ),
     ] {
         let reply = app.call(Method::GET, &uri, None).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
@@ -441,7 +523,11 @@ async fn a_store_outage_fails_writes_with_503_and_resolves_keep_working() {
     assert_eq!(app.resolve(&token).await.status, StatusCode::OK);
     let reply = app.call(Method::GET, "/readyz", None).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.body["checks"]["store"]["status"], "error");
+    assert_eq!(
+        reply.body["checks"]["store"],
+        json!({ "status": "error", "reason": "unavailable" })
+    );
+    assert!(!reply.text.contains("memory store"), "{}", reply.text);
     assert_eq!(reply.body["checks"]["cache"]["status"], "ok");
     app.store.set_unavailable(false);
     assert_eq!(
@@ -750,4 +836,344 @@ async fn with_a_key_any_name_is_served() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(request).await.status, StatusCode::OK);
+}
+
+/// Every request here puts `sentinel` (a real token's text) somewhere a
+/// client controls: a query name or value, a path segment, a JSON name, value
+/// or broken syntax, a header. None may come back, in a body or a header.
+#[tokio::test]
+async fn no_response_repeats_what_the_client_sent() {
+    let keyless = app().await;
+    let keyed = app_with(ApiKeys::new([KEY]).unwrap(), true).await;
+    let sentinel = session_core::SessionToken::generate();
+    let s = sentinel.expose_secret();
+    let account = Uuid::new_v4();
+    let accounts = format!("/v1/accounts/{account}/sessions");
+    let request = |method: Method, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "localhost")
+    };
+    let mut requests = Vec::new();
+
+    for query in [
+        format!("{s}=1"),
+        s.to_owned(),
+        format!("include_revoked={s}"),
+        format!("include_revoked=true&{s}=true"),
+        format!("include_revoked=true&include_revoked={s}"),
+        format!("except={s}"),
+        format!("except={account}&{s}="),
+        format!("except={s}&except={s}"),
+        format!("%FF{s}=%FF"),
+    ] {
+        for method in [Method::GET, Method::DELETE] {
+            let uri = format!("{accounts}?{query}");
+            requests.push((uri.clone(), request(method, &uri).body(Body::empty())));
+        }
+    }
+    for path in [
+        format!("/v1/sessions/{s}"),
+        format!("/v1/sessions/%FF{s}"),
+        format!("/v1/accounts/{s}/sessions"),
+        format!("/v1/accounts/%FF{s}/sessions"),
+        format!("/v1/{s}"),
+        format!("/{s}"),
+    ] {
+        for method in [Method::GET, Method::DELETE, Method::PUT] {
+            requests.push((path.clone(), request(method, &path).body(Body::empty())));
+        }
+    }
+    for body in [
+        format!(r#"{{"{s}": true}}"#),
+        format!(r#"{{"account_id": "{account}", "{s}": "x"}}"#),
+        format!(r#"{{"token": "x", "{s}": "x"}}"#),
+        format!(r#"{{"account_id": "{s}"}}"#),
+        format!(r#"{{"account_id": {{"{s}": 1}}}}"#),
+        format!(r#"{{"account_id": ["{s}"], "token": ["{s}"]}}"#),
+        format!(r#"{{"account_id": "{account}", "ip": "{s}"}}"#),
+        format!(r#"{{"account_id": "{account}", "label": "{s}\u0007"}}"#),
+        format!(r#"{{"account_id": "{account}", "label": "{s}{s}{s}"}}"#),
+        format!(r#"{{"account_id": "{account}", "user_agent": "{s}\u0000"}}"#),
+        format!(r#"{{"account_id": "{account}", "user_agent": {s}}}"#),
+        format!(r#"{{"token": {s}}}"#),
+        format!(r#"{{"token": "{s}", "token": "{s}"}}"#),
+        format!(r#"{{"token": "{s}"}}"#),
+        format!(r#"{{"token": "{s}"#),
+        format!(r#"{{"{s}"#),
+        format!(r#"{{"{s}": 1,}}"#),
+        format!(r#""{s}""#),
+        format!(r#"["{s}"]"#),
+        format!(r#"{{}} {s}"#),
+        s.to_owned(),
+    ] {
+        for uri in ["/v1/sessions", "/v1/sessions/resolve"] {
+            let content =
+                request(Method::POST, uri).header(header::CONTENT_TYPE, "application/json");
+            requests.push((
+                format!("{uri} {body}"),
+                content.body(Body::from(body.clone())),
+            ));
+        }
+    }
+    let body = json!({ "token": s }).to_string();
+    for content_type in [
+        format!("application/{s}"),
+        s.to_owned(),
+        format!("{s}/json"),
+    ] {
+        let content = request(Method::POST, "/v1/sessions/resolve")
+            .header(header::CONTENT_TYPE, content_type.as_str());
+        requests.push((content_type, content.body(Body::from(body.clone()))));
+    }
+    for host in [
+        s.to_owned(),
+        format!("{s}.localhost"),
+        format!("{s}@localhost"),
+    ] {
+        let misdirected = Request::get("/healthz").header(header::HOST, host.as_str());
+        requests.push((format!("Host {host}"), misdirected.body(Body::empty())));
+    }
+    for id in [s.to_owned(), format!("{}{s}", Uuid::new_v4())] {
+        let traced = request(Method::GET, "/healthz").header("x-request-id", id.as_str());
+        requests.push((format!("X-Request-Id {id}"), traced.body(Body::empty())));
+    }
+    let mut replies = Vec::new();
+    for (case, request) in requests {
+        replies.push((case, keyless.send(request.unwrap()).await));
+    }
+    for auth in [format!("Bearer {s}"), s.to_owned(), format!("{s} {s}")] {
+        let request = request(Method::POST, "/v1/sessions/resolve")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, auth.as_str())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        replies.push((format!("Authorization {auth}"), keyed.send(request).await));
+    }
+
+    let random_part = &s[session_core::TOKEN_PREFIX.len()..];
+    for (case, reply) in &replies {
+        assert!(!reply.text.contains(random_part), "{case}: {}", reply.text);
+        for (name, value) in &reply.headers {
+            assert!(
+                !String::from_utf8_lossy(value.as_bytes()).contains(random_part),
+                "{case}: header {name}: {value:?}"
+            );
+        }
+        if !case.starts_with("X-Request-Id") {
+            assert!(
+                reply.status.is_client_error(),
+                "{case}: {} {}",
+                reply.status,
+                reply.text
+            );
+        }
+    }
+    assert_eq!(keyless.sessions_stored(), 0);
+}
+
+#[tokio::test]
+async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
+    let app = app().await;
+    let id = Uuid::new_v4().to_string();
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", id.as_str())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.headers["x-request-id"], id.as_str());
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", "not a uuid")
+        .body(Body::empty())
+        .unwrap();
+    let replaced = app.send(request).await.headers["x-request-id"].clone();
+    Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+}
+
+/// With a change log a miss reads the store within a budget; past it the
+/// token was not checked, so the answer is "retry", not "log out".
+#[tokio::test]
+async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
+    let store = Arc::new(MemoryStore::new());
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+        .change_log(store.clone())
+        .clock(Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)))
+        .miss_policy(MissPolicy {
+            reads_per_second: 1.0,
+            burst: 1,
+            negative_entries: 100,
+        })
+        .build();
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_in_sync().await }
+    });
+    for _ in 0..10_000 {
+        if service.is_warm() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let app = App {
+        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        store,
+        service,
+    };
+    let (read, unread) = (SessionToken::generate(), SessionToken::generate());
+    let reply = app.resolve(read.expose_secret()).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    // The clock stands still: the budget of one read is spent.
+    let reply = app.resolve(unread.expose_secret()).await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+    // Known unknown, and malformed: still invalid with the budget spent.
+    for token in [read.expose_secret(), "garbage"] {
+        let reply = app.resolve(token).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    for line in [
+        "session_resolves_total{outcome=\"busy\"} 1",
+        "session_resolves_total{outcome=\"invalid\"} 3",
+        "session_miss_reads_rejected_total 1",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "missing {line:?} in\n{}",
+            metrics.text
+        );
+    }
+    let doc = app.call(Method::GET, "/openapi.json", None).await;
+    let resolve = &doc.body["paths"]["/v1/sessions/resolve"]["post"]["responses"]["503"];
+    assert!(
+        resolve["description"].as_str().unwrap().contains("`busy`"),
+        "{resolve}"
+    );
+}
+
+/// A `MemoryStore` that counts health checks, each taking 50 ms, so
+/// concurrent probes overlap one.
+struct CountingStore {
+    inner: MemoryStore,
+    health_checks: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for CountingStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_active_by_hash(hash).await
+    }
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: time::OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.inner.revoke_all_for_account(account, except, at).await
+    }
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_account(account, scope).await
+    }
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<ActivePage, StoreError> {
+        self.inner.active_page(after, limit).await
+    }
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.health_checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.inner.health_check().await
+    }
+}
+
+/// `/readyz` is open: however many probes arrive, the store sees at most one
+/// health check per interval, and its error text stays in the log.
+#[tokio::test(start_paused = true)]
+async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error() {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        health_checks: 0.into(),
+    });
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    service.warm().await.unwrap();
+    let router = router(AppState::new(service, ApiKeys::none()));
+    let checks = || {
+        store
+            .health_checks
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let probes = |count: usize| {
+        let probes: Vec<_> = (0..count)
+            .map(|_| {
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let request = Request::get("/readyz")
+                        .header(header::HOST, "localhost")
+                        .body(Body::empty())
+                        .unwrap();
+                    let response = router.oneshot(request).await.unwrap();
+                    let status = response.status();
+                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                    (status, String::from_utf8(bytes.to_vec()).unwrap())
+                })
+            })
+            .collect();
+        async move {
+            let mut replies = Vec::new();
+            for probe in probes {
+                replies.push(probe.await.unwrap());
+            }
+            replies
+        }
+    };
+
+    for (status, _) in probes(100).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(checks(), 1, "100 concurrent probes, one store check");
+    probes(100).await;
+    assert_eq!(checks(), 1, "within the interval the result is reused");
+
+    store.inner.set_unavailable(true);
+    tokio::time::advance(STORE_CHECK_INTERVAL).await;
+    let replies = probes(100).await;
+    assert_eq!(checks(), 2, "one new check once the interval has passed");
+    for (status, text) in replies {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body["checks"]["store"],
+            json!({ "status": "error", "reason": "unavailable" }),
+            "{text}"
+        );
+        assert!(!text.contains("memory store"), "no driver text: {text}");
+        assert!(!text.contains("set unavailable"), "no driver text: {text}");
+    }
+    store.inner.set_unavailable(false);
+    tokio::time::advance(STORE_CHECK_INTERVAL).await;
+    assert_eq!(probes(1).await[0].0, StatusCode::OK);
+    assert_eq!(checks(), 3);
 }

@@ -1,6 +1,7 @@
 //! The miss path, with a change log only: a token not in the cache may be a
 //! session another process just created, so it costs at most one store read,
-//! within a rate limit, and hashes the store did not know are remembered.
+//! within a rate limit (past it, the answer is "busy", never "invalid"), and
+//! hashes the store did not know are remembered.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,14 +11,17 @@ use crate::session::Session;
 use crate::token::TokenHash;
 
 impl Inner {
-    /// The miss path: one store read for a hash not in the cache, unless the
-    /// store is known not to have it or the read budget is spent.
+    /// The miss path: one store read for a hash not in the cache, unless it
+    /// is known not to be active (invalid: the store did not have it, or it
+    /// was revoked recently) or the read budget is spent (busy).
     pub(super) async fn read_through(
         self: &Arc<Self>,
         hash: TokenHash,
     ) -> Result<Arc<Session>, Error> {
         let now = self.clock.monotonic();
-        if lock(&self.negative).contains(&hash, now) {
+        // Known not to be active: unknown to the store, or revoked recently.
+        // Each lock is taken alone.
+        if self.was_revoked(&hash, now) || lock(&self.negative).contains(&hash, now) {
             self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Err(Error::InvalidToken);
         }
@@ -25,7 +29,9 @@ impl Inner {
             self.stats
                 .miss_reads_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(Error::InvalidToken);
+            // Not checked, so not known to be invalid: "invalid" would make
+            // the client log out a user whose session may be brand new.
+            return Err(Error::Busy);
         }
         self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
         // Pending before the read: a revocation applied while it is in flight

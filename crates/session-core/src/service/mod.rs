@@ -47,6 +47,12 @@ pub enum Error {
     /// "no such session". Retry shortly; do not log the user out.
     #[error("session cache is not warm yet")]
     NotReady,
+    /// With a change log, a token missing from the cache could not be
+    /// checked against the store now: misses have spent their store-read
+    /// budget ([`MissPolicy`]). The token may be valid (a session another
+    /// process just created). Retry shortly; do not log the user out.
+    #[error("too many cache misses to check against the store now")]
+    Busy,
     /// No session has this id.
     #[error("session not found")]
     NotFound,
@@ -149,9 +155,11 @@ pub struct SyncStats {
     pub wake_ups: u64,
     /// Store reads caused by cache misses.
     pub miss_reads: u64,
-    /// Misses answered "invalid" without a read because the rate limit was reached.
+    /// Misses answered [`Error::Busy`] without a read because the rate
+    /// limit was reached.
     pub miss_reads_rejected: u64,
-    /// Misses answered from the negative cache, without a read.
+    /// Misses answered "invalid" without a read: from the negative cache, or
+    /// the hash was revoked recently (a tombstone).
     pub negative_hits: u64,
 }
 
@@ -351,7 +359,9 @@ impl SessionService {
     ///
     /// [`Error::NotReady`] before the first warm completes, whatever the token;
     /// [`Error::InvalidToken`] for a malformed, unknown or revoked token alike
-    /// (and for a miss past the rate limit); [`Error::Store`] if a miss-path
+    /// (unknown: not in the cache, and with a change log, not in the store or
+    /// already known not to be); [`Error::Busy`] for a miss past the rate
+    /// limit, which has not been checked; [`Error::Store`] if a miss-path
     /// read failed.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         if !self.is_warm() {

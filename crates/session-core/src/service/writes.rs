@@ -99,6 +99,12 @@ impl Inner {
         }
     }
 
+    /// Whether this hash was revoked recently, so a miss on it is final
+    /// without a read (tombstones are kept only with a change log).
+    pub(super) fn was_revoked(&self, hash: &TokenHash, now: Instant) -> bool {
+        self.writes().is_revoked(hash, now)
+    }
+
     pub(super) fn begin_insert(self: &Arc<Self>, hash: TokenHash) -> PendingGuard {
         self.writes().pending.entry(hash).or_default().waiters += 1;
         PendingGuard {

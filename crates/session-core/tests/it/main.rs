@@ -3,5 +3,6 @@
 mod contract;
 mod feed;
 mod gated;
+mod metadata;
 mod service;
 mod token;

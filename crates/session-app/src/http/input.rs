@@ -1,0 +1,312 @@
+//! Extractors for JSON bodies and query strings whose errors never repeat
+//! what the client sent.
+//!
+//! A client may put anything in a field name or value, a token included, and
+//! an error body is logged by gateways and shown to people. So no error here
+//! is built from the `Display` of a serde error, which quotes the input
+//! (`unknown field `…``, `invalid type: string "…"`). Each is built from its
+//! kind (serde_json's [`classify`](serde_json::Error::classify)), its line
+//! and column, and the API's own field names, which come from the request
+//! type's `Deserialize` impl. A name the client sent is named back only after
+//! it has been matched to one of those, and then in the API's own copy.
+
+use std::fmt;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::error::Category;
+
+use super::error::ApiError;
+
+/// A JSON request body, with errors in the API's shape that never echo input.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::invalid_request("the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// A query string, with errors in the API's shape that never echo input.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Self)
+    }
+}
+
+/// Whether the body is declared JSON: `application/json` or
+/// `application/<anything>+json`, with any parameters, as `axum::Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// Where an input is: a JSON body's fields or a query string's parameters.
+#[derive(Clone, Copy)]
+enum Source {
+    Body,
+    Query,
+}
+
+impl Source {
+    fn fields(self) -> &'static str {
+        match self {
+            Self::Body => "fields",
+            Self::Query => "parameters",
+        }
+    }
+
+    fn container(self) -> &'static str {
+        match self {
+            Self::Body => "the request body",
+            Self::Query => "the query string",
+        }
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let shape = Shape::of::<T>();
+    // First the syntax and the names, which say nothing about `T`'s types.
+    let keys = match serde_json::from_slice::<Keys>(bytes) {
+        Ok(keys) => keys,
+        Err(err) => {
+            return Err(match err.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    ApiError::invalid_request(format!(
+                        "the request body is not valid JSON (line {}, column {})",
+                        err.line(),
+                        err.column()
+                    ))
+                }
+                // `Keys` refuses only one shape of valid JSON.
+                Category::Data => {
+                    ApiError::invalid_request("the request body must be a JSON object")
+                }
+            });
+        }
+    };
+    shape.check_names(&keys.0, Source::Body)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| shape.value_error(err.path(), &keys.0, Source::Body))
+}
+
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let shape = Shape::of::<T>();
+    // Reading pairs of strings cannot fail: invalid percent-encoding decodes lossily.
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let names: Vec<String> = pairs.into_iter().map(|(name, _)| name).collect();
+    shape.check_names(&names, Source::Query)?;
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|err| shape.value_error(err.path(), &names, Source::Query))
+}
+
+/// The names of a JSON object's members, in order, duplicates kept; the
+/// values are checked for syntax only.
+struct Keys(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for Keys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
+
+struct KeysVisitor;
+
+impl<'de> Visitor<'de> for KeysVisitor {
+    type Value = Keys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+        let mut keys = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<IgnoredAny>()?;
+            keys.push(key);
+        }
+        Ok(Keys(keys))
+    }
+}
+
+/// What a request type accepts, read from its `Deserialize` impl: the names
+/// of its fields, and the first one that may not be omitted.
+struct Shape {
+    fields: &'static [&'static str],
+    first_required: Option<&'static str>,
+}
+
+impl Shape {
+    fn of<T: DeserializeOwned>() -> Self {
+        let mut probe = Probe { fields: &[] };
+        let first_required = match T::deserialize(&mut probe) {
+            Err(ProbeError::Missing(field)) => Some(field),
+            _ => None,
+        };
+        Self {
+            fields: probe.fields,
+            first_required,
+        }
+    }
+
+    /// The API's own spelling of a name the client sent, if it is one.
+    fn known(&self, name: &str) -> Option<&'static str> {
+        self.fields.iter().copied().find(|field| *field == name)
+    }
+
+    fn list(&self) -> String {
+        let names: Vec<String> = self.fields.iter().map(|f| format!("`{f}`")).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Refuses a name the type does not define, and a name given twice (a
+    /// proxy and this service could otherwise each read a different one).
+    fn check_names(&self, names: &[String], source: Source) -> Result<(), ApiError> {
+        for (index, name) in names.iter().enumerate() {
+            let Some(field) = self.known(name) else {
+                return Err(ApiError::invalid_request(format!(
+                    "{} holds a name this API does not define; the {} are {}",
+                    source.container(),
+                    source.fields(),
+                    self.list()
+                )));
+            };
+            if names[..index].iter().any(|earlier| earlier == name) {
+                return Err(ApiError::invalid_request(format!(
+                    "{field}: given more than once"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the field a value error is at, once every name is known to be
+    /// the API's: a path into a field, or no path for a missing field.
+    fn value_error(
+        &self,
+        path: &serde_path_to_error::Path,
+        names: &[String],
+        source: Source,
+    ) -> ApiError {
+        let at = path.iter().next().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => self.known(key),
+            _ => None,
+        });
+        if let Some(field) = at {
+            return ApiError::invalid_request(format!(
+                "{field}: wrong type or value (see the OpenAPI document)"
+            ));
+        }
+        match self.first_required {
+            Some(field) if !names.iter().any(|name| name == field) => {
+                ApiError::invalid_request(format!("{field}: required"))
+            }
+            _ => ApiError::invalid_request(format!(
+                "{} does not match the API: one of its {} is missing or malformed",
+                source.container(),
+                source.fields()
+            )),
+        }
+    }
+}
+
+/// A deserializer that only reads what a derived `Deserialize` impl says
+/// about its struct: the field names, and, from an empty map, the first
+/// field it cannot do without.
+struct Probe {
+    fields: &'static [&'static str],
+}
+
+#[derive(Debug)]
+enum ProbeError {
+    Missing(&'static str),
+    Other,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("probe")
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+impl de::Error for ProbeError {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Self::Other
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self::Missing(field)
+    }
+}
+
+impl<'de> Deserializer<'de> for &mut Probe {
+    type Error = ProbeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        Err(ProbeError::Other)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ProbeError> {
+        self.fields = fields;
+        visitor.visit_map(de::value::MapDeserializer::new(
+            std::iter::empty::<((), ())>(),
+        ))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
