@@ -418,11 +418,22 @@ struct Instance {
 
 /// A service over a store of its own, following the log, as a process would.
 async fn instance_on(url: &str, name: &str) -> Instance {
+    instance_configured(url, name, |config| config).await
+}
+
+/// As [`instance_on`], with the store's settings adjusted by `configure`.
+async fn instance_configured(
+    url: &str,
+    name: &str,
+    configure: impl FnOnce(PgConfig) -> PgConfig,
+) -> Instance {
     let url = with_param(url, &format!("application_name={name}"));
-    let config = PgConfig::from_url(&url)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(1))
-        .checkout_timeout(Duration::from_secs(2));
+    let config = configure(
+        PgConfig::from_url(&url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .checkout_timeout(Duration::from_secs(2)),
+    );
     let store = Arc::new(migrated_store(config).await);
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
         .change_log(store.clone())
@@ -524,6 +535,50 @@ async fn two_services_follow_each_other_through_the_database() {
     let stats = b.service.sync_stats();
     assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
     assert!(a.store.health_check().await.is_ok());
+}
+
+/// Behind a pooler that cannot LISTEN (PgBouncer in transaction mode),
+/// wake-ups are turned off: the follower opens no listening connection and
+/// still applies a revocation, when it next polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
+    let database = TestDatabase::create();
+    let a = instance(&database, "instance_a").await;
+    let b = instance_configured(database.url(), "instance_b", |config| {
+        config.wake_ups(false)
+    })
+    .await;
+    ready(&a).await;
+    ready(&b).await;
+
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B applies the creation", || {
+        b.service.cached_sessions() == 1
+    })
+    .await;
+    a.service.revoke(doomed.session.id).await.unwrap();
+    until("B applies the revocation", || {
+        b.service.cached_sessions() == 0
+    })
+    .await;
+    assert!(rejected(&b, &doomed.token).await);
+
+    // A, with wake-ups on, listens by now, so B would have too.
+    let a_listens = listener_pids(database.url(), "instance_a").await;
+    assert_eq!(
+        a_listens.len(),
+        1,
+        "A listens on one connection: {a_listens:?}"
+    );
+    let b_listens = listener_pids(database.url(), "instance_b").await;
+    assert!(b_listens.is_empty(), "B listens nowhere: {b_listens:?}");
+    let stats = b.service.sync_stats();
+    assert_eq!(stats.wake_ups, 0, "{stats:?}");
+    assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
 }
 
 /// A revocation whose transaction took its id before, and committed after,
