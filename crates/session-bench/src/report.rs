@@ -348,6 +348,15 @@ impl Target {
         }
     }
 
+    /// The figure is at least `min` times another subject's, named `of`
+    /// (not the floor), `ratio` being figure / that subject's.
+    pub(crate) fn relative_at_least(ratio: f64, min: f64, of: &str) -> Self {
+        Self {
+            goal: format!("≥ {min:.2}× {of}"),
+            met: ratio >= min,
+        }
+    }
+
     /// The figure itself is below `max`.
     pub(crate) fn below(figure: Figure, max: Figure) -> Self {
         Self {
