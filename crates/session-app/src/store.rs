@@ -75,6 +75,14 @@ pub struct PgPoolArgs {
     /// database for longer loads every session again instead of resuming.
     #[arg(long, env = "SESSION_PG_CHANGE_RETENTION", default_value = "1day", value_parser = humantime::parse_duration)]
     pub pg_change_retention: Duration,
+
+    /// Whether to LISTEN for the change log's notifications, so other
+    /// instances' writes arrive at once. `false` behind a pooler that
+    /// cannot LISTEN (PgBouncer in transaction pooling mode): changes then
+    /// arrive when the log is polled (`--log-poll-interval`).
+    #[arg(long, env = "SESSION_PG_WAKE_UPS", default_value_t = true,
+        action = clap::ArgAction::Set, value_name = "true|false")]
+    pub pg_wake_ups: bool,
 }
 
 /// An opened store and how to describe it in logs (never with credentials).
@@ -180,8 +188,13 @@ async fn connect_postgres(
         .pool_size(pool.pg_pool_size as usize)
         .connect_timeout(pool.pg_connect_timeout)
         .checkout_timeout(pool.pg_checkout_timeout)
-        .change_retention(pool.pg_change_retention);
-    let description = format!("postgres (tls: {:?})", config.ssl_mode());
+        .change_retention(pool.pg_change_retention)
+        .wake_ups(pool.pg_wake_ups);
+    let description = format!(
+        "postgres (tls: {:?}, wake-ups: {})",
+        config.ssl_mode(),
+        if pool.pg_wake_ups { "on" } else { "off" }
+    );
     let store = PgSessionStore::connect(config)
         .await
         .context("could not connect to PostgreSQL")?;

@@ -23,6 +23,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) cache: &'a str,
     /// `--log`: a `tracing` filter.
     pub(crate) log: &'a str,
+    /// Further `serve` arguments.
+    pub(crate) extra: &'a [&'a str],
 }
 
 /// A running `session-app serve`, killed when dropped.
@@ -46,6 +48,7 @@ impl Server {
             .args(["--listen", &address.to_string()])
             .args(["--database-url", launch.database_url])
             .args(["--cache", launch.cache])
+            .args(launch.extra)
             .env_remove("SESSION_API_KEY")
             .env_remove("SESSION_API_KEY_FILE")
             .env_remove("DATABASE_URL")

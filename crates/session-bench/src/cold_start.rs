@@ -143,6 +143,7 @@ impl Backend {
             database_url: &self.database_url,
             cache,
             log: "warn",
+            extra: &[],
         };
         let mut server = Server::spawn(&ctx.app, launch)?;
         let (ready_after, readiness) = server.wait_ready(READY_TIMEOUT).await?;

@@ -2,10 +2,15 @@
 //! PostgreSQL and on SQLite, against the same single-row INSERT into the
 //! same table issued directly through the same driver at the same
 //! concurrency.
+//!
+//! On PostgreSQL it also measures what the change log costs writers: with
+//! other instances following it and without, and, to tell the NOTIFY the
+//! triggers send apart from the rest of the log, with that NOTIFY removed.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -14,23 +19,32 @@ use diesel_async::pooled_connection::{
 use session_core::{AccountId, ClientMetadata, MemoryCache, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::SqliteSessionStore;
-use session_test_postgres::TestDatabase;
+use session_test_postgres::{TestDatabase, TestServer};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
 
 use crate::Context;
 use crate::measure::{Measured, Worker, drive, drive_blocking, rotation};
-use crate::report::{Section, Target};
+use crate::report::{Figure, Section, Target, Unit};
+
+/// Other instances following the change log while the writers create.
+const FOLLOWERS: usize = 2;
+/// The issue's target: followers may cost writers at most 10%.
+const FEED_TARGET: f64 = 0.90;
+/// The series of the wake-ups each follower received a second.
+const WAKE_UPS: &str = "follower wake-ups a second";
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     let plan = if ctx.quick {
         Plan {
-            concurrency: 4,
+            writers: &[4],
             rounds: 1,
-            warmup: Duration::from_millis(100),
-            window: Duration::from_millis(300),
+            warmup: Duration::from_millis(50),
+            window: Duration::from_millis(200),
         }
     } else {
         Plan {
-            concurrency: 16,
+            writers: &[16, 64],
             rounds: 5,
             warmup: Duration::from_millis(200),
             window: Duration::from_secs(2),
@@ -46,17 +60,42 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          driver at the same concurrency",
     );
     section.note(format!(
-        "{} tasks creating back to back; {} interleaved rounds of {:?} per subject (after a \
+        "Tasks creating back to back; {} interleaved rounds of {:?} per subject (after a \
          {:?} warm-up); ratio = median of per-round subject / floor throughput.",
-        plan.concurrency, plan.rounds, plan.window, plan.warmup
+        plan.rounds, plan.window, plan.warmup
     ));
     section.note(
         "PostgreSQL is a throwaway local server (session-test-postgres: fsync and \
          synchronous_commit off), so the figures are CPU and round trips, not a disk. \
-         The store's pool has as many connections as there are tasks; the floor gives \
-         each task a connection of its own. As in session-app, the service follows the \
-         change feed (LISTEN/NOTIFY): each INSERT, the floor's too, fires the trigger that \
-         publishes it, and the service also applies its own notifications.",
+         The store's pool has as many connections as there are writers; the floor gives \
+         each task a connection of its own. As in session-app, the writing service follows \
+         the change log itself (LISTEN/NOTIFY): each INSERT, the floor's too, fires the \
+         trigger that logs it and sends NOTIFY, and the service also applies its own \
+         changes. The tables are emptied (TRUNCATE) before every subject's round, so each \
+         writes into a table of the same size.",
+    );
+    section.note(format!(
+        "Followers on: {FOLLOWERS} more in-process `SessionService`s over stores of their \
+         own, following the log with keep_in_sync (as other instances would; they share the \
+         cores with the writers, as on one machine); off: none. `÷ followers off` is the \
+         median per-round ratio to the same writers with followers off; the target is \
+         the issue's, ≥ {FEED_TARGET:.2}. `not listening`: the followers run with \
+         `PgConfig::wake_ups(false)`, reading the log every 500 ms."
+    ));
+    section.note(
+        "Without NOTIFY: the INSERT trigger's function (session.log_inserted) replaced, in \
+         this bench-only database, by its migrated definition without its PERFORM \
+         pg_notify; the log is written as before, followers learn by polling. Its floor is \
+         the direct INSERT under the same trigger; `÷ with NOTIFY` compares each to the same \
+         subject with the migrated trigger. `nobody listening`: the floor's INSERT with \
+         NOTIFY while the writing service's keep_in_sync is stopped, so no connection \
+         listens: what sending NOTIFY costs a commit with no listener to signal.",
+    );
+    section.note(
+        "Durable commits: a PostgreSQL server of its own with fsync, synchronous_commit and \
+         full_page_writes on (the others' are off), its data on this machine's disk; no \
+         service and no listener, only the floor's INSERT with the migrated trigger and \
+         without its NOTIFY, in alternating rounds.",
     );
     section.note(
         "SQLite is a file in the system temporary directory with the store's settings (WAL, \
@@ -64,40 +103,143 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          floor's threads share one connection, as the store's writes share its writer.",
     );
 
-    eprintln!("  create: PostgreSQL");
     let database = TestDatabase::create();
-    let postgres = runtime.block_on(postgres(database.url(), &plan))?;
-    let ratio = postgres.ratio("service", "floor");
-    section.rows.push(
-        postgres
-            .throughput_row(
-                format!("PostgreSQL, {} tasks", plan.concurrency),
-                "service",
-                "floor",
-            )
-            .target((!ctx.quick).then(|| Target::ratio_at_least(ratio, 0.70))),
-    );
-    section.rows.push(postgres.throughput_row(
-        "PostgreSQL: the floor's INSERT through a pool that verifies each checkout, as the \
-         store's does",
-        "verified pool",
-        "floor",
-    ));
+    for (level, &writers) in plan.writers.iter().enumerate() {
+        eprintln!("  create: PostgreSQL, {writers} writers");
+        let measured = runtime.block_on(postgres(database.url(), writers, level == 0, &plan))?;
+        postgres_rows(&mut section, &measured, writers, level == 0, ctx.quick);
+    }
     drop(database);
 
-    eprintln!("  create: SQLite");
+    let writers = plan.writers[0];
+    eprintln!("  create: PostgreSQL with durable commits, {writers} tasks");
+    let durable = runtime.block_on(durable(writers, &plan))?;
+    section.rows.push(durable.throughput_row(
+        format!(
+            "PostgreSQL, durable commits, {writers} tasks: the floor's INSERT with NOTIFY and \
+             nobody listening, beside it without"
+        ),
+        subject::FLOOR_UNHEARD,
+        subject::FLOOR_QUIET,
+    ));
+
+    eprintln!("  create: SQLite, {writers} writers");
     let path = ctx.scratch.join("create.db");
-    let sqlite = runtime.block_on(sqlite(&path, &plan))?;
+    let sqlite = runtime.block_on(sqlite(&path, writers, &plan))?;
     section.rows.push(sqlite.throughput_row(
-        format!("SQLite, {} tasks", plan.concurrency),
+        format!("SQLite, {writers} tasks"),
         "service",
         "floor",
     ));
     Ok(vec![section])
 }
 
+/// The subjects measured on PostgreSQL, as their series are named.
+mod subject {
+    pub(super) const OFF: &str = "followers off";
+    pub(super) const ON: &str = "followers on";
+    pub(super) const ON_POLLING: &str = "followers on, not listening";
+    pub(super) const FLOOR: &str = "floor";
+    pub(super) const VERIFIED_POOL: &str = "verified pool";
+    pub(super) const OFF_QUIET: &str = "followers off, without NOTIFY";
+    pub(super) const ON_QUIET: &str = "followers on, without NOTIFY";
+    pub(super) const FLOOR_QUIET: &str = "floor, without NOTIFY";
+    pub(super) const FLOOR_UNHEARD: &str = "floor, nobody listening";
+}
+
+fn postgres_rows(
+    section: &mut Section,
+    measured: &Measured,
+    writers: usize,
+    first: bool,
+    quick: bool,
+) {
+    use subject::{
+        FLOOR, FLOOR_QUIET, FLOOR_UNHEARD, OFF, OFF_QUIET, ON, ON_POLLING, ON_QUIET, VERIFIED_POOL,
+    };
+    let targets = !quick;
+    let relative = |subject, of| Figure::new(measured.ratio(subject, of), Unit::Ratio);
+    let off = measured.ratio(OFF, FLOOR);
+    section.rows.push(
+        measured
+            .throughput_row(
+                format!("PostgreSQL, {writers} writers, followers off"),
+                OFF,
+                FLOOR,
+            )
+            .target((targets && first).then(|| Target::ratio_at_least(off, 0.70))),
+    );
+    let feed = measured.ratio(ON, OFF);
+    section.rows.push(
+        measured
+            .throughput_row(
+                format!("PostgreSQL, {writers} writers, {FOLLOWERS} followers"),
+                ON,
+                FLOOR,
+            )
+            .target(targets.then(|| Target::relative_at_least(feed, FEED_TARGET, "followers off")))
+            .detail("÷ followers off", relative(ON, OFF))
+            .detail(
+                "wake-ups per follower",
+                Figure::new(measured.median(WAKE_UPS), Unit::PerSecond),
+            ),
+    );
+    section.rows.push(
+        measured
+            .throughput_row(
+                format!("PostgreSQL, {writers} writers, {FOLLOWERS} followers not listening"),
+                ON_POLLING,
+                FLOOR,
+            )
+            .detail("÷ followers off", relative(ON_POLLING, OFF)),
+    );
+    if first {
+        section.rows.push(measured.throughput_row(
+            format!(
+                "PostgreSQL, {writers} tasks: the floor's INSERT through a pool that verifies \
+                 each checkout, as the store's does"
+            ),
+            VERIFIED_POOL,
+            FLOOR,
+        ));
+    }
+    section.rows.push(
+        measured
+            .throughput_row(
+                format!("PostgreSQL, {writers} writers, followers off, without NOTIFY"),
+                OFF_QUIET,
+                FLOOR_QUIET,
+            )
+            .detail("÷ with NOTIFY", relative(OFF_QUIET, OFF)),
+    );
+    section.rows.push(
+        measured
+            .throughput_row(
+                format!("PostgreSQL, {writers} writers, {FOLLOWERS} followers, without NOTIFY"),
+                ON_QUIET,
+                FLOOR_QUIET,
+            )
+            .detail("÷ followers off", relative(ON_QUIET, OFF_QUIET))
+            .detail("÷ with NOTIFY", relative(ON_QUIET, ON)),
+    );
+    section.rows.push(measured.throughput_row(
+        format!("PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY, beside it without"),
+        FLOOR,
+        FLOOR_QUIET,
+    ));
+    section.rows.push(measured.throughput_row(
+        format!(
+            "PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY and nobody \
+             listening, beside it without"
+        ),
+        FLOOR_UNHEARD,
+        FLOOR_QUIET,
+    ));
+}
+
 struct Plan {
-    concurrency: usize,
+    /// Concurrent writers, one level after the other.
+    writers: &'static [usize],
     rounds: usize,
     warmup: Duration,
     window: Duration,
@@ -150,83 +292,413 @@ fn accounts(count: usize) -> anyhow::Result<Vec<AccountId>> {
         .collect()
 }
 
-async fn postgres(url: &str, plan: &Plan) -> anyhow::Result<Measured> {
-    let config = PgConfig::from_url(url)?.pool_size(plan.concurrency);
-    let store = Arc::new(PgSessionStore::connect(config).await?);
-    store.migrate().await?;
-    // As session-app runs on PostgreSQL: following the change log, so each
-    // create is also read back from the log and applied to the cache.
-    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_log(store)
-        .build();
-    let follower = tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_in_sync().await }
-    });
+/// The writers, the floor, and what each subject needs around it.
+struct Bench {
+    url: String,
+    admin: tokio_postgres::Client,
+    trigger: Trigger,
+    /// The writing service: as session-app runs, it follows the log too.
+    service: SessionService,
+    /// The writing service's keep_in_sync; stopped while nobody may listen.
+    following: Option<JoinHandle<()>>,
+    followers: Vec<(SessionService, JoinHandle<()>)>,
+}
+
+impl Bench {
+    async fn start(url: &str, writers: usize) -> anyhow::Result<Self> {
+        let store =
+            Arc::new(PgSessionStore::connect(PgConfig::from_url(url)?.pool_size(writers)).await?);
+        store.migrate().await?;
+        let admin = admin(url).await?;
+        let trigger = Trigger::read(&admin).await?;
+        let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+            .change_log(store)
+            .build();
+        let following = Some(follow(&service));
+        ready(&service, "the writing service").await?;
+        Ok(Self {
+            url: url.to_owned(),
+            admin,
+            trigger,
+            service,
+            following,
+            followers: Vec::new(),
+        })
+    }
+
+    /// Sets the scene for one subject's round: empty tables, the trigger
+    /// with or without NOTIFY, and the followers, listening or not, if any.
+    async fn prepare(&mut self, subject: &str) -> anyhow::Result<()> {
+        use subject::{FLOOR_QUIET, FLOOR_UNHEARD, OFF_QUIET, ON, ON_POLLING, ON_QUIET};
+        for (follower, following) in self.followers.drain(..) {
+            stop(following).await;
+            drop(follower);
+        }
+        let unheard = subject == FLOOR_UNHEARD;
+        if unheard && let Some(following) = self.following.take() {
+            stop(following).await;
+        }
+        empty_tables(&self.admin).await?;
+        if unheard {
+            until_nobody_listens(&self.admin).await?;
+        } else {
+            if self.following.is_none() {
+                self.following = Some(follow(&self.service));
+            }
+            // The writer loads everything again (an empty table) before the round.
+            until("the writing service empties its cache", || {
+                self.service.cached_sessions() == 0
+            })
+            .await?;
+            ready(&self.service, "the writing service").await?;
+        }
+        let notifying = ![OFF_QUIET, ON_QUIET, FLOOR_QUIET].contains(&subject);
+        self.trigger.notify(&self.admin, notifying).await?;
+        let listening = match subject {
+            ON | ON_QUIET => true,
+            ON_POLLING => false,
+            _ => return Ok(()),
+        };
+        for _ in 0..FOLLOWERS {
+            // A follower needs a connection to read with and one to listen on.
+            let config = PgConfig::from_url(&self.url)?
+                .pool_size(2)
+                .wake_ups(listening);
+            let store = Arc::new(PgSessionStore::connect(config).await?);
+            let follower = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+                .change_log(store)
+                .build();
+            let following = follow(&follower);
+            self.followers.push((follower, following));
+        }
+        for (follower, _) in &self.followers {
+            ready(follower, "a follower").await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the followers of `subject`'s round followed without failing,
+    /// and, when woken by each commit, applied what the writers created.
+    fn check_followers(&self, subject: &str) -> anyhow::Result<()> {
+        for (follower, _) in &self.followers {
+            let stats = follower.sync_stats();
+            anyhow::ensure!(
+                stats.resyncs == 0 && (subject != subject::ON || stats.changes_applied > 0),
+                "a follower did not follow the writers ({subject}): {stats:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Wake-ups the followers received, per follower.
+    fn wake_ups_per_follower(&self) -> f64 {
+        let total: u64 = self
+            .followers
+            .iter()
+            .map(|(follower, _)| follower.sync_stats().wake_ups)
+            .sum();
+        #[allow(clippy::cast_precision_loss)]
+        let per_follower = total as f64 / self.followers.len().max(1) as f64;
+        per_follower
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if let Some(following) = &self.following {
+            following.abort();
+        }
+        for (_, following) in &self.followers {
+            following.abort();
+        }
+    }
+}
+
+/// The INSERT trigger's function, `session.log_inserted`, as migrated and
+/// without its NOTIFY, and which of the two the database has now.
+struct Trigger {
+    migrated: String,
+    quiet: String,
+    notifying: bool,
+}
+
+impl Trigger {
+    async fn read(admin: &tokio_postgres::Client) -> anyhow::Result<Self> {
+        let migrated: String = admin
+            .query_one(
+                "SELECT pg_get_functiondef('session.log_inserted()'::regprocedure)",
+                &[],
+            )
+            .await?
+            .get(0);
+        let notify = "PERFORM pg_notify('session_changes', '');";
+        anyhow::ensure!(
+            migrated.matches(notify).count() == 1,
+            "session.log_inserted no longer holds exactly one `{notify}`: update this \
+             benchmark's probe without NOTIFY:\n{migrated}"
+        );
+        Ok(Self {
+            quiet: migrated.replace(notify, "NULL;"),
+            migrated,
+            notifying: true,
+        })
+    }
+
+    /// Installs the function as migrated, or without its NOTIFY.
+    async fn notify(
+        &mut self,
+        admin: &tokio_postgres::Client,
+        notifying: bool,
+    ) -> anyhow::Result<()> {
+        if notifying != self.notifying {
+            let definition = if notifying {
+                &self.migrated
+            } else {
+                &self.quiet
+            };
+            admin.batch_execute(definition).await?;
+            self.notifying = notifying;
+        }
+        Ok(())
+    }
+}
+
+/// A plain client of the database, for DDL.
+async fn admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (admin, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(admin)
+}
+
+/// Empties the sessions and the log.
+async fn empty_tables(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    // The log first, as a reader of the log locks it before the sessions it
+    // joins: locked the other way round, the two deadlock.
+    admin
+        .batch_execute(
+            "BEGIN; \
+             LOCK TABLE session.changes, session.sessions IN ACCESS EXCLUSIVE MODE; \
+             TRUNCATE session.sessions, session.changes; \
+             COMMIT",
+        )
+        .await?;
+    Ok(())
+}
+
+/// Spawns `service`'s keep_in_sync.
+fn follow(service: &SessionService) -> JoinHandle<()> {
+    let service = service.clone();
+    tokio::spawn(async move { service.keep_in_sync().await })
+}
+
+/// Stops a keep_in_sync, closing its connections (the listening one too).
+async fn stop(following: JoinHandle<()>) {
+    following.abort();
+    let _ = following.await;
+}
+
+/// Waits until no connection of the database listens for the change log's
+/// wake-ups (a closed connection's server process ends a moment later).
+async fn until_nobody_listens(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let listen = format!("LISTEN {}", session_postgres::CHANGES_CHANNEL);
+    let began = Instant::now();
+    loop {
+        let listening: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query = $1",
+                &[&listen],
+            )
+            .await?
+            .get(0);
+        if listening == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(10),
+            "{listening} connections still listen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn ready(service: &SessionService, who: &str) -> anyhow::Result<()> {
     let began = Instant::now();
     while !service.readiness().await.is_ready() {
         anyhow::ensure!(
             began.elapsed() < Duration::from_secs(60),
-            "the service did not follow the change log within a minute"
+            "{who} did not follow the change log within a minute"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut creators: Vec<ServiceCreate> = accounts(plan.concurrency)?
+    Ok(())
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
+    let began = Instant::now();
+    while !condition() {
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(60),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+async fn postgres(
+    url: &str,
+    writers: usize,
+    with_verified_pool: bool,
+    plan: &Plan,
+) -> anyhow::Result<Measured> {
+    use subject::{
+        FLOOR, FLOOR_QUIET, FLOOR_UNHEARD, OFF, OFF_QUIET, ON, ON_POLLING, ON_QUIET, VERIFIED_POOL,
+    };
+    let mut bench = Bench::start(url, writers).await?;
+    let mut creators: Vec<ServiceCreate> = accounts(writers)?
         .into_iter()
         .map(|account| ServiceCreate {
-            service: service.clone(),
+            service: bench.service.clone(),
             account,
         })
         .collect();
-    let mut inserters = Vec::with_capacity(plan.concurrency);
-    for seed in 0..plan.concurrency {
+    let mut inserters = Vec::with_capacity(writers);
+    for seed in 0..writers {
         inserters.push(PgInsert {
             connection: crate::postgres::connect(url).await?,
             rng: fastrand::Rng::with_seed(seed as u64),
         });
     }
-    let mut manager_config = ManagerConfig::default();
-    manager_config.recycling_method = RecyclingMethod::Verified;
-    let manager = AsyncDieselConnectionManager::new_with_config(url, manager_config);
-    let pool = Pool::builder(manager).max_size(plan.concurrency).build()?;
-    let mut pooled: Vec<PgPooledInsert> = (0..plan.concurrency)
-        .map(|seed| PgPooledInsert {
-            pool: pool.clone(),
-            rng: fastrand::Rng::with_seed(1_000 + seed as u64),
-        })
-        .collect();
+    let mut pooled = Vec::new();
+    if with_verified_pool {
+        let mut manager_config = ManagerConfig::default();
+        manager_config.recycling_method = RecyclingMethod::Verified;
+        let manager = AsyncDieselConnectionManager::new_with_config(url, manager_config);
+        let pool = Pool::builder(manager).max_size(writers).build()?;
+        pooled = (0..writers)
+            .map(|seed| PgPooledInsert {
+                pool: pool.clone(),
+                rng: fastrand::Rng::with_seed(1_000 + seed as u64),
+            })
+            .collect();
+    }
+    let mut subjects = vec![
+        OFF,
+        ON,
+        ON_POLLING,
+        FLOOR,
+        OFF_QUIET,
+        ON_QUIET,
+        FLOOR_QUIET,
+        FLOOR_UNHEARD,
+    ];
+    if with_verified_pool {
+        subjects.push(VERIFIED_POOL);
+    }
 
     let mut measured = Measured::default();
     for round in 0..plan.rounds {
-        for subject in rotation(round, 3) {
-            match subject {
-                0 => {
-                    let (back, throughput) = drive(creators, plan.warmup, plan.window).await?;
-                    creators = back;
-                    measured.record("service", throughput)?;
-                }
-                1 => {
+        for index in rotation(round, subjects.len()) {
+            let subject = subjects[index];
+            bench
+                .prepare(subject)
+                .await
+                .with_context(|| format!("preparing {subject}"))?;
+            let throughput = match subject {
+                FLOOR | FLOOR_QUIET | FLOOR_UNHEARD => {
                     let (back, throughput) = drive(inserters, plan.warmup, plan.window).await?;
                     inserters = back;
-                    measured.record("floor", throughput)?;
+                    throughput
                 }
-                _ => {
+                VERIFIED_POOL => {
                     let (back, throughput) = drive(pooled, plan.warmup, plan.window).await?;
                     pooled = back;
-                    measured.record("verified pool", throughput)?;
+                    throughput
                 }
+                _ => {
+                    let (back, throughput) = drive(creators, plan.warmup, plan.window).await?;
+                    creators = back;
+                    throughput
+                }
+            };
+            bench.check_followers(subject)?;
+            if subject == ON {
+                let per_second =
+                    bench.wake_ups_per_follower() / (plan.warmup + plan.window).as_secs_f64();
+                measured.record_value(WAKE_UPS, per_second);
             }
+            measured.record(subject, throughput)?;
         }
     }
-    follower.abort();
     Ok(measured)
 }
 
-async fn sqlite(path: &std::path::Path, plan: &Plan) -> anyhow::Result<Measured> {
+/// The floor's INSERT with NOTIFY and without, nobody listening, on a
+/// server of its own whose commits wait for the disk, as a production
+/// server's do: a transaction that sent NOTIFY holds PostgreSQL's global
+/// notify lock until its commit is flushed.
+async fn durable(writers: usize, plan: &Plan) -> anyhow::Result<Measured> {
+    use subject::{FLOOR_QUIET, FLOOR_UNHEARD};
+    let server = tokio::task::spawn_blocking(TestServer::start).await?;
+    let settings = admin(server.admin_url()).await?;
+    // One statement at a time: ALTER SYSTEM refuses a transaction block.
+    for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+        settings
+            .batch_execute(&format!("ALTER SYSTEM SET {setting} = on"))
+            .await?;
+    }
+    settings.batch_execute("SELECT pg_reload_conf()").await?;
+    let database = tokio::task::spawn_blocking(move || {
+        let database = server.create_database();
+        (server, database)
+    })
+    .await?;
+    let (_server, database) = database;
+    let url = database.url();
+    PgSessionStore::connect(PgConfig::from_url(url)?)
+        .await?
+        .migrate()
+        .await?;
+    let admin = admin(url).await?;
+    for setting in ["fsync", "synchronous_commit"] {
+        let value: String = admin
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(value == "on", "{setting} is {value} after the reload");
+    }
+    let mut trigger = Trigger::read(&admin).await?;
+    let mut inserters = Vec::with_capacity(writers);
+    for seed in 0..writers {
+        inserters.push(PgInsert {
+            connection: crate::postgres::connect(url).await?,
+            rng: fastrand::Rng::with_seed(seed as u64),
+        });
+    }
+    let subjects = [FLOOR_UNHEARD, FLOOR_QUIET];
+    let mut measured = Measured::default();
+    for round in 0..plan.rounds {
+        for index in rotation(round, subjects.len()) {
+            let subject = subjects[index];
+            empty_tables(&admin).await?;
+            trigger.notify(&admin, subject == FLOOR_UNHEARD).await?;
+            let (back, throughput) = drive(inserters, plan.warmup, plan.window).await?;
+            inserters = back;
+            measured.record(subject, throughput)?;
+        }
+    }
+    drop(inserters);
+    drop(admin);
+    drop(settings);
+    Ok(measured)
+}
+
+async fn sqlite(path: &std::path::Path, writers: usize, plan: &Plan) -> anyhow::Result<Measured> {
     let store = SqliteSessionStore::open(path).await?;
     let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
     service.warm().await?;
-    let mut creators: Vec<ServiceCreate> = accounts(plan.concurrency)?
+    let mut creators: Vec<ServiceCreate> = accounts(writers)?
         .into_iter()
         .map(|account| ServiceCreate {
             service: service.clone(),
@@ -249,8 +721,7 @@ async fn sqlite(path: &std::path::Path, plan: &Plan) -> anyhow::Result<Measured>
                 measured.record("service", throughput)?;
             } else {
                 // Nothing else runs meanwhile, so blocking this thread stalls no task.
-                let throughput =
-                    drive_blocking(plan.concurrency, plan.warmup, plan.window, &insert)?;
+                let throughput = drive_blocking(writers, plan.warmup, plan.window, &insert)?;
                 measured.record("floor", throughput)?;
             }
         }

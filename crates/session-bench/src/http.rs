@@ -105,6 +105,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         database_url: &database_url,
         cache: "map",
         log: "warn",
+        extra: &[],
     };
     let top = plan.concurrency.iter().copied().max().unwrap_or(1);
     runtime.block_on(async {

@@ -18,6 +18,7 @@ mod postgres;
 mod propagation;
 mod report;
 mod resolve;
+mod resume;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("create", create::run),
     ("cold-start", cold_start::run),
     ("propagation", propagation::run),
+    ("resume", resume::run),
 ];
 
 /// Runs the session benchmarks and writes their results.

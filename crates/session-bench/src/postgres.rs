@@ -107,6 +107,13 @@ pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
     }
 }
 
+/// The id [`bulk_load`] gives its `i`th session (from 1).
+pub(crate) fn bulk_loaded_id(i: usize) -> session_core::SessionId {
+    // 00000000-0000-7000-8000-<i as 12 hex digits>, as the load writes it.
+    let uuid = Uuid::from_u128((0x7000 << 64) | (0x8000 << 48) | i as u128);
+    session_core::SessionId::from_uuid(uuid)
+}
+
 /// Loads `count` active sessions in one statement on the server: distinct
 /// ids in increasing order (keyset paging needs no more), random accounts,
 /// distinct 32-byte hashes. The table's triggers are off meanwhile: nobody

@@ -1,119 +1,240 @@
-//! Propagation between instances: two `session-app` processes on one
-//! PostgreSQL; revoke on A, resolve on B until B rejects the token.
+//! Propagation between instances: `session-app` processes on one
+//! PostgreSQL; revoke on A, resolve on a follower until it rejects the
+//! token. One follower hears the change log's notifications (the default),
+//! another has them turned off and learns only when it polls.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use session_test_postgres::TestDatabase;
+use tokio_postgres::NoTls;
 
 use crate::Context;
 use crate::app::{Launch, Server};
 use crate::measure::histogram;
 use crate::report::{Figure, Row, Section, Unit};
 
-/// Revocations measured in a full run.
-const REVOCATIONS: usize = 1_000;
-/// How long one revocation may take to reach B before the run fails.
+/// Rounds in a full run; each measures [`WOKEN_PER_ROUND`] revocations
+/// reaching the follower that hears notifications and one reaching the
+/// follower that only polls (which takes half a poll interval on average).
+const ROUNDS: usize = 200;
+const WOKEN_PER_ROUND: usize = 5;
+/// The followers' `--log-poll-interval`: session-app's default.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Between two resolves on the follower that only polls: its answer changes
+/// at most once a poll interval, so spinning would only take CPU from it.
+const POLLING_PAUSE: Duration = Duration::from_millis(1);
+/// How long one revocation may take to reach a follower before the run fails.
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
-    let revocations = if ctx.quick { 20 } else { REVOCATIONS };
+    let rounds = if ctx.quick { 5 } else { ROUNDS };
     let database = TestDatabase::create();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(measure(ctx, database.url(), revocations))
+    runtime.block_on(measure(ctx, database.url(), rounds))
 }
 
-async fn measure(ctx: &Context, url: &str, revocations: usize) -> anyhow::Result<Vec<Section>> {
-    let launch = Launch {
-        database_url: url,
-        cache: "map",
-        log: "warn",
-    };
-    let mut a = Server::spawn(&ctx.app, launch)?;
-    let mut b = Server::spawn(&ctx.app, launch)?;
-    a.wait_ready(Duration::from_secs(60)).await?;
-    b.wait_ready(Duration::from_secs(60)).await?;
-    let mut to_a = Client::connect(a.address).await?;
-    let mut to_b = Client::connect(b.address).await?;
+/// Revocations reaching one follower: A's own DELETE round trip (the
+/// floor) and revoke-on-A to rejected-on-the-follower, in microseconds.
+struct Reaching {
+    follower: Client,
+    /// Pause between two resolves while waiting for the rejection.
+    pause: Duration,
+    /// The most to wait, at random, before revoking: a follower that only
+    /// polls would otherwise be measured at the same phase of its polling
+    /// every time, since each measurement ends just after one of its polls.
+    spread: Duration,
+    rng: fastrand::Rng,
+    revoke: Histogram<u64>,
+    propagation: Histogram<u64>,
+    polls: usize,
+}
 
-    // Microseconds: A's revoke alone (the floor), and revoke-on-A to rejected-on-B.
-    let mut revoke = histogram();
-    let mut propagation = histogram();
-    let mut polls = 0usize;
-    for _ in 0..revocations {
+impl Reaching {
+    fn new(follower: Client, pause: Duration, spread: Duration) -> Self {
+        Self {
+            follower,
+            pause,
+            spread,
+            rng: fastrand::Rng::with_seed(17),
+            revoke: histogram(),
+            propagation: histogram(),
+            polls: 0,
+        }
+    }
+
+    /// Creates a session on A, waits until the follower accepts it, then
+    /// revokes it on A and times until the follower rejects it.
+    async fn measure_one(&mut self, to_a: &mut Client) -> anyhow::Result<()> {
         let (token, id) = to_a.create().await?;
-        // B learns of it (by the feed or its miss path) before the clock
-        // starts. Polled: past B's miss-read budget (100 a second by
+        // The follower learns of it (by the log or its miss path) before the
+        // clock starts. Polled: past its miss-read budget (100 a second by
         // default, which a full run exceeds) a miss answers 401 without
-        // reading the store until the feed brings the session.
+        // reading the store until the log brings the session.
         let learning = Instant::now();
         loop {
-            match to_b.resolve(&token).await? {
+            match self.follower.resolve(&token).await? {
                 StatusCode::OK => break,
-                StatusCode::UNAUTHORIZED if learning.elapsed() < GIVE_UP => {}
-                other => bail!("B resolving a new session: expected 200 OK, got {other}"),
+                StatusCode::UNAUTHORIZED if learning.elapsed() < GIVE_UP => {
+                    tokio::time::sleep(self.pause).await;
+                }
+                other => bail!("a follower resolving a new session: expected 200 OK, got {other}"),
             }
         }
 
+        if !self.spread.is_zero() {
+            let spread = u64::try_from(self.spread.as_micros()).unwrap_or(u64::MAX);
+            let wait = Duration::from_micros(self.rng.u64(0..spread));
+            tokio::time::sleep(wait).await;
+        }
         let started = Instant::now();
         let (status, _) = to_a
             .send(Method::DELETE, &format!("/v1/sessions/{id}"), None)
             .await?;
         expect(status, StatusCode::NO_CONTENT, "A revoking")?;
-        revoke.record(micros(started.elapsed()))?;
+        self.revoke.record(micros(started.elapsed()))?;
         loop {
-            polls += 1;
-            match to_b.resolve(&token).await? {
+            self.polls += 1;
+            match self.follower.resolve(&token).await? {
                 StatusCode::UNAUTHORIZED => break,
-                StatusCode::OK if started.elapsed() < GIVE_UP => {}
-                other => bail!("B answered {other} for a token revoked on A"),
+                StatusCode::OK if started.elapsed() < GIVE_UP => {
+                    tokio::time::sleep(self.pause).await;
+                }
+                other => bail!("a follower answered {other} for a token revoked on A"),
             }
         }
-        propagation.record(micros(started.elapsed()))?;
+        self.propagation.record(micros(started.elapsed()))?;
+        Ok(())
     }
-    drop((a, b));
 
-    let quantile = |histogram: &hdrhistogram::Histogram<u64>, q: f64| {
-        Figure::new(histogram.value_at_quantile(q) as f64, Unit::Microseconds)
+    fn rows(&self, section: &mut Section, how: &str) {
+        let quantile = |histogram: &Histogram<u64>, q: f64| {
+            Figure::new(histogram.value_at_quantile(q) as f64, Unit::Microseconds)
+        };
+        let polls = self.polls as f64 / self.propagation.len().max(1) as f64;
+        for (case, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let figure = quantile(&self.propagation, q);
+            let floor = quantile(&self.revoke, q);
+            section.rows.push(
+                Row::new(
+                    format!("revoke on A → rejected on B, {how}, {case}"),
+                    figure,
+                    floor,
+                    figure.value / floor.value.max(1.0),
+                )
+                .detail("max", quantile(&self.propagation, 1.0))
+                .detail("polls per revocation", Figure::new(polls, Unit::Count)),
+            );
+        }
+    }
+}
+
+async fn measure(ctx: &Context, url: &str, rounds: usize) -> anyhow::Result<Vec<Section>> {
+    let server = |extra: &[&str]| {
+        Server::spawn(
+            &ctx.app,
+            Launch {
+                database_url: url,
+                cache: "map",
+                log: "warn",
+                extra,
+            },
+        )
     };
+    let poll_interval = format!("{}ms", POLL_INTERVAL.as_millis());
+    let follower = |wake_ups| {
+        [
+            "--pg-wake-ups",
+            wake_ups,
+            "--log-poll-interval",
+            &poll_interval,
+        ]
+    };
+    let mut a = server(&[])?;
+    let mut woken = server(&follower("true"))?;
+    let mut polling = server(&follower("false"))?;
+    for server in [&mut a, &mut woken, &mut polling] {
+        server.wait_ready(Duration::from_secs(60)).await?;
+    }
+    let listening = listening_connections(url).await?;
+    anyhow::ensure!(
+        listening == 2,
+        "expected A and the woken follower to LISTEN, and the polling one not to: \
+         {listening} connections listen"
+    );
+    let mut to_a = Client::connect(a.address).await?;
+    let mut by_wake_ups = Reaching::new(
+        Client::connect(woken.address).await?,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let mut by_polling = Reaching::new(
+        Client::connect(polling.address).await?,
+        POLLING_PAUSE,
+        POLL_INTERVAL,
+    );
+
+    // Interleaved, so background load hits both followers alike.
+    for _ in 0..rounds {
+        for _ in 0..WOKEN_PER_ROUND {
+            by_wake_ups.measure_one(&mut to_a).await?;
+        }
+        by_polling.measure_one(&mut to_a).await?;
+    }
+    drop((a, woken, polling));
+
     let mut section = Section::new(
         "propagation",
-        "Revocation propagation between two instances on one PostgreSQL",
-        "A's own DELETE round trip (its commit)",
+        "Revocation propagation between instances on one PostgreSQL",
+        "A's own DELETE round trip (its commit), for the same revocations",
     );
     section.note(format!(
-        "{revocations} sessions, each created on A and resolved on B, then revoked on A while \
-         B is polled over a keep-alive connection until it answers 401. Clock from sending the \
-         DELETE to A to B's first 401; it includes A's commit, the NOTIFY, B applying it and \
-         one resolve round trip. {:.1} polls per revocation on average.",
-        polls as f64 / revocations as f64
+        "Three `session-app serve` processes on one database: A, and two followers B, one \
+         woken by the change log's NOTIFY (the default), one with `--pg-wake-ups false`, \
+         reading the log only every `--log-poll-interval` ({POLL_INTERVAL:?}, the default). \
+         {rounds} rounds of {WOKEN_PER_ROUND} revocations reaching the woken follower and \
+         one reaching the polling one."
     ));
     section.note(
-        "Both services and PostgreSQL (throwaway, loopback, durability as initdb sets it) share \
-         the machine's cores with the client.",
+        "Each session is created on A and resolved on its follower, then revoked on A while \
+         the follower is polled over a keep-alive connection until it answers 401 (the \
+         polling follower with a 1 ms pause between resolves, so a resolution of 1 ms, and \
+         after a random wait of up to one poll interval before the revocation, so it falls \
+         at a random point of the follower's polling). Clock from sending the DELETE to A to the first 401; it includes A's commit, the \
+         follower's wake-up or poll, its read of the log and one resolve round trip.",
     );
-    for (case, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let figure = quantile(&propagation, q);
-        let floor = quantile(&revoke, q);
-        section.rows.push(
-            Row::new(
-                format!("revoke on A → rejected on B, {case}"),
-                figure,
-                floor,
-                figure.value / floor.value.max(1.0),
-            )
-            .detail("max", quantile(&propagation, 1.0)),
-        );
-    }
+    section.note(
+        "All services and PostgreSQL (throwaway, loopback, durability off) share the \
+         machine's cores with the client.",
+    );
+    by_wake_ups.rows(&mut section, "woken by NOTIFY");
+    by_polling.rows(&mut section, "polling alone");
     Ok(vec![section])
+}
+
+/// Connections of the database listening for the change log's wake-ups.
+async fn listening_connections(url: &str) -> anyhow::Result<i64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = $1",
+            &[&format!("LISTEN {}", session_postgres::CHANGES_CHANNEL)],
+        )
+        .await?;
+    drop(client);
+    driver.await??;
+    Ok(row.get(0))
 }
 
 fn micros(elapsed: Duration) -> u64 {

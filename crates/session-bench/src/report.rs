@@ -280,6 +280,8 @@ pub(crate) enum Unit {
     Bytes,
     /// A plain factor, such as growth over a smaller size.
     Ratio,
+    /// A number of things, or an average of such numbers.
+    Count,
 }
 
 impl Figure {
@@ -302,6 +304,8 @@ impl std::fmt::Display for Figure {
             Unit::Bytes if v >= 1024.0 * 1024.0 => write!(f, "{:.1} MiB", v / (1024.0 * 1024.0)),
             Unit::Bytes => write!(f, "{v:.0} B"),
             Unit::Ratio => write!(f, "{v:.2}×"),
+            Unit::Count if v.fract() == 0.0 => write!(f, "{}", thousands(v)),
+            Unit::Count => write!(f, "{v:.1}"),
         }
     }
 }
@@ -340,6 +344,15 @@ impl Target {
     pub(crate) fn ratio_at_least(ratio: f64, min: f64) -> Self {
         Self {
             goal: format!("≥ {min:.2}×"),
+            met: ratio >= min,
+        }
+    }
+
+    /// The figure is at least `min` times another subject's, named `of`
+    /// (not the floor), `ratio` being figure / that subject's.
+    pub(crate) fn relative_at_least(ratio: f64, min: f64, of: &str) -> Self {
+        Self {
+            goal: format!("≥ {min:.2}× {of}"),
             met: ratio >= min,
         }
     }

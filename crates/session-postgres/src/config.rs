@@ -133,6 +133,7 @@ pub struct PgConfig {
     pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
+    pub(crate) wake_ups: bool,
 }
 
 impl PgConfig {
@@ -212,6 +213,7 @@ impl PgConfig {
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
             feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
             change_retention: Self::DEFAULT_CHANGE_RETENTION,
+            wake_ups: true,
         })
     }
 
@@ -260,6 +262,17 @@ impl PgConfig {
         self
     }
 
+    /// Sets whether followers of the change log listen for its
+    /// notifications (default on). Off, no LISTEN connection is opened and
+    /// followers learn of changes only when they poll: for a server reached
+    /// through a pooler that cannot LISTEN, such as PgBouncer in transaction
+    /// pooling mode. The triggers still notify; nobody hears it.
+    #[must_use]
+    pub fn wake_ups(mut self, listen: bool) -> Self {
+        self.wake_ups = listen;
+        self
+    }
+
     /// The URL's TLS mode.
     #[must_use]
     pub const fn ssl_mode(&self) -> SslMode {
@@ -285,6 +298,7 @@ impl fmt::Debug for PgConfig {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("change_retention", &self.change_retention)
+            .field("wake_ups", &self.wake_ups)
             .finish_non_exhaustive()
     }
 }

@@ -259,7 +259,13 @@ impl ChangeLog for PgSessionStore {
         Ok(page(after, limit, rows))
     }
 
+    /// A connection listening on [`CHANGES_CHANNEL`]; with
+    /// [`PgConfig::wake_ups`](crate::PgConfig::wake_ups) off, none, and
+    /// hints that never come.
     async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
+        if !self.wake_ups {
+            return Ok(Box::new(NoWakeUps));
+        }
         let listening = async {
             let mut connection = self
                 .connector
@@ -415,6 +421,17 @@ fn created(row: LogRow) -> Option<Result<session_core::Session, InvalidRow>> {
         label: row.label,
     };
     Some(stored.into_stored().into_session(SESSIONS_TABLE))
+}
+
+/// Wake-ups turned off: never a hint, so followers read the log only when
+/// they poll. Never fails either, so nobody retries to listen.
+struct NoWakeUps;
+
+#[async_trait]
+impl WakeUps for NoWakeUps {
+    async fn next(&mut self) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
 }
 
 /// A listening connection. Dropping it closes the connection.

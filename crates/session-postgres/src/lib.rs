@@ -19,8 +19,9 @@
 //!   NOTIFY on [`CHANGES_CHANNEL`] wakes readers early; its payload is never
 //!   read, since any role may notify. The listener has a connection of its
 //!   own and fails promptly when it is lost, or stays silent past
-//!   [`PgConfig::feed_heartbeat`]. Entries older than
-//!   [`PgConfig::change_retention`] are pruned.
+//!   [`PgConfig::feed_heartbeat`]; [`PgConfig::wake_ups`] turns it off
+//!   (behind a pooler that cannot LISTEN), leaving readers to poll. Entries
+//!   older than [`PgConfig::change_retention`] are pruned.
 //! - Errors map to [`StoreError`](session_core::StoreError): a repeated token
 //!   hash is `DuplicateTokenHash`; a database out of reach (refused, closed,
 //!   timed out) is the retryable `Unavailable`; anything else is `Failed`.

@@ -43,6 +43,8 @@ pub struct PgSessionStore {
     pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
+    /// Whether [`ChangeLog::wake_ups`](session_core::ChangeLog::wake_ups) listens.
+    pub(crate) wake_ups: bool,
 }
 
 impl std::fmt::Debug for PgSessionStore {
@@ -70,6 +72,7 @@ impl PgSessionStore {
             checkout_timeout: config.checkout_timeout,
             feed_heartbeat: config.feed_heartbeat,
             change_retention: config.change_retention,
+            wake_ups: config.wake_ups,
         };
         store.health_check().await?;
         Ok(store)

@@ -41,6 +41,10 @@ fn bad_values_name_their_flag() {
             "--shutdown-timeout",
         ),
         (&["serve", "--warm-page-size", "0"][..], "--warm-page-size"),
+        (
+            &["serve", "--pg-wake-ups", "sometimes"][..],
+            "--pg-wake-ups",
+        ),
         (&["create", "--account", "not-a-uuid"][..], "--account"),
     ] {
         let (status, _, stderr) = cli(args, &[], "");

@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    Instance, chain, fresh_store, instance_on, migrated_store, ready, rejected, sql_client, until,
-    within_a_minute,
+    Instance, chain, fresh_store, instance_configured, instance_on, migrated_store, ready,
+    rejected, sql_client, until, within_a_minute,
 };
 
 /// Every change after `from`, and the settled position the reads reached.
@@ -464,6 +464,50 @@ async fn two_services_follow_each_other_through_the_database() {
     let stats = b.service.sync_stats();
     assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
     assert!(a.store.health_check().await.is_ok());
+}
+
+/// Behind a pooler that cannot LISTEN (PgBouncer in transaction mode),
+/// wake-ups are turned off: the follower opens no listening connection and
+/// still applies a revocation, when it next polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
+    let database = TestDatabase::create();
+    let a = instance(&database, "instance_a").await;
+    let b = instance_configured(database.url(), "instance_b", |config| {
+        config.wake_ups(false)
+    })
+    .await;
+    ready(&a).await;
+    ready(&b).await;
+
+    let doomed = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B applies the creation", || {
+        b.service.cached_sessions() == 1
+    })
+    .await;
+    a.service.revoke(doomed.session.id).await.unwrap();
+    until("B applies the revocation", || {
+        b.service.cached_sessions() == 0
+    })
+    .await;
+    assert!(rejected(&b, &doomed.token).await);
+
+    // A, with wake-ups on, listens by now, so B would have too.
+    let a_listens = listener_pids(database.url(), "instance_a").await;
+    assert_eq!(
+        a_listens.len(),
+        1,
+        "A listens on one connection: {a_listens:?}"
+    );
+    let b_listens = listener_pids(database.url(), "instance_b").await;
+    assert!(b_listens.is_empty(), "B listens nowhere: {b_listens:?}");
+    let stats = b.service.sync_stats();
+    assert_eq!(stats.wake_ups, 0, "{stats:?}");
+    assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
 }
 
 /// A revocation whose transaction took its id before, and committed after,

@@ -74,11 +74,22 @@ pub(crate) struct Instance {
 
 /// A service over a store of its own, following the log, as a process would.
 pub(crate) async fn instance_on(url: &str, name: &str) -> Instance {
+    instance_configured(url, name, |config| config).await
+}
+
+/// As [`instance_on`], with the store's settings adjusted by `configure`.
+pub(crate) async fn instance_configured(
+    url: &str,
+    name: &str,
+    configure: impl FnOnce(PgConfig) -> PgConfig,
+) -> Instance {
     let url = with_param(url, &format!("application_name={name}"));
-    let config = PgConfig::from_url(&url)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(1))
-        .checkout_timeout(Duration::from_secs(2));
+    let config = configure(
+        PgConfig::from_url(&url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .checkout_timeout(Duration::from_secs(2)),
+    );
     let store = Arc::new(migrated_store(config).await);
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
         .change_log(store.clone())
