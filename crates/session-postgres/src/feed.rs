@@ -20,6 +20,7 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -31,14 +32,15 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;
 use ipnet::IpNet;
 use session_core::{
-    Change, ChangeLog, InvalidRow, LogEntry, LogPage, LogPosition, LogRead, RowId, StoreError,
-    TokenHash, WakeUps,
+    BoxError, Change, ChangeLog, InvalidRow, LogEntry, LogPage, LogPosition, LogRead, RowId,
+    StoreError, TokenHash, WakeUps,
 };
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::pool::Connection;
+use crate::pool::{Connection, Pool};
 use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
 
 /// The log's table, as errors name it.
@@ -49,6 +51,72 @@ const CHANGES_TABLE: &str = "session.changes";
 /// on it; readers treat each notification as a hint to read the log, never
 /// as data.
 pub const CHANGES_CHANNEL: &str = "session_changes";
+
+/// Wakes other readers after this store's writes commit: one `NOTIFY` on
+/// [`CHANGES_CHANNEL`], from a statement of its own on a pooled connection,
+/// never from the writing transaction (a notifying commit takes a lock
+/// PostgreSQL holds for the whole server across the commit's WAL flush).
+/// Coalesced: writes that finish while one is being sent, or within
+/// [`MIN_WAKE_GAP`] after it, are announced by the next one alone. Best
+/// effort: a wake-up that cannot be sent costs readers only their poll
+/// interval.
+pub(crate) struct Waker {
+    pending: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The least time between two wake-ups one store sends: at most 200 a
+/// second, however many writes commit.
+const MIN_WAKE_GAP: Duration = Duration::from_millis(5);
+
+impl Waker {
+    /// Starts the task that sends wake-ups on connections from `pool`, each
+    /// bounded by `limit`. It ends when the waker is dropped.
+    pub(crate) fn start(pool: Pool, limit: Duration) -> Self {
+        let pending = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let pending = Arc::clone(&pending);
+            async move {
+                loop {
+                    pending.notified().await;
+                    if let Err(err) = notify(&pool, limit).await {
+                        tracing::debug!(error = %err, "could not wake other readers of the change log");
+                    }
+                    tokio::time::sleep(MIN_WAKE_GAP).await;
+                }
+            }
+        });
+        Self { pending, task }
+    }
+
+    /// Asks for a wake-up after a write committed; returns at once.
+    pub(crate) fn wake(&self) {
+        self.pending.notify_one();
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn notify(pool: &Pool, limit: Duration) -> Result<(), BoxError> {
+    let mut connection = tokio::time::timeout(limit, pool.get()).await??;
+    let sent = tokio::time::timeout(
+        limit,
+        connection.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}")),
+    )
+    .await;
+    match sent {
+        Ok(result) => Ok(result?),
+        Err(elapsed) => {
+            // Perhaps mid-reply: never hand it to other work.
+            drop(Connection::take(connection));
+            Err(elapsed.into())
+        }
+    }
+}
 
 /// Why the wake-up listener failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::PgConfig;
 use crate::error;
+use crate::feed::Waker;
 use crate::pool::{self, Connection, Connector, Pool};
 use crate::schema::sessions;
 
@@ -45,6 +46,8 @@ pub struct PgSessionStore {
     pub(crate) change_retention: Duration,
     /// Whether [`ChangeLog::wake_ups`](session_core::ChangeLog::wake_ups) listens.
     pub(crate) wake_ups: bool,
+    /// Wakes other readers of the change log after this store's writes.
+    waker: Arc<Waker>,
 }
 
 impl std::fmt::Debug for PgSessionStore {
@@ -65,8 +68,10 @@ impl PgSessionStore {
     /// configured timeouts.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
         let connector = Arc::new(Connector::new(&config));
+        let pool = pool::build(&config, Arc::clone(&connector))?;
         let store = Self {
-            pool: pool::build(&config, Arc::clone(&connector))?,
+            waker: Arc::new(Waker::start(pool.clone(), config.checkout_timeout)),
+            pool,
             connector,
             connect_timeout: config.connect_timeout,
             checkout_timeout: config.checkout_timeout,
@@ -257,8 +262,9 @@ impl SessionStore for PgSessionStore {
             .execute(&mut connection)
             .await;
         self.finish("insert session", result, &mut connection)
-            .await
-            .map(drop)
+            .await?;
+        self.waker.wake();
+        Ok(())
     }
 
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
@@ -302,9 +308,12 @@ impl SessionStore for PgSessionStore {
             .finish("revoke session", result, &mut connection)
             .await?;
         Ok(match (revoked_hash, stored_hash) {
-            (Some(bytes), _) => RevokeOutcome::Revoked {
-                token_hash: token_hash(*id.as_uuid(), &bytes)?,
-            },
+            (Some(bytes), _) => {
+                self.waker.wake();
+                RevokeOutcome::Revoked {
+                    token_hash: token_hash(*id.as_uuid(), &bytes)?,
+                }
+            }
             (None, Some(bytes)) => RevokeOutcome::AlreadyRevoked {
                 token_hash: token_hash(*id.as_uuid(), &bytes)?,
             },
@@ -332,8 +341,13 @@ impl SessionStore for PgSessionStore {
             .returning((sessions::id, sessions::token_hash))
             .get_results::<(Uuid, Vec<u8>)>(&mut connection)
             .await;
-        self.finish("revoke all sessions of an account", result, &mut connection)
-            .await?
+        let revoked = self
+            .finish("revoke all sessions of an account", result, &mut connection)
+            .await?;
+        if !revoked.is_empty() {
+            self.waker.wake();
+        }
+        revoked
             .into_iter()
             .map(|(id, bytes)| token_hash(id, &bytes))
             .collect()

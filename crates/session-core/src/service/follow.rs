@@ -43,9 +43,15 @@ impl Default for Settings {
 
 /// Entries read per query.
 const PAGE: u32 = 1_000;
-/// The first and the longest wait after a failed read or a lost wake-up source.
+/// The first wait after a failed read or a lost wake-up source.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
-const LAST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between reads that fail: a read is one cheap query, and
+/// a long wait would only delay catching up once the database is back.
+const LAST_RETRY: Duration = Duration::from_secs(1);
+/// The least time between the starts of two reads woken by hints: under a
+/// stream of writes every commit wakes every reader, and one read a few
+/// milliseconds later finds them all.
+const MIN_READ_GAP: Duration = Duration::from_millis(5);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -88,6 +94,7 @@ impl SessionService {
         let mut retry = FIRST_RETRY;
         let mut pruned_at = self.inner.clock.monotonic();
         loop {
+            let read_at = tokio::time::Instant::now();
             let step = match cursor.as_mut() {
                 None => match self.load_everything(log).await {
                     // Read the log at once: the load itself took time.
@@ -130,7 +137,9 @@ impl SessionService {
                 }
             }
             tokio::select! {
-                () = hint.notified() => {}
+                () = hint.notified() => {
+                    tokio::time::sleep_until(read_at + MIN_READ_GAP).await;
+                }
                 () = tokio::time::sleep(self.inner.follow.poll_interval) => {}
             }
         }

@@ -191,6 +191,11 @@ async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload()
     gated.set_log_down(true);
     // Revoked while no instance can read the log.
     a.service.revoke(doomed.session.id).await.unwrap();
+    until(
+        || b.service.sync_stats().resyncs >= 1,
+        "B tries to read and fails",
+    )
+    .await;
     let bound = b.service.change_log_lag().unwrap().bound;
     b.clock.advance(time::Duration::try_from(bound).unwrap());
     assert!(

@@ -321,7 +321,10 @@ async fn two_instances_ride_out_a_primary_crash_and_a_promotion() {
             // of misses (B reloaded, so it keeps no tombstones of these)
             // has spent the store-read budget. Never the session.
             for (name, instance) in [("A", &a), ("B", &b)] {
-                let answer = instance.service.resolve(created.token.expose_secret()).await;
+                let answer = instance
+                    .service
+                    .resolve(created.token.expose_secret())
+                    .await;
                 assert!(
                     matches!(answer, Err(Error::InvalidToken | Error::Busy)),
                     "{name} accepts revoked {id}: {answer:?}"

@@ -887,3 +887,32 @@ async fn a_stalled_read_fails_within_the_checkout_timeout() {
         LogRead::Page(_)
     ));
 }
+
+/// No write notifies from inside its transaction (a notifying commit takes
+/// a server-wide lock across its WAL flush): the triggers only log, and the
+/// store that wrote wakes readers after its commit. A write by other SQL
+/// wakes no one; readers find it when they poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wake_readers_after_their_commit_never_from_it() {
+    let (database, store) = fresh_store().await;
+    let notifying: Vec<String> = sql_client(database.url())
+        .await
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = 'session' AND p.prosrc LIKE '%notify%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(notifying.is_empty(), "functions that notify: {notifying:?}");
+
+    let mut wake_ups = store.wake_ups().await.unwrap();
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    within_a_minute(wake_ups.next()).await.unwrap();
+    store.revoke(session.id, epoch()).await.unwrap();
+    within_a_minute(wake_ups.next()).await.unwrap();
+}

@@ -10,10 +10,11 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
+    "2026-11-30-000000_wake_after_commit",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
