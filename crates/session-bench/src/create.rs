@@ -4,8 +4,8 @@
 //! concurrency.
 //!
 //! On PostgreSQL it also measures what the change log costs writers: with
-//! other instances following it and without, and, to tell the NOTIFY the
-//! triggers send apart from the rest of the log, with that NOTIFY removed.
+//! other instances following it and without, and what sending NOTIFY from
+//! the writing transaction (as the triggers did before) would cost.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -69,9 +69,9 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          synchronous_commit off), so the figures are CPU and round trips, not a disk. \
          The store's pool has as many connections as there are writers; the floor gives \
          each task a connection of its own. As in session-app, the writing service follows \
-         the change log itself (LISTEN/NOTIFY): each INSERT, the floor's too, fires the \
-         trigger that logs it and sends NOTIFY, and the service also applies its own \
-         changes. The tables are emptied (TRUNCATE) before every subject's round, so each \
+         the change log itself: each INSERT, the floor's too, fires the trigger that logs \
+         it; the service's store also sends one coalesced NOTIFY after its commits (at \
+         most one every 5 ms), and the service applies its own changes. The tables are emptied (TRUNCATE) before every subject's round, so each \
          writes into a table of the same size.",
     );
     section.note(format!(
@@ -83,19 +83,20 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          `PgConfig::wake_ups(false)`, reading the log every 500 ms."
     ));
     section.note(
-        "Without NOTIFY: the INSERT trigger's function (session.log_inserted) replaced, in \
-         this bench-only database, by its migrated definition without its PERFORM \
-         pg_notify; the log is written as before, followers learn by polling. Its floor is \
-         the direct INSERT under the same trigger; `÷ with NOTIFY` compares each to the same \
-         subject with the migrated trigger. `nobody listening`: the floor's INSERT with \
-         NOTIFY while the writing service's keep_in_sync is stopped, so no connection \
-         listens: what sending NOTIFY costs a commit with no listener to signal.",
+        "NOTIFY in the writing transaction (as before the 2026-11-30 migration): the INSERT \
+         trigger's function (session.log_inserted) replaced, in this bench-only database, \
+         by its migrated definition plus a PERFORM pg_notify, as the triggers did before; \
+         its floor is the direct INSERT under the same trigger; `÷ as migrated` compares \
+         each to the same subject with the migrated trigger. `nobody listening`: the \
+         floor's INSERT with that NOTIFY while the writing service's keep_in_sync is \
+         stopped, so no connection listens: what sending NOTIFY costs a commit with no \
+         listener to signal.",
     );
     section.note(
         "Durable commits: a PostgreSQL server of its own with fsync, synchronous_commit and \
          full_page_writes on (the others' are off), its data on this machine's disk; no \
-         service and no listener, only the floor's INSERT with the migrated trigger and \
-         without its NOTIFY, in alternating rounds.",
+         service and no listener, only the floor's INSERT with NOTIFY in its transaction \
+         and as migrated, in alternating rounds.",
     );
     section.note(
         "SQLite is a file in the system temporary directory with the store's settings (WAL, \
@@ -116,11 +117,11 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     let durable = runtime.block_on(durable(writers, &plan))?;
     section.rows.push(durable.throughput_row(
         format!(
-            "PostgreSQL, durable commits, {writers} tasks: the floor's INSERT with NOTIFY and \
-             nobody listening, beside it without"
+            "PostgreSQL, durable commits, {writers} tasks: the floor's INSERT with NOTIFY in \
+             its transaction and nobody listening, beside it as migrated"
         ),
         subject::FLOOR_UNHEARD,
-        subject::FLOOR_QUIET,
+        subject::FLOOR,
     ));
 
     eprintln!("  create: SQLite, {writers} writers");
@@ -141,10 +142,11 @@ mod subject {
     pub(super) const ON_POLLING: &str = "followers on, not listening";
     pub(super) const FLOOR: &str = "floor";
     pub(super) const VERIFIED_POOL: &str = "verified pool";
-    pub(super) const OFF_QUIET: &str = "followers off, without NOTIFY";
-    pub(super) const ON_QUIET: &str = "followers on, without NOTIFY";
-    pub(super) const FLOOR_QUIET: &str = "floor, without NOTIFY";
-    pub(super) const FLOOR_UNHEARD: &str = "floor, nobody listening";
+    pub(super) const OFF_IN_TX: &str = "followers off, NOTIFY in the writing transaction";
+    pub(super) const ON_IN_TX: &str = "followers on, NOTIFY in the writing transaction";
+    pub(super) const FLOOR_IN_TX: &str = "floor, NOTIFY in the writing transaction";
+    pub(super) const FLOOR_UNHEARD: &str =
+        "floor, NOTIFY in the writing transaction, nobody listening";
 }
 
 fn postgres_rows(
@@ -155,7 +157,7 @@ fn postgres_rows(
     quick: bool,
 ) {
     use subject::{
-        FLOOR, FLOOR_QUIET, FLOOR_UNHEARD, OFF, OFF_QUIET, ON, ON_POLLING, ON_QUIET, VERIFIED_POOL,
+        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, VERIFIED_POOL,
     };
     let targets = !quick;
     let relative = |subject, of| Figure::new(measured.ratio(subject, of), Unit::Ratio);
@@ -206,34 +208,43 @@ fn postgres_rows(
     section.rows.push(
         measured
             .throughput_row(
-                format!("PostgreSQL, {writers} writers, followers off, without NOTIFY"),
-                OFF_QUIET,
-                FLOOR_QUIET,
+                format!(
+                    "PostgreSQL, {writers} writers, followers off, NOTIFY in the writing \
+                     transaction (as before)"
+                ),
+                OFF_IN_TX,
+                FLOOR_IN_TX,
             )
-            .detail("÷ with NOTIFY", relative(OFF_QUIET, OFF)),
+            .detail("÷ as migrated", relative(OFF_IN_TX, OFF)),
     );
     section.rows.push(
         measured
             .throughput_row(
-                format!("PostgreSQL, {writers} writers, {FOLLOWERS} followers, without NOTIFY"),
-                ON_QUIET,
-                FLOOR_QUIET,
+                format!(
+                    "PostgreSQL, {writers} writers, {FOLLOWERS} followers, NOTIFY in the \
+                     writing transaction (as before)"
+                ),
+                ON_IN_TX,
+                FLOOR_IN_TX,
             )
-            .detail("÷ followers off", relative(ON_QUIET, OFF_QUIET))
-            .detail("÷ with NOTIFY", relative(ON_QUIET, ON)),
+            .detail("÷ followers off", relative(ON_IN_TX, OFF_IN_TX))
+            .detail("÷ as migrated", relative(ON_IN_TX, ON)),
     );
     section.rows.push(measured.throughput_row(
-        format!("PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY, beside it without"),
+        format!(
+            "PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY in its transaction, \
+             beside it as migrated"
+        ),
+        FLOOR_IN_TX,
         FLOOR,
-        FLOOR_QUIET,
     ));
     section.rows.push(measured.throughput_row(
         format!(
-            "PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY and nobody \
-             listening, beside it without"
+            "PostgreSQL, {writers} tasks: the floor's INSERT with NOTIFY in its transaction \
+             and nobody listening, beside it as migrated"
         ),
         FLOOR_UNHEARD,
-        FLOOR_QUIET,
+        FLOOR,
     ));
 }
 
@@ -329,7 +340,7 @@ impl Bench {
     /// Sets the scene for one subject's round: empty tables, the trigger
     /// with or without NOTIFY, and the followers, listening or not, if any.
     async fn prepare(&mut self, subject: &str) -> anyhow::Result<()> {
-        use subject::{FLOOR_QUIET, FLOOR_UNHEARD, OFF_QUIET, ON, ON_POLLING, ON_QUIET};
+        use subject::{FLOOR_IN_TX, FLOOR_UNHEARD, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING};
         for (follower, following) in self.followers.drain(..) {
             stop(following).await;
             drop(follower);
@@ -352,10 +363,10 @@ impl Bench {
             .await?;
             ready(&self.service, "the writing service").await?;
         }
-        let notifying = ![OFF_QUIET, ON_QUIET, FLOOR_QUIET].contains(&subject);
-        self.trigger.notify(&self.admin, notifying).await?;
+        let in_transaction = [OFF_IN_TX, ON_IN_TX, FLOOR_IN_TX, FLOOR_UNHEARD].contains(&subject);
+        self.trigger.notify(&self.admin, in_transaction).await?;
         let listening = match subject {
-            ON | ON_QUIET => true,
+            ON | ON_IN_TX => true,
             ON_POLLING => false,
             _ => return Ok(()),
         };
@@ -414,11 +425,14 @@ impl Drop for Bench {
     }
 }
 
-/// The INSERT trigger's function, `session.log_inserted`, as migrated and
-/// without its NOTIFY, and which of the two the database has now.
+/// The INSERT trigger's function, `session.log_inserted`, as migrated (it
+/// only logs; the writing store wakes readers after its commit) and as it
+/// was before (it also sent NOTIFY from the writing transaction), and which
+/// of the two the database has now: the probe that shows what waking from
+/// inside the transaction cost.
 struct Trigger {
     migrated: String,
-    quiet: String,
+    in_transaction: String,
     notifying: bool,
 }
 
@@ -431,20 +445,23 @@ impl Trigger {
             )
             .await?
             .get(0);
-        let notify = "PERFORM pg_notify('session_changes', '');";
+        let end = "RETURN NULL;";
         anyhow::ensure!(
-            migrated.matches(notify).count() == 1,
-            "session.log_inserted no longer holds exactly one `{notify}`: update this \
-             benchmark's probe without NOTIFY:\n{migrated}"
+            !migrated.contains("pg_notify") && migrated.matches(end).count() == 1,
+            "session.log_inserted is no longer a log without NOTIFY ending in one `{end}`: \
+             update this benchmark's probe:\n{migrated}"
         );
         Ok(Self {
-            quiet: migrated.replace(notify, "NULL;"),
+            in_transaction: migrated.replace(
+                end,
+                &format!("PERFORM pg_notify('session_changes', ''); {end}"),
+            ),
             migrated,
-            notifying: true,
+            notifying: false,
         })
     }
 
-    /// Installs the function as migrated, or without its NOTIFY.
+    /// Installs the function as migrated, or sending NOTIFY as it did before.
     async fn notify(
         &mut self,
         admin: &tokio_postgres::Client,
@@ -452,9 +469,9 @@ impl Trigger {
     ) -> anyhow::Result<()> {
         if notifying != self.notifying {
             let definition = if notifying {
-                &self.migrated
+                &self.in_transaction
             } else {
-                &self.quiet
+                &self.migrated
             };
             admin.batch_execute(definition).await?;
             self.notifying = notifying;
@@ -553,7 +570,7 @@ async fn postgres(
     plan: &Plan,
 ) -> anyhow::Result<Measured> {
     use subject::{
-        FLOOR, FLOOR_QUIET, FLOOR_UNHEARD, OFF, OFF_QUIET, ON, ON_POLLING, ON_QUIET, VERIFIED_POOL,
+        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, VERIFIED_POOL,
     };
     let mut bench = Bench::start(url, writers).await?;
     let mut creators: Vec<ServiceCreate> = accounts(writers)?
@@ -588,9 +605,9 @@ async fn postgres(
         ON,
         ON_POLLING,
         FLOOR,
-        OFF_QUIET,
-        ON_QUIET,
-        FLOOR_QUIET,
+        OFF_IN_TX,
+        ON_IN_TX,
+        FLOOR_IN_TX,
         FLOOR_UNHEARD,
     ];
     if with_verified_pool {
@@ -606,7 +623,7 @@ async fn postgres(
                 .await
                 .with_context(|| format!("preparing {subject}"))?;
             let throughput = match subject {
-                FLOOR | FLOOR_QUIET | FLOOR_UNHEARD => {
+                FLOOR | FLOOR_IN_TX | FLOOR_UNHEARD => {
                     let (back, throughput) = drive(inserters, plan.warmup, plan.window).await?;
                     inserters = back;
                     throughput
@@ -634,12 +651,12 @@ async fn postgres(
     Ok(measured)
 }
 
-/// The floor's INSERT with NOTIFY and without, nobody listening, on a
+/// The floor's INSERT with NOTIFY in its transaction and as migrated, nobody listening, on a
 /// server of its own whose commits wait for the disk, as a production
 /// server's do: a transaction that sent NOTIFY holds PostgreSQL's global
 /// notify lock until its commit is flushed.
 async fn durable(writers: usize, plan: &Plan) -> anyhow::Result<Measured> {
-    use subject::{FLOOR_QUIET, FLOOR_UNHEARD};
+    use subject::{FLOOR, FLOOR_UNHEARD};
     let server = tokio::task::spawn_blocking(TestServer::start).await?;
     let settings = admin(server.admin_url()).await?;
     // One statement at a time: ALTER SYSTEM refuses a transaction block.
@@ -676,7 +693,7 @@ async fn durable(writers: usize, plan: &Plan) -> anyhow::Result<Measured> {
             rng: fastrand::Rng::with_seed(seed as u64),
         });
     }
-    let subjects = [FLOOR_UNHEARD, FLOOR_QUIET];
+    let subjects = [FLOOR_UNHEARD, FLOOR];
     let mut measured = Measured::default();
     for round in 0..plan.rounds {
         for index in rotation(round, subjects.len()) {
