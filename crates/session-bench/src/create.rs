@@ -71,8 +71,9 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          each task a connection of its own. As in session-app, the writing service follows \
          the change log itself: each INSERT, the floor's too, fires the trigger that logs \
          it; the service's store also sends one coalesced NOTIFY after its commits (at \
-         most one every 5 ms), and the service applies its own changes. The tables are emptied (TRUNCATE) before every subject's round, so each \
-         writes into a table of the same size.",
+         most one every 20 ms), and the service applies its own changes. The tables are \
+         emptied (TRUNCATE) before every subject's round, so each writes into a table of \
+         the same size.",
     );
     section.note(format!(
         "Followers on: {FOLLOWERS} more in-process `SessionService`s over stores of their \

@@ -65,9 +65,11 @@ pub(crate) struct Waker {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The least time between two wake-ups one store sends: at most 200 a
-/// second, however many writes commit.
-const MIN_WAKE_GAP: Duration = Duration::from_millis(5);
+/// The least time between two wake-ups one store sends: at most 50 a
+/// second, however many writes commit. Every wake-up costs every follower a
+/// read; more often would cost writers throughput for no propagation a
+/// reader could tell from this (docs/BENCHMARKS.md).
+const MIN_WAKE_GAP: Duration = Duration::from_millis(20);
 
 impl Waker {
     /// Starts the task that sends wake-ups on connections from `pool`, each

@@ -49,9 +49,11 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// a long wait would only delay catching up once the database is back.
 const LAST_RETRY: Duration = Duration::from_secs(1);
 /// The least time between the starts of two reads woken by hints: under a
-/// stream of writes every commit wakes every reader, and one read a few
-/// milliseconds later finds them all.
-const MIN_READ_GAP: Duration = Duration::from_millis(5);
+/// stream of writes every commit wakes every reader, and one read a little
+/// later finds them all. Each read is a query on the shared database: at
+/// 5 ms apart, two followers cost writers a quarter of their throughput at
+/// 16 writers (docs/BENCHMARKS.md).
+const MIN_READ_GAP: Duration = Duration::from_millis(20);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
