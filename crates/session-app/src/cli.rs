@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::ConfigError;
-use crate::store::{DatabaseUrl, PgPoolArgs};
+use crate::store::{DatabaseUrl, DatabaseUrlParser, PgPoolArgs};
 use crate::telemetry::{self, LogFormat};
 
 /// Opaque, revoke-only login sessions: the service and its operator CLI.
@@ -63,7 +63,8 @@ pub enum Command {
 pub struct DatabaseArgs {
     /// `postgres://…` for PostgreSQL, or `sqlite://PATH` for a SQLite file.
     /// Without it, sessions are kept in the SQLite file `./data/sessions.db`.
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true,
+        value_parser = DatabaseUrlParser)]
     pub database_url: Option<DatabaseUrl>,
 
     /// PostgreSQL connection pool settings.

@@ -55,6 +55,34 @@ impl FromStr for DatabaseUrl {
     }
 }
 
+/// Parses `--database-url` without ever repeating it: clap's own errors
+/// quote the rejected value, and a database URL may hold a password.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "--database-url".to_owned(), ToString::to_string);
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "invalid value for '{flag}' (not shown: it may hold a password): {reason}\n"
+                ),
+            )
+        };
+        let text = value.to_str().ok_or_else(|| refused("not valid UTF-8"))?;
+        text.parse().map_err(|reason: String| refused(&reason))
+    }
+}
+
 /// PostgreSQL connection pool settings; ignored for SQLite.
 #[derive(Debug, Clone, Args)]
 pub struct PgPoolArgs {

@@ -105,3 +105,30 @@ fn a_key_file_line_a_header_cannot_carry_is_refused_without_showing_it() {
     );
     assert!(!stderr.contains(key), "never shows the key: {stderr}");
 }
+
+/// A mistyped database URL is refused without repeating it, from the flag
+/// and from the environment alike: it may hold a password.
+#[test]
+fn a_bad_database_url_is_refused_without_repeating_it() {
+    let url = "postgress://app:hunter2-secret@db.internal/app";
+    for (args, env) in [
+        (vec!["serve", "--database-url", url], vec![]),
+        (vec!["migrate", "--database-url", url], vec![]),
+        (vec!["serve"], vec![("DATABASE_URL", url)]),
+    ] {
+        let (status, stdout, stderr) = cli(&args, &env, "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--database-url"),
+            "names the flag: {stderr}"
+        );
+        assert!(
+            stderr.contains("postgres://"),
+            "says what is expected: {stderr}"
+        );
+        for output in [&stdout, &stderr] {
+            assert!(!output.contains("hunter2"), "{args:?} echoes it: {output}");
+            assert!(!output.contains("db.internal"), "{args:?}: {output}");
+        }
+    }
+}
