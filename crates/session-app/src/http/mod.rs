@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Around every route and the fallbacks, inside the layers below, so a
         // refusal is logged, counted and marked `no-store` like any answer.
+        .layer(from_fn(refuse_declared_oversized_bodies))
         .layer(from_fn_with_state(
             state.clone(),
             host::require_loopback_host,
@@ -208,6 +209,26 @@ pub fn router(state: AppState) -> Router {
                 .layer(from_fn(no_store)),
         )
         .with_state(state)
+}
+
+/// Answers 413 to a request whose `Content-Length` is over the limit before
+/// anything reads its body: hyper sends `100 Continue` to a client that
+/// asked for it (`Expect: 100-continue`) only once the body is read, so the
+/// client is told no before it uploads. A body without a length (chunked)
+/// is still cut at the limit as it is read.
+async fn refuse_declared_oversized_bodies(
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return axum::response::IntoResponse::into_response(ApiError::payload_too_large());
+    }
+    next.run(request).await
 }
 
 /// Keeps a client's `X-Request-Id` only if it is one UUID, as gateways

@@ -173,3 +173,34 @@ async fn without_a_key_a_foreign_host_is_refused_on_the_wire() {
     let refused = "GET /healthz HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n";
     assert!(status_line(refused).contains(" 421 "), "{refused:?}");
 }
+
+/// A client that asks before uploading (`Expect: 100-continue`) a body whose
+/// declared length is over the limit is told 413 at once, never invited to
+/// send it; a body within the limit is invited and served.
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_it_is_invited() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let first_line = |length: usize| {
+        let mut stream = std::net::TcpStream::connect(server.address).unwrap();
+        write!(
+            stream,
+            "POST /v1/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    };
+    let refused = first_line(10 * 1024 * 1024);
+    assert!(refused.starts_with("HTTP/1.1 413 "), "{refused:?}");
+    let invited = first_line(64);
+    assert!(invited.starts_with("HTTP/1.1 100 "), "{invited:?}");
+}
