@@ -104,6 +104,11 @@ pub struct PgPoolArgs {
     #[arg(long, env = "SESSION_PG_CHANGE_RETENTION", default_value = "1day", value_parser = humantime::parse_duration)]
     pub pg_change_retention: Duration,
 
+    /// The longest a start waits for the migration lock another process
+    /// holds (any role that can connect can take it) before failing.
+    #[arg(long, env = "SESSION_PG_MIGRATION_LOCK_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub pg_migration_lock_timeout: Duration,
+
     /// Whether to LISTEN for the change log's notifications, so other
     /// instances' writes arrive at once. `false` behind a pooler that
     /// cannot LISTEN (PgBouncer in transaction pooling mode): changes then
@@ -217,6 +222,7 @@ async fn connect_postgres(
         .connect_timeout(pool.pg_connect_timeout)
         .checkout_timeout(pool.pg_checkout_timeout)
         .change_retention(pool.pg_change_retention)
+        .migration_lock_timeout(pool.pg_migration_lock_timeout)
         .wake_ups(pool.pg_wake_ups);
     let description = format!(
         "postgres (tls: {:?}, wake-ups: {})",

@@ -133,6 +133,7 @@ pub struct PgConfig {
     pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
+    pub(crate) migration_lock_timeout: Duration,
     pub(crate) wake_ups: bool,
 }
 
@@ -147,6 +148,8 @@ impl PgConfig {
     pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
     /// The default age after which change-log entries may be pruned: a day.
     pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The default longest wait for the migration lock another process holds.
+    pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// Parses a `postgres://` or `postgresql://` URL and loads the root
     /// certificates its TLS mode needs.
@@ -213,6 +216,7 @@ impl PgConfig {
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
             feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
             change_retention: Self::DEFAULT_CHANGE_RETENTION,
+            migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             wake_ups: true,
         })
     }
@@ -250,6 +254,15 @@ impl PgConfig {
     #[must_use]
     pub fn feed_heartbeat(mut self, every: Duration) -> Self {
         self.feed_heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets the longest wait for the migration lock (default a minute):
+    /// any role that can connect can take the advisory lock migrators share,
+    /// and a start must not wait on it for ever.
+    #[must_use]
+    pub fn migration_lock_timeout(mut self, limit: Duration) -> Self {
+        self.migration_lock_timeout = limit;
         self
     }
 
@@ -298,6 +311,7 @@ impl fmt::Debug for PgConfig {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("change_retention", &self.change_retention)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("wake_ups", &self.wake_ups)
             .finish_non_exhaustive()
     }

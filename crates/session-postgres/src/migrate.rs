@@ -36,7 +36,7 @@ impl PgSessionStore {
         // A connection of its own, closed afterwards: it holds a session-level
         // lock and a changed search_path that must not go back to the pool.
         let mut connection = Connection::take(self.connection().await?);
-        advisory(&mut connection, "pg_advisory_lock").await?;
+        take_migration_lock(&mut connection, self.migration_lock_timeout).await?;
         // Under the lock, because concurrent CREATE SCHEMA IF NOT EXISTS can
         // still collide.
         connection
@@ -171,6 +171,44 @@ fn run_pending(harness: &mut impl MigrationHarness<Pg>) -> Result<Vec<String>, S
         .map_err(|err| failure("running migrations", err))?;
     Ok(names)
 }
+
+/// Takes the migration lock, waiting at most `limit`: any role that can
+/// connect can take an advisory lock, so an unbounded wait would let it hold
+/// every start hostage.
+async fn take_migration_lock(
+    connection: &mut AsyncPgConnection,
+    limit: std::time::Duration,
+) -> Result<(), StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        taken: bool,
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let Taken { taken } = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS taken")
+            .bind::<BigInt, _>(MIGRATION_LOCK)
+            .get_result(connection)
+            .await
+            .map_err(|err| failure("taking the migration lock", Box::new(err)))?;
+        if taken {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::Unavailable(Box::new(LockTimedOut(limit))));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Another session held the migration lock for longer than the wait allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another session has held the migration lock for over {0:?} (PostgreSQL advisory lock \
+     {MIGRATION_LOCK}; find its holder with `SELECT pid FROM pg_locks WHERE locktype = \
+     'advisory' AND classid = 1936028531 AND objid = 1768910336`)"
+)]
+struct LockTimedOut(std::time::Duration);
 
 /// Takes or releases the migration lock (`pg_advisory_lock` or `pg_advisory_unlock`).
 async fn advisory(

@@ -44,6 +44,7 @@ pub struct PgSessionStore {
     pub(crate) checkout_timeout: Duration,
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
+    pub(crate) migration_lock_timeout: Duration,
     /// Whether [`ChangeLog::wake_ups`](session_core::ChangeLog::wake_ups) listens.
     pub(crate) wake_ups: bool,
     /// Wakes other readers of the change log after this store's writes.
@@ -77,6 +78,7 @@ impl PgSessionStore {
             checkout_timeout: config.checkout_timeout,
             feed_heartbeat: config.feed_heartbeat,
             change_retention: config.change_retention,
+            migration_lock_timeout: config.migration_lock_timeout,
             wake_ups: config.wake_ups,
         };
         store.health_check().await?;

@@ -270,3 +270,37 @@ async fn a_schema_behind_or_ahead_of_this_build_is_refused() {
         assert!(text.contains("20991231000000"), "{text}");
     }
 }
+
+/// Any role can take the advisory lock migrators share: a migration waits
+/// for it only as long as allowed, then fails saying who to look for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_lock_held_elsewhere_fails_the_migration_in_time() {
+    let database = TestDatabase::create();
+    let holder = sql_client(database.url()).await;
+    holder
+        .batch_execute("SELECT pg_advisory_lock(8315179226536832512)")
+        .await
+        .unwrap();
+    let store = PgSessionStore::connect(
+        PgConfig::from_url(database.url())
+            .unwrap()
+            .migration_lock_timeout(std::time::Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), store.migrate())
+        .await
+        .expect("the migration waited past its limit")
+        .unwrap_err();
+    let text = crate::support::chain(&err);
+    assert!(text.contains("migration lock"), "{text}");
+    assert!(
+        text.contains("pg_locks"),
+        "says how to find the holder: {text}"
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(8315179226536832512)")
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap().len(), MIGRATIONS.len());
+}
