@@ -109,6 +109,12 @@ pub struct PgPoolArgs {
     #[arg(long, env = "SESSION_PG_MIGRATION_LOCK_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub pg_migration_lock_timeout: Duration,
 
+    /// Migrate into an existing `session` schema another role owns. Off by
+    /// default: the schema's owner can change the triggers that log every
+    /// change, so it must be trusted as much as this service.
+    #[arg(long, env = "SESSION_PG_TRUST_SCHEMA_OWNER")]
+    pub pg_trust_schema_owner: bool,
+
     /// Whether to LISTEN for the change log's notifications, so other
     /// instances' writes arrive at once. `false` behind a pooler that
     /// cannot LISTEN (PgBouncer in transaction pooling mode): changes then
@@ -223,6 +229,7 @@ async fn connect_postgres(
         .checkout_timeout(pool.pg_checkout_timeout)
         .change_retention(pool.pg_change_retention)
         .migration_lock_timeout(pool.pg_migration_lock_timeout)
+        .trust_schema_owner(pool.pg_trust_schema_owner)
         .wake_ups(pool.pg_wake_ups);
     let description = format!(
         "postgres (tls: {:?}, wake-ups: {})",

@@ -134,6 +134,7 @@ pub struct PgConfig {
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
     pub(crate) migration_lock_timeout: Duration,
+    pub(crate) trust_schema_owner: bool,
     pub(crate) wake_ups: bool,
 }
 
@@ -217,6 +218,7 @@ impl PgConfig {
             feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
             change_retention: Self::DEFAULT_CHANGE_RETENTION,
             migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
+            trust_schema_owner: false,
             wake_ups: true,
         })
     }
@@ -266,6 +268,15 @@ impl PgConfig {
         self
     }
 
+    /// Lets [`migrate`](crate::PgSessionStore::migrate) use an existing
+    /// `session` schema owned by another role (default: refused, since its
+    /// owner can change the triggers that log every change).
+    #[must_use]
+    pub fn trust_schema_owner(mut self, trust: bool) -> Self {
+        self.trust_schema_owner = trust;
+        self
+    }
+
     /// Sets how long change-log entries are kept (default a day, at least a
     /// second). A follower that cannot read the log for longer than this
     /// loads every session again instead of resuming.
@@ -312,6 +323,7 @@ impl fmt::Debug for PgConfig {
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("change_retention", &self.change_retention)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
+            .field("trust_schema_owner", &self.trust_schema_owner)
             .field("wake_ups", &self.wake_ups)
             .finish_non_exhaustive()
     }

@@ -1,6 +1,7 @@
 //! The schema's migrations, embedded in the binary, and running them safely
 //! from several processes at once.
 
+use diesel::OptionalExtension;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::sql_types::BigInt;
@@ -37,6 +38,9 @@ impl PgSessionStore {
         // lock and a changed search_path that must not go back to the pool.
         let mut connection = Connection::take(self.connection().await?);
         take_migration_lock(&mut connection, self.migration_lock_timeout).await?;
+        if !self.trust_schema_owner {
+            refuse_a_schema_owned_by_another_role(&mut connection).await?;
+        }
         // Under the lock, because concurrent CREATE SCHEMA IF NOT EXISTS can
         // still collide.
         connection
@@ -94,9 +98,47 @@ impl PgSessionStore {
     }
 }
 
+/// Refuses to migrate into an existing `session` schema that another role
+/// owns: its owner can replace the triggers and functions that log every
+/// change, and so decide what every instance believes.
+async fn refuse_a_schema_owned_by_another_role(
+    connection: &mut AsyncPgConnection,
+) -> Result<(), StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        owner: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        current: String,
+    }
+    let owner: Option<Owner> = diesel::sql_query(
+        "SELECT pg_get_userbyid(nspowner)::text AS owner, current_user::text AS current \
+         FROM pg_namespace WHERE nspname = 'session'",
+    )
+    .get_result(connection)
+    .await
+    .optional()
+    .map_err(|err| failure("reading the schema's owner", Box::new(err)))?;
+    match owner {
+        Some(Owner { owner, current }) if owner != current => {
+            Err(StoreError::Failed(Box::new(SchemaError::ForeignOwner {
+                owner,
+                current,
+            })))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A schema this build must not serve.
 #[derive(Debug, thiserror::Error)]
 enum SchemaError {
+    #[error(
+        "the schema `session` is owned by role `{owner}`, not `{current}`, which migrates: \
+         its owner can change the triggers that log every change. Migrate as `{owner}`, or \
+         trust it explicitly (PgConfig::trust_schema_owner, --pg-trust-schema-owner)"
+    )]
+    ForeignOwner { owner: String, current: String },
     #[error(
         "the session schema was migrated by a newer version (unknown migrations: {}); \
          upgrade this program",

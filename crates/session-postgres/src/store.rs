@@ -45,6 +45,7 @@ pub struct PgSessionStore {
     pub(crate) feed_heartbeat: Duration,
     pub(crate) change_retention: Duration,
     pub(crate) migration_lock_timeout: Duration,
+    pub(crate) trust_schema_owner: bool,
     /// Whether [`ChangeLog::wake_ups`](session_core::ChangeLog::wake_ups) listens.
     pub(crate) wake_ups: bool,
     /// Wakes other readers of the change log after this store's writes.
@@ -79,6 +80,7 @@ impl PgSessionStore {
             feed_heartbeat: config.feed_heartbeat,
             change_retention: config.change_retention,
             migration_lock_timeout: config.migration_lock_timeout,
+            trust_schema_owner: config.trust_schema_owner,
             wake_ups: config.wake_ups,
         };
         store.health_check().await?;

@@ -304,3 +304,43 @@ async fn a_migration_lock_held_elsewhere_fails_the_migration_in_time() {
         .unwrap();
     assert_eq!(store.migrate().await.unwrap().len(), MIGRATIONS.len());
 }
+
+/// An existing `session` schema another role owns is refused: its owner can
+/// replace the triggers that log every change. Trusted explicitly, it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_another_role_owns_is_refused_unless_trusted() {
+    let database = TestDatabase::create();
+    let owner = format!("owner_{}", database.name());
+    sql_client(database.url())
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {owner}; CREATE SCHEMA session AUTHORIZATION {owner}"
+        ))
+        .await
+        .unwrap();
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    let text = crate::support::chain(&store.migrate().await.unwrap_err());
+    assert!(text.contains(&owner), "names the owner: {text}");
+    assert!(text.contains("trust"), "says how to proceed: {text}");
+    let tables: i64 = sql_client(database.url())
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'session'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing was created in it");
+
+    let trusting = PgSessionStore::connect(
+        PgConfig::from_url(database.url())
+            .unwrap()
+            .trust_schema_owner(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(trusting.migrate().await.unwrap().len(), MIGRATIONS.len());
+}
