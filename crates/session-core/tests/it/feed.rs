@@ -59,13 +59,23 @@ async fn in_sync(instance: &Instance) {
     panic!("the instance never got in sync");
 }
 
-async fn pair() -> (Arc<MemoryStore>, Instance, Instance) {
-    let store = Arc::new(MemoryStore::new());
+/// Two instances on one shared `store`, both in sync.
+async fn pair_on<S: SessionStore + ChangeLog>(store: Arc<S>) -> (Arc<S>, Instance, Instance) {
     let a = instance(store.clone(), store.clone(), MissPolicy::default());
     let b = instance(store.clone(), store.clone(), MissPolicy::default());
     in_sync(&a).await;
     in_sync(&b).await;
     (store, a, b)
+}
+
+async fn pair() -> (Arc<MemoryStore>, Instance, Instance) {
+    pair_on(Arc::new(MemoryStore::new())).await
+}
+
+/// As [`pair`], over a store whose operations can be paused and whose log
+/// can be cut off.
+async fn gated_pair() -> (Arc<GatedStore>, Instance, Instance) {
+    pair_on(Arc::new(GatedStore::default())).await
 }
 
 fn applied(instance: &Instance) -> u64 {
@@ -169,12 +179,7 @@ async fn a_write_made_directly_in_the_store_is_seen_by_both() {
 /// what it missed and is ready again, without loading everything.
 #[tokio::test(start_paused = true)]
 async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload() {
-    let gated = Arc::new(GatedStore::default());
-    let store: Arc<dyn SessionStore> = gated.clone();
-    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
-    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    let (gated, a, b) = gated_pair().await;
     let kept = a
         .service
         .create(account(), ClientMetadata::default())
@@ -225,12 +230,7 @@ async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload()
 /// everything again and carries on from the new head.
 #[tokio::test(start_paused = true)]
 async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
-    let gated = Arc::new(GatedStore::default());
-    let store: Arc<dyn SessionStore> = gated.clone();
-    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
-    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    let (gated, a, b) = gated_pair().await;
     let doomed = a
         .service
         .create(account(), ClientMetadata::default())
@@ -350,12 +350,7 @@ async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
 /// not enter the cache.
 #[tokio::test(start_paused = true)]
 async fn a_miss_read_racing_a_revocation_does_not_resurrect() {
-    let gated = Arc::new(GatedStore::default());
-    let store: Arc<dyn SessionStore> = gated.clone();
-    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
-    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    let (gated, a, b) = gated_pair().await;
     let created = a
         .service
         .create(account(), ClientMetadata::default())
@@ -390,12 +385,7 @@ async fn a_miss_read_racing_a_revocation_does_not_resurrect() {
 /// is installed: the revoked session stays out.
 #[tokio::test(start_paused = true)]
 async fn a_warm_page_read_before_a_revocation_does_not_resurrect() {
-    let gated = Arc::new(GatedStore::default());
-    let store: Arc<dyn SessionStore> = gated.clone();
-    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
-    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    let (gated, a, b) = gated_pair().await;
     let doomed = a
         .service
         .create(account(), ClientMetadata::default())
@@ -461,12 +451,7 @@ async fn a_creation_read_before_a_revocation_does_not_resurrect() {
 /// revoked outlives B catching up.
 #[tokio::test(start_paused = true)]
 async fn reads_and_creates_spanning_a_gap_and_a_revocation_do_not_resurrect() {
-    let gated = Arc::new(GatedStore::default());
-    let store: Arc<dyn SessionStore> = gated.clone();
-    let a = instance(store.clone(), gated.clone(), MissPolicy::default());
-    let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    let (gated, a, b) = gated_pair().await;
 
     // A miss read on B returns a session A revoked while B could not read the log.
     let read_one = a

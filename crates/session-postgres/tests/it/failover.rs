@@ -16,7 +16,7 @@ use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::{TestDatabase, TestServer};
 
 use crate::support::{
-    Instance, chain, instance_on, migrated_store, ready, rejected, sql_client, until,
+    Instance, chain, instance_on, migrated_store, ready, ready_pair, rejected, sql_client, until,
     within_a_minute,
 };
 
@@ -411,10 +411,7 @@ async fn a_revocation_behind_a_reused_transaction_id_reaches_followers() {
         standby.port(),
         database.name()
     );
-    let a = instance_on(&url, "instance_a").await;
-    let b = instance_on(&url, "instance_b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(&url).await;
     let doomed = a
         .service
         .create(account(), ClientMetadata::default())

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
     Instance, chain, fresh_store, instance_configured, instance_on, migrated_store, ready,
-    rejected, sql_client, until, within_a_minute,
+    ready_pair, rejected, sql_client, until, within_a_minute,
 };
 
 /// Every change after `from`, and the settled position the reads reached.
@@ -397,10 +397,7 @@ async fn instance(database: &TestDatabase, name: &str) -> Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_follow_each_other_through_the_database() {
     let database = TestDatabase::create();
-    let a = instance(&database, "instance_a").await;
-    let b = instance(&database, "instance_b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(database.url()).await;
 
     // Created on A: resolves on B, and reaches B's cache through the log.
     let created = a
@@ -515,10 +512,7 @@ async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_committing_revocation_reaches_a_follower() {
     let database = TestDatabase::create();
-    let a = instance(&database, "instance_a").await;
-    let b = instance(&database, "instance_b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(database.url()).await;
     let doomed = a
         .service
         .create(account(), ClientMetadata::default())

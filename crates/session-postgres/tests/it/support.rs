@@ -101,6 +101,15 @@ pub(crate) async fn instance_configured(
     Instance { service, store }
 }
 
+/// Two instances on `url`, named `instance_a` and `instance_b`, both ready.
+pub(crate) async fn ready_pair(url: &str) -> (Instance, Instance) {
+    let a = instance_on(url, "instance_a").await;
+    let b = instance_on(url, "instance_b").await;
+    ready(&a).await;
+    ready(&b).await;
+    (a, b)
+}
+
 /// Waits, within a minute, until the instance reports ready.
 pub(crate) async fn ready(instance: &Instance) {
     within_a_minute(async {
