@@ -385,28 +385,23 @@ impl ChangeLog for PgSessionStore {
 
 /// Turns the rows of one read into a page.
 fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
-    let Some(first) = rows.as_slice().first() else {
-        // The horizon row is always there; without it nothing can be said.
-        return LogRead::Page(LogPage {
-            settled: after,
-            read_to: after,
-            ..LogPage::default()
-        });
-    };
-    let epoch = first.epoch;
-    if after.epoch() != epoch.cast_unsigned() {
-        return LogRead::Expired;
-    }
-    if after.major() <= first.pruned_through.unsigned_abs() {
-        return LogRead::Expired;
-    }
-    let first_xmin = first.xmin;
-    let xmin = first_xmin.unsigned_abs();
     let mut page = LogPage {
         settled: after,
         read_to: after,
         ..LogPage::default()
     };
+    let Some(first) = rows.as_slice().first() else {
+        // The horizon row is always there; without it nothing can be said.
+        return LogRead::Page(page);
+    };
+    let epoch = first.epoch;
+    if after.epoch() != epoch.cast_unsigned()
+        || after.major() <= first.pruned_through.unsigned_abs()
+    {
+        return LogRead::Expired;
+    }
+    let first_xmin = first.xmin;
+    let xmin = first_xmin.unsigned_abs();
     let mut read = 0_usize;
     // Whether every entry so far is below xmin: final, so `settled` may pass it.
     let mut all_final = true;

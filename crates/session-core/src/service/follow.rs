@@ -48,6 +48,9 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// The longest wait between reads that fail: a read is one cheap query, and
 /// a long wait would only delay catching up once the database is back.
 const LAST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between attempts to warm without a change log, and
+/// between attempts to listen for wake-ups (polling goes on meanwhile).
+const LAST_SLOW_RETRY: Duration = Duration::from_secs(30);
 /// The least time between the starts of two reads woken by hints: under a
 /// stream of writes every commit wakes every reader, and one read a little
 /// later finds them all. Each read is a query on the shared database: at
@@ -80,7 +83,7 @@ impl SessionService {
             while let Err(err) = self.warm().await {
                 tracing::error!(error = %err, retry_in = ?retry, "warming the session cache failed");
                 tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(30));
+                retry = (retry * 2).min(LAST_SLOW_RETRY);
             }
             return;
         };
@@ -235,7 +238,7 @@ async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infal
             }
         }
         tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(Duration::from_secs(30));
+        retry = (retry * 2).min(LAST_SLOW_RETRY);
     }
 }
 
