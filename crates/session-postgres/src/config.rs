@@ -25,7 +25,8 @@ pub enum SslMode {
     /// `sslrootcert` is given, which makes it check as [`SslMode::VerifyCa`]
     /// does (as libpq does).
     Require,
-    /// TLS always, and the server's certificate must chain to a trusted root.
+    /// TLS always, and the server's certificate must chain to a root from the
+    /// `sslrootcert` file, which this mode requires; the host name is not checked.
     VerifyCa,
     /// As [`SslMode::VerifyCa`], and the certificate must also name the host connected to.
     VerifyFull,
@@ -94,6 +95,23 @@ pub enum ConfigError {
         "no usable root certificate in {0}: set sslrootcert to a PEM file with the server's CA"
     )]
     NoRootCertificates(String),
+    /// `sslmode=verify-ca` without `sslrootcert`: it checks the chain but not
+    /// the host name, so with the system's public roots any publicly trusted
+    /// certificate, for any name, would be accepted. libpq refuses it too.
+    #[error(
+        "sslmode=verify-ca needs sslrootcert=<PEM file with the database's CA>: it does not check \
+         the host name, so the system's public roots would accept any publicly trusted \
+         certificate for any name. Give the CA file, or use sslmode=verify-full"
+    )]
+    VerifyCaWithoutRoots,
+    /// `sslrootcert=system` with a mode below `verify-full`: public roots only
+    /// authenticate a server together with its host name (libpq 16 refuses
+    /// this as well).
+    #[error(
+        "sslrootcert=system needs sslmode=verify-full (sslmode={0} was given): the system's \
+         public roots authenticate a server only together with its host name"
+    )]
+    SystemRootsBelowVerifyFull(SslMode),
     /// rustls refused the TLS settings.
     #[error("cannot set up TLS: {0}")]
     Tls(#[source] rustls::Error),
@@ -107,8 +125,16 @@ pub enum ConfigError {
 /// Every parameter tokio-postgres knows is honoured (`connect_timeout`,
 /// `keepalives_idle`, `tcp_user_timeout`, `application_name`, ...), plus
 /// `sslmode` (all of libpq's values) and `sslrootcert` (a PEM file, or
-/// `system` for the operating system's roots, which are also the default for
-/// `verify-ca` and `verify-full`).
+/// `system` for the operating system's roots).
+///
+/// Without `sslmode` the connection uses TLS when the server offers it and
+/// checks nothing (`prefer`, libpq's default). The rules on roots follow
+/// libpq's: `verify-ca` needs an `sslrootcert` file, since it does not check
+/// the host name and public roots would then accept any public certificate;
+/// `sslrootcert=system` implies `verify-full` and is refused with any weaker
+/// mode; `require` with an `sslrootcert` file checks the chain as
+/// `verify-ca` does. One difference: `verify-full` without `sslrootcert`
+/// uses the system's roots (libpq would look for `~/.postgresql/root.crt`).
 ///
 /// **Several hosts**, as libpq takes them, for failover:
 /// `postgres://app@db-a:5432,db-b:5432/app?target_session_attrs=read-write`.
@@ -171,10 +197,19 @@ impl PgConfig {
                 _ => return Err(ConfigError::TargetSessionAttrs(value)),
             });
         }
+        let system_roots = own.root_cert.as_deref() == Some("system");
         let ssl_mode = match own.ssl_mode {
             Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode(value))?,
+            // As libpq 16: asking for the system's roots asks for verify-full.
+            None if system_roots => SslMode::VerifyFull,
             None => SslMode::Prefer,
         };
+        if system_roots && ssl_mode != SslMode::VerifyFull {
+            return Err(ConfigError::SystemRootsBelowVerifyFull(ssl_mode));
+        }
+        if ssl_mode == SslMode::VerifyCa && own.root_cert.is_none() {
+            return Err(ConfigError::VerifyCaWithoutRoots);
+        }
         let roots_given = own.root_cert.is_some();
         let roots = match own.root_cert.as_deref() {
             None | Some("system") => Roots::System,

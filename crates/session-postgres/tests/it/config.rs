@@ -19,10 +19,43 @@ fn sslmode_has_libpq_meanings_and_defaults_to_prefer() {
         )),
         SslMode::Require
     );
-    assert_eq!(
-        mode("postgresql://app@db.internal/app?sslmode=verify-ca&sslrootcert=system").to_string(),
-        "verify-ca"
+}
+
+/// The kind: a mode that skips the host name check must not be paired with
+/// roots that only mean something together with it (libpq's rules).
+#[test]
+fn public_roots_are_refused_below_verify_full() {
+    let err = PgConfig::from_url("postgres://app@db/app?sslmode=verify-ca").unwrap_err();
+    assert!(matches!(err, ConfigError::VerifyCaWithoutRoots), "{err:?}");
+    assert!(
+        err.to_string().contains("sslrootcert"),
+        "says what to give: {err}"
     );
+
+    for weaker in ["disable", "allow", "prefer", "require", "verify-ca"] {
+        let err = PgConfig::from_url(&format!(
+            "postgres://app:hunter2@db/app?sslmode={weaker}&sslrootcert=system"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::SystemRootsBelowVerifyFull(_)),
+            "{weaker}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("verify-full"), "says what to use: {text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+#[test]
+fn system_roots_without_sslmode_mean_verify_full() {
+    match PgConfig::from_url("postgres://app@db/app?sslrootcert=system") {
+        Ok(config) => assert_eq!(config.ssl_mode(), SslMode::VerifyFull),
+        // The system store may be empty on a build machine: the rule was
+        // still applied, since only verify-full reaches the store.
+        Err(ConfigError::NoRootCertificates(_)) => {}
+        Err(err) => panic!("{err:?}"),
+    }
 }
 
 #[test]
