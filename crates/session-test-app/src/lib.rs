@@ -248,19 +248,6 @@ impl App {
             .expect("session-test-app: the service is not running")
     }
 
-    /// Just before the running process was spawned.
-    ///
-    /// # Panics
-    ///
-    /// If the process was killed or terminated and not restarted.
-    #[must_use]
-    pub fn spawned(&self) -> Instant {
-        self.running()
-            .as_ref()
-            .map(|running| running.spawned)
-            .expect("session-test-app: the service is not running")
-    }
-
     /// Every line kept so far, across restarts (all of them unless
     /// [`Launch::keep_log_lines`] said otherwise).
     #[must_use]
@@ -276,7 +263,11 @@ impl App {
     /// If the process is not running or exits meanwhile, or the bound passes;
     /// the error quotes the service's log.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Ready, Error> {
-        let spawned = self.spawned();
+        let spawned = self
+            .running()
+            .as_ref()
+            .map(|running| running.spawned)
+            .ok_or_else(|| Error("session-test-app: the service is not running".to_owned()))?;
         loop {
             if let Ok(response) = self.http.get(self.url("/readyz")).send().await
                 && response.status() == reqwest::StatusCode::OK
@@ -335,7 +326,10 @@ impl App {
             .args(["-c", "kill -s TERM -- \"$1\"", "sh", &pid])
             .status()
             .is_ok_and(|status| status.success());
-        assert!(sent, "session-test-app: cannot signal session-app (pid {pid})");
+        assert!(
+            sent,
+            "session-test-app: cannot signal session-app (pid {pid})"
+        );
         let deadline = Instant::now() + TERMINATE_TIMEOUT;
         loop {
             match running.child.try_wait() {
@@ -390,10 +384,11 @@ impl App {
         let running = slot
             .as_mut()
             .ok_or_else(|| Error("session-test-app: the service is not running".to_owned()))?;
-        let status = running
-            .child
-            .try_wait()
-            .map_err(|err| Error(format!("session-test-app: cannot wait for session-app: {err}")))?;
+        let status = running.child.try_wait().map_err(|err| {
+            Error(format!(
+                "session-test-app: cannot wait for session-app: {err}"
+            ))
+        })?;
         if status.is_some()
             && let Some(running) = slot.take()
         {
@@ -403,7 +398,10 @@ impl App {
     }
 
     fn failure(&self, what: &str) -> Error {
-        Error(format!("{what}; its log ends:\n{}", lock(&self.log).tail(ERROR_TAIL)))
+        Error(format!(
+            "{what}; its log ends:\n{}",
+            lock(&self.log).tail(ERROR_TAIL)
+        ))
     }
 }
 
@@ -487,19 +485,28 @@ fn spawn(
     let failed = |mut running: Running, what: String| {
         let _ignored = running.child.kill();
         running.finish();
-        Error(format!("{what}; its log ends:\n{}", lock(log).tail(ERROR_TAIL)))
+        Error(format!(
+            "{what}; its log ends:\n{}",
+            lock(log).tail(ERROR_TAIL)
+        ))
     };
     loop {
         match address_rx.recv_timeout(Duration::from_millis(20)) {
             Ok(address) => return Ok((running, address)),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(failed(running, "session-app closed its log before it listened".to_owned()));
+                return Err(failed(
+                    running,
+                    "session-app closed its log before it listened".to_owned(),
+                ));
             }
         }
         match running.child.try_wait() {
             Ok(Some(status)) => {
-                return Err(failed(running, format!("session-app exited ({status}) before it listened")));
+                return Err(failed(
+                    running,
+                    format!("session-app exited ({status}) before it listened"),
+                ));
             }
             Ok(None) if spawned.elapsed() < LISTEN_TIMEOUT => {}
             Ok(None) => {
@@ -509,7 +516,10 @@ fn spawn(
                 ));
             }
             Err(err) => {
-                return Err(failed(running, format!("cannot wait for session-app: {err}")));
+                return Err(failed(
+                    running,
+                    format!("cannot wait for session-app: {err}"),
+                ));
             }
         }
     }
@@ -546,7 +556,7 @@ fn read_lines(
 fn listening_address(line: &str) -> Option<SocketAddr> {
     let event: serde_json::Value = serde_json::from_str(line).ok()?;
     let message = event.get("message")?.as_str()?;
-    if !message.starts_with("listening") {
+    if !message.contains("listening") {
         return None;
     }
     event.get("address")?.as_str()?.parse().ok()
@@ -578,7 +588,9 @@ impl Guardian {
             .process_group(0)
             .spawn()
             .map_err(|err| {
-                Error(format!("session-test-app: cannot start the guardian process: {err}"))
+                Error(format!(
+                    "session-test-app: cannot start the guardian process: {err}"
+                ))
             })?;
         let pipe = process
             .stdin
