@@ -1,16 +1,13 @@
-//! The real service: `session-app serve` as a child process on a free
-//! loopback port, its readiness and its resident memory.
+//! The real service, `session-app serve`, started by session-test-app (the
+//! one launcher the tests use too), with what the benchmarks read of it: its
+//! readiness and its resident memory.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use hyper::StatusCode;
+use anyhow::Context as _;
+use session_test_app::App;
 
 /// Log lines kept for an error message when the service fails.
 const LOG_TAIL: usize = 40;
@@ -29,89 +26,38 @@ pub(crate) struct Launch<'a> {
 
 /// A running `session-app serve`, killed when dropped.
 pub(crate) struct Server {
-    child: Child,
+    app: App,
     pub(crate) address: SocketAddr,
-    /// Just before the process was spawned.
-    pub(crate) spawned: Instant,
-    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Server {
-    /// Spawns the service; it is neither listening nor ready yet.
+    /// Starts the service and returns once it listens; it need not be ready yet.
     pub(crate) fn spawn(app: &Path, launch: Launch<'_>) -> anyhow::Result<Self> {
-        // The port is free now; nothing else on this machine races for it
-        // in the moment until the service binds it.
-        let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut command = Command::new(app);
-        command
-            .args(["--log-format", "json", "--log", launch.log, "serve"])
-            .args(["--listen", &address.to_string()])
-            .args(["--database-url", launch.database_url])
+        let launch = session_test_app::Launch::new(app, launch.database_url)
             .args(["--cache", launch.cache])
             .args(launch.extra)
-            .env_remove("SESSION_API_KEY")
-            .env_remove("SESSION_API_KEY_FILE")
-            .env_remove("DATABASE_URL")
-            .env_remove("SESSION_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let spawned = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("could not start {}", app.display()))?;
-        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
-        if let Some(stderr) = child.stderr.take() {
-            let sink = Arc::clone(&log);
-            // Drains the log so the service never blocks on a full pipe.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let mut tail = sink.lock().unwrap_or_else(PoisonError::into_inner);
-                    if tail.len() == LOG_TAIL {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                }
-            });
-        }
+            .log_filter(launch.log)
+            .keep_log_lines(LOG_TAIL);
+        let app = App::start(launch)?;
         Ok(Self {
-            child,
-            address,
-            spawned,
-            log,
+            address: app.address(),
+            app,
         })
     }
 
-    /// Polls `/readyz` every 10 ms until it answers 200; returns the time
-    /// from spawn to that answer and the readiness body.
+    /// Waits until `/readyz` answers 200; returns the time from spawn to
+    /// that answer and the readiness body.
     pub(crate) async fn wait_ready(
         &mut self,
         timeout: Duration,
     ) -> anyhow::Result<(Duration, serde_json::Value)> {
-        loop {
-            if let Ok((status, body)) = crate::load::get(self.address, "/readyz").await
-                && status == StatusCode::OK
-            {
-                let elapsed = self.spawned.elapsed();
-                return Ok((elapsed, serde_json::from_slice(&body)?));
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("session-app exited ({status}):\n{}", self.log_tail());
-            }
-            if self.spawned.elapsed() > timeout {
-                bail!(
-                    "session-app was not ready within {timeout:?}:\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ready = self.app.wait_ready(timeout).await?;
+        Ok((ready.after, ready.body))
     }
 
     /// The process's resident set size (`VmRSS`), in bytes.
     pub(crate) fn resident_bytes(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.child.id());
+        let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         status
             .lines()
@@ -124,22 +70,7 @@ impl Server {
 
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let tail = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        tail.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.app.pid()
     }
 }
 

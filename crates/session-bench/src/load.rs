@@ -117,17 +117,6 @@ pub(crate) async fn run(
     Ok((Throughput::new(total, duration, latency), answered))
 }
 
-/// One request on a fresh connection; for polling readiness.
-pub(crate) async fn get(
-    address: SocketAddr,
-    path: &'static str,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut sender = connect(address).await?;
-    let response = sender.send_request(Requests::get(path).build(0)?).await?;
-    let status = response.status();
-    Ok((status, response.into_body().collect().await?.to_bytes()))
-}
-
 /// A keep-alive HTTP/1.1 connection to `address`.
 pub(crate) async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(address)

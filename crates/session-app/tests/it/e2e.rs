@@ -1,24 +1,27 @@
-//! End to end: the real binary on a free loopback port, driven over HTTP
-//! and through its own CLI, with its log output captured.
+//! End to end: the real binary on a free loopback port (started by
+//! session-test-app), driven over HTTP and through its own CLI, with its log
+//! output captured.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use session_test_app::{App, Launch};
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-app");
 pub(crate) const KEY: &str = "e2e-api-key-0123456789abcdef";
 
-/// A running `session-app serve`.
+/// How long a start may take to become ready: a bound, not a timing assertion.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `session-app serve`, with the API key its requests carry.
 pub(crate) struct Server {
-    child: Child,
+    app: App,
     pub(crate) address: SocketAddr,
-    log: Arc<Mutex<String>>,
     http: reqwest::Client,
     key: Option<String>,
 }
@@ -34,60 +37,14 @@ pub(crate) struct Options {
 impl Server {
     /// Starts the binary and waits until it listens (not until it is ready).
     pub(crate) fn start(options: Options) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "--log-format",
-                "json",
-                "--log",
-                "info",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--database-url", &options.database_url])
-            .args(&options.extra)
-            .env_remove("SESSION_API_KEY")
-            .env_remove("SESSION_API_KEY_FILE")
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut launch = Launch::new(BIN, &options.database_url).args(&options.extra);
         if let Some(key) = &options.api_key {
-            command.env("SESSION_API_KEY", key);
+            launch = launch.env("SESSION_API_KEY", key);
         }
-        let mut child = command.spawn().expect("start session-app");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (address_tx, address_rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && let Some(address) = event["address"].as_str()
-                {
-                    let _ = address_tx.send(address.parse::<SocketAddr>().unwrap());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let address = match address_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "session-app did not start listening:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        let app = App::start(launch).expect("start session-app");
         Self {
-            child,
-            address,
-            log,
+            address: app.address(),
+            app,
             http: reqwest::Client::new(),
             key: options.api_key,
         }
@@ -95,29 +52,24 @@ impl Server {
 
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.app.pid()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.app.url(path)
     }
 
-    /// Everything the process logged so far.
+    /// Everything the process logged so far, across restarts.
     pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.app.log()
     }
 
-    /// Polls readiness until it answers 200; a bounded number of tries, not a timing assertion.
+    /// Waits until `/readyz` answers 200, within a bound.
     pub(crate) async fn wait_ready(&self) {
-        for _ in 0..600 {
-            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("session-app never became ready:\n{}", self.log());
+        self.app
+            .wait_ready(READY_TIMEOUT)
+            .await
+            .expect("session-app never became ready");
     }
 
     /// Sends a request with the server's API key, returning status and JSON body.
@@ -172,26 +124,23 @@ impl Server {
     }
 
     /// SIGKILL: no shutdown, no flush.
-    pub(crate) fn kill_hard(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    pub(crate) fn kill_hard(self) {
+        self.app.kill();
+    }
+
+    /// SIGKILL, keeping the server to [`restart`](Self::restart).
+    pub(crate) fn kill(&self) {
+        self.app.kill();
+    }
+
+    /// Starts the killed server again, same arguments, same address.
+    pub(crate) fn restart(&self) {
+        self.app.restart().expect("restart session-app");
     }
 
     /// SIGTERM, then waits for the exit status.
-    pub(crate) fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub(crate) fn terminate(self) -> ExitStatus {
+        self.app.terminate().expect("session-app exits on SIGTERM")
     }
 }
 

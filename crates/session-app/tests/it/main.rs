@@ -3,6 +3,8 @@
 
 mod config;
 mod e2e;
+mod faults;
+mod launcher;
 mod multi;
 mod postgres;
 mod router;

@@ -1,0 +1,604 @@
+//! The real `session-app` binary, for tests and benchmarks: one way to start
+//! it and one way to wait until it is ready.
+//!
+//! [`App::start`] runs `session-app serve` with the arguments of a [`Launch`]
+//! on a free port on 127.0.0.1, captures what it writes, and returns once it
+//! listens; [`App::wait_ready`] polls `/readyz` until it answers 200, within
+//! a bound, and fails early with the log's tail if the process exits. The
+//! process can be killed outright ([`App::kill`], SIGKILL: no shutdown, no
+//! flush), stopped ([`App::terminate`], SIGTERM) and started again on the
+//! same address with the same arguments ([`App::restart`]).
+//!
+//! The process is killed when its [`App`] is dropped, and also when the test
+//! process ends any other way (a panic that aborts, SIGKILL): a guardian
+//! process, holding the only read end of a pipe whose write end this process
+//! holds, kills it once the kernel closes that pipe. No environment variable
+//! of the caller configures it: every `SESSION_*` variable and `DATABASE_URL`
+//! are removed, so what a test states is all the service is given.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a start may take until the service listens: opening the store
+/// (and migrating it) comes first.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a SIGTERM may take to end the process: above the service's own
+/// default shutdown timeout (10 s).
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often `/readyz` is asked, and how long one answer may take.
+const READY_POLL: Duration = Duration::from_millis(10);
+const READY_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Log lines quoted in an error.
+const ERROR_TAIL: usize = 40;
+
+/// Kills the process named by `$1` once standard input closes, which happens
+/// when the process holding the pipe's write end exits for any reason. It
+/// ignores the terminal's signals and has a process group of its own, so
+/// Ctrl-C on the test run does not end it before it has done its work.
+const GUARDIAN: &str = r#"
+trap '' HUP INT TERM
+cat >/dev/null
+kill -s KILL -- "$1" 2>/dev/null
+"#;
+
+/// A failure to start, watch or stop the service; its text includes the
+/// tail of the service's log where that helps.
+pub struct Error(String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// The message as is, so `expect` and `unwrap` print the log's lines, not an escaped string.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How to start `session-app serve`: the binary, the store, further `serve`
+/// arguments and environment, the log filter, and how much log to keep.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    log_filter: String,
+    keep_lines: Option<usize>,
+}
+
+impl Launch {
+    /// `program serve --database-url <database_url>`, logging at `info` in
+    /// JSON, keeping every log line.
+    #[must_use]
+    pub fn new(program: impl Into<PathBuf>, database_url: &str) -> Self {
+        Self {
+            program: program.into(),
+            args: vec!["--database-url".into(), database_url.into()],
+            envs: Vec::new(),
+            log_filter: "info".to_owned(),
+            keep_lines: None,
+        }
+    }
+
+    /// Appends `serve` arguments (anything but `--listen`, which the launcher sets).
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the service.
+    #[must_use]
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// `--log`: which lines the service writes, a `tracing` filter. The
+    /// line announcing the listening address is always written: the
+    /// launcher reads the address from it.
+    #[must_use]
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        filter.clone_into(&mut self.log_filter);
+        self
+    }
+
+    /// Keeps only the last `lines` log lines (all by default), for a service
+    /// that logs every request of a long run.
+    #[must_use]
+    pub const fn keep_log_lines(mut self, lines: usize) -> Self {
+        self.keep_lines = Some(lines);
+        self
+    }
+}
+
+/// What the service wrote (standard error and output), in order.
+#[derive(Debug, Default)]
+struct Log {
+    lines: VecDeque<String>,
+    keep: Option<usize>,
+}
+
+impl Log {
+    fn push(&mut self, line: String) {
+        if let Some(keep) = self.keep {
+            while self.lines.len() >= keep.max(1) {
+                self.lines.pop_front();
+            }
+        }
+        self.lines.push_back(line);
+    }
+
+    fn tail(&self, lines: usize) -> String {
+        let skip = self.lines.len().saturating_sub(lines);
+        let tail: Vec<&str> = self.lines.iter().skip(skip).map(String::as_str).collect();
+        tail.join("\n")
+    }
+}
+
+/// One run of the process.
+struct Running {
+    child: Child,
+    guardian: Guardian,
+    spawned: Instant,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// A running (or stopped, until [`restart`](Self::restart)ed) `session-app
+/// serve`, killed when dropped.
+pub struct App {
+    launch: Launch,
+    address: SocketAddr,
+    running: Mutex<Option<Running>>,
+    log: Arc<Mutex<Log>>,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("program", &self.launch.program)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`App::wait_ready`] saw.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// From just before the process was spawned until `/readyz` answered 200
+    /// (including up to one poll interval, 10 ms, of the wait's own delay).
+    pub after: Duration,
+    /// The body of that answer.
+    pub body: serde_json::Value,
+}
+
+impl App {
+    /// Starts the service on a free port on 127.0.0.1 and returns once it
+    /// listens (it need not be ready: see [`wait_ready`](Self::wait_ready)).
+    ///
+    /// # Errors
+    ///
+    /// If the process cannot be spawned, exits, or does not listen within a
+    /// minute; the error quotes its log.
+    pub fn start(launch: Launch) -> Result<Self, Error> {
+        let log = Arc::new(Mutex::new(Log {
+            lines: VecDeque::new(),
+            keep: launch.keep_lines,
+        }));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(READY_REQUEST_TIMEOUT)
+            .build()
+            .map_err(|err| Error(format!("session-test-app: cannot build a client: {err}")))?;
+        let (running, address) = spawn(&launch, "127.0.0.1:0", &log)?;
+        Ok(Self {
+            launch,
+            address,
+            running: Mutex::new(Some(running)),
+            log,
+            http,
+        })
+    }
+
+    /// The address the service listens on; the same after a restart.
+    #[must_use]
+    pub const fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://<address><path>`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// The running process's id.
+    ///
+    /// # Panics
+    ///
+    /// If the process was killed or terminated and not restarted.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.running()
+            .as_ref()
+            .map(|running| running.child.id())
+            .expect("session-test-app: the service is not running")
+    }
+
+    /// Every line kept so far, across restarts (all of them unless
+    /// [`Launch::keep_log_lines`] said otherwise).
+    #[must_use]
+    pub fn log(&self) -> String {
+        lock(&self.log).tail(usize::MAX)
+    }
+
+    /// Polls `/readyz` every 10 ms until it answers 200, for at most `timeout`
+    /// from the spawn: a bounded wait, not a timing assertion.
+    ///
+    /// # Errors
+    ///
+    /// If the process is not running or exits meanwhile, or the bound passes;
+    /// the error quotes the service's log.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<Ready, Error> {
+        let spawned = self
+            .running()
+            .as_ref()
+            .map(|running| running.spawned)
+            .ok_or_else(|| Error("session-test-app: the service is not running".to_owned()))?;
+        loop {
+            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
+                && response.status() == reqwest::StatusCode::OK
+                && let Ok(text) = response.text().await
+            {
+                let after = spawned.elapsed();
+                let body = serde_json::from_str(&text).map_err(|err| {
+                    Error(format!("session-test-app: /readyz answered no JSON: {err}"))
+                })?;
+                return Ok(Ready { after, body });
+            }
+            if let Some(status) = self.exited()? {
+                return Err(self.failure(&format!("session-app exited ({status})")));
+            }
+            if spawned.elapsed() > timeout {
+                return Err(self.failure(&format!("session-app was not ready within {timeout:?}")));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// SIGKILL, and waits until the process is gone: no shutdown, no flush,
+    /// as a crash or the OOM killer would end it.
+    ///
+    /// # Panics
+    ///
+    /// If the process is not running or cannot be killed.
+    pub fn kill(&self) {
+        let mut running = self
+            .running()
+            .take()
+            .expect("session-test-app: the service is not running");
+        running
+            .child
+            .kill()
+            .unwrap_or_else(|err| panic!("session-test-app: cannot kill session-app: {err}"));
+        running.finish();
+    }
+
+    /// SIGTERM, and waits (at most 30 s) for the process to exit.
+    ///
+    /// # Errors
+    ///
+    /// If it does not exit in time (it is then killed).
+    ///
+    /// # Panics
+    ///
+    /// If the process is not running or cannot be signalled.
+    pub fn terminate(&self) -> Result<ExitStatus, Error> {
+        let mut running = self
+            .running()
+            .take()
+            .expect("session-test-app: the service is not running");
+        let pid = running.child.id().to_string();
+        let sent = Command::new("sh")
+            .args(["-c", "kill -s TERM -- \"$1\"", "sh", &pid])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            sent,
+            "session-test-app: cannot signal session-app (pid {pid})"
+        );
+        let deadline = Instant::now() + TERMINATE_TIMEOUT;
+        loop {
+            match running.child.try_wait() {
+                Ok(Some(status)) => {
+                    running.finish();
+                    return Ok(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let _ignored = running.child.kill();
+                    running.finish();
+                    return Err(self.failure(&format!(
+                        "session-app did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Starts the process again, after [`kill`](Self::kill) or
+    /// [`terminate`](Self::terminate), with the same arguments on the same
+    /// address, and returns once it listens.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start); also if the address was taken meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// If the process is still running.
+    pub fn restart(&self) -> Result<(), Error> {
+        let mut slot = self.running();
+        assert!(
+            slot.is_none(),
+            "session-test-app: restart needs the service stopped first"
+        );
+        let (running, address) = spawn(&self.launch, &self.address.to_string(), &self.log)?;
+        debug_assert_eq!(address, self.address);
+        *slot = Some(running);
+        Ok(())
+    }
+
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        lock(&self.running)
+    }
+
+    /// The exit status, if the process has exited.
+    fn exited(&self) -> Result<Option<ExitStatus>, Error> {
+        let mut slot = self.running();
+        let running = slot
+            .as_mut()
+            .ok_or_else(|| Error("session-test-app: the service is not running".to_owned()))?;
+        let status = running.child.try_wait().map_err(|err| {
+            Error(format!(
+                "session-test-app: cannot wait for session-app: {err}"
+            ))
+        })?;
+        if status.is_some()
+            && let Some(running) = slot.take()
+        {
+            running.finish();
+        }
+        Ok(status)
+    }
+
+    fn failure(&self, what: &str) -> Error {
+        Error(format!(
+            "{what}; its log ends:\n{}",
+            lock(&self.log).tail(ERROR_TAIL)
+        ))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.running().take() {
+            let _ignored = running.child.kill();
+            running.finish();
+        }
+    }
+}
+
+impl Running {
+    /// Reaps the process (already killed or exited), then the guardian, and
+    /// collects the rest of the log.
+    fn finish(mut self) {
+        let _status = self.child.wait();
+        // Killed rather than told: it must not signal a process id that may
+        // already belong to another process.
+        let _ignored = self.guardian.process.kill();
+        let _status = self.guardian.process.wait();
+        for reader in self.readers.drain(..) {
+            let _ignored = reader.join();
+        }
+    }
+}
+
+/// Spawns `session-app serve --listen <listen>` and waits until it says
+/// where it listens.
+fn spawn(
+    launch: &Launch,
+    listen: &str,
+    log: &Arc<Mutex<Log>>,
+) -> Result<(Running, SocketAddr), Error> {
+    let mut command = Command::new(&launch.program);
+    command
+        .arg("--log-format")
+        .arg("json")
+        .arg("--log")
+        .arg(format!("{},session_app::serve=info", launch.log_filter))
+        .args(["serve", "--listen", listen])
+        .args(&launch.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(configures_the_service) {
+            command.env_remove(key);
+        }
+    }
+    command.envs(launch.envs.iter().map(|(key, value)| (key, value)));
+    let spawned = Instant::now();
+    let mut child = command.spawn().map_err(|err| {
+        Error(format!(
+            "session-test-app: cannot run {}: {err} (build it with `cargo build -p session-app`)",
+            launch.program.display()
+        ))
+    })?;
+    let guardian = match Guardian::spawn(child.id()) {
+        Ok(guardian) => guardian,
+        Err(err) => {
+            let _ignored = child.kill();
+            let _status = child.wait();
+            return Err(err);
+        }
+    };
+    let (address_tx, address_rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(read_lines(stderr, Arc::clone(log), Some(address_tx)));
+    }
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(read_lines(stdout, Arc::clone(log), None));
+    }
+    let mut running = Running {
+        child,
+        guardian,
+        spawned,
+        readers,
+    };
+    let failed = |mut running: Running, what: String| {
+        let _ignored = running.child.kill();
+        running.finish();
+        Error(format!(
+            "{what}; its log ends:\n{}",
+            lock(log).tail(ERROR_TAIL)
+        ))
+    };
+    loop {
+        match address_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(address) => return Ok((running, address)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(failed(
+                    running,
+                    "session-app closed its log before it listened".to_owned(),
+                ));
+            }
+        }
+        match running.child.try_wait() {
+            Ok(Some(status)) => {
+                return Err(failed(
+                    running,
+                    format!("session-app exited ({status}) before it listened"),
+                ));
+            }
+            Ok(None) if spawned.elapsed() < LISTEN_TIMEOUT => {}
+            Ok(None) => {
+                return Err(failed(
+                    running,
+                    format!("session-app did not listen within {LISTEN_TIMEOUT:?}"),
+                ));
+            }
+            Err(err) => {
+                return Err(failed(
+                    running,
+                    format!("cannot wait for session-app: {err}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether the service reads environment variable `key` as configuration.
+fn configures_the_service(key: &str) -> bool {
+    key.starts_with("SESSION_") || key == "DATABASE_URL"
+}
+
+/// Copies `stream`'s lines into `log` until it closes; the first that
+/// announces the listening address sends it to `address`.
+fn read_lines(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<Log>>,
+    mut address: Option<mpsc::Sender<SocketAddr>>,
+) -> JoinHandle<()> {
+    // Drains the pipe so the service never blocks on a full one.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(sender) = &address
+                && let Some(found) = listening_address(&line)
+            {
+                let _ignored = sender.send(found);
+                address = None;
+            }
+            lock(&log).push(line);
+        }
+    })
+}
+
+/// The address in the service's "listening" log event, a JSON line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = event.get("message")?.as_str()?;
+    if !message.contains("listening") {
+        return None;
+    }
+    event.get("address")?.as_str()?.parse().ok()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The process that kills the service when the test process goes away.
+struct Guardian {
+    process: Child,
+    /// The write end of the guardian's standard input; the kernel closes it
+    /// when this process exits, which is the guardian's signal.
+    _pipe: ChildStdin,
+}
+
+impl Guardian {
+    fn spawn(pid: u32) -> Result<Self, Error> {
+        let mut process = Command::new("sh")
+            .arg("-c")
+            .arg(GUARDIAN)
+            .arg("session-test-app-guardian")
+            .arg(pid.to_string())
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|err| {
+                Error(format!(
+                    "session-test-app: cannot start the guardian process: {err}"
+                ))
+            })?;
+        let pipe = process
+            .stdin
+            .take()
+            .ok_or_else(|| Error("session-test-app: the guardian has no pipe".to_owned()))?;
+        Ok(Self {
+            process,
+            _pipe: pipe,
+        })
+    }
+}
