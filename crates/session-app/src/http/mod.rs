@@ -40,6 +40,7 @@ const ROUTES: &[&str] = &[
     "/v1/sessions/{id}",
     "/v1/accounts/{account_id}/sessions",
     FORWARD_AUTH,
+    FORWARD_AUTH_SLASH,
     FORWARD_AUTH_BELOW,
     "/healthz",
     "/readyz",
@@ -50,6 +51,7 @@ const ROUTES: &[&str] = &[
 /// The forward-auth route, and every path below it (Envoy and Oathkeeper
 /// may append the original request's path).
 const FORWARD_AUTH: &str = "/v1/forward-auth";
+const FORWARD_AUTH_SLASH: &str = "/v1/forward-auth/";
 const FORWARD_AUTH_BELOW: &str = "/v1/forward-auth/{*path}";
 
 /// What every handler can reach: the service, the API keys, the
@@ -228,6 +230,7 @@ pub fn router(state: AppState) -> Router {
         // never reads a body, and answers under the client's `Host` that
         // gateways forward (see `forward_auth.rs` for why that is safe).
         .route(FORWARD_AUTH, any(forward_auth::forward_auth))
+        .route(FORWARD_AUTH_SLASH, any(forward_auth::forward_auth))
         .route(FORWARD_AUTH_BELOW, any(forward_auth::forward_auth))
         .layer(
             ServiceBuilder::new()
