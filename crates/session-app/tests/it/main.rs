@@ -4,6 +4,7 @@
 mod config;
 mod e2e;
 mod forward_auth;
+mod gateways;
 mod multi;
 mod postgres;
 mod router;
