@@ -201,15 +201,9 @@ fn row(measured: &Measured, subject: &str, case: String) -> Row {
     let micros = |series: &str| Figure::new(measured.median(series), Unit::Microseconds);
     measured
         .throughput_row(case, subject, "healthz")
-        .detail(
-            "server CPU/req",
-            micros(&format!("{subject}/server-cpu")),
-        )
+        .detail("server CPU/req", micros(&format!("{subject}/server-cpu")))
         .detail("floor server CPU/req", micros("healthz/server-cpu"))
-        .detail(
-            "client CPU/req",
-            micros(&format!("{subject}/client-cpu")),
-        )
+        .detail("client CPU/req", micros(&format!("{subject}/client-cpu")))
         .detail("floor client CPU/req", micros("healthz/client-cpu"))
 }
 

@@ -296,7 +296,12 @@ struct Guardian {
 }
 
 impl Guardian {
-    fn spawn(root: &Path, runner: &Runner, program: &Path, args: &[String]) -> Result<Self, String> {
+    fn spawn(
+        root: &Path,
+        runner: &Runner,
+        program: &Path,
+        args: &[String],
+    ) -> Result<Self, String> {
         let mut process = Command::new("sh")
             .arg("-c")
             .arg(GUARDIAN)

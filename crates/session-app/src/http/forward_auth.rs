@@ -345,7 +345,13 @@ mod tests {
                 "{header:?}"
             );
         }
-        for header in ["Authorization", "COOKIE", "Set-Cookie", "X-Session-Token", "Host"] {
+        for header in [
+            "Authorization",
+            "COOKIE",
+            "Set-Cookie",
+            "X-Session-Token",
+            "Host",
+        ] {
             assert_eq!(
                 ForwardAuth::new("sid", header, "X-Account-Id").unwrap_err(),
                 InvalidForwardAuth::Reserved("session id"),

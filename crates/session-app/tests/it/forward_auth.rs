@@ -25,8 +25,13 @@ fn checking(method: Method, path: &str, host: &str, headers: &[(&str, &str)]) ->
 }
 
 async fn check(app: &App, headers: &[(&str, &str)]) -> Reply {
-    app.send(checking(Method::GET, "/v1/forward-auth", "localhost", headers))
-        .await
+    app.send(checking(
+        Method::GET,
+        "/v1/forward-auth",
+        "localhost",
+        headers,
+    ))
+    .await
 }
 
 /// Asserts a 401 that a gateway turns into a refusal, with no identity.
@@ -72,7 +77,10 @@ async fn an_active_session_is_answered_with_its_identity_and_the_resolve_body() 
                     .send(checking(method.clone(), path, "localhost", &[place]))
                     .await;
                 assert_eq!(reply.status, StatusCode::OK, "{case}: {}", reply.text);
-                assert_eq!(reply.headers["x-session-id"], session["id"].as_str().unwrap());
+                assert_eq!(
+                    reply.headers["x-session-id"],
+                    session["id"].as_str().unwrap()
+                );
                 assert_eq!(reply.headers["x-account-id"], account.to_string().as_str());
                 assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{case}");
                 if method != Method::HEAD {
@@ -80,7 +88,10 @@ async fn an_active_session_is_answered_with_its_identity_and_the_resolve_body() 
                 }
                 assert!(!reply.text.contains(&token[5..]), "{case}");
                 for value in reply.headers.values() {
-                    assert!(!value.to_str().unwrap_or("").contains(&token[5..]), "{case}");
+                    assert!(
+                        !value.to_str().unwrap_or("").contains(&token[5..]),
+                        "{case}"
+                    );
                 }
             }
         }
@@ -132,7 +143,11 @@ async fn every_token_that_is_not_an_active_session_is_the_same_401() {
     let mut invalid = vec![
         check(&app, &[("authorization", "Bearer garbage")]).await,
         check(&app, &[("authorization", "Bearer")]).await,
-        check(&app, &[("cookie", &format!("__Host-session={}", &token[..20]))]).await,
+        check(
+            &app,
+            &[("cookie", &format!("__Host-session={}", &token[..20]))],
+        )
+        .await,
         check(&app, &[("x-session-token", unknown.expose_secret())]).await,
     ];
     invalid.extend(two_tokens);
@@ -160,7 +175,10 @@ async fn before_the_warm_it_is_503_never_a_verdict() {
     let token = session_core::SessionToken::generate();
     let reply = check(
         &app,
-        &[("authorization", &format!("Bearer {}", token.expose_secret()))],
+        &[(
+            "authorization",
+            &format!("Bearer {}", token.expose_secret()),
+        )],
     )
     .await;
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
@@ -180,7 +198,10 @@ async fn it_needs_no_api_key_and_answers_under_the_name_a_gateway_forwards() {
                 .header(header::HOST, "localhost")
                 .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(format!(r#"{{"account_id": "{}"}}"#, Uuid::new_v4())))
+                .body(Body::from(format!(
+                    r#"{{"account_id": "{}"}}"#,
+                    Uuid::new_v4()
+                )))
                 .unwrap(),
         )
         .await;
@@ -207,7 +228,11 @@ async fn it_needs_no_api_key_and_answers_under_the_name_a_gateway_forwards() {
         let reply = keyless
             .send(checking(Method::GET, "/healthz", host, &[]))
             .await;
-        assert_error(&reply, StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
+        assert_error(
+            &reply,
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+        );
     }
 }
 
@@ -275,7 +300,10 @@ async fn outcomes_are_counted_by_kind_and_route() {
             metrics.text
         );
     }
-    assert!(!metrics.text.contains("12345"), "labels never come from the path");
+    assert!(
+        !metrics.text.contains("12345"),
+        "labels never come from the path"
+    );
     assert!(!metrics.text.contains(&token[5..]));
 }
 

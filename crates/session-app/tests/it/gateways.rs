@@ -108,7 +108,10 @@ async fn exercise(kind: Kind) {
     let (token, session_id) = server.create(account).await;
     let bearer = format!("Bearer {token}");
     let cookie = format!("theme=dark; __Host-session={token}");
-    for presented in [("cookie", cookie.as_str()), ("authorization", bearer.as_str())] {
+    for presented in [
+        ("cookie", cookie.as_str()),
+        ("authorization", bearer.as_str()),
+    ] {
         let before = upstream.reached();
         let mut headers = FORGED.to_vec();
         headers.push(presented);
@@ -129,7 +132,10 @@ async fn exercise(kind: Kind) {
     assert_eq!(status, 401, "{}", fail(&body));
     assert_eq!(server.revoke(&session_id).await, 204);
     let reached = upstream.reached();
-    for presented in [("cookie", cookie.as_str()), ("authorization", bearer.as_str())] {
+    for presented in [
+        ("cookie", cookie.as_str()),
+        ("authorization", bearer.as_str()),
+    ] {
         let (status, headers, body) = through(&gateway, &[presented]).await;
         assert_eq!(status, 401, "{}", fail(&body));
         assert_eq!(
@@ -140,14 +146,29 @@ async fn exercise(kind: Kind) {
         );
         assert!(!body.contains(&token[5..]), "{}", fail(&body));
     }
-    assert_eq!(upstream.reached(), reached, "{}", fail("refused requests never reach the upstream"));
+    assert_eq!(
+        upstream.reached(),
+        reached,
+        "{}",
+        fail("refused requests never reach the upstream")
+    );
 
     // A service that is gone: the gateway refuses rather than allows.
     let (live, _) = server.create(account).await;
     server.kill_hard();
-    let (status, _, body) = through(&gateway, &[("authorization", &format!("Bearer {live}"))]).await;
-    assert!(!(200..300).contains(&status), "{}", fail(&format!("{status}: {body}")));
-    assert_eq!(upstream.reached(), reached, "{}", fail("nothing reaches the upstream"));
+    let (status, _, body) =
+        through(&gateway, &[("authorization", &format!("Bearer {live}"))]).await;
+    assert!(
+        !(200..300).contains(&status),
+        "{}",
+        fail(&format!("{status}: {body}"))
+    );
+    assert_eq!(
+        upstream.reached(),
+        reached,
+        "{}",
+        fail("nothing reaches the upstream")
+    );
 }
 
 /// A service whose cache is not warm answers 503, which each gateway turns
@@ -157,7 +178,10 @@ async fn refused_while_not_ready(kind: Kind) {
     let store = Arc::new(MemoryStore::new());
     let service = SessionService::builder(store, Arc::new(MemoryCache::new())).build();
     let created = service
-        .create(session_core::AccountId::new(Uuid::new_v4()).unwrap(), Default::default())
+        .create(
+            session_core::AccountId::new(Uuid::new_v4()).unwrap(),
+            Default::default(),
+        )
         .await
         .unwrap();
     let session = serve(router(AppState::new(service, ApiKeys::none()))).await;
@@ -169,7 +193,11 @@ async fn refused_while_not_ready(kind: Kind) {
         "{kind:?}: {status}: {body}\n{}",
         gateway.log()
     );
-    assert_eq!(upstream.reached(), 0, "{kind:?}: nothing reaches the upstream");
+    assert_eq!(
+        upstream.reached(),
+        0,
+        "{kind:?}: nothing reaches the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -945,16 +945,25 @@ async fn no_response_repeats_what_the_client_sent() {
         ("authorization", format!("Bearer {s}")),
         ("authorization", format!("Bearer {s}{s}")),
         ("cookie", format!("__Host-session={s}x")),
-        ("cookie", format!("__Host-session={s}; __Host-session={}", &s[1..])),
+        (
+            "cookie",
+            format!("__Host-session={s}; __Host-session={}", &s[1..]),
+        ),
         ("x-session-token", s.to_owned()),
         ("x-session-token", format!("{s}\u{e9}")),
     ] {
-        for path in ["/v1/forward-auth".to_owned(), format!("/v1/forward-auth/{s}?{s}")] {
+        for path in [
+            "/v1/forward-auth".to_owned(),
+            format!("/v1/forward-auth/{s}?{s}"),
+        ] {
             let forward = request(Method::GET, &path).header(
                 name,
                 axum::http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
             );
-            requests.push((format!("forward auth {name} {value}"), forward.body(Body::empty())));
+            requests.push((
+                format!("forward auth {name} {value}"),
+                forward.body(Body::empty()),
+            ));
         }
     }
     for id in [s.to_owned(), format!("{}{s}", Uuid::new_v4())] {
