@@ -134,10 +134,62 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_NEGATIVE_CACHE_SIZE", default_value_t = 65_536)]
     pub negative_cache_size: usize,
 
+    /// How `/v1/forward-auth` finds the token and names the identity.
+    #[command(flatten)]
+    pub forward_auth: ForwardAuthArgs,
+
     /// Rows read per query while warming the cache.
     #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub warm_page_size: u32,
+}
+
+/// Options of `/v1/forward-auth`, the check gateways make before each request.
+#[derive(Debug, Args)]
+pub struct ForwardAuthArgs {
+    /// The cookie forward auth reads the token from (after
+    /// `Authorization: Bearer`, before `X-Session-Token`).
+    #[arg(long, env = "SESSION_FORWARD_AUTH_COOKIE", value_name = "NAME",
+        default_value = crate::http::DEFAULT_COOKIE)]
+    pub forward_auth_cookie: String,
+
+    /// The response header that carries the session id to the gateway.
+    #[arg(long, env = "SESSION_FORWARD_AUTH_SESSION_ID_HEADER", value_name = "NAME",
+        default_value = crate::http::DEFAULT_SESSION_ID_HEADER)]
+    pub forward_auth_session_id_header: String,
+
+    /// The response header that carries the account id to the gateway.
+    #[arg(long, env = "SESSION_FORWARD_AUTH_ACCOUNT_ID_HEADER", value_name = "NAME",
+        default_value = crate::http::DEFAULT_ACCOUNT_ID_HEADER)]
+    pub forward_auth_account_id_header: String,
+}
+
+impl ForwardAuthArgs {
+    /// The settings, or which option is wrong.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the option and the rule it breaks.
+    pub fn settings(&self) -> Result<crate::http::ForwardAuth, ConfigError> {
+        crate::http::ForwardAuth::new(
+            &self.forward_auth_cookie,
+            &self.forward_auth_session_id_header,
+            &self.forward_auth_account_id_header,
+        )
+        .map_err(|err| {
+            use crate::http::InvalidForwardAuth;
+            let option = match err {
+                InvalidForwardAuth::CookieName => "--forward-auth-cookie",
+                InvalidForwardAuth::HeaderName("session id")
+                | InvalidForwardAuth::Reserved("session id") => "--forward-auth-session-id-header",
+                InvalidForwardAuth::HeaderName(_) | InvalidForwardAuth::Reserved(_) => {
+                    "--forward-auth-account-id-header"
+                }
+                _ => "--forward-auth-session-id-header and --forward-auth-account-id-header",
+            };
+            ConfigError(format!("{option}: {err}"))
+        })
+    }
 }
 
 /// Which [`SessionCache`](session_core::SessionCache) adapter the service uses.

@@ -17,6 +17,7 @@ pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let keys = server_keys(args.api_key_file.as_deref())?;
+    let forward_auth = args.forward_auth.settings()?;
     if !keys.is_enabled() && !args.listen.ip().is_loopback() {
         return Err(ConfigError(format!(
             "--listen {} is not a loopback address and no API key is configured: anyone who can \
@@ -47,7 +48,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         builder = builder.change_log(log);
     }
     let service = builder.build();
-    let state = AppState::new(service.clone(), keys);
+    let state = AppState::with_forward_auth(service.clone(), keys, forward_auth);
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -1,13 +1,15 @@
-//! Resolve over HTTP: requests per second and latency of
-//! `POST /v1/sessions/resolve` on the real release binary, at fixed
-//! concurrency, against the same server's `GET /healthz`: the same HTTP
-//! stack, middleware and connection with no session work, the most any
-//! route of this server can do.
+//! Resolve and forward auth over HTTP: requests per second and latency of
+//! `POST /v1/sessions/resolve` and of `GET /v1/forward-auth` (the token in
+//! `Authorization: Bearer`, as a gateway forwards it) on the real release
+//! binary, at fixed concurrency, against the same server's `GET /healthz`:
+//! the same HTTP stack, middleware and connection with no session work, the
+//! most any route of this server can do.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Method, StatusCode};
 use session_core::SessionToken;
 use session_sqlite::SqliteSessionStore;
@@ -61,6 +63,11 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         .map(|_| SessionToken::generate())
         .collect();
     crate::sqlite::bulk_load(&path, tokens.iter().map(SessionToken::hash))?;
+    let mut bearers: Vec<HeaderValue> = tokens
+        .iter()
+        .map(|token| HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())))
+        .collect::<Result<_, _>>()?;
+    fastrand::Rng::with_seed(18).shuffle(&mut bearers);
     let mut bodies: Vec<Bytes> = tokens
         .iter()
         .map(|token| Bytes::from(serde_json::json!({ "token": token.expose_secret() }).to_string()))
@@ -71,7 +78,12 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         method: Method::POST,
         path: "/v1/sessions/resolve",
         bodies: Arc::from(bodies),
+        header: None,
         expect: StatusCode::OK,
+    };
+    let forward_auth = Requests {
+        header: Some((AUTHORIZATION, Arc::from(bearers))),
+        ..Requests::get("/v1/forward-auth")
     };
     let healthz = Requests::get("/healthz");
     let database_url = format!("sqlite://{}", path.display());
@@ -107,6 +119,17 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         log: "warn",
         extra: &[],
     };
+    let mut forward = Section::new(
+        "forward_auth_http",
+        "Forward auth over HTTP",
+        "the same server's GET /healthz at the same concurrency",
+    );
+    forward.note(
+        "`GET /v1/forward-auth` with `Authorization: Bearer <token>`, as a gateway forwards a \
+         client's request, on the server, sessions and load generator of \"Resolve over HTTP\", \
+         measured in the same run, interleaved with its floor the same way. A 200 carries the \
+         identity headers and the resolve JSON.",
+    );
     let top = plan.concurrency.iter().copied().max().unwrap_or(1);
     runtime.block_on(async {
         let mut server = Server::spawn(&ctx.app, quiet)?;
@@ -114,14 +137,27 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         ensure_cached(&readiness, plan.sessions)?;
         for &connections in plan.concurrency {
             eprintln!("  resolve over HTTP: {connections} connections");
-            let measured = measure(&server, &plan, connections, &resolve, &healthz).await?;
+            let measured =
+                measure(&server, &plan, connections, ("resolve", &resolve), &healthz).await?;
             let ratio = measured.ratio("resolve", "healthz");
             let target =
                 (!ctx.quick && connections == 64).then(|| Target::ratio_at_least(ratio, 0.85));
             section
                 .rows
-                .push(row(&measured, connections_label(connections)).target(target));
+                .push(row(&measured, "resolve", connections_label(connections)).target(target));
         }
+        eprintln!("  forward auth over HTTP: {top} connections");
+        let measured = measure(
+            &server,
+            &plan,
+            top,
+            ("forward-auth", &forward_auth),
+            &healthz,
+        )
+        .await?;
+        forward
+            .rows
+            .push(row(&measured, "forward-auth", connections_label(top)));
         drop(server);
 
         if plan.with_logging {
@@ -132,9 +168,10 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
             };
             let mut server = Server::spawn(&ctx.app, logging)?;
             server.wait_ready(Duration::from_secs(120)).await?;
-            let measured = measure(&server, &plan, top, &resolve, &healthz).await?;
+            let measured = measure(&server, &plan, top, ("resolve", &resolve), &healthz).await?;
             section.rows.push(row(
                 &measured,
+                "resolve",
                 format!(
                     "{}, `--log info` (a JSON line per request)",
                     connections_label(top)
@@ -147,7 +184,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         }
         anyhow::Ok(())
     })?;
-    Ok(vec![section])
+    Ok(vec![section, forward])
 }
 
 fn connections_label(connections: usize) -> String {
@@ -160,13 +197,13 @@ fn connections_label(connections: usize) -> String {
 
 /// Throughput and latency beside the floor's, and where the CPU time went:
 /// per request answered, in the server and in this load generator.
-fn row(measured: &Measured, case: String) -> Row {
+fn row(measured: &Measured, subject: &str, case: String) -> Row {
     let micros = |series: &str| Figure::new(measured.median(series), Unit::Microseconds);
     measured
-        .throughput_row(case, "resolve", "healthz")
-        .detail("server CPU/req", micros("resolve/server-cpu"))
+        .throughput_row(case, subject, "healthz")
+        .detail("server CPU/req", micros(&format!("{subject}/server-cpu")))
         .detail("floor server CPU/req", micros("healthz/server-cpu"))
-        .detail("client CPU/req", micros("resolve/client-cpu"))
+        .detail("client CPU/req", micros(&format!("{subject}/client-cpu")))
         .detail("floor client CPU/req", micros("healthz/client-cpu"))
 }
 
@@ -174,7 +211,7 @@ async fn measure(
     server: &Server,
     plan: &Plan,
     connections: usize,
-    resolve: &Requests,
+    (name, requests): (&'static str, &Requests),
     healthz: &Requests,
 ) -> anyhow::Result<Measured> {
     let mut measured = Measured::default();
@@ -183,7 +220,7 @@ async fn measure(
             let (series, requests) = if subject == 0 {
                 ("healthz", healthz)
             } else {
-                ("resolve", resolve)
+                (name, requests)
             };
             let (server_before, own_before) =
                 (cpu_time(server.pid())?, cpu_time(std::process::id())?);

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -23,6 +24,9 @@ pub(crate) struct Requests {
     pub(crate) path: &'static str,
     /// JSON bodies, one per request in turn; empty for a bodiless request.
     pub(crate) bodies: Arc<[Bytes]>,
+    /// A header whose values are sent one per request in turn, with the
+    /// same index as the bodies (tokens, for forward auth).
+    pub(crate) header: Option<(HeaderName, Arc<[HeaderValue]>)>,
     pub(crate) expect: StatusCode,
 }
 
@@ -32,6 +36,7 @@ impl Requests {
             method: Method::GET,
             path,
             bodies: Arc::from([Bytes::new()]),
+            header: None,
             expect: StatusCode::OK,
         }
     }
@@ -42,6 +47,9 @@ impl Requests {
             .method(self.method.clone())
             .uri(self.path)
             .header(hyper::header::HOST, "127.0.0.1");
+        if let Some((name, values)) = &self.header {
+            request = request.header(name, values[index % values.len()].clone());
+        }
         if !body.is_empty() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }

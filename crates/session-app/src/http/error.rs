@@ -32,7 +32,7 @@ pub(crate) struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// A stable code to branch on: `invalid_request`, `invalid_token`,
-    /// `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `missing_token`, `unauthorized`, `not_found`, `method_not_allowed`,
     /// `misdirected_request`, `payload_too_large`, `unsupported_media_type`,
     /// `not_ready`, `busy`, `unavailable` or `internal`.
     code: &'static str,
@@ -61,6 +61,16 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid API key is required: send `Authorization: Bearer <key>`",
+        )
+    }
+
+    /// 401 from forward auth: the request presents no session token.
+    pub(crate) fn missing_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "no session token: send `Authorization: Bearer <token>`, the session cookie, or \
+             `X-Session-Token`",
         )
     }
 

@@ -54,6 +54,7 @@ pub struct Metrics {
     /// limit kept from being checked against the store (answered `busy`).
     pub resolve_busy: Counter,
     store_errors: Family<OperationLabels, Counter>,
+    forward_auths: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,7 +78,7 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        let resolves = Family::<ResolveLabels, Counter>::default();
+        let resolves = Family::<OutcomeLabels, Counter>::default();
         registry.register("resolves", "Token resolves by outcome", resolves.clone());
         let store_errors = Family::<OperationLabels, Counter>::default();
         registry.register(
@@ -85,8 +86,14 @@ impl Metrics {
             "Store failures by operation",
             store_errors.clone(),
         );
+        let forward_auths = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "forward_auths",
+            "Forward-auth checks by outcome: active, missing, invalid, not_ready, busy, failed",
+            forward_auths.clone(),
+        );
         registry.register_collector(Box::new(ServiceCollector(service)));
-        let outcome = |outcome| resolves.get_or_create(&ResolveLabels { outcome }).clone();
+        let outcome = |outcome| resolves.get_or_create(&OutcomeLabels { outcome }).clone();
         Self {
             resolve_hit: outcome("hit"),
             resolve_invalid: outcome("invalid"),
@@ -96,7 +103,16 @@ impl Metrics {
             requests,
             latency,
             store_errors,
+            forward_auths,
         }
+    }
+
+    /// Counts a forward-auth answer: `active` (200), `missing` or `invalid`
+    /// (401), `not_ready`, `busy` or `failed` (a store failure; 5xx).
+    pub(crate) fn forward_auth(&self, outcome: &'static str) {
+        self.forward_auths
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts a failed store call.
@@ -233,7 +249,7 @@ fn gauge(
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResolveLabels {
+struct OutcomeLabels {
     outcome: &'static str,
 }
 

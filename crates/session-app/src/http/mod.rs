@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod forward_auth;
 mod health;
 mod host;
 mod input;
@@ -15,7 +16,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use session_core::SessionService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -25,6 +26,10 @@ use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, MAX_BODY_BYTES};
+pub use forward_auth::{
+    DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
+    InvalidForwardAuth, SESSION_TOKEN_HEADER,
+};
 pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
 
@@ -34,13 +39,23 @@ const ROUTES: &[&str] = &[
     "/v1/sessions/resolve",
     "/v1/sessions/{id}",
     "/v1/accounts/{account_id}/sessions",
+    FORWARD_AUTH,
+    FORWARD_AUTH_SLASH,
+    FORWARD_AUTH_BELOW,
     "/healthz",
     "/readyz",
     "/metrics",
     "/openapi.json",
 ];
 
-/// What every handler can reach: the service, the API keys and the metrics.
+/// The forward-auth route, and every path below it (Envoy and Oathkeeper
+/// may append the original request's path).
+const FORWARD_AUTH: &str = "/v1/forward-auth";
+const FORWARD_AUTH_SLASH: &str = "/v1/forward-auth/";
+const FORWARD_AUTH_BELOW: &str = "/v1/forward-auth/{*path}";
+
+/// What every handler can reach: the service, the API keys, the
+/// forward-auth settings and the metrics.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<StateInner>,
@@ -49,20 +64,33 @@ pub struct AppState {
 struct StateInner {
     service: SessionService,
     api_keys: ApiKeys,
+    forward_auth: ForwardAuth,
     metrics: Metrics,
     readiness_timeout: Duration,
     store_probe: health::StoreProbe,
 }
 
 impl AppState {
-    /// State over a service. The service's cache need not be warm yet.
+    /// State over a service, with the default forward-auth settings. The
+    /// service's cache need not be warm yet.
     #[must_use]
     pub fn new(service: SessionService, api_keys: ApiKeys) -> Self {
+        Self::with_forward_auth(service, api_keys, ForwardAuth::default())
+    }
+
+    /// State over a service, with the given forward-auth settings.
+    #[must_use]
+    pub fn with_forward_auth(
+        service: SessionService,
+        api_keys: ApiKeys,
+        forward_auth: ForwardAuth,
+    ) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 metrics: Metrics::new(service.clone()),
                 service,
                 api_keys,
+                forward_auth,
                 readiness_timeout: Duration::from_secs(2),
                 store_probe: health::StoreProbe::default(),
             }),
@@ -83,6 +111,10 @@ impl AppState {
 
     fn api_keys(&self) -> &ApiKeys {
         &self.inner.api_keys
+    }
+
+    fn forward_auth(&self) -> &ForwardAuth {
+        &self.inner.forward_auth
     }
 
     /// Resolves a token, counting the outcome.
@@ -129,6 +161,7 @@ impl AppState {
         sessions::revoke_session,
         sessions::list_sessions,
         sessions::revoke_account_sessions,
+        forward_auth::forward_auth,
         health::healthz,
         health::readyz,
     ),
@@ -185,13 +218,20 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        // Around every route and the fallbacks, inside the layers below, so a
-        // refusal is logged, counted and marked `no-store` like any answer.
+        // Around every route above and the fallbacks, inside the layers
+        // below, so a refusal is logged, counted and marked `no-store` like
+        // any answer.
         .layer(from_fn(refuse_declared_oversized_bodies))
         .layer(from_fn_with_state(
             state.clone(),
             host::require_loopback_host,
         ))
+        // Added after those two layers, so neither wraps it: forward auth
+        // never reads a body, and answers under the client's `Host` that
+        // gateways forward (see `forward_auth.rs` for why that is safe).
+        .route(FORWARD_AUTH, any(forward_auth::forward_auth))
+        .route(FORWARD_AUTH_SLASH, any(forward_auth::forward_auth))
+        .route(FORWARD_AUTH_BELOW, any(forward_auth::forward_auth))
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(only_uuid_request_ids))

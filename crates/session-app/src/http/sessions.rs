@@ -328,7 +328,8 @@ pub(crate) async fn revoke_account_sessions(
     Ok(Json(RevokedCount { revoked }))
 }
 
-fn envelope(session: &Session) -> Response {
+/// A session as the JSON of a 200 answer, as resolve renders it.
+pub(crate) fn envelope(session: &Session) -> Response {
     json(
         StatusCode::OK,
         &SessionEnvelope {

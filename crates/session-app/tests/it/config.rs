@@ -46,6 +46,28 @@ fn bad_values_name_their_flag() {
             "--pg-wake-ups",
         ),
         (&["create", "--account", "not-a-uuid"][..], "--account"),
+        (
+            &["serve", "--forward-auth-cookie", "a b"][..],
+            "--forward-auth-cookie",
+        ),
+        (
+            &["serve", "--forward-auth-session-id-header", "Cookie"][..],
+            "--forward-auth-session-id-header",
+        ),
+        (
+            &["serve", "--forward-auth-account-id-header", "X Account"][..],
+            "--forward-auth-account-id-header",
+        ),
+        (
+            &[
+                "serve",
+                "--forward-auth-session-id-header",
+                "X-Id",
+                "--forward-auth-account-id-header",
+                "x-id",
+            ][..],
+            "--forward-auth-account-id-header",
+        ),
     ] {
         let (status, _, stderr) = cli(args, &[], "");
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");

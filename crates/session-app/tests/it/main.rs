@@ -5,6 +5,8 @@ mod config;
 mod e2e;
 mod faults;
 mod launcher;
+mod forward_auth;
+mod gateways;
 mod multi;
 mod postgres;
 mod router;

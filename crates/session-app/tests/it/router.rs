@@ -16,15 +16,15 @@ use session_core::{
 use tower::ServiceExt;
 use uuid::Uuid;
 
-const KEY: &str = "test-api-key-0123456789";
+pub(crate) const KEY: &str = "test-api-key-0123456789";
 
-struct App {
+pub(crate) struct App {
     router: Router,
     store: Arc<MemoryStore>,
-    service: SessionService,
+    pub(crate) service: SessionService,
 }
 
-async fn app_with(keys: ApiKeys, warm: bool) -> App {
+pub(crate) async fn app_with(keys: ApiKeys, warm: bool) -> App {
     let store = Arc::new(MemoryStore::new());
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
     if warm {
@@ -38,19 +38,19 @@ async fn app_with(keys: ApiKeys, warm: bool) -> App {
     }
 }
 
-async fn app() -> App {
+pub(crate) async fn app() -> App {
     app_with(ApiKeys::none(), true).await
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
+    pub(crate) text: String,
 }
 
 impl App {
-    async fn send(&self, request: Request<Body>) -> Reply {
+    pub(crate) async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -66,7 +66,7 @@ impl App {
     }
 
     /// Sends a request addressed to `localhost`, as a local client would.
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+    pub(crate) async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -92,7 +92,7 @@ impl App {
         self.send(request.body(body.into()).unwrap()).await
     }
 
-    async fn create(&self, account: Uuid, label: &str) -> (String, Value) {
+    pub(crate) async fn create(&self, account: Uuid, label: &str) -> (String, Value) {
         let reply = self
             .call(
                 Method::POST,
@@ -105,7 +105,7 @@ impl App {
         (token, reply.body["session"].clone())
     }
 
-    async fn resolve(&self, token: &str) -> Reply {
+    pub(crate) async fn resolve(&self, token: &str) -> Reply {
         self.call(
             Method::POST,
             "/v1/sessions/resolve",
@@ -119,7 +119,7 @@ impl App {
     }
 }
 
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+pub(crate) fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
     assert_eq!(reply.status, status, "{}", reply.text);
     assert_eq!(reply.body["error"]["code"], code, "{}", reply.text);
     assert!(
@@ -650,6 +650,7 @@ async fn health_metrics_and_openapi() {
         "/v1/sessions/{id}",
         "/v1/accounts/{account_id}/sessions",
         "/readyz",
+        "/v1/forward-auth",
     ] {
         assert!(
             doc.body["paths"][path].is_object(),
@@ -794,6 +795,11 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         "/metrics",
         "/openapi.json",
         "/no/such/route",
+        // Only forward auth itself is exempt, not names that begin like it.
+        "/v1/forward-authx",
+        "/v1/forward-auth.json",
+        "/v1//forward-auth",
+        "/v1/Forward-Auth",
     ] {
         let request = Request::get(path)
             .header(header::HOST, "evil.example")
@@ -934,6 +940,31 @@ async fn no_response_repeats_what_the_client_sent() {
     ] {
         let misdirected = Request::get("/healthz").header(header::HOST, host.as_str());
         requests.push((format!("Host {host}"), misdirected.body(Body::empty())));
+    }
+    for (name, value) in [
+        ("authorization", format!("Bearer {s}")),
+        ("authorization", format!("Bearer {s}{s}")),
+        ("cookie", format!("__Host-session={s}x")),
+        (
+            "cookie",
+            format!("__Host-session={s}; __Host-session={}", &s[1..]),
+        ),
+        ("x-session-token", s.to_owned()),
+        ("x-session-token", format!("{s}\u{e9}")),
+    ] {
+        for path in [
+            "/v1/forward-auth".to_owned(),
+            format!("/v1/forward-auth/{s}?{s}"),
+        ] {
+            let forward = request(Method::GET, &path).header(
+                name,
+                axum::http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+            requests.push((
+                format!("forward auth {name} {value}"),
+                forward.body(Body::empty()),
+            ));
+        }
     }
     for id in [s.to_owned(), format!("{}{s}", Uuid::new_v4())] {
         let traced = request(Method::GET, "/healthz").header("x-request-id", id.as_str());

@@ -1,0 +1,242 @@
+//! Forward auth through real gateways: a throwaway nginx and Caddy, each
+//! configured as docs/GATEWAYS.md says, in front of a small upstream that
+//! echoes the headers it receives, asking the real `session-app` binary.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use serde_json::{Map, Value, json};
+use session_app::http::{ApiKeys, AppState, router};
+use session_core::{MemoryCache, MemoryStore, SessionService};
+use session_test_gateway::{Gateway, Kind, caddy_site, nginx_site};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::e2e::{Options, Server, sqlite_url, temp_dir};
+
+/// The application behind the gateway: answers every request with the
+/// headers it received, and counts the requests that reached it.
+struct Upstream {
+    address: SocketAddr,
+    reached: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start() -> Self {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new()
+            .fallback(echo)
+            .with_state(Arc::clone(&reached));
+        Self {
+            address: serve(app).await,
+            reached,
+        }
+    }
+
+    fn reached(&self) -> usize {
+        self.reached.load(Ordering::SeqCst)
+    }
+}
+
+async fn echo(State(reached): State<Arc<AtomicUsize>>, headers: HeaderMap) -> axum::Json<Value> {
+    reached.fetch_add(1, Ordering::SeqCst);
+    let mut seen = Map::new();
+    for name in headers.keys() {
+        let values = headers
+            .get_all(name)
+            .iter()
+            .map(|value| Value::from(String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        seen.insert(name.as_str().to_owned(), Value::Array(values));
+    }
+    axum::Json(Value::Object(seen))
+}
+
+/// Serves `app` on a free loopback port for the rest of the test.
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Gateway {
+    match kind {
+        Kind::Nginx => Gateway::nginx(session, app),
+        Kind::Caddy => Gateway::caddy(session, app),
+    }
+}
+
+/// A request through the gateway, as a browser or API client sends it:
+/// under the application's own name, with headers of its choosing.
+async fn through(gateway: &Gateway, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
+    let mut request = reqwest::Client::new()
+        .get(format!("http://{}/orders/7?page=2", gateway.address()))
+        .header(header::HOST, "app.example.com");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the gateway answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// Client-supplied identity headers, which the gateway must never pass on.
+const FORGED: [(&str, &str); 2] = [
+    ("x-session-id", "00000000-0000-0000-0000-00000000f00d"),
+    ("x-account-id", "00000000-0000-0000-0000-00000000f00d"),
+];
+
+async fn exercise(kind: Kind) {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir();
+    // Keyless: the service listens on loopback and keeps its loopback-name
+    // rule, which forward auth is exempt from (Caddy forwards the client's Host).
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let gateway = start(kind, server.address, upstream.address);
+    let fail = |what: &str| format!("{kind:?}: {what}\ngateway log:\n{}", gateway.log());
+
+    let account = Uuid::new_v4();
+    let (token, session_id) = server.create(account).await;
+    let bearer = format!("Bearer {token}");
+    let cookie = format!("theme=dark; __Host-session={token}");
+    for presented in [
+        ("cookie", cookie.as_str()),
+        ("authorization", bearer.as_str()),
+    ] {
+        let before = upstream.reached();
+        let mut headers = FORGED.to_vec();
+        headers.push(presented);
+        let (status, _, body) = through(&gateway, &headers).await;
+        assert_eq!(status, 200, "{}", fail(&format!("{}: {body}", presented.0)));
+        assert_eq!(upstream.reached(), before + 1);
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (&seen["x-session-id"], &seen["x-account-id"]),
+            (&json!([session_id]), &json!([account.to_string()])),
+            "{}",
+            fail("the identity, and only it, reaches the upstream")
+        );
+    }
+
+    // Refused at the gateway: no token, and then a revoked one.
+    let (status, _, body) = through(&gateway, &FORGED).await;
+    assert_eq!(status, 401, "{}", fail(&body));
+    assert_eq!(server.revoke(&session_id).await, 204);
+    let reached = upstream.reached();
+    for presented in [
+        ("cookie", cookie.as_str()),
+        ("authorization", bearer.as_str()),
+    ] {
+        let (status, headers, body) = through(&gateway, &[presented]).await;
+        assert_eq!(status, 401, "{}", fail(&body));
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#,
+            "{}",
+            fail("the challenge reaches the client")
+        );
+        assert!(!body.contains(&token[5..]), "{}", fail(&body));
+    }
+    assert_eq!(
+        upstream.reached(),
+        reached,
+        "{}",
+        fail("refused requests never reach the upstream")
+    );
+
+    // A service that is gone: the gateway refuses rather than allows.
+    let (live, _) = server.create(account).await;
+    server.kill_hard();
+    let (status, _, body) =
+        through(&gateway, &[("authorization", &format!("Bearer {live}"))]).await;
+    assert!(
+        !(200..300).contains(&status),
+        "{}",
+        fail(&format!("{status}: {body}"))
+    );
+    assert_eq!(
+        upstream.reached(),
+        reached,
+        "{}",
+        fail("nothing reaches the upstream")
+    );
+}
+
+/// A service whose cache is not warm answers 503, which each gateway turns
+/// into a refusal (nginx into a 500).
+async fn refused_while_not_ready(kind: Kind) {
+    let upstream = Upstream::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let service = SessionService::builder(store, Arc::new(MemoryCache::new())).build();
+    let created = service
+        .create(
+            session_core::AccountId::new(Uuid::new_v4()).unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let session = serve(router(AppState::new(service, ApiKeys::none()))).await;
+    let gateway = start(kind, session, upstream.address);
+    let bearer = format!("Bearer {}", created.token.expose_secret());
+    let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
+    assert!(
+        !(200..300).contains(&status),
+        "{kind:?}: {status}: {body}\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        upstream.reached(),
+        0,
+        "{kind:?}: nothing reaches the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_lets_active_sessions_through_with_their_identity_and_refuses_the_rest() {
+    exercise(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_lets_active_sessions_through_with_their_identity_and_refuses_the_rest() {
+    exercise(Kind::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_refuses_while_the_service_is_not_ready() {
+    refused_while_not_ready(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_refuses_while_the_service_is_not_ready() {
+    refused_while_not_ready(Kind::Caddy).await;
+}
+
+/// The configurations docs/GATEWAYS.md shows are the ones tested here.
+#[test]
+fn the_documented_configurations_are_the_tested_ones() {
+    let doc = include_str!("../../../../docs/GATEWAYS.md");
+    for (gateway, text) in [
+        (
+            "nginx",
+            nginx_site("80", "app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
+        ),
+        (
+            "Caddy",
+            caddy_site("app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
+        ),
+    ] {
+        assert!(
+            doc.contains(&text),
+            "docs/GATEWAYS.md must show the tested {gateway} configuration:\n{text}"
+        );
+    }
+}
