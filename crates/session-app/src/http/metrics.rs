@@ -1,5 +1,6 @@
-//! Prometheus metrics: requests, resolves by outcome, cache size, warm
-//! duration, store errors. Labels come from fixed sets, never from input.
+//! Prometheus metrics: connections, requests, resolves by outcome, cache
+//! size, warm duration, store errors. Labels come from fixed sets, never
+//! from input.
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
@@ -29,6 +30,11 @@ struct RequestLabels {
 struct RouteLabels {
     method: &'static str,
     route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +60,11 @@ pub struct Metrics {
     /// limit kept from being checked against the store (answered `busy`).
     pub resolve_busy: Counter,
     store_errors: Family<OperationLabels, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Connections that found every slot taken and waited to be accepted.
+    pub accepts_deferred: Counter,
+    connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Metrics {
@@ -85,6 +96,24 @@ impl Metrics {
             "Store failures by operation",
             store_errors.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let accepts_deferred = Counter::default();
+        registry.register(
+            "http_accepts_deferred",
+            "Connections that found --max-connections reached and waited in the listen backlog",
+            accepts_deferred.clone(),
+        );
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "http_connection_timeouts",
+            "Connections closed by a limit (header_read, request or idle)",
+            connection_timeouts.clone(),
+        );
         registry.register_collector(Box::new(ServiceCollector(service)));
         let outcome = |outcome| resolves.get_or_create(&ResolveLabels { outcome }).clone();
         Self {
@@ -96,7 +125,17 @@ impl Metrics {
             requests,
             latency,
             store_errors,
+            connections_open,
+            accepts_deferred,
+            connection_timeouts,
         }
+    }
+
+    /// Counts a connection closed by the limit named `limit`.
+    pub fn connection_timed_out(&self, limit: &'static str) {
+        self.connection_timeouts
+            .get_or_create(&TimeoutLabels { limit })
+            .inc();
     }
 
     /// Counts a failed store call.

@@ -29,12 +29,29 @@ pub(crate) struct Options {
     pub(crate) database_url: String,
     pub(crate) api_key: Option<String>,
     pub(crate) extra: Vec<String>,
+    /// The process's open-file limit (`ulimit -n`), if it must be lower
+    /// than the test runner's.
+    pub(crate) open_files: Option<u32>,
 }
 
 impl Server {
     /// Starts the binary and waits until it listens (not until it is ready).
     pub(crate) fn start(options: Options) -> Self {
-        let mut command = Command::new(BIN);
+        let mut command = match options.open_files {
+            // The shell lowers the limit and then becomes the server (same pid).
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args([
+                    "-c",
+                    "ulimit -n \"$1\" && shift && exec \"$@\"",
+                    "sh",
+                    &limit.to_string(),
+                    BIN,
+                ]);
+                shell
+            }
+            None => Command::new(BIN),
+        };
         command
             .args([
                 "--log-format",

@@ -3,6 +3,7 @@
 
 mod config;
 mod e2e;
+mod limits;
 mod multi;
 mod postgres;
 mod router;
