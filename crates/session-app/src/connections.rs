@@ -9,11 +9,13 @@
 //!   ready: a slow body upload, or a handler that cannot answer, ends here.
 //! - **Idle timeout**: how long a kept-alive connection may wait for its next
 //!   request.
-//! - **Max connections**: past it the loop stops accepting until a
-//!   connection closes; new clients wait in the kernel's listen backlog.
-//!   Each open connection frees its slot within the longest of the limits
-//!   above, so a client flooding half-sent heads delays others by about the
-//!   header read timeout, and cannot shut them out.
+//! - **Max connections**: when every slot is taken, one idle kept-alive
+//!   connection is closed to make room (as nginx reuses its idle keep-alive
+//!   connections); with none idle the loop stops accepting until a
+//!   connection closes, and new clients wait in the kernel's listen
+//!   backlog. A client that never finishes a head frees its slot at the
+//!   header read timeout, so a flood of them delays others by about that
+//!   timeout, and cannot shut them out.
 //!
 //! A connection past a timeout is closed without a response (its client has
 //! not finished asking, or stopped reading). hyper's own
@@ -26,10 +28,11 @@
 //! moved only when a deadline comes earlier than the one armed; when it
 //! fires early, it is re-armed for the phase the connection is in by then.
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,10 +45,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::http::AppState;
+use crate::http::{AppState, Metrics};
 
 /// The limits every client connection is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +164,43 @@ impl ConnectionClock {
     }
 }
 
+/// Every open connection's clock, and the sender that asks it to close once
+/// idle: what the accept loop looks through for a connection to shed.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: u64,
+    by_id: HashMap<u64, (Arc<ConnectionClock>, oneshot::Sender<()>)>,
+}
+
+impl OpenConnections {
+    fn add(&mut self, clock: Arc<ConnectionClock>) -> (u64, oneshot::Receiver<()>) {
+        let (shed_tx, shed_rx) = oneshot::channel();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_id.insert(id, (clock, shed_tx));
+        (id, shed_rx)
+    }
+
+    /// Asks the connection idle the longest to close. Returns whether one was idle.
+    fn shed_one_idle(&mut self) -> bool {
+        let oldest = self
+            .by_id
+            .iter()
+            .filter_map(|(id, (clock, _))| match clock.load() {
+                (Phase::Idle, since) => Some((since, *id)),
+                _ => None,
+            })
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some((_, shed)) = self.by_id.remove(&id) {
+            let _ = shed.send(());
+        }
+        true
+    }
+}
+
 /// Accepts connections on `listener` and serves `app` on each, within
 /// `limits`, until `shutdown` completes; then stops accepting, lets every
 /// connection finish its request in flight and returns once all are closed.
@@ -178,19 +218,23 @@ pub(crate) async fn serve(
     // The limits below replace it (see the module comment). Without a timer
     // hyper could not run it anyway, but the default must not depend on that.
     builder.header_read_timeout(None);
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
     let mut shutdown = pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = take_slot(&slots, &state) => permit,
-            () = &mut shutdown => break,
-        };
+        // Accepted before a slot is taken, so an idle connection is shed
+        // only for a client that is really waiting (at most one at a time).
         let stream = tokio::select! {
             // axum's accept retries, after a pause, on errors such as
             // running out of file descriptors.
             (stream, _peer) = axum::serve::Listener::accept(&mut listener) => stream,
             () = &mut shutdown => break,
         };
+        let permit = tokio::select! {
+            permit = take_slot(&slots, &open, &state) => permit,
+            () = &mut shutdown => break,
+        };
         let clock = Arc::new(ConnectionClock::new());
+        let (id, shed) = lock(&open).add(Arc::clone(&clock));
         let io = TokioIo::new(WatchedStream {
             stream,
             clock: Arc::clone(&clock),
@@ -201,12 +245,14 @@ pub(crate) async fn serve(
         };
         let connection = graceful.watch(builder.serve_connection(io, service));
         let state = state.clone();
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
             let metrics = state.metrics();
             metrics.connections_open.inc();
-            if let Err(phase) = within_limits(connection, &clock, &limits).await {
-                metrics.connection_timed_out(phase.timeout_label());
-            }
+            // hyper's own errors (a malformed head, a reset) are the client's
+            // and already answered or moot.
+            let _ = within_limits(connection, &clock, &limits, shed, metrics).await;
+            lock(&open).by_id.remove(&id);
             metrics.connections_open.dec();
             drop(permit);
         });
@@ -215,13 +261,25 @@ pub(crate) async fn serve(
     graceful.shutdown().await;
 }
 
-/// A connection slot, waiting for one to free up when all are taken.
-async fn take_slot(slots: &Arc<Semaphore>, state: &AppState) -> OwnedSemaphorePermit {
+fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnections> {
+    // Every critical section leaves the map whole, so a panic cannot leave it torn.
+    open.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection slot for a client that is waiting: when all are taken, an
+/// idle connection is asked to close, and the slot is the first to free.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    open: &Mutex<OpenConnections>,
+    state: &AppState,
+) -> OwnedSemaphorePermit {
     if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
         return permit;
     }
     state.metrics().accepts_deferred.inc();
-    tracing::debug!("every connection slot is taken; accepting again when one frees");
+    if !lock(open).shed_one_idle() {
+        tracing::debug!("every connection slot is busy; accepting again when one frees");
+    }
     // The semaphore is never closed.
     Arc::clone(slots)
         .acquire_owned()
@@ -229,17 +287,31 @@ async fn take_slot(slots: &Arc<Semaphore>, state: &AppState) -> OwnedSemaphorePe
         .unwrap_or_else(|_| unreachable!("the connection semaphore is never closed"))
 }
 
-/// Drives `connection` until it ends (`Ok`, with what hyper returned) or the
-/// limit of the phase it is in runs out (`Err`, the phase; the connection is
-/// dropped, which closes the socket).
+/// Why a connection was closed before it ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// The limit of this phase ran out.
+    TimedOut(Phase),
+    /// Idle while the server was full, and asked to make room.
+    Shed,
+}
+
+/// Drives `connection` until it ends (`Ok`, with what hyper returned), the
+/// limit of the phase it is in runs out, or it is idle after `shed` fired
+/// (`Err`, counted in `metrics` before the connection is dropped, which
+/// closes the socket).
 async fn within_limits<F: Future>(
     connection: F,
     clock: &ConnectionClock,
     limits: &ConnectionLimits,
-) -> Result<F::Output, Phase> {
+    shed: oneshot::Receiver<()>,
+    metrics: &Metrics,
+) -> Result<F::Output, Closed> {
     let mut connection = pin!(connection);
     let (_, mut armed) = clock.deadline(limits);
     let mut timer = pin!(tokio::time::sleep_until(armed));
+    let mut shed = Some(shed);
+    let mut shedding = false;
     poll_fn(|cx| {
         if let Poll::Ready(output) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ok(output));
@@ -247,13 +319,27 @@ async fn within_limits<F: Future>(
         // The phase only changes while the connection is polled, so this is
         // the deadline until the next poll.
         let (phase, deadline) = clock.deadline(limits);
+        if let Some(receiver) = &mut shed
+            && let Poll::Ready(asked) = Pin::new(receiver).poll(cx)
+        {
+            // Dropped unsent: the server is shutting down, which hyper handles.
+            shedding = asked.is_ok();
+            shed = None;
+        }
+        // A connection asked to make room while serving a request closes
+        // once the response is ready.
+        if shedding && phase == Phase::Idle {
+            metrics.connections_shed.inc();
+            return Poll::Ready(Err(Closed::Shed));
+        }
         if deadline < armed {
             armed = deadline;
             timer.as_mut().reset(deadline);
         }
         while timer.as_mut().poll(cx).is_ready() {
             if deadline <= Instant::now() {
-                return Poll::Ready(Err(phase));
+                metrics.connection_timed_out(phase.timeout_label());
+                return Poll::Ready(Err(Closed::TimedOut(phase)));
             }
             // Armed for an earlier phase that has since moved on.
             armed = deadline;

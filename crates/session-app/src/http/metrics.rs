@@ -64,6 +64,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Connections that found every slot taken and waited to be accepted.
     pub accepts_deferred: Counter,
+    /// Idle connections closed to make room for a new one.
+    pub connections_shed: Counter,
     connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
@@ -105,8 +107,14 @@ impl Metrics {
         let accepts_deferred = Counter::default();
         registry.register(
             "http_accepts_deferred",
-            "Connections that found --max-connections reached and waited in the listen backlog",
+            "Accepted connections that found every slot (--max-connections) taken and waited for one",
             accepts_deferred.clone(),
+        );
+        let connections_shed = Counter::default();
+        registry.register(
+            "http_connections_shed",
+            "Idle kept-alive connections closed to make room for a new one at --max-connections",
+            connections_shed.clone(),
         );
         let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
         registry.register(
@@ -127,6 +135,7 @@ impl Metrics {
             store_errors,
             connections_open,
             accepts_deferred,
+            connections_shed,
             connection_timeouts,
         }
     }

@@ -38,14 +38,21 @@ fn limit_args(max_connections: u32) -> Vec<String> {
 }
 
 async fn start(max_connections: u32, open_files: Option<u32>) -> (Server, tempfile::TempDir) {
+    let (server, dir) = start_with(limit_args(max_connections), open_files);
+    server.wait_ready().await;
+    (server, dir)
+}
+
+/// Starts the server without waiting for readiness (which would leave the
+/// test's HTTP client holding a kept-alive connection).
+fn start_with(extra: Vec<String>, open_files: Option<u32>) -> (Server, tempfile::TempDir) {
     let dir = temp_dir();
     let server = Server::start(Options {
         database_url: sqlite_url(dir.path()),
-        extra: limit_args(max_connections),
+        extra,
         open_files,
         ..Options::default()
     });
-    server.wait_ready().await;
     (server, dir)
 }
 
@@ -64,8 +71,9 @@ async fn closed_at(stream: &mut TcpStream) -> Option<Instant> {
     tokio::time::timeout(GIVE_UP, read_until_closed).await.ok()
 }
 
-/// Reads one whole response with a `Content-Length` and returns its status line.
-async fn read_response(stream: &mut TcpStream) -> String {
+/// Reads one whole response with a `Content-Length` and returns its status
+/// line and body.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -86,7 +94,8 @@ async fn read_response(stream: &mut TcpStream) -> String {
                 })
                 .expect("a Content-Length");
             if received.len() >= end + 4 + length {
-                return text.lines().next().unwrap().to_owned();
+                let status = text.lines().next().unwrap().to_owned();
+                return (status, text[end + 4..end + 4 + length].to_owned());
             }
         }
     }
@@ -134,7 +143,7 @@ async fn a_head_sent_slowly_on_a_kept_alive_connection_is_closed_too() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+    assert_eq!(read_response(&mut stream).await.0, "HTTP/1.1 200 OK");
     // The next head starts but never ends: the header read timeout counts
     // from its first byte, not the longer idle timeout from the response.
     let started = Instant::now();
@@ -198,7 +207,7 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+    assert_eq!(read_response(&mut stream).await.0, "HTTP/1.1 200 OK");
     let answered = Instant::now();
 
     let held = closed_at(&mut stream)
@@ -243,4 +252,59 @@ async fn connections_past_the_cap_delay_a_normal_request_but_do_not_shut_it_out(
     let deferred: u64 = deferred.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(deferred >= 1, "{deferred}");
     drop(flood);
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+#[tokio::test]
+async fn a_full_server_closes_its_longest_idle_connection_for_a_new_client() {
+    // Timeouts far beyond the test, so only shedding can free a slot.
+    let (server, _dir) = start_with(
+        [
+            "--header-read-timeout=60s",
+            "--request-timeout=60s",
+            "--idle-timeout=60s",
+            "--max-connections=3",
+        ]
+        .map(String::from)
+        .to_vec(),
+        None,
+    );
+    let connect = || TcpStream::connect(server.address);
+
+    let mut oldest = connect().await.unwrap();
+    oldest.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut oldest).await.0, "HTTP/1.1 200 OK");
+    let mut idle = connect().await.unwrap();
+    idle.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut idle).await.0, "HTTP/1.1 200 OK");
+    // Mid-head: busy, not idle, and it was never idle.
+    let mut sending = connect().await.unwrap();
+    sending.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+
+    // Every slot is taken: the new client is served once the connection
+    // idle the longest is closed for it (before any timeout could).
+    let mut newcomer = connect().await.unwrap();
+    newcomer.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut newcomer).await.0, "HTTP/1.1 200 OK");
+    closed_at(&mut oldest)
+        .await
+        .expect("the longest idle connection was kept open");
+
+    // The others were left alone: the half-sent head finishes and is answered,
+    // and the more recently idle connection still serves.
+    sending.write_all(b"Host: 127.0.0.1\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut sending).await.0, "HTTP/1.1 200 OK");
+    idle.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, metrics) = read_response(&mut idle).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for line in [
+        "session_http_connections_shed_total 1",
+        "session_http_accepts_deferred_total 1",
+        "session_http_connections_open 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in:\n{metrics}");
+    }
 }
