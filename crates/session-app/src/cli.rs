@@ -121,9 +121,10 @@ pub struct ServeArgs {
         value_parser = positive_duration)]
     pub idle_timeout: Duration,
 
-    /// Client connections served at once. Past it no more are accepted
-    /// until one closes: new clients wait in the listen backlog. Keep it
-    /// below the open-file limit (`ulimit -n`) less the database pool.
+    /// Client connections served at once. Past it a new client takes the
+    /// slot of the connection idle the longest, which is closed; with none
+    /// idle it waits in the listen backlog until one closes. Keep it below
+    /// the open-file limit (`ulimit -n`) less the database pool.
     #[arg(long, env = "SESSION_MAX_CONNECTIONS", default_value_t = 512,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
