@@ -117,7 +117,7 @@ pub struct ServeArgs {
     /// before it is closed. Keep it longer than the idle timeout of the
     /// callers' connection pools, so they close first and never send on a
     /// connection as it closes.
-    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "90s",
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "120s",
         value_parser = positive_duration)]
     pub idle_timeout: Duration,
 

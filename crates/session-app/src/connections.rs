@@ -32,8 +32,8 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -322,7 +322,8 @@ async fn within_limits<F: Future>(
         if let Some(receiver) = &mut shed
             && let Poll::Ready(asked) = Pin::new(receiver).poll(cx)
         {
-            // Dropped unsent: the server is shutting down, which hyper handles.
+            // The sender goes unsent only with this connection's own entry,
+            // removed after this returns; an error would mean "not asked".
             shedding = asked.is_ok();
             shed = None;
         }
@@ -363,9 +364,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for TrackedService {
     >>::Response;
     type Error = std::convert::Infallible;
     type Future = TrackedResponse<
-        <TowerToHyperService<Router> as hyper::service::Service<
-            hyper::Request<Incoming>,
-        >>::Future,
+        <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<Incoming>>>::Future,
     >;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {

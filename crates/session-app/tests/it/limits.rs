@@ -128,9 +128,16 @@ async fn a_half_sent_request_head_is_closed_at_the_header_read_timeout() {
         .expect("a half-sent head held the connection open");
     let held = closed - opened;
     assert!(held + SLACK >= HEADER_READ, "closed after {held:?}");
-    assert!(held < REQUEST, "closed after {held:?}, not by the header read timeout");
+    assert!(
+        held < REQUEST,
+        "closed after {held:?}, not by the header read timeout"
+    );
     assert_eq!(
-        metric(&server, "session_http_connection_timeouts_total{limit=\"header_read\"}").await,
+        metric(
+            &server,
+            "session_http_connection_timeouts_total{limit=\"header_read\"}"
+        )
+        .await,
         "session_http_connection_timeouts_total{limit=\"header_read\"} 1"
     );
 }
@@ -150,7 +157,10 @@ async fn a_head_sent_slowly_on_a_kept_alive_connection_is_closed_too() {
     stream.write_all(HALF_SENT_HEAD).await.unwrap();
     let held = closed_at(&mut stream).await.expect("held open") - started;
     assert!(held + SLACK >= HEADER_READ, "closed after {held:?}");
-    assert!(held < IDLE, "closed after {held:?}, not by the header read timeout");
+    assert!(
+        held < IDLE,
+        "closed after {held:?}, not by the header read timeout"
+    );
 }
 
 #[tokio::test]
@@ -177,14 +187,12 @@ async fn a_slow_body_upload_is_closed_at_the_request_timeout() {
     });
     let mut buf = [0u8; 1024];
     let read_until_closed = async {
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(read) => panic!(
-                    "answered before the body was sent: {}",
-                    String::from_utf8_lossy(&buf[..read])
-                ),
-            }
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => Instant::now(),
+            Ok(read) => panic!(
+                "answered before the body was sent: {}",
+                String::from_utf8_lossy(&buf[..read])
+            ),
         }
     };
     let closed = tokio::time::timeout(GIVE_UP, read_until_closed)
@@ -194,7 +202,11 @@ async fn a_slow_body_upload_is_closed_at_the_request_timeout() {
     let held = closed - started;
     assert!(held + SLACK >= REQUEST, "closed after {held:?}");
     assert_eq!(
-        metric(&server, "session_http_connection_timeouts_total{limit=\"request\"}").await,
+        metric(
+            &server,
+            "session_http_connection_timeouts_total{limit=\"request\"}"
+        )
+        .await,
         "session_http_connection_timeouts_total{limit=\"request\"} 1"
     );
 }
@@ -247,7 +259,10 @@ async fn connections_past_the_cap_delay_a_normal_request_but_do_not_shut_it_out(
     let waited = started.elapsed();
     // It queued behind the flood: about two header read timeouts (the
     // flood fills the slots twice and a bit), far less than for ever.
-    assert!(waited + SLACK >= HEADER_READ, "served after {waited:?}, past a full server");
+    assert!(
+        waited + SLACK >= HEADER_READ,
+        "served after {waited:?}, past a full server"
+    );
     let deferred = metric(&server, "session_http_accepts_deferred_total").await;
     let deferred: u64 = deferred.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(deferred >= 1, "{deferred}");
@@ -280,7 +295,10 @@ async fn a_full_server_closes_its_longest_idle_connection_for_a_new_client() {
     assert_eq!(read_response(&mut idle).await.0, "HTTP/1.1 200 OK");
     // Mid-head: busy, not idle, and it was never idle.
     let mut sending = connect().await.unwrap();
-    sending.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    sending
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
 
     // Every slot is taken: the new client is served once the connection
     // idle the longest is closed for it (before any timeout could).
@@ -305,6 +323,9 @@ async fn a_full_server_closes_its_longest_idle_connection_for_a_new_client() {
         "session_http_accepts_deferred_total 1",
         "session_http_connections_open 3",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no {line} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
     }
 }
