@@ -27,6 +27,8 @@
 //! its phase and when it began in one atomic word, and one timer that is
 //! moved only when a deadline comes earlier than the one armed; when it
 //! fires early, it is re-armed for the phase the connection is in by then.
+//! A busy connection so touches its timer about twice per header read
+//! timeout, however many requests it carries.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
