@@ -97,6 +97,38 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// The most a client may take to send a request head: from the
+    /// connection opening, or from the head's first byte on a kept-alive
+    /// connection. Past it the connection is closed, so a client that sends
+    /// a head slowly (slowloris) holds a connection slot no longer.
+    #[arg(long, env = "SESSION_HEADER_READ_TIMEOUT", default_value = "10s",
+        value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// The most a request may take from the first byte of its head until
+    /// its response is ready: reading the head and the body (a slow upload
+    /// ends here) and handling it. Past it the connection is closed without
+    /// a response. At least `--header-read-timeout`.
+    #[arg(long, env = "SESSION_REQUEST_TIMEOUT", default_value = "30s",
+        value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a kept-alive connection may wait for its next request
+    /// before it is closed. Keep it longer than the idle timeout of the
+    /// callers' connection pools, so they close first and never send on a
+    /// connection as it closes.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "120s",
+        value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Client connections served at once. Past it a new client takes the
+    /// slot of the connection idle the longest, which is closed; with none
+    /// idle it waits in the listen backlog until one closes. Keep it below
+    /// the open-file limit (`ulimit -n`) less the database pool.
+    #[arg(long, env = "SESSION_MAX_CONNECTIONS", default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// The session cache: `map` (session-core's sharded hash map, the
     /// default) or `moka`. Both keep every active session and evict nothing;
     /// `map` resolves several times faster and needs under half the memory
@@ -275,6 +307,14 @@ pub struct ListArgs {
     /// The service.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("expected a duration above zero".into()),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 fn non_negative_rate(text: &str) -> Result<f64, String> {

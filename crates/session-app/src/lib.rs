@@ -7,6 +7,7 @@
 
 pub mod cli;
 mod client;
+mod connections;
 pub mod http;
 mod serve;
 pub mod store;

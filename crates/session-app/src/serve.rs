@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::ConfigError;
 use crate::cli::{CacheKind, ServeArgs};
+use crate::connections::{self, ConnectionLimits};
 use crate::http::{self, ApiKeys, AppState};
 
 /// The environment variable holding a single API key.
@@ -27,6 +28,22 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+
+    if args.header_read_timeout > args.request_timeout {
+        return Err(ConfigError(format!(
+            "--header-read-timeout {} is longer than --request-timeout {}: a request head is \
+             part of the request, so the request timeout must be at least as long",
+            humantime::format_duration(args.header_read_timeout),
+            humantime::format_duration(args.request_timeout),
+        ))
+        .into());
+    }
+    let limits = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+    };
 
     // Before the listener: a SQLite file another process holds fails the start
     // here, so the refused process never takes (or answers on) a port.
@@ -49,6 +66,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let service = builder.build();
     let state = AppState::with_forward_auth(service.clone(), keys, forward_auth);
+    let app = http::router(state.clone());
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -58,6 +76,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         %address,
         store = store.description,
         cache = ?args.cache,
+        ?limits,
         "listening; warming the session cache"
     );
 
@@ -68,14 +87,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+    let server = connections::serve(listener, app, limits, state, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());
     });
     let deadline = args.shutdown_timeout;
     tokio::select! {
-        served = server => served.context("the HTTP server failed")?,
+        () = server => {},
         () = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(deadline).await;

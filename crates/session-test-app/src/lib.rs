@@ -82,6 +82,7 @@ pub struct Launch {
     envs: Vec<(OsString, OsString)>,
     log_filter: String,
     keep_lines: Option<usize>,
+    open_files: Option<u32>,
 }
 
 impl Launch {
@@ -95,6 +96,7 @@ impl Launch {
             envs: Vec::new(),
             log_filter: "info".to_owned(),
             keep_lines: None,
+            open_files: None,
         }
     }
 
@@ -122,6 +124,14 @@ impl Launch {
     #[must_use]
     pub fn log_filter(mut self, filter: &str) -> Self {
         filter.clone_into(&mut self.log_filter);
+        self
+    }
+
+    /// Lowers the service's open-file limit (`ulimit -n`), for tests of what
+    /// it does when descriptors run short.
+    #[must_use]
+    pub const fn open_files(mut self, limit: u32) -> Self {
+        self.open_files = Some(limit);
         self
     }
 
@@ -436,7 +446,18 @@ fn spawn(
     listen: &str,
     log: &Arc<Mutex<Log>>,
 ) -> Result<(Running, SocketAddr), Error> {
-    let mut command = Command::new(&launch.program);
+    let mut command = match launch.open_files {
+        // The shell lowers the limit, then becomes the service (same pid).
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell
+                .args(["-c", "ulimit -n \"$1\" && shift && exec \"$@\"", "sh"])
+                .arg(limit.to_string())
+                .arg(&launch.program);
+            shell
+        }
+        None => Command::new(&launch.program),
+    };
     command
         .arg("--log-format")
         .arg("json")

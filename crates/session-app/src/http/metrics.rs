@@ -1,5 +1,6 @@
-//! Prometheus metrics: requests, resolves by outcome, cache size, warm
-//! duration, store errors. Labels come from fixed sets, never from input.
+//! Prometheus metrics: connections, requests, resolves by outcome, cache
+//! size, warm duration, store errors. Labels come from fixed sets, never
+//! from input.
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
@@ -29,6 +30,11 @@ struct RequestLabels {
 struct RouteLabels {
     method: &'static str,
     route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +61,13 @@ pub struct Metrics {
     pub resolve_busy: Counter,
     store_errors: Family<OperationLabels, Counter>,
     forward_auths: Family<OutcomeLabels, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Connections that found every slot taken and waited to be accepted.
+    pub accepts_deferred: Counter,
+    /// Idle connections closed to make room for a new one.
+    pub connections_shed: Counter,
+    connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Metrics {
@@ -92,6 +105,30 @@ impl Metrics {
             "Forward-auth checks by outcome: active, missing, invalid, not_ready, busy, failed",
             forward_auths.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let accepts_deferred = Counter::default();
+        registry.register(
+            "http_accepts_deferred",
+            "Accepted connections that found every slot (--max-connections) taken and waited for one",
+            accepts_deferred.clone(),
+        );
+        let connections_shed = Counter::default();
+        registry.register(
+            "http_connections_shed",
+            "Idle kept-alive connections closed to make room for a new one at --max-connections",
+            connections_shed.clone(),
+        );
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "http_connection_timeouts",
+            "Connections closed by a limit (header_read, request or idle)",
+            connection_timeouts.clone(),
+        );
         registry.register_collector(Box::new(ServiceCollector(service)));
         let outcome = |outcome| resolves.get_or_create(&OutcomeLabels { outcome }).clone();
         Self {
@@ -104,6 +141,10 @@ impl Metrics {
             latency,
             store_errors,
             forward_auths,
+            connections_open,
+            accepts_deferred,
+            connections_shed,
+            connection_timeouts,
         }
     }
 
@@ -112,6 +153,13 @@ impl Metrics {
     pub(crate) fn forward_auth(&self, outcome: &'static str) {
         self.forward_auths
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts a connection closed by the limit named `limit`.
+    pub fn connection_timed_out(&self, limit: &'static str) {
+        self.connection_timeouts
+            .get_or_create(&TimeoutLabels { limit })
             .inc();
     }
 

@@ -41,6 +41,21 @@ fn bad_values_name_their_flag() {
             "--shutdown-timeout",
         ),
         (&["serve", "--warm-page-size", "0"][..], "--warm-page-size"),
+        // A zero limit would close every connection at once, or none could open.
+        (
+            &["serve", "--header-read-timeout", "0s"][..],
+            "--header-read-timeout",
+        ),
+        (
+            &["serve", "--request-timeout", "0ms"][..],
+            "--request-timeout",
+        ),
+        (&["serve", "--idle-timeout", "0s"][..], "--idle-timeout"),
+        (&["serve", "--idle-timeout", "later"][..], "--idle-timeout"),
+        (
+            &["serve", "--max-connections", "0"][..],
+            "--max-connections",
+        ),
         (
             &["serve", "--pg-wake-ups", "sometimes"][..],
             "--pg-wake-ups",
@@ -153,4 +168,32 @@ fn a_bad_database_url_is_refused_without_repeating_it() {
             assert!(!output.contains("db.internal"), "{args:?}: {output}");
         }
     }
+}
+
+#[test]
+fn a_header_read_timeout_longer_than_the_request_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database that cannot be opened: were the limits wrongly accepted,
+    // the start would fail there (exit 1) rather than run on.
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("not-a-dir").join("s.db").display()
+    );
+    let (status, _, stderr) = cli(
+        &[
+            "serve",
+            "--database-url",
+            &url,
+            "--header-read-timeout",
+            "20s",
+        ],
+        &[("SESSION_REQUEST_TIMEOUT", "10s")],
+        "",
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--header-read-timeout 20s") && stderr.contains("--request-timeout 10s"),
+        "{stderr}"
+    );
 }

@@ -148,6 +148,7 @@ async fn postgres_stopped_and_started_under_load() {
         ]
         .map(String::from)
         .to_vec(),
+        ..Options::default()
     };
     let server = Server::start(options());
     server.wait_ready().await;

@@ -7,6 +7,7 @@ mod faults;
 mod launcher;
 mod forward_auth;
 mod gateways;
+mod limits;
 mod multi;
 mod postgres;
 mod router;

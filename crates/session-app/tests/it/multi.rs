@@ -22,6 +22,7 @@ fn start(database: &TestDatabase, extra: &[&str]) -> Server {
         database_url: database.url().to_owned(),
         api_key: Some(KEY.to_owned()),
         extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Options::default()
     })
 }
 
