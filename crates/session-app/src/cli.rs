@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::ConfigError;
-use crate::store::{DatabaseUrl, DatabaseUrlParser, PgPoolArgs};
+use crate::store::{DatabaseUrl, DatabaseUrlParser, PASSWORD_ENV, PgPoolArgs};
 use crate::telemetry::{self, LogFormat};
 
 /// Opaque, revoke-only login sessions: the service and its operator CLI.
@@ -63,9 +64,22 @@ pub enum Command {
 pub struct DatabaseArgs {
     /// `postgres://…` for PostgreSQL, or `sqlite://PATH` for a SQLite file.
     /// Without it, sessions are kept in the SQLite file `./data/sessions.db`.
+    /// Keep a password out of it: every local user can read a command line,
+    /// so give the password in `PGPASSWORD` or the whole URL in a file
+    /// (`--database-url-file`).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true,
         value_parser = DatabaseUrlParser)]
     pub database_url: Option<DatabaseUrl>,
+
+    /// File holding the database URL, for a URL with a password in it (one
+    /// trailing line break is ignored). Instead of `--database-url`.
+    #[arg(
+        long,
+        env = "DATABASE_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
 
     /// PostgreSQL connection pool settings.
     #[command(flatten)]
@@ -236,10 +250,17 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
 /// codes: 2 for a configuration mistake, 1 for anything else.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
         eprintln!("error: {err}");
         return ExitCode::from(2);
+    }
+    if password_on_command_line(&matches, &cli.command) {
+        tracing::warn!(
+            "the --database-url on the command line holds a password, which every local user \
+             can read in the process list; give it in {PASSWORD_ENV} or --database-url-file instead"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -262,6 +283,22 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `--database-url` came from the command line (not the
+/// environment) with a password in it.
+fn password_on_command_line(matches: &ArgMatches, command: &Command) -> bool {
+    let database = match command {
+        Command::Serve(args) => &args.database,
+        Command::Migrate(args) => args,
+        _ => return false,
+    };
+    matches.subcommand().is_some_and(|(_, matches)| {
+        matches.value_source("database_url") == Some(ValueSource::CommandLine)
+    }) && database
+        .database_url
+        .as_ref()
+        .is_some_and(DatabaseUrl::has_password)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

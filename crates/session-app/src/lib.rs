@@ -8,6 +8,7 @@
 pub mod cli;
 mod client;
 pub mod http;
+mod secret;
 mod serve;
 pub mod store;
 mod telemetry;

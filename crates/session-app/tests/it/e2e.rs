@@ -50,6 +50,8 @@ impl Server {
             .env_remove("SESSION_API_KEY")
             .env_remove("SESSION_API_KEY_FILE")
             .env_remove("DATABASE_URL")
+            .env_remove("DATABASE_URL_FILE")
+            .env_remove("PGPASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -216,6 +218,8 @@ pub(crate) fn cli(
         .env_remove("SESSION_API_KEY_FILE")
         .env_remove("SESSION_SERVER")
         .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL_FILE")
+        .env_remove("PGPASSWORD")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

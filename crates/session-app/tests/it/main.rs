@@ -7,4 +7,5 @@ mod multi;
 mod postgres;
 mod router;
 mod scenarios;
+mod secrets;
 mod sqlite;
