@@ -166,9 +166,19 @@ pub enum CacheKind {
 /// How the session commands reach the service.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of the running service.
-    #[arg(long, env = "SESSION_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of the running service: `https://…`, or `http://…` to a
+    /// loopback address (`127.0.0.1`, `[::1]`, `localhost`). With an API key,
+    /// plain `http://` to any other host is refused: the key would cross the
+    /// network in clear text. Requests to loopback never go through a proxy;
+    /// others honour `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+    #[arg(long, env = "SESSION_SERVER", default_value = "http://127.0.0.1:8080",
+        hide_env_values = true, value_parser = ServerUrlParser)]
     pub server: reqwest::Url,
+
+    /// PEM file of certificate authorities to trust for an `https://`
+    /// server, in addition to the system's (for a private CA).
+    #[arg(long, env = "SESSION_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// File holding the API key to send (its first line). The environment
     /// variable `SESSION_API_KEY` works too.
@@ -237,6 +247,45 @@ pub struct ListArgs {
     /// The service.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Parses `--server` without repeating it (clap's own errors quote the
+/// value), refusing what the client cannot use or must not send: a URL
+/// with a user name or password in it would be printed in error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerUrlParser;
+
+impl clap::builder::TypedValueParser for ServerUrlParser {
+    type Value = reqwest::Url;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "--server".to_owned(), ToString::to_string);
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}' (not shown): {reason}\n"),
+            )
+        };
+        let url = value
+            .to_str()
+            .and_then(|text| reqwest::Url::parse(text).ok())
+            .ok_or_else(|| refused("expected a URL such as https://sessions.internal:8080"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(refused("expected an http:// or https:// URL with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused(
+                "a user name or password does not belong in the URL: give the API key in \
+                 --api-key-file or SESSION_API_KEY",
+            ));
+        }
+        Ok(url)
+    }
 }
 
 fn non_negative_rate(text: &str) -> Result<f64, String> {

@@ -14,6 +14,25 @@ use uuid::Uuid;
 const BIN: &str = env!("CARGO_BIN_EXE_session-app");
 pub(crate) const KEY: &str = "e2e-api-key-0123456789abcdef";
 
+/// A client for the test servers: plain HTTP to loopback, never through a
+/// proxy the environment names. reqwest is built with rustls and no crypto
+/// provider of its own (the CLI brings its configuration), so a client
+/// built without one would not start.
+pub(crate) fn http_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 /// A running `session-app serve`.
 pub(crate) struct Server {
     child: Child,
@@ -90,7 +109,7 @@ impl Server {
             child,
             address,
             log,
-            http: reqwest::Client::new(),
+            http: http_client(),
             key: options.api_key,
         }
     }
@@ -217,6 +236,7 @@ pub(crate) fn cli(
         .env_remove("SESSION_API_KEY")
         .env_remove("SESSION_API_KEY_FILE")
         .env_remove("SESSION_SERVER")
+        .env_remove("SESSION_CA_FILE")
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_URL_FILE")
         .env_remove("PGPASSWORD")
