@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::ConfigError;
-use crate::store::{DatabaseUrl, DatabaseUrlParser, PgPoolArgs};
+use crate::store::{DatabaseUrl, DatabaseUrlParser, PASSWORD_ENV, PgPoolArgs};
 use crate::telemetry::{self, LogFormat};
 
 /// Opaque, revoke-only login sessions: the service and its operator CLI.
@@ -63,9 +64,22 @@ pub enum Command {
 pub struct DatabaseArgs {
     /// `postgres://…` for PostgreSQL, or `sqlite://PATH` for a SQLite file.
     /// Without it, sessions are kept in the SQLite file `./data/sessions.db`.
+    /// Keep a password out of it: every local user can read a command line,
+    /// so give the password in `PGPASSWORD` or the whole URL in a file
+    /// (`--database-url-file`).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true,
         value_parser = DatabaseUrlParser)]
     pub database_url: Option<DatabaseUrl>,
+
+    /// File holding the database URL, for a URL with a password in it (one
+    /// trailing line break is ignored). Instead of `--database-url`.
+    #[arg(
+        long,
+        env = "DATABASE_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
 
     /// PostgreSQL connection pool settings.
     #[command(flatten)]
@@ -236,9 +250,19 @@ pub enum CacheKind {
 /// How the session commands reach the service.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of the running service.
-    #[arg(long, env = "SESSION_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of the running service: `https://…`, or `http://…` to a
+    /// loopback address (`127.0.0.1`, `[::1]`, `localhost`). With an API key,
+    /// plain `http://` to any other host is refused: the key would cross the
+    /// network in clear text. Requests to loopback never go through a proxy;
+    /// others honour `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+    #[arg(long, env = "SESSION_SERVER", default_value = "http://127.0.0.1:8080",
+        hide_env_values = true, value_parser = ServerUrlParser)]
     pub server: reqwest::Url,
+
+    /// PEM file of certificate authorities to trust for an `https://`
+    /// server, in addition to the system's (for a private CA).
+    #[arg(long, env = "SESSION_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// File holding the API key to send (its first line). The environment
     /// variable `SESSION_API_KEY` works too.
@@ -317,6 +341,45 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses `--server` without repeating it (clap's own errors quote the
+/// value), refusing what the client cannot use or must not send: a URL
+/// with a user name or password in it would be printed in error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerUrlParser;
+
+impl clap::builder::TypedValueParser for ServerUrlParser {
+    type Value = reqwest::Url;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "--server".to_owned(), ToString::to_string);
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}' (not shown): {reason}\n"),
+            )
+        };
+        let url = value
+            .to_str()
+            .and_then(|text| reqwest::Url::parse(text).ok())
+            .ok_or_else(|| refused("expected a URL such as https://sessions.internal:8080"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(refused("expected an http:// or https:// URL with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused(
+                "a user name or password does not belong in the URL: give the API key in \
+                 --api-key-file or SESSION_API_KEY",
+            ));
+        }
+        Ok(url)
+    }
+}
+
 fn non_negative_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
@@ -328,10 +391,17 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
 /// codes: 2 for a configuration mistake, 1 for anything else.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
         eprintln!("error: {err}");
         return ExitCode::from(2);
+    }
+    if password_on_command_line(&matches, &cli.command) {
+        tracing::warn!(
+            "the --database-url on the command line holds a password, which every local user \
+             can read in the process list; give it in {PASSWORD_ENV} or --database-url-file instead"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,6 +424,22 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `--database-url` came from the command line (not the
+/// environment) with a password in it.
+fn password_on_command_line(matches: &ArgMatches, command: &Command) -> bool {
+    let database = match command {
+        Command::Serve(args) => &args.database,
+        Command::Migrate(args) => args,
+        _ => return false,
+    };
+    matches.subcommand().is_some_and(|(_, matches)| {
+        matches.value_source("database_url") == Some(ValueSource::CommandLine)
+    }) && database
+        .database_url
+        .as_ref()
+        .is_some_and(DatabaseUrl::has_password)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -1,12 +1,17 @@
 //! The operator commands: clients of a running service's HTTP API.
 
 use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::ConfigError;
 use crate::cli::{ClientArgs, CreateArgs, ListArgs, RevokeAllArgs, RevokeArgs};
 use crate::serve::{API_KEY_ENV, read_key_file};
 
@@ -35,10 +40,7 @@ impl Client {
                 .ok()
                 .map(|key| key.trim_ascii().to_owned()),
         };
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("could not build the HTTP client")?;
+        let http = http_client(&args, key.is_some())?;
         Ok(Self { http, args, key })
     }
 
@@ -56,10 +58,18 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("could not reach the service at {}", self.args.server))?;
+        let response = request.send().await.map_err(|err| {
+            let hint = if is_certificate_error(&err) {
+                " (its certificate is not trusted: if a private CA signed it, pass the CA's \
+                 certificate with --ca-file)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(err).context(format!(
+                "could not reach the service at {}{hint}",
+                self.args.server
+            ))
+        })?;
         let status = response.status();
         if status == StatusCode::NO_CONTENT {
             return Ok(Value::Null);
@@ -169,6 +179,106 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
             sessions_table(sessions)
         }
     })
+}
+
+/// The HTTP client for `args.server`: TLS through rustls (ring) with the
+/// system's roots and `--ca-file`'s; no redirects (the API has none, and
+/// one could carry the key elsewhere); no proxy for a loopback server.
+///
+/// # Errors
+///
+/// A [`ConfigError`] when a key would go over plain HTTP to a host that is
+/// not loopback, or `--ca-file` cannot be used; before any connection.
+fn http_client(args: &ClientArgs, sends_key: bool) -> anyhow::Result<reqwest::Client> {
+    let server = &args.server;
+    let loopback = is_loopback(server);
+    if sends_key && server.scheme() == "http" && !loopback {
+        return Err(ConfigError(
+            "--server: refusing to send the API key over plain http:// to a host that is not \
+             loopback, where anyone on the path could read it; use https://"
+                .to_owned(),
+        )
+        .into());
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls_config(args.ca_file.as_deref())?);
+    if loopback {
+        // A proxy would see the key and the tokens, and could not reach
+        // this machine's loopback anyway.
+        builder = builder.no_proxy();
+        if server.host_str() == Some("localhost")
+            && let Some(port) = server.port_or_known_default()
+        {
+            // `localhost` is loopback only if it resolves there; make it.
+            builder = builder.resolve_to_addrs(
+                "localhost",
+                &[
+                    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+                    std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                ],
+            );
+        }
+    }
+    builder.build().context("could not build the HTTP client")
+}
+
+/// Whether the URL names this machine: a loopback address, or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    // The URL parser lower-cases host names and brackets IPv6 addresses.
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    unbracketed
+        .parse::<std::net::IpAddr>()
+        .map_or(host == "localhost", |ip| ip.is_loopback())
+}
+
+/// rustls settings trusting the system's roots and those in `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system entries are skipped, as every other TLS client does.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_file {
+        let refused =
+            |reason: String| ConfigError(format!("--ca-file {}: {reason}", path.display()));
+        let before = roots.len();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|err| refused(err.to_string()))? {
+            let cert = cert.map_err(|err| refused(err.to_string()))?;
+            roots.add(cert).map_err(|err| refused(err.to_string()))?;
+        }
+        if roots.len() == before {
+            return Err(refused("holds no PEM certificate".to_owned()).into());
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("could not set up TLS")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
+/// Whether the request failed because the server's certificate was refused.
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = next {
+        if let Some(rustls::Error::InvalidCertificate(_)) = cause.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        // An `io::Error`'s `source` skips the error it wraps: look at that one.
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    false
 }
 
 fn text(value: &Value) -> &str {

@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod connections;
 pub mod http;
+mod secret;
 mod serve;
 pub mod store;
 mod telemetry;

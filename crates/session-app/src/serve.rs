@@ -12,6 +12,7 @@ use crate::ConfigError;
 use crate::cli::{CacheKind, ServeArgs};
 use crate::connections::{self, ConnectionLimits};
 use crate::http::{self, ApiKeys, AppState};
+use crate::secret;
 
 /// The environment variable holding a single API key.
 pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
@@ -154,18 +155,15 @@ fn server_keys(file: Option<&Path>) -> anyhow::Result<ApiKeys> {
 /// A line that is not a valid key fails, naming the file and the line but
 /// never showing the line.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<String>> {
-    let config_error =
-        |message: String| ConfigError(format!("--api-key-file {}: {message}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|err| config_error(err.to_string()))?;
-    warn_if_others_can_read(path);
-    Ok(parse_key_file(&text).map_err(config_error)?)
+    const FLAG: &str = "--api-key-file";
+    let text = secret::read_file(path, FLAG)?;
+    Ok(parse_key_file(&text)
+        .map_err(|message| ConfigError(format!("{FLAG} {}: {message}", path.display())))?)
 }
 
-/// The keys in the text of a key file, or what is wrong with it.
+/// The keys in the text of a key file (its byte-order mark already gone),
+/// or what is wrong with it.
 fn parse_key_file(text: &str) -> Result<Vec<String>, String> {
-    // Windows editors save UTF-8 with a byte-order mark; left in, it would be
-    // the first character of the first key, which then never matches.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut keys = Vec::new();
     for (index, line) in text.lines().enumerate() {
         // ASCII whitespace only: a non-breaking space pasted at the end of a
@@ -183,44 +181,23 @@ fn parse_key_file(text: &str) -> Result<Vec<String>, String> {
     Ok(keys)
 }
 
-/// A key file that group or others can read hands the keys to every local
-/// account in that group, or every account: worth a warning, not a refusal
-/// (a secret mounted by an orchestrator may come with a wider mode).
-fn warn_if_others_can_read(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(metadata) = std::fs::metadata(path) {
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    mode = %format!("{mode:03o}"),
-                    "the API key file can be read by other users; make it readable by this user \
-                     only (chmod 600)"
-                );
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const KEY: &str = "0123456789abcdef-key";
 
+    /// As [`read_key_file`] reads a file's text.
+    fn parse(text: &str) -> Result<Vec<String>, String> {
+        parse_key_file(secret::without_byte_order_mark(text))
+    }
+
     #[test]
     fn a_leading_byte_order_mark_is_not_part_of_the_first_key() {
         let text = format!("\u{feff}{KEY}\r\nsecond-key-0123456789\r\n");
+        assert_eq!(parse(&text).unwrap(), [KEY, "second-key-0123456789"]);
         assert_eq!(
-            parse_key_file(&text).unwrap(),
-            [KEY, "second-key-0123456789"]
-        );
-        assert_eq!(
-            parse_key_file(&format!("\u{feff}# comment\n{KEY}\n")).unwrap(),
+            parse(&format!("\u{feff}# comment\n{KEY}\n")).unwrap(),
             [KEY]
         );
     }
@@ -228,7 +205,7 @@ mod tests {
     #[test]
     fn blank_lines_comments_and_surrounding_spaces_are_skipped() {
         let text = format!("\n  # rotation: new key first\n\n  {KEY}\t\n");
-        assert_eq!(parse_key_file(&text).unwrap(), [KEY]);
+        assert_eq!(parse(&text).unwrap(), [KEY]);
     }
 
     #[test]
@@ -242,7 +219,7 @@ mod tests {
             (format!("{KEY}\nbearer {KEY}"), 2),
             (format!("\u{feff}{KEY}\nshort"), 2),
         ] {
-            let err = parse_key_file(&text).unwrap_err();
+            let err = parse(&text).unwrap_err();
             assert!(
                 err.starts_with(&format!("line {line}: ")),
                 "{text:?}: {err}"
@@ -254,7 +231,7 @@ mod tests {
     #[test]
     fn a_file_without_keys_is_refused() {
         for text in ["", "\u{feff}", "# only a comment\n\n"] {
-            assert_eq!(parse_key_file(text).unwrap_err(), "holds no key");
+            assert_eq!(parse(text).unwrap_err(), "holds no key");
         }
     }
 }

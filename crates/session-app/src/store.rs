@@ -13,9 +13,14 @@ use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
 use crate::ConfigError;
 use crate::cli::DatabaseArgs;
+use crate::secret;
 
 /// Where sessions are kept when no database URL is given.
 pub const DEFAULT_SQLITE_PATH: &str = "data/sessions.db";
+
+/// The environment variable holding the PostgreSQL password when the URL
+/// has none: libpq's name, so the same setting serves `psql` too.
+pub const PASSWORD_ENV: &str = "PGPASSWORD";
 
 /// A parsed `--database-url`.
 #[derive(Clone)]
@@ -32,6 +37,20 @@ impl std::fmt::Debug for DatabaseUrl {
         match self {
             Self::Postgres(_) => f.write_str("Postgres(<redacted>)"),
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// Whether the URL holds a password (so it must not be shown or passed
+    /// on a command line). A URL the driver cannot read counts as holding one.
+    #[must_use]
+    pub fn has_password(&self) -> bool {
+        match self {
+            Self::Postgres(url) => {
+                PgConfig::from_url(url).map_or(true, |config| config.has_password())
+            }
+            Self::Sqlite(_) => false,
         }
     }
 }
@@ -140,7 +159,7 @@ pub struct OpenedStore {
 ///
 /// The database cannot be reached or opened, or a migration failed.
 pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedStore> {
-    match database_url(args) {
+    match database_url(args)? {
         DatabaseUrl::Sqlite(path) => {
             let store = open_sqlite(&path, migrate).await?;
             for version in store.migrations_applied() {
@@ -154,7 +173,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
             })
         }
         DatabaseUrl::Postgres(url) => {
-            let (store, description) = connect_postgres(&url, &args.pool).await?;
+            let (store, description) = connect_postgres(&url, args).await?;
             if migrate {
                 for version in migrate_postgres(&store).await? {
                     tracing::info!(version, "applied migration");
@@ -184,7 +203,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
 ///
 /// The database cannot be reached or a migration failed.
 pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let (target, applied) = match database_url(args) {
+    let (target, applied) = match database_url(args)? {
         DatabaseUrl::Sqlite(path) => {
             let store = open_sqlite(&path, true).await?;
             (
@@ -193,7 +212,7 @@ pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
             )
         }
         DatabaseUrl::Postgres(url) => {
-            let (store, description) = connect_postgres(&url, &args.pool).await?;
+            let (store, description) = connect_postgres(&url, args).await?;
             (description, migrate_postgres(&store).await?)
         }
     };
@@ -211,19 +230,41 @@ fn report_migrations(target: &str, applied: &[String]) {
     }
 }
 
-fn database_url(args: &DatabaseArgs) -> DatabaseUrl {
-    args.database_url
+/// The database URL from `--database-url`, or the file `--database-url-file`
+/// names, or the default SQLite file.
+fn database_url(args: &DatabaseArgs) -> Result<DatabaseUrl, ConfigError> {
+    if let Some(path) = &args.database_url_file {
+        const FLAG: &str = "--database-url-file";
+        return secret::read_single(path, FLAG)?
+            .parse()
+            .map_err(|reason: String| ConfigError(format!("{FLAG} {}: {reason}", path.display())));
+    }
+    Ok(args
+        .database_url
         .clone()
-        .unwrap_or_else(|| DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)))
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))))
 }
 
 /// Connects to PostgreSQL; the description names host and database, never credentials.
 async fn connect_postgres(
     url: &str,
-    pool: &PgPoolArgs,
+    args: &DatabaseArgs,
 ) -> anyhow::Result<(PgSessionStore, String)> {
-    let config = PgConfig::from_url(url)
-        .map_err(|err| ConfigError(format!("--database-url: {err}")))?
+    let pool = &args.pool;
+    let flag = if args.database_url_file.is_some() {
+        "--database-url-file"
+    } else {
+        "--database-url"
+    };
+    let mut config =
+        PgConfig::from_url(url).map_err(|err| ConfigError(format!("{flag}: {err}")))?;
+    // libpq's order: a password in the URL, then the environment's.
+    if !config.has_password()
+        && let Some(password) = std::env::var_os(PASSWORD_ENV).filter(|value| !value.is_empty())
+    {
+        config = config.password(password.as_encoded_bytes());
+    }
+    let config = config
         .pool_size(pool.pg_pool_size as usize)
         .connect_timeout(pool.pg_connect_timeout)
         .checkout_timeout(pool.pg_checkout_timeout)

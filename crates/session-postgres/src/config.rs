@@ -61,27 +61,31 @@ impl fmt::Display for SslMode {
     }
 }
 
-/// A database URL that cannot be used. Never contains the password.
+/// A database URL that cannot be used.
+///
+/// Never holds text from the URL other than the `sslrootcert` path: a URL
+/// mistyped with an unencoded `?`, `#` or `/` in its password puts part of
+/// that password where a parameter's name or value would be, so the messages
+/// name parameters only from libpq's own list.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// Only the URL form is accepted, not libpq's `key=value` form.
     #[error("the database URL must start with postgres:// or postgresql://")]
     NotAUrl,
-    /// The driver rejected the URL (an unknown parameter, a bad port, ...).
+    /// The driver rejected the URL (an unknown parameter, a bad port, ...);
+    /// what it said, reduced to names libpq defines.
     #[error("invalid database URL: {0}")]
-    Invalid(#[source] tokio_postgres::Error),
+    Invalid(String),
     /// `target_session_attrs` asks for a server the store cannot use.
     #[error(
-        "invalid target_session_attrs `{0}`: expected any or read-write \
+        "invalid target_session_attrs: expected any or read-write \
          (the store writes, so with several hosts use read-write to find the primary)"
     )]
-    TargetSessionAttrs(String),
+    TargetSessionAttrs,
     /// `sslmode` has a value libpq does not define.
-    #[error(
-        "invalid sslmode `{0}`: expected disable, allow, prefer, require, verify-ca or verify-full"
-    )]
-    SslMode(String),
+    #[error("invalid sslmode: expected disable, allow, prefer, require, verify-ca or verify-full")]
+    SslMode,
     /// The `sslrootcert` file cannot be read as PEM certificates.
     #[error("cannot read root certificates from {path}: {reason}")]
     RootCertificateFile {
@@ -188,18 +192,19 @@ impl PgConfig {
     /// be loaded.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let (driver_url, own) = split_own_params(url)?;
-        let mut postgres =
-            tokio_postgres::Config::from_str(&driver_url).map_err(ConfigError::Invalid)?;
+        let mut postgres = tokio_postgres::Config::from_str(&driver_url)
+            .map_err(|err| ConfigError::Invalid(driver_reason(&err)))?;
+        check_host_names(&postgres)?;
         if let Some(value) = own.target_session_attrs {
             postgres.target_session_attrs(match value.as_str() {
                 "any" => TargetSessionAttrs::Any,
                 "read-write" => TargetSessionAttrs::ReadWrite,
-                _ => return Err(ConfigError::TargetSessionAttrs(value)),
+                _ => return Err(ConfigError::TargetSessionAttrs),
             });
         }
         let system_roots = own.root_cert.as_deref() == Some("system");
         let ssl_mode = match own.ssl_mode {
-            Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode(value))?,
+            Some(value) => SslMode::parse(&value).ok_or(ConfigError::SslMode)?,
             // As libpq 16: asking for the system's roots asks for verify-full.
             None if system_roots => SslMode::VerifyFull,
             None => SslMode::Prefer,
@@ -332,6 +337,21 @@ impl PgConfig {
         self
     }
 
+    /// Sets the password, replacing any the URL held: for a password kept
+    /// out of the URL (libpq's `PGPASSWORD`, a password file), so it need
+    /// not appear in a command line or a URL that may be logged.
+    #[must_use]
+    pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.postgres.password(password);
+        self
+    }
+
+    /// Whether a password is set, by the URL or [`password`](Self::password).
+    #[must_use]
+    pub fn has_password(&self) -> bool {
+        self.postgres.get_password().is_some()
+    }
+
     /// The URL's TLS mode.
     #[must_use]
     pub const fn ssl_mode(&self) -> SslMode {
@@ -364,6 +384,105 @@ impl fmt::Debug for PgConfig {
     }
 }
 
+/// Every connection parameter libpq defines: the only parameter names an
+/// error may show, since any other name in a URL may be a piece of a
+/// password whose reserved characters were not percent-encoded.
+const LIBPQ_PARAMETERS: &[&str] = &[
+    "application_name",
+    "channel_binding",
+    "client_encoding",
+    "connect_timeout",
+    "dbname",
+    "fallback_application_name",
+    "gssdelegation",
+    "gssencmode",
+    "gsslib",
+    "host",
+    "hostaddr",
+    "keepalives",
+    "keepalives_count",
+    "keepalives_idle",
+    "keepalives_interval",
+    "load_balance_hosts",
+    "max_protocol_version",
+    "min_protocol_version",
+    "options",
+    "passfile",
+    "password",
+    "port",
+    "replication",
+    "require_auth",
+    "requirepeer",
+    "requiressl",
+    "service",
+    "sslcert",
+    "sslcertmode",
+    "sslcompression",
+    "sslcrl",
+    "sslcrldir",
+    "sslkey",
+    "sslmode",
+    "sslnegotiation",
+    "sslpassword",
+    "sslrootcert",
+    "sslsni",
+    "ssl_max_protocol_version",
+    "ssl_min_protocol_version",
+    "target_session_attrs",
+    "tcp_user_timeout",
+    "user",
+];
+
+/// What the driver found wrong with a URL, without repeating any of it: its
+/// messages quote an unknown parameter's name and the character it stumbled
+/// on, either of which may come from a password.
+fn driver_reason(err: &tokio_postgres::Error) -> String {
+    let cause = std::error::Error::source(err).map(ToString::to_string);
+    let cause = cause.as_deref().unwrap_or_default();
+    let named = |prefix: &str| {
+        cause
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix('`'))
+            .and_then(|name| LIBPQ_PARAMETERS.iter().find(|known| **known == name))
+    };
+    if let Some(name) = named("invalid value for option `") {
+        format!("invalid value for parameter {name}")
+    } else if let Some(name) = named("unknown option `") {
+        format!("parameter {name} is not supported")
+    } else if cause.starts_with("unknown option `") {
+        "a parameter libpq does not define (its name is not shown: in a malformed URL it may \
+         be part of the password)"
+            .to_owned()
+    } else {
+        "it cannot be parsed (not shown: it may hold a password); percent-encode `@`, `:`, \
+         `/`, `?`, `#` and `%` in the user name and password"
+            .to_owned()
+    }
+}
+
+/// Refuses a host name no host has. The driver ends the credentials at the
+/// first `@`, so a password with an unencoded `@` leaves its tail in the
+/// host name, which connection errors and logs then show.
+fn check_host_names(config: &tokio_postgres::Config) -> Result<(), ConfigError> {
+    let plausible = |name: &str| {
+        name.bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".-_:%[]".contains(&byte))
+    };
+    for host in config.get_hosts() {
+        if let tokio_postgres::config::Host::Tcp(name) = host
+            && !plausible(name)
+        {
+            return Err(ConfigError::Invalid(
+                "a host name holds characters no host name has (not shown: it may hold part of \
+                 the password); percent-encode `@`, `:`, `/`, `?`, `#` and `%` in the user name \
+                 and password"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The URL parameters read here rather than by the driver, decoded.
 #[derive(Default)]
 struct OwnParams {
@@ -378,12 +497,19 @@ struct OwnParams {
 /// cannot work with, so they are handled here. The rest of the URL, hosts
 /// and ports included, is left to the driver as it was.
 fn split_own_params(url: &str) -> Result<(String, OwnParams), ConfigError> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
         return Err(ConfigError::NotAUrl);
-    }
-    let Some((base, query)) = url.split_once('?') else {
+    };
+    // As the driver reads it: the credentials run to the first `@`, so a `?`
+    // before it is part of the password, not the start of the query.
+    let authority = url.len() - rest.len() + rest.find('@').map_or(0, |at| at + 1);
+    let Some(query_start) = url[authority..].find('?').map(|at| authority + at) else {
         return Ok((url.to_owned(), OwnParams::default()));
     };
+    let (base, query) = (&url[..query_start], &url[query_start + 1..]);
     let mut params = OwnParams::default();
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {

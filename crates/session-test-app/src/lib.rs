@@ -218,8 +218,7 @@ impl App {
             lines: VecDeque::new(),
             keep: launch.keep_lines,
         }));
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = http_client_builder()
             .timeout(READY_REQUEST_TIMEOUT)
             .build()
             .map_err(|err| Error(format!("session-test-app: cannot build a client: {err}")))?;
@@ -546,9 +545,32 @@ fn spawn(
     }
 }
 
+/// A client for services on loopback: never through a proxy the environment
+/// names, and with a crypto provider for reqwest's rustls (built without one
+/// of its own, as session-app builds it, a client would not start).
+///
+/// # Panics
+///
+/// If rustls has no safe protocol version for ring, which cannot happen.
+#[must_use]
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports TLS 1.2 and 1.3")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+}
+
 /// Whether the service reads environment variable `key` as configuration.
 fn configures_the_service(key: &str) -> bool {
-    key.starts_with("SESSION_") || key == "DATABASE_URL"
+    key.starts_with("SESSION_")
+        || matches!(key, "DATABASE_URL" | "DATABASE_URL_FILE")
+        || key.starts_with("PG")
 }
 
 /// Copies `stream`'s lines into `log` until it closes; the first that

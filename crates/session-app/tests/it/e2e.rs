@@ -18,6 +18,11 @@ pub(crate) const KEY: &str = "e2e-api-key-0123456789abcdef";
 /// How long a start may take to become ready: a bound, not a timing assertion.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A client for the test servers (see [`session_test_app::http_client_builder`]).
+pub(crate) fn http_client() -> reqwest::Client {
+    session_test_app::http_client_builder().build().unwrap()
+}
+
 /// A running `session-app serve`, with the API key its requests carry.
 pub(crate) struct Server {
     app: App,
@@ -51,7 +56,7 @@ impl Server {
         Self {
             address: app.address(),
             app,
-            http: reqwest::Client::new(),
+            http: http_client(),
             key: options.api_key,
         }
     }
@@ -170,7 +175,10 @@ pub(crate) fn cli(
         .env_remove("SESSION_API_KEY")
         .env_remove("SESSION_API_KEY_FILE")
         .env_remove("SESSION_SERVER")
+        .env_remove("SESSION_CA_FILE")
         .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL_FILE")
+        .env_remove("PGPASSWORD")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

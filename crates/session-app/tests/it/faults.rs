@@ -39,9 +39,8 @@ struct Api {
 impl Api {
     fn new(server: &Server) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: session_test_app::http_client_builder()
                 .timeout(CLIENT_TIMEOUT)
-                .no_proxy()
                 .build()
                 .unwrap(),
             base: server.url(""),

@@ -330,7 +330,7 @@ async fn the_cookie_and_the_identity_headers_are_named_by_options() {
     let account = Uuid::new_v4();
     let (token, session_id) = server.create(account).await;
     let check = |cookie: String| {
-        reqwest::Client::new()
+        crate::e2e::http_client()
             .get(server.url("/v1/forward-auth"))
             .header(header::COOKIE, cookie)
             .send()

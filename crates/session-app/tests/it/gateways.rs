@@ -73,7 +73,7 @@ fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Gateway {
 /// A request through the gateway, as a browser or API client sends it:
 /// under the application's own name, with headers of its choosing.
 async fn through(gateway: &Gateway, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::e2e::http_client()
         .get(format!("http://{}/orders/7?page=2", gateway.address()))
         .header(header::HOST, "app.example.com");
     for (name, value) in headers {

@@ -102,7 +102,9 @@ async fn read_response(stream: &mut TcpStream) -> (String, String) {
 }
 
 async fn metric(server: &Server, line_start: &str) -> String {
-    let text = reqwest::get(server.url("/metrics"))
+    let text = crate::e2e::http_client()
+        .get(server.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -249,7 +251,7 @@ async fn connections_past_the_cap_delay_a_normal_request_but_do_not_shut_it_out(
         flood.push(stream);
     }
     let started = Instant::now();
-    let response = reqwest::Client::new()
+    let response = crate::e2e::http_client()
         .get(server.url("/healthz"))
         .timeout(GIVE_UP)
         .send()

@@ -1,6 +1,7 @@
 //! session-app's tests: in-process router tests, and end-to-end tests that
 //! run the real binary.
 
+mod cli_transport;
 mod config;
 mod e2e;
 mod faults;
@@ -12,4 +13,5 @@ mod multi;
 mod postgres;
 mod router;
 mod scenarios;
+mod secrets;
 mod sqlite;

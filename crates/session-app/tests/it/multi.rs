@@ -55,7 +55,9 @@ async fn readiness(server: &Server) -> (u16, Value) {
 }
 
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
+    let text = crate::e2e::http_client()
+        .get(server.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

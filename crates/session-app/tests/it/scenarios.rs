@@ -100,7 +100,7 @@ pub(crate) async fn restart_keeps_sessions_with(database_url: &str, extra: &[&st
 pub(crate) async fn api_key_is_enforced(database_url: &str) {
     let server = Server::start(options(database_url));
     server.wait_ready().await;
-    let client = reqwest::Client::new();
+    let client = crate::e2e::http_client();
     let body = json!({ "account_id": Uuid::new_v4() });
     let anonymous = client
         .post(server.url("/v1/sessions"))

@@ -116,7 +116,7 @@ async fn a_key_file_with_a_byte_order_mark_accepts_its_key() {
     server.wait_ready().await;
 
     let create = |key: &'static str| {
-        reqwest::Client::new()
+        crate::e2e::http_client()
             .post(server.url("/v1/sessions"))
             .bearer_auth(key)
             .json(&serde_json::json!({ "account_id": uuid::Uuid::new_v4() }))
