@@ -24,7 +24,7 @@ use tracing::Span;
 use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
-pub use error::{ApiError, MAX_BODY_BYTES};
+pub use error::{ApiError, ErrorCode, MAX_BODY_BYTES};
 pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
 

@@ -5,8 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::input::{ApiJson, ApiQuery};
+use super::input::{ApiJson, ApiPath, ApiQuery};
 
 /// A session as the API shows it. Never includes the token or its hash.
 #[derive(Serialize, ToSchema)]
@@ -224,9 +223,8 @@ pub(crate) async fn resolve_session(
 )]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    ApiPath(id): ApiPath<SessionId>,
 ) -> Result<Response, ApiError> {
-    let id: SessionId = id?.0.parse()?;
     let session = state
         .service()
         .get(id)
@@ -249,9 +247,8 @@ pub(crate) async fn get_session(
 )]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    ApiPath(id): ApiPath<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SessionId = id?.0.parse()?;
     state
         .service()
         .revoke(id)
@@ -272,10 +269,9 @@ pub(crate) async fn revoke_session(
 )]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
-    account: Result<Path<String>, PathRejection>,
+    ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let account: AccountId = account?.0.parse()?;
     let scope = match params.include_revoked.as_deref() {
         None | Some("false") => ListScope::Active,
         Some("true") => ListScope::IncludeRevoked,
@@ -309,10 +305,9 @@ pub(crate) async fn list_sessions(
 )]
 pub(crate) async fn revoke_account_sessions(
     State(state): State<AppState>,
-    account: Result<Path<String>, PathRejection>,
+    ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
-    let account: AccountId = account?.0.parse()?;
     let except = params
         .except
         .map(|id| {

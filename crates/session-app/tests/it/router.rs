@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router};
+use session_app::http::{
+    ApiKeys, AppState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router,
+};
 use session_core::{
     AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
     RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
@@ -119,9 +121,12 @@ impl App {
     }
 }
 
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+fn assert_error(reply: &Reply, status: StatusCode, code: ErrorCode) {
     assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.body["error"]["code"], code, "{}", reply.text);
+    assert_eq!(code.status(), status, "one status per code");
+    let answered: ErrorCode = serde_json::from_value(reply.body["error"]["code"].clone())
+        .unwrap_or_else(|err| panic!("{err}: {}", reply.text));
+    assert_eq!(answered, code, "{}", reply.text);
     assert!(
         reply.body["error"]["message"]
             .as_str()
@@ -238,7 +243,7 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         let reply = app
             .call(Method::POST, "/v1/sessions", Some(body.clone()))
             .await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         let message = reply.body["error"]["message"].as_str().unwrap();
         assert!(
             message.contains(field),
@@ -248,20 +253,20 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     let reply = app
         .raw("/v1/sessions", Some("application/json"), "{\"account_id\":")
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("line 1, column 14"), "{}", reply.text);
     for body in ["[]", "\"x\"", "null"] {
         let reply = app
             .raw("/v1/sessions", Some("application/json"), body)
             .await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains("JSON object"), "{body}: {}", reply.text);
     }
     let duplicate = format!("{{\"account_id\":\"{account}\",\"account_id\":\"{account}\"}}");
     let reply = app
         .raw("/v1/sessions", Some("application/json"), duplicate)
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(
         reply.text.contains("account_id: given more than once"),
         "{}",
@@ -277,7 +282,7 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     assert_error(
         &reply,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
     );
     let reply = app
         .raw(
@@ -289,13 +294,17 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     assert_error(
         &reply,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
     );
     let huge = json!({ "account_id": account, "label": "x".repeat(MAX_BODY_BYTES) }).to_string();
     let reply = app
         .raw("/v1/sessions", Some("application/json"), huge)
         .await;
-    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+    );
     assert_eq!(
         app.sessions_stored(),
         0,
@@ -365,13 +374,13 @@ async fn resolve_accepts_active_tokens_and_rejects_the_rest_alike() {
         rejected.push(app.resolve(other).await);
     }
     for reply in &rejected {
-        assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_error(reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
         assert_eq!(reply.body, rejected[0].body, "no oracle between the cases");
     }
     let reply = app
         .call(Method::POST, "/v1/sessions/resolve", Some(json!({})))
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("token"));
 }
 
@@ -383,7 +392,7 @@ async fn resolve_before_warm_is_503_not_ready_never_401() {
         session_core::SessionToken::generate().expose_secret(),
     ] {
         let reply = app.resolve(token).await;
-        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady);
         assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     }
     let reply = app.call(Method::GET, "/readyz", None).await;
@@ -428,16 +437,16 @@ async fn get_and_revoke_by_id() {
     assert_error(
         &app.call(Method::GET, &missing, None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     assert_error(
         &app.call(Method::DELETE, &missing, None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     for method in [Method::GET, Method::DELETE] {
         let reply = app.call(method, "/v1/sessions/12345", None).await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains("session_id"), "{}", reply.text);
     }
 }
@@ -490,13 +499,13 @@ async fn list_and_revoke_all_for_an_account() {
         ),
     ] {
         let reply = app.call(Method::GET, &uri, None).await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains(field), "{uri}: {}", reply.text);
     }
     let reply = app
         .call(Method::DELETE, &format!("{base}?except=nope"), None)
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("except"));
 }
 
@@ -513,12 +522,16 @@ async fn a_store_outage_fails_writes_with_503_and_resolves_keep_working() {
             Some(json!({ "account_id": account })),
         )
         .await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+    );
     let path = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
     assert_error(
         &app.call(Method::DELETE, &path, None).await,
         StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
+        ErrorCode::Unavailable,
     );
     assert_eq!(app.resolve(&token).await.status, StatusCode::OK);
     let reply = app.call(Method::GET, "/readyz", None).await;
@@ -548,19 +561,23 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     assert_error(
         &app.call(Method::GET, "/nope", None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     assert_error(
         &app.call(Method::GET, "/v1/nope", None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     let reply = app.call(Method::PUT, "/v1/sessions", None).await;
-    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &reply,
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+    );
     assert_error(
         &app.call(Method::POST, "/healthz", None).await,
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
     );
 }
 
@@ -584,7 +601,7 @@ async fn the_api_key_guards_v1_and_only_v1() {
         Some("Basic dGVzdA=="),
     ] {
         let reply = app.send(request(auth)).await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
         assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
     }
     assert_eq!(app.sessions_stored(), 0);
@@ -777,7 +794,7 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         assert_error(
             &reply,
             StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
         );
         assert!(!reply.text.contains("evil"), "{case}: {}", reply.text);
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{case}");
@@ -803,7 +820,7 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         assert_error(
             &reply,
             StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
         );
     }
 }
@@ -829,7 +846,7 @@ async fn with_a_key_any_name_is_served() {
         let reply = app
             .send(addressed(hosts, Version::HTTP_11, "/v1/sessions", None))
             .await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     }
     let request = Request::get("/healthz")
         .header(header::HOST, "sessions.internal.example")
@@ -1023,16 +1040,16 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
     };
     let (read, unread) = (SessionToken::generate(), SessionToken::generate());
     let reply = app.resolve(read.expose_secret()).await;
-    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
 
     // The clock stands still: the budget of one read is spent.
     let reply = app.resolve(unread.expose_secret()).await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy);
     assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     // Known unknown, and malformed: still invalid with the budget spent.
     for token in [read.expose_secret(), "garbage"] {
         let reply = app.resolve(token).await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
     }
     let metrics = app.call(Method::GET, "/metrics", None).await;
     for line in [
@@ -1176,4 +1193,64 @@ async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error(
     tokio::time::advance(STORE_CHECK_INTERVAL).await;
     assert_eq!(probes(1).await[0].0, StatusCode::OK);
     assert_eq!(checks(), 3);
+}
+
+/// Every route with an id in its path, as the OpenAPI document lists them,
+/// answers a malformed id the same way: 400 `invalid_request`, naming the
+/// id, never repeating the segment. Read from the document, so a new route
+/// is covered as soon as it is documented.
+#[tokio::test]
+async fn every_route_with_an_id_refuses_a_malformed_one_alike_without_echoing_it() {
+    use utoipa::OpenApi;
+    let app = app().await;
+    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let malformed = [
+        "12345",
+        "secret-token-Zm9vYmFyYmF6cXV4",
+        "0190c3a4-7e2b-7c1d-9a5b-3f2e1d0c9b8aX",
+        "%FF%FE",
+        "%F0%9F%94%91-key",
+        "0190c3a4-7e2b-7c1d-9a5b-3f2e1d0c9b8",
+    ];
+    let mut routes = 0;
+    for (template, operations) in paths {
+        let Some(start) = template.find('{') else {
+            continue;
+        };
+        let end = template.find('}').unwrap();
+        let name = match &template[start + 1..end] {
+            "id" => "session_id",
+            other => other,
+        };
+        for (method, _) in operations.as_object().unwrap() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            routes += 1;
+            for segment in malformed {
+                let uri = format!("{}{segment}{}", &template[..start], &template[end + 1..]);
+                let reply = app.call(method.clone(), &uri, None).await;
+                assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+                assert_eq!(
+                    reply.body["error"]["message"],
+                    format!("{name} in the path: must be a UUID"),
+                    "{method} {uri}"
+                );
+                let decoded = form_urlencoded::parse(segment.as_bytes())
+                    .next()
+                    .map(|(text, _)| text.into_owned())
+                    .unwrap_or_default();
+                for echoed in [segment, decoded.as_str()] {
+                    assert!(
+                        !reply.text.contains(echoed),
+                        "{method} {uri}: {}",
+                        reply.text
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        routes, 4,
+        "GET and DELETE of a session and of an account's sessions"
+    );
 }
