@@ -1,6 +1,7 @@
 //! The HTTP API: routes, middleware, and the state handlers share.
 
 mod auth;
+mod cursor;
 mod error;
 mod health;
 mod host;

@@ -10,13 +10,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use session_core::{
-    AccountId, ClientMetadata, Label, ListScope, Session, SessionId, UserAgent, parse_ip,
+    AccountId, ClientMetadata, Label, ListScope, PageLimit, PageRequest, Session, SessionId,
+    UserAgent, parse_ip,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
+use super::cursor;
 use super::error::{ApiError, ErrorBody};
 use super::input::{ApiJson, ApiPath, ApiQuery};
 
@@ -63,11 +65,15 @@ pub(crate) struct SessionEnvelope<'a> {
     session: SessionView<'a>,
 }
 
-/// An account's sessions, newest first.
+/// One page of an account's sessions, newest first.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SessionList<'a> {
-    /// The sessions.
+    /// The sessions of this page.
     sessions: Vec<SessionView<'a>>,
+    /// Present when more sessions follow: pass it as `cursor`, with the
+    /// same `include_revoked`, for the next page. Opaque.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 /// A new session for an account. Every field but `account_id` is optional.
@@ -115,7 +121,14 @@ impl fmt::Debug for ResolveRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Include revoked sessions (`true` or `false`, default `false`).
+    #[param(value_type = Option<bool>)]
     include_revoked: Option<String>,
+    /// The most sessions in the page: 1 to 200, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// Where the page starts: the `next_cursor` of the previous page, from
+    /// the same account and `include_revoked`. Absent for the first page.
+    cursor: Option<String>,
 }
 
 /// Options for revoking an account's sessions.
@@ -257,13 +270,13 @@ pub(crate) async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// List an account's sessions, newest first.
+/// List an account's sessions, newest first, a page at a time.
 #[utoipa::path(
     get, path = "/v1/accounts/{account_id}/sessions", tag = "accounts",
     params(("account_id" = Uuid, Path, description = "Account id"), ListParams),
     responses(
-        (status = 200, description = "The sessions, newest first", body = SessionList),
-        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 200, description = "A page of sessions, newest first; `next_cursor` when more follow", body = SessionList),
+        (status = 400, description = "Invalid parameter or cursor", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -281,13 +294,29 @@ pub(crate) async fn list_sessions(
             ));
         }
     };
-    let sessions = state
+    let limit = match params.limit {
+        None => PageLimit::DEFAULT,
+        Some(limit) => limit.parse().ok().and_then(PageLimit::new).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "limit: must be a whole number from 1 to {}",
+                PageLimit::MAX.get()
+            ))
+        })?,
+    };
+    let after = params
+        .cursor
+        .map(|text| cursor::decode(&text, account, scope))
+        .transpose()?;
+    let page = state
         .service()
-        .list(account, scope)
+        .list(account, scope, PageRequest { after, limit })
         .await
         .map_err(|err| state.failed("list", err))?;
     let body = SessionList {
-        sessions: sessions.iter().map(SessionView::from).collect(),
+        sessions: page.sessions.iter().map(SessionView::from).collect(),
+        next_cursor: page
+            .next
+            .map(|position| cursor::encode(account, scope, position)),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -1108,8 +1108,9 @@ impl SessionStore for CountingStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.inner.list_for_account(account, scope).await
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        self.inner.list_for_account(account, scope, page).await
     }
     async fn active_page(
         &self,
@@ -1253,4 +1254,222 @@ async fn every_route_with_an_id_refuses_a_malformed_one_alike_without_echoing_it
         routes, 4,
         "GET and DELETE of a session and of an account's sessions"
     );
+}
+
+/// Lists come a page at a time: `limit` bounds a page (50 by default, 200 at
+/// most), `next_cursor` is given exactly while more follow, and following
+/// it while sessions are created yields each older session once.
+#[tokio::test]
+async fn lists_are_paginated_by_limit_and_cursor() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for i in 0..51 {
+        let (_, session) = app.create(account, &format!("s{i}")).await;
+        ids.push(session["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let base = format!("/v1/accounts/{account}/sessions");
+    let page_ids = |reply: &Reply| -> Vec<String> {
+        reply.body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let first = app.call(Method::GET, &base, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(page_ids(&first), ids[..50], "50 by default, newest first");
+    let all = app
+        .call(Method::GET, &format!("{base}?limit=200"), None)
+        .await;
+    assert_eq!(page_ids(&all), ids);
+    assert!(all.body.get("next_cursor").is_none(), "{}", all.text);
+
+    let mut seen = Vec::new();
+    let mut uri = format!("{base}?limit=20");
+    loop {
+        let reply = app.call(Method::GET, &uri, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        seen.extend(page_ids(&reply));
+        app.create(account, "meanwhile").await;
+        match reply.body["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("{base}?limit=20&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "each once, none of those created meanwhile");
+
+    for limit in ["0", "201", "-1", "ten", "1.5", ""] {
+        let reply = app
+            .call(Method::GET, &format!("{base}?limit={limit}"), None)
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+        assert_eq!(
+            reply.body["error"]["message"],
+            "limit: must be a whole number from 1 to 200"
+        );
+    }
+}
+
+/// A cursor is honoured only by the listing it came from: another account,
+/// the other `include_revoked`, or anything altered gets one fixed 400
+/// that repeats nothing, and nothing of another account is ever shown.
+#[tokio::test]
+async fn a_cursor_from_elsewhere_or_altered_is_refused_without_echo() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    for owner in [account, account, other, other] {
+        app.create(owner, "x").await;
+    }
+    let list = |owner: Uuid, query: &str| format!("/v1/accounts/{owner}/sessions?{query}");
+    let first = app.call(Method::GET, &list(account, "limit=1"), None).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .call(
+            Method::GET,
+            &list(account, &format!("limit=1&cursor={cursor}")),
+            None,
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+
+    let token_like = "sess_c2VjcmV0LXRva2VuLXNob3VsZC1uZXZlci1lY2hv";
+    let mut flipped = cursor.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for query in [
+        format!("cursor={cursor}&include_revoked=true"),
+        format!("cursor={token_like}"),
+        format!("cursor={flipped}"),
+        format!("cursor={cursor}%3D"),
+        "cursor=".to_owned(),
+    ] {
+        let reply = app.call(Method::GET, &list(account, &query), None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+        assert!(
+            reply.text.contains("cursor: not a cursor of this listing"),
+            "{}",
+            reply.text
+        );
+        assert!(!reply.text.contains(token_like), "{}", reply.text);
+        assert!(!reply.text.contains(&cursor[..20]), "{}", reply.text);
+    }
+    let foreign = app
+        .call(Method::GET, &list(other, &format!("cursor={cursor}")), None)
+        .await;
+    assert_error(&foreign, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+}
+
+/// A stored row the domain rejects does not fail the list: it is left out,
+/// counted in `session_store_rows_skipped` and the other sessions are shown.
+#[tokio::test]
+async fn a_rejected_row_is_left_out_of_a_list_and_counted() {
+    let store = Arc::new(RejectingStore {
+        inner: MemoryStore::new(),
+    });
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    service.warm().await.unwrap();
+    let app = App {
+        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        store: Arc::new(MemoryStore::new()),
+        service,
+    };
+    let account = Uuid::new_v4();
+    for label in ["kept", "poison"] {
+        app.create(account, label).await;
+    }
+    let reply = app
+        .call(
+            Method::GET,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let sessions = reply.body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{}", reply.text);
+    assert_eq!(sessions[0]["label"], "kept");
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.text.contains("session_store_rows_skipped_total 1"),
+        "{}",
+        metrics.text
+    );
+}
+
+/// A `MemoryStore` whose lists report every session labelled `poison` as a
+/// row the domain rejects, as a store does with a row written by other SQL.
+struct RejectingStore {
+    inner: MemoryStore,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RejectingStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_active_by_hash(hash).await
+    }
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: time::OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.inner.revoke_all_for_account(account, except, at).await
+    }
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        let mut page = self.inner.list_for_account(account, scope, page).await?;
+        let (poison, kept) = std::mem::take(&mut page.sessions)
+            .into_iter()
+            .partition(|s| {
+                s.metadata
+                    .label
+                    .as_ref()
+                    .is_some_and(|l| l.as_str() == "poison")
+            });
+        page.sessions = kept;
+        page.rejected = poison
+            .into_iter()
+            .map(|s: Session| {
+                session_core::InvalidRow::new(
+                    "sessions",
+                    "label",
+                    session_core::RowId::Session(s.id),
+                    "a control character",
+                )
+            })
+            .collect();
+        Ok(page)
+    }
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<ActivePage, StoreError> {
+        self.inner.active_page(after, limit).await
+    }
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.inner.health_check().await
+    }
 }
