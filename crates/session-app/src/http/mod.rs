@@ -7,6 +7,7 @@ mod health;
 mod host;
 mod input;
 mod metrics;
+mod openapi;
 mod sessions;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
 pub use error::{ApiError, ErrorCode, MAX_BODY_BYTES};
 pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
+use openapi::LayerAnswers;
 
 /// Every route template, for metric labels.
 const ROUTES: &[&str] = &[
@@ -133,7 +135,7 @@ impl AppState {
         health::healthz,
         health::readyz,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &LayerAnswers),
 )]
 pub struct ApiDoc;
 

@@ -80,17 +80,44 @@ pub(crate) struct SessionList<'a> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateSessionRequest {
-    /// The account to log in (a UUID owned by the host application).
-    #[schema(format = Uuid)]
+    /// The account to log in (a UUID owned by the host application; not
+    /// the nil UUID).
+    #[schema(format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     account_id: String,
-    /// The client's user agent, as sent. Whitespace runs become one space,
-    /// the ends are trimmed, an empty value counts as absent, and anything
-    /// past 512 bytes is cut off; other control characters are refused.
+    /// The client's user agent, as sent. Whitespace runs (tabs and line
+    /// breaks included) become one space, the ends are trimmed, an empty
+    /// value counts as absent, and anything past 512 bytes is cut off;
+    /// control characters that are not whitespace are refused.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000E-\u001F\u007F-\u0084\u0086-\u009F]*$")]
     user_agent: Option<String>,
     /// The client's IP address (IPv4 or IPv6).
+    #[schema(schema_with = ip_schema)]
     ip: Option<String>,
-    /// A label for the session, such as a device name, at most 128 bytes.
+    /// A label for the session, such as a device name: 1 to 128 bytes of
+    /// UTF-8 without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     label: Option<String>,
+}
+
+/// An IPv4 or IPv6 address, or null.
+fn ip_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let address = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    OneOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some("The client's IP address (IPv4 or IPv6)."))
+        .build()
+        .into()
 }
 
 /// A created session and its token. The only response that ever holds a token.
@@ -118,6 +145,7 @@ impl fmt::Debug for ResolveRequest {
 
 /// Options for listing an account's sessions.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Include revoked sessions (`true` or `false`, default `false`).
@@ -133,6 +161,7 @@ pub(crate) struct ListParams {
 
 /// Options for revoking an account's sessions.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeAllParams {
     /// A session to keep ("log out everywhere else").

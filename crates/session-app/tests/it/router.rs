@@ -1473,3 +1473,48 @@ impl SessionStore for RejectingStore {
         self.inner.health_check().await
     }
 }
+
+/// The document describes what the layers answer on every route (413, 421;
+/// 401, 500 and 503 behind the API key; 415 with a body), the key as a
+/// bearer security scheme rather than a parameter, and query options as
+/// query parameters. `cargo xtask ci` checks the rest with schemathesis.
+#[tokio::test]
+async fn the_openapi_document_describes_every_answer_of_the_layers() {
+    use utoipa::OpenApi;
+    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"],
+        json!({ "type": "http", "scheme": "bearer" })
+    );
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["413", "421"];
+            if operation.get("security").is_some() {
+                expected.extend(["401", "500", "503"]);
+            }
+            if operation.get("requestBody").is_some() {
+                expected.push("415");
+            }
+            for status in expected {
+                assert!(responses.contains_key(status), "{method} {path}: {status}");
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                assert!(
+                    !name.eq_ignore_ascii_case("authorization"),
+                    "{method} {path}"
+                );
+                let place = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
+                assert_eq!(parameter["in"], place, "{method} {path}: {name}");
+            }
+        }
+    }
+    assert_eq!(operations, 8);
+}
