@@ -164,14 +164,29 @@ pub(crate) async fn revoke_all(args: RevokeAllArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Lists every session of the account: follows `next_cursor` page by page
+/// (200 a page, the most the API gives), so each request stays bounded and
+/// the operator sees the whole list, as one table or one JSON `sessions`.
 pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
     let client = Client::new(args.client)?;
-    let path = format!(
-        "v1/accounts/{}/sessions?include_revoked={}",
+    let first = format!(
+        "v1/accounts/{}/sessions?include_revoked={}&limit=200",
         args.account, args.include_revoked
     );
-    let listed = client.call(Method::GET, &path, None).await?;
-    client.print(&listed, |listed| {
+    let mut sessions = Vec::new();
+    let mut path = first.clone();
+    loop {
+        let mut page = client.call(Method::GET, &path, None).await?;
+        if let Some(listed) = page["sessions"].as_array_mut() {
+            sessions.append(listed);
+        }
+        match page["next_cursor"].as_str() {
+            // URL-safe base64: it goes into the query as it is.
+            Some(cursor) => path = format!("{first}&cursor={cursor}"),
+            None => break,
+        }
+    }
+    client.print(&json!({ "sessions": sessions }), |listed| {
         let sessions = listed["sessions"].as_array().map_or(&[][..], Vec::as_slice);
         if sessions.is_empty() {
             "no sessions".to_owned()

@@ -40,8 +40,8 @@ pub use session::{
     ValidationError, parse_ip,
 };
 pub use store::{
-    ActivePage, BoxError, InvalidRow, ListScope, RevokeOutcome, RowId, SessionStore, StoreError,
-    StoredSession,
+    AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, ListScope, PageLimit, PageRequest,
+    RevokeOutcome, RowId, SessionStore, StoreError, StoredSession,
 };
 pub use token::{
     InvalidTokenHash, SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenHashHasher,

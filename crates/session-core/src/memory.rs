@@ -16,7 +16,10 @@ use tokio::sync::watch;
 use crate::cache::{PreparedContents, SessionCache};
 use crate::feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 use crate::session::{AccountId, Session, SessionId};
-use crate::store::{ActivePage, ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::store::{
+    AccountPage, ActivePage, ListPosition, ListScope, PageRequest, RevokeOutcome, SessionStore,
+    StoreError,
+};
 use crate::token::{TokenHash, TokenHashState};
 
 /// A [`SessionStore`] in process memory. Not durable: for tests, examples and
@@ -210,17 +213,26 @@ impl SessionStore for MemoryStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
+        page: PageRequest,
+    ) -> Result<AccountPage, StoreError> {
         let state = self.state()?;
-        let mut sessions: Vec<Session> = state
+        let key = |s: &Session| (s.created_at, s.id);
+        let before = page.after.map(|after| (after.created_at, after.id));
+        let mut sessions: Vec<&Session> = state
             .sessions
             .values()
             .filter(|s| s.account_id == account)
             .filter(|s| scope == ListScope::IncludeRevoked || s.is_active())
-            .cloned()
+            .filter(|s| before.is_none_or(|before| key(s) < before))
             .collect();
-        sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
-        Ok(sessions)
+        sessions.sort_by_key(|s| std::cmp::Reverse(key(s)));
+        Ok(AccountPage::from_rows(
+            sessions
+                .into_iter()
+                .take(page.limit.get() as usize + 1)
+                .map(|s| (ListPosition::after(s), Ok(s.clone()))),
+            page.limit,
+        ))
     }
 
     async fn active_page(

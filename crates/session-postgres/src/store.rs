@@ -14,8 +14,9 @@ use diesel::sql_types::{Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::{
-    AccountId, ActivePage, InvalidRow, Label, ListScope, RevokeOutcome, RowId, Session, SessionId,
-    SessionStore, StoreError, StoredSession, TokenHash, UserAgent,
+    AccountId, AccountPage, ActivePage, InvalidRow, Label, ListPosition, ListScope, PageRequest,
+    RevokeOutcome, RowId, Session, SessionId, SessionStore, StoreError, StoredSession, TokenHash,
+    UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -150,10 +151,6 @@ impl SessionRow {
     fn into_session(self) -> Result<Session, StoreError> {
         Ok(self.into_stored().into_session(SESSIONS_TABLE)?)
     }
-}
-
-fn into_sessions(rows: Vec<SessionRow>) -> Result<Vec<Session>, StoreError> {
-    rows.into_iter().map(SessionRow::into_session).collect()
 }
 
 /// Splits the rows of a warm page into sessions and rows the domain rejects.
@@ -361,27 +358,44 @@ impl SessionStore for PgSessionStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
+        page: PageRequest,
+    ) -> Result<AccountPage, StoreError> {
         let mut connection = self.connection().await?;
-        let of_account = sessions::table
-            .filter(sessions::account_id.eq(account.as_uuid()))
+        // Served by `sessions_account_created_idx` (account_id, created_at
+        // DESC, id DESC): the keyset condition is a range scan of it.
+        let mut query = sessions::table
+            .filter(sessions::account_id.eq(*account.as_uuid()))
             .order((sessions::created_at.desc(), sessions::id.desc()))
-            .select(SessionRow::as_select());
-        // Two fixed queries rather than one boxed one: fixed queries keep
-        // their prepared statements cached.
-        let result = match scope {
-            ListScope::Active => {
-                of_account
-                    .filter(sessions::revoked_at.is_null())
-                    .load(&mut connection)
-                    .await
-            }
-            ListScope::IncludeRevoked => of_account.load(&mut connection).await,
-        };
-        into_sessions(
-            self.finish("list sessions of an account", result, &mut connection)
-                .await?,
-        )
+            .limit(i64::from(page.limit.get()) + 1)
+            .select(SessionRow::as_select())
+            .into_boxed();
+        if scope == ListScope::Active {
+            query = query.filter(sessions::revoked_at.is_null());
+        }
+        if let Some(after) = page.after {
+            let id = *after.id.as_uuid();
+            query = query.filter(
+                sessions::created_at
+                    .lt(after.created_at)
+                    .or(sessions::created_at
+                        .eq(after.created_at)
+                        .and(sessions::id.lt(id))),
+            );
+        }
+        let result = query.load(&mut connection).await;
+        let rows = self
+            .finish("list sessions of an account", result, &mut connection)
+            .await?;
+        Ok(AccountPage::from_rows(
+            rows.into_iter().map(|row| {
+                let position = ListPosition {
+                    created_at: row.created_at,
+                    id: SessionId::from_uuid(row.id),
+                };
+                (position, row.into_stored().into_session(SESSIONS_TABLE))
+            }),
+            page.limit,
+        ))
     }
 
     async fn active_page(

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use diesel::prelude::*;
 use session_core::{
-    ActivePage, BoxError, InvalidRow, RowId, Session, SessionId, StoreError, StoredSession,
-    TokenHash,
+    AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, PageLimit, RowId, Session,
+    SessionId, StoreError, StoredSession, TokenHash,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -98,12 +98,35 @@ impl SessionRow {
     }
 }
 
-/// Converts rows read from the database into sessions; any row the domain
-/// rejects fails the whole read.
-pub(crate) fn sessions(rows: Vec<SessionRow>) -> Result<Vec<Session>, StoreError> {
-    rows.into_iter()
-        .map(|row| row.into_session().map_err(StoreError::from))
-        .collect()
+/// Splits the rows of a list page into sessions and rows the domain
+/// rejects. A row whose own place in the list (its id and `created_at`)
+/// cannot be read fails the page, since the next page could not start after
+/// it; the schema's checks keep such rows out (`length(id) = 16`).
+pub(crate) fn account_page(
+    rows: Vec<SessionRow>,
+    limit: PageLimit,
+) -> Result<AccountPage, StoreError> {
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let id = Uuid::from_slice(&row.id)
+                .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
+            let created_at = instant(row.created_at).map_err(|err| {
+                InvalidRow::new(
+                    TABLE,
+                    "created_at",
+                    RowId::Session(SessionId::from_uuid(id)),
+                    err,
+                )
+            })?;
+            let position = ListPosition {
+                created_at,
+                id: SessionId::from_uuid(id),
+            };
+            Ok((position, row.into_session()))
+        })
+        .collect::<Result<Vec<_>, InvalidRow>>()?;
+    Ok(AccountPage::from_rows(rows, limit))
 }
 
 /// Converts one row read from the database into a session.

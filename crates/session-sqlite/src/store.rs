@@ -9,8 +9,8 @@ use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use session_core::{
-    AccountId, ActivePage, ListScope, RevokeOutcome, Session, SessionId, SessionStore, StoreError,
-    TokenHash,
+    AccountId, AccountPage, ActivePage, ListScope, PageRequest, RevokeOutcome, Session, SessionId,
+    SessionStore, StoreError, TokenHash,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -275,18 +275,34 @@ impl SessionStore for SqliteSessionStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
+        page: PageRequest,
+    ) -> Result<AccountPage, StoreError> {
         let account = account_bytes(account);
+        let after = page
+            .after
+            .map(|after| Ok::<_, StoreError>((row::micros(after.created_at)?, id_bytes(after.id))))
+            .transpose()?;
         self.read(move |conn| {
+            // Served by `sessions_account_newest_first` (account_id,
+            // created_at DESC, id DESC): the keyset condition is a range
+            // scan of it.
             let mut query = sessions::table
                 .filter(sessions::account_id.eq(account))
                 .select(SessionRow::as_select())
                 .order((sessions::created_at.desc(), sessions::id.desc()))
+                .limit(i64::from(page.limit.get()) + 1)
                 .into_boxed();
             if scope == ListScope::Active {
                 query = query.filter(sessions::revoked_at.is_null());
             }
-            row::sessions(query.load(conn).map_err(store_error)?)
+            if let Some((created_at, id)) = after {
+                query = query.filter(
+                    sessions::created_at
+                        .lt(created_at)
+                        .or(sessions::created_at.eq(created_at).and(sessions::id.lt(id))),
+                );
+            }
+            row::account_page(query.load(conn).map_err(store_error)?, page.limit)
         })
         .await
     }

@@ -13,12 +13,68 @@ use serde::Serialize;
 use session_core::{StoreError, ValidationError};
 use utoipa::ToSchema;
 
-/// An API failure: a status, a stable machine-readable code and a human message.
+/// An API failure: a stable machine-readable code, which decides the status,
+/// and a human message.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: Cow<'static, str>,
+}
+
+/// The stable code of every error the API answers, serialised in snake_case
+/// (`invalid_request`, ...). The one place a code is spelled: handlers,
+/// middleware and tests name a variant, never a string, and each code has
+/// one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: a malformed body, query, path or header; the message names the field.
+    InvalidRequest,
+    /// 401 on resolve: the session token is malformed, unknown or revoked.
+    /// The only answer that means "log the user out".
+    InvalidToken,
+    /// 401: a missing or wrong API key.
+    Unauthorized,
+    /// 401 from forward auth: the request presents no session token.
+    MissingToken,
+    /// 404: no such session, or no such route.
+    NotFound,
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 421: without an API key, a request not addressed to a loopback name.
+    MisdirectedRequest,
+    /// 413: the body is over [`MAX_BODY_BYTES`].
+    PayloadTooLarge,
+    /// 415: the body is not declared JSON.
+    UnsupportedMediaType,
+    /// 503: the session cache is still warming.
+    NotReady,
+    /// 503: a cache miss could not be checked against the store now.
+    Busy,
+    /// 503: the store is unavailable; nothing was changed.
+    Unavailable,
+    /// 500: a failure retrying will not fix; details are in the log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status every answer with this code has.
+    #[must_use]
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidToken | Self::Unauthorized | Self::MissingToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotReady | Self::Busy | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 /// The JSON body of every error response.
@@ -31,35 +87,42 @@ pub(crate) struct ErrorBody {
 /// What went wrong.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
-    /// A stable code to branch on: `invalid_request`, `invalid_token`,
-    /// `missing_token`, `unauthorized`, `not_found`, `method_not_allowed`,
-    /// `misdirected_request`, `payload_too_large`, `unsupported_media_type`,
-    /// `not_ready`, `busy`, `unavailable` or `internal`.
-    code: &'static str,
+    /// A stable code to branch on.
+    code: ErrorCode,
     /// A message for people. Never repeats what the client sent, other than
     /// a field name the API defines.
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
         }
     }
 
+    /// The error's code.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     /// 400: the request is malformed; the message names the field.
     pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// 400: the id named `name` (the API's name for it) in the path is not
+    /// a UUID. Never repeats the segment.
+    pub(crate) fn invalid_path_id(name: &'static str) -> Self {
+        Self::invalid_request(format!("{name} in the path: must be a UUID"))
     }
 
     /// 401: no valid API key.
     pub(crate) fn unauthorized() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid API key is required: send `Authorization: Bearer <key>`",
         )
     }
@@ -67,8 +130,7 @@ impl ApiError {
     /// 401 from forward auth: the request presents no session token.
     pub(crate) fn missing_token() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
+            ErrorCode::MissingToken,
             "no session token: send `Authorization: Bearer <token>`, the session cookie, or \
              `X-Session-Token`",
         )
@@ -78,8 +140,7 @@ impl ApiError {
     /// The message does not repeat the name the request gave.
     pub(crate) fn misdirected() -> Self {
         Self::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
             "without an API key this service answers only requests addressed to localhost, \
              127.0.0.1 or [::1]; configure an API key to serve it under another name",
         )
@@ -88,8 +149,7 @@ impl ApiError {
     /// 415: the body is not declared JSON. Does not repeat the type given.
     pub(crate) fn unsupported_media_type() -> Self {
         Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected `Content-Type: application/json`",
         )
     }
@@ -97,22 +157,20 @@ impl ApiError {
     /// 413: the body is over [`MAX_BODY_BYTES`].
     pub(crate) fn payload_too_large() -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )
     }
 
     /// 404 for a route that does not exist.
     pub(crate) fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        Self::new(ErrorCode::NotFound, "no such route")
     }
 
     /// 405 for a route that exists with another method.
     pub(crate) fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this route does not accept this method",
         )
     }
@@ -126,16 +184,14 @@ impl IntoResponse for ApiError {
                 message: self.message.into_owned(),
             },
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let status = self.code.status();
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        match self.status {
-            StatusCode::UNAUTHORIZED if self.code == "unauthorized" => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if matches!(self.code, ErrorCode::Unauthorized | ErrorCode::MissingToken) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -146,30 +202,23 @@ impl From<session_core::Error> for ApiError {
         use session_core::Error;
         match err {
             Error::InvalidToken => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "the session token is malformed, unknown or revoked",
             ),
             Error::NotReady => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
+                ErrorCode::NotReady,
                 "the session cache is still warming; retry shortly",
             ),
             Error::Busy => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
+                ErrorCode::Busy,
                 "the token could not be checked now; retry shortly, and do not treat this as \
                  logged out",
             ),
-            Error::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such session"),
+            Error::NotFound => Self::new(ErrorCode::NotFound, "no such session"),
             Error::Store(err) => err.into(),
             other => {
                 tracing::error!(error = %other, "unexpected service error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                Self::new(ErrorCode::Internal, "internal error")
             }
         }
     }
@@ -180,17 +229,12 @@ impl From<StoreError> for ApiError {
         if err.is_retryable() {
             tracing::warn!(error = %err, "session store unavailable");
             Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the session store is unavailable; nothing was changed, retry later",
             )
         } else {
             tracing::error!(error = %err, "session store failed");
-            Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            Self::new(ErrorCode::Internal, "internal error")
         }
     }
 }
@@ -202,10 +246,12 @@ impl From<ValidationError> for ApiError {
 }
 
 impl From<PathRejection> for ApiError {
-    /// The only path parameters are UUIDs, parsed by the handlers; axum
-    /// rejects a segment before that only when it does not decode to UTF-8.
-    fn from(_: PathRejection) -> Self {
-        Self::invalid_request("a path segment is not valid percent-encoded UTF-8")
+    /// A rejection other than a malformed segment (which
+    /// [`ApiPath`](super::input::ApiPath) answers itself): a handler asking
+    /// for a parameter its route lacks, a bug here rather than a bad request.
+    fn from(rejection: PathRejection) -> Self {
+        tracing::error!(error = %rejection, "path parameters do not match the route");
+        Self::new(ErrorCode::Internal, "internal error")
     }
 }
 

@@ -11,13 +11,16 @@
 //! it has been matched to one of those, and then in the API's own copy.
 
 use std::fmt;
+use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::error::Category;
+use session_core::{AccountId, SessionId};
 
 use super::error::ApiError;
 
@@ -58,6 +61,58 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parse_query(parts.uri.query().unwrap_or_default()).map(Self)
+    }
+}
+
+/// An id in the path (`{id}`, `{account_id}`), parsed by axum's typed
+/// [`Path`](axum::extract::Path) extractor into a domain id. Whatever is
+/// wrong with the segment, the answer is one `invalid_request` whose text
+/// names the id and never repeats the segment
+/// ([`ApiError::invalid_path_id`]).
+pub(crate) struct ApiPath<T>(pub T);
+
+/// A domain id that routes take in their path.
+pub(crate) trait PathParam: FromStr + Send {
+    /// The id's name in error messages: the API's name for it.
+    const NAME: &'static str;
+}
+
+impl PathParam for SessionId {
+    const NAME: &'static str = "session_id";
+}
+
+impl PathParam for AccountId {
+    const NAME: &'static str = "account_id";
+}
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: PathParam,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<PathId<T>>::from_request_parts(parts, state).await {
+            Ok(Path(PathId(id))) => Ok(Self(id)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(ApiError::invalid_path_id(T::NAME))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// A path segment as a domain id, through its `FromStr`. The serde error
+/// carries no text: [`ApiPath`] answers a fixed message whatever it says.
+struct PathId<T>(T);
+
+impl<'de, T: FromStr> de::Deserialize<'de> for PathId<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        text.parse()
+            .map(Self)
+            .map_err(|_| de::Error::custom("not an id"))
     }
 }
 

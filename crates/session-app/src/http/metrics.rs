@@ -252,8 +252,8 @@ impl Collector for ServiceCollector {
             ),
             (
                 "store_rows_skipped",
-                "Stored sessions skipped because the domain rejects them, each time a warm or a \
-                 change-log read meets one (logged by session id)",
+                "Stored sessions skipped because the domain rejects them, each time a warm, a \
+                 change-log read or a list meets one (logged by session id)",
                 stats.rows_skipped,
             ),
             (

@@ -1,12 +1,14 @@
 //! The HTTP API: routes, middleware, and the state handlers share.
 
 mod auth;
+mod cursor;
 mod error;
 mod forward_auth;
 mod health;
 mod host;
 mod input;
 mod metrics;
+mod openapi;
 mod sessions;
 
 use std::sync::Arc;
@@ -25,13 +27,14 @@ use tracing::Span;
 use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
-pub use error::{ApiError, MAX_BODY_BYTES};
+pub use error::{ApiError, ErrorCode, MAX_BODY_BYTES};
 pub use forward_auth::{
     DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
     InvalidForwardAuth, SESSION_TOKEN_HEADER,
 };
 pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
+use openapi::LayerAnswers;
 
 /// Every route template, for metric labels.
 const ROUTES: &[&str] = &[
@@ -165,7 +168,7 @@ impl AppState {
         health::healthz,
         health::readyz,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &LayerAnswers),
 )]
 pub struct ApiDoc;
 

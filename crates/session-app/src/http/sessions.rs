@@ -5,21 +5,22 @@ use std::fmt;
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use session_core::{
-    AccountId, ClientMetadata, Label, ListScope, Session, SessionId, UserAgent, parse_ip,
+    AccountId, ClientMetadata, Label, ListScope, PageLimit, PageRequest, Session, SessionId,
+    UserAgent, parse_ip,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
+use super::cursor;
 use super::error::{ApiError, ErrorBody};
-use super::input::{ApiJson, ApiQuery};
+use super::input::{ApiJson, ApiPath, ApiQuery};
 
 /// A session as the API shows it. Never includes the token or its hash.
 #[derive(Serialize, ToSchema)]
@@ -64,28 +65,59 @@ pub(crate) struct SessionEnvelope<'a> {
     session: SessionView<'a>,
 }
 
-/// An account's sessions, newest first.
+/// One page of an account's sessions, newest first.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SessionList<'a> {
-    /// The sessions.
+    /// The sessions of this page.
     sessions: Vec<SessionView<'a>>,
+    /// Present when more sessions follow: pass it as `cursor`, with the
+    /// same `include_revoked`, for the next page. Opaque.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 /// A new session for an account. Every field but `account_id` is optional.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateSessionRequest {
-    /// The account to log in (a UUID owned by the host application).
-    #[schema(format = Uuid)]
+    /// The account to log in (a UUID owned by the host application; not
+    /// the nil UUID).
+    #[schema(format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     account_id: String,
-    /// The client's user agent, as sent. Whitespace runs become one space,
-    /// the ends are trimmed, an empty value counts as absent, and anything
-    /// past 512 bytes is cut off; other control characters are refused.
+    /// The client's user agent, as sent. Whitespace runs (tabs and line
+    /// breaks included) become one space, the ends are trimmed, an empty
+    /// value counts as absent, and anything past 512 bytes is cut off;
+    /// control characters that are not whitespace are refused.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000E-\u001F\u007F-\u0084\u0086-\u009F]*$")]
     user_agent: Option<String>,
     /// The client's IP address (IPv4 or IPv6).
+    #[schema(schema_with = ip_schema)]
     ip: Option<String>,
-    /// A label for the session, such as a device name, at most 128 bytes.
+    /// A label for the session, such as a device name: 1 to 128 bytes of
+    /// UTF-8 without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     label: Option<String>,
+}
+
+/// An IPv4 or IPv6 address, or null.
+fn ip_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let address = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    OneOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some("The client's IP address (IPv4 or IPv6)."))
+        .build()
+        .into()
 }
 
 /// A created session and its token. The only response that ever holds a token.
@@ -113,14 +145,23 @@ impl fmt::Debug for ResolveRequest {
 
 /// Options for listing an account's sessions.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Include revoked sessions (`true` or `false`, default `false`).
+    #[param(value_type = Option<bool>)]
     include_revoked: Option<String>,
+    /// The most sessions in the page: 1 to 200, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// Where the page starts: the `next_cursor` of the previous page, from
+    /// the same account and `include_revoked`. Absent for the first page.
+    cursor: Option<String>,
 }
 
 /// Options for revoking an account's sessions.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeAllParams {
     /// A session to keep ("log out everywhere else").
@@ -224,9 +265,8 @@ pub(crate) async fn resolve_session(
 )]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    ApiPath(id): ApiPath<SessionId>,
 ) -> Result<Response, ApiError> {
-    let id: SessionId = id?.0.parse()?;
     let session = state
         .service()
         .get(id)
@@ -249,9 +289,8 @@ pub(crate) async fn get_session(
 )]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    ApiPath(id): ApiPath<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SessionId = id?.0.parse()?;
     state
         .service()
         .revoke(id)
@@ -260,22 +299,21 @@ pub(crate) async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// List an account's sessions, newest first.
+/// List an account's sessions, newest first, a page at a time.
 #[utoipa::path(
     get, path = "/v1/accounts/{account_id}/sessions", tag = "accounts",
     params(("account_id" = Uuid, Path, description = "Account id"), ListParams),
     responses(
-        (status = 200, description = "The sessions, newest first", body = SessionList),
-        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 200, description = "A page of sessions, newest first; `next_cursor` when more follow", body = SessionList),
+        (status = 400, description = "Invalid parameter or cursor", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
-    account: Result<Path<String>, PathRejection>,
+    ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let account: AccountId = account?.0.parse()?;
     let scope = match params.include_revoked.as_deref() {
         None | Some("false") => ListScope::Active,
         Some("true") => ListScope::IncludeRevoked,
@@ -285,13 +323,29 @@ pub(crate) async fn list_sessions(
             ));
         }
     };
-    let sessions = state
+    let limit = match params.limit {
+        None => PageLimit::DEFAULT,
+        Some(limit) => limit.parse().ok().and_then(PageLimit::new).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "limit: must be a whole number from 1 to {}",
+                PageLimit::MAX.get()
+            ))
+        })?,
+    };
+    let after = params
+        .cursor
+        .map(|text| cursor::decode(&text, account, scope))
+        .transpose()?;
+    let page = state
         .service()
-        .list(account, scope)
+        .list(account, scope, PageRequest { after, limit })
         .await
         .map_err(|err| state.failed("list", err))?;
     let body = SessionList {
-        sessions: sessions.iter().map(SessionView::from).collect(),
+        sessions: page.sessions.iter().map(SessionView::from).collect(),
+        next_cursor: page
+            .next
+            .map(|position| cursor::encode(account, scope, position)),
     };
     Ok(json(StatusCode::OK, &body))
 }
@@ -309,10 +363,9 @@ pub(crate) async fn list_sessions(
 )]
 pub(crate) async fn revoke_account_sessions(
     State(state): State<AppState>,
-    account: Result<Path<String>, PathRejection>,
+    ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
-    let account: AccountId = account?.0.parse()?;
     let except = params
         .except
         .map(|id| {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Method, Request, StatusCode, header};
-use session_app::http::ApiKeys;
+use session_app::http::{ApiKeys, ErrorCode};
 use uuid::Uuid;
 
 use crate::router::{App, KEY, Reply, app, app_with, assert_error};
@@ -35,7 +35,7 @@ async fn check(app: &App, headers: &[(&str, &str)]) -> Reply {
 }
 
 /// Asserts a 401 that a gateway turns into a refusal, with no identity.
-fn assert_refused(reply: &Reply, code: &str, challenge: &str) {
+fn assert_refused(reply: &Reply, code: ErrorCode, challenge: &str) {
     assert_error(reply, StatusCode::UNAUTHORIZED, code);
     assert_eq!(reply.headers[header::WWW_AUTHENTICATE], challenge);
     assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
@@ -110,7 +110,7 @@ async fn every_token_that_is_not_an_active_session_is_the_same_401() {
         check(&app, &[("cookie", &format!("session={token}"))]).await,
     ];
     for reply in &missing {
-        assert_refused(reply, "missing_token", "Bearer");
+        assert_refused(reply, ErrorCode::MissingToken, "Bearer");
     }
 
     let unknown = session_core::SessionToken::generate();
@@ -161,7 +161,7 @@ async fn every_token_that_is_not_an_active_session_is_the_same_401() {
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
     invalid.push(check(&app, &[("authorization", &format!("Bearer {token}"))]).await);
     for reply in &invalid {
-        assert_refused(reply, "invalid_token", r#"Bearer error="invalid_token""#);
+        assert_refused(reply, ErrorCode::InvalidToken, r#"Bearer error="invalid_token""#);
         assert_eq!(reply.body, invalid[0].body, "no oracle between the cases");
     }
     // The other session was never touched by being sent beside the first.
@@ -181,7 +181,7 @@ async fn before_the_warm_it_is_503_never_a_verdict() {
         )],
     )
     .await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady);
     assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
     assert!(!reply.headers.contains_key(header::WWW_AUTHENTICATE));
@@ -209,7 +209,7 @@ async fn it_needs_no_api_key_and_answers_under_the_name_a_gateway_forwards() {
     let reply = check(&keyed, &[("authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let reply = check(&keyed, &[("authorization", &format!("Bearer {KEY}"))]).await;
-    assert_refused(&reply, "invalid_token", r#"Bearer error="invalid_token""#);
+    assert_refused(&reply, ErrorCode::InvalidToken, r#"Bearer error="invalid_token""#);
 
     // Without a key: Caddy and Traefik forward the client's Host.
     let keyless = app().await;
@@ -231,7 +231,7 @@ async fn it_needs_no_api_key_and_answers_under_the_name_a_gateway_forwards() {
         assert_error(
             &reply,
             StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
         );
     }
 }

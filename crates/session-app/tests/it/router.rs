@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_app::http::{ApiKeys, AppState, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router};
+use session_app::http::{
+    ApiKeys, AppState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router,
+};
 use session_core::{
     AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
     RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
@@ -119,9 +121,12 @@ impl App {
     }
 }
 
-pub(crate) fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+pub(crate) fn assert_error(reply: &Reply, status: StatusCode, code: ErrorCode) {
     assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.body["error"]["code"], code, "{}", reply.text);
+    assert_eq!(code.status(), status, "one status per code");
+    let answered: ErrorCode = serde_json::from_value(reply.body["error"]["code"].clone())
+        .unwrap_or_else(|err| panic!("{err}: {}", reply.text));
+    assert_eq!(answered, code, "{}", reply.text);
     assert!(
         reply.body["error"]["message"]
             .as_str()
@@ -238,7 +243,7 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
         let reply = app
             .call(Method::POST, "/v1/sessions", Some(body.clone()))
             .await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         let message = reply.body["error"]["message"].as_str().unwrap();
         assert!(
             message.contains(field),
@@ -248,20 +253,20 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     let reply = app
         .raw("/v1/sessions", Some("application/json"), "{\"account_id\":")
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("line 1, column 14"), "{}", reply.text);
     for body in ["[]", "\"x\"", "null"] {
         let reply = app
             .raw("/v1/sessions", Some("application/json"), body)
             .await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains("JSON object"), "{body}: {}", reply.text);
     }
     let duplicate = format!("{{\"account_id\":\"{account}\",\"account_id\":\"{account}\"}}");
     let reply = app
         .raw("/v1/sessions", Some("application/json"), duplicate)
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(
         reply.text.contains("account_id: given more than once"),
         "{}",
@@ -277,7 +282,7 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     assert_error(
         &reply,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
     );
     let reply = app
         .raw(
@@ -289,13 +294,17 @@ async fn create_rejects_bad_input_by_field_and_changes_nothing() {
     assert_error(
         &reply,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
     );
     let huge = json!({ "account_id": account, "label": "x".repeat(MAX_BODY_BYTES) }).to_string();
     let reply = app
         .raw("/v1/sessions", Some("application/json"), huge)
         .await;
-    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_error(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+    );
     assert_eq!(
         app.sessions_stored(),
         0,
@@ -365,13 +374,13 @@ async fn resolve_accepts_active_tokens_and_rejects_the_rest_alike() {
         rejected.push(app.resolve(other).await);
     }
     for reply in &rejected {
-        assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_error(reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
         assert_eq!(reply.body, rejected[0].body, "no oracle between the cases");
     }
     let reply = app
         .call(Method::POST, "/v1/sessions/resolve", Some(json!({})))
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("token"));
 }
 
@@ -383,7 +392,7 @@ async fn resolve_before_warm_is_503_not_ready_never_401() {
         session_core::SessionToken::generate().expose_secret(),
     ] {
         let reply = app.resolve(token).await;
-        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady);
         assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     }
     let reply = app.call(Method::GET, "/readyz", None).await;
@@ -428,16 +437,16 @@ async fn get_and_revoke_by_id() {
     assert_error(
         &app.call(Method::GET, &missing, None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     assert_error(
         &app.call(Method::DELETE, &missing, None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     for method in [Method::GET, Method::DELETE] {
         let reply = app.call(method, "/v1/sessions/12345", None).await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains("session_id"), "{}", reply.text);
     }
 }
@@ -490,13 +499,13 @@ async fn list_and_revoke_all_for_an_account() {
         ),
     ] {
         let reply = app.call(Method::GET, &uri, None).await;
-        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
         assert!(reply.text.contains(field), "{uri}: {}", reply.text);
     }
     let reply = app
         .call(Method::DELETE, &format!("{base}?except=nope"), None)
         .await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
     assert!(reply.text.contains("except"));
 }
 
@@ -513,12 +522,16 @@ async fn a_store_outage_fails_writes_with_503_and_resolves_keep_working() {
             Some(json!({ "account_id": account })),
         )
         .await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+    );
     let path = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
     assert_error(
         &app.call(Method::DELETE, &path, None).await,
         StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
+        ErrorCode::Unavailable,
     );
     assert_eq!(app.resolve(&token).await.status, StatusCode::OK);
     let reply = app.call(Method::GET, "/readyz", None).await;
@@ -548,19 +561,23 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     assert_error(
         &app.call(Method::GET, "/nope", None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     assert_error(
         &app.call(Method::GET, "/v1/nope", None).await,
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
     );
     let reply = app.call(Method::PUT, "/v1/sessions", None).await;
-    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &reply,
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+    );
     assert_error(
         &app.call(Method::POST, "/healthz", None).await,
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
     );
 }
 
@@ -584,7 +601,7 @@ async fn the_api_key_guards_v1_and_only_v1() {
         Some("Basic dGVzdA=="),
     ] {
         let reply = app.send(request(auth)).await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
         assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
     }
     assert_eq!(app.sessions_stored(), 0);
@@ -778,7 +795,7 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         assert_error(
             &reply,
             StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
         );
         assert!(!reply.text.contains("evil"), "{case}: {}", reply.text);
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{case}");
@@ -809,7 +826,7 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         assert_error(
             &reply,
             StatusCode::MISDIRECTED_REQUEST,
-            "misdirected_request",
+            ErrorCode::MisdirectedRequest,
         );
     }
 }
@@ -835,7 +852,7 @@ async fn with_a_key_any_name_is_served() {
         let reply = app
             .send(addressed(hosts, Version::HTTP_11, "/v1/sessions", None))
             .await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
     }
     let request = Request::get("/healthz")
         .header(header::HOST, "sessions.internal.example")
@@ -1054,16 +1071,16 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
     };
     let (read, unread) = (SessionToken::generate(), SessionToken::generate());
     let reply = app.resolve(read.expose_secret()).await;
-    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
 
     // The clock stands still: the budget of one read is spent.
     let reply = app.resolve(unread.expose_secret()).await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy);
     assert_eq!(reply.headers[header::RETRY_AFTER], "1");
     // Known unknown, and malformed: still invalid with the budget spent.
     for token in [read.expose_secret(), "garbage"] {
         let reply = app.resolve(token).await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
     }
     let metrics = app.call(Method::GET, "/metrics", None).await;
     for line in [
@@ -1122,8 +1139,9 @@ impl SessionStore for CountingStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.inner.list_for_account(account, scope).await
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        self.inner.list_for_account(account, scope, page).await
     }
     async fn active_page(
         &self,
@@ -1207,4 +1225,334 @@ async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error(
     tokio::time::advance(STORE_CHECK_INTERVAL).await;
     assert_eq!(probes(1).await[0].0, StatusCode::OK);
     assert_eq!(checks(), 3);
+}
+
+/// Every route with an id in its path, as the OpenAPI document lists them,
+/// answers a malformed id the same way: 400 `invalid_request`, naming the
+/// id, never repeating the segment. Read from the document, so a new route
+/// is covered as soon as it is documented.
+#[tokio::test]
+async fn every_route_with_an_id_refuses_a_malformed_one_alike_without_echoing_it() {
+    use utoipa::OpenApi;
+    let app = app().await;
+    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let malformed = [
+        "12345",
+        "secret-token-Zm9vYmFyYmF6cXV4",
+        "0190c3a4-7e2b-7c1d-9a5b-3f2e1d0c9b8aX",
+        "%FF%FE",
+        "%F0%9F%94%91-key",
+        "0190c3a4-7e2b-7c1d-9a5b-3f2e1d0c9b8",
+    ];
+    let mut routes = 0;
+    for (template, operations) in paths {
+        let Some(start) = template.find('{') else {
+            continue;
+        };
+        let end = template.find('}').unwrap();
+        let name = match &template[start + 1..end] {
+            "id" => "session_id",
+            other => other,
+        };
+        for (method, _) in operations.as_object().unwrap() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            routes += 1;
+            for segment in malformed {
+                let uri = format!("{}{segment}{}", &template[..start], &template[end + 1..]);
+                let reply = app.call(method.clone(), &uri, None).await;
+                assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+                assert_eq!(
+                    reply.body["error"]["message"],
+                    format!("{name} in the path: must be a UUID"),
+                    "{method} {uri}"
+                );
+                let decoded = form_urlencoded::parse(segment.as_bytes())
+                    .next()
+                    .map(|(text, _)| text.into_owned())
+                    .unwrap_or_default();
+                for echoed in [segment, decoded.as_str()] {
+                    assert!(
+                        !reply.text.contains(echoed),
+                        "{method} {uri}: {}",
+                        reply.text
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        routes, 4,
+        "GET and DELETE of a session and of an account's sessions"
+    );
+}
+
+/// Lists come a page at a time: `limit` bounds a page (50 by default, 200 at
+/// most), `next_cursor` is given exactly while more follow, and following
+/// it while sessions are created yields each older session once.
+#[tokio::test]
+async fn lists_are_paginated_by_limit_and_cursor() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for i in 0..51 {
+        let (_, session) = app.create(account, &format!("s{i}")).await;
+        ids.push(session["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let base = format!("/v1/accounts/{account}/sessions");
+    let page_ids = |reply: &Reply| -> Vec<String> {
+        reply.body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let first = app.call(Method::GET, &base, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(page_ids(&first), ids[..50], "50 by default, newest first");
+    let all = app
+        .call(Method::GET, &format!("{base}?limit=200"), None)
+        .await;
+    assert_eq!(page_ids(&all), ids);
+    assert!(all.body.get("next_cursor").is_none(), "{}", all.text);
+
+    let mut seen = Vec::new();
+    let mut uri = format!("{base}?limit=20");
+    loop {
+        let reply = app.call(Method::GET, &uri, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        seen.extend(page_ids(&reply));
+        app.create(account, "meanwhile").await;
+        match reply.body["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("{base}?limit=20&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "each once, none of those created meanwhile");
+
+    for limit in ["0", "201", "-1", "ten", "1.5", ""] {
+        let reply = app
+            .call(Method::GET, &format!("{base}?limit={limit}"), None)
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+        assert_eq!(
+            reply.body["error"]["message"],
+            "limit: must be a whole number from 1 to 200"
+        );
+    }
+}
+
+/// A cursor is honoured only by the listing it came from: another account,
+/// the other `include_revoked`, or anything altered gets one fixed 400
+/// that repeats nothing, and nothing of another account is ever shown.
+#[tokio::test]
+async fn a_cursor_from_elsewhere_or_altered_is_refused_without_echo() {
+    let app = app().await;
+    let account = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    for owner in [account, account, other, other] {
+        app.create(owner, "x").await;
+    }
+    let list = |owner: Uuid, query: &str| format!("/v1/accounts/{owner}/sessions?{query}");
+    let first = app.call(Method::GET, &list(account, "limit=1"), None).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .call(
+            Method::GET,
+            &list(account, &format!("limit=1&cursor={cursor}")),
+            None,
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+
+    let token_like = "sess_c2VjcmV0LXRva2VuLXNob3VsZC1uZXZlci1lY2hv";
+    let mut flipped = cursor.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for query in [
+        format!("cursor={cursor}&include_revoked=true"),
+        format!("cursor={token_like}"),
+        format!("cursor={flipped}"),
+        format!("cursor={cursor}%3D"),
+        "cursor=".to_owned(),
+    ] {
+        let reply = app.call(Method::GET, &list(account, &query), None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+        assert!(
+            reply.text.contains("cursor: not a cursor of this listing"),
+            "{}",
+            reply.text
+        );
+        assert!(!reply.text.contains(token_like), "{}", reply.text);
+        assert!(!reply.text.contains(&cursor[..20]), "{}", reply.text);
+    }
+    let foreign = app
+        .call(Method::GET, &list(other, &format!("cursor={cursor}")), None)
+        .await;
+    assert_error(&foreign, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
+}
+
+/// A stored row the domain rejects does not fail the list: it is left out,
+/// counted in `session_store_rows_skipped` and the other sessions are shown.
+#[tokio::test]
+async fn a_rejected_row_is_left_out_of_a_list_and_counted() {
+    let store = Arc::new(RejectingStore {
+        inner: MemoryStore::new(),
+    });
+    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    service.warm().await.unwrap();
+    let app = App {
+        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        store: Arc::new(MemoryStore::new()),
+        service,
+    };
+    let account = Uuid::new_v4();
+    for label in ["kept", "poison"] {
+        app.create(account, label).await;
+    }
+    let reply = app
+        .call(
+            Method::GET,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let sessions = reply.body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{}", reply.text);
+    assert_eq!(sessions[0]["label"], "kept");
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.text.contains("session_store_rows_skipped_total 1"),
+        "{}",
+        metrics.text
+    );
+}
+
+/// A `MemoryStore` whose lists report every session labelled `poison` as a
+/// row the domain rejects, as a store does with a row written by other SQL.
+struct RejectingStore {
+    inner: MemoryStore,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RejectingStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_active_by_hash(hash).await
+    }
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: time::OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.inner.revoke_all_for_account(account, except, at).await
+    }
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        let mut page = self.inner.list_for_account(account, scope, page).await?;
+        let (poison, kept) = std::mem::take(&mut page.sessions)
+            .into_iter()
+            .partition(|s| {
+                s.metadata
+                    .label
+                    .as_ref()
+                    .is_some_and(|l| l.as_str() == "poison")
+            });
+        page.sessions = kept;
+        page.rejected = poison
+            .into_iter()
+            .map(|s: Session| {
+                session_core::InvalidRow::new(
+                    "sessions",
+                    "label",
+                    session_core::RowId::Session(s.id),
+                    "a control character",
+                )
+            })
+            .collect();
+        Ok(page)
+    }
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<ActivePage, StoreError> {
+        self.inner.active_page(after, limit).await
+    }
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.inner.health_check().await
+    }
+}
+
+/// The document describes what the layers answer on every route (413, 421;
+/// 401, 500 and 503 behind the API key; 415 with a body), the key as a
+/// bearer security scheme rather than a parameter, and query options as
+/// query parameters. `cargo xtask ci` checks the rest with schemathesis.
+#[tokio::test]
+async fn the_openapi_document_describes_every_answer_of_the_layers() {
+    use utoipa::OpenApi;
+    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"],
+        json!({ "type": "http", "scheme": "bearer" })
+    );
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = operation["responses"].as_object().unwrap();
+            if path.starts_with("/v1/forward-auth") {
+                // Outside the Host and body layers: neither answer is given.
+                for status in ["413", "421"] {
+                    assert!(!responses.contains_key(status), "{method} {path}: {status}");
+                }
+                continue;
+            }
+            let mut expected = vec!["413", "421"];
+            if operation.get("security").is_some() {
+                expected.extend(["401", "500", "503"]);
+            }
+            if operation.get("requestBody").is_some() {
+                expected.push("415");
+            }
+            for status in expected {
+                assert!(responses.contains_key(status), "{method} {path}: {status}");
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                assert!(
+                    !name.eq_ignore_ascii_case("authorization"),
+                    "{method} {path}"
+                );
+                let place = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
+                assert_eq!(parameter["in"], place, "{method} {path}: {name}");
+            }
+        }
+    }
+    assert_eq!(operations, 9);
 }

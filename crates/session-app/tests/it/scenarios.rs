@@ -194,5 +194,25 @@ pub(crate) async fn cli_round_trip(database_url: &str) {
     );
     assert_eq!(status.code(), Some(1), "no key: refused");
     assert!(stderr.contains("unauthorized"), "{stderr}");
+
+    // More than a page of 200: `list` follows `next_cursor` to the end.
+    let many = Uuid::new_v4();
+    for _ in 0..201 {
+        server.create(many).await;
+    }
+    let (status, stdout, stderr) = cli(
+        &["list", "--account", &many.to_string(), "--json"],
+        &env,
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids: std::collections::HashSet<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| session["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 201, "every session once");
     assert_no_tokens(&server.log(), &[token]);
 }

@@ -32,7 +32,7 @@ use crate::clock::{Clock, SystemClock, to_micros};
 use crate::feed::ChangeLog;
 use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::store::{AccountPage, ListScope, PageRequest, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{SessionToken, TokenHash};
 
 /// Why a use case failed.
@@ -149,7 +149,7 @@ pub struct SyncStats {
     /// reload after the log expired past the cursor or asked for one.
     pub full_loads: u64,
     /// Stored rows skipped because the domain rejects them, each time a
-    /// warm or a log read meets one (a row can be met by both).
+    /// warm, a log read or a list meets one (a row can be met by each).
     pub rows_skipped: u64,
     /// Wake-up hints received (each costs at most one log read).
     pub wake_ups: u64,
@@ -435,13 +435,29 @@ impl SessionService {
         .await
     }
 
-    /// An account's sessions, newest first.
+    /// One page of an account's sessions, newest first, from the store
+    /// (see [`SessionStore::list_for_account`]). Stored rows the domain
+    /// rejects are left out, counted in [`SyncStats::rows_skipped`] and logged
+    /// by row, as the warm does: one bad row does not hide the account's
+    /// other sessions, and its token cannot be resolved anyway. The
+    /// returned page's `rejected` is therefore always empty.
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub async fn list(&self, account: AccountId, scope: ListScope) -> Result<Vec<Session>, Error> {
-        Ok(self.inner.store.list_for_account(account, scope).await?)
+    pub async fn list(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+        page: PageRequest,
+    ) -> Result<AccountPage, Error> {
+        let mut page = self
+            .inner
+            .store
+            .list_for_account(account, scope, page)
+            .await?;
+        self.inner.reject(std::mem::take(&mut page.rejected));
+        Ok(page)
     }
 
     /// Loads every active session from the store, page by page, and replaces

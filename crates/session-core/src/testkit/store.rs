@@ -12,8 +12,11 @@ use super::{account, epoch, session_at, session_with_metadata};
 use crate::clock::ManualClock;
 use crate::memory::MemoryCache;
 use crate::service::{Error, Revocation, SessionService};
-use crate::session::{ClientMetadata, Session, SessionId};
-use crate::store::{ListScope, RevokeOutcome, SessionStore, StoreError};
+use crate::session::{AccountId, ClientMetadata, Session, SessionId};
+use crate::store::{
+    AccountPage, ListPosition, ListScope, PageLimit, PageRequest, RevokeOutcome, SessionStore,
+    StoreError,
+};
 use crate::token::TokenHash;
 
 /// A stored session is found by its hash and by its id, unchanged.
@@ -151,17 +154,11 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
         .collect();
     assert_eq!(revoked, expected);
     assert!(
-        store
-            .list_for_account(target, ListScope::Active)
+        list_all(&*store, target, ListScope::Active)
             .await
-            .unwrap()
             .is_empty()
     );
-    for session in store
-        .list_for_account(target, ListScope::IncludeRevoked)
-        .await
-        .unwrap()
-    {
+    for session in list_all(&*store, target, ListScope::IncludeRevoked).await {
         let want = if session.id == earlier.id {
             earlier_at
         } else {
@@ -201,10 +198,7 @@ pub async fn revoke_all_keeps_the_exception(store: Arc<dyn SessionStore>) {
         .collect();
     assert_eq!(revoked.len(), 3);
     assert!(!revoked.contains(&keep.token_hash));
-    let active = store
-        .list_for_account(target, ListScope::Active)
-        .await
-        .unwrap();
+    let active = list_all(&*store, target, ListScope::Active).await;
     assert_eq!(active, vec![keep]);
 }
 
@@ -227,27 +221,207 @@ pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStor
 
     let mut newest_first = sessions.clone();
     newest_first.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
-    let all = store
-        .list_for_account(target, ListScope::IncludeRevoked)
-        .await
-        .unwrap();
+    let all = list_all(&*store, target, ListScope::IncludeRevoked).await;
     assert_eq!(all, newest_first);
-    let active = store
-        .list_for_account(target, ListScope::Active)
-        .await
-        .unwrap();
+    let active = list_all(&*store, target, ListScope::Active).await;
     let expected: Vec<Session> = newest_first
         .into_iter()
         .filter(Session::is_active)
         .collect();
     assert_eq!(active, expected);
     assert!(
-        store
-            .list_for_account(account(), ListScope::IncludeRevoked)
+        list_all(&*store, account(), ListScope::IncludeRevoked)
             .await
-            .unwrap()
             .is_empty()
     );
+}
+
+/// Every page of an account's sessions, read one default-sized page at a
+/// time; asserts the store rejected no row.
+async fn list_all(store: &dyn SessionStore, account: AccountId, scope: ListScope) -> Vec<Session> {
+    let mut sessions = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_for_account(
+                account,
+                scope,
+                PageRequest {
+                    after,
+                    limit: PageLimit::DEFAULT,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+        sessions.extend(page.sessions);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return sessions,
+        }
+    }
+}
+
+/// Reads one page, asserting it is within its limit and rejects no row.
+async fn page_of(
+    store: &dyn SessionStore,
+    account: AccountId,
+    scope: ListScope,
+    after: Option<ListPosition>,
+    limit: u32,
+) -> AccountPage {
+    let limit = PageLimit::new(limit).unwrap();
+    let page = store
+        .list_for_account(account, scope, PageRequest { after, limit })
+        .await
+        .unwrap();
+    assert!(page.sessions.len() <= limit.get() as usize);
+    assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+    page
+}
+
+/// Paging through an account's sessions while new ones are created between
+/// pages yields the sessions that existed at the start exactly once each,
+/// newest first, ties on `created_at` ordered by id: the keyset does not
+/// shift as OFFSET would. Sessions of other accounts with the same
+/// instants never appear.
+pub async fn list_pages_have_no_gaps_or_duplicates_while_sessions_are_created(
+    store: Arc<dyn SessionStore>,
+) {
+    let target = account();
+    let mut existing = Vec::new();
+    // Ties on `created_at`, within the account and with another account.
+    for offset in [0, 1, 1, 1, 2, 3, 3, 4, 5] {
+        let at = epoch() + Duration::seconds(offset);
+        let (_, session) = session_at(target, at);
+        store.insert(&session).await.unwrap();
+        existing.push(session);
+        let (_, foreign) = session_at(account(), at);
+        store.insert(&foreign).await.unwrap();
+    }
+    existing.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut created = Vec::new();
+    for round in 0.. {
+        let page = page_of(&*store, target, ListScope::IncludeRevoked, after, 2).await;
+        assert!(!page.sessions.is_empty(), "no empty page");
+        seen.extend(page.sessions);
+        // A login between two pages: newer than any position handed out.
+        let (_, new) = session_at(target, epoch() + Duration::minutes(10 + round));
+        store.insert(&new).await.unwrap();
+        created.push(new);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, existing, "each once, newest first, no gap");
+    assert_eq!(created.len(), 5, "pages of 2, 2, 2, 2 and 1");
+
+    // A listing started now sees the new sessions first.
+    created.reverse();
+    let fresh = list_all(&*store, target, ListScope::IncludeRevoked).await;
+    assert_eq!(fresh[..created.len()], created[..]);
+    assert_eq!(fresh[created.len()..], existing[..]);
+}
+
+/// A page holds at most its limit, up to [`PageLimit::MAX`]; `next` is
+/// given exactly when another session follows, so the last page is never
+/// empty, and a limit of 1 walks every session.
+pub async fn list_pages_are_bounded_by_their_limit(store: Arc<dyn SessionStore>) {
+    assert_eq!(PageLimit::new(0), None);
+    assert_eq!(PageLimit::new(PageLimit::MAX.get() + 1), None);
+    let target = account();
+    let total = PageLimit::MAX.get() as usize + 1;
+    for i in 0..total {
+        let (_, session) = session_at(target, epoch() + Duration::seconds(i as i64));
+        store.insert(&session).await.unwrap();
+    }
+    let scope = ListScope::Active;
+    let first = page_of(&*store, target, scope, None, PageLimit::MAX.get()).await;
+    assert_eq!(first.sessions.len(), PageLimit::MAX.get() as usize);
+    let last = first.sessions.last().unwrap();
+    assert_eq!(first.next, Some(ListPosition::after(last)));
+    let rest = page_of(&*store, target, scope, first.next, PageLimit::MAX.get()).await;
+    assert_eq!(rest.sessions.len(), 1);
+    assert_eq!(rest.next, None, "no page follows the last session");
+
+    let exact = page_of(&*store, target, scope, first.next, 1).await;
+    assert_eq!(exact.sessions, rest.sessions);
+    assert_eq!(exact.next, None, "a full page that ends the list says so");
+
+    let mut after = None;
+    let mut walked = 0;
+    for _ in 0..4 {
+        let page = page_of(&*store, target, scope, after, 1).await;
+        assert_eq!(page.sessions.len(), 1);
+        walked += 1;
+        after = page.next;
+    }
+    assert_eq!(walked, 4);
+    assert!(after.is_some());
+}
+
+/// The active scope skips revoked sessions without leaving pages short, and
+/// a position, even one taken from another account's session, only narrows
+/// the account's list: no other account's session is ever returned.
+pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn SessionStore>) {
+    let target = account();
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let (_, session) = session_at(target, epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let revoked_at = epoch() + Duration::minutes(1);
+    for session in sessions.iter_mut().step_by(2) {
+        store.revoke(session.id, revoked_at).await.unwrap();
+        session.revoked_at = Some(revoked_at);
+    }
+    sessions.reverse();
+    let active: Vec<Session> = sessions.iter().filter(|s| s.is_active()).cloned().collect();
+
+    let first = page_of(&*store, target, ListScope::Active, None, 2).await;
+    assert_eq!(first.sessions, active[..2]);
+    let second = page_of(&*store, target, ListScope::Active, first.next, 2).await;
+    assert_eq!(second.sessions, active[2..]);
+    assert_eq!(second.next, None);
+    assert_eq!(
+        list_all(&*store, target, ListScope::IncludeRevoked).await,
+        sessions
+    );
+
+    // Another account's sessions, older and newer than all of the target's.
+    let other = account();
+    let (_, older) = session_at(other, epoch() - Duration::seconds(1));
+    let (_, newer) = session_at(other, epoch() + Duration::hours(1));
+    for foreign in [&older, &newer] {
+        store.insert(foreign).await.unwrap();
+    }
+    let from_foreign = page_of(
+        &*store,
+        target,
+        ListScope::IncludeRevoked,
+        Some(ListPosition::after(&newer)),
+        PageLimit::MAX.get(),
+    )
+    .await;
+    assert_eq!(
+        from_foreign.sessions, sessions,
+        "only the target's, all older"
+    );
+    let past_the_end = page_of(
+        &*store,
+        target,
+        ListScope::IncludeRevoked,
+        Some(ListPosition::after(&older)),
+        PageLimit::MAX.get(),
+    )
+    .await;
+    assert!(past_the_end.sessions.is_empty());
+    assert_eq!(past_the_end.next, None);
 }
 
 /// Paging through active sessions yields each active one exactly once, in id
@@ -346,10 +520,8 @@ pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn Sessio
             None
         );
     }
-    let mut active: Vec<SessionId> = store
-        .list_for_account(shared, ListScope::Active)
+    let mut active: Vec<SessionId> = list_all(&*store, shared, ListScope::Active)
         .await
-        .unwrap()
         .iter()
         .map(|s| s.id)
         .collect();
@@ -357,10 +529,7 @@ pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn Sessio
     let mut expected: Vec<SessionId> = kept.iter().map(|s| s.id).collect();
     expected.sort();
     assert_eq!(active, expected);
-    let all = store
-        .list_for_account(shared, ListScope::IncludeRevoked)
-        .await
-        .unwrap();
+    let all = list_all(&*store, shared, ListScope::IncludeRevoked).await;
     assert_eq!(all.len(), TASKS * PER_TASK);
 }
 

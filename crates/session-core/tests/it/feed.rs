@@ -141,9 +141,14 @@ async fn a_revoke_all_of_5000_sessions_on_a_is_rejected_on_b() {
     );
     assert!(
         store
-            .list_for_account(owner, session_core::ListScope::Active)
+            .list_for_account(
+                owner,
+                session_core::ListScope::Active,
+                session_core::PageRequest::default()
+            )
             .await
             .unwrap()
+            .sessions
             .is_empty()
     );
 }

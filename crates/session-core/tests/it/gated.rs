@@ -120,8 +120,9 @@ impl SessionStore for GatedStore {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.inner.list_for_account(account, scope).await
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        self.inner.list_for_account(account, scope, page).await
     }
 
     async fn active_page(

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ClientMetadata, Error, Label, ListScope, ManualClock, MemoryCache, MemoryStore, Revocation,
-    SessionCache, SessionService, SessionStore, StoreError,
+    ClientMetadata, Error, Label, ListScope, ManualClock, MemoryCache, MemoryStore, PageRequest,
+    Revocation, SessionCache, SessionService, SessionStore, StoreError,
 };
 use time::Duration;
 
@@ -167,9 +167,10 @@ async fn a_failed_create_leaves_the_cache_untouched() {
     f.store.set_unavailable(false);
     assert_eq!(
         f.service
-            .list(owner, ListScope::IncludeRevoked)
+            .list(owner, ListScope::IncludeRevoked, PageRequest::default())
             .await
             .unwrap()
+            .sessions
             .len(),
         1
     );
@@ -273,9 +274,10 @@ async fn revoke_all_except_the_current_session() {
     assert!(f.service.resolve(other.token.expose_secret()).await.is_ok());
     let listed = f
         .service
-        .list(owner, ListScope::IncludeRevoked)
+        .list(owner, ListScope::IncludeRevoked, PageRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .sessions;
     let labels: Vec<_> = listed
         .iter()
         .map(|s| s.metadata.label.as_ref().unwrap().as_str())

@@ -46,8 +46,9 @@ impl SessionStore for StoreOnTestDatabase {
         &self,
         account: AccountId,
         scope: ListScope,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.store.list_for_account(account, scope).await
+        page: session_core::PageRequest,
+    ) -> Result<session_core::AccountPage, StoreError> {
+        self.store.list_for_account(account, scope, page).await
     }
 
     async fn active_page(

@@ -145,11 +145,22 @@ async fn kill_a_writer_and_check_its_writes() {
         .unwrap()
         .unwrap()
         .account_id;
-    let stored = store
-        .list_for_account(account, ListScope::IncludeRevoked)
-        .await
-        .unwrap()
-        .len();
+    let mut stored = 0;
+    let mut page = session_core::PageRequest {
+        after: None,
+        limit: session_core::PageLimit::MAX,
+    };
+    loop {
+        let read = store
+            .list_for_account(account, ListScope::IncludeRevoked, page)
+            .await
+            .unwrap();
+        stored += read.sessions.len();
+        match read.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
     // At most the one create in flight at the kill committed unacknowledged.
     assert!(
         (acks.created.len()..=acks.created.len() + 1).contains(&stored),

@@ -51,3 +51,53 @@ async fn a_row_the_domain_rejects_is_skipped_by_the_warm_and_named_by_get() {
     assert_eq!(service.sync_stats().rows_skipped, 1);
     assert!(service.resolve("sess_x").await.is_err());
 }
+
+/// A list meets rejected rows as the warm does: skipped, counted, logged by
+/// row, and paging goes on past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_skips_and_counts_a_row_the_domain_rejects() {
+    use session_core::{ListScope, PageLimit, PageRequest};
+    let store = TempStore::new().await;
+    let owner = account();
+    let at = |seconds| epoch() + time::Duration::seconds(seconds);
+    let (_, older) = session_at(owner, at(1));
+    let (_, newer) = session_at(owner, at(3));
+    for session in [&older, &newer] {
+        store.insert(session).await.unwrap();
+    }
+    let micros = |seconds| at(seconds).unix_timestamp_nanos() / 1_000;
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    other
+        .batch_execute(&format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at, label) \
+             VALUES (x'{}', x'{}', randomblob(32), {}, 'secret' || char(7))",
+            hex(Uuid::now_v7().as_bytes()),
+            hex(owner.as_uuid().as_bytes()),
+            micros(2),
+        ))
+        .unwrap();
+    let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
+
+    let mut listed = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: PageLimit::new(1).unwrap(),
+    };
+    let mut pages = 0;
+    loop {
+        let read = service
+            .list(owner, ListScope::IncludeRevoked, page)
+            .await
+            .unwrap();
+        assert!(read.rejected.is_empty(), "the service counted them");
+        pages += 1;
+        listed.extend(read.sessions);
+        match read.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, [newer.clone(), older.clone()]);
+    assert_eq!(pages, 3, "the rejected row ends a page of its own");
+    assert_eq!(service.sync_stats().rows_skipped, 1);
+}

@@ -1,0 +1,106 @@
+//! What the OpenAPI document says about answers no handler gives itself:
+//! those of the layers every route passes through. Added here, in one
+//! place, from what each operation is (guarded by the API key, taking a
+//! body), so a new route is documented as the layers treat it.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+
+use super::error::MAX_BODY_BYTES;
+
+/// Adds to every operation the answers of the layers around it.
+pub(crate) struct LayerAnswers;
+
+impl utoipa::Modify for LayerAnswers {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            // Forward auth is routed outside these layers (see `router`).
+            if path.starts_with(super::FORWARD_AUTH) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                document_layers(operation);
+            }
+        }
+    }
+}
+
+fn document_layers(operation: &mut Operation) {
+    let too_large = format!(
+        "`payload_too_large`: the body, or its declared `Content-Length`, is over \
+         {MAX_BODY_BYTES} bytes (answered before the body is read)"
+    );
+    add(operation, "413", &too_large, false);
+    add(
+        operation,
+        "421",
+        "`misdirected_request`: only without an API key configured, a request not addressed \
+         to `localhost`, `127.0.0.1` or `[::1]`",
+        false,
+    );
+    if operation.request_body.is_some() {
+        add(
+            operation,
+            "415",
+            "`unsupported_media_type`: the body is not declared `application/json`",
+            false,
+        );
+    }
+    if operation.security.is_some() {
+        add(
+            operation,
+            "401",
+            "`unauthorized`: the API key is missing or wrong (with `WWW-Authenticate: Bearer`)",
+            false,
+        );
+        add(
+            operation,
+            "503",
+            "`unavailable`: the store is unavailable; nothing was changed. Retry after \
+             `Retry-After` seconds",
+            true,
+        );
+        add(
+            operation,
+            "500",
+            "`internal`: a failure retrying will not fix; details are in the service's log",
+            false,
+        );
+    }
+}
+
+/// Documents `status` with an error body, unless the handler already does.
+fn add(operation: &mut Operation, status: &str, description: &str, retry_after: bool) {
+    let responses = &mut operation.responses.responses;
+    if responses.contains_key(status) {
+        return;
+    }
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    if retry_after {
+        response = response.header(
+            "Retry-After",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer),
+                )
+                .description(Some("Seconds to wait: 1"))
+                .build(),
+        );
+    }
+    responses.insert(status.to_owned(), response.build().into());
+}
