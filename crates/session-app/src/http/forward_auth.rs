@@ -240,7 +240,8 @@ fn is_bearer_scheme(value: &HeaderValue) -> bool {
 /// `X-Session-Token`; two different tokens are refused. No API key is
 /// needed, and a keyless service answers this route under any `Host`.
 #[utoipa::path(
-    get, path = "/v1/forward-auth", tag = "forward-auth",
+    method(get, head, post, put, delete, patch, options, trace),
+    path = "/v1/forward-auth", tag = "forward-auth",
     responses(
         (status = 200, description = "An active session. The identity headers carry its ids \
 (names set by `--forward-auth-session-id-header` and `--forward-auth-account-id-header`); \

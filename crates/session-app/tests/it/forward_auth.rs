@@ -161,7 +161,11 @@ async fn every_token_that_is_not_an_active_session_is_the_same_401() {
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
     invalid.push(check(&app, &[("authorization", &format!("Bearer {token}"))]).await);
     for reply in &invalid {
-        assert_refused(reply, ErrorCode::InvalidToken, r#"Bearer error="invalid_token""#);
+        assert_refused(
+            reply,
+            ErrorCode::InvalidToken,
+            r#"Bearer error="invalid_token""#,
+        );
         assert_eq!(reply.body, invalid[0].body, "no oracle between the cases");
     }
     // The other session was never touched by being sent beside the first.
@@ -209,7 +213,11 @@ async fn it_needs_no_api_key_and_answers_under_the_name_a_gateway_forwards() {
     let reply = check(&keyed, &[("authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let reply = check(&keyed, &[("authorization", &format!("Bearer {KEY}"))]).await;
-    assert_refused(&reply, ErrorCode::InvalidToken, r#"Bearer error="invalid_token""#);
+    assert_refused(
+        &reply,
+        ErrorCode::InvalidToken,
+        r#"Bearer error="invalid_token""#,
+    );
 
     // Without a key: Caddy and Traefik forward the client's Host.
     let keyless = app().await;
