@@ -101,7 +101,8 @@ impl Source {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Decodes a JSON body as [`ApiJson`] does, once it is known to be JSON.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let shape = Shape::of::<T>();
     // First the syntax and the names, which say nothing about `T`'s types.
     let keys = match serde_json::from_slice::<Keys>(bytes) {
@@ -128,7 +129,8 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|err| shape.value_error(err.path(), &keys.0, Source::Body))
 }
 
-fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+/// Decodes a query string (without the `?`) as [`ApiQuery`] does.
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let shape = Shape::of::<T>();
     // Reading pairs of strings cannot fail: invalid percent-encoding decodes lossily.
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();

@@ -2,6 +2,9 @@
 
 mod auth;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod host;
 mod input;

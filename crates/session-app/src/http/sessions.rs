@@ -135,6 +135,54 @@ pub(crate) struct RevokedCount {
     revoked: usize,
 }
 
+impl CreateSessionRequest {
+    /// The account and the client metadata asked for, checked by the
+    /// domain's rules; errors name the field, never its value.
+    pub(crate) fn into_parts(self) -> Result<(AccountId, ClientMetadata), ApiError> {
+        let account: AccountId = self.account_id.parse()?;
+        let metadata = ClientMetadata {
+            // Copied from the client's request by a gateway: normalised, not refused.
+            user_agent: optional(self.user_agent, |agent| UserAgent::normalize(&agent))?
+                .flatten(),
+            ip: optional(self.ip, |ip| parse_ip(&ip))?,
+            label: optional(self.label, Label::new)?,
+        };
+        Ok((account, metadata))
+    }
+}
+
+impl ResolveRequest {
+    /// The token's text, as the client sent it.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl ListParams {
+    /// Which sessions to list.
+    pub(crate) fn scope(&self) -> Result<ListScope, ApiError> {
+        match self.include_revoked.as_deref() {
+            None | Some("false") => Ok(ListScope::Active),
+            Some("true") => Ok(ListScope::IncludeRevoked),
+            Some(_) => Err(ApiError::invalid_request(
+                "include_revoked: must be `true` or `false`",
+            )),
+        }
+    }
+}
+
+impl RevokeAllParams {
+    /// The session to keep, if any.
+    pub(crate) fn except(self) -> Result<Option<SessionId>, ApiError> {
+        self.except
+            .map(|id| {
+                id.parse::<SessionId>()
+                    .map_err(|_| ApiError::invalid_request("except: must be a UUID"))
+            })
+            .transpose()
+    }
+}
+
 fn optional<T, E>(
     value: Option<String>,
     parse: impl FnOnce(String) -> Result<T, E>,
@@ -165,13 +213,7 @@ pub(crate) async fn create_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
-    let account: AccountId = request.account_id.parse()?;
-    let metadata = ClientMetadata {
-        // Copied from the client's request by a gateway: normalised, not refused.
-        user_agent: optional(request.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
-        ip: optional(request.ip, |ip| parse_ip(&ip))?,
-        label: optional(request.label, Label::new)?,
-    };
+    let (account, metadata) = request.into_parts()?;
     let created = state
         .service()
         .create(account, metadata)
@@ -207,7 +249,7 @@ pub(crate) async fn resolve_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Response, ApiError> {
-    let session = state.resolve(&request.token).await?;
+    let session = state.resolve(request.token()).await?;
     Ok(envelope(&session))
 }
 
@@ -276,15 +318,7 @@ pub(crate) async fn list_sessions(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let scope = match params.include_revoked.as_deref() {
-        None | Some("false") => ListScope::Active,
-        Some("true") => ListScope::IncludeRevoked,
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "include_revoked: must be `true` or `false`",
-            ));
-        }
-    };
+    let scope = params.scope()?;
     let sessions = state
         .service()
         .list(account, scope)
@@ -313,13 +347,7 @@ pub(crate) async fn revoke_account_sessions(
     ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let account: AccountId = account?.0.parse()?;
-    let except = params
-        .except
-        .map(|id| {
-            id.parse::<SessionId>()
-                .map_err(|_| ApiError::invalid_request("except: must be a UUID"))
-        })
-        .transpose()?;
+    let except = params.except()?;
     let revoked = state
         .service()
         .revoke_all(account, except)
