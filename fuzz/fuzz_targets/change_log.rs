@@ -115,7 +115,11 @@ impl Read {
     }
 
     fn position(&self, entry: &Entry) -> LogPosition {
-        LogPosition::new(u64::from(self.epoch), u64::from(entry.xid), u64::from(entry.seq))
+        LogPosition::new(
+            u64::from(self.epoch),
+            u64::from(entry.xid),
+            u64::from(entry.seq),
+        )
     }
 }
 
@@ -162,7 +166,8 @@ fuzz_target!(|read: Read| {
         rows.push(read.row(None));
     }
 
-    let expired = after.epoch() != u64::from(read.epoch) || after.major() <= u64::from(read.pruned_through);
+    let expired =
+        after.epoch() != u64::from(read.epoch) || after.major() <= u64::from(read.pruned_through);
     let page = match read_log_page(after, limit, rows) {
         LogRead::Expired => {
             assert!(expired, "a live cursor was declared expired");
@@ -180,7 +185,10 @@ fuzz_target!(|read: Read| {
     assert!(page.settled >= after, "settled moved back");
     let horizon = u64::from(read.xmin);
     for at in positions.iter().filter(|at| at.major() >= horizon) {
-        assert!(page.settled < *at, "settled passed an entry at or above xmin");
+        assert!(
+            page.settled < *at,
+            "settled passed an entry at or above xmin"
+        );
     }
     for pair in page.entries.windows(2) {
         assert!(pair[0].position < pair[1].position, "entries out of order");
@@ -198,7 +206,9 @@ fuzz_target!(|read: Read| {
     let mut expected_bad_hashes = 0;
     for (e, s) in entries.iter().zip(&joined) {
         match e.kind.text().as_str() {
-            "c" => expected_created += usize::from(s.as_ref().is_some_and(|s| s.revoked_at.is_none())),
+            "c" => {
+                expected_created += usize::from(s.as_ref().is_some_and(|s| s.revoked_at.is_none()))
+            }
             "r" if e.change_hash.len() == 32 => expected_revoked += 1,
             "r" => expected_bad_hashes += 1,
             _ => expected_reloads += 1,
@@ -220,7 +230,10 @@ fuzz_target!(|read: Read| {
     for (at, _) in &page.rejected {
         assert!(positions.contains(at));
     }
-    assert_eq!(created + page.rejected.len(), expected_created + expected_bad_hashes);
+    assert_eq!(
+        created + page.rejected.len(),
+        expected_created + expected_bad_hashes
+    );
     assert_eq!(revoked, expected_revoked);
     assert_eq!(reloads, expected_reloads);
 });

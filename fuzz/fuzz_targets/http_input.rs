@@ -63,17 +63,19 @@ const WHOLE: &[&str] = &[
 /// API's sentences about `input`, naming only `input`'s fields.
 fn is_api_sentence(message: &str, input: Input) -> bool {
     let shape = digits_as_hash(message);
-    if WHOLE.contains(&shape.as_str()) {
+    let known = |texts: &[&str], text: &str| texts.iter().any(|t| digits_as_hash(t) == text);
+    if known(WHOLE, &shape) {
         return true;
     }
     if let Some((field, reason)) = shape.split_once(": ") {
-        return input.fields().contains(&field) && FIELD_REASONS.contains(&reason);
+        return input.fields().contains(&field) && known(FIELD_REASONS, reason);
     }
     for (container, fields) in [
         ("the request body", "fields"),
         ("the query string", "parameters"),
     ] {
-        let prefix = format!("{container} holds a name this API does not define; the {fields} are ");
+        let prefix =
+            format!("{container} holds a name this API does not define; the {fields} are ");
         if let Some(list) = shape.strip_prefix(&prefix) {
             return list == "none"
                 || list.split(", ").all(|name| {

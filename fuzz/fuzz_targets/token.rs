@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(token.hash(), *hash);
             assert_eq!(text.len(), TOKEN_LEN);
             assert!(text.starts_with(TOKEN_PREFIX));
-            assert!(text[TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            assert!(
+                text[TOKEN_PREFIX.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric())
+            );
             // Neither form of a token may show its secret part.
             let secret = &text[TOKEN_PREFIX.len()..];
             assert!(!format!("{token:?}").contains(secret));
@@ -43,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
 
     match text.parse::<SessionId>() {
         Ok(id) => assert_eq!(id.to_string().parse::<SessionId>().ok(), Some(id)),
-        Err(err) => assert_fixed(&err.to_string(), &[id_error(Field::SessionId, Reason::NotAUuid)]),
+        Err(err) => assert_fixed(
+            &err.to_string(),
+            &[id_error(Field::SessionId, Reason::NotAUuid)],
+        ),
     }
     match text.parse::<AccountId>() {
         Ok(id) => {
@@ -75,5 +82,8 @@ fn id_error(field: Field, reason: Reason) -> String {
 /// An error's text is one of the texts made without any input, so it
 /// cannot carry any part of the input.
 fn assert_fixed(message: &str, fixed: &[String]) {
-    assert!(fixed.iter().any(|text| text == message), "error {message:?} is not a fixed text");
+    assert!(
+        fixed.iter().any(|text| text == message),
+        "error {message:?} is not a fixed text"
+    );
 }

@@ -78,9 +78,8 @@ pub enum Outcome {
 #[must_use]
 pub fn decode(input: Input, bytes: &[u8]) -> Outcome {
     let result = match input {
-        Input::CreateBody => {
-            parse_json::<CreateSessionRequest>(bytes).and_then(|request| request.into_parts().map(drop))
-        }
+        Input::CreateBody => parse_json::<CreateSessionRequest>(bytes)
+            .and_then(|request| request.into_parts().map(drop)),
         Input::ResolveBody => parse_json::<ResolveRequest>(bytes).and_then(|request| {
             // What `SessionService::resolve` does first, before any lookup.
             TokenHash::of_token_text(request.token())
@@ -102,9 +101,15 @@ pub fn decode(input: Input, bytes: &[u8]) -> Outcome {
                 return Outcome::Unreachable;
             };
             if input == Input::SessionIdPath {
-                segment.parse::<SessionId>().map(drop).map_err(ApiError::from)
+                segment
+                    .parse::<SessionId>()
+                    .map(drop)
+                    .map_err(ApiError::from)
             } else {
-                segment.parse::<AccountId>().map(drop).map_err(ApiError::from)
+                segment
+                    .parse::<AccountId>()
+                    .map(drop)
+                    .map_err(ApiError::from)
             }
         }
     };

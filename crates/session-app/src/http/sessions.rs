@@ -142,8 +142,7 @@ impl CreateSessionRequest {
         let account: AccountId = self.account_id.parse()?;
         let metadata = ClientMetadata {
             // Copied from the client's request by a gateway: normalised, not refused.
-            user_agent: optional(self.user_agent, |agent| UserAgent::normalize(&agent))?
-                .flatten(),
+            user_agent: optional(self.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
             ip: optional(self.ip, |ip| parse_ip(&ip))?,
             label: optional(self.label, Label::new)?,
         };
