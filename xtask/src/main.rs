@@ -1,5 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 
+mod fuzz;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,7 +18,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Everything CI checks: formatting, clippy with warnings denied, the whole test suite,
-    /// schemathesis against the real binary, and the benchmark harness in quick mode.
+    /// schemathesis against the real binary, the benchmark harness in quick mode, and each
+    /// fuzz target for a few seconds.
     Ci,
     /// Only the schemathesis step of `ci`: the OpenAPI document against the
     /// real binary, every check, for about a minute.
@@ -29,6 +32,15 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Runs the fuzz targets of `fuzz/` (cargo fuzz, libFuzzer), installing cargo-fuzz
+    /// into the target directory if missing; fails on any crash or broken invariant.
+    Fuzz {
+        /// Seconds to run each target.
+        #[arg(long, default_value_t = 60)]
+        time: u32,
+        /// Only this target (`cargo fuzz list` in `fuzz/` names them).
+        target: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -38,6 +50,9 @@ fn main() -> Result<()> {
         Task::Ci => ci(&root),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
+        Task::Fuzz { time, target } => {
+            fuzz::fuzz(&root, &target_dir(&root), time, target.as_deref())
+        }
     }
 }
 
@@ -64,9 +79,14 @@ fn ci(root: &Path) -> Result<()> {
     cargo(root, &["test", "--workspace"])?;
     schemathesis(root)?;
     bench(root, true)?;
+    fuzz::fuzz(root, &target_dir(root), CI_FUZZ_SECS, None)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
+
+/// Seconds `ci` runs each fuzz target: enough to catch a regression of
+/// what the seeds reach, within CI's budget; `cargo xtask fuzz` runs longer.
+const CI_FUZZ_SECS: u32 = 15;
 
 fn bench(root: &Path, quick: bool) -> Result<()> {
     let results = target_dir(root).join("bench").join("results.json");

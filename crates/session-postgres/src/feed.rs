@@ -177,39 +177,56 @@ macro_rules! epoch_sql {
 }
 
 /// One row of a log read: the horizon, and (unless the log had nothing after
-/// the cursor) one entry, with the session row for a creation.
+/// the cursor) one entry, with the session row for a creation. Column for
+/// column as [`READ_LOG`] selects it; public only to the `fuzzing` feature.
 #[derive(QueryableByName)]
-struct LogRow {
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+pub struct LogRow {
+    /// An id of the database's history (`epoch_sql!`), the same in every row.
     #[diesel(sql_type = BigInt)]
-    epoch: i64,
+    pub epoch: i64,
+    /// The oldest transaction still running, the same in every row.
     #[diesel(sql_type = BigInt)]
-    xmin: i64,
+    pub xmin: i64,
+    /// The newest transaction whose entries were pruned, the same in every row.
     #[diesel(sql_type = BigInt)]
-    pruned_through: i64,
+    pub pruned_through: i64,
+    /// The entry's transaction; `None` in the one row of an empty read.
     #[diesel(sql_type = Nullable<BigInt>)]
-    xid: Option<i64>,
+    pub xid: Option<i64>,
+    /// The entry's place in its transaction.
     #[diesel(sql_type = Nullable<BigInt>)]
-    seq: Option<i64>,
+    pub seq: Option<i64>,
+    /// What happened: `c` created, `r` revoked, anything else reload.
     #[diesel(sql_type = Nullable<Text>)]
-    kind: Option<String>,
+    pub kind: Option<String>,
+    /// The hash of the token the entry is about.
     #[diesel(sql_type = Nullable<Bytea>)]
-    change_hash: Option<Vec<u8>>,
+    pub change_hash: Option<Vec<u8>>,
+    /// The session row a creation entry joins to, column by column.
     #[diesel(sql_type = Nullable<SqlUuid>)]
-    id: Option<Uuid>,
+    pub id: Option<Uuid>,
+    /// `sessions.account_id`.
     #[diesel(sql_type = Nullable<SqlUuid>)]
-    account_id: Option<Uuid>,
+    pub account_id: Option<Uuid>,
+    /// `sessions.token_hash`.
     #[diesel(sql_type = Nullable<Bytea>)]
-    token_hash: Option<Vec<u8>>,
+    pub token_hash: Option<Vec<u8>>,
+    /// `sessions.created_at`.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    created_at: Option<OffsetDateTime>,
+    pub created_at: Option<OffsetDateTime>,
+    /// `sessions.revoked_at`.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    revoked_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// `sessions.user_agent`.
     #[diesel(sql_type = Nullable<Text>)]
-    user_agent: Option<String>,
+    pub user_agent: Option<String>,
+    /// `sessions.ip`.
     #[diesel(sql_type = Nullable<Inet>)]
-    ip: Option<IpNet>,
+    pub ip: Option<IpNet>,
+    /// `sessions.label`.
     #[diesel(sql_type = Nullable<Text>)]
-    label: Option<String>,
+    pub label: Option<String>,
 }
 
 /// The entries after a cursor with the horizon, in one statement, so both
@@ -383,8 +400,12 @@ impl ChangeLog for PgSessionStore {
     }
 }
 
-/// Turns the rows of one read into a page.
-fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
+/// Turns the rows of one read into a page: what a hostile or corrupt row
+/// can reach, so it never panics, and a creation whose session row the
+/// domain rejects becomes a typed [`InvalidRow`] in
+/// [`LogPage::rejected`]. Public only to the `fuzzing` feature.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+pub fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
     let mut page = LogPage {
         settled: after,
         read_to: after,

@@ -38,3 +38,8 @@ mod tls;
 pub use config::{ConfigError, PgConfig, SslMode};
 pub use feed::CHANGES_CHANNEL;
 pub use store::PgSessionStore;
+
+/// The change log's decoding, for the fuzz targets in `fuzz/`: not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use feed::{LogRow, page as read_log_page};

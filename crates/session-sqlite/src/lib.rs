@@ -76,3 +76,8 @@ mod store;
 
 pub use open::{OpenError, SqliteOptions};
 pub use store::SqliteSessionStore;
+
+/// The row decoding, for the fuzz targets in `fuzz/`: not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use row::SessionRow;

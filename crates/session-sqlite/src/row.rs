@@ -12,19 +12,29 @@ use uuid::Uuid;
 
 use crate::schema::sessions;
 
-/// A stored session, column for column.
+/// A stored session, column for column, as SQLite returns it. Public only
+/// to the `fuzzing` feature.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite))]
-pub(crate) struct SessionRow {
-    id: Vec<u8>,
-    account_id: Vec<u8>,
-    token_hash: Vec<u8>,
-    created_at: i64,
-    revoked_at: Option<i64>,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    label: Option<String>,
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+pub struct SessionRow {
+    /// The session id's 16 bytes.
+    pub id: Vec<u8>,
+    /// The account id's 16 bytes.
+    pub account_id: Vec<u8>,
+    /// The token hash's 32 bytes.
+    pub token_hash: Vec<u8>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub created_at: i64,
+    /// Microseconds since the Unix epoch, UTC.
+    pub revoked_at: Option<i64>,
+    /// As normalised at creation.
+    pub user_agent: Option<String>,
+    /// An IP address's text.
+    pub ip: Option<String>,
+    /// As given at creation.
+    pub label: Option<String>,
 }
 
 /// A session about to be inserted. Owned, so it can move to a blocking thread.
@@ -70,7 +80,12 @@ impl SessionRow {
     /// The session, if the domain accepts every column: the columns SQLite
     /// stores as bytes, integers and text are decoded first, then
     /// session-core checks the row as every store's rows are checked.
-    pub(crate) fn into_session(self) -> Result<Session, InvalidRow> {
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRow`] naming the first column the store or the domain rejects.
+    #[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+    pub fn into_session(self) -> Result<Session, InvalidRow> {
         let id = Uuid::from_slice(&self.id)
             .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
         let row = RowId::Session(SessionId::from_uuid(id));

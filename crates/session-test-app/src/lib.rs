@@ -552,7 +552,6 @@ fn spawn(
 /// # Panics
 ///
 /// If rustls has no safe protocol version for ring, which cannot happen.
-#[must_use]
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

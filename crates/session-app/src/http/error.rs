@@ -108,6 +108,13 @@ impl ApiError {
         self.code
     }
 
+    /// The status, code and message, for the fuzz targets, which check
+    /// what a client would be told.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn parts(&self) -> (StatusCode, ErrorCode, &str) {
+        (self.code.status(), self.code, &self.message)
+    }
+
     /// 400: the request is malformed; the message names the field.
     pub(crate) fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)

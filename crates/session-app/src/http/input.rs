@@ -103,6 +103,14 @@ where
     }
 }
 
+/// A decoded path segment as the id `T`, refused as [`ApiPath`] refuses it.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn path_id<T: PathParam>(segment: &str) -> Result<T, ApiError> {
+    segment
+        .parse()
+        .map_err(|_| ApiError::invalid_path_id(T::NAME))
+}
+
 /// A path segment as a domain id, through its `FromStr`. The serde error
 /// carries no text: [`ApiPath`] answers a fixed message whatever it says.
 struct PathId<T>(T);
@@ -156,7 +164,8 @@ impl Source {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Decodes a JSON body as [`ApiJson`] does, once it is known to be JSON.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let shape = Shape::of::<T>();
     // First the syntax and the names, which say nothing about `T`'s types.
     let keys = match serde_json::from_slice::<Keys>(bytes) {
@@ -183,7 +192,8 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|err| shape.value_error(err.path(), &keys.0, Source::Body))
 }
 
-fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+/// Decodes a query string (without the `?`) as [`ApiQuery`] does.
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let shape = Shape::of::<T>();
     // Reading pairs of strings cannot fail: invalid percent-encoding decodes lossily.
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();

@@ -4,6 +4,9 @@ mod auth;
 mod cursor;
 mod error;
 mod forward_auth;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod host;
 mod input;

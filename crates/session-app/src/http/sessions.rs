@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use session_core::{
-    AccountId, ClientMetadata, Label, ListScope, PageLimit, PageRequest, Session, SessionId,
-    UserAgent, parse_ip,
+    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, Session,
+    SessionId, UserAgent, parse_ip,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -176,6 +176,79 @@ pub(crate) struct RevokedCount {
     revoked: usize,
 }
 
+impl CreateSessionRequest {
+    /// The account and the client metadata asked for, checked by the
+    /// domain's rules; errors name the field, never its value.
+    pub(crate) fn into_parts(self) -> Result<(AccountId, ClientMetadata), ApiError> {
+        let account: AccountId = self.account_id.parse()?;
+        let metadata = ClientMetadata {
+            // Copied from the client's request by a gateway: normalised, not refused.
+            user_agent: optional(self.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
+            ip: optional(self.ip, |ip| parse_ip(&ip))?,
+            label: optional(self.label, Label::new)?,
+        };
+        Ok((account, metadata))
+    }
+}
+
+impl ResolveRequest {
+    /// The token's text, as the client sent it.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl ListParams {
+    /// Which sessions to list.
+    pub(crate) fn scope(&self) -> Result<ListScope, ApiError> {
+        match self.include_revoked.as_deref() {
+            None | Some("false") => Ok(ListScope::Active),
+            Some("true") => Ok(ListScope::IncludeRevoked),
+            Some(_) => Err(ApiError::invalid_request(
+                "include_revoked: must be `true` or `false`",
+            )),
+        }
+    }
+
+    /// How many sessions the page may hold.
+    pub(crate) fn limit(&self) -> Result<PageLimit, ApiError> {
+        match &self.limit {
+            None => Ok(PageLimit::DEFAULT),
+            Some(limit) => limit.parse().ok().and_then(PageLimit::new).ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "limit: must be a whole number from 1 to {}",
+                    PageLimit::MAX.get()
+                ))
+            }),
+        }
+    }
+
+    /// Where the page starts: the position the cursor names, which must
+    /// have been handed out for this account and scope.
+    pub(crate) fn after(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+    ) -> Result<Option<ListPosition>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|text| cursor::decode(text, account, scope))
+            .transpose()
+    }
+}
+
+impl RevokeAllParams {
+    /// The session to keep, if any.
+    pub(crate) fn except(self) -> Result<Option<SessionId>, ApiError> {
+        self.except
+            .map(|id| {
+                id.parse::<SessionId>()
+                    .map_err(|_| ApiError::invalid_request("except: must be a UUID"))
+            })
+            .transpose()
+    }
+}
+
 fn optional<T, E>(
     value: Option<String>,
     parse: impl FnOnce(String) -> Result<T, E>,
@@ -206,13 +279,7 @@ pub(crate) async fn create_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
-    let account: AccountId = request.account_id.parse()?;
-    let metadata = ClientMetadata {
-        // Copied from the client's request by a gateway: normalised, not refused.
-        user_agent: optional(request.user_agent, |agent| UserAgent::normalize(&agent))?.flatten(),
-        ip: optional(request.ip, |ip| parse_ip(&ip))?,
-        label: optional(request.label, Label::new)?,
-    };
+    let (account, metadata) = request.into_parts()?;
     let created = state
         .service()
         .create(account, metadata)
@@ -248,7 +315,7 @@ pub(crate) async fn resolve_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Response, ApiError> {
-    let session = state.resolve(&request.token).await?;
+    let session = state.resolve(request.token()).await?;
     Ok(envelope(&session))
 }
 
@@ -314,28 +381,9 @@ pub(crate) async fn list_sessions(
     ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let scope = match params.include_revoked.as_deref() {
-        None | Some("false") => ListScope::Active,
-        Some("true") => ListScope::IncludeRevoked,
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "include_revoked: must be `true` or `false`",
-            ));
-        }
-    };
-    let limit = match params.limit {
-        None => PageLimit::DEFAULT,
-        Some(limit) => limit.parse().ok().and_then(PageLimit::new).ok_or_else(|| {
-            ApiError::invalid_request(format!(
-                "limit: must be a whole number from 1 to {}",
-                PageLimit::MAX.get()
-            ))
-        })?,
-    };
-    let after = params
-        .cursor
-        .map(|text| cursor::decode(&text, account, scope))
-        .transpose()?;
+    let scope = params.scope()?;
+    let limit = params.limit()?;
+    let after = params.after(account, scope)?;
     let page = state
         .service()
         .list(account, scope, PageRequest { after, limit })
@@ -366,13 +414,7 @@ pub(crate) async fn revoke_account_sessions(
     ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
-    let except = params
-        .except
-        .map(|id| {
-            id.parse::<SessionId>()
-                .map_err(|_| ApiError::invalid_request("except: must be a UUID"))
-        })
-        .transpose()?;
+    let except = params.except()?;
     let revoked = state
         .service()
         .revoke_all(account, except)

@@ -1,0 +1,183 @@
+//! `cargo xtask fuzz`: the coverage-guided fuzz targets of `fuzz/`, run by
+//! cargo-fuzz (libFuzzer) for a bounded time each.
+//!
+//! cargo-fuzz is installed on first use into the target directory, pinned,
+//! so every run after the first reuses it. The targets build with
+//! `--sanitizer none`, which works on the stable toolchain: the code under
+//! test forbids `unsafe`, so AddressSanitizer (nightly-only) would watch
+//! only the dependencies, while the fuzz targets' own assertions, overflow
+//! checks and debug assertions, which hold on stable, are what find faults
+//! here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// The cargo-fuzz release installed; `--locked` builds it with its own lock file.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The fuzz targets' build flags, the same for every run so one build serves
+/// `cargo xtask fuzz` and `cargo xtask ci`. Sixteen codegen units instead
+/// of cargo-fuzz's one build faster for slightly slower runs.
+const BUILD_FLAGS: &[&str] = &["--sanitizer", "none", "--codegen-units", "16"];
+
+/// An input that takes longer than this, in seconds, counts as a hang.
+const INPUT_TIMEOUT_SECS: u32 = 10;
+
+/// Builds every fuzz target (or only `only`) and runs each for `seconds`,
+/// from its generated corpus and its committed seeds. Fails on the first
+/// crash, hang or broken invariant, naming the input saved under
+/// `fuzz/artifacts/`; prints how many inputs each target ran.
+pub(crate) fn fuzz(root: &Path, target_dir: &Path, seconds: u32, only: Option<&str>) -> Result<()> {
+    let cargo_fuzz = install(target_dir)?;
+    let fuzz_dir = root.join("fuzz");
+    let fuzz_target_dir = target_dir.join("fuzz");
+    let common = |command: &str| {
+        let mut cmd = Command::new(&cargo_fuzz);
+        cmd.arg(command)
+            .arg("--fuzz-dir")
+            .arg(&fuzz_dir)
+            .current_dir(root);
+        cmd
+    };
+
+    let listed = common("list")
+        .output()
+        .context("could not list the fuzz targets")?;
+    if !listed.status.success() {
+        bail!(
+            "`cargo fuzz list` failed: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    }
+    let all: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let targets: Vec<&str> = match only {
+        Some(name) if all.iter().any(|t| t == name) => vec![name],
+        Some(name) => bail!(
+            "no fuzz target `{name}`; the targets are {}",
+            all.join(", ")
+        ),
+        None => all.iter().map(String::as_str).collect(),
+    };
+
+    let mut build = common("build");
+    build
+        .args(BUILD_FLAGS)
+        .arg("--target-dir")
+        .arg(&fuzz_target_dir);
+    if let Some(name) = only {
+        build.arg(name);
+    }
+    eprintln!("$ cargo fuzz build {}", BUILD_FLAGS.join(" "));
+    let status = build.status().context("could not run cargo fuzz build")?;
+    if !status.success() {
+        bail!("building the fuzz targets failed ({status})");
+    }
+
+    let logs = fuzz_target_dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("could not create {}", logs.display()))?;
+    let mut summary = Vec::new();
+    for target in targets {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let seeds = fuzz_dir.join("seeds").join(target);
+        for dir in [&corpus, &seeds] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
+        }
+        let log = logs.join(format!("{target}.log"));
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("could not create {}", log.display()))?;
+        eprintln!(
+            "$ cargo fuzz run {target} ({seconds} s, log in {})",
+            log.display()
+        );
+        let status = common("run")
+            .args(BUILD_FLAGS)
+            .arg("--target-dir")
+            .arg(&fuzz_target_dir)
+            .arg(target)
+            // New inputs go to the first directory; the seeds are only read.
+            .arg(&corpus)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
+            .arg("-print_final_stats=1")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .status()
+            .with_context(|| format!("could not run fuzz target {target}"))?;
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = output.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "fuzz target {target} failed ({status}); the input is saved under {}:\n{}",
+                fuzz_dir.join("artifacts").join(target).display(),
+                tail.join("\n")
+            );
+        }
+        let runs = stat(&output, "number_of_executed_units").unwrap_or_default();
+        let per_second = stat(&output, "average_exec_per_sec").unwrap_or_default();
+        eprintln!(
+            "fuzz target {target}: {runs} inputs in {seconds} s ({per_second}/s), no failure"
+        );
+        summary.push(format!("{target}: {runs} inputs ({per_second}/s)"));
+    }
+    eprintln!("xtask fuzz: {}", summary.join("; "));
+    Ok(())
+}
+
+/// The cargo-fuzz binary under the target directory, installed first if missing.
+fn install(target_dir: &Path) -> Result<PathBuf> {
+    let root = target_dir.join("tools");
+    let binary = root.join("bin").join("cargo-fuzz");
+    let current = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION));
+    if current {
+        return Ok(binary);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "$ cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked --root {}",
+        root.display()
+    );
+    let status = Command::new(cargo)
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--root",
+        ])
+        .arg(&root)
+        .status()
+        .context("could not run cargo install")?;
+    if !status.success() {
+        bail!(
+            "could not install cargo-fuzz {CARGO_FUZZ_VERSION} into {} ({status}): it comes from \
+             crates.io, so check the network, or install it by hand with \
+             `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked --root {}`",
+            root.display(),
+            root.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A figure from libFuzzer's final stats (`stat::<name>: <value>`).
+fn stat(output: &str, name: &str) -> Option<u64> {
+    let prefix = format!("stat::{name}:");
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+}
