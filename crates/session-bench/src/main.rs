@@ -11,6 +11,7 @@
 mod app;
 mod cold_start;
 mod create;
+mod extractor;
 mod http;
 mod load;
 mod measure;
@@ -35,6 +36,7 @@ type Run = fn(&Context) -> anyhow::Result<Vec<Section>>;
 /// Every section, in the order they run and print.
 const SECTIONS: &[(&str, Run)] = &[
     ("resolve", resolve::run),
+    ("extractor", extractor::run),
     ("http", http::run),
     ("create", create::run),
     ("cold-start", cold_start::run),

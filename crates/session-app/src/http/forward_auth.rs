@@ -21,8 +21,7 @@ use std::str::FromStr;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use headers::authorization::Bearer;
-use headers::{Authorization, Header};
+use session_axum::{Presented, TokenSources};
 use session_core::{Error, SessionToken};
 
 use super::AppState;
@@ -37,7 +36,9 @@ pub const SESSION_TOKEN_HEADER: &str = "x-session-token";
 /// and [`SESSION_TOKEN_HEADER`], and which headers carry the identity back.
 #[derive(Debug, Clone)]
 pub struct ForwardAuth {
-    cookie: String,
+    /// Bearer, the cookie, then [`SESSION_TOKEN_HEADER`]: session-axum's
+    /// rule for finding a token, the one host backends use too.
+    sources: TokenSources,
     session_id_header: HeaderName,
     account_id_header: HeaderName,
 }
@@ -52,7 +53,7 @@ pub const DEFAULT_ACCOUNT_ID_HEADER: &str = "X-Account-Id";
 impl Default for ForwardAuth {
     fn default() -> Self {
         Self {
-            cookie: DEFAULT_COOKIE.to_owned(),
+            sources: sources(DEFAULT_COOKIE),
             session_id_header: HeaderName::from_static("x-session-id"),
             account_id_header: HeaderName::from_static("x-account-id"),
         }
@@ -144,7 +145,8 @@ impl ForwardAuth {
             return Err(InvalidForwardAuth::SameHeader);
         }
         Ok(Self {
-            cookie: cookie.to_owned(),
+            // Checked above to be a token, as a cookie name must be.
+            sources: sources(cookie),
             session_id_header,
             account_id_header,
         })
@@ -163,73 +165,32 @@ pub(crate) enum TokenRejection {
     Conflicting,
 }
 
-/// The token a request presents: from `Authorization: Bearer`, the session
-/// cookie, and [`SESSION_TOKEN_HEADER`], in that order, every occurrence of
-/// each. The same token in several places counts once.
-///
-/// An `Authorization` of another scheme is not a session token and is left
-/// alone, as is a `Cookie` header that is not UTF-8 (it cannot hold a valid
-/// token).
+/// Where forward auth reads a token: `Authorization: Bearer`, the cookie
+/// `cookie`, and [`SESSION_TOKEN_HEADER`], in that order.
+fn sources(cookie: &str) -> TokenSources {
+    TokenSources::new()
+        .bearer()
+        .cookie(cookie)
+        .header(HeaderName::from_static(SESSION_TOKEN_HEADER))
+}
+
+/// The token a request presents, found by session-axum's rule: every
+/// occurrence in every source is read, the same token in several places
+/// counts once, and two different ones are refused. An `Authorization` of
+/// another scheme is not a session token and is left alone.
 pub(crate) fn presented_token(
     headers: &HeaderMap,
     config: &ForwardAuth,
 ) -> Result<Option<SessionToken>, TokenRejection> {
-    // Borrowing from `headers` only: no copy of a token is made before the
-    // one `SessionToken`, which wipes itself on drop.
-    let mut candidates: Vec<&str> = Vec::new();
-    for value in headers.get_all(header::AUTHORIZATION) {
-        match Authorization::<Bearer>::decode(&mut std::iter::once(value)) {
-            Ok(_) => candidates.push(bearer_credentials(value)?),
-            Err(_) if is_bearer_scheme(value) => return Err(TokenRejection::Malformed),
-            Err(_) => {}
-        }
+    match config.sources.find(headers) {
+        Presented::Missing => Ok(None),
+        // The one copy of the token, which wipes itself on drop.
+        Presented::Token(token) => SessionToken::parse(token.expose_secret())
+            .map(Some)
+            .map_err(|_| TokenRejection::Malformed),
+        Presented::Conflicting => Err(TokenRejection::Conflicting),
+        Presented::Malformed => Err(TokenRejection::Malformed),
     }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
-            continue;
-        };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            if cookie.name_raw() == Some(config.cookie.as_str())
-                && let Some(value) = cookie.value_raw()
-            {
-                candidates.push(value);
-            }
-        }
-    }
-    for value in headers.get_all(SESSION_TOKEN_HEADER) {
-        candidates.push(value.to_str().map_err(|_| TokenRejection::Malformed)?);
-    }
-    let Some((&first, rest)) = candidates.split_first() else {
-        return Ok(None);
-    };
-    if rest.iter().any(|&other| other != first) {
-        return Err(TokenRejection::Conflicting);
-    }
-    SessionToken::parse(first)
-        .map(Some)
-        .map_err(|_| TokenRejection::Malformed)
-}
-
-/// The credentials of a value `headers` decoded as `Bearer`, borrowed from
-/// the header itself rather than from the decoded copy.
-fn bearer_credentials(value: &HeaderValue) -> Result<&str, TokenRejection> {
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| text.get("Bearer ".len()..))
-        .map(str::trim)
-        .ok_or(TokenRejection::Malformed)
-}
-
-/// Whether an `Authorization` value names the Bearer scheme, whatever
-/// follows: such a value is a token sent, so a bad one is malformed, not absent.
-fn is_bearer_scheme(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
-    let scheme = bytes
-        .iter()
-        .position(|&byte| byte == b' ')
-        .map_or(bytes, |end| &bytes[..end]);
-    scheme.eq_ignore_ascii_case(b"bearer")
 }
 
 /// Check the session a gateway's request presents.

@@ -1,0 +1,278 @@
+//! Sessions for axum and tower applications that embed [`SessionService`].
+//!
+//! - [`CurrentSession`]: the extractor. Required, it refuses the request
+//!   ([`SessionRejection`], RFC 6750 §3); as `Option<CurrentSession>`, a
+//!   missing, malformed, unknown or revoked token is `None` (a stale cookie
+//!   does not break a public page) and only "the service cannot answer" (not
+//!   ready, busy, store down) is an error. It finds [`SessionAuth`] in the
+//!   router's state through [`FromRef`], so no layer is needed.
+//! - [`SessionLayer`]: resolves once per request and leaves the result in
+//!   the request's extensions (the extractor then uses it), or refuses
+//!   requests without a session for a whole router or a non-axum stack.
+//! - [`TokenSources`]: where a token is read (Bearer, a cookie, a header),
+//!   over `&HeaderMap`, refusing two different tokens in one request.
+//! - [`SessionCookie`]: the `Set-Cookie` of login and logout, with safe
+//!   defaults (`__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`).
+//! - [`CrossSiteCheck`]: unsafe requests authenticated by the cookie alone
+//!   must come from the host's own origin (Fetch Metadata, then `Origin`).
+//!
+//! This crate knows no store, SQL, cache library or JSON.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use session_axum::{CurrentSession, SessionAuth};
+//!
+//! async fn me(CurrentSession(session): CurrentSession) -> String {
+//!     session.account_id.to_string()
+//! }
+//!
+//! # fn app(service: session_core::SessionService) -> Router {
+//! let auth = SessionAuth::builder(service).build();
+//! Router::new().route("/me", get(me)).with_state(auth)
+//! # }
+//! ```
+
+mod cookie;
+mod credentials;
+mod cross_site;
+mod layer;
+mod rejection;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use http::request::Parts;
+use session_core::{Error, Session, SessionService, StoreError};
+
+pub use crate::cookie::{DEFAULT_COOKIE_NAME, MAX_COOKIE_AGE_SECS, SessionCookie};
+pub use crate::credentials::{Presented, PresentedToken, SourceKind, TokenSource, TokenSources};
+pub use crate::cross_site::{CrossSiteCheck, InvalidOrigin};
+pub use crate::layer::{SessionLayer, SessionMiddleware};
+pub use crate::rejection::{RejectionKind, SessionRejection};
+
+use crate::rejection::Challenges;
+
+/// The service and the rules for finding and checking a request's session.
+/// Put it in the router's state (directly, or as a field with [`FromRef`]);
+/// cheap to clone (two reference counts).
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    service: SessionService,
+    policy: Arc<Policy>,
+}
+
+#[derive(Debug)]
+struct Policy {
+    sources: TokenSources,
+    cookie: SessionCookie,
+    cross_site: CrossSiteCheck,
+    challenges: Challenges,
+}
+
+/// Builds a [`SessionAuth`].
+#[derive(Debug)]
+#[must_use]
+pub struct SessionAuthBuilder {
+    service: SessionService,
+    sources: Option<TokenSources>,
+    cookie: SessionCookie,
+    cross_site: CrossSiteCheck,
+    realm: Option<String>,
+}
+
+impl SessionAuthBuilder {
+    /// Where tokens are read (default: `Authorization: Bearer`, then the
+    /// session cookie).
+    pub fn sources(mut self, sources: TokenSources) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// The session cookie (default: [`SessionCookie::default`], named
+    /// [`DEFAULT_COOKIE_NAME`]).
+    pub fn cookie(mut self, cookie: SessionCookie) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// Which cross-site cookie requests are allowed (default: none).
+    pub fn cross_site(mut self, check: CrossSiteCheck) -> Self {
+        self.cross_site = check;
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate` (RFC 6750 §3; default: none).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// # Panics
+    ///
+    /// If the sources read a cookie other than the one [`SessionCookie`]
+    /// sets, or the realm is not printable ASCII without quotes or
+    /// backslashes: configuration bugs, found at start.
+    pub fn build(self) -> SessionAuth {
+        let sources = self.sources.unwrap_or_else(|| {
+            TokenSources::new()
+                .bearer()
+                .cookie(self.cookie.name().to_owned())
+        });
+        assert!(
+            sources.sources().iter().all(
+                |source| !matches!(source, TokenSource::Cookie(name) if name != self.cookie.name())
+            ),
+            "the cookie tokens are read from must be the session cookie that is set"
+        );
+        SessionAuth {
+            service: self.service,
+            policy: Arc::new(Policy {
+                sources,
+                cookie: self.cookie,
+                cross_site: self.cross_site,
+                challenges: Challenges::new(self.realm.as_deref()),
+            }),
+        }
+    }
+}
+
+impl SessionAuth {
+    /// Starts building over `service`.
+    pub fn builder(service: SessionService) -> SessionAuthBuilder {
+        SessionAuthBuilder {
+            service,
+            sources: None,
+            cookie: SessionCookie::default(),
+            cross_site: CrossSiteCheck::default(),
+            realm: None,
+        }
+    }
+
+    /// The service, for handlers that create, list or revoke.
+    #[must_use]
+    pub const fn service(&self) -> &SessionService {
+        &self.service
+    }
+
+    /// The session cookie, to set at login and clear at logout.
+    #[must_use]
+    pub fn cookie(&self) -> &SessionCookie {
+        &self.policy.cookie
+    }
+
+    /// Where tokens are read.
+    #[must_use]
+    pub fn sources(&self) -> &TokenSources {
+        &self.policy.sources
+    }
+
+    /// A layer that resolves each request's session once and leaves the
+    /// outcome in its extensions, for [`CurrentSession`] to take.
+    #[must_use]
+    pub fn layer(&self) -> SessionLayer {
+        SessionLayer::new(self.clone(), false)
+    }
+
+    /// A layer that also refuses every request without an active session,
+    /// with the [`SessionRejection`] response, before it reaches the inner
+    /// service: to guard a whole router, or a tower stack that is not axum.
+    #[must_use]
+    pub fn require_layer(&self) -> SessionLayer {
+        SessionLayer::new(self.clone(), true)
+    }
+
+    /// The request's active session: finds its token, checks a
+    /// cookie-only unsafe request's origin, and resolves it.
+    ///
+    /// # Errors
+    ///
+    /// A [`SessionRejection`] of the matching [`RejectionKind`].
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Arc<Session>, SessionRejection> {
+        let reject = |kind| self.policy.challenges.reject(kind);
+        let token = match self.policy.sources.find(&parts.headers) {
+            Presented::Token(token) => token,
+            Presented::Missing => return Err(reject(RejectionKind::MissingToken)),
+            Presented::Malformed => return Err(reject(RejectionKind::InvalidToken)),
+            Presented::Conflicting => return Err(reject(RejectionKind::ConflictingTokens)),
+        };
+        // Before any lookup: a forged request must not spend a miss read.
+        if token.is_cookie_only() && !self.policy.cross_site.allows(parts) {
+            return Err(reject(RejectionKind::CrossSite));
+        }
+        self.service
+            .resolve(token.expose_secret())
+            .await
+            .map_err(|error| reject(kind_of(&error)))
+    }
+}
+
+fn kind_of(error: &Error) -> RejectionKind {
+    match error {
+        Error::InvalidToken => RejectionKind::InvalidToken,
+        Error::NotReady => RejectionKind::NotReady,
+        Error::Busy => RejectionKind::Busy,
+        Error::Store(StoreError::Unavailable(_)) => RejectionKind::StoreUnavailable,
+        _ => RejectionKind::StoreFailed,
+    }
+}
+
+/// The request's active session.
+///
+/// As `CurrentSession`, a request without one is refused with a
+/// [`SessionRejection`]. As `Option<CurrentSession>`, a request with no
+/// valid session (no token, a malformed, unknown or revoked one, two
+/// different ones, or a cross-site unsafe request the cookie alone would
+/// authenticate) is `None`, and only a service that cannot answer (not
+/// ready, busy, store down) refuses it: a 503 says "retry", never "signed
+/// out".
+///
+/// Uses the outcome a [`SessionLayer`] left in the request when there is
+/// one; otherwise resolves with the [`SessionAuth`] in the state.
+#[derive(Debug, Clone)]
+pub struct CurrentSession(pub Arc<Session>);
+
+/// What a [`SessionLayer`] leaves in a request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Result<Arc<Session>, SessionRejection>);
+
+impl<S> FromRequestParts<S> for CurrentSession
+where
+    SessionAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
+            return outcome.clone().map(Self);
+        }
+        SessionAuth::from_ref(state)
+            .authenticate(parts)
+            .await
+            .map(Self)
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for CurrentSession
+where
+    SessionAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(session) => Ok(Some(session)),
+            Err(rejection) => match rejection.kind() {
+                RejectionKind::MissingToken
+                | RejectionKind::InvalidToken
+                | RejectionKind::ConflictingTokens
+                | RejectionKind::CrossSite => Ok(None),
+                _ => Err(rejection),
+            },
+        }
+    }
+}
