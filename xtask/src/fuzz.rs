@@ -17,10 +17,29 @@ use anyhow::{Context, Result, bail};
 /// The cargo-fuzz release installed; `--locked` builds it with its own lock file.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The fuzz targets' build flags, the same for every run so one build serves
-/// `cargo xtask fuzz` and `cargo xtask ci`. Sixteen codegen units instead
-/// of cargo-fuzz's one build faster for slightly slower runs.
-const BUILD_FLAGS: &[&str] = &["--sanitizer", "none", "--codegen-units", "16"];
+/// How the fuzz targets are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// Optimised, as cargo-fuzz builds by default: the most inputs per
+    /// second, for `cargo xtask fuzz`. Sixteen codegen units instead of
+    /// cargo-fuzz's one build faster for slightly slower runs.
+    Release,
+    /// Unoptimised (`--dev`): about half the build time of `Release` and
+    /// far fewer inputs per second, which suits CI's short runs, whose
+    /// budget the optimised build alone would spend.
+    Dev,
+}
+
+impl Build {
+    /// The cargo-fuzz flags of this build, the same for `build` and `run`
+    /// so the run reuses the build.
+    const fn flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Release => &["--sanitizer", "none", "--codegen-units", "16"],
+            Self::Dev => &["--sanitizer", "none", "--dev"],
+        }
+    }
+}
 
 /// An input that takes longer than this, in seconds, counts as a hang.
 const INPUT_TIMEOUT_SECS: u32 = 10;
@@ -29,7 +48,13 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 /// from its generated corpus and its committed seeds. Fails on the first
 /// crash, hang or broken invariant, naming the input saved under
 /// `fuzz/artifacts/`; prints how many inputs each target ran.
-pub(crate) fn fuzz(root: &Path, target_dir: &Path, seconds: u32, only: Option<&str>) -> Result<()> {
+pub(crate) fn fuzz(
+    root: &Path,
+    target_dir: &Path,
+    seconds: u32,
+    only: Option<&str>,
+    profile: Build,
+) -> Result<()> {
     let cargo_fuzz = install(target_dir)?;
     let fuzz_dir = root.join("fuzz");
     let fuzz_target_dir = target_dir.join("fuzz");
@@ -66,13 +91,13 @@ pub(crate) fn fuzz(root: &Path, target_dir: &Path, seconds: u32, only: Option<&s
 
     let mut build = common("build");
     build
-        .args(BUILD_FLAGS)
+        .args(profile.flags())
         .arg("--target-dir")
         .arg(&fuzz_target_dir);
     if let Some(name) = only {
         build.arg(name);
     }
-    eprintln!("$ cargo fuzz build {}", BUILD_FLAGS.join(" "));
+    eprintln!("$ cargo fuzz build {}", profile.flags().join(" "));
     let status = build.status().context("could not run cargo fuzz build")?;
     if !status.success() {
         bail!("building the fuzz targets failed ({status})");
@@ -97,7 +122,7 @@ pub(crate) fn fuzz(root: &Path, target_dir: &Path, seconds: u32, only: Option<&s
             log.display()
         );
         let status = common("run")
-            .args(BUILD_FLAGS)
+            .args(profile.flags())
             .arg("--target-dir")
             .arg(&fuzz_target_dir)
             .arg(target)

@@ -50,9 +50,13 @@ fn main() -> Result<()> {
         Task::Ci => ci(&root),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
-        Task::Fuzz { time, target } => {
-            fuzz::fuzz(&root, &target_dir(&root), time, target.as_deref())
-        }
+        Task::Fuzz { time, target } => fuzz::fuzz(
+            &root,
+            &target_dir(&root),
+            time,
+            target.as_deref(),
+            fuzz::Build::Release,
+        ),
     }
 }
 
@@ -79,7 +83,13 @@ fn ci(root: &Path) -> Result<()> {
     cargo(root, &["test", "--workspace"])?;
     schemathesis(root)?;
     bench(root, true)?;
-    fuzz::fuzz(root, &target_dir(root), CI_FUZZ_SECS, None)?;
+    fuzz::fuzz(
+        root,
+        &target_dir(root),
+        CI_FUZZ_SECS,
+        None,
+        fuzz::Build::Dev,
+    )?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
