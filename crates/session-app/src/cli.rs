@@ -138,6 +138,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub warm_page_size: u32,
+
+    /// Export traces over OTLP/HTTP (protobuf) to this collector base URL
+    /// (`/v1/traces` is appended), for example `http://127.0.0.1:4318`.
+    /// Without it, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` turns export on; with neither, spans are
+    /// not exported.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<reqwest::Url>,
 }
 
 /// Which [`SessionCache`](session_core::SessionCache) adapter the service uses.
@@ -237,10 +245,18 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
+    // Only the service exports spans; the client commands just log.
+    let otlp = match &cli.command {
+        Command::Serve(args) => telemetry::OtlpEndpoint::configured(args.otlp_endpoint.as_ref()),
+        _ => Ok(None),
+    };
+    let telemetry = match otlp.and_then(|otlp| telemetry::init(cli.log_format, &cli.log, otlp)) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -251,7 +267,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = runtime.block_on(run(cli.command));
+    // The last spans are flushed (within a bound) once the server has stopped.
+    drop(runtime);
+    drop(telemetry);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<ConfigError>() => {
             eprintln!("error: {err}");

@@ -10,3 +10,4 @@ mod postgres;
 mod router;
 mod scenarios;
 mod sqlite;
+mod traces;

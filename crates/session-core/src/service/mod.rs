@@ -26,6 +26,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
@@ -322,6 +323,8 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    #[tracing::instrument(name = "session.create", skip_all,
+        fields(session.id = tracing::field::Empty, account.id = %account_id))]
     pub async fn create(
         &self,
         account_id: AccountId,
@@ -336,6 +339,7 @@ impl SessionService {
             revoked_at: None,
             metadata,
         };
+        tracing::Span::current().record("session.id", tracing::field::display(session.id));
         let session = self
             .run_to_completion(|inner| async move {
                 let pending = inner.begin_insert(session.token_hash);
@@ -363,18 +367,23 @@ impl SessionService {
     /// already known not to be); [`Error::Busy`] for a miss past the rate
     /// limit, which has not been checked; [`Error::Store`] if a miss-path
     /// read failed.
+    // Never the token, nor its hash: the span knows the session only once found.
+    #[tracing::instrument(name = "session.resolve", skip_all,
+        fields(session.id = tracing::field::Empty))]
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         if !self.is_warm() {
             return Err(Error::NotReady);
         }
         let hash = TokenHash::of_token_text(token).map_err(|_| Error::InvalidToken)?;
-        if let Some(session) = self.inner.cache.get(&hash) {
-            return Ok(session);
+        let found = match self.inner.cache.get(&hash) {
+            Some(session) => Ok(session),
+            None if self.inner.feed.is_none() => Err(Error::InvalidToken),
+            None => self.inner.read_through(hash).await,
+        };
+        if let Ok(session) = &found {
+            tracing::Span::current().record("session.id", tracing::field::display(session.id));
         }
-        if self.inner.feed.is_none() {
-            return Err(Error::InvalidToken);
-        }
-        self.inner.read_through(hash).await
+        found
     }
 
     /// A session by id, active or revoked.
@@ -382,6 +391,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::NotFound`] or [`Error::Store`].
+    #[tracing::instrument(name = "session.get", skip_all, fields(session.id = %id))]
     pub async fn get(&self, id: SessionId) -> Result<Session, Error> {
         self.inner.store.get(id).await?.ok_or(Error::NotFound)
     }
@@ -392,6 +402,7 @@ impl SessionService {
     ///
     /// [`Error::NotFound`] if no session has this id; [`Error::Store`] if the
     /// store did not commit, in which case the cache is unchanged.
+    #[tracing::instrument(name = "session.revoke", skip_all, fields(session.id = %id))]
     pub async fn revoke(&self, id: SessionId) -> Result<Revocation, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
@@ -418,6 +429,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    #[tracing::instrument(name = "session.revoke_all", skip_all, fields(account.id = %account))]
     pub async fn revoke_all(
         &self,
         account: AccountId,
@@ -440,6 +452,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`].
+    #[tracing::instrument(name = "session.list", skip_all, fields(account.id = %account))]
     pub async fn list(&self, account: AccountId, scope: ListScope) -> Result<Vec<Session>, Error> {
         Ok(self.inner.store.list_for_account(account, scope).await?)
     }
@@ -454,6 +467,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if a page could not be read; the cache is unchanged.
+    #[tracing::instrument(name = "session.warm", skip_all)]
     pub async fn warm(&self) -> Result<WarmReport, Error> {
         self.run_to_completion(|inner| async move { inner.warm().await })
             .await
@@ -516,7 +530,9 @@ impl SessionService {
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
-        match tokio::spawn(change(Arc::clone(&self.inner))).await {
+        // In the caller's span, so the store call stays a child of the use case.
+        let change = change(Arc::clone(&self.inner)).in_current_span();
+        match tokio::spawn(change).await {
             Ok(result) => result,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(_) => Err(Error::Store(StoreError::Unavailable(
