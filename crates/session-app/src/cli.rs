@@ -144,8 +144,10 @@ pub struct ServeArgs {
     /// Without it, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` turns export on; with neither, spans are
     /// not exported.
+    /// Parsed at start rather than by clap, whose error would quote the
+    /// value (and any credentials in it).
     #[arg(long, value_name = "URL")]
-    pub otlp_endpoint: Option<reqwest::Url>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Which [`SessionCache`](session_core::SessionCache) adapter the service uses.
@@ -247,7 +249,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only the service exports spans; the client commands just log.
     let otlp = match &cli.command {
-        Command::Serve(args) => telemetry::OtlpEndpoint::configured(args.otlp_endpoint.as_ref()),
+        Command::Serve(args) => telemetry::OtlpEndpoint::configured(args.otlp_endpoint.as_deref()),
         _ => Ok(None),
     };
     let telemetry = match otlp.and_then(|otlp| telemetry::init(cli.log_format, &cli.log, otlp)) {

@@ -94,7 +94,7 @@ impl OtlpEndpoint {
     /// An endpoint that is not an `http://` URL, or a protocol other than
     /// `http/protobuf`. The message names the setting, never its value
     /// (a URL may carry credentials).
-    pub(crate) fn configured(flag: Option<&reqwest::Url>) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn configured(flag: Option<&str>) -> Result<Option<Self>, ConfigError> {
         let from_env = ENDPOINT_VARS.iter().find_map(|var| {
             std::env::var(var)
                 .ok()
@@ -102,14 +102,9 @@ impl OtlpEndpoint {
                 .map(|v| (var, v))
         });
         let endpoint = match (flag, from_env) {
-            (Some(url), _) => {
-                check_url("--otlp-endpoint", url)?;
-                Self::Flag(url.clone())
-            }
+            (Some(flag), _) => Self::Flag(http_url("--otlp-endpoint", flag)?),
             (None, Some((var, value))) => {
-                let url = reqwest::Url::parse(&value)
-                    .map_err(|_| ConfigError(format!("{var} is not a URL")))?;
-                check_url(var, &url)?;
+                http_url(var, &value)?;
                 Self::Environment
             }
             (None, None) => return Ok(None),
@@ -127,14 +122,17 @@ impl OtlpEndpoint {
     }
 }
 
-fn check_url(setting: &str, url: &reqwest::Url) -> Result<(), ConfigError> {
+/// `text` as an `http://` URL with a host; the error names `setting` only.
+fn http_url(setting: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let url =
+        reqwest::Url::parse(text).map_err(|_| ConfigError(format!("{setting} is not a URL")))?;
     if url.scheme() != "http" || url.host().is_none() {
         return Err(ConfigError(format!(
             "{setting} must be an http:// URL with a host (spans are sent over plain HTTP: \
              point it at a collector on this host or its private network)"
         )));
     }
-    Ok(())
+    Ok(url)
 }
 
 /// Flushes and stops span export when dropped, waiting at most
