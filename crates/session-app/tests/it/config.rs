@@ -143,7 +143,9 @@ fn a_bad_otlp_setting_is_refused_by_name_without_its_value() {
     let https = format!("https://user:{SECRET}@collector.example:4318");
     let not_a_url = format!("{SECRET} is no url");
     let ftp = format!("ftp://{SECRET}@collector.example/v1/traces");
-    let cases: [(&[&str], Vec<(&str, &str)>, &str); 6] = [
+    /// Flags, environment, and the setting the error must name.
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 6] = [
         (&["--otlp-endpoint", &https], vec![], "--otlp-endpoint"),
         (&["--otlp-endpoint", &not_a_url], vec![], "--otlp-endpoint"),
         (
