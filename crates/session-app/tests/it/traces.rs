@@ -529,3 +529,45 @@ async fn a_stalled_collector_loses_no_request_and_counts_dropped_spans() {
         "no span was counted as dropped"
     );
 }
+
+/// Spans still queued at SIGTERM are flushed on the way out: with a batch
+/// delay far longer than the test, they can only arrive by that flush.
+#[tokio::test]
+async fn shutdown_flushes_the_queued_spans() {
+    let receiver = Receiver::start().await;
+    let directory = temp_dir();
+    let app = App::start(
+        launch(&sqlite_url(directory.path()), &receiver.url())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    )
+    .unwrap();
+    app.wait_ready(READY_TIMEOUT).await.unwrap();
+    let http = reqwest::Client::new();
+    let (status, _) = call(
+        &http,
+        &app,
+        reqwest::Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": Uuid::now_v7() })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        receiver.spans().is_empty(),
+        "exported before the batch delay"
+    );
+    let exit = tokio::task::spawn_blocking(move || app.terminate())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    receiver
+        .wait_for("flushed request tree", |spans| {
+            chain(
+                spans,
+                &["POST /v1/sessions", "session.create", "INSERT sessions"],
+            )
+            .is_some()
+        })
+        .await;
+}
