@@ -188,6 +188,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_WARM_PAGE_SIZE", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub warm_page_size: u32,
+
+    /// Export traces over OTLP/HTTP (protobuf) to this collector base URL
+    /// (`/v1/traces` is appended), for example `http://127.0.0.1:4318`.
+    /// Without it, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` turns export on; with neither, spans are
+    /// not exported.
+    /// Parsed at start rather than by clap, whose error would quote the
+    /// value (and any credentials in it).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Options of `/v1/forward-auth`, the check gateways make before each request.
@@ -391,12 +401,25 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
 /// codes: 2 for a configuration mistake, 1 for anything else.
 #[must_use]
 pub fn main() -> ExitCode {
+    // reqwest is built with rustls and no crypto provider of its own, so
+    // every client in the process (the CLI's, the OTLP exporter's) uses
+    // this one; the workspace's TLS is ring throughout. It fails only if a
+    // provider is already installed, which is as good.
+    let _already = rustls::crypto::ring::default_provider().install_default();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    if let Err(err) = telemetry::init(cli.log_format, &cli.log) {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
+    // Only the service exports spans; the client commands just log.
+    let otlp = match &cli.command {
+        Command::Serve(args) => telemetry::OtlpEndpoint::configured(args.otlp_endpoint.as_deref()),
+        _ => Ok(None),
+    };
+    let telemetry = match otlp.and_then(|otlp| telemetry::init(cli.log_format, &cli.log, otlp)) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     if password_on_command_line(&matches, &cli.command) {
         tracing::warn!(
             "the --database-url on the command line holds a password, which every local user \
@@ -413,7 +436,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = runtime.block_on(run(cli.command));
+    // The last spans are flushed (within a bound) once the server has stopped.
+    drop(runtime);
+    drop(telemetry);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<ConfigError>() => {
             eprintln!("error: {err}");

@@ -1,10 +1,30 @@
-//! Logging set-up: human-readable or JSON lines on stderr, so stdout stays
-//! for command output.
+//! Logging and tracing set-up: human-readable or JSON lines on stderr, so
+//! stdout stays for command output, and, when an OTLP endpoint is
+//! configured, every span exported over OTLP/HTTP with protobuf.
+//!
+//! Export never holds up a request: ended spans go to a bounded queue that a
+//! batch processor drains on its own thread; a span that finds the queue
+//! full is dropped, and so is a batch the collector did not take, each
+//! counted in [`spans_dropped`] (the `session_otlp_spans_dropped` metric).
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use clap::ValueEnum;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+    SpanProcessor,
+};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer as _, fmt};
 
 use crate::ConfigError;
 
@@ -17,22 +37,279 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber.
-pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
+/// The standard variables the OpenTelemetry SDK reads for the endpoint.
+const ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+/// The standard variables naming the OTLP protocol, most specific first.
+const PROTOCOL_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+];
+/// The one protocol this build speaks.
+const HTTP_PROTOBUF: &str = "http/protobuf";
+/// The SDK's variable for the batch queue's bound, and its default.
+const QUEUE_SIZE_VAR: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+const QUEUE_SIZE_DEFAULT: usize = 2_048;
+/// The longest shutdown waits for the last spans to reach the collector.
+const SHUTDOWN_FLUSH_BOUND: Duration = Duration::from_secs(5);
+/// What spans reach the exporter: this service's and its adapters' spans
+/// (info and above), never the exporter's own HTTP client's.
+const TRACE_FILTER: &str = "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
+                            reqwest=off,hyper=off,hyper_util=off,h2=off";
+
+/// Spans dropped because the queue was full, and because the collector did
+/// not take their batch (unreachable, slow past the export timeout, or
+/// refusing it).
+static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
+static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Spans lost on the way to the collector since start: `(queue_full,
+/// export_failed)`. Both stay 0 while export is off.
+#[must_use]
+pub(crate) fn spans_dropped() -> (u64, u64) {
+    (
+        DROPPED_QUEUE_FULL.load(Ordering::Relaxed),
+        DROPPED_EXPORT_FAILED.load(Ordering::Relaxed),
+    )
+}
+
+/// Where spans go, when export is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OtlpEndpoint {
+    /// `--otlp-endpoint`: a base URL, to which `/v1/traces` is appended as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` would have it.
+    Flag(reqwest::Url),
+    /// Whatever the standard variables say, read by the SDK itself.
+    Environment,
+}
+
+impl OtlpEndpoint {
+    /// The endpoint from the flag or, without it, from the standard
+    /// variables; `None` (export off) when neither is set.
+    ///
+    /// # Errors
+    ///
+    /// An endpoint that is not an `http://` URL, or a protocol other than
+    /// `http/protobuf`. The message names the setting, never its value
+    /// (a URL may carry credentials).
+    pub(crate) fn configured(flag: Option<&str>) -> Result<Option<Self>, ConfigError> {
+        let from_env = ENDPOINT_VARS.iter().find_map(|var| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (var, v))
+        });
+        let endpoint = match (flag, from_env) {
+            (Some(flag), _) => Self::Flag(http_url("--otlp-endpoint", flag)?),
+            (None, Some((var, value))) => {
+                http_url(var, &value)?;
+                Self::Environment
+            }
+            (None, None) => return Ok(None),
+        };
+        if let Some((var, protocol)) = PROTOCOL_VARS
+            .iter()
+            .find_map(|var| std::env::var(var).ok().map(|v| (var, v)))
+            && protocol != HTTP_PROTOBUF
+        {
+            return Err(ConfigError(format!(
+                "{var}: only {HTTP_PROTOBUF} is supported; unset it or set it to {HTTP_PROTOBUF}"
+            )));
+        }
+        Ok(Some(endpoint))
+    }
+}
+
+/// `text` as an `http://` URL with a host; the error names `setting` only.
+fn http_url(setting: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let url =
+        reqwest::Url::parse(text).map_err(|_| ConfigError(format!("{setting} is not a URL")))?;
+    if url.scheme() != "http" || url.host().is_none() {
+        return Err(ConfigError(format!(
+            "{setting} must be an http:// URL with a host (spans are sent over plain HTTP: \
+             point it at a collector on this host or its private network)"
+        )));
+    }
+    Ok(url)
+}
+
+/// Flushes and stops span export when dropped, waiting at most
+/// [`SHUTDOWN_FLUSH_BOUND`]. Drop it outside the async runtime.
+#[must_use = "dropping it stops span export"]
+pub(crate) struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_FLUSH_BOUND)
+        {
+            eprintln!("warning: the last spans may not have reached the collector: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber: the log lines `filter` selects and, with
+/// an endpoint, every span at info and above over OTLP, whatever `filter`.
+pub(crate) fn init(
+    format: LogFormat,
+    filter: &str,
+    otlp: Option<OtlpEndpoint>,
+) -> Result<TelemetryGuard, ConfigError> {
     let filter = EnvFilter::try_new(filter)
         .map_err(|err| ConfigError(format!("--log {filter:?} is not a valid filter: {err}")))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for people watching a terminal, never in log files.
         .with_ansi(std::io::stderr().is_terminal());
-    let installed = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Text => logs.with_target(false).boxed(),
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-    };
-    installed.map_err(|err| ConfigError(format!("could not install the logger: {err}")))
+            .boxed(),
+    }
+    .with_filter(filter);
+    let provider = otlp.map(tracer_provider).transpose()?;
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("session-app"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(EnvFilter::new(TRACE_FILTER))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|err| ConfigError(format!("could not install the logger: {err}")))?;
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(endpoint: OtlpEndpoint) -> Result<SdkTracerProvider, ConfigError> {
+    let mut exporter = OtlpExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    if let OtlpEndpoint::Flag(base) = &endpoint {
+        let traces = base
+            .join("v1/traces")
+            .map_err(|_| ConfigError("--otlp-endpoint is not a base URL".to_owned()))?;
+        exporter = exporter.with_endpoint(traces.as_str());
+    }
+    // The SDK's message may quote the endpoint (and its credentials): name the settings instead.
+    let exporter = exporter.build().map_err(|_| {
+        ConfigError(
+            "could not set up OTLP export: check --otlp-endpoint and the OTEL_EXPORTER_OTLP_* \
+             variables"
+                .to_owned(),
+        )
+    })?;
+    let capacity = std::env::var(QUEUE_SIZE_VAR)
+        .ok()
+        .and_then(|size| size.parse::<usize>().ok())
+        .filter(|size| *size > 0)
+        .unwrap_or(QUEUE_SIZE_DEFAULT);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let batches = BatchSpanProcessor::builder(CountingExporter {
+        inner: exporter,
+        queued: Arc::clone(&queued),
+    })
+    // The other OTEL_BSP_* variables (delay, batch size, timeout) as the SDK reads them.
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(capacity)
+            .build(),
+    )
+    .build();
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("session-app");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(BoundedQueue {
+            inner: batches,
+            queued,
+            capacity,
+        })
+        .with_resource(resource.build())
+        .build())
+}
+
+/// The batch processor behind a queue bound this process can count: a span
+/// ended while `capacity` spans wait for export is dropped and counted. The
+/// SDK's processor drops at the same bound but only logs the total.
+#[derive(Debug)]
+struct BoundedQueue {
+    inner: BatchSpanProcessor,
+    /// Spans handed to `inner` and not yet handed to the exporter.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl SpanProcessor for BoundedQueue {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let taken = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < self.capacity).then_some(queued + 1)
+            });
+        if taken.is_ok() {
+            self.inner.on_end(span);
+        } else {
+            DROPPED_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, releasing queue places as batches leave the queue and
+/// counting the spans of every batch the collector did not take.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        self.queued.fetch_sub(spans, Ordering::AcqRel);
+        let exported = self.inner.export(batch).await;
+        if exported.is_err() {
+            DROPPED_EXPORT_FAILED.fetch_add(spans as u64, Ordering::Relaxed);
+        }
+        exported
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }

@@ -308,6 +308,9 @@ fn as_bigint(value: u64) -> i64 {
 
 #[async_trait]
 impl ChangeLog for PgSessionStore {
+    #[tracing::instrument(name = "SELECT session.changes", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.changes"))]
     async fn head(&self) -> Result<LogPosition, StoreError> {
         let mut connection = self.connection().await?;
         let result = sql_query(HEAD).get_result::<Horizon>(&mut connection).await;
@@ -322,6 +325,9 @@ impl ChangeLog for PgSessionStore {
     /// transaction (xmin) and the pruned bound, all from one snapshot.
     /// Entries below xmin are final; those at or above it are committed but
     /// may yet get earlier neighbours, so `settled` stops before them.
+    #[tracing::instrument(name = "SELECT session.changes", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.changes"))]
     async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
         let limit = limit.max(1);
         let mut connection = self.connection().await?;
@@ -378,6 +384,9 @@ impl ChangeLog for PgSessionStore {
         }))
     }
 
+    #[tracing::instrument(name = "DELETE session.changes", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "DELETE", db.collection.name = "session.changes"))]
     async fn prune(&self) -> Result<u64, StoreError> {
         let retention = self.change_retention.as_secs_f64();
         let mut total = 0;

@@ -256,6 +256,9 @@ impl QueryFragment<Pg> for RevokeOne {
 
 #[async_trait]
 impl SessionStore for PgSessionStore {
+    #[tracing::instrument(name = "INSERT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
         let mut connection = self.connection().await?;
         let result = diesel::insert_into(sessions::table)
@@ -268,6 +271,9 @@ impl SessionStore for PgSessionStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
         let mut connection = self.connection().await?;
         let result = sessions::table
@@ -283,6 +289,9 @@ impl SessionStore for PgSessionStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let mut connection = self.connection().await?;
         let result = sessions::table
@@ -297,6 +306,9 @@ impl SessionStore for PgSessionStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "UPDATE session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let mut connection = self.connection().await?;
         let result = RevokeOne {
@@ -322,6 +334,9 @@ impl SessionStore for PgSessionStore {
         })
     }
 
+    #[tracing::instrument(name = "UPDATE session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
     async fn revoke_all_for_account(
         &self,
         account: AccountId,
@@ -354,6 +369,9 @@ impl SessionStore for PgSessionStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn list_for_account(
         &self,
         account: AccountId,
@@ -398,6 +416,9 @@ impl SessionStore for PgSessionStore {
         ))
     }
 
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn active_page(
         &self,
         after: Option<SessionId>,
@@ -426,6 +447,9 @@ impl SessionStore for PgSessionStore {
         Ok(active_page(rows, limit))
     }
 
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn health_check(&self) -> Result<(), StoreError> {
         let mut connection = self.connection().await?;
         let result = connection.batch_execute("SELECT 1").await;

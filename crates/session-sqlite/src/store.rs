@@ -156,6 +156,9 @@ fn account_bytes(account: AccountId) -> Vec<u8> {
 
 #[async_trait]
 impl SessionStore for SqliteSessionStore {
+    #[tracing::instrument(name = "INSERT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "INSERT", db.collection.name = "sessions"))]
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
         let row = NewSessionRow::new(session)?;
         self.write(move |conn| {
@@ -168,6 +171,9 @@ impl SessionStore for SqliteSessionStore {
         .await
     }
 
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
         let hash = hash.as_bytes().to_vec();
         self.read(move |conn| {
@@ -184,6 +190,9 @@ impl SessionStore for SqliteSessionStore {
         .await
     }
 
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let id = id_bytes(id);
         self.read(move |conn| {
@@ -199,6 +208,9 @@ impl SessionStore for SqliteSessionStore {
         .await
     }
 
+    #[tracing::instrument(name = "UPDATE sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "UPDATE", db.collection.name = "sessions"))]
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let id = id_bytes(id);
         let at = row::micros(at)?;
@@ -240,6 +252,9 @@ impl SessionStore for SqliteSessionStore {
         })
     }
 
+    #[tracing::instrument(name = "UPDATE sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "UPDATE", db.collection.name = "sessions"))]
     async fn revoke_all_for_account(
         &self,
         account: AccountId,
@@ -271,6 +286,9 @@ impl SessionStore for SqliteSessionStore {
         hashes.iter().map(|hash| row::token_hash(hash)).collect()
     }
 
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
     async fn list_for_account(
         &self,
         account: AccountId,
@@ -307,6 +325,9 @@ impl SessionStore for SqliteSessionStore {
         .await
     }
 
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
     async fn active_page(
         &self,
         after: Option<SessionId>,
@@ -332,6 +353,9 @@ impl SessionStore for SqliteSessionStore {
         .await
     }
 
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
     async fn health_check(&self) -> Result<(), StoreError> {
         // Reads the table, so a file that went away or turned unreadable fails.
         self.read(|conn| {

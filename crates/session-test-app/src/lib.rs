@@ -13,8 +13,8 @@
 //! process ends any other way (a panic that aborts, SIGKILL): a guardian
 //! process, holding the only read end of a pipe whose write end this process
 //! holds, kills it once the kernel closes that pipe. No environment variable
-//! of the caller configures it: every `SESSION_*` variable and `DATABASE_URL`
-//! are removed, so what a test states is all the service is given.
+//! of the caller configures it: every `SESSION_*` and `OTEL_*` variable and
+//! `DATABASE_URL` are removed, so what a test states is all the service is given.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -568,6 +568,7 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 /// Whether the service reads environment variable `key` as configuration.
 fn configures_the_service(key: &str) -> bool {
     key.starts_with("SESSION_")
+        || key.starts_with("OTEL_")
         || matches!(key, "DATABASE_URL" | "DATABASE_URL_FILE")
         || key.starts_with("PG")
 }

@@ -281,8 +281,30 @@ impl Collector for ServiceCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
-        Ok(())
+        otlp_spans_dropped(&mut encoder)
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
+}
+
+/// Spans lost on the way to the OTLP collector, read at each scrape.
+fn otlp_spans_dropped(encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    let (queue_full, export_failed) = crate::telemetry::spans_dropped();
+    let mut family = encoder.encode_descriptor(
+        "otlp_spans_dropped",
+        "Spans not exported over OTLP, by reason: queue_full (ended while the export queue \
+         was full) or export_failed (the collector was unreachable, too slow or refused them)",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (reason, dropped) in [("queue_full", queue_full), ("export_failed", export_failed)] {
+        let labels = DropLabels { reason };
+        ConstCounter::new(dropped).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn gauge(
@@ -323,7 +345,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     response
 }
 
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -332,6 +354,7 @@ fn method_label(method: &Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
+        // Never the client's text: a method is any token the client likes.
         _ => "other",
     }
 }

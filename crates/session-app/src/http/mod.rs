@@ -298,21 +298,65 @@ async fn only_uuid_request_ids(mut request: Request, next: axum::middleware::Nex
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// One span per request with the method, the route template and the request
-/// id, so every log line of the request carries them. Never the body or query.
+/// One span per request, named and attributed after OpenTelemetry's HTTP
+/// server conventions (`METHOD /route`, `http.request.method`, `http.route`,
+/// `http.response.status_code`), with the request id, so every log line of
+/// the request carries them. Only values from fixed sets: the route
+/// template, never the path; `other` for a method outside the standard set;
+/// never the body, query or headers.
 fn request_span(request: &Request) -> Span {
-    let route = metrics::route_label(request.extensions().get::<MatchedPath>());
+    let matched = request.extensions().get::<MatchedPath>();
+    let route = metrics::route_label(matched);
+    let method = metrics::method_label(request.method());
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    // Without a matched route the name is the method alone, as the
+    // conventions ask, so unmatched paths never grow the set of names.
+    let name = SpanName {
+        method,
+        route: matched.map(|_| route),
+    };
+    tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        url.scheme = "http",
+        request_id,
+    )
 }
 
-fn log_response(response: &Response, latency: Duration, _span: &Span) {
+/// `METHOD /route`, formatted only if a layer records the span.
+struct SpanName {
+    method: &'static str,
+    route: Option<&'static str>,
+}
+
+impl std::fmt::Display for SpanName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.route {
+            Some(route) => write!(f, "{} {route}", self.method),
+            None => f.write_str(self.method),
+        }
+    }
+}
+
+fn log_response(response: &Response, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    // As i64: OpenTelemetry has no unsigned integer, and an exporter writes a u64 as text.
+    span.record("http.response.status_code", i64::from(status));
+    // A server span is an error for 5xx only: 4xx is the client's.
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     tracing::info!(
-        status = response.status().as_u16(),
+        status,
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "request finished"
     );

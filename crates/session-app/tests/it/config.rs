@@ -197,3 +197,58 @@ fn a_header_read_timeout_longer_than_the_request_timeout_is_refused() {
         "{stderr}"
     );
 }
+
+/// A bad OTLP setting fails the start with exit code 2 before anything is
+/// opened, naming the setting and never its value (an endpoint may carry
+/// credentials).
+#[test]
+fn a_bad_otlp_setting_is_refused_by_name_without_its_value() {
+    const SECRET: &str = "otlp-secret-0123";
+    let good = "http://127.0.0.1:4318";
+    let https = format!("https://user:{SECRET}@collector.example:4318");
+    let not_a_url = format!("{SECRET} is no url");
+    let ftp = format!("ftp://{SECRET}@collector.example/v1/traces");
+    /// Flags, environment, and the setting the error must name.
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 6] = [
+        (&["--otlp-endpoint", &https], vec![], "--otlp-endpoint"),
+        (&["--otlp-endpoint", &not_a_url], vec![], "--otlp-endpoint"),
+        (
+            &[],
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &not_a_url)],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            &[],
+            vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &ftp)],
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            &["--otlp-endpoint", good],
+            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            &[],
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", good),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ],
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ),
+    ];
+    for (flags, env, setting) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--database-url", &url];
+        args.extend(flags);
+        let (status, _, stderr) = cli(&args, &env, "");
+        assert_eq!(status.code(), Some(2), "{setting}: {stderr}");
+        assert!(stderr.contains(setting), "{setting}: {stderr}");
+        assert!(!stderr.contains(SECRET), "{setting}: {stderr}");
+        assert!(
+            !dir.path().join("s.db").exists(),
+            "{setting}: the database was opened"
+        );
+    }
+}

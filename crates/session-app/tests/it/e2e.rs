@@ -170,7 +170,14 @@ pub(crate) fn cli(
     env: &[(&str, &str)],
     stdin: &str,
 ) -> (ExitStatus, String, String) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    // The caller's OpenTelemetry settings would turn trace export on.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|key| key.starts_with("OTEL_")) {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .args(args)
         .env_remove("SESSION_API_KEY")
         .env_remove("SESSION_API_KEY_FILE")

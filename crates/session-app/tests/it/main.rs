@@ -15,3 +15,4 @@ mod router;
 mod scenarios;
 mod secrets;
 mod sqlite;
+mod traces;

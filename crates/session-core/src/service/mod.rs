@@ -26,6 +26,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
@@ -322,6 +323,8 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    #[tracing::instrument(name = "session.create", skip_all,
+        fields(session.id = tracing::field::Empty, account.id = %account_id))]
     pub async fn create(
         &self,
         account_id: AccountId,
@@ -336,6 +339,7 @@ impl SessionService {
             revoked_at: None,
             metadata,
         };
+        tracing::Span::current().record("session.id", tracing::field::display(session.id));
         let session = self
             .run_to_completion(|inner| async move {
                 let pending = inner.begin_insert(session.token_hash);
@@ -364,6 +368,21 @@ impl SessionService {
     /// limit, which has not been checked; [`Error::Store`] if a miss-path
     /// read failed.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
+        // Never the token, nor its hash: the span learns the session only once found.
+        let span = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
+        // The resolve path is a few hundred nanoseconds: without a subscriber
+        // that wants the span, it runs without the instrumenting wrapper.
+        if span.is_disabled() {
+            return self.resolve_untraced(token).await;
+        }
+        let found = self.resolve_untraced(token).instrument(span.clone()).await;
+        if let Ok(session) = &found {
+            span.record("session.id", tracing::field::display(session.id));
+        }
+        found
+    }
+
+    async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
         if !self.is_warm() {
             return Err(Error::NotReady);
         }
@@ -382,6 +401,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::NotFound`] or [`Error::Store`].
+    #[tracing::instrument(name = "session.get", skip_all, fields(session.id = %id))]
     pub async fn get(&self, id: SessionId) -> Result<Session, Error> {
         self.inner.store.get(id).await?.ok_or(Error::NotFound)
     }
@@ -392,6 +412,7 @@ impl SessionService {
     ///
     /// [`Error::NotFound`] if no session has this id; [`Error::Store`] if the
     /// store did not commit, in which case the cache is unchanged.
+    #[tracing::instrument(name = "session.revoke", skip_all, fields(session.id = %id))]
     pub async fn revoke(&self, id: SessionId) -> Result<Revocation, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
@@ -418,6 +439,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    #[tracing::instrument(name = "session.revoke_all", skip_all, fields(account.id = %account))]
     pub async fn revoke_all(
         &self,
         account: AccountId,
@@ -445,6 +467,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`].
+    #[tracing::instrument(name = "session.list", skip_all, fields(account.id = %account))]
     pub async fn list(
         &self,
         account: AccountId,
@@ -470,6 +493,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`Error::Store`] if a page could not be read; the cache is unchanged.
+    #[tracing::instrument(name = "session.warm", skip_all)]
     pub async fn warm(&self) -> Result<WarmReport, Error> {
         self.run_to_completion(|inner| async move { inner.warm().await })
             .await
@@ -532,7 +556,9 @@ impl SessionService {
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
-        match tokio::spawn(change(Arc::clone(&self.inner))).await {
+        // In the caller's span, so the store call stays a child of the use case.
+        let change = change(Arc::clone(&self.inner)).in_current_span();
+        match tokio::spawn(change).await {
             Ok(result) => result,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(_) => Err(Error::Store(StoreError::Unavailable(
