@@ -45,7 +45,7 @@ impl SessionCookie {
     pub fn named(name: impl Into<String>) -> Self {
         let name = name.into();
         assert!(
-            crate::credentials::is_cookie_name(&name),
+            crate::credentials::is_token(&name),
             "a session cookie name must be an RFC 6265 token"
         );
         Self {

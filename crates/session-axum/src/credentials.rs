@@ -139,7 +139,7 @@ impl TokenSources {
     pub fn cookie(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         assert!(
-            is_cookie_name(&name),
+            is_token(&name),
             "a session cookie name must be an RFC 6265 token"
         );
         self.order.push(TokenSource::Cookie(name));
@@ -273,10 +273,14 @@ fn bearer_token(value: &HeaderValue) -> BearerValue<'_> {
 /// `Bearer` and the one space `Authorization<Bearer>` requires after it.
 const BEARER_PREFIX_LEN: usize = "Bearer ".len();
 
-/// RFC 6265 §4.1.1 `cookie-name = token` (RFC 9110 §5.6.2 `tchar`).
-pub(crate) fn is_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
+/// Whether `text` is an HTTP token (RFC 9110 §5.6.2: one or more `tchar`),
+/// what a cookie name must be (RFC 6265 §4.1.1 `cookie-name = token`) and a
+/// header name a gateway can copy as-is. For checking names at start, before
+/// [`TokenSources::cookie`], which panics on anything else.
+#[must_use]
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

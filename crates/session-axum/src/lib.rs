@@ -45,7 +45,9 @@ use http::request::Parts;
 use session_core::{Error, Session, SessionService, StoreError};
 
 pub use crate::cookie::{DEFAULT_COOKIE_NAME, MAX_COOKIE_AGE_SECS, SessionCookie};
-pub use crate::credentials::{Presented, PresentedToken, SourceKind, TokenSource, TokenSources};
+pub use crate::credentials::{
+    Presented, PresentedToken, SourceKind, TokenSource, TokenSources, is_token,
+};
 pub use crate::cross_site::{CrossSiteCheck, InvalidOrigin};
 pub use crate::layer::{SessionLayer, SessionMiddleware};
 pub use crate::rejection::{RejectionKind, SessionRejection};

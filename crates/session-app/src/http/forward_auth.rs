@@ -21,7 +21,7 @@ use std::str::FromStr;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use session_axum::{Presented, TokenSources};
+use session_axum::{Presented, TokenSources, is_token};
 use session_core::{Error, SessionToken};
 
 use super::AppState;
@@ -117,12 +117,6 @@ impl ForwardAuth {
         session_id_header: &str,
         account_id_header: &str,
     ) -> Result<Self, InvalidForwardAuth> {
-        let is_token = |text: &str| {
-            !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
-        };
         if !is_token(cookie) {
             return Err(InvalidForwardAuth::CookieName);
         }
