@@ -1156,6 +1156,20 @@ impl SessionStore for CountingStore {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         self.inner.health_check().await
     }
+
+    async fn record_last_seen(
+        &self,
+        seen: &[session_core::SeenAt],
+    ) -> Result<(), StoreError> {
+        self.inner.record_last_seen(seen).await
+    }
+
+    async fn last_seen(
+        &self,
+        ids: &[SessionId],
+    ) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.inner.last_seen(ids).await
+    }
 }
 
 /// `/readyz` is open: however many probes arrive, the store sees at most one
@@ -1502,6 +1516,20 @@ impl SessionStore for RejectingStore {
     }
     async fn health_check(&self) -> Result<(), StoreError> {
         self.inner.health_check().await
+    }
+
+    async fn record_last_seen(
+        &self,
+        seen: &[session_core::SeenAt],
+    ) -> Result<(), StoreError> {
+        self.inner.record_last_seen(seen).await
+    }
+
+    async fn last_seen(
+        &self,
+        ids: &[SessionId],
+    ) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.inner.last_seen(ids).await
     }
 }
 
