@@ -1157,17 +1157,11 @@ impl SessionStore for CountingStore {
         self.inner.health_check().await
     }
 
-    async fn record_last_seen(
-        &self,
-        seen: &[session_core::SeenAt],
-    ) -> Result<(), StoreError> {
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
         self.inner.record_last_seen(seen).await
     }
 
-    async fn last_seen(
-        &self,
-        ids: &[SessionId],
-    ) -> Result<Vec<session_core::SeenAt>, StoreError> {
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
         self.inner.last_seen(ids).await
     }
 }
@@ -1518,17 +1512,11 @@ impl SessionStore for RejectingStore {
         self.inner.health_check().await
     }
 
-    async fn record_last_seen(
-        &self,
-        seen: &[session_core::SeenAt],
-    ) -> Result<(), StoreError> {
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
         self.inner.record_last_seen(seen).await
     }
 
-    async fn last_seen(
-        &self,
-        ids: &[SessionId],
-    ) -> Result<Vec<session_core::SeenAt>, StoreError> {
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
         self.inner.last_seen(ids).await
     }
 }
