@@ -23,9 +23,10 @@ use time::OffsetDateTime;
 use crate::session::SessionId;
 use crate::store::SeenAt;
 
-/// Slots in the table of marks made this minute (a power of two): 32 KiB,
-/// enough that sessions resolved within a minute rarely share one.
-const SLOTS: usize = 4096;
+/// Slots in the table of marks made this minute: as many as the queue holds
+/// marks, rounded up to a power of two, within these bounds (32 KiB to 8 MiB).
+const MIN_SLOTS: usize = 1 << 12;
+const MAX_SLOTS: usize = 1 << 20;
 
 /// The most marks one store call carries: one statement each, well under
 /// SQLite's 32,766 bound parameters and PostgreSQL's message sizes.
@@ -73,6 +74,8 @@ pub(crate) struct LastSeenMarks {
     /// Per slot: the minute (high 32 bits) and the tag of the session
     /// (low 32 bits) marked last.
     slots: Box<[AtomicU64]>,
+    /// How far the id's mixed bits shift right to index `slots`.
+    slot_shift: u32,
     queue: SyncSender<(SessionId, u32)>,
     /// The flush side: the receiving end and what a failed flush kept.
     flush: Mutex<FlushState>,
@@ -92,9 +95,11 @@ impl LastSeenMarks {
     pub(crate) fn new(settings: LastSeenSettings, now: OffsetDateTime) -> Self {
         let capacity = settings.queue_capacity.max(1);
         let (queue, received) = sync_channel(capacity);
+        let slots = capacity.next_power_of_two().clamp(MIN_SLOTS, MAX_SLOTS);
         Self {
             minute: AtomicU32::new(minute_of(now)),
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            slot_shift: 64 - slots.trailing_zeros(),
             queue,
             flush: Mutex::new(FlushState {
                 received,
@@ -114,8 +119,8 @@ impl LastSeenMarks {
         let minute = self.minute.load(Ordering::Relaxed);
         let mixed = mix(id);
         // The top bits index the table; the low 32 bits are the tag.
-        #[allow(clippy::cast_possible_truncation)] // SLOTS fits in the 12 top bits
-        let slot = &self.slots[(mixed >> (64 - SLOTS.trailing_zeros())) as usize];
+        #[allow(clippy::cast_possible_truncation)] // at most 20 bits remain
+        let slot = &self.slots[(mixed >> self.slot_shift) as usize];
         let want = (u64::from(minute) << 32) | (mixed & 0xffff_ffff);
         if slot.load(Ordering::Relaxed) == want {
             return;
