@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, http_client, sqlite_url, temp_dir};
+use crate::e2e::{Options, Server, cli, http_client, sqlite_url, temp_dir};
 
 async fn started(url: &str, extra: &[&str]) -> Server {
     let server = Server::start(Options {
@@ -89,6 +89,26 @@ async fn get_and_list_show_when_a_session_was_last_resolved() {
         let expected = (session["id"] == seen_id.as_str()).then_some(seen);
         assert_eq!(last_seen_at(session), expected, "{session}");
     }
+
+    // The operator CLI's list shows it too, as a column.
+    let server_url = server.url("");
+    let account_text = account.to_string();
+    let (status, stdout, stderr) = cli(
+        &["list", "--account", &account_text],
+        &[("SESSION_SERVER", server_url.as_str())],
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.lines().next().unwrap().contains("LAST SEEN"),
+        "{stdout}"
+    );
+    let seen_text = seen.format(&Rfc3339).unwrap();
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with(&seen_id))
+        .unwrap();
+    assert!(row.contains(&seen_text), "{stdout}");
 
     let metrics = http_client()
         .get(server.url("/metrics"))
