@@ -16,7 +16,8 @@
 //!    change that must be ordered against others happens under it);
 //! 3. `negative` (hashes the store did not know).
 //!
-//! `miss_reads`, `caught_up_at` and `last_warm` are leaves: taken alone.
+//! `miss_reads`, `caught_up_at`, `last_warm` and the last-seen flush state
+//! (taken by flushes only, never by a resolve) are leaves: taken alone.
 
 mod follow;
 mod miss_path;
