@@ -180,6 +180,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_NEGATIVE_CACHE_SIZE", default_value_t = 65_536)]
     pub negative_cache_size: usize,
 
+    /// Record when each session was last resolved, to the minute, and show
+    /// it as `last_seen_at` in `GET` and list answers. Resolves only mark
+    /// the session in memory; the marks are written to the database in
+    /// batches every `--last-seen-flush-interval`.
+    #[arg(long, env = "SESSION_LAST_SEEN")]
+    pub last_seen: bool,
+
+    /// With `--last-seen`: how often the marks are written to the database.
+    /// `last_seen_at` is up to this much behind.
+    #[arg(long, env = "SESSION_LAST_SEEN_FLUSH_INTERVAL", default_value = "10s",
+        value_parser = positive_duration)]
+    pub last_seen_flush_interval: Duration,
+
+    /// With `--last-seen`: marks held between flushes at most (one per
+    /// session per minute, about 24 bytes each). Past it, marks are dropped
+    /// and counted in `session_last_seen_marks_dropped_total`.
+    #[arg(long, env = "SESSION_LAST_SEEN_QUEUE", default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub last_seen_queue: u32,
+
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
     pub forward_auth: ForwardAuthArgs,

@@ -302,24 +302,33 @@ fn text(value: &Value) -> &str {
 
 /// Sessions as an aligned table.
 fn sessions_table(sessions: &[Value]) -> String {
-    const COLUMNS: [(&str, &str); 6] = [
+    const COLUMNS: [(&str, &str); 7] = [
         ("ID", "id"),
         ("CREATED", "created_at"),
         ("REVOKED", "revoked_at"),
+        ("LAST SEEN", "last_seen_at"),
         ("IP", "ip"),
         ("LABEL", "label"),
         ("USER AGENT", "user_agent"),
     ];
+    // Only answers read from the store (get, list) say when a session was
+    // last seen; create and resolve answers have no such column.
+    let columns: Vec<(&str, &str)> = COLUMNS
+        .into_iter()
+        .filter(|(_, key)| {
+            *key != "last_seen_at" || sessions.iter().any(|session| session.get(key).is_some())
+        })
+        .collect();
     let rows: Vec<Vec<&str>> = sessions
         .iter()
         .map(|session| {
-            COLUMNS
+            columns
                 .iter()
                 .map(|(_, key)| text(&session[*key]))
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> = COLUMNS
+    let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, (title, _))| {
@@ -338,7 +347,7 @@ fn sessions_table(sessions: &[Value]) -> String {
             .trim_end()
             .to_owned()
     };
-    std::iter::once(line(COLUMNS.iter().map(|(title, _)| *title).collect()))
+    std::iter::once(line(columns.iter().map(|(title, _)| *title).collect()))
         .chain(rows.into_iter().map(line))
         .collect::<Vec<_>>()
         .join("\n")

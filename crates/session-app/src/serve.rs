@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::MokaSessionCache;
-use session_core::{MemoryCache, MissPolicy, SessionCache, SessionService};
+use session_core::{LastSeenSettings, MemoryCache, MissPolicy, SessionCache, SessionService};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
@@ -65,6 +65,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(log) = store.change_log {
         builder = builder.change_log(log);
     }
+    if args.last_seen {
+        builder = builder.last_seen(LastSeenSettings {
+            queue_capacity: args.last_seen_queue as usize,
+            flush_interval: args.last_seen_flush_interval,
+        });
+    }
     let service = builder.build();
     let state = AppState::with_forward_auth(service.clone(), keys, forward_auth);
     let app = http::router(state.clone());
@@ -86,6 +92,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let service = service.clone();
         async move { service.keep_in_sync().await }
     });
+    // With --last-seen, writes the marks resolves make; returns at once without.
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.keep_last_seen().await }
+    });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let server = connections::serve(listener, app, limits, state, async move {
@@ -103,6 +114,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         } => tracing::warn!(?deadline, "in-flight requests did not finish in time; exiting"),
+    }
+    if args.last_seen {
+        // The marks since the last flush, within the same bound again.
+        match tokio::time::timeout(deadline, service.flush_last_seen()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not record when sessions were last seen at shutdown")
+            }
+            Err(_) => tracing::warn!(
+                ?deadline,
+                "recording when sessions were last seen took too long at shutdown"
+            ),
+        }
     }
     // Dropping the service closes the store's connections.
     drop(service);

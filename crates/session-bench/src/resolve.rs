@@ -12,6 +12,14 @@
 //! million sessions most lookups miss the CPU caches for subject and floor
 //! alike: the realistic worst case.
 //!
+//! With last-seen activity on (`--last-seen`), two more subjects over the
+//! `map` cache: *marked*, where every session of the batch was already
+//! resolved this minute (the common case: two atomic loads more), and *new
+//! minute*, where the minute has just turned, so every resolve of the batch
+//! is its session's first this minute and pushes a mark into the queue (the
+//! steady state's worst minute). The queue is flushed between rounds,
+//! outside the timing.
+//!
 //! `resolve` is an `async fn` that never suspends without a change feed; a
 //! whole batch of calls runs inside one `block_on` of a current-thread Tokio
 //! runtime, so the figure is the call itself, not a runtime's scheduling.
@@ -23,8 +31,8 @@ use std::time::Instant;
 
 use session_cache_moka::MokaSessionCache;
 use session_core::{
-    AccountId, ClientMetadata, MemoryCache, MemoryStore, Session, SessionCache, SessionId,
-    SessionService, SessionToken, TOKEN_LEN, TokenHash,
+    AccountId, ClientMetadata, LastSeenSettings, ManualClock, MemoryCache, MemoryStore, Session,
+    SessionCache, SessionId, SessionService, SessionToken, TOKEN_LEN, TokenHash,
 };
 use sha2::{Digest, Sha256};
 
@@ -41,6 +49,12 @@ const SAMPLE: usize = 1 << 16;
 
 /// The caches measured, as `session-app --cache` names them.
 const CACHES: [&str; 2] = ["map", "moka"];
+
+/// The last-seen subjects (over the `map` cache) and how the table names them.
+const LAST_SEEN: [(&str, &str); 2] = [
+    ("seen-marked", "on, marked this minute"),
+    ("seen-new-minute", "on, first this minute"),
+];
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     let sizes = if ctx.quick { QUICK_SIZES } else { SIZES };
@@ -95,6 +109,21 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
                 nanos(rounds.median("miss/floor")),
                 rounds.ratio(&format!("miss/{cache}"), "miss/floor"),
             ));
+        }
+        for (subject, case) in LAST_SEEN {
+            let series = format!("hit/{subject}");
+            in_process.rows.push(
+                Row::new(
+                    format!("hit, map, last-seen {case}, {label}"),
+                    nanos(rounds.median(&series)),
+                    nanos(rounds.median("hit/floor")),
+                    rounds.ratio(&series, "hit/floor"),
+                )
+                .detail(
+                    "over map",
+                    Figure::new(rounds.ratio(&series, "hit/map"), Unit::Ratio),
+                ),
+            );
         }
         in_process.rows.push(Row::new(
             format!("malformed, {label}"),
@@ -191,6 +220,9 @@ struct Bench {
     malformed: TokenTexts,
     floor: HashMap<TokenHash, Arc<Session>>,
     services: Vec<(&'static str, SessionService)>,
+    /// Services with last-seen activity on, over the `map` cache, each with
+    /// the clock its flush reads the minute from.
+    last_seen: Vec<(&'static str, SessionService, Arc<ManualClock>)>,
 }
 
 impl Bench {
@@ -244,6 +276,22 @@ impl Bench {
             cache.replace_all(sessions.clone());
             services.push((name, service));
         }
+        let mut last_seen = Vec::new();
+        for (name, _) in LAST_SEEN {
+            let cache = Arc::new(MemoryCache::new());
+            let clock = Arc::new(ManualClock::new(created_at));
+            let service = SessionService::builder(Arc::new(MemoryStore::new()), cache.clone())
+                .clock(clock.clone())
+                .last_seen(LastSeenSettings {
+                    // Room for a whole batch of first marks between flushes.
+                    queue_capacity: 1 << 17,
+                    ..LastSeenSettings::default()
+                })
+                .build();
+            runtime.block_on(service.warm())?;
+            cache.replace_all(sessions.clone());
+            last_seen.push((name, service, clock));
+        }
         let bench = Self {
             hits,
             order,
@@ -251,6 +299,7 @@ impl Bench {
             malformed,
             floor,
             services,
+            last_seen,
         };
         bench.check(runtime)?;
         Ok(bench)
@@ -294,6 +343,18 @@ impl Bench {
                         let nanos = self.floor_hits(start, batch);
                         results.record("hit/floor", nanos);
                         for (name, service) in &self.services {
+                            let nanos = self.resolve_hits(runtime, service, start, batch);
+                            results.record(&format!("hit/{name}"), nanos);
+                        }
+                        for (name, service, clock) in &self.last_seen {
+                            if *name == "seen-marked" {
+                                // Untimed: mark this batch's sessions in this minute.
+                                self.resolve_hits(runtime, service, start, batch);
+                            } else {
+                                clock.advance(time::Duration::minutes(1));
+                            }
+                            // Untimed: empties the queue and takes the clock's minute.
+                            let _ = runtime.block_on(service.flush_last_seen());
                             let nanos = self.resolve_hits(runtime, service, start, batch);
                             results.record(&format!("hit/{name}"), nanos);
                         }

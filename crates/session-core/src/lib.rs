@@ -16,6 +16,7 @@
 mod cache;
 mod clock;
 mod feed;
+mod last_seen;
 mod memory;
 mod miss;
 mod service;
@@ -29,6 +30,7 @@ pub mod testkit;
 pub use cache::{PreparedContents, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
+pub use last_seen::{LastSeenSettings, LastSeenStats, MAX_BATCH as LAST_SEEN_MAX_BATCH};
 pub use memory::{MemoryCache, MemoryStore};
 pub use miss::MissPolicy;
 pub use service::{
@@ -41,7 +43,7 @@ pub use session::{
 };
 pub use store::{
     AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, ListScope, PageLimit, PageRequest,
-    RevokeOutcome, RowId, SessionStore, StoreError, StoredSession,
+    RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession,
 };
 pub use token::{
     InvalidTokenHash, SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenHashHasher,

@@ -17,8 +17,8 @@ use crate::cache::{PreparedContents, SessionCache};
 use crate::feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
 use crate::session::{AccountId, Session, SessionId};
 use crate::store::{
-    AccountPage, ActivePage, ListPosition, ListScope, PageRequest, RevokeOutcome, SessionStore,
-    StoreError,
+    AccountPage, ActivePage, ListPosition, ListScope, PageRequest, RevokeOutcome, SeenAt,
+    SessionStore, StoreError,
 };
 use crate::token::{TokenHash, TokenHashState};
 
@@ -45,6 +45,7 @@ impl Default for MemoryStore {
                 log: Vec::new(),
                 pruned: 0,
                 wake: watch::channel(()).0,
+                last_seen: HashMap::new(),
             }),
             unavailable: AtomicBool::new(false),
             log_reads: AtomicU64::new(0),
@@ -63,6 +64,8 @@ struct MemoryState {
     pruned: u64,
     /// Wakes listeners after each write.
     wake: watch::Sender<()>,
+    /// When each session was last seen; not a change the log reports.
+    last_seen: HashMap<SessionId, OffsetDateTime>,
 }
 
 /// What the log records: hashes and what happened, never the session itself,
@@ -116,6 +119,7 @@ impl MemoryStore {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.sessions.clear();
         state.by_hash.clear();
+        state.last_seen.clear();
         state.record(Logged::Reload);
     }
 
@@ -262,6 +266,26 @@ impl SessionStore for MemoryStore {
 
     async fn health_check(&self) -> Result<(), StoreError> {
         self.state().map(drop)
+    }
+
+    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        for mark in seen {
+            if !state.sessions.contains_key(&mark.id) {
+                continue;
+            }
+            let at = state.last_seen.entry(mark.id).or_insert(mark.at);
+            *at = (*at).max(mark.at);
+        }
+        Ok(())
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
+        let state = self.state()?;
+        Ok(ids
+            .iter()
+            .filter_map(|&id| state.last_seen.get(&id).map(|&at| SeenAt { id, at }))
+            .collect())
     }
 }
 

@@ -78,6 +78,29 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn health_check(&self) -> Result<(), StoreError>;
+
+    /// Records when sessions were last seen, in one statement: each
+    /// session's last-seen time becomes the later of the stored one and the
+    /// given one, so it never moves back, and two processes recording the
+    /// same session at once both succeed, the latest time winning. Ids of no
+    /// stored session are ignored, never an error. A revoked session's time
+    /// is still recorded: it was seen then. `seen` is sorted by id with one
+    /// entry per session, so concurrent calls lock rows in the same order.
+    /// It writes nothing a [`ChangeLog`](crate::ChangeLog) reports.
+    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError>;
+
+    /// When each of `ids` was last seen, as recorded; sessions never
+    /// recorded (and unknown ids) are absent. In no particular order.
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError>;
+}
+
+/// When a session was last seen (resolved), to the minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenAt {
+    /// The session.
+    pub id: SessionId,
+    /// The start of the minute it was last seen in.
+    pub at: OffsetDateTime,
 }
 
 /// A place in an account's newest-first list: the page that starts here

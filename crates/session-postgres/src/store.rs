@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Bytea, Nullable, Timestamptz};
+use diesel::sql_types::{Array, Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::{
     AccountId, AccountPage, ActivePage, InvalidRow, Label, ListPosition, ListScope, PageRequest,
-    RevokeOutcome, RowId, Session, SessionId, SessionStore, StoreError, StoredSession, TokenHash,
-    UserAgent,
+    RevokeOutcome, RowId, SeenAt, Session, SessionId, SessionStore, StoreError, StoredSession,
+    TokenHash, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -127,6 +127,27 @@ pub(crate) struct SessionRow {
     pub(crate) user_agent: Option<String>,
     pub(crate) ip: Option<IpNet>,
     pub(crate) label: Option<String>,
+}
+
+/// Records last-seen times in one statement: only for sessions that exist,
+/// each moved forward only (an older time writes no row version at all),
+/// rows taken in id order (the batch is sorted), so two instances flushing
+/// overlapping batches wait on each other rather than deadlock.
+const RECORD_LAST_SEEN: &str = "\
+    INSERT INTO session.session_activity AS activity (session_id, last_seen_at) \
+    SELECT seen.id, seen.at FROM unnest($1::uuid[], $2::timestamptz[]) AS seen (id, at) \
+    WHERE EXISTS (SELECT 1 FROM session.sessions WHERE sessions.id = seen.id) \
+    ORDER BY seen.id \
+    ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at \
+    WHERE activity.last_seen_at < EXCLUDED.last_seen_at";
+
+/// A row of `session.session_activity`.
+#[derive(QueryableByName)]
+struct ActivityRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    session_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    last_seen_at: OffsetDateTime,
 }
 
 /// The table rows are read from, as errors name it.
@@ -454,5 +475,53 @@ impl SessionStore for PgSessionStore {
         let mut connection = self.connection().await?;
         let result = connection.batch_execute("SELECT 1").await;
         self.finish("health check", result, &mut connection).await
+    }
+
+    #[tracing::instrument(name = "INSERT session.session_activity", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "INSERT", db.collection.name = "session.session_activity"))]
+    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = seen.iter().map(|mark| *mark.id.as_uuid()).collect();
+        let times: Vec<OffsetDateTime> = seen.iter().map(|mark| mark.at).collect();
+        let mut connection = self.connection().await?;
+        let result = diesel::sql_query(RECORD_LAST_SEEN)
+            .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+            .bind::<Array<Timestamptz>, _>(times)
+            .execute(&mut connection)
+            .await;
+        // No wake-up: activity is not a change the log reports.
+        self.finish("record last seen", result, &mut connection)
+            .await
+            .map(drop)
+    }
+
+    #[tracing::instrument(name = "SELECT session.session_activity", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.session_activity"))]
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        let mut connection = self.connection().await?;
+        let result = diesel::sql_query(
+            "SELECT session_id, last_seen_at FROM session.session_activity \
+             WHERE session_id = ANY($1)",
+        )
+        .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+        .load::<ActivityRow>(&mut connection)
+        .await;
+        Ok(self
+            .finish("read last seen", result, &mut connection)
+            .await?
+            .into_iter()
+            .map(|row| SeenAt {
+                id: SessionId::from_uuid(row.session_id),
+                at: row.last_seen_at,
+            })
+            .collect())
     }
 }

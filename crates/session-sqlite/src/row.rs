@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use diesel::prelude::*;
 use session_core::{
-    AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, PageLimit, RowId, Session,
+    AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, PageLimit, RowId, SeenAt, Session,
     SessionId, StoreError, StoredSession, TokenHash,
 };
 use time::OffsetDateTime;
@@ -186,4 +186,27 @@ fn instant(micros: i64) -> Result<OffsetDateTime, BoxError> {
     Ok(OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(micros) * 1_000,
     )?)
+}
+
+/// A row of `session_activity`, as stored.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct ActivityRow {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    session_id: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_seen_at: i64,
+}
+
+/// The table activity rows are read from, as errors name it.
+const ACTIVITY_TABLE: &str = "session_activity";
+
+/// A stored activity row as the port's [`SeenAt`]; a row no session could
+/// have written is an [`InvalidRow`] naming the table and column.
+pub(crate) fn seen_at(row: ActivityRow) -> Result<SeenAt, StoreError> {
+    let id = Uuid::from_slice(&row.session_id)
+        .map_err(|err| InvalidRow::new(ACTIVITY_TABLE, "session_id", RowId::Unknown, err))?;
+    let id = SessionId::from_uuid(id);
+    let at = instant(row.last_seen_at)
+        .map_err(|err| InvalidRow::new(ACTIVITY_TABLE, "last_seen_at", RowId::Session(id), err))?;
+    Ok(SeenAt { id, at })
 }

@@ -9,8 +9,8 @@ use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use session_core::{
-    AccountId, AccountPage, ActivePage, ListScope, PageRequest, RevokeOutcome, Session, SessionId,
-    SessionStore, StoreError, TokenHash,
+    AccountId, AccountPage, ActivePage, ListScope, PageRequest, RevokeOutcome, SeenAt, Session,
+    SessionId, SessionStore, StoreError, TokenHash,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -363,6 +363,66 @@ impl SessionStore for SqliteSessionStore {
                 .get_result::<bool>(conn)
                 .map(drop)
                 .map_err(store_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "INSERT session_activity", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "INSERT", db.collection.name = "session_activity"))]
+    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let rows = seen
+            .iter()
+            .map(|mark| Ok((id_bytes(mark.id), row::micros(mark.at)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write(move |conn| {
+            // One statement: the sessions that exist, each moved forward only.
+            let values = vec!["(?, ?)"; rows.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO session_activity (session_id, last_seen_at) \
+                 SELECT seen.column1, seen.column2 FROM (VALUES {values}) AS seen \
+                 WHERE seen.column1 IN (SELECT id FROM sessions) \
+                 ON CONFLICT (session_id) DO UPDATE SET last_seen_at = excluded.last_seen_at \
+                 WHERE excluded.last_seen_at > session_activity.last_seen_at"
+            );
+            let mut query = diesel::sql_query(sql).into_boxed();
+            for (id, at) in rows {
+                query = query
+                    .bind::<diesel::sql_types::Binary, _>(id)
+                    .bind::<diesel::sql_types::BigInt, _>(at);
+            }
+            query.execute(conn).map(drop).map_err(store_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "SELECT session_activity", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "session_activity"))]
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
+        self.read(move |conn| {
+            let marks = vec!["?"; ids.len()].join(", ");
+            let sql = format!(
+                "SELECT session_id, last_seen_at FROM session_activity \
+                 WHERE session_id IN ({marks})"
+            );
+            let mut query = diesel::sql_query(sql).into_boxed();
+            for id in ids {
+                query = query.bind::<diesel::sql_types::Binary, _>(id);
+            }
+            query
+                .load::<row::ActivityRow>(conn)
+                .map_err(store_error)?
+                .into_iter()
+                .map(row::seen_at)
+                .collect()
         })
         .await
     }

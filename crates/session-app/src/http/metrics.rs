@@ -281,6 +281,25 @@ impl Collector for ServiceCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
+        if let Some(seen) = service.last_seen_stats() {
+            for (name, help, value) in [
+                (
+                    "last_seen_marks_flushed",
+                    "Last-seen times written to the store",
+                    seen.flushed,
+                ),
+                (
+                    "last_seen_marks_dropped",
+                    "Last-seen marks lost: queue full, or kept too long \
+                  while the store failed",
+                    seen.dropped,
+                ),
+            ] {
+                let counter = ConstCounter::new(value);
+                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+                counter.encode(metric)?;
+            }
+        }
         otlp_spans_dropped(&mut encoder)
     }
 }

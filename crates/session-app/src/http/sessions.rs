@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use session_core::{
-    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, Session,
-    SessionId, UserAgent, parse_ip,
+    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, SeenAt,
+    Session, SessionId, UserAgent, parse_ip,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -65,11 +65,43 @@ pub(crate) struct SessionEnvelope<'a> {
     session: SessionView<'a>,
 }
 
+/// A session as read from the store by `GET` and list: with its last-seen time.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StoredSessionView<'a> {
+    #[serde(flatten)]
+    session: SessionView<'a>,
+    /// The start of the minute the session was last resolved in (RFC 3339),
+    /// as last written to the store (the service writes these every
+    /// `--last-seen-flush-interval`, so up to that much behind). Null when it
+    /// was never seen while last-seen activity was on, or when it is off.
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_seen_at: Option<OffsetDateTime>,
+}
+
+impl<'a> StoredSessionView<'a> {
+    fn new(session: &'a Session, seen: &[SeenAt]) -> Self {
+        Self {
+            session: SessionView::from(session),
+            last_seen_at: seen
+                .iter()
+                .find(|mark| mark.id == session.id)
+                .map(|mark| mark.at),
+        }
+    }
+}
+
+/// One session as read from the store.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StoredSessionEnvelope<'a> {
+    /// The session.
+    session: StoredSessionView<'a>,
+}
+
 /// One page of an account's sessions, newest first.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SessionList<'a> {
     /// The sessions of this page.
-    sessions: Vec<SessionView<'a>>,
+    sessions: Vec<StoredSessionView<'a>>,
     /// Present when more sessions follow: pass it as `cursor`, with the
     /// same `include_revoked`, for the next page. Opaque.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,7 +356,7 @@ pub(crate) async fn resolve_session(
     get, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
-        (status = 200, description = "The session", body = SessionEnvelope),
+        (status = 200, description = "The session, with when it was last seen", body = StoredSessionEnvelope),
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
     ),
@@ -339,7 +371,15 @@ pub(crate) async fn get_session(
         .get(id)
         .await
         .map_err(|err| state.failed("get", err))?;
-    Ok(envelope(&session))
+    let seen = state
+        .service()
+        .last_seen(&[id])
+        .await
+        .map_err(|err| state.failed("get", err))?;
+    let body = StoredSessionEnvelope {
+        session: StoredSessionView::new(&session, &seen),
+    };
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// Revoke a session. Idempotent: revoking a revoked session is a success.
@@ -389,8 +429,18 @@ pub(crate) async fn list_sessions(
         .list(account, scope, PageRequest { after, limit })
         .await
         .map_err(|err| state.failed("list", err))?;
+    let ids: Vec<SessionId> = page.sessions.iter().map(|session| session.id).collect();
+    let seen = state
+        .service()
+        .last_seen(&ids)
+        .await
+        .map_err(|err| state.failed("list", err))?;
     let body = SessionList {
-        sessions: page.sessions.iter().map(SessionView::from).collect(),
+        sessions: page
+            .sessions
+            .iter()
+            .map(|session| StoredSessionView::new(session, &seen))
+            .collect(),
         next_cursor: page
             .next
             .map(|position| cursor::encode(account, scope, position)),

@@ -7,6 +7,7 @@ mod e2e;
 mod faults;
 mod forward_auth;
 mod gateways;
+mod last_seen;
 mod launcher;
 mod limits;
 mod multi;

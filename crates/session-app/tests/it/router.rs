@@ -413,7 +413,10 @@ async fn get_and_revoke_by_id() {
     let path = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
     let reply = app.call(Method::GET, &path, None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body["session"], session);
+    // As created, and never seen (last-seen activity is off here).
+    let mut expected = session.clone();
+    expected["last_seen_at"] = serde_json::Value::Null;
+    assert_eq!(reply.body["session"], expected);
 
     for _ in 0..2 {
         let reply = app.call(Method::DELETE, &path, None).await;
@@ -1156,6 +1159,14 @@ impl SessionStore for CountingStore {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         self.inner.health_check().await
     }
+
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
+        self.inner.record_last_seen(seen).await
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.inner.last_seen(ids).await
+    }
 }
 
 /// `/readyz` is open: however many probes arrive, the store sees at most one
@@ -1502,6 +1513,14 @@ impl SessionStore for RejectingStore {
     }
     async fn health_check(&self) -> Result<(), StoreError> {
         self.inner.health_check().await
+    }
+
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
+        self.inner.record_last_seen(seen).await
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.inner.last_seen(ids).await
     }
 }
 

@@ -16,7 +16,8 @@
 //!    change that must be ordered against others happens under it);
 //! 3. `negative` (hashes the store did not know).
 //!
-//! `miss_reads`, `caught_up_at` and `last_warm` are leaves: taken alone.
+//! `miss_reads`, `caught_up_at`, `last_warm` and the last-seen flush state
+//! (taken by flushes only, never by a resolve) are leaves: taken alone.
 
 mod follow;
 mod miss_path;
@@ -31,9 +32,12 @@ use tracing::Instrument as _;
 use crate::cache::SessionCache;
 use crate::clock::{Clock, SystemClock, to_micros};
 use crate::feed::ChangeLog;
+use crate::last_seen::{self, LastSeenMarks, LastSeenSettings, LastSeenStats};
 use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{AccountPage, ListScope, PageRequest, RevokeOutcome, SessionStore, StoreError};
+use crate::store::{
+    AccountPage, ListScope, PageRequest, RevokeOutcome, SeenAt, SessionStore, StoreError,
+};
 use crate::token::{SessionToken, TokenHash};
 
 /// Why a use case failed.
@@ -193,9 +197,19 @@ pub struct SessionServiceBuilder {
     feed: Option<Arc<dyn ChangeLog>>,
     follow: follow::Settings,
     miss_policy: MissPolicy,
+    last_seen: Option<LastSeenSettings>,
 }
 
 impl SessionServiceBuilder {
+    /// Turns on last-seen activity (off by default): each resolve marks its
+    /// session seen in the current minute, in memory, and
+    /// [`SessionService::keep_last_seen`] writes the marks to the store in
+    /// batches. See [`SessionService::last_seen`].
+    pub fn last_seen(mut self, settings: LastSeenSettings) -> Self {
+        self.last_seen = Some(settings);
+        self
+    }
+
     /// Uses `clock` for `created_at` and `revoked_at` (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -240,6 +254,12 @@ impl SessionServiceBuilder {
     /// Builds the service. The cache is not warm until [`SessionService::warm`] completes.
     pub fn build(self) -> SessionService {
         let shared = self.feed.is_some();
+        let last_seen = self.last_seen.map(|settings| {
+            (
+                LastSeenMarks::new(settings, self.clock.now()),
+                settings.flush_interval,
+            )
+        });
         SessionService {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -259,6 +279,7 @@ impl SessionServiceBuilder {
                 )),
                 stats: Stats::default(),
                 last_warm: Mutex::new(None),
+                last_seen,
             }),
         }
     }
@@ -283,6 +304,8 @@ struct Inner {
     miss_reads: Mutex<TokenBucket>,
     stats: Stats,
     last_warm: Mutex<Option<WarmReport>>,
+    /// With last-seen activity on: the marks, and how often they are flushed.
+    last_seen: Option<(LastSeenMarks, Duration)>,
 }
 
 #[derive(Default)]
@@ -315,6 +338,7 @@ impl SessionService {
             feed: None,
             follow: follow::Settings::default(),
             miss_policy: MissPolicy::default(),
+            last_seen: None,
         }
     }
 
@@ -388,12 +412,104 @@ impl SessionService {
         }
         let hash = TokenHash::of_token_text(token).map_err(|_| Error::InvalidToken)?;
         if let Some(session) = self.inner.cache.get(&hash) {
+            self.mark_seen(&session);
             return Ok(session);
         }
         if self.inner.feed.is_none() {
             return Err(Error::InvalidToken);
         }
-        self.inner.read_through(hash).await
+        let session = self.inner.read_through(hash).await?;
+        self.mark_seen(&session);
+        Ok(session)
+    }
+
+    /// With last-seen activity on, marks `session` seen this minute: no
+    /// lock, no await, no allocation once it is marked this minute.
+    #[inline]
+    fn mark_seen(&self, session: &Session) {
+        if let Some((marks, _)) = &self.inner.last_seen {
+            marks.mark(session.id);
+        }
+    }
+
+    /// Writes the last-seen marks made since the last flush to the store,
+    /// one [`SessionStore::record_last_seen`] call per batch of at most
+    /// [`LAST_SEEN_MAX_BATCH`](crate::LAST_SEEN_MAX_BATCH) sessions, and
+    /// moves the current minute to the clock's. Returns how many sessions'
+    /// times were written. A no-op with last-seen activity off.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if a store call failed: its batch is kept for the
+    /// next flush (bounded by the queue's capacity; the excess is dropped
+    /// and counted in [`LastSeenStats::dropped`]).
+    pub async fn flush_last_seen(&self) -> Result<usize, Error> {
+        let Some((marks, _)) = &self.inner.last_seen else {
+            return Ok(0);
+        };
+        marks.set_now(self.inner.clock.now());
+        let mut written = 0;
+        loop {
+            let batch = marks.take_batch();
+            if batch.is_empty() {
+                return Ok(written);
+            }
+            let seen = last_seen::to_seen(&batch);
+            if let Err(err) = self.inner.store.record_last_seen(&seen).await {
+                marks.keep(batch);
+                return Err(err.into());
+            }
+            marks.flushed(seen.len());
+            written += seen.len();
+        }
+    }
+
+    /// With last-seen activity on, runs for ever: moves the current minute
+    /// to the clock's every second and flushes the marks every flush
+    /// interval (a failed flush is logged at `warn` and retried at the
+    /// next). Returns at once with it off. Call
+    /// [`flush_last_seen`](Self::flush_last_seen) once more at shutdown.
+    pub async fn keep_last_seen(&self) {
+        let Some((marks, flush_interval)) = &self.inner.last_seen else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            marks.set_now(self.inner.clock.now());
+            if last_flush.elapsed() < *flush_interval {
+                continue;
+            }
+            last_flush = tokio::time::Instant::now();
+            if let Err(err) = self.flush_last_seen().await {
+                tracing::warn!(error = %err, "could not record when sessions were last seen; retrying at the next flush");
+            }
+        }
+    }
+
+    /// When each of `ids` was last seen (resolved), to the minute, as the
+    /// store has recorded it; sessions never seen are absent. Empty, with
+    /// no store call, when last-seen activity is off.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, Error> {
+        if self.inner.last_seen.is_none() || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.store.last_seen(ids).await?)
+    }
+
+    /// Counters of last-seen activity; `None` with it off.
+    #[must_use]
+    pub fn last_seen_stats(&self) -> Option<LastSeenStats> {
+        self.inner
+            .last_seen
+            .as_ref()
+            .map(|(marks, _)| marks.stats())
     }
 
     /// A session by id, active or revoked.

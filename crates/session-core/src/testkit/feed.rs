@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::{account, epoch, session_at, session_with_metadata};
 use crate::feed::{Change, ChangeLog, LogPosition, LogRead};
 use crate::session::{AccountId, Session, SessionId};
-use crate::store::{RevokeOutcome, SessionStore};
+use crate::store::{RevokeOutcome, SeenAt, SessionStore};
 use crate::token::TokenHash;
 
 /// Fails a case that would otherwise hang; not a measure of speed.
@@ -354,4 +354,31 @@ pub async fn a_write_wakes_a_listener(store: Arc<dyn SessionStore>, log: Arc<dyn
         .await
         .unwrap_or_else(|_| panic!("no wake-up within {HANG_GUARD:?}"))
         .expect("wake-up");
+}
+
+/// Recording when sessions were last seen is not a change to the set of
+/// active sessions: it logs nothing, so no follower reads or reloads for it.
+pub async fn recording_last_seen_logs_nothing(
+    store: Arc<dyn SessionStore>,
+    log: Arc<dyn ChangeLog>,
+) {
+    let session = insert(&store, account()).await;
+    let start = head(&log).await;
+    store
+        .record_last_seen(&[SeenAt {
+            id: session.id,
+            at: epoch(),
+        }])
+        .await
+        .unwrap();
+    let later = SeenAt {
+        id: session.id,
+        at: epoch() + time::Duration::minutes(1),
+    };
+    store.record_last_seen(&[later]).await.unwrap();
+    assert_eq!(store.last_seen(&[session.id]).await.unwrap(), vec![later]);
+    assert_eq!(
+        Before::created(&[&session]).strip(read_all(&log, start).await),
+        Vec::new()
+    );
 }

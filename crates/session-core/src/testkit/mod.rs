@@ -18,8 +18,11 @@
 //! the expression is evaluated once per case, so each case gets fresh state.
 
 pub mod cache;
+mod counting;
 pub mod feed;
 pub mod store;
+
+pub use counting::CountingStore;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -103,6 +106,9 @@ macro_rules! store_contract_tests {
             concurrent_creates_and_revokes_end_consistent,
             service_round_trip,
             health_check_answers,
+            last_seen_never_moves_back,
+            last_seen_ignores_unknown_ids_and_keeps_revoked_ones,
+            concurrent_last_seen_batches_never_conflict,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -134,6 +140,7 @@ macro_rules! feed_contract_tests {
             pages_cover_the_log_exactly_once,
             a_session_stored_revoked_logs_no_creation,
             a_write_wakes_a_listener,
+            recording_last_seen_logs_nothing,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

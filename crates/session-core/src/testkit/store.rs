@@ -14,8 +14,8 @@ use crate::memory::MemoryCache;
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
 use crate::store::{
-    AccountPage, ListPosition, ListScope, PageLimit, PageRequest, RevokeOutcome, SessionStore,
-    StoreError,
+    AccountPage, ListPosition, ListScope, PageLimit, PageRequest, RevokeOutcome, SeenAt,
+    SessionStore, StoreError,
 };
 use crate::token::TokenHash;
 
@@ -604,4 +604,137 @@ pub async fn service_round_trip(store: Arc<dyn SessionStore>) {
 /// The health check succeeds on a working store.
 pub async fn health_check_answers(store: Arc<dyn SessionStore>) {
     store.health_check().await.unwrap();
+}
+
+/// `at` minutes after the test epoch's minute, as last-seen marks are.
+fn minute(at: i64) -> time::OffsetDateTime {
+    let start = epoch()
+        .replace_second(0)
+        .unwrap()
+        .replace_nanosecond(0)
+        .unwrap();
+    start + Duration::minutes(at)
+}
+
+async fn seen(store: &dyn SessionStore, id: SessionId) -> Option<time::OffsetDateTime> {
+    let found = store.last_seen(&[id]).await.unwrap();
+    assert!(found.len() <= 1, "one time per session");
+    found.first().map(|mark| {
+        assert_eq!(mark.id, id);
+        mark.at
+    })
+}
+
+/// A recorded last-seen time only moves forward: an older one never
+/// overwrites a newer one, in the same batch's store or a later call.
+pub async fn last_seen_never_moves_back(store: Arc<dyn SessionStore>) {
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    assert_eq!(seen(&*store, session.id).await, None, "never seen yet");
+    let mark = |at| {
+        [SeenAt {
+            id: session.id,
+            at: minute(at),
+        }]
+    };
+    store.record_last_seen(&mark(5)).await.unwrap();
+    assert_eq!(seen(&*store, session.id).await, Some(minute(5)));
+    store.record_last_seen(&mark(3)).await.unwrap();
+    assert_eq!(
+        seen(&*store, session.id).await,
+        Some(minute(5)),
+        "older ignored"
+    );
+    store.record_last_seen(&mark(9)).await.unwrap();
+    assert_eq!(seen(&*store, session.id).await, Some(minute(9)));
+    store.record_last_seen(&[]).await.unwrap();
+    assert_eq!(seen(&*store, session.id).await, Some(minute(9)));
+}
+
+/// Ids of no stored session are ignored, without failing the batch: the
+/// known sessions in it are recorded. A revoked session is recorded too.
+pub async fn last_seen_ignores_unknown_ids_and_keeps_revoked_ones(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let (_, active) = session_at(owner, epoch());
+    let (_, revoked) = session_at(owner, epoch());
+    store.insert(&active).await.unwrap();
+    store.insert(&revoked).await.unwrap();
+    store.revoke(revoked.id, epoch()).await.unwrap();
+    let unknown = SessionId::new();
+    let mut batch = vec![
+        SeenAt {
+            id: active.id,
+            at: minute(1),
+        },
+        SeenAt {
+            id: revoked.id,
+            at: minute(2),
+        },
+        SeenAt {
+            id: unknown,
+            at: minute(3),
+        },
+    ];
+    batch.sort_by_key(|mark| mark.id);
+    store.record_last_seen(&batch).await.unwrap();
+    let mut found = store
+        .last_seen(&[active.id, revoked.id, unknown])
+        .await
+        .unwrap();
+    found.sort_by_key(|mark| mark.id);
+    let mut expected = vec![
+        SeenAt {
+            id: active.id,
+            at: minute(1),
+        },
+        SeenAt {
+            id: revoked.id,
+            at: minute(2),
+        },
+    ];
+    expected.sort_by_key(|mark| mark.id);
+    assert_eq!(found, expected);
+}
+
+/// Recording the same sessions from several callers at once (as several
+/// processes flushing overlapping batches do) never fails, and the latest
+/// time of each session wins.
+pub async fn concurrent_last_seen_batches_never_conflict(store: Arc<dyn SessionStore>) {
+    const SESSIONS: usize = 20;
+    const ROUNDS: i64 = 10;
+    let owner = account();
+    let mut ids = Vec::new();
+    for _ in 0..SESSIONS {
+        let (_, session) = session_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        ids.push(session.id);
+    }
+    ids.sort();
+    let ids = Arc::new(ids);
+    let tasks: Vec<_> = (0..4_i64)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            let ids = Arc::clone(&ids);
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    // Every writer covers every session, each with its own times.
+                    let batch: Vec<SeenAt> = ids
+                        .iter()
+                        .map(|&id| SeenAt {
+                            id,
+                            at: minute(round * 4 + writer),
+                        })
+                        .collect();
+                    store.record_last_seen(&batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let found = store.last_seen(&ids).await.unwrap();
+    assert_eq!(found.len(), SESSIONS);
+    let latest = minute((ROUNDS - 1) * 4 + 3);
+    assert!(found.iter().all(|mark| mark.at == latest), "{found:?}");
 }

@@ -140,6 +140,14 @@ impl SessionStore for GatedStore {
     async fn health_check(&self) -> Result<(), StoreError> {
         self.inner.health_check().await
     }
+
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
+        self.inner.record_last_seen(seen).await
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.inner.last_seen(ids).await
+    }
 }
 
 #[async_trait]

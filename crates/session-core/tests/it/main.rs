@@ -3,6 +3,7 @@
 mod contract;
 mod feed;
 mod gated;
+mod last_seen;
 mod metadata;
 mod service;
 mod token;

@@ -62,6 +62,14 @@ impl SessionStore for StoreOnTestDatabase {
     async fn health_check(&self) -> Result<(), StoreError> {
         self.store.health_check().await
     }
+
+    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
+        self.store.record_last_seen(seen).await
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
+        self.store.last_seen(ids).await
+    }
 }
 
 #[async_trait]

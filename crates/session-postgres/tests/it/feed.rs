@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    AccountId, Change, ChangeLog, ClientMetadata, LogPosition, LogRead, SessionStore, SessionToken,
-    StoreError, TokenHash,
+    AccountId, Change, ChangeLog, ClientMetadata, LogPosition, LogRead, SeenAt, SessionStore,
+    SessionToken, StoreError, TokenHash,
 };
 use session_postgres::{CHANGES_CHANNEL, PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
@@ -821,6 +821,7 @@ async fn the_documented_grants_are_enough_to_serve() {
              GRANT SELECT, INSERT, UPDATE ON session.sessions TO {role};
              GRANT SELECT, INSERT, DELETE ON session.changes TO {role};
              GRANT SELECT, UPDATE ON session.change_log_state TO {role};
+             GRANT SELECT, INSERT, UPDATE ON session.session_activity TO {role};
              GRANT SELECT ON session.__diesel_schema_migrations TO {role};"
         ))
         .await
@@ -842,6 +843,13 @@ async fn the_documented_grants_are_enough_to_serve() {
     let (_, session) = session_at(account(), epoch());
     store.insert(&session).await.unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
+    let seen = [SeenAt {
+        id: session.id,
+        at: epoch(),
+    }];
+    store.record_last_seen(&seen).await.unwrap();
+    store.record_last_seen(&seen).await.unwrap();
+    assert_eq!(store.last_seen(&[session.id]).await.unwrap(), seen);
     store.revoke(session.id, epoch()).await.unwrap();
     assert_eq!(
         changes_since(&store, start).await,

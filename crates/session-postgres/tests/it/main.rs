@@ -5,6 +5,7 @@ mod config;
 mod contract;
 mod failover;
 mod feed;
+mod last_seen;
 mod migrations;
 mod resilience;
 mod storage;
