@@ -639,9 +639,9 @@ async fn health_metrics_and_openapi() {
         "session_cache_warm 1",
         "session_cache_warm_duration_seconds ",
         "session_miss_reads_total 0",
-        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"200\"} 1",
-        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"401\"} 1",
-        "session_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"200\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"401\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions\",http_response_status_code=\"201\"} 1",
     ] {
         assert!(
             metrics.text.contains(line),
