@@ -1037,7 +1037,18 @@ async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
         .body(Body::empty())
         .unwrap();
     let replaced = app.send(request).await.headers["x-request-id"].clone();
-    Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+    let replaced = Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+    assert_eq!(replaced.get_version_num(), 4, "a random UUID");
+    // Two ids are not one id: both are replaced, by a fresh id each time.
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", id.as_str())
+        .header("x-request-id", id.as_str())
+        .body(Body::empty())
+        .unwrap();
+    let again = app.send(request).await.headers["x-request-id"].clone();
+    assert_ne!(again, id.as_str());
+    assert_ne!(again, replaced.to_string().as_str());
 }
 
 /// With a change log a miss reads the store within a budget; past it the
