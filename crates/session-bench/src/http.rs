@@ -238,7 +238,8 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
                 .target(target),
             );
             section.note(
-                "The `--log info` row writes a log line per request (the default level) to \
+                "The `--log info` row writes a JSON log line per request (the default level; \
+                 JSON as the launcher asks) to \
                  a pipe this harness drains; the floor logs nothing.",
             );
         }
