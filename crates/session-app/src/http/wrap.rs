@@ -36,6 +36,7 @@ pub(crate) struct RequestLayer {
 }
 
 impl RequestLayer {
+    /// The layer, counting into `state`'s metrics.
     pub(crate) fn new(state: AppState) -> Self {
         Self { state }
     }
@@ -263,6 +264,7 @@ pub(crate) struct CheckLayer {
 }
 
 impl CheckLayer {
+    /// The layer, running `check` with `state` before each request.
     pub(crate) fn new(state: AppState, check: Check) -> Self {
         Self { state, check }
     }
