@@ -235,6 +235,10 @@ pub(crate) async fn serve(
             permit = take_slot(&slots, &open, &state) => permit,
             () = &mut shutdown => break,
         };
+        // A response may leave in more than one write (head, then body):
+        // Nagle's algorithm would hold the second back until the client's
+        // delayed acknowledgement of the first.
+        let _ = stream.set_nodelay(true);
         let clock = Arc::new(ConnectionClock::new());
         let (id, shed) = lock(&open).add(Arc::clone(&clock));
         let io = TokioIo::new(WatchedStream {

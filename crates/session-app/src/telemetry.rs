@@ -2,6 +2,15 @@
 //! stdout stays for command output, and, when an OTLP endpoint is
 //! configured, every span exported over OTLP/HTTP with protobuf.
 //!
+//! Log lines are formatted on the thread that emits them and written by a
+//! thread of their own (`tracing-appender`'s non-blocking writer), so a
+//! request never waits on a write to stderr. Up to
+//! [`LOG_LINES_BUFFERED`] lines wait for that thread; past that a line is
+//! dropped rather than holding up the request, and counted
+//! ([`log_lines_dropped`], the `session_log_lines_dropped` metric). Lines
+//! still waiting when the process stops are written before it exits (the
+//! guard returned by [`init`]).
+//!
 //! Export never holds up a request: ended spans go to a bounded queue that a
 //! batch processor drains on its own thread; a span that finds the queue
 //! full is dropped, and so is a batch the collector did not take, each
@@ -64,6 +73,22 @@ const TRACE_FILTER: &str = "info,opentelemetry=off,opentelemetry_sdk=off,opentel
 /// refusing it).
 static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines waiting for the writer thread at most; a line past it is dropped.
+pub(crate) const LOG_LINES_BUFFERED: usize = 128_000;
+
+/// Counts the lines the non-blocking writer dropped, once installed.
+static LOG_LINES_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines dropped since start because [`LOG_LINES_BUFFERED`] lines were
+/// already waiting to be written.
+#[must_use]
+pub(crate) fn log_lines_dropped() -> u64 {
+    LOG_LINES_DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
 
 /// Spans lost on the way to the collector since start: `(queue_full,
 /// export_failed)`. Both stay 0 while export is off.
@@ -136,10 +161,14 @@ fn http_url(setting: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
 }
 
 /// Flushes and stops span export when dropped, waiting at most
-/// [`SHUTDOWN_FLUSH_BOUND`]. Drop it outside the async runtime.
-#[must_use = "dropping it stops span export"]
+/// [`SHUTDOWN_FLUSH_BOUND`], then writes the log lines still waiting.
+/// Drop it outside the async runtime.
+#[must_use = "dropping it stops span export and logging"]
 pub(crate) struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// Dropped after the provider (fields drop after `drop`): flushes the
+    /// log lines and stops the writer thread.
+    _logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -161,8 +190,14 @@ pub(crate) fn init(
 ) -> Result<TelemetryGuard, ConfigError> {
     let filter = EnvFilter::try_new(filter)
         .map_err(|err| ConfigError(format!("--log {filter:?} is not a valid filter: {err}")))?;
+    let (writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_LINES_BUFFERED)
+        .lossy(true)
+        .thread_name("session-log-writer")
+        .finish(CoalescingWriter::new(std::io::stderr()));
+    let _ = LOG_LINES_DROPPED.set(writer.error_counter());
     let logs = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colour codes only for people watching a terminal, never in log files.
         .with_ansi(std::io::stderr().is_terminal());
     let logs = match format {
@@ -183,12 +218,61 @@ pub(crate) fn init(
             .with_tracked_inactivity(false)
             .with_filter(EnvFilter::new(TRACE_FILTER))
     });
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .map_err(|err| ConfigError(format!("could not install the logger: {err}")))?;
-    Ok(TelemetryGuard { provider })
+    // Without export, no layer at all rather than an absent one: tracing
+    // treats `None` as a layer interested in everything, so every span
+    // would be created and entered even when `--log` wants none of them.
+    let registry = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(traces) => registry.with(traces).try_init(),
+        None => registry.try_init(),
+    }
+    .map_err(|err| ConfigError(format!("could not install the logger: {err}")))?;
+    Ok(TelemetryGuard {
+        provider,
+        _logs: log_guard,
+    })
+}
+
+/// How long the log writer thread waits after writing, so that the lines
+/// emitted meanwhile leave in one write instead of a write (and a wake-up
+/// of the writer thread) each. It bounds how late a line reaches stderr.
+const LOG_WRITE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The log writer thread's writer: lines are buffered, and each flush (the
+/// writer thread flushes once it has written every line waiting) writes
+/// them at once and then pauses for [`LOG_WRITE_INTERVAL`]. Lines emitted
+/// during the pause queue up, so under load a write carries many lines and
+/// the threads emitting them never wake the writer; a quiet service's line
+/// is written as soon as it comes.
+struct CoalescingWriter<W: std::io::Write> {
+    inner: std::io::BufWriter<W>,
+}
+
+impl<W: std::io::Write> CoalescingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner: std::io::BufWriter::with_capacity(64 * 1024, inner),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CoalescingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let wrote = !self.inner.buffer().is_empty();
+        self.inner.flush()?;
+        if wrote {
+            std::thread::sleep(LOG_WRITE_INTERVAL);
+        }
+        Ok(())
+    }
 }
 
 fn tracer_provider(endpoint: OtlpEndpoint) -> Result<SdkTracerProvider, ConfigError> {

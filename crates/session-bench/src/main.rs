@@ -12,6 +12,7 @@ mod app;
 mod cold_start;
 mod create;
 mod extractor;
+mod floor;
 mod http;
 mod load;
 mod measure;
@@ -84,6 +85,11 @@ pub(crate) struct Context {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Not a section: the bare-stack server the `http` section measures
+    // beside the service, run as a process of its own.
+    if std::env::args().nth(1).as_deref() == Some(floor::FLOOR_SERVER_ARG) {
+        return floor::serve();
+    }
     let cli = Cli::parse();
     let began = Instant::now();
     let mut machine = Machine::describe();

@@ -1,9 +1,7 @@
 //! API keys for the `/v1` routes.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -119,11 +117,7 @@ fn digest(key: &str) -> [u8; 32] {
 }
 
 /// Rejects requests without a valid `Authorization: Bearer <key>` when keys are configured.
-pub(crate) async fn require_api_key(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub(crate) fn require_api_key(state: &AppState, request: &Request) -> Result<(), ApiError> {
     let keys = state.api_keys();
     if keys.is_enabled() {
         let presented = request
@@ -135,7 +129,7 @@ pub(crate) async fn require_api_key(
             return Err(ApiError::unauthorized());
         }
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 /// The credentials of a `Bearer` authorization value; the scheme is case-insensitive.

@@ -15,25 +15,19 @@
 //! key only local clients reach the service and they name a loopback host,
 //! while an exemption would let a rebinding page read metrics and readiness.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::http::{Version, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
 
 /// Answers 421 to a keyless request that is not addressed to a loopback name.
-pub(crate) async fn require_loopback_host(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !state.api_keys().is_enabled() && !is_addressed_to_loopback(&request) {
+pub(crate) fn require_loopback_host(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    if !state.api_keys().is_enabled() && !is_addressed_to_loopback(request) {
         return Err(ApiError::misdirected());
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 /// Whether every name the request gives for its target is a loopback name.

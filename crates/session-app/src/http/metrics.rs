@@ -1,36 +1,17 @@
-//! Prometheus metrics: connections, requests, resolves by outcome, cache
-//! size, warm duration, store errors. Labels come from fixed sets, never
+//! Prometheus metrics: connections, request durations (see
+//! `request_metrics.rs`), resolves by outcome, cache size, warm duration,
+//! store errors. Labels come from fixed sets, never
 //! from input.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
 
-use super::AppState;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    route: &'static str,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: &'static str,
-    route: &'static str,
-}
+use super::request_metrics::{self, RequestDurations};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TimeoutLabels {
@@ -42,14 +23,14 @@ struct OperationLabels {
     operation: &'static str,
 }
 
-type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
-
 /// Every metric the service exports, in its own registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: LatencyFamily,
+    /// The metrics named by OpenTelemetry's conventions, without the
+    /// `session_` prefix.
+    conventional: Registry,
+    request_durations: std::sync::Arc<RequestDurations>,
     /// Resolves that found an active session.
     pub resolve_hit: Counter,
     /// Resolves of malformed, unknown or revoked tokens.
@@ -76,21 +57,6 @@ impl Metrics {
     #[must_use]
     pub fn new(service: SessionService) -> Self {
         let mut registry = Registry::with_prefix("session");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            requests.clone(),
-        );
-        let latency: LatencyFamily = Family::new_with_constructor(|| {
-            // 50 µs to about 1.6 s.
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-        });
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            latency.clone(),
-        );
         let resolves = Family::<OutcomeLabels, Counter>::default();
         registry.register("resolves", "Token resolves by outcome", resolves.clone());
         let store_errors = Family::<OperationLabels, Counter>::default();
@@ -130,6 +96,13 @@ impl Metrics {
             connection_timeouts.clone(),
         );
         registry.register_collector(Box::new(ServiceCollector(service)));
+        let mut conventional = Registry::default();
+        let request_durations = std::sync::Arc::new(RequestDurations::new(super::ROUTES));
+        conventional.register(
+            request_metrics::NAME,
+            request_metrics::HELP,
+            request_metrics::Shared(std::sync::Arc::clone(&request_durations)),
+        );
         let outcome = |outcome| resolves.get_or_create(&OutcomeLabels { outcome }).clone();
         Self {
             resolve_hit: outcome("hit"),
@@ -137,8 +110,8 @@ impl Metrics {
             resolve_not_ready: outcome("not_ready"),
             resolve_busy: outcome("busy"),
             registry,
-            requests,
-            latency,
+            conventional,
+            request_durations,
             store_errors,
             forward_auths,
             connections_open,
@@ -170,12 +143,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Request durations by method, route and status.
+    pub(crate) fn request_durations(&self) -> &RequestDurations {
+        &self.request_durations
+    }
+
     /// The metrics in the OpenMetrics text format.
     #[must_use]
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.conventional))
+            .and_then(|()| encode_eof(&mut text));
         text
     }
 }
@@ -300,6 +281,15 @@ impl Collector for ServiceCollector {
                 counter.encode(metric)?;
             }
         }
+        let dropped = ConstCounter::new(crate::telemetry::log_lines_dropped());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the writer thread was that many lines behind \
+             (the request is never held up for a log line)",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(metric)?;
         otlp_spans_dropped(&mut encoder)
     }
 }
@@ -340,50 +330,4 @@ fn gauge(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
-}
-
-/// Counts every request and observes its latency, labelled by route template.
-pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = route_label(request.extensions().get::<MatchedPath>());
-    let response = next.run(request).await;
-    let metrics = state.metrics();
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    metrics
-        .latency
-        .get_or_create(&RouteLabels { method, route })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-pub(crate) fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        // Never the client's text: a method is any token the client likes.
-        _ => "other",
-    }
-}
-
-/// The route template as a static label; anything else is `unmatched`, so
-/// clients cannot grow the label set.
-pub(crate) fn route_label(path: Option<&MatchedPath>) -> &'static str {
-    super::ROUTES
-        .iter()
-        .copied()
-        .find(|route| Some(*route) == path.map(MatchedPath::as_str))
-        .unwrap_or("unmatched")
 }

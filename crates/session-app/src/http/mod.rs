@@ -12,21 +12,17 @@ mod host;
 mod input;
 mod metrics;
 mod openapi;
+mod request_metrics;
 mod sessions;
+mod wrap;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::Response;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{any, get, post};
 use session_core::SessionService;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
@@ -38,8 +34,9 @@ pub use forward_auth::{
 pub use health::STORE_CHECK_INTERVAL;
 pub use metrics::Metrics;
 use openapi::LayerAnswers;
+use wrap::{CheckLayer, RequestLayer};
 
-/// Every route template, for metric labels.
+/// Every route template, for metric and span labels.
 const ROUTES: &[&str] = &[
     "/v1/sessions",
     "/v1/sessions/resolve",
@@ -201,7 +198,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/accounts/{account_id}/sessions",
             get(sessions::list_sessions).delete(sessions::revoke_account_sessions),
         )
-        .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+        .route_layer(CheckLayer::new(state.clone(), auth::require_api_key));
     // Rendered once: the document never changes while the process runs.
     let openapi = axum::body::Bytes::from(ApiDoc::openapi().to_pretty_json().unwrap_or_default());
 
@@ -227,33 +224,18 @@ pub fn router(state: AppState) -> Router {
         // Around every route above and the fallbacks, inside the layers
         // below, so a refusal is logged, counted and marked `no-store` like
         // any answer.
-        .layer(from_fn(refuse_declared_oversized_bodies))
-        .layer(from_fn_with_state(
-            state.clone(),
-            host::require_loopback_host,
-        ))
-        // Added after those two layers, so neither wraps it: forward auth
+        .layer(CheckLayer::new(state.clone(), |state, request| {
+            host::require_loopback_host(state, request)?;
+            refuse_declared_oversized_bodies(request)
+        }))
+        // Added after that layer, so it does not wrap them: forward auth
         // never reads a body, and answers under the client's `Host` that
         // gateways forward (see `forward_auth.rs` for why that is safe).
         .route(FORWARD_AUTH, any(forward_auth::forward_auth))
         .route(FORWARD_AUTH_SLASH, any(forward_auth::forward_auth))
         .route(FORWARD_AUTH_BELOW, any(forward_auth::forward_auth))
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn(only_uuid_request_ids))
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(())
-                        .on_response(log_response)
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(from_fn_with_state(state.clone(), metrics::track))
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .layer(from_fn(no_store)),
-        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestLayer::new(state.clone()))
         .with_state(state)
 }
 
@@ -262,112 +244,14 @@ pub fn router(state: AppState) -> Router {
 /// asked for it (`Expect: 100-continue`) only once the body is read, so the
 /// client is told no before it uploads. A body without a length (chunked)
 /// is still cut at the limit as it is read.
-async fn refuse_declared_oversized_bodies(
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
+fn refuse_declared_oversized_bodies(request: &Request) -> Result<(), ApiError> {
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return axum::response::IntoResponse::into_response(ApiError::payload_too_large());
+        return Err(ApiError::payload_too_large());
     }
-    next.run(request).await
-}
-
-/// Keeps a client's `X-Request-Id` only if it is one UUID, as gateways
-/// generate them; anything else is dropped and replaced by a new id. The id
-/// is sent back in the response and written on every log line of the
-/// request, so free text there would be client input echoed (a token, say).
-async fn only_uuid_request_ids(mut request: Request, next: axum::middleware::Next) -> Response {
-    let headers = request.headers_mut();
-    let mut ids = headers.get_all(REQUEST_ID).iter();
-    let one_uuid = match (ids.next(), ids.next()) {
-        (Some(id), None) => id
-            .to_str()
-            .is_ok_and(|id| uuid::Uuid::try_parse(id).is_ok()),
-        _ => false,
-    };
-    if !one_uuid {
-        headers.remove(REQUEST_ID);
-    }
-    next.run(request).await
-}
-
-const REQUEST_ID: &str = "x-request-id";
-
-/// One span per request, named and attributed after OpenTelemetry's HTTP
-/// server conventions (`METHOD /route`, `http.request.method`, `http.route`,
-/// `http.response.status_code`), with the request id, so every log line of
-/// the request carries them. Only values from fixed sets: the route
-/// template, never the path; `other` for a method outside the standard set;
-/// never the body, query or headers.
-fn request_span(request: &Request) -> Span {
-    let matched = request.extensions().get::<MatchedPath>();
-    let route = metrics::route_label(matched);
-    let method = metrics::method_label(request.method());
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("-");
-    // Without a matched route the name is the method alone, as the
-    // conventions ask, so unmatched paths never grow the set of names.
-    let name = SpanName {
-        method,
-        route: matched.map(|_| route),
-    };
-    tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        url.scheme = "http",
-        request_id,
-    )
-}
-
-/// `METHOD /route`, formatted only if a layer records the span.
-struct SpanName {
-    method: &'static str,
-    route: Option<&'static str>,
-}
-
-impl std::fmt::Display for SpanName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.route {
-            Some(route) => write!(f, "{} {route}", self.method),
-            None => f.write_str(self.method),
-        }
-    }
-}
-
-fn log_response(response: &Response, latency: Duration, span: &Span) {
-    let status = response.status().as_u16();
-    // As i64: OpenTelemetry has no unsigned integer, and an exporter writes a u64 as text.
-    span.record("http.response.status_code", i64::from(status));
-    // A server span is an error for 5xx only: 4xx is the client's.
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    tracing::info!(
-        status,
-        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        "request finished"
-    );
-}
-
-/// Session responses must not be cached by proxies: one of them holds a token.
-async fn no_store(request: Request, next: axum::middleware::Next) -> Response {
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    response
+    Ok(())
 }

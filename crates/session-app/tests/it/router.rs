@@ -642,9 +642,9 @@ async fn health_metrics_and_openapi() {
         "session_cache_warm 1",
         "session_cache_warm_duration_seconds ",
         "session_miss_reads_total 0",
-        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"200\"} 1",
-        "session_http_requests_total{method=\"POST\",route=\"/v1/sessions/resolve\",status=\"401\"} 1",
-        "session_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sessions\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"200\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"401\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions\",http_response_status_code=\"201\"} 1",
     ] {
         assert!(
             metrics.text.contains(line),
@@ -1040,7 +1040,18 @@ async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
         .body(Body::empty())
         .unwrap();
     let replaced = app.send(request).await.headers["x-request-id"].clone();
-    Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+    let replaced = Uuid::try_parse(replaced.to_str().unwrap()).unwrap();
+    assert_eq!(replaced.get_version_num(), 4, "a random UUID");
+    // Two ids are not one id: both are replaced, by a fresh id each time.
+    let request = Request::get("/healthz")
+        .header(header::HOST, "localhost")
+        .header("x-request-id", id.as_str())
+        .header("x-request-id", id.as_str())
+        .body(Body::empty())
+        .unwrap();
+    let again = app.send(request).await.headers["x-request-id"].clone();
+    assert_ne!(again, id.as_str());
+    assert_ne!(again, replaced.to_string().as_str());
 }
 
 /// With a change log a miss reads the store within a budget; past it the

@@ -204,3 +204,53 @@ async fn an_oversized_body_is_refused_before_it_is_invited() {
     let invited = first_line(64);
     assert!(invited.starts_with("HTTP/1.1 100 "), "{invited:?}");
 }
+
+/// At the default `--log info` every request gets a log line carrying its
+/// request id (the one sent back), method, route template, status and
+/// latency, inside the request's span; the lines are written by a thread of
+/// their own, and every line still waiting at SIGTERM, up to the last
+/// (`stopped`), reaches stderr before the process exits.
+#[tokio::test]
+async fn request_lines_carry_the_request_and_are_all_written_by_exit() {
+    let dir = temp_dir();
+    let app = session_test_app::App::start(session_test_app::Launch::new(
+        env!("CARGO_BIN_EXE_session-app"),
+        &sqlite_url(dir.path()),
+    ))
+    .expect("start session-app");
+    app.wait_ready(std::time::Duration::from_secs(60))
+        .await
+        .expect("ready");
+    let http = crate::e2e::http_client();
+    let response = http
+        .post(app.url("/v1/sessions/resolve"))
+        .json(&serde_json::json!({ "token": "sess_not-a-token" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(app.terminate().expect("exits on SIGTERM").success());
+
+    let lines: Vec<serde_json::Value> = app
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|line| line["message"] == "request finished" && line["span"]["request_id"] == id)
+        .unwrap_or_else(|| panic!("no line for request {id} in {lines:#?}"));
+    assert_eq!(finished["status"], 401);
+    assert!(finished["latency_us"].is_u64(), "{finished}");
+    assert_eq!(finished["span"]["http.request.method"], "POST");
+    assert_eq!(finished["span"]["http.route"], "/v1/sessions/resolve");
+    assert_eq!(
+        lines.last().map(|line| &line["message"]),
+        Some(&serde_json::json!("stopped")),
+        "the last line is written before exit"
+    );
+}
