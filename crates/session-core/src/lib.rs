@@ -32,8 +32,8 @@ pub use feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeU
 pub use memory::{MemoryCache, MemoryStore};
 pub use miss::MissPolicy;
 pub use service::{
-    Error, LogLag, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder,
-    SyncStats, WarmReport,
+    Error, LogLag, NewSession, Readiness, ResolveCounts, ResolveOutcome, Revocation,
+    SessionService, SessionServiceBuilder, SyncStats, WarmReport,
 };
 pub use session::{
     AccountId, ClientMetadata, Field, Label, Reason, Session, SessionId, UserAgent,

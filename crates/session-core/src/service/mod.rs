@@ -20,6 +20,7 @@
 
 mod follow;
 mod miss_path;
+mod outcome;
 mod writes;
 
 use std::future::Future;
@@ -35,6 +36,9 @@ use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
 use crate::store::{AccountPage, ListScope, PageRequest, RevokeOutcome, SessionStore, StoreError};
 use crate::token::{SessionToken, TokenHash};
+
+use outcome::ResolveCounters;
+pub use outcome::{ResolveCounts, ResolveOutcome};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +262,7 @@ impl SessionServiceBuilder {
                     self.miss_policy.burst,
                 )),
                 stats: Stats::default(),
+                resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
             }),
         }
@@ -282,6 +287,8 @@ struct Inner {
     /// Limits store reads caused by misses.
     miss_reads: Mutex<TokenBucket>,
     stats: Stats,
+    /// Every resolve, by outcome.
+    resolves: ResolveCounters,
     last_warm: Mutex<Option<WarmReport>>,
 }
 
@@ -382,18 +389,31 @@ impl SessionService {
         found
     }
 
+    /// Each way out counts its [`ResolveOutcome`] once, where it is known. A
+    /// caller that stops waiting during a miss read is not counted: it was
+    /// given no answer.
     async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
+        let counters = &self.inner.resolves;
         if !self.is_warm() {
+            counters.count(ResolveOutcome::NotReady);
             return Err(Error::NotReady);
         }
-        let hash = TokenHash::of_token_text(token).map_err(|_| Error::InvalidToken)?;
+        let Ok(hash) = TokenHash::of_token_text(token) else {
+            counters.count(ResolveOutcome::Malformed);
+            return Err(Error::InvalidToken);
+        };
         if let Some(session) = self.inner.cache.get(&hash) {
+            counters.count(ResolveOutcome::Hit);
             return Ok(session);
         }
         if self.inner.feed.is_none() {
+            // The cache holds every active session: a miss is final.
+            counters.count(ResolveOutcome::Negative);
             return Err(Error::InvalidToken);
         }
-        self.inner.read_through(hash).await
+        let (found, outcome) = self.inner.read_through(hash).await;
+        counters.count(outcome);
+        found
     }
 
     /// A session by id, active or revoked.
@@ -540,6 +560,13 @@ impl SessionService {
             miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
             negative_hits: stats.negative_hits.load(Ordering::Relaxed),
         }
+    }
+
+    /// How many resolves ended in each [`ResolveOutcome`] since the service
+    /// was built: every call of [`resolve`](Self::resolve), whoever made it.
+    #[must_use]
+    pub fn resolve_counts(&self) -> ResolveCounts {
+        self.inner.resolves.read()
     }
 
     /// How many active sessions the cache holds.

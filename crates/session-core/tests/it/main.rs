@@ -4,5 +4,6 @@ mod contract;
 mod feed;
 mod gated;
 mod metadata;
+mod outcomes;
 mod service;
 mod token;
