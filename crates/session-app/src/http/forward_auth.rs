@@ -250,12 +250,14 @@ pub(crate) async fn forward_auth(State(state): State<AppState>, headers: HeaderM
             challenge(Error::InvalidToken.into(), INVALID_TOKEN_CHALLENGE)
         }
         Err(err) => {
+            // As the client is answered: 503 for what a retry may fix, 500 otherwise.
             metrics.forward_auth(match err {
                 Error::NotReady => "not_ready",
                 Error::Busy => "busy",
+                _ if err.is_store_unavailable() => "unavailable",
                 _ => "failed",
             });
-            state.failed("forward_auth", err).into_response()
+            ApiError::from(err).into_response()
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics: connections, requests, resolves by outcome, cache
-//! size, warm duration, store errors. Labels come from fixed sets, never
-//! from input.
+//! size, warm duration, the change log, store calls and pools. Labels come
+//! from fixed sets, never from input. README's "Metrics" lists them all.
 
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use session_core::SessionService;
 
 use super::AppState;
+use crate::store_metrics::StoreMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -37,11 +38,6 @@ struct TimeoutLabels {
     limit: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports, in its own registry.
@@ -50,16 +46,6 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
-    /// Resolves that found an active session.
-    pub resolve_hit: Counter,
-    /// Resolves of malformed, unknown or revoked tokens.
-    pub resolve_invalid: Counter,
-    /// Resolves refused because the cache was not warm.
-    pub resolve_not_ready: Counter,
-    /// Resolves of tokens missing from the cache that the miss-path rate
-    /// limit kept from being checked against the store (answered `busy`).
-    pub resolve_busy: Counter,
-    store_errors: Family<OperationLabels, Counter>,
     forward_auths: Family<OutcomeLabels, Counter>,
     /// Client connections open now.
     pub connections_open: Gauge,
@@ -72,9 +58,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric; the service's own state (cache
-    /// size, warm, change log, miss path) is read at each scrape.
+    /// size, warm, resolves, change log, miss path) and the store's pools
+    /// are read at each scrape. `store` holds the store calls' metrics,
+    /// counted by the decorator it wrapped the store in.
     #[must_use]
-    pub fn new(service: SessionService) -> Self {
+    pub fn new(service: SessionService, store: &StoreMetrics) -> Self {
         let mut registry = Registry::with_prefix("session");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -91,18 +79,23 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        let resolves = Family::<OutcomeLabels, Counter>::default();
-        registry.register("resolves", "Token resolves by outcome", resolves.clone());
-        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "store_call_duration_seconds",
+            "Duration of store calls by operation (the store port's method; log_* for the \
+             change log's), failed ones included",
+            store.durations(),
+        );
         registry.register(
             "store_errors",
-            "Store failures by operation",
-            store_errors.clone(),
+            "Failed store calls by operation and kind: unavailable (answered 503, retry), \
+             failed (500) or duplicate (a token hash collision, retried by create)",
+            store.errors(),
         );
         let forward_auths = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "forward_auths",
-            "Forward-auth checks by outcome: active, missing, invalid, not_ready, busy, failed",
+            "Forward-auth answers by outcome: active (200), missing or invalid (401), \
+             not_ready, busy or unavailable (503), failed (500)",
             forward_auths.clone(),
         );
         let connections_open = Gauge::default();
@@ -130,16 +123,11 @@ impl Metrics {
             connection_timeouts.clone(),
         );
         registry.register_collector(Box::new(ServiceCollector(service)));
-        let outcome = |outcome| resolves.get_or_create(&OutcomeLabels { outcome }).clone();
+        registry.register_collector(Box::new(PoolCollector(store.clone())));
         Self {
-            resolve_hit: outcome("hit"),
-            resolve_invalid: outcome("invalid"),
-            resolve_not_ready: outcome("not_ready"),
-            resolve_busy: outcome("busy"),
             registry,
             requests,
             latency,
-            store_errors,
             forward_auths,
             connections_open,
             accepts_deferred,
@@ -149,7 +137,7 @@ impl Metrics {
     }
 
     /// Counts a forward-auth answer: `active` (200), `missing` or `invalid`
-    /// (401), `not_ready`, `busy` or `failed` (a store failure; 5xx).
+    /// (401), `not_ready`, `busy` or `unavailable` (503), `failed` (500).
     pub(crate) fn forward_auth(&self, outcome: &'static str) {
         self.forward_auths
             .get_or_create(&OutcomeLabels { outcome })
@@ -160,13 +148,6 @@ impl Metrics {
     pub fn connection_timed_out(&self, limit: &'static str) {
         self.connection_timeouts
             .get_or_create(&TimeoutLabels { limit })
-            .inc();
-    }
-
-    /// Counts a failed store call.
-    pub fn store_error(&self, operation: &'static str) {
-        self.store_errors
-            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 
@@ -232,6 +213,7 @@ impl Collector for ServiceCollector {
             )?;
             bound.encode(metric)?;
         }
+        resolves(&mut encoder, service)?;
         let stats = service.sync_stats();
         for (name, help, value) in [
             (
@@ -282,6 +264,94 @@ impl Collector for ServiceCollector {
             counter.encode(metric)?;
         }
         otlp_spans_dropped(&mut encoder)
+    }
+}
+
+/// Every resolve, by the outcome session-core decided for it.
+fn resolves(
+    encoder: &mut DescriptorEncoder<'_>,
+    service: &SessionService,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "resolves",
+        "Token resolves (the resolve route, forward auth) by outcome: hit (in the cache), \
+         miss_read_active or miss_read_inactive (not cached, read from the store: active, or \
+         not), negative (not cached, known not active without a read), malformed (refused \
+         before any lookup), rate_limited (miss-read budget spent: 503 busy), not_ready \
+         (503), store_unavailable (503) or store_failed (500) on the miss read",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (outcome, count) in service.resolve_counts().iter() {
+        let labels = OutcomeLabels {
+            outcome: outcome.as_str(),
+        };
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The store's connection pools, read at each scrape.
+#[derive(Debug)]
+struct PoolCollector(StoreMetrics);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    pool: &'static str,
+    state: &'static str,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let pools = self.0.pools();
+        if pools.is_empty() {
+            return Ok(());
+        }
+        let gauge_type = prometheus_client::metrics::MetricType::Gauge;
+        let value = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut family = encoder.encode_descriptor(
+            "store_pool_connections",
+            "Store connections open now, by pool and state: in_use (held by a store call) or \
+             idle",
+            None,
+            gauge_type,
+        )?;
+        for pool in &pools {
+            for (state, n) in [
+                ("in_use", pool.in_use),
+                ("idle", pool.open.saturating_sub(pool.in_use)),
+            ] {
+                let labels = PoolStateLabels {
+                    pool: pool.pool,
+                    state,
+                };
+                value(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, read) in [
+            (
+                "store_pool_waiting",
+                "Store calls waiting for a connection now, by pool",
+                (|pool| pool.waiting) as fn(&crate::store_metrics::PoolUse) -> usize,
+            ),
+            (
+                "store_pool_max_connections",
+                "The most connections each pool opens",
+                |pool| pool.max,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, gauge_type)?;
+            for pool in &pools {
+                let labels = PoolLabels { pool: pool.pool };
+                value(read(pool)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

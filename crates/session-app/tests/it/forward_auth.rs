@@ -299,6 +299,8 @@ async fn outcomes_are_counted_by_kind_and_route() {
         "session_forward_auths_total{outcome=\"active\"} 2",
         "session_forward_auths_total{outcome=\"missing\"} 2",
         "session_forward_auths_total{outcome=\"invalid\"} 1",
+        // Forward auth's resolves are counted with every other.
+        "session_resolves_total{outcome=\"hit\"} 2",
         "session_http_requests_total{method=\"GET\",route=\"/v1/forward-auth\",status=\"200\"} 2",
         "session_http_requests_total{method=\"POST\",route=\"/v1/forward-auth/{*path}\",status=\"401\"} 1",
     ] {
