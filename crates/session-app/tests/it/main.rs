@@ -13,6 +13,7 @@ mod multi;
 mod postgres;
 mod router;
 mod scenarios;
+mod scrape;
 mod secrets;
 mod sqlite;
 mod traces;
