@@ -198,14 +198,14 @@ impl StoreMetrics {
     }
 }
 
-/// The `kind` label of a store error: what the client is told follows it
-/// (`unavailable`: 503, retry; `failed`: 500; `duplicate`: a token hash
-/// collision, which create retries).
+/// The `kind` label of a store error, by what the client is told after it
+/// (see `ApiError`'s conversion): `unavailable` (503, retry) for what a
+/// retry may fix, `failed` (500) for anything else.
 const fn error_kind(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::Unavailable(_) => "unavailable",
-        StoreError::DuplicateTokenHash => "duplicate",
-        _ => "failed",
+    if err.is_retryable() {
+        "unavailable"
+    } else {
+        "failed"
     }
 }
 

@@ -157,8 +157,8 @@ impl SqliteSessionStore {
             let _counted = counted;
             op(&mut writer.connection)
         })
-            .await
-            .map_err(join_error)?
+        .await
+        .map_err(join_error)?
     }
 
     /// Runs `op` on a reader connection.

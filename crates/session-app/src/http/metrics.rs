@@ -87,8 +87,8 @@ impl Metrics {
         );
         registry.register(
             "store_errors",
-            "Failed store calls by operation and kind: unavailable (answered 503, retry), \
-             failed (500) or duplicate (a token hash collision, retried by create)",
+            "Failed store calls by operation and kind: unavailable (answered 503, retry) or \
+             failed (500)",
             store.errors(),
         );
         let forward_auths = Family::<OutcomeLabels, Counter>::default();
