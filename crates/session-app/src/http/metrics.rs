@@ -46,7 +46,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
-    forward_auths: Family<OutcomeLabels, Counter>,
+    /// One pre-resolved counter per [`ForwardAuthOutcome`], so an answer
+    /// costs no label lookup.
+    forward_auths: [Counter; ForwardAuthOutcome::ALL.len()],
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Connections that found every slot taken and waited to be accepted.
@@ -124,6 +126,13 @@ impl Metrics {
         );
         registry.register_collector(Box::new(ServiceCollector(service)));
         registry.register_collector(Box::new(PoolCollector(store.clone())));
+        let forward_auths = ForwardAuthOutcome::ALL.map(|outcome| {
+            forward_auths
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.label(),
+                })
+                .clone()
+        });
         Self {
             registry,
             requests,
@@ -136,12 +145,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a forward-auth answer: `active` (200), `missing` or `invalid`
-    /// (401), `not_ready`, `busy` or `unavailable` (503), `failed` (500).
-    pub(crate) fn forward_auth(&self, outcome: &'static str) {
-        self.forward_auths
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+    /// Counts a forward-auth answer.
+    pub(crate) fn forward_auth(&self, outcome: ForwardAuthOutcome) {
+        self.forward_auths[outcome as usize].inc();
     }
 
     /// Counts a connection closed by the limit named `limit`.
@@ -158,6 +164,49 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// A forward-auth answer, as `session_forward_auths_total` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardAuthOutcome {
+    /// 200: an active session.
+    Active,
+    /// 401: no token was presented.
+    Missing,
+    /// 401: a malformed, unknown or revoked token, or two different ones.
+    Invalid,
+    /// 503: the cache is not warm yet.
+    NotReady,
+    /// 503: the miss-read budget is spent.
+    Busy,
+    /// 503: the store could not be reached on a miss read.
+    Unavailable,
+    /// 500: the store failed on a miss read.
+    Failed,
+}
+
+impl ForwardAuthOutcome {
+    const ALL: [Self; 7] = [
+        Self::Active,
+        Self::Missing,
+        Self::Invalid,
+        Self::NotReady,
+        Self::Busy,
+        Self::Unavailable,
+        Self::Failed,
+    ];
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::NotReady => "not_ready",
+            Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
+            Self::Failed => "failed",
+        }
     }
 }
 
