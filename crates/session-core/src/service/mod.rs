@@ -374,6 +374,10 @@ impl SessionService {
     /// already known not to be); [`Error::Busy`] for a miss past the rate
     /// limit, which has not been checked; [`Error::Store`] if a miss-path
     /// read failed.
+    ///
+    /// Every call that returns is counted under one [`ResolveOutcome`]
+    /// (see [`resolve_counts`](Self::resolve_counts)), at the cost of one
+    /// relaxed atomic increment.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         // Never the token, nor its hash: the span learns the session only once found.
         let span = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
