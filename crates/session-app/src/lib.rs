@@ -12,6 +12,7 @@ pub mod http;
 mod secret;
 mod serve;
 pub mod store;
+pub mod store_metrics;
 mod telemetry;
 
 /// A configuration mistake the operator must fix: reported in one line, exit code 2.

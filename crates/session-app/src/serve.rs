@@ -13,6 +13,7 @@ use crate::cli::{CacheKind, ServeArgs};
 use crate::connections::{self, ConnectionLimits};
 use crate::http::{self, ApiKeys, AppState};
 use crate::secret;
+use crate::store_metrics::StoreMetrics;
 
 /// The environment variable holding a single API key.
 pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
@@ -53,7 +54,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         CacheKind::Map => Arc::new(MemoryCache::new()),
         CacheKind::Moka => Arc::new(MokaSessionCache::new()),
     };
-    let mut builder = SessionService::builder(store.store, cache)
+    // Every store call is timed and its failures counted, on its way to the adapter.
+    let store_metrics = StoreMetrics::new(Some(store.pools));
+    let mut builder = SessionService::builder(store_metrics.store(store.store), cache)
         .warm_page_size(args.warm_page_size)
         .max_staleness(args.max_staleness)
         .poll_interval(args.log_poll_interval)
@@ -63,7 +66,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             negative_entries: args.negative_cache_size,
         });
     if let Some(log) = store.change_log {
-        builder = builder.change_log(log);
+        builder = builder.change_log(store_metrics.change_log(log));
     }
     if args.last_seen {
         builder = builder.last_seen(LastSeenSettings {
@@ -72,7 +75,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let service = builder.build();
-    let state = AppState::with_forward_auth(service.clone(), keys, forward_auth);
+    let state = AppState::with_store_metrics(service.clone(), keys, forward_auth, &store_metrics);
     let app = http::router(state.clone());
 
     let listener = TcpListener::bind(args.listen)

@@ -14,6 +14,7 @@ use session_sqlite::{SqliteOptions, SqliteSessionStore};
 use crate::ConfigError;
 use crate::cli::DatabaseArgs;
 use crate::secret;
+use crate::store_metrics::{PoolReader, PoolUse};
 
 /// Where sessions are kept when no database URL is given.
 pub const DEFAULT_SQLITE_PATH: &str = "data/sessions.db";
@@ -151,6 +152,8 @@ pub struct OpenedStore {
     pub change_log: Option<Arc<dyn ChangeLog>>,
     /// For logs: the backend and, for SQLite, the file.
     pub description: String,
+    /// Reads the store's connection pools, for metrics.
+    pub pools: PoolReader,
 }
 
 /// Opens the store the arguments name, applying migrations if asked.
@@ -165,9 +168,18 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
             for version in store.migrations_applied() {
                 tracing::info!(version, "applied migration");
             }
+            let store = Arc::new(store);
+            let pools = Arc::clone(&store);
             Ok(OpenedStore {
                 description: format!("sqlite:{}", path.display()),
-                store: Arc::new(store),
+                pools: Arc::new(move || {
+                    let status = pools.pool_status();
+                    vec![
+                        pool_use("sqlite_readers", status.readers),
+                        pool_use("sqlite_writer", status.writer),
+                    ]
+                }),
+                store,
                 // One process owns a SQLite file: its own writes keep its cache complete.
                 change_log: None,
             })
@@ -187,13 +199,34 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                     .context("the PostgreSQL schema cannot be used as it is")?;
             }
             let store = Arc::new(store);
+            let pools = Arc::clone(&store);
             Ok(OpenedStore {
+                pools: Arc::new(move || {
+                    let status = pools.pool_status();
+                    vec![PoolUse {
+                        pool: "postgres",
+                        max: status.max,
+                        open: status.open,
+                        in_use: status.in_use,
+                        waiting: status.waiting,
+                    }]
+                }),
                 store: store.clone(),
                 // Other instances and host backends may write to the same database.
                 change_log: Some(store),
                 description,
             })
         }
+    }
+}
+
+const fn pool_use(pool: &'static str, status: session_sqlite::PoolStatus) -> PoolUse {
+    PoolUse {
+        pool,
+        max: status.max,
+        open: status.open,
+        in_use: status.in_use,
+        waiting: status.waiting,
     }
 }
 

@@ -34,8 +34,8 @@ pub use last_seen::{LastSeenSettings, LastSeenStats, MAX_BATCH as LAST_SEEN_MAX_
 pub use memory::{MemoryCache, MemoryStore};
 pub use miss::MissPolicy;
 pub use service::{
-    Error, LogLag, NewSession, Readiness, Revocation, SessionService, SessionServiceBuilder,
-    SyncStats, WarmReport,
+    Error, LogLag, NewSession, Readiness, ResolveCounts, ResolveOutcome, Revocation,
+    SessionService, SessionServiceBuilder, SyncStats, WarmReport,
 };
 pub use session::{
     AccountId, ClientMetadata, Field, Label, Reason, Session, SessionId, UserAgent,

@@ -37,7 +37,7 @@ mod tls;
 
 pub use config::{ConfigError, PgConfig, SslMode};
 pub use feed::CHANGES_CHANNEL;
-pub use store::PgSessionStore;
+pub use store::{PgSessionStore, PoolStatus};
 
 /// The change log's decoding, for the fuzz targets in `fuzz/`: not an API.
 #[cfg(feature = "fuzzing")]

@@ -61,7 +61,34 @@ impl std::fmt::Debug for PgSessionStore {
     }
 }
 
+/// How the connection pool is used at one instant, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most connections the pool opens (`pool_size`).
+    pub max: usize,
+    /// Connections open now, in use or idle.
+    pub open: usize,
+    /// Connections checked out by a store call now.
+    pub in_use: usize,
+    /// Store calls waiting for a connection now (each waits at most
+    /// `checkout_timeout`, then fails as unavailable).
+    pub waiting: usize,
+}
+
 impl PgSessionStore {
+    /// The pool's use now: a few atomic reads, no lock and no round trip,
+    /// so a metrics scrape may call it as often as it likes.
+    #[must_use]
+    pub fn pool_status(&self) -> PoolStatus {
+        let status = self.pool.status();
+        PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+        }
+    }
+
     /// Builds the pool and opens one connection, so a wrong URL, refused
     /// credentials or an unreachable server show at start.
     ///

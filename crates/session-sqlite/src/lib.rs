@@ -75,7 +75,7 @@ mod schema;
 mod store;
 
 pub use open::{OpenError, SqliteOptions};
-pub use store::SqliteSessionStore;
+pub use store::{PoolStatus, SqlitePoolStatus, SqliteSessionStore};
 
 /// The row decoding, for the fuzz targets in `fuzz/`: not an API.
 #[cfg(feature = "fuzzing")]

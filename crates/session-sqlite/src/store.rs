@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use deadpool::unmanaged::Pool;
@@ -32,6 +33,8 @@ pub struct SqliteSessionStore {
     /// Owned guards of this mutex move into blocking tasks, so a write whose
     /// caller stopped waiting still finishes before the next one starts.
     writer: Arc<Mutex<Writer>>,
+    /// Writes begun and not finished: the one running and those waiting.
+    writes: Arc<AtomicUsize>,
     readers: Pool<SqliteConnection>,
     migrations_applied: Vec<String>,
 }
@@ -99,6 +102,7 @@ impl SqliteSessionStore {
                 connection: opened.writer,
                 _lock: opened.lock,
             })),
+            writes: Arc::new(AtomicUsize::new(0)),
             readers: Pool::from(opened.readers),
             migrations_applied: opened.migrations_applied,
         })
@@ -117,16 +121,44 @@ impl SqliteSessionStore {
         &self.migrations_applied
     }
 
+    /// How the connections are used now, for metrics: the reader pool, and
+    /// the single writer connection (in use while a write runs; later
+    /// writes wait for it). Atomic reads only, no lock.
+    #[must_use]
+    pub fn pool_status(&self) -> SqlitePoolStatus {
+        let readers = self.readers.status();
+        let writes = self.writes.load(Ordering::Relaxed);
+        SqlitePoolStatus {
+            readers: PoolStatus {
+                max: readers.max_size,
+                open: readers.size,
+                in_use: readers.size.saturating_sub(readers.available),
+                waiting: readers.waiting,
+            },
+            writer: PoolStatus {
+                max: 1,
+                open: 1,
+                in_use: writes.min(1),
+                waiting: writes.saturating_sub(1),
+            },
+        }
+    }
+
     /// Runs `op` on the writer connection, after every earlier write.
     async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
+        // Counted until the write ends, even one whose caller went away.
+        let counted = WriteInFlight::start(&self.writes);
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
-        tokio::task::spawn_blocking(move || op(&mut writer.connection))
-            .await
-            .map_err(join_error)?
+        tokio::task::spawn_blocking(move || {
+            let _counted = counted;
+            op(&mut writer.connection)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Runs `op` on a reader connection.
@@ -144,6 +176,44 @@ impl SqliteSessionStore {
             .await
             .map_err(join_error)?
     }
+}
+
+/// One write counted in [`SqliteSessionStore::pool_status`] until dropped.
+struct WriteInFlight(Arc<AtomicUsize>);
+
+impl WriteInFlight {
+    fn start(writes: &Arc<AtomicUsize>) -> Self {
+        writes.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(writes))
+    }
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a group of connections is used at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most connections the group holds.
+    pub max: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Connections a store call is using now.
+    pub in_use: usize,
+    /// Store calls waiting for a connection now.
+    pub waiting: usize,
+}
+
+/// The SQLite store's connections at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlitePoolStatus {
+    /// The pool of read-only connections.
+    pub readers: PoolStatus,
+    /// The one connection every write goes through, in order.
+    pub writer: PoolStatus,
 }
 
 fn id_bytes(id: SessionId) -> Vec<u8> {

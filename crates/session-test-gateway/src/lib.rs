@@ -12,6 +12,14 @@
 //!
 //! The programs come from the Debian packages `nginx` and `caddy`. A missing
 //! one fails the test with a message naming the package; it never skips.
+//!
+//! [`Prometheus::scraping`] starts a throwaway Prometheus (Debian package
+//! `prometheus`) the same way, with the same guardian, scraping the
+//! service's `/metrics`.
+
+mod prometheus;
+
+pub use prometheus::Prometheus;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -260,7 +268,7 @@ fn caddy_config(port: u16, session: SocketAddr, app: SocketAddr) -> String {
 
 /// A program on `PATH`, or in the system folders Debian installs servers
 /// to (`/usr/sbin` is not on an ordinary user's `PATH`).
-fn find(program: &str) -> Option<PathBuf> {
+pub(crate) fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
@@ -289,14 +297,14 @@ rm -rf "$root"
 
 /// The process that owns the server and removes it when the test process goes away.
 #[derive(Debug)]
-struct Guardian {
+pub(crate) struct Guardian {
     process: Child,
     /// The write end of the guardian's standard input; closing it is the signal.
     pipe: Option<ChildStdin>,
 }
 
 impl Guardian {
-    fn spawn(
+    pub(crate) fn spawn(
         root: &Path,
         runner: &Runner,
         program: &Path,
@@ -336,14 +344,14 @@ impl Drop for Guardian {
 /// How to run the server: directly, or as `nobody` when the tests run as
 /// root (a gateway under test needs no privilege, and must not have it).
 #[derive(Debug)]
-struct Runner {
+pub(crate) struct Runner {
     prefix: Vec<String>,
     owner: Option<(u32, u32)>,
 }
 
 impl Runner {
     /// The directory was just created by this process, so its owner is the user we run as.
-    fn for_directory(dir: &Path) -> Result<Self, String> {
+    pub(crate) fn for_directory(dir: &Path) -> Result<Self, String> {
         let uid = fs::metadata(dir)
             .map_err(|err| format!("session-test-gateway: cannot read {}: {err}", dir.display()))?
             .uid();
@@ -375,7 +383,7 @@ impl Runner {
     }
 
     /// Makes the server user own `dir` and everything in it, readable by it alone.
-    fn give(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn give(&self, dir: &Path) -> std::io::Result<()> {
         if let Some((uid, gid)) = self.owner {
             for entry in fs::read_dir(dir)? {
                 std::os::unix::fs::chown(entry?.path(), Some(uid), Some(gid))?;
@@ -398,7 +406,7 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
 }
 
 /// Whether process `pid` still runs: a zombie, dead but not yet reaped, does not.
-fn is_running(pid: u32) -> bool {
+pub(crate) fn is_running(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))

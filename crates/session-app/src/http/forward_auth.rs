@@ -26,6 +26,7 @@ use session_core::{Error, SessionToken};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::metrics::ForwardAuthOutcome;
 use super::sessions::envelope;
 
 /// The header a client may carry its token in when it can set neither
@@ -220,17 +221,17 @@ pub(crate) async fn forward_auth(State(state): State<AppState>, headers: HeaderM
     let token = match presented_token(&headers, config) {
         Ok(Some(token)) => token,
         Ok(None) => {
-            metrics.forward_auth("missing");
+            metrics.forward_auth(ForwardAuthOutcome::Missing);
             return challenge(ApiError::missing_token(), "Bearer");
         }
         Err(TokenRejection::Malformed | TokenRejection::Conflicting) => {
-            metrics.forward_auth("invalid");
+            metrics.forward_auth(ForwardAuthOutcome::Invalid);
             return challenge(Error::InvalidToken.into(), INVALID_TOKEN_CHALLENGE);
         }
     };
     match state.service().resolve(token.expose_secret()).await {
         Ok(session) => {
-            metrics.forward_auth("active");
+            metrics.forward_auth(ForwardAuthOutcome::Active);
             let mut response = envelope(&session);
             let headers = response.headers_mut();
             for (name, id) in [
@@ -246,16 +247,18 @@ pub(crate) async fn forward_auth(State(state): State<AppState>, headers: HeaderM
             response
         }
         Err(Error::InvalidToken) => {
-            metrics.forward_auth("invalid");
+            metrics.forward_auth(ForwardAuthOutcome::Invalid);
             challenge(Error::InvalidToken.into(), INVALID_TOKEN_CHALLENGE)
         }
         Err(err) => {
+            // As the client is answered: 503 for what a retry may fix, 500 otherwise.
             metrics.forward_auth(match err {
-                Error::NotReady => "not_ready",
-                Error::Busy => "busy",
-                _ => "failed",
+                Error::NotReady => ForwardAuthOutcome::NotReady,
+                Error::Busy => ForwardAuthOutcome::Busy,
+                _ if err.is_store_unavailable() => ForwardAuthOutcome::Unavailable,
+                _ => ForwardAuthOutcome::Failed,
             });
-            state.failed("forward_auth", err).into_response()
+            ApiError::from(err).into_response()
         }
     }
 }

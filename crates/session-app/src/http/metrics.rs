@@ -1,7 +1,7 @@
 //! Prometheus metrics: connections, request durations (see
 //! `request_metrics.rs`), resolves by outcome, cache size, warm duration,
-//! store errors. Labels come from fixed sets, never
-//! from input.
+//! the change log, store calls and pools. Labels come from fixed sets,
+//! never from input. README's "Metrics" lists them all.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -12,15 +12,11 @@ use prometheus_client::registry::Registry;
 use session_core::SessionService;
 
 use super::request_metrics::{self, RequestDurations};
+use crate::store_metrics::StoreMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TimeoutLabels {
     limit: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
 }
 
 /// Every metric the service exports, in its own registry.
@@ -31,17 +27,9 @@ pub struct Metrics {
     /// `session_` prefix.
     conventional: Registry,
     request_durations: std::sync::Arc<RequestDurations>,
-    /// Resolves that found an active session.
-    pub resolve_hit: Counter,
-    /// Resolves of malformed, unknown or revoked tokens.
-    pub resolve_invalid: Counter,
-    /// Resolves refused because the cache was not warm.
-    pub resolve_not_ready: Counter,
-    /// Resolves of tokens missing from the cache that the miss-path rate
-    /// limit kept from being checked against the store (answered `busy`).
-    pub resolve_busy: Counter,
-    store_errors: Family<OperationLabels, Counter>,
-    forward_auths: Family<OutcomeLabels, Counter>,
+    /// One pre-resolved counter per [`ForwardAuthOutcome`], so an answer
+    /// costs no label lookup.
+    forward_auths: [Counter; ForwardAuthOutcome::ALL.len()],
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Connections that found every slot taken and waited to be accepted.
@@ -53,22 +41,29 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric; the service's own state (cache
-    /// size, warm, change log, miss path) is read at each scrape.
+    /// size, warm, resolves, change log, miss path) and the store's pools
+    /// are read at each scrape. `store` holds the store calls' metrics,
+    /// counted by the decorator it wrapped the store in.
     #[must_use]
-    pub fn new(service: SessionService) -> Self {
+    pub fn new(service: SessionService, store: &StoreMetrics) -> Self {
         let mut registry = Registry::with_prefix("session");
-        let resolves = Family::<OutcomeLabels, Counter>::default();
-        registry.register("resolves", "Token resolves by outcome", resolves.clone());
-        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "store_call_duration_seconds",
+            "Duration of store calls by operation (the store port's method; log_* for the \
+             change log's), failed ones included",
+            store.durations(),
+        );
         registry.register(
             "store_errors",
-            "Store failures by operation",
-            store_errors.clone(),
+            "Failed store calls by operation and kind: unavailable (answered 503, retry) or \
+             failed (500)",
+            store.errors(),
         );
         let forward_auths = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "forward_auths",
-            "Forward-auth checks by outcome: active, missing, invalid, not_ready, busy, failed",
+            "Forward-auth answers by outcome: active (200), missing or invalid (401), \
+             not_ready, busy or unavailable (503), failed (500)",
             forward_auths.clone(),
         );
         let connections_open = Gauge::default();
@@ -103,16 +98,18 @@ impl Metrics {
             request_metrics::HELP,
             request_metrics::Shared(std::sync::Arc::clone(&request_durations)),
         );
-        let outcome = |outcome| resolves.get_or_create(&OutcomeLabels { outcome }).clone();
+        registry.register_collector(Box::new(PoolCollector(store.clone())));
+        let forward_auths = ForwardAuthOutcome::ALL.map(|outcome| {
+            forward_auths
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.label(),
+                })
+                .clone()
+        });
         Self {
-            resolve_hit: outcome("hit"),
-            resolve_invalid: outcome("invalid"),
-            resolve_not_ready: outcome("not_ready"),
-            resolve_busy: outcome("busy"),
             registry,
             conventional,
             request_durations,
-            store_errors,
             forward_auths,
             connections_open,
             accepts_deferred,
@@ -121,25 +118,15 @@ impl Metrics {
         }
     }
 
-    /// Counts a forward-auth answer: `active` (200), `missing` or `invalid`
-    /// (401), `not_ready`, `busy` or `failed` (a store failure; 5xx).
-    pub(crate) fn forward_auth(&self, outcome: &'static str) {
-        self.forward_auths
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+    /// Counts a forward-auth answer.
+    pub(crate) fn forward_auth(&self, outcome: ForwardAuthOutcome) {
+        self.forward_auths[outcome as usize].inc();
     }
 
     /// Counts a connection closed by the limit named `limit`.
     pub fn connection_timed_out(&self, limit: &'static str) {
         self.connection_timeouts
             .get_or_create(&TimeoutLabels { limit })
-            .inc();
-    }
-
-    /// Counts a failed store call.
-    pub fn store_error(&self, operation: &'static str) {
-        self.store_errors
-            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 
@@ -158,6 +145,49 @@ impl Metrics {
             .and_then(|()| encode_registry(&mut text, &self.conventional))
             .and_then(|()| encode_eof(&mut text));
         text
+    }
+}
+
+/// A forward-auth answer, as `session_forward_auths_total` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardAuthOutcome {
+    /// 200: an active session.
+    Active,
+    /// 401: no token was presented.
+    Missing,
+    /// 401: a malformed, unknown or revoked token, or two different ones.
+    Invalid,
+    /// 503: the cache is not warm yet.
+    NotReady,
+    /// 503: the miss-read budget is spent.
+    Busy,
+    /// 503: the store could not be reached on a miss read.
+    Unavailable,
+    /// 500: the store failed on a miss read.
+    Failed,
+}
+
+impl ForwardAuthOutcome {
+    const ALL: [Self; 7] = [
+        Self::Active,
+        Self::Missing,
+        Self::Invalid,
+        Self::NotReady,
+        Self::Busy,
+        Self::Unavailable,
+        Self::Failed,
+    ];
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::NotReady => "not_ready",
+            Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
+            Self::Failed => "failed",
+        }
     }
 }
 
@@ -213,6 +243,7 @@ impl Collector for ServiceCollector {
             )?;
             bound.encode(metric)?;
         }
+        resolves(&mut encoder, service)?;
         let stats = service.sync_stats();
         for (name, help, value) in [
             (
@@ -291,6 +322,94 @@ impl Collector for ServiceCollector {
         )?;
         dropped.encode(metric)?;
         otlp_spans_dropped(&mut encoder)
+    }
+}
+
+/// Every resolve, by the outcome session-core decided for it.
+fn resolves(
+    encoder: &mut DescriptorEncoder<'_>,
+    service: &SessionService,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "resolves",
+        "Token resolves (the resolve route, forward auth) by outcome: hit (in the cache), \
+         miss_read_active or miss_read_inactive (not cached, read from the store: active, or \
+         not), negative (not cached, known not active without a read), malformed (refused \
+         before any lookup), rate_limited (miss-read budget spent: 503 busy), not_ready \
+         (503), store_unavailable (503) or store_failed (500) on the miss read",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (outcome, count) in service.resolve_counts().iter() {
+        let labels = OutcomeLabels {
+            outcome: outcome.as_str(),
+        };
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The store's connection pools, read at each scrape.
+#[derive(Debug)]
+struct PoolCollector(StoreMetrics);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    pool: &'static str,
+    state: &'static str,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let pools = self.0.pools();
+        if pools.is_empty() {
+            return Ok(());
+        }
+        let gauge_type = prometheus_client::metrics::MetricType::Gauge;
+        let value = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut family = encoder.encode_descriptor(
+            "store_pool_connections",
+            "Store connections open now, by pool and state: in_use (held by a store call) or \
+             idle",
+            None,
+            gauge_type,
+        )?;
+        for pool in &pools {
+            for (state, n) in [
+                ("in_use", pool.in_use),
+                ("idle", pool.open.saturating_sub(pool.in_use)),
+            ] {
+                let labels = PoolStateLabels {
+                    pool: pool.pool,
+                    state,
+                };
+                value(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, read) in [
+            (
+                "store_pool_waiting",
+                "Store calls waiting for a connection now, by pool",
+                (|pool| pool.waiting) as fn(&crate::store_metrics::PoolUse) -> usize,
+            ),
+            (
+                "store_pool_max_connections",
+                "The most connections each pool opens",
+                |pool| pool.max,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, gauge_type)?;
+            for pool in &pools {
+                let labels = PoolLabels { pool: pool.pool };
+                value(read(pool)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,8 @@ pub use metrics::Metrics;
 use openapi::LayerAnswers;
 use wrap::{CheckLayer, RequestLayer};
 
+use crate::store_metrics::StoreMetrics;
+
 /// Every route template, for metric and span labels.
 const ROUTES: &[&str] = &[
     "/v1/sessions",
@@ -88,9 +90,21 @@ impl AppState {
         api_keys: ApiKeys,
         forward_auth: ForwardAuth,
     ) -> Self {
+        Self::with_store_metrics(service, api_keys, forward_auth, &StoreMetrics::default())
+    }
+
+    /// State over a service whose store (and change log) `store` wraps, so
+    /// `/metrics` shows its calls and pools.
+    #[must_use]
+    pub fn with_store_metrics(
+        service: SessionService,
+        api_keys: ApiKeys,
+        forward_auth: ForwardAuth,
+        store: &StoreMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(StateInner {
-                metrics: Metrics::new(service.clone()),
+                metrics: Metrics::new(service.clone(), store),
                 service,
                 api_keys,
                 forward_auth,
@@ -120,33 +134,11 @@ impl AppState {
         &self.inner.forward_auth
     }
 
-    /// Resolves a token, counting the outcome.
+    /// Resolves a token. session-core counts its outcome (see
+    /// `SessionService::resolve_counts`), and store calls are counted by the
+    /// store's decorator, so nothing is counted here.
     async fn resolve(&self, token: &str) -> Result<Arc<session_core::Session>, ApiError> {
-        let metrics = self.metrics();
-        match self.service().resolve(token).await {
-            Ok(session) => {
-                metrics.resolve_hit.inc();
-                Ok(session)
-            }
-            Err(err) => {
-                use session_core::Error;
-                match err {
-                    Error::InvalidToken => metrics.resolve_invalid.inc(),
-                    Error::NotReady => metrics.resolve_not_ready.inc(),
-                    Error::Busy => metrics.resolve_busy.inc(),
-                    _ => return Err(self.failed("resolve", err)),
-                };
-                Err(err.into())
-            }
-        }
-    }
-
-    /// Converts a failed service call, counting store failures.
-    fn failed(&self, operation: &'static str, err: session_core::Error) -> ApiError {
-        if matches!(err, session_core::Error::Store(_)) {
-            self.metrics().store_error(operation);
-        }
-        err.into()
+        Ok(self.service().resolve(token).await?)
     }
 }
 

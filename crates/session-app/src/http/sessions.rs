@@ -316,7 +316,7 @@ pub(crate) async fn create_session(
         .service()
         .create(account, metadata)
         .await
-        .map_err(|err| state.failed("create", err))?;
+        .map_err(ApiError::from)?;
     let body = CreatedSession {
         token: created.token.expose_secret(),
         session: SessionView::from(&*created.session),
@@ -366,16 +366,12 @@ pub(crate) async fn get_session(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<SessionId>,
 ) -> Result<Response, ApiError> {
-    let session = state
-        .service()
-        .get(id)
-        .await
-        .map_err(|err| state.failed("get", err))?;
+    let session = state.service().get(id).await.map_err(ApiError::from)?;
     let seen = state
         .service()
         .last_seen(&[id])
         .await
-        .map_err(|err| state.failed("get", err))?;
+        .map_err(ApiError::from)?;
     let body = StoredSessionEnvelope {
         session: StoredSessionView::new(&session, &seen),
     };
@@ -398,11 +394,7 @@ pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .service()
-        .revoke(id)
-        .await
-        .map_err(|err| state.failed("revoke", err))?;
+    state.service().revoke(id).await.map_err(ApiError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -428,13 +420,13 @@ pub(crate) async fn list_sessions(
         .service()
         .list(account, scope, PageRequest { after, limit })
         .await
-        .map_err(|err| state.failed("list", err))?;
+        .map_err(ApiError::from)?;
     let ids: Vec<SessionId> = page.sessions.iter().map(|session| session.id).collect();
     let seen = state
         .service()
         .last_seen(&ids)
         .await
-        .map_err(|err| state.failed("list", err))?;
+        .map_err(ApiError::from)?;
     let body = SessionList {
         sessions: page
             .sessions
@@ -469,7 +461,7 @@ pub(crate) async fn revoke_account_sessions(
         .service()
         .revoke_all(account, except)
         .await
-        .map_err(|err| state.failed("revoke_all", err))?;
+        .map_err(ApiError::from)?;
     Ok(Json(RevokedCount { revoked }))
 }
 

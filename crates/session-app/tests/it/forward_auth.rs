@@ -299,6 +299,8 @@ async fn outcomes_are_counted_by_kind_and_route() {
         "session_forward_auths_total{outcome=\"active\"} 2",
         "session_forward_auths_total{outcome=\"missing\"} 2",
         "session_forward_auths_total{outcome=\"invalid\"} 1",
+        // Forward auth's resolves are counted with every other.
+        "session_resolves_total{outcome=\"hit\"} 2",
         "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/v1/forward-auth\",http_response_status_code=\"200\"} 2",
         "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/forward-auth/{*path}\",http_response_status_code=\"401\"} 1",
     ] {

@@ -14,6 +14,7 @@ mod multi;
 mod postgres;
 mod router;
 mod scenarios;
+mod scrape;
 mod secrets;
 mod sqlite;
 mod traces;

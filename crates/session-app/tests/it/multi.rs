@@ -250,7 +250,7 @@ async fn a_flood_of_unknown_tokens_stays_within_the_miss_read_limit() {
         "401 per read, 503 per refusal"
     );
     assert_eq!(
-        metric(&b, "session_resolves_total{outcome=\"busy\"}").await,
+        metric(&b, "session_resolves_total{outcome=\"rate_limited\"}").await,
         rejected
     );
     assert_eq!(b.resolve("sess_malformed").await, 401);

@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_app::http::{
-    ApiKeys, AppState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router,
+    ApiKeys, AppState, ErrorCode, ForwardAuth, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router,
 };
+use session_app::store_metrics::StoreMetrics;
 use session_core::{
     AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
     RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
@@ -637,7 +638,7 @@ async fn health_metrics_and_openapi() {
     assert_eq!(metrics.status, StatusCode::OK);
     for line in [
         "session_resolves_total{outcome=\"hit\"} 1",
-        "session_resolves_total{outcome=\"invalid\"} 1",
+        "session_resolves_total{outcome=\"malformed\"} 1",
         "session_cache_sessions 1",
         "session_cache_warm 1",
         "session_cache_warm_duration_seconds ",
@@ -1098,8 +1099,10 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
     }
     let metrics = app.call(Method::GET, "/metrics", None).await;
     for line in [
-        "session_resolves_total{outcome=\"busy\"} 1",
-        "session_resolves_total{outcome=\"invalid\"} 3",
+        "session_resolves_total{outcome=\"rate_limited\"} 1",
+        "session_resolves_total{outcome=\"miss_read_inactive\"} 1",
+        "session_resolves_total{outcome=\"negative\"} 1",
+        "session_resolves_total{outcome=\"malformed\"} 1",
         "session_miss_reads_rejected_total 1",
     ] {
         assert!(
@@ -1114,6 +1117,63 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
         resolve["description"].as_str().unwrap().contains("`busy`"),
         "{resolve}"
     );
+}
+
+/// A store failure on a miss read is counted as what the client was told
+/// (503, retry), by the resolve, by forward auth and by the store call,
+/// never as an invalid token.
+#[tokio::test]
+async fn a_store_failure_during_a_resolve_is_counted_as_the_503_it_answers() {
+    let store = Arc::new(MemoryStore::new());
+    let metered = StoreMetrics::default();
+    let service =
+        SessionService::builder(metered.store(store.clone()), Arc::new(MemoryCache::new()))
+            .change_log(metered.change_log(store.clone()))
+            .build();
+    service.warm().await.unwrap();
+    let app = App {
+        router: router(AppState::with_store_metrics(
+            service.clone(),
+            ApiKeys::none(),
+            ForwardAuth::default(),
+            &metered,
+        )),
+        store,
+        service,
+    };
+    app.store.set_unavailable(true);
+    let unknown = SessionToken::generate();
+    let reply = app.resolve(unknown.expose_secret()).await;
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+    );
+    let request = Request::get("/v1/forward-auth")
+        .header(header::HOST, "localhost")
+        .header("x-session-token", unknown.expose_secret())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.send(request).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let metrics = app.call(Method::GET, "/metrics", None).await;
+    for line in [
+        "session_resolves_total{outcome=\"store_unavailable\"} 2",
+        "session_resolves_total{outcome=\"miss_read_inactive\"} 0",
+        "session_resolves_total{outcome=\"negative\"} 0",
+        "session_forward_auths_total{outcome=\"unavailable\"} 1",
+        "session_store_errors_total{operation=\"find_active_by_hash\",kind=\"unavailable\"} 2",
+        "session_store_call_duration_seconds_count{operation=\"find_active_by_hash\"} 2",
+        "session_store_call_duration_seconds_count{operation=\"active_page\"} 1",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "missing {line:?} in\n{}",
+            metrics.text
+        );
+    }
 }
 
 /// A `MemoryStore` that counts health checks, each taking 50 ms, so

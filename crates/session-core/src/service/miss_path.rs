@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::outcome::ResolveOutcome;
 use super::{Error, Inner, lock};
 use crate::session::Session;
 use crate::token::TokenHash;
@@ -13,17 +14,18 @@ use crate::token::TokenHash;
 impl Inner {
     /// The miss path: one store read for a hash not in the cache, unless it
     /// is known not to be active (invalid: the store did not have it, or it
-    /// was revoked recently) or the read budget is spent (busy).
+    /// was revoked recently) or the read budget is spent (busy). Returns
+    /// the outcome with the answer, for the caller to count.
     pub(super) async fn read_through(
         self: &Arc<Self>,
         hash: TokenHash,
-    ) -> Result<Arc<Session>, Error> {
+    ) -> (Result<Arc<Session>, Error>, ResolveOutcome) {
         let now = self.clock.monotonic();
         // Known not to be active: unknown to the store, or revoked recently.
         // Each lock is taken alone.
         if self.was_revoked(&hash, now) || lock(&self.negative).contains(&hash, now) {
             self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::InvalidToken);
+            return (Err(Error::InvalidToken), ResolveOutcome::Negative);
         }
         if !lock(&self.miss_reads).try_take(now) {
             self.stats
@@ -31,24 +33,29 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             // Not checked, so not known to be invalid: "invalid" would make
             // the client log out a user whose session may be brand new.
-            return Err(Error::Busy);
+            return (Err(Error::Busy), ResolveOutcome::RateLimited);
         }
         self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
         // Pending before the read: a revocation applied while it is in flight
         // keeps its result out of the cache.
         let pending = self.begin_insert(hash);
-        match self.store.find_active_by_hash(&hash).await? {
-            Some(session) => {
+        match self.store.find_active_by_hash(&hash).await {
+            Ok(Some(session)) => {
                 let session = Arc::new(session);
                 if pending.finish(&session) {
-                    Ok(session)
+                    (Ok(session), ResolveOutcome::MissReadActive)
                 } else {
-                    Err(Error::InvalidToken)
+                    // Revoked while the read was in flight.
+                    (Err(Error::InvalidToken), ResolveOutcome::MissReadInactive)
                 }
             }
-            None => {
+            Ok(None) => {
                 lock(&self.negative).insert(hash, now);
-                Err(Error::InvalidToken)
+                (Err(Error::InvalidToken), ResolveOutcome::MissReadInactive)
+            }
+            Err(err) => {
+                let outcome = ResolveOutcome::of_store_error(&err);
+                (Err(Error::Store(err)), outcome)
             }
         }
     }

@@ -21,6 +21,7 @@
 
 mod follow;
 mod miss_path;
+mod outcome;
 mod writes;
 
 use std::future::Future;
@@ -39,6 +40,9 @@ use crate::store::{
     AccountPage, ListScope, PageRequest, RevokeOutcome, SeenAt, SessionStore, StoreError,
 };
 use crate::token::{SessionToken, TokenHash};
+
+use outcome::ResolveCounters;
+pub use outcome::{ResolveCounts, ResolveOutcome};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +282,7 @@ impl SessionServiceBuilder {
                     self.miss_policy.burst,
                 )),
                 stats: Stats::default(),
+                resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
                 last_seen,
             }),
@@ -303,6 +308,8 @@ struct Inner {
     /// Limits store reads caused by misses.
     miss_reads: Mutex<TokenBucket>,
     stats: Stats,
+    /// Every resolve, by outcome.
+    resolves: ResolveCounters,
     last_warm: Mutex<Option<WarmReport>>,
     /// With last-seen activity on: the marks, and how often they are flushed.
     last_seen: Option<(LastSeenMarks, Duration)>,
@@ -391,6 +398,10 @@ impl SessionService {
     /// already known not to be); [`Error::Busy`] for a miss past the rate
     /// limit, which has not been checked; [`Error::Store`] if a miss-path
     /// read failed.
+    ///
+    /// Every call that returns is counted under one [`ResolveOutcome`]
+    /// (see [`resolve_counts`](Self::resolve_counts)), at the cost of one
+    /// relaxed atomic increment.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         // Never the token, nor its hash: the span learns the session only once found.
         let span = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
@@ -406,19 +417,32 @@ impl SessionService {
         found
     }
 
+    /// Each way out counts its [`ResolveOutcome`] once, where it is known. A
+    /// caller that stops waiting during a miss read is not counted: it was
+    /// given no answer.
     async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
+        let counters = &self.inner.resolves;
         if !self.is_warm() {
+            counters.count(ResolveOutcome::NotReady);
             return Err(Error::NotReady);
         }
-        let hash = TokenHash::of_token_text(token).map_err(|_| Error::InvalidToken)?;
+        let Ok(hash) = TokenHash::of_token_text(token) else {
+            counters.count(ResolveOutcome::Malformed);
+            return Err(Error::InvalidToken);
+        };
         if let Some(session) = self.inner.cache.get(&hash) {
+            counters.count(ResolveOutcome::Hit);
             self.mark_seen(&session);
             return Ok(session);
         }
         if self.inner.feed.is_none() {
+            // The cache holds every active session: a miss is final.
+            counters.count(ResolveOutcome::Negative);
             return Err(Error::InvalidToken);
         }
-        let session = self.inner.read_through(hash).await?;
+        let (found, outcome) = self.inner.read_through(hash).await;
+        counters.count(outcome);
+        let session = found?;
         self.mark_seen(&session);
         Ok(session)
     }
@@ -656,6 +680,13 @@ impl SessionService {
             miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
             negative_hits: stats.negative_hits.load(Ordering::Relaxed),
         }
+    }
+
+    /// How many resolves ended in each [`ResolveOutcome`] since the service
+    /// was built: every call of [`resolve`](Self::resolve), whoever made it.
+    #[must_use]
+    pub fn resolve_counts(&self) -> ResolveCounts {
+        self.inner.resolves.read()
     }
 
     /// How many active sessions the cache holds.

@@ -48,6 +48,16 @@ pub(crate) struct GatedStore {
     pub(crate) inner: MemoryStore,
     armed: Mutex<Option<Arc<Gate>>>,
     log_down: AtomicBool,
+    finds_fail: Mutex<Option<FindFailure>>,
+}
+
+/// How lookups by token hash fail, while set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FindFailure {
+    /// [`StoreError::Unavailable`]: retrying may help.
+    Unavailable,
+    /// [`StoreError::Failed`]: it will not.
+    Failed,
 }
 
 impl GatedStore {
@@ -55,6 +65,11 @@ impl GatedStore {
     /// sessions stay reachable.
     pub(crate) fn set_log_down(&self, down: bool) {
         self.log_down.store(down, Ordering::SeqCst);
+    }
+
+    /// While `Some`, lookups by token hash fail that way.
+    pub(crate) fn fail_finds(&self, failure: Option<FindFailure>) {
+        *self.finds_fail.lock().unwrap() = failure;
     }
 
     /// Arms a gate at `point`; the next operation reaching it pauses there.
@@ -92,6 +107,14 @@ impl SessionStore for GatedStore {
     }
 
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let failure = *self.finds_fail.lock().unwrap();
+        match failure {
+            Some(FindFailure::Unavailable) => {
+                return Err(StoreError::Unavailable("the store is down".into()));
+            }
+            Some(FindFailure::Failed) => return Err(StoreError::Failed("a bad row".into())),
+            None => {}
+        }
         let found = self.inner.find_active_by_hash(hash).await?;
         self.pass(Point::Find).await;
         Ok(found)

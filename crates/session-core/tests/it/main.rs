@@ -5,5 +5,6 @@ mod feed;
 mod gated;
 mod last_seen;
 mod metadata;
+mod outcomes;
 mod service;
 mod token;

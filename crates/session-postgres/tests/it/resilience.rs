@@ -117,3 +117,57 @@ async fn a_server_that_never_answers_is_unavailable_after_the_connect_timeout() 
     assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
     silent.abort();
 }
+
+/// The pool status shows every connection in use and the calls waiting
+/// while the database holds them up, and both clear once they finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_status_shows_connections_in_use_and_calls_waiting() {
+    let database = TestDatabase::create();
+    let store = std::sync::Arc::new(
+        migrated_store(
+            PgConfig::from_url(database.url())
+                .unwrap()
+                .pool_size(2)
+                .checkout_timeout(Duration::from_secs(60)),
+        )
+        .await,
+    );
+    let idle = store.pool_status();
+    assert_eq!((idle.max, idle.in_use, idle.waiting), (2, 0, 0), "{idle:?}");
+
+    // Another client locks the table: reads hold their connections until
+    // it lets go, and a third read waits for a connection.
+    let (mut other, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let locking = other.transaction().await.unwrap();
+    locking
+        .batch_execute("LOCK TABLE session.sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (_, session) = session_at(account(), epoch());
+    let reads: Vec<_> = (0..3)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            let hash = session.token_hash;
+            tokio::spawn(async move { store.find_active_by_hash(&hash).await })
+        })
+        .collect();
+    let mut polls = 0;
+    loop {
+        let status = store.pool_status();
+        if (status.in_use, status.waiting) == (2, 1) {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 30_000, "the reads never queued: {status:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    locking.rollback().await.unwrap();
+    for read in reads {
+        assert_eq!(within_a_minute(read).await.unwrap().unwrap(), None);
+    }
+    let status = store.pool_status();
+    assert_eq!((status.in_use, status.waiting), (0, 0), "{status:?}");
+}

@@ -108,3 +108,61 @@ async fn reads_answer_while_a_write_of_the_same_store_waits_for_the_lock() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// The pool status shows the one writer connection in use while a write
+/// runs and the writes queued behind it, and both clear once they finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_status_shows_the_running_write_and_those_waiting() {
+    let store = Arc::new(
+        TempStore::with(
+            SqliteOptions::default()
+                .readers(3)
+                .busy_timeout(Duration::from_secs(30)),
+        )
+        .await,
+    );
+    let idle = store.store.pool_status();
+    assert_eq!(
+        (
+            idle.readers.max,
+            idle.readers.open,
+            idle.readers.in_use,
+            idle.readers.waiting
+        ),
+        (3, 3, 0, 0)
+    );
+    assert_eq!(
+        (idle.writer.max, idle.writer.in_use, idle.writer.waiting),
+        (1, 0, 0)
+    );
+
+    // Another connection holds SQLite's write lock: the first write runs
+    // and waits on it, the second waits for the writer connection.
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE;").unwrap();
+    let writes: Vec<_> = (0..2)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let (_, session) = session_at(account(), epoch());
+                store.insert(&session).await
+            })
+        })
+        .collect();
+    let mut polls = 0;
+    loop {
+        let writer = store.store.pool_status().writer;
+        if (writer.in_use, writer.waiting) == (1, 1) {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 10_000, "the writes never queued: {writer:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    other.batch_execute("ROLLBACK;").unwrap();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let writer = store.store.pool_status().writer;
+    assert_eq!((writer.in_use, writer.waiting), (0, 0));
+}
