@@ -32,13 +32,11 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 /// Formats events as JSON lines; see the module documentation.
 pub(crate) struct JsonLines;
 
-/// Formats span fields as [`JsonFields`] does, and records fields added
-/// later by appending them to the stored object instead of parsing and
-/// rewriting it.
+/// Formats span fields as the JSON object [`JsonFields`] writes, and
+/// records fields added later by appending them to the stored object
+/// instead of parsing and rewriting it.
 #[derive(Default)]
-pub(crate) struct AppendingJsonFields {
-    inner: JsonFields,
-}
+pub(crate) struct AppendingJsonFields;
 
 thread_local! {
     /// The line being built, reused so a line costs no allocation.
@@ -157,10 +155,12 @@ where
 impl<'writer> FormatFields<'writer> for AppendingJsonFields {
     fn format_fields<R: tracing_subscriber::field::RecordFields>(
         &self,
-        writer: Writer<'writer>,
+        mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        self.inner.format_fields(writer, fields)
+        let mut object = FieldsObject::default();
+        fields.record(&mut object);
+        writer.write_str(&object.finish()?)
     }
 
     fn add_fields(
@@ -175,7 +175,7 @@ impl<'writer> FormatFields<'writer> for AppendingJsonFields {
         else {
             // No field yet: the new ones are the whole object.
             current.fields.clear();
-            return self.inner.format_fields(current.as_writer(), fields);
+            return self.format_fields(current.as_writer(), fields);
         };
         let mut names = NamesPresent {
             object: &current.fields,
@@ -187,8 +187,9 @@ impl<'writer> FormatFields<'writer> for AppendingJsonFields {
             // parsing the object and writing it again.
             return merge(&mut current.fields, fields);
         }
-        let mut added = String::new();
-        self.inner.format_fields(Writer::new(&mut added), fields)?;
+        let mut object = FieldsObject::default();
+        fields.record(&mut object);
+        let added = object.finish()?;
         let Some(added) = added
             .strip_prefix('{')
             .and_then(|added| added.strip_suffix('}'))
@@ -202,6 +203,83 @@ impl<'writer> FormatFields<'writer> for AppendingJsonFields {
         current.fields.push_str(added);
         current.fields.push('}');
         Ok(())
+    }
+}
+
+/// A span's fields as a JSON object, written as they are visited: the keys
+/// and values [`JsonFields`] writes (which first collects them into a map
+/// of `serde_json::Value`s, an allocation per field), in the order given
+/// rather than sorted.
+#[derive(Default)]
+struct FieldsObject {
+    text: Vec<u8>,
+    failed: bool,
+}
+
+impl FieldsObject {
+    fn entry(&mut self, name: &str, value: impl serde::Serialize) {
+        self.text
+            .push(if self.text.is_empty() { b'{' } else { b',' });
+        let written = serde_json::to_writer(&mut self.text, name).and_then(|()| {
+            self.text.push(b':');
+            serde_json::to_writer(&mut self.text, &value)
+        });
+        self.failed |= written.is_err();
+    }
+
+    fn finish(mut self) -> Result<String, fmt::Error> {
+        if self.text.is_empty() {
+            self.text.push(b'{');
+        }
+        self.text.push(b'}');
+        if self.failed {
+            return Err(fmt::Error);
+        }
+        String::from_utf8(self.text).map_err(|_| fmt::Error)
+    }
+}
+
+/// `Debug` output as a string value, written through serde's `collect_str`
+/// (escaped as it is formatted, no intermediate `String`).
+struct DebugText<'a>(&'a dyn fmt::Debug);
+
+impl serde::Serialize for DebugText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:?}", self.0))
+    }
+}
+
+impl Visit for FieldsObject {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // As `serde_json::Value::from`: a non-finite number is `null`.
+        self.entry(field.name(), value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // As JsonVisitor: a raw identifier's name loses its `r#` here only.
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.entry(name, DebugText(value));
     }
 }
 
@@ -281,6 +359,12 @@ mod tests {
             http.route = "/v1/sessions/resolve",
             request_id = "0f1e",
             status = tracing::field::Empty,
+            r#type = ?"a \"debug\" value",
+            ratio = f64::NAN,
+            big = u128::MAX,
+            flag = false,
+            signed = -7_i64,
+            bytes = &b"ab"[..],
         );
         let _request = request.enter();
         let resolve = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
@@ -338,7 +422,7 @@ mod tests {
         let (text, written) = lines(
             tracing_subscriber::registry().with(
                 tracing_subscriber::fmt::layer()
-                    .fmt_fields(AppendingJsonFields::default())
+                    .fmt_fields(AppendingJsonFields)
                     .event_format(JsonLines)
                     .with_writer(ours.clone()),
             ),

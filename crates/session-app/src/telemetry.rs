@@ -205,7 +205,7 @@ pub(crate) fn init(
         // The formatter's own JSON lines (flattened event, current span,
         // span list), written without parsing each span's fields back.
         LogFormat::Json => logs
-            .fmt_fields(crate::json_lines::AppendingJsonFields::default())
+            .fmt_fields(crate::json_lines::AppendingJsonFields)
             .event_format(crate::json_lines::JsonLines)
             .boxed(),
     }
