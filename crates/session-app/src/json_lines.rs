@@ -7,15 +7,17 @@
 //! `serde_json::Value` once for the current span and once more for each span
 //! of the list, only to serialise it again; recording a field on a span
 //! (the request's status) parses and rewrites the whole object too. With a
-//! line per request that was most of what logging cost a request. Here the
-//! stored object text is copied into the line as it is (it is already valid
-//! JSON, written by the same [`JsonFields`]), and a recorded field is
+//! line per request that was most of what logging cost a request. Here a
+//! span's fields are written into its object text as they are visited (in
+//! [`JsonFields`]' encoding, without its map of `serde_json::Value`s), the
+//! text is copied into each line as it is, and a recorded field is
 //! appended to it unless the object may already hold its name.
 //!
-//! Keys, values, their order and the line's layout are the formatter's:
-//! `timestamp`, `level`, the event's fields (through `tracing-serde`, as
-//! the formatter writes them), `target`, `span` (the span's fields, then
-//! `name`) and `spans` (root first).
+//! Keys, values and the line's layout are the formatter's: `timestamp`,
+//! `level`, the event's fields (through `tracing-serde`, as the formatter
+//! writes them), `target`, `span` (the span's fields, then `name`) and
+//! `spans` (root first). Only the order of a span's own fields differs: as
+//! given and recorded, where the formatter sorts them.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
