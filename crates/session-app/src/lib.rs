@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod connections;
 pub mod http;
+mod json_lines;
 mod secret;
 mod serve;
 pub mod store;

@@ -202,10 +202,11 @@ pub(crate) fn init(
         .with_ansi(std::io::stderr().is_terminal());
     let logs = match format {
         LogFormat::Text => logs.with_target(false).boxed(),
+        // The formatter's own JSON lines (flattened event, current span,
+        // span list), written without parsing each span's fields back.
         LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+            .fmt_fields(crate::json_lines::AppendingJsonFields)
+            .event_format(crate::json_lines::JsonLines)
             .boxed(),
     }
     .with_filter(filter);

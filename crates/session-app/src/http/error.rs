@@ -108,9 +108,9 @@ impl ApiError {
         self.code
     }
 
-    /// The status, code and message, for the fuzz targets, which check
-    /// what a client would be told.
-    #[cfg(feature = "fuzzing")]
+    /// The status, code and message, for the fuzz targets and unit tests,
+    /// which check what a client would be told.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn parts(&self) -> (StatusCode, ErrorCode, &str) {
         (self.code.status(), self.code, &self.message)
     }
