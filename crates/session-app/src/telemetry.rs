@@ -478,18 +478,16 @@ mod tests {
                 .clone(),
         )
         .expect("UTF-8");
-        let lines = text
-            .lines()
+        text.lines()
             .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect();
-        lines
+            .collect()
     }
 
     /// The log layer takes no interest in the use-case span (so, without
     /// export, nothing does and it is never created); the line logged
-    /// inside it still carries the request span
-    /// (its request id), and the level still selects the lines. The same
-    /// with a directive filter, which goes through `EnvFilter`.
+    /// inside it still carries the request span (its request id), and the
+    /// level still selects the lines. The same with target directives
+    /// (`Targets`) and with a span directive (`EnvFilter`).
     #[test]
     fn log_lines_carry_the_request_span_and_no_use_case_span() {
         for (spec, lines_expected) in [("info", 1), ("debug,tokio=off", 2), ("info,[x]=warn", 1)] {
