@@ -31,7 +31,9 @@ use opentelemetry_sdk::trace::{
     SpanProcessor,
 };
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::{Filter, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
@@ -188,8 +190,7 @@ pub(crate) fn init(
     filter: &str,
     otlp: Option<OtlpEndpoint>,
 ) -> Result<TelemetryGuard, ConfigError> {
-    let filter = EnvFilter::try_new(filter)
-        .map_err(|err| ConfigError(format!("--log {filter:?} is not a valid filter: {err}")))?;
+    let filter = log_filter(filter)?;
     let (writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_LINES_BUFFERED)
         .lossy(true)
@@ -232,6 +233,43 @@ pub(crate) fn init(
         provider,
         _logs: log_guard,
     })
+}
+
+/// The target prefix of the spans log lines carry: the service's own (the
+/// request span, with the request id). The use-case and store spans are
+/// for traces; a log layer that wanted them would have each allocated,
+/// entered and closed per request even without an OTLP endpoint.
+const LOGGED_SPAN_TARGET: &str = "session_app";
+
+/// The log layer's filter: the events `spec` selects (`--log`, in
+/// `tracing` filter syntax), inside only the service's own spans
+/// ([`LOGGED_SPAN_TARGET`]). A plain level (`info`, `warn`, `off`) is a
+/// static level check, and target directives (`warn,session_app=info`) a
+/// static [`Targets`] match decided once per callsite; only directives
+/// that name spans or fields (`[span{field}]=debug`) go through
+/// [`EnvFilter`], which also tracks every span it sees.
+///
+/// # Errors
+///
+/// A `spec` that is neither a level nor a valid filter.
+fn log_filter<S>(spec: &str) -> Result<impl Filter<S> + Send + Sync + 'static, ConfigError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let events =
+        if let Ok(level) = spec.trim().parse::<LevelFilter>() {
+            FilterExt::boxed(level)
+        } else if let Ok(targets) = spec.parse::<Targets>() {
+            FilterExt::boxed(targets)
+        } else {
+            FilterExt::boxed(EnvFilter::try_new(spec).map_err(|err| {
+                ConfigError(format!("--log {spec:?} is not a valid filter: {err}"))
+            })?)
+        };
+    let own_spans = tracing_subscriber::filter::filter_fn(|metadata| {
+        !metadata.is_span() || metadata.target().starts_with(LOGGED_SPAN_TARGET)
+    });
+    Ok(events.and(own_spans))
 }
 
 /// How long the log writer thread waits after writing, so that the lines
@@ -396,5 +434,86 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::PoisonError;
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::json_lines::tests::Captured;
+
+    /// The JSON lines `spec` selects from a request span (the service's
+    /// own target) holding a use-case span (session-core's), with a line
+    /// logged inside both.
+    fn log_inside_a_use_case(spec: &str) -> Vec<serde_json::Value> {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .fmt_fields(crate::json_lines::AppendingJsonFields)
+                .event_format(crate::json_lines::JsonLines)
+                .with_writer(captured.clone())
+                .with_filter(log_filter(spec).expect("a valid filter")),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!(
+                target: "session_app::http::wrap",
+                "request",
+                request_id = "0f1e"
+            );
+            let _request = request.enter();
+            let use_case = tracing::info_span!(target: "session_core::service", "session.resolve");
+            let _use_case = use_case.enter();
+            tracing::warn!(target: "session_core::service", "inside");
+            tracing::debug!(target: "session_core::service", "below the level");
+        });
+        let text = String::from_utf8(
+            captured
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+        .expect("UTF-8");
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+
+    /// The log layer takes no interest in the use-case span (so, without
+    /// export, nothing does and it is never created); the line logged
+    /// inside it still carries the request span (its request id), and the
+    /// level still selects the lines. The same with target directives
+    /// (`Targets`) and with a span directive (`EnvFilter`).
+    #[test]
+    fn log_lines_carry_the_request_span_and_no_use_case_span() {
+        for (spec, lines_expected) in [("info", 1), ("debug,tokio=off", 2), ("info,[x]=warn", 1)] {
+            let lines = log_inside_a_use_case(spec);
+            assert_eq!(lines.len(), lines_expected, "{spec}: {lines:#?}");
+            let inside = &lines[0];
+            assert_eq!(inside["message"], "inside");
+            assert_eq!(inside["span"]["request_id"], "0f1e", "{spec}");
+            let spans = inside["spans"].as_array().expect("a span list");
+            assert_eq!(spans.len(), 1, "{spec}: {inside}");
+            assert_eq!(spans[0]["name"], "request");
+        }
+        // Below the request span's level neither span is created, as before.
+        let lines = log_inside_a_use_case("warn");
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].get("spans").is_none(), "{lines:#?}");
+        let lines = log_inside_a_use_case("off");
+        assert!(lines.is_empty(), "{lines:#?}");
+        let lines = log_inside_a_use_case("error,session_core=debug");
+        assert_eq!(lines.len(), 2, "directives still apply: {lines:#?}");
+    }
+
+    /// A filter that is neither a level nor valid directives is refused.
+    #[test]
+    fn an_invalid_log_filter_is_refused() {
+        let err = log_filter::<tracing_subscriber::Registry>("info,=[").err();
+        assert!(err.is_some());
     }
 }
