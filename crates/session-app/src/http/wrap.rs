@@ -191,8 +191,9 @@ thread_local! {
 /// Request ids correlate log lines and traces; they are not secrets and
 /// grant nothing, so they come from a fast per-thread generator (wyrand,
 /// seeded from the OS once per thread) instead of a read of the OS's random
-/// source per request. They are unique in practice (122 random bits), not
-/// unpredictable to someone who sees many of them.
+/// source per request. Each thread's ids follow from its 64-bit seed, so
+/// they are unique in practice (a collision needs two threads' sequences
+/// to meet), not unpredictable to someone who sees many of them.
 fn new_request_id() -> HeaderValue {
     let bytes = REQUEST_IDS.with(|rng| {
         let mut rng = rng.borrow_mut();
