@@ -205,31 +205,10 @@ impl Gateway {
             root,
             _guardian: guardian,
         };
-        gateway.wait_until_listening()?;
+        wait_until_listening(gateway.kind.program(), address, &gateway.root, || {
+            gateway.log()
+        })?;
         Ok(gateway)
-    }
-
-    /// Waits until the port accepts connections, or the server has exited.
-    fn wait_until_listening(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let exited = fs::read_to_string(self.root.join("pid"))
-                .ok()
-                .and_then(|pid| pid.trim().parse::<u32>().ok())
-                .is_some_and(|pid| !is_running(pid));
-            if exited || Instant::now() > deadline {
-                return Err(format!(
-                    "session-test-gateway: {} did not start listening on {}; its log:\n{}",
-                    self.kind.program(),
-                    self.address,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -403,6 +382,34 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
         String::from_utf8(output.stdout).ok()?.trim().parse().ok()
     };
     Some((id("-u")?, id("-g")?))
+}
+
+/// Waits until `address` accepts connections, or the server started in
+/// `root` (its pid in `root/pid`) has exited, or 30 s have passed; the
+/// error names `program` and carries its `log`.
+pub(crate) fn wait_until_listening(
+    program: &str,
+    address: SocketAddr,
+    root: &Path,
+    log: impl Fn() -> String,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        let exited = fs::read_to_string(root.join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !is_running(pid));
+        if exited || Instant::now() > deadline {
+            return Err(format!(
+                "session-test-gateway: {program} did not start listening on {address}; its log:\n{}",
+                log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Whether process `pid` still runs: a zombie, dead but not yet reaped, does not.

@@ -2,11 +2,10 @@
 //! run by the same guardian as the gateways.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use crate::{Guardian, Runner, find, is_running};
+use crate::{Guardian, Runner, find, wait_until_listening};
 
 /// A running Prometheus, stopped and deleted when dropped. Its storage,
 /// configuration and log live in a private temporary directory.
@@ -98,30 +97,8 @@ impl Prometheus {
             root,
             _guardian: guardian,
         };
-        server.wait_until_listening()?;
+        wait_until_listening("prometheus", address, &server.root, || server.log())?;
         Ok(server)
-    }
-
-    /// Waits until the port accepts connections, or the server has exited.
-    fn wait_until_listening(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let exited = fs::read_to_string(self.root.join("pid"))
-                .ok()
-                .and_then(|pid| pid.trim().parse::<u32>().ok())
-                .is_some_and(|pid| !is_running(pid));
-            if exited || Instant::now() > deadline {
-                return Err(format!(
-                    "session-test-gateway: prometheus did not start listening on {}; its log:\n{}",
-                    self.address,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
