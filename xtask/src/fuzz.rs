@@ -1,8 +1,9 @@
 //! `cargo xtask fuzz`: the coverage-guided fuzz targets of `fuzz/`, run by
 //! cargo-fuzz (libFuzzer) for a bounded time each.
 //!
-//! cargo-fuzz is installed on first use into the target directory, pinned,
-//! so every run after the first reuses it. The targets build with
+//! cargo-fuzz is installed on first use, pinned, into a folder of its
+//! version under the machine's tools directory, so every later run and
+//! every other clone reuses it. The targets build with
 //! `--sanitizer none`, which works on the stable toolchain: the code under
 //! test forbids `unsafe`, so AddressSanitizer (nightly-only) would watch
 //! only the dependencies, while the fuzz targets' own assertions, overflow
@@ -51,11 +52,12 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 pub(crate) fn fuzz(
     root: &Path,
     target_dir: &Path,
+    tools_dir: &Path,
     seconds: u32,
     only: Option<&str>,
     profile: Build,
 ) -> Result<()> {
-    let cargo_fuzz = install(target_dir)?;
+    let cargo_fuzz = install(tools_dir)?;
     let fuzz_dir = root.join("fuzz");
     let fuzz_target_dir = target_dir.join("fuzz");
     let common = |command: &str| {
@@ -158,9 +160,9 @@ pub(crate) fn fuzz(
     Ok(())
 }
 
-/// The cargo-fuzz binary under the target directory, installed first if missing.
-fn install(target_dir: &Path) -> Result<PathBuf> {
-    let root = target_dir.join("tools");
+/// The pinned cargo-fuzz binary under `tools_dir`, installed first if missing.
+fn install(tools_dir: &Path) -> Result<PathBuf> {
+    let root = tools_dir.join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
     let binary = root.join("bin").join("cargo-fuzz");
     let current = Command::new(&binary)
         .arg("--version")

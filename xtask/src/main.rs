@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 
 mod fuzz;
+mod prerequisites;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,8 +20,13 @@ struct Cli {
 enum Task {
     /// Everything CI checks: formatting, clippy with warnings denied, the whole test suite,
     /// schemathesis against the real binary, the benchmark harness in quick mode, and each
-    /// fuzz target for a few seconds.
+    /// fuzz target for a few seconds. First installs the servers the suites need, as
+    /// `prerequisites` does.
     Ci,
+    /// Checks for the programs the test suites run (PostgreSQL, pgbouncer, nginx, Caddy,
+    /// HAProxy, Prometheus, python3-venv). As root with apt-get, installs what is missing,
+    /// printing each step; otherwise fails naming every missing package.
+    Prerequisites,
     /// Only the schemathesis step of `ci`: the OpenAPI document against the
     /// real binary, every check, for about a minute.
     Schemathesis,
@@ -48,11 +54,13 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::Ci => ci(&root),
+        Task::Prerequisites => prerequisites::ensure(),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
         Task::Fuzz { time, target } => fuzz::fuzz(
             &root,
             &target_dir(&root),
+            &tools_dir(&root),
             time,
             target.as_deref(),
             fuzz::Build::Release,
@@ -67,6 +75,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn ci(root: &Path) -> Result<()> {
+    prerequisites::ensure()?;
     cargo(root, &["fmt", "--all", "--", "--check"])
         .context("formatting differs: run `cargo fmt --all`")?;
     cargo(
@@ -86,6 +95,7 @@ fn ci(root: &Path) -> Result<()> {
     fuzz::fuzz(
         root,
         &target_dir(root),
+        &tools_dir(root),
         CI_FUZZ_SECS,
         None,
         fuzz::Build::Dev,
@@ -173,14 +183,14 @@ fn schemathesis(root: &Path) -> Result<()> {
         root,
         &["build", "--package", "session-app", "--bin", "session-app"],
     )?;
-    let work = target_dir(root).join("schemathesis");
-    let runner = schemathesis_venv(&work)?;
-    let scratch = work.join("run");
+    let runner = schemathesis_venv(&tools_dir(root).join(SCHEMATHESIS.replace("==", "-")))?;
+    let scratch = target_dir(root).join("schemathesis").join("run");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
             .with_context(|| format!("could not clear {}", scratch.display()))?;
     }
-    std::fs::create_dir_all(&scratch)?;
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("could not create {}", scratch.display()))?;
     // A fresh key each run; the file is private, as the service expects.
     let key = format!(
         "schemathesis-{:x}-{:x}",
@@ -340,6 +350,22 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where pinned tools (cargo-fuzz, the schemathesis virtualenv) are
+/// installed: once per machine and user, not per clone, so a fresh clone
+/// does not build them again. `$XDG_CACHE_HOME/session-xtask`, else
+/// `~/.cache/session-xtask`, else the target directory. Each tool's folder
+/// names its version, so a pin change installs beside the old one.
+fn tools_dir(root: &Path) -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map_or_else(
+            || target_dir(root).join("tools"),
+            |cache| cache.join("session-xtask"),
+        )
 }
 
 fn target_dir(root: &Path) -> PathBuf {
