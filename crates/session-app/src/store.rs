@@ -253,7 +253,6 @@ pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 fn report_migrations(target: &str, applied: &[String]) {
     if applied.is_empty() {
         println!("{target}: schema already up to date");

@@ -205,15 +205,12 @@ impl Backend {
                     Figure::new(baseline.ready_after.as_secs_f64(), Unit::Seconds),
                 ),
             );
-            #[allow(clippy::cast_precision_loss)]
             let per_session =
                 start.resident.saturating_sub(baseline.resident) as f64 / sessions as f64;
-            #[allow(clippy::cast_precision_loss)]
             let memory_floor = memory_floor() as f64;
             let per_session = Figure::new(per_session, Unit::Bytes);
             let memory_target = (targets && is_default)
                 .then(|| Target::below(per_session, Figure::new(250.0, Unit::Bytes)));
-            #[allow(clippy::cast_precision_loss)]
             let resident = |bytes: u64| Figure::new(bytes as f64, Unit::Bytes);
             section.rows.push(
                 Row::new(

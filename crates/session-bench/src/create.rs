@@ -409,9 +409,7 @@ impl Bench {
             .iter()
             .map(|(follower, _)| follower.sync_stats().wake_ups)
             .sum();
-        #[allow(clippy::cast_precision_loss)]
-        let per_follower = total as f64 / self.followers.len().max(1) as f64;
-        per_follower
+        total as f64 / self.followers.len().max(1) as f64
     }
 }
 

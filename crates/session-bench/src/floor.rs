@@ -41,7 +41,7 @@ const SESSION_JSON: &str = concat!(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResolveBody {
-    #[allow(dead_code)] // parsed, as the service parses it; never read
+    #[expect(dead_code, reason = "parsed, as the service parses it; never read")]
     token: String,
 }
 

@@ -305,9 +305,7 @@ async fn measure(
             )
             .await?;
             let per_request = |before: Duration, after: Duration| {
-                #[allow(clippy::cast_precision_loss)]
-                let micros = (after - before).as_secs_f64() * 1e6 / answered.max(1) as f64;
-                micros
+                (after - before).as_secs_f64() * 1e6 / answered.max(1) as f64
             };
             measured.record_value(
                 &format!("{series}/server-cpu"),

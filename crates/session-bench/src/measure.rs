@@ -80,7 +80,6 @@ pub(crate) struct Throughput {
 impl Throughput {
     /// From operations counted over `window`.
     pub(crate) fn new(completed: u64, window: Duration, latency: Histogram<u64>) -> Self {
-        #[allow(clippy::cast_precision_loss)]
         let per_second = completed as f64 / window.as_secs_f64();
         Self {
             per_second,
@@ -244,7 +243,6 @@ impl Measured {
     ) -> Row {
         let rate = |series| Figure::new(self.rounds.median(series), Unit::PerSecond);
         let micros = |series: &str, quantile| {
-            #[allow(clippy::cast_precision_loss)]
             let value = self.latency.get(series).map_or(f64::NAN, |latency| {
                 latency.value_at_quantile(quantile) as f64
             });

@@ -312,7 +312,6 @@ impl std::fmt::Display for Figure {
 
 /// `12345.6` as `12,346`.
 fn thousands(value: f64) -> String {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let digits = (value.round().max(0.0) as u64).to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {

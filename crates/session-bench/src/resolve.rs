@@ -446,7 +446,6 @@ fn sha256_only(tokens: &TokenTexts, start: usize, batch: usize) -> f64 {
     per_call(began, batch)
 }
 
-#[allow(clippy::cast_precision_loss)]
 fn per_call(began: Instant, calls: usize) -> f64 {
     began.elapsed().as_nanos() as f64 / calls as f64
 }

@@ -204,7 +204,6 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
     Ok(vec![section])
 }
 
-#[allow(clippy::cast_precision_loss)]
 fn count(value: u64) -> Figure {
     Figure::new(value as f64, Unit::Count)
 }

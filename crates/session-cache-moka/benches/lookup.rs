@@ -239,7 +239,6 @@ impl Tally {
     fn nanos(&self, id: &str) -> Option<f64> {
         let totals = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let &(elapsed, iters) = totals.get(id)?;
-        #[allow(clippy::cast_precision_loss)]
         (iters > 0).then(|| elapsed.as_nanos() as f64 / iters as f64)
     }
 

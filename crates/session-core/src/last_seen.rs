@@ -119,7 +119,6 @@ impl LastSeenMarks {
         let minute = self.minute.load(Ordering::Relaxed);
         let mixed = mix(id);
         // The top bits index the table; the low 32 bits are the tag.
-        #[allow(clippy::cast_possible_truncation)] // at most 20 bits remain
         let slot = &self.slots[(mixed >> self.slot_shift) as usize];
         let want = (u64::from(minute) << 32) | (mixed & 0xffff_ffff);
         if slot.load(Ordering::Relaxed) == want {
@@ -211,7 +210,7 @@ fn minute_of(at: OffsetDateTime) -> u32 {
 /// their timestamp or only in their random bits still land apart.
 fn mix(id: SessionId) -> u64 {
     let bits = id.as_uuid().as_u128();
-    #[allow(clippy::cast_possible_truncation)] // folding the two halves on purpose
+    // Truncating casts on purpose: the two halves are folded together.
     let folded = (bits as u64) ^ ((bits >> 64) as u64);
     let mixed = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     mixed ^ (mixed >> 29)

@@ -17,7 +17,10 @@ pub struct SessionId(Uuid);
 impl SessionId {
     /// A new, time-ordered id.
     #[must_use]
-    #[allow(clippy::new_without_default)]
+    #[expect(
+        clippy::new_without_default,
+        reason = "a new id is unique: no value is the default"
+    )]
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }

@@ -40,7 +40,6 @@ impl SessionToken {
     #[must_use]
     pub fn generate() -> Self {
         let mut secret = Zeroizing::new([0u8; 32]);
-        #[allow(clippy::expect_used)]
         getrandom::fill(secret.as_mut_slice()).expect("the OS CSPRNG is unavailable");
         let mut text = Zeroizing::new(String::with_capacity(TOKEN_LEN));
         text.push_str(TOKEN_PREFIX);

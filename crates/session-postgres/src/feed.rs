@@ -180,7 +180,10 @@ macro_rules! epoch_sql {
 /// the cursor) one entry, with the session row for a creation. Column for
 /// column as [`READ_LOG`] selects it; public only to the `fuzzing` feature.
 #[derive(QueryableByName)]
-#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+#[cfg_attr(
+    not(feature = "fuzzing"),
+    expect(unreachable_pub, reason = "public only to the fuzz targets")
+)]
 pub struct LogRow {
     /// An id of the database's history (`epoch_sql!`), the same in every row.
     #[diesel(sql_type = BigInt)]
@@ -413,7 +416,10 @@ impl ChangeLog for PgSessionStore {
 /// can reach, so it never panics, and a creation whose session row the
 /// domain rejects becomes a typed [`InvalidRow`] in
 /// [`LogPage::rejected`]. Public only to the `fuzzing` feature.
-#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+#[cfg_attr(
+    not(feature = "fuzzing"),
+    expect(unreachable_pub, reason = "public only to the fuzz targets")
+)]
 pub fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
     let mut page = LogPage {
         settled: after,

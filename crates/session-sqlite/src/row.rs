@@ -17,7 +17,10 @@ use crate::schema::sessions;
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite))]
-#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+#[cfg_attr(
+    not(feature = "fuzzing"),
+    expect(unreachable_pub, reason = "public only to the fuzz targets")
+)]
 pub struct SessionRow {
     /// The session id's 16 bytes.
     pub id: Vec<u8>,
@@ -84,7 +87,10 @@ impl SessionRow {
     /// # Errors
     ///
     /// [`InvalidRow`] naming the first column the store or the domain rejects.
-    #[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
+    #[cfg_attr(
+        not(feature = "fuzzing"),
+        expect(unreachable_pub, reason = "public only to the fuzz targets")
+    )]
     pub fn into_session(self) -> Result<Session, InvalidRow> {
         let id = Uuid::from_slice(&self.id)
             .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;

@@ -107,7 +107,7 @@ impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut buckets = [(0.0, 0); BOUNDS_NANOS.len() + 1];
         for (i, (bound, count)) in buckets.iter_mut().enumerate() {
-            #[allow(clippy::cast_precision_loss)] // bounds are far below 2^53
+            // Exact as f64: the bounds are far below 2^53.
             let seconds = BOUNDS_NANOS
                 .get(i)
                 .map_or(f64::INFINITY, |&b| b as f64 / 1e9);
@@ -117,7 +117,6 @@ impl EncodeMetric for AtomicHistogram {
         // The count is the buckets' sum, so a scrape racing an observation
         // still sees `_count` equal to the `+Inf` bucket.
         let count = buckets.iter().map(|(_, count)| count).sum();
-        #[allow(clippy::cast_precision_loss)]
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }

@@ -1,8 +1,6 @@
 //! The [`SessionCache`] contract. Each function is one case; see
 //! [`cache_contract_tests!`](crate::cache_contract_tests).
 
-#![allow(clippy::missing_panics_doc)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

@@ -12,8 +12,6 @@
 //! it wrote before ([`Before`]); everything written after must be there,
 //! exactly.
 
-#![allow(clippy::missing_panics_doc)]
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The [`SessionStore`] contract. Each function is one case; see
 //! [`store_contract_tests!`](crate::store_contract_tests).
 
-#![allow(clippy::missing_panics_doc)]
-
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 

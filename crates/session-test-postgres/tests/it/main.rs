@@ -16,7 +16,7 @@ const REPORT: &str = "child report:";
 
 /// Runs one test of this binary in a child process with `role`, and returns
 /// the child with the first line it reports.
-#[allow(
+#[expect(
     clippy::zombie_processes,
     reason = "the caller waits for the child it is handed"
 )]
