@@ -10,7 +10,7 @@
 //! This crate knows nothing about SQL, HTTP, JSON or any cache library:
 //! adapters implement the ports in their own crates. [`MemoryStore`] and
 //! [`MemoryCache`] are in-process adapters for tests and a baseline.
-//! With the `testkit` feature, [`testkit`] holds the contract suites every
+//! With the `testkit` feature, `testkit` holds the contract suites every
 //! adapter runs.
 
 mod cache;

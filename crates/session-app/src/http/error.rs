@@ -254,7 +254,7 @@ impl From<ValidationError> for ApiError {
 
 impl From<PathRejection> for ApiError {
     /// A rejection other than a malformed segment (which
-    /// [`ApiPath`](super::input::ApiPath) answers itself): a handler asking
+    /// `ApiPath` answers itself): a handler asking
     /// for a parameter its route lacks, a bug here rather than a bad request.
     fn from(rejection: PathRejection) -> Self {
         tracing::error!(error = %rejection, "path parameters do not match the route");

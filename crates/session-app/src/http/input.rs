@@ -65,7 +65,7 @@ where
 }
 
 /// An id in the path (`{id}`, `{account_id}`), parsed by axum's typed
-/// [`Path`](axum::extract::Path) extractor into a domain id. Whatever is
+/// [`Path`] extractor into a domain id. Whatever is
 /// wrong with the segment, the answer is one `invalid_request` whose text
 /// names the id and never repeats the segment
 /// ([`ApiError::invalid_path_id`]).

@@ -31,9 +31,9 @@ pub enum ResolveOutcome {
     /// invalid before any lookup.
     Malformed,
     /// Not in the cache, and the miss-read budget ([`MissPolicy`](crate::MissPolicy))
-    /// was spent: [`Error::Busy`], not checked.
+    /// was spent: [`Error::Busy`](super::Error::Busy), not checked.
     RateLimited,
-    /// The cache has not finished its first warm: [`Error::NotReady`].
+    /// The cache has not finished its first warm: [`Error::NotReady`](super::Error::NotReady).
     NotReady,
     /// The miss read failed with [`StoreError::Unavailable`]: retry later.
     StoreUnavailable,
