@@ -808,22 +808,16 @@ async fn a_server_restart_expires_every_position() {
 
 /// The grants docs/ARCHITECTURE.md states are enough: a role that holds
 /// only them (the schema migrated by its owner) creates, revokes, follows
-/// the log, listens and prunes.
+/// the log, listens and prunes. The list is read from the document itself,
+/// so the document cannot drift from what is tested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_grants_are_enough_to_serve() {
     let (database, _owner) = fresh_store().await;
     let role = format!("service_{}", database.name());
+    let grants = documented_grants(&role);
     sql_client(database.url())
         .await
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
-             GRANT USAGE ON SCHEMA session TO {role};
-             GRANT SELECT, INSERT, UPDATE ON session.sessions TO {role};
-             GRANT SELECT, INSERT, DELETE ON session.changes TO {role};
-             GRANT SELECT, UPDATE ON session.change_log_state TO {role};
-             GRANT SELECT, INSERT, UPDATE ON session.session_activity TO {role};
-             GRANT SELECT ON session.__diesel_schema_migrations TO {role};"
-        ))
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN; {grants}"))
         .await
         .unwrap();
     let url = database.url().replacen("postgres@", &format!("{role}@"), 1);
@@ -917,4 +911,34 @@ async fn writes_wake_readers_after_their_commit_never_from_it() {
     within_a_minute(wake_ups.next()).await.unwrap();
     store.revoke(session.id, epoch()).await.unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
+}
+
+/// The `GRANT` statements of docs/ARCHITECTURE.md's grants block (the
+/// ```sql block after "**Grants.**"), granted to `role` instead of `app`,
+/// comments dropped.
+fn documented_grants(role: &str) -> String {
+    const DOC: &str = include_str!("../../../../docs/ARCHITECTURE.md");
+    let after = DOC
+        .split("**Grants.**")
+        .nth(1)
+        .expect("docs/ARCHITECTURE.md has a **Grants.** paragraph");
+    let block = after
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the grants paragraph has a ```sql block");
+    let grants: Vec<String> = block
+        .lines()
+        .map(|line| line.split("--").next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            assert!(
+                line.starts_with("GRANT ") && line.ends_with(" TO app;"),
+                "each line of the grants block is one `GRANT … TO app;`: {line}"
+            );
+            line.replace(" TO app;", &format!(" TO {role};"))
+        })
+        .collect();
+    assert!(grants.len() >= 5, "the grants block lists every grant");
+    grants.join("\n")
 }
