@@ -278,3 +278,14 @@ where
         }
     }
 }
+
+/// The Rust snippets of README.md, compiled as this crate's doctests (it
+/// depends on what a host uses), so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeSnippets;
+
+/// The Rust snippets of docs/ARCHITECTURE.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/ARCHITECTURE.md")]
+struct ArchitectureSnippets;
