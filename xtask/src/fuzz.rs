@@ -10,7 +10,7 @@
 //! checks and debug assertions, which hold on stable, are what find faults
 //! here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -57,7 +57,7 @@ pub(crate) fn fuzz(
     only: Option<&str>,
     profile: Build,
 ) -> Result<()> {
-    let cargo_fuzz = install(tools_dir)?;
+    let cargo_fuzz = crate::install_crate(tools_dir, "cargo-fuzz", CARGO_FUZZ_VERSION)?;
     let fuzz_dir = root.join("fuzz");
     let fuzz_target_dir = target_dir.join("fuzz");
     let common = |command: &str| {
@@ -158,46 +158,6 @@ pub(crate) fn fuzz(
     }
     eprintln!("xtask fuzz: {}", summary.join("; "));
     Ok(())
-}
-
-/// The pinned cargo-fuzz binary under `tools_dir`, installed first if missing.
-fn install(tools_dir: &Path) -> Result<PathBuf> {
-    let root = tools_dir.join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
-    let binary = root.join("bin").join("cargo-fuzz");
-    let current = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION));
-    if current {
-        return Ok(binary);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "$ cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked --root {}",
-        root.display()
-    );
-    let status = Command::new(cargo)
-        .args([
-            "install",
-            "cargo-fuzz",
-            "--version",
-            CARGO_FUZZ_VERSION,
-            "--locked",
-            "--root",
-        ])
-        .arg(&root)
-        .status()
-        .context("could not run cargo install")?;
-    if !status.success() {
-        bail!(
-            "could not install cargo-fuzz {CARGO_FUZZ_VERSION} into {} ({status}): it comes from \
-             crates.io, so check the network, or install it by hand with \
-             `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked --root {}`",
-            root.display(),
-            root.display()
-        );
-    }
-    Ok(binary)
 }
 
 /// A figure from libFuzzer's final stats (`stat::<name>: <value>`).

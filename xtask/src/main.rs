@@ -2,12 +2,16 @@
 
 mod fuzz;
 mod prerequisites;
+mod server;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
 use clap::{Parser, Subcommand};
+use server::Server;
 
 #[derive(Parser)]
 #[command(about = "Project automation for the session workspace")]
@@ -27,6 +31,11 @@ enum Task {
     /// HAProxy, Prometheus, python3-venv). As root with apt-get, installs what is missing,
     /// printing each step; otherwise fails naming every missing package.
     Prerequisites,
+    /// Checks that the docs and manifests agree with the code: the code map names every
+    /// crate, no `#[expect]` names a disabled lint, `cargo doc` has no warnings, no unused
+    /// dependency, the README's metrics table matches a live /metrics, the README's and
+    /// ARCHITECTURE's Rust snippets compile, and the documented PostgreSQL grants suffice.
+    Tidy,
     /// Only the schemathesis step of `ci`: the OpenAPI document against the
     /// real binary, every check, for about a minute.
     Schemathesis,
@@ -55,6 +64,7 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Ci => ci(&root),
         Task::Prerequisites => prerequisites::ensure(),
+        Task::Tidy => tidy::tidy(&root, &target_dir(&root), &tools_dir(&root)),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
         Task::Fuzz { time, target } => fuzz::fuzz(
@@ -89,6 +99,7 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
+    tidy::tidy(root, &target_dir(root), &tools_dir(root))?;
     cargo(root, &["test", "--workspace"])?;
     schemathesis(root)?;
     bench(root, true)?;
@@ -213,7 +224,7 @@ fn schemathesis(root: &Path) -> Result<()> {
     let server = Server::start(
         &target_dir(root).join("debug").join("session-app"),
         &scratch,
-        &key_file,
+        &["--api-key-file", &key_file.to_string_lossy()],
     )?;
     let schema = format!("http://{}/openapi.json", server.address);
     let authorization = format!("Authorization: Bearer {key}");
@@ -291,65 +302,35 @@ fn schemathesis_venv(work: &Path) -> Result<PathBuf> {
     Ok(runner)
 }
 
-/// The service binary, serving until dropped.
-struct Server {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Server {
-    /// Starts `binary` on a free loopback port (`:0`) over a SQLite file in
-    /// `dir`, and waits for the address it logs once it listens. Its log
-    /// goes to `dir/server.log`.
-    fn start(binary: &Path, dir: &Path, key_file: &Path) -> Result<Self> {
-        use std::io::{BufRead as _, BufReader, Write as _};
-        let database = format!("sqlite://{}", dir.join("sessions.db").display());
-        let mut child = Command::new(binary)
-            .args(["--log-format", "json", "--log", "info", "serve"])
-            .args(["--listen", "127.0.0.1:0", "--database-url", &database])
-            .arg("--api-key-file")
-            .arg(key_file)
-            .env_remove("SESSION_API_KEY")
-            .env_remove("DATABASE_URL")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("could not start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut log = std::fs::File::create(dir.join("server.log"))?;
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                // The JSON log line of the listener: `"address":"127.0.0.1:N"`.
-                if let Some(rest) = line.split("\"address\":\"").nth(1)
-                    && let Some(address) = rest.split('"').next()
-                {
-                    let _ = found.send(address.to_owned());
-                }
-                let _ = writeln!(log, "{line}");
-            }
-        });
-        let server = |address| Self { child, address };
-        match address.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(address) => Ok(server(address)),
-            Err(_) => {
-                drop(server(String::new()));
-                bail!(
-                    "the service did not start listening; see {}",
-                    dir.join("server.log").display()
-                )
-            }
-        }
+/// The binary `name` of the crates.io crate `name` at `version`, from
+/// `tools_dir/<name>-<version>`, installed there first (`cargo install
+/// --locked`, with the crate's own lock file) if missing.
+fn install_crate(tools_dir: &Path, name: &str, version: &str) -> Result<PathBuf> {
+    let root = tools_dir.join(format!("{name}-{version}"));
+    let binary = root.join("bin").join(name);
+    if binary.is_file() {
+        return Ok(binary);
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "$ cargo install {name} --version {version} --locked --root {}",
+        root.display()
+    );
+    let status = Command::new(cargo)
+        .args(["install", name, "--version", version, "--locked", "--root"])
+        .arg(&root)
+        .status()
+        .context("could not run cargo install")?;
+    if !status.success() {
+        bail!(
+            "could not install {name} {version} into {} ({status}): it comes from crates.io, so \
+             check the network, or install it by hand with `cargo install {name} --version \
+             {version} --locked --root {}`",
+            root.display(),
+            root.display()
+        );
     }
+    Ok(binary)
 }
 
 /// Where pinned tools (cargo-fuzz, the schemathesis virtualenv) are
