@@ -211,8 +211,8 @@ const _: () = {
 /// Every `ChangeLogDecorator` is a `ChangeLog`: each port method runs this
 /// trait's method of the same name, which forwards to
 /// [`inner_log`](Self::inner_log) unless overridden, inside
-/// [`around`](Self::around). Override a method with `async fn`; it calls
-/// the wrapped log through `inner_log`.
+/// [`around`](Self::around). Override a method with `async fn`, calling
+/// the wrapped log itself, as a `StoreDecorator` does.
 pub trait ChangeLogDecorator: Send + Sync + 'static {
     /// The log every call not overridden goes to.
     fn inner_log(&self) -> &dyn ChangeLog;

@@ -173,9 +173,62 @@ const _: () = {
 /// that one (fail it, pause in it). A new port method is added here once,
 /// with its forwarding default, rather than in every decorator.
 ///
-/// Override a method with `async fn`; it calls the wrapped store through
-/// `inner_store` (`SessionStore`'s method of the same name, on the
-/// decorator itself, would run `around` and this method again).
+/// Override a method with `async fn`, calling the wrapped store itself:
+/// `SessionStore`'s method of the same name, on the decorator, would run
+/// `around` and this method again, without end.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use session_core::{
+///     MemoryStore, RevokeOutcome, SessionId, SessionStore, StoreDecorator, StoreError,
+///     StoreOperation,
+/// };
+/// use time::OffsetDateTime;
+///
+/// /// Counts failed calls, and refuses every revocation.
+/// struct NoRevocations {
+///     inner: MemoryStore,
+///     failures: AtomicU64,
+/// }
+///
+/// impl StoreDecorator for NoRevocations {
+///     fn inner_store(&self) -> &dyn SessionStore {
+///         &self.inner
+///     }
+///
+///     async fn around<T: Send>(
+///         &self,
+///         _: StoreOperation,
+///         call: impl Future<Output = Result<T, StoreError>> + Send,
+///     ) -> Result<T, StoreError> {
+///         let result = call.await;
+///         if result.is_err() {
+///             self.failures.fetch_add(1, Ordering::Relaxed);
+///         }
+///         result
+///     }
+///
+///     async fn revoke(&self, _: SessionId, _: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+///         Err(StoreError::Failed("revocations are refused here".into()))
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let decorated = NoRevocations {
+///     inner: MemoryStore::new(),
+///     failures: AtomicU64::new(0),
+/// };
+/// let store: &dyn SessionStore = &decorated;
+/// let revoked = store.revoke(SessionId::new(), OffsetDateTime::now_utc()).await;
+/// assert!(revoked.is_err());
+/// assert_eq!(decorated.failures.load(Ordering::Relaxed), 1, "counted in `around`");
+/// # });
+/// ```
+///
+/// Both traits name the port's methods, so where both are in scope a call
+/// on the decorator's own type is ambiguous: call it through
+/// `dyn SessionStore`, as above, or as `SessionStore::revoke(&decorated, ..)`.
 pub trait StoreDecorator: Send + Sync + 'static {
     /// The store every call not overridden goes to.
     fn inner_store(&self) -> &dyn SessionStore;
