@@ -5,74 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use session_core::{
-    AccountId, AccountPage, ActivePage, ChangeLog, ListScope, LogPosition, LogRead, PageRequest,
-    RevokeOutcome, SeenAt, Session, SessionId, SessionStore, StoreError, TokenHash, WakeUps,
+    ChangeLog, ChangeLogDecorator, ChangeLogOperation, SessionStore, StoreDecorator, StoreError,
+    StoreOperation,
 };
-use time::OffsetDateTime;
-
-/// A store port method, as the `operation` label names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
-    Insert,
-    FindActiveByHash,
-    Get,
-    Revoke,
-    RevokeAllForAccount,
-    ListForAccount,
-    ActivePage,
-    HealthCheck,
-    RecordLastSeen,
-    LastSeen,
-    LogHead,
-    LogRead,
-    LogWakeUps,
-    LogPrune,
-}
-
-impl Operation {
-    const ALL: [Self; 14] = [
-        Self::Insert,
-        Self::FindActiveByHash,
-        Self::Get,
-        Self::Revoke,
-        Self::RevokeAllForAccount,
-        Self::ListForAccount,
-        Self::ActivePage,
-        Self::HealthCheck,
-        Self::RecordLastSeen,
-        Self::LastSeen,
-        Self::LogHead,
-        Self::LogRead,
-        Self::LogWakeUps,
-        Self::LogPrune,
-    ];
-
-    /// The port method's name (`log_` for the change log's).
-    const fn label(self) -> &'static str {
-        match self {
-            Self::Insert => "insert",
-            Self::FindActiveByHash => "find_active_by_hash",
-            Self::Get => "get",
-            Self::Revoke => "revoke",
-            Self::RevokeAllForAccount => "revoke_all_for_account",
-            Self::ListForAccount => "list_for_account",
-            Self::ActivePage => "active_page",
-            Self::RecordLastSeen => "record_last_seen",
-            Self::LastSeen => "last_seen",
-            Self::HealthCheck => "health_check",
-            Self::LogHead => "log_head",
-            Self::LogRead => "log_read",
-            Self::LogWakeUps => "log_wake_ups",
-            Self::LogPrune => "log_prune",
-        }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OperationLabels {
@@ -110,9 +50,9 @@ pub type PoolReader = Arc<dyn Fn() -> Vec<PoolUse> + Send + Sync>;
 #[derive(Clone)]
 pub struct StoreMetrics {
     durations: DurationFamily,
-    /// One pre-resolved histogram per [`Operation`], so a call does no
-    /// label lookup.
-    by_operation: Arc<[Histogram; Operation::ALL.len()]>,
+    /// One pre-resolved histogram per port method, so a call does no label
+    /// lookup.
+    by_operation: Arc<ByOperation>,
     errors: Family<ErrorLabels, Counter>,
     pools: Option<PoolReader>,
 }
@@ -139,13 +79,15 @@ impl StoreMetrics {
         // default checkout timeout).
         let durations: DurationFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_01, 2.0, 20)));
-        let by_operation = Arc::new(Operation::ALL.map(|operation| {
+        let histogram = |operation| {
             durations
-                .get_or_create(&OperationLabels {
-                    operation: operation.label(),
-                })
+                .get_or_create(&OperationLabels { operation })
                 .clone()
-        }));
+        };
+        let by_operation = Arc::new(ByOperation {
+            store: StoreOperation::ALL.map(|operation| histogram(operation.as_str())),
+            log: ChangeLogOperation::ALL.map(|operation| histogram(operation.as_str())),
+        });
         Self {
             durations,
             by_operation,
@@ -184,18 +126,20 @@ impl StoreMetrics {
         self.pools.as_ref().map(|read| read()).unwrap_or_default()
     }
 
+    /// Times `call` into `histogram` and counts its failure under `operation`.
     async fn measure<T>(
         &self,
-        operation: Operation,
+        histogram: &Histogram,
+        operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
-        self.by_operation[operation as usize].observe(started.elapsed().as_secs_f64());
+        histogram.observe(started.elapsed().as_secs_f64());
         if let Err(err) = &result {
             self.errors
                 .get_or_create(&ErrorLabels {
-                    operation: operation.label(),
+                    operation,
                     kind: error_kind(err),
                 })
                 .inc();
@@ -215,102 +159,50 @@ const fn error_kind(err: &StoreError) -> &'static str {
     }
 }
 
-/// A port wrapped by [`StoreMetrics`].
+/// The duration histogram of each port method, at the method's index in
+/// its operation's `ALL`.
+struct ByOperation {
+    store: [Histogram; StoreOperation::ALL.len()],
+    log: [Histogram; ChangeLogOperation::ALL.len()],
+}
+
+/// A port wrapped by [`StoreMetrics`]: every call is measured, labelled
+/// with its operation's name.
 struct Measured<P: ?Sized> {
     inner: Arc<P>,
     metrics: StoreMetrics,
 }
 
-#[async_trait]
-impl SessionStore for Measured<dyn SessionStore> {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let call = self.inner.insert(session);
-        self.metrics.measure(Operation::Insert, call).await
+impl StoreDecorator for Measured<dyn SessionStore> {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &*self.inner
     }
 
-    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let call = self.inner.find_active_by_hash(hash);
+    async fn around<T: Send>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let histogram = &self.metrics.by_operation.store[operation as usize];
         self.metrics
-            .measure(Operation::FindActiveByHash, call)
+            .measure(histogram, operation.as_str(), call)
             .await
-    }
-
-    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let call = self.inner.get(id);
-        self.metrics.measure(Operation::Get, call).await
-    }
-
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
-        let call = self.inner.revoke(id, at);
-        self.metrics.measure(Operation::Revoke, call).await
-    }
-
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: OffsetDateTime,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        let call = self.inner.revoke_all_for_account(account, except, at);
-        self.metrics
-            .measure(Operation::RevokeAllForAccount, call)
-            .await
-    }
-
-    async fn list_for_account(
-        &self,
-        account: AccountId,
-        scope: ListScope,
-        page: PageRequest,
-    ) -> Result<AccountPage, StoreError> {
-        let call = self.inner.list_for_account(account, scope, page);
-        self.metrics.measure(Operation::ListForAccount, call).await
-    }
-
-    async fn active_page(
-        &self,
-        after: Option<SessionId>,
-        limit: u32,
-    ) -> Result<ActivePage, StoreError> {
-        let call = self.inner.active_page(after, limit);
-        self.metrics.measure(Operation::ActivePage, call).await
-    }
-
-    async fn health_check(&self) -> Result<(), StoreError> {
-        let call = self.inner.health_check();
-        self.metrics.measure(Operation::HealthCheck, call).await
-    }
-
-    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {
-        let call = self.inner.record_last_seen(seen);
-        self.metrics.measure(Operation::RecordLastSeen, call).await
-    }
-
-    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
-        let call = self.inner.last_seen(ids);
-        self.metrics.measure(Operation::LastSeen, call).await
     }
 }
 
-#[async_trait]
-impl ChangeLog for Measured<dyn ChangeLog> {
-    async fn head(&self) -> Result<LogPosition, StoreError> {
-        let call = self.inner.head();
-        self.metrics.measure(Operation::LogHead, call).await
+impl ChangeLogDecorator for Measured<dyn ChangeLog> {
+    fn inner_log(&self) -> &dyn ChangeLog {
+        &*self.inner
     }
 
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
-        let call = self.inner.read(after, limit);
-        self.metrics.measure(Operation::LogRead, call).await
-    }
-
-    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
-        let call = self.inner.wake_ups();
-        self.metrics.measure(Operation::LogWakeUps, call).await
-    }
-
-    async fn prune(&self) -> Result<u64, StoreError> {
-        let call = self.inner.prune();
-        self.metrics.measure(Operation::LogPrune, call).await
+    async fn around<T: Send>(
+        &self,
+        operation: ChangeLogOperation,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let histogram = &self.metrics.by_operation.log[operation as usize];
+        self.metrics
+            .measure(histogram, operation.as_str(), call)
+            .await
     }
 }

@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use async_trait::async_trait;
 use session_core::{
-    ChangeLog, LogPosition, LogRead, MemoryCache, RevokeOutcome, SessionId, SessionService,
-    SessionStore, StoreError, WakeUps,
+    ChangeLog, ChangeLogDecorator, LogPosition, LogRead, MemoryCache, RevokeOutcome, SessionId,
+    SessionService, SessionStore, StoreError,
 };
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
@@ -287,10 +286,9 @@ impl WatchedLog {
     }
 }
 
-#[async_trait]
-impl ChangeLog for WatchedLog {
-    async fn head(&self) -> Result<LogPosition, StoreError> {
-        self.log.head().await
+impl ChangeLogDecorator for WatchedLog {
+    fn inner_log(&self) -> &dyn ChangeLog {
+        &*self.log
     }
 
     async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
@@ -305,14 +303,6 @@ impl ChangeLog for WatchedLog {
                 .unwrap_or_else(PoisonError::into_inner) = Some(began);
         }
         read
-    }
-
-    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
-        self.log.wake_ups().await
-    }
-
-    async fn prune(&self) -> Result<u64, StoreError> {
-        self.log.prune().await
     }
 }
 

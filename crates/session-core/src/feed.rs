@@ -163,6 +163,119 @@ pub trait ChangeLog: Send + Sync + 'static {
     async fn prune(&self) -> Result<u64, StoreError>;
 }
 
+/// A [`ChangeLog`] method, as a [`ChangeLogDecorator`] sees each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeLogOperation {
+    /// [`ChangeLog::head`].
+    Head,
+    /// [`ChangeLog::read`].
+    Read,
+    /// [`ChangeLog::wake_ups`].
+    WakeUps,
+    /// [`ChangeLog::prune`].
+    Prune,
+}
+
+impl ChangeLogOperation {
+    /// Every operation, in declaration order, so `operation as usize` is
+    /// its index here: a decorator can keep one slot per operation.
+    pub const ALL: [Self; 4] = [Self::Head, Self::Read, Self::WakeUps, Self::Prune];
+
+    /// The method's name after `log_`, so no name is also a
+    /// [`StoreOperation`](crate::StoreOperation)'s and one label can name
+    /// the calls of both ports. Stable: metrics label change-log calls with it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Head => "log_head",
+            Self::Read => "log_read",
+            Self::WakeUps => "log_wake_ups",
+            Self::Prune => "log_prune",
+        }
+    }
+}
+
+// `ALL` is in declaration order, as its doc promises.
+const _: () = {
+    let mut index = 0;
+    while index < ChangeLogOperation::ALL.len() {
+        assert!(ChangeLogOperation::ALL[index] as usize == index);
+        index += 1;
+    }
+};
+
+/// A change log that wraps another and changes only part of what it does:
+/// the one way to decorate a [`ChangeLog`], as
+/// [`StoreDecorator`](crate::StoreDecorator) is for the store.
+///
+/// Every `ChangeLogDecorator` is a `ChangeLog`: each port method runs this
+/// trait's method of the same name, which forwards to
+/// [`inner_log`](Self::inner_log) unless overridden, inside
+/// [`around`](Self::around). Override a method with `async fn`, calling
+/// the wrapped log itself, as a `StoreDecorator` does.
+pub trait ChangeLogDecorator: Send + Sync + 'static {
+    /// The log every call not overridden goes to.
+    fn inner_log(&self) -> &dyn ChangeLog;
+
+    /// Runs each call: `call` is this trait's method for `operation`, not
+    /// yet polled. By default, just that call.
+    fn around<T: Send>(
+        &self,
+        operation: ChangeLogOperation,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send {
+        let _ = operation;
+        call
+    }
+
+    /// [`ChangeLog::head`], forwarded by default.
+    fn head(&self) -> impl Future<Output = Result<LogPosition, StoreError>> + Send {
+        self.inner_log().head()
+    }
+
+    /// [`ChangeLog::read`], forwarded by default.
+    fn read(
+        &self,
+        after: LogPosition,
+        limit: u32,
+    ) -> impl Future<Output = Result<LogRead, StoreError>> + Send {
+        self.inner_log().read(after, limit)
+    }
+
+    /// [`ChangeLog::wake_ups`], forwarded by default.
+    fn wake_ups(&self) -> impl Future<Output = Result<Box<dyn WakeUps>, StoreError>> + Send {
+        self.inner_log().wake_ups()
+    }
+
+    /// [`ChangeLog::prune`], forwarded by default.
+    fn prune(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.inner_log().prune()
+    }
+}
+
+#[async_trait]
+impl<D: ChangeLogDecorator> ChangeLog for D {
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        let call = ChangeLogDecorator::head(self);
+        self.around(ChangeLogOperation::Head, call).await
+    }
+
+    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+        let call = ChangeLogDecorator::read(self, after, limit);
+        self.around(ChangeLogOperation::Read, call).await
+    }
+
+    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
+        let call = ChangeLogDecorator::wake_ups(self);
+        self.around(ChangeLogOperation::WakeUps, call).await
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        let call = ChangeLogDecorator::prune(self);
+        self.around(ChangeLogOperation::Prune, call).await
+    }
+}
+
 /// Hints that a [`ChangeLog`] may have grown. A hint is never trusted for
 /// more than that: it carries nothing to apply.
 #[async_trait]

@@ -29,7 +29,10 @@ pub mod testkit;
 
 pub use cache::{PreparedContents, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use feed::{Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps};
+pub use feed::{
+    Change, ChangeLog, ChangeLogDecorator, ChangeLogOperation, LogEntry, LogPage, LogPosition,
+    LogRead, WakeUps,
+};
 pub use last_seen::{LastSeenSettings, LastSeenStats, MAX_BATCH as LAST_SEEN_MAX_BATCH};
 pub use memory::{MemoryCache, MemoryStore};
 pub use miss::MissPolicy;
@@ -43,7 +46,8 @@ pub use session::{
 };
 pub use store::{
     AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, ListScope, PageLimit, PageRequest,
-    RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession,
+    RevokeOutcome, RowId, SeenAt, SessionStore, StoreDecorator, StoreError, StoreOperation,
+    StoredSession,
 };
 pub use token::{
     InvalidTokenHash, SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenHashHasher,

@@ -94,6 +94,308 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError>;
 }
 
+/// A [`SessionStore`] method, as a [`StoreDecorator`] sees each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreOperation {
+    /// [`SessionStore::insert`].
+    Insert,
+    /// [`SessionStore::find_active_by_hash`].
+    FindActiveByHash,
+    /// [`SessionStore::get`].
+    Get,
+    /// [`SessionStore::revoke`].
+    Revoke,
+    /// [`SessionStore::revoke_all_for_account`].
+    RevokeAllForAccount,
+    /// [`SessionStore::list_for_account`].
+    ListForAccount,
+    /// [`SessionStore::active_page`].
+    ActivePage,
+    /// [`SessionStore::health_check`].
+    HealthCheck,
+    /// [`SessionStore::record_last_seen`].
+    RecordLastSeen,
+    /// [`SessionStore::last_seen`].
+    LastSeen,
+}
+
+impl StoreOperation {
+    /// Every operation, in declaration order, so `operation as usize` is
+    /// its index here: a decorator can keep one slot per operation.
+    pub const ALL: [Self; 10] = [
+        Self::Insert,
+        Self::FindActiveByHash,
+        Self::Get,
+        Self::Revoke,
+        Self::RevokeAllForAccount,
+        Self::ListForAccount,
+        Self::ActivePage,
+        Self::HealthCheck,
+        Self::RecordLastSeen,
+        Self::LastSeen,
+    ];
+
+    /// The method's name. Stable: metrics label store calls with it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "insert",
+            Self::FindActiveByHash => "find_active_by_hash",
+            Self::Get => "get",
+            Self::Revoke => "revoke",
+            Self::RevokeAllForAccount => "revoke_all_for_account",
+            Self::ListForAccount => "list_for_account",
+            Self::ActivePage => "active_page",
+            Self::HealthCheck => "health_check",
+            Self::RecordLastSeen => "record_last_seen",
+            Self::LastSeen => "last_seen",
+        }
+    }
+}
+
+// `ALL` is in declaration order, as its doc promises.
+const _: () = {
+    let mut index = 0;
+    while index < StoreOperation::ALL.len() {
+        assert!(StoreOperation::ALL[index] as usize == index);
+        index += 1;
+    }
+};
+
+/// A store that wraps another and changes only part of what it does: the
+/// one way to decorate a [`SessionStore`] (metrics, test doubles).
+///
+/// Every `StoreDecorator` is a `SessionStore`: each port method runs this
+/// trait's method of the same name, which forwards to
+/// [`inner_store`](Self::inner_store) unless overridden, inside
+/// [`around`](Self::around). So a decorator writes only what it changes:
+/// `around` to act on every call (time it, count it), a method to change
+/// that one (fail it, pause in it). A new port method is added here once,
+/// with its forwarding default, rather than in every decorator.
+///
+/// Override a method with `async fn`, calling the wrapped store itself:
+/// `SessionStore`'s method of the same name, on the decorator, would run
+/// `around` and this method again, without end.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use session_core::{
+///     MemoryStore, RevokeOutcome, SessionId, SessionStore, StoreDecorator, StoreError,
+///     StoreOperation,
+/// };
+/// use time::OffsetDateTime;
+///
+/// /// Counts failed calls, and refuses every revocation.
+/// struct NoRevocations {
+///     inner: MemoryStore,
+///     failures: AtomicU64,
+/// }
+///
+/// impl StoreDecorator for NoRevocations {
+///     fn inner_store(&self) -> &dyn SessionStore {
+///         &self.inner
+///     }
+///
+///     async fn around<T: Send>(
+///         &self,
+///         _: StoreOperation,
+///         call: impl Future<Output = Result<T, StoreError>> + Send,
+///     ) -> Result<T, StoreError> {
+///         let result = call.await;
+///         if result.is_err() {
+///             self.failures.fetch_add(1, Ordering::Relaxed);
+///         }
+///         result
+///     }
+///
+///     async fn revoke(&self, _: SessionId, _: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+///         Err(StoreError::Failed("revocations are refused here".into()))
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let decorated = NoRevocations {
+///     inner: MemoryStore::new(),
+///     failures: AtomicU64::new(0),
+/// };
+/// let store: &dyn SessionStore = &decorated;
+/// let revoked = store.revoke(SessionId::new(), OffsetDateTime::now_utc()).await;
+/// assert!(revoked.is_err());
+/// assert_eq!(decorated.failures.load(Ordering::Relaxed), 1, "counted in `around`");
+/// # });
+/// ```
+///
+/// Both traits name the port's methods, so where both are in scope a call
+/// on the decorator's own type is ambiguous: call it through
+/// `dyn SessionStore`, as above, or as `SessionStore::revoke(&decorated, ..)`.
+pub trait StoreDecorator: Send + Sync + 'static {
+    /// The store every call not overridden goes to.
+    fn inner_store(&self) -> &dyn SessionStore;
+
+    /// Runs each call: `call` is this trait's method for `operation`, not
+    /// yet polled. By default, just that call.
+    fn around<T: Send>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send {
+        let _ = operation;
+        call
+    }
+
+    /// [`SessionStore::insert`], forwarded by default.
+    fn insert<'a>(
+        &'a self,
+        session: &'a Session,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.inner_store().insert(session)
+    }
+
+    /// [`SessionStore::find_active_by_hash`], forwarded by default.
+    fn find_active_by_hash<'a>(
+        &'a self,
+        hash: &'a TokenHash,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send + 'a {
+        self.inner_store().find_active_by_hash(hash)
+    }
+
+    /// [`SessionStore::get`], forwarded by default.
+    fn get(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send {
+        self.inner_store().get(id)
+    }
+
+    /// [`SessionStore::revoke`], forwarded by default.
+    fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send {
+        self.inner_store().revoke(id, at)
+    }
+
+    /// [`SessionStore::revoke_all_for_account`], forwarded by default.
+    fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
+        self.inner_store()
+            .revoke_all_for_account(account, except, at)
+    }
+
+    /// [`SessionStore::list_for_account`], forwarded by default.
+    fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<AccountPage, StoreError>> + Send {
+        self.inner_store().list_for_account(account, scope, page)
+    }
+
+    /// [`SessionStore::active_page`], forwarded by default.
+    fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<ActivePage, StoreError>> + Send {
+        self.inner_store().active_page(after, limit)
+    }
+
+    /// [`SessionStore::health_check`], forwarded by default.
+    fn health_check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner_store().health_check()
+    }
+
+    /// [`SessionStore::record_last_seen`], forwarded by default.
+    fn record_last_seen<'a>(
+        &'a self,
+        seen: &'a [SeenAt],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.inner_store().record_last_seen(seen)
+    }
+
+    /// [`SessionStore::last_seen`], forwarded by default.
+    fn last_seen<'a>(
+        &'a self,
+        ids: &'a [SessionId],
+    ) -> impl Future<Output = Result<Vec<SeenAt>, StoreError>> + Send + 'a {
+        self.inner_store().last_seen(ids)
+    }
+}
+
+#[async_trait]
+impl<D: StoreDecorator> SessionStore for D {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let call = StoreDecorator::insert(self, session);
+        self.around(StoreOperation::Insert, call).await
+    }
+
+    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let call = StoreDecorator::find_active_by_hash(self, hash);
+        self.around(StoreOperation::FindActiveByHash, call).await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let call = StoreDecorator::get(self, id);
+        self.around(StoreOperation::Get, call).await
+    }
+
+    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+        let call = StoreDecorator::revoke(self, id, at);
+        self.around(StoreOperation::Revoke, call).await
+    }
+
+    async fn revoke_all_for_account(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let call = StoreDecorator::revoke_all_for_account(self, account, except, at);
+        self.around(StoreOperation::RevokeAllForAccount, call).await
+    }
+
+    async fn list_for_account(
+        &self,
+        account: AccountId,
+        scope: ListScope,
+        page: PageRequest,
+    ) -> Result<AccountPage, StoreError> {
+        let call = StoreDecorator::list_for_account(self, account, scope, page);
+        self.around(StoreOperation::ListForAccount, call).await
+    }
+
+    async fn active_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<ActivePage, StoreError> {
+        let call = StoreDecorator::active_page(self, after, limit);
+        self.around(StoreOperation::ActivePage, call).await
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        let call = StoreDecorator::health_check(self);
+        self.around(StoreOperation::HealthCheck, call).await
+    }
+
+    async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {
+        let call = StoreDecorator::record_last_seen(self, seen);
+        self.around(StoreOperation::RecordLastSeen, call).await
+    }
+
+    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
+        let call = StoreDecorator::last_seen(self, ids);
+        self.around(StoreOperation::LastSeen, call).await
+    }
+}
+
 /// When a session was last seen (resolved), to the minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeenAt {

@@ -17,4 +17,5 @@ mod scenarios;
 mod scrape;
 mod secrets;
 mod sqlite;
+mod store_metrics;
 mod traces;

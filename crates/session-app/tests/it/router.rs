@@ -12,9 +12,8 @@ use session_app::http::{
 };
 use session_app::store_metrics::StoreMetrics;
 use session_core::{
-    AccountId, ActivePage, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy,
-    RevokeOutcome, Session, SessionId, SessionService, SessionStore, SessionToken, StoreError,
-    TokenHash,
+    AccountId, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy, Session,
+    SessionService, SessionStore, SessionToken, StoreDecorator, StoreError,
 };
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -1178,65 +1177,21 @@ async fn a_store_failure_during_a_resolve_is_counted_as_the_503_it_answers() {
 
 /// A `MemoryStore` that counts health checks, each taking 50 ms, so
 /// concurrent probes overlap one.
-struct CountingStore {
+struct SlowHealthChecks {
     inner: MemoryStore,
     health_checks: std::sync::atomic::AtomicUsize,
 }
 
-#[async_trait::async_trait]
-impl SessionStore for CountingStore {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.insert(session).await
+impl StoreDecorator for SlowHealthChecks {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &self.inner
     }
-    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.inner.find_active_by_hash(hash).await
-    }
-    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn revoke(
-        &self,
-        id: SessionId,
-        at: time::OffsetDateTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: time::OffsetDateTime,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        self.inner.revoke_all_for_account(account, except, at).await
-    }
-    async fn list_for_account(
-        &self,
-        account: AccountId,
-        scope: ListScope,
-        page: session_core::PageRequest,
-    ) -> Result<session_core::AccountPage, StoreError> {
-        self.inner.list_for_account(account, scope, page).await
-    }
-    async fn active_page(
-        &self,
-        after: Option<SessionId>,
-        limit: u32,
-    ) -> Result<ActivePage, StoreError> {
-        self.inner.active_page(after, limit).await
-    }
+
     async fn health_check(&self) -> Result<(), StoreError> {
         self.health_checks
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         self.inner.health_check().await
-    }
-
-    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
-        self.inner.record_last_seen(seen).await
-    }
-
-    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
-        self.inner.last_seen(ids).await
     }
 }
 
@@ -1244,7 +1199,7 @@ impl SessionStore for CountingStore {
 /// health check per interval, and its error text stays in the log.
 #[tokio::test(start_paused = true)]
 async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error() {
-    let store = Arc::new(CountingStore {
+    let store = Arc::new(SlowHealthChecks {
         inner: MemoryStore::new(),
         health_checks: 0.into(),
     });
@@ -1520,32 +1475,11 @@ struct RejectingStore {
     inner: MemoryStore,
 }
 
-#[async_trait::async_trait]
-impl SessionStore for RejectingStore {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.insert(session).await
+impl StoreDecorator for RejectingStore {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &self.inner
     }
-    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.inner.find_active_by_hash(hash).await
-    }
-    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn revoke(
-        &self,
-        id: SessionId,
-        at: time::OffsetDateTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: time::OffsetDateTime,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        self.inner.revoke_all_for_account(account, except, at).await
-    }
+
     async fn list_for_account(
         &self,
         account: AccountId,
@@ -1574,24 +1508,6 @@ impl SessionStore for RejectingStore {
             })
             .collect();
         Ok(page)
-    }
-    async fn active_page(
-        &self,
-        after: Option<SessionId>,
-        limit: u32,
-    ) -> Result<ActivePage, StoreError> {
-        self.inner.active_page(after, limit).await
-    }
-    async fn health_check(&self) -> Result<(), StoreError> {
-        self.inner.health_check().await
-    }
-
-    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
-        self.inner.record_last_seen(seen).await
-    }
-
-    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
-        self.inner.last_seen(ids).await
     }
 }
 

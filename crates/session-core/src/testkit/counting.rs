@@ -4,15 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
-use time::OffsetDateTime;
-
-use crate::session::{AccountId, Session, SessionId};
-use crate::store::{
-    AccountPage, ActivePage, ListScope, PageRequest, RevokeOutcome, SeenAt, SessionStore,
-    StoreError,
-};
-use crate::token::TokenHash;
+use crate::session::SessionId;
+use crate::store::{SeenAt, SessionStore, StoreDecorator, StoreError};
 
 /// Forwards every call to the store it wraps, and records each
 /// [`record_last_seen`](SessionStore::record_last_seen) batch.
@@ -48,52 +41,9 @@ impl<S> CountingStore<S> {
     }
 }
 
-#[async_trait]
-impl<S: SessionStore> SessionStore for CountingStore<S> {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.insert(session).await
-    }
-
-    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        self.inner.find_active_by_hash(hash).await
-    }
-
-    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id).await
-    }
-
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: OffsetDateTime,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        self.inner.revoke_all_for_account(account, except, at).await
-    }
-
-    async fn list_for_account(
-        &self,
-        account: AccountId,
-        scope: ListScope,
-        page: PageRequest,
-    ) -> Result<AccountPage, StoreError> {
-        self.inner.list_for_account(account, scope, page).await
-    }
-
-    async fn active_page(
-        &self,
-        after: Option<SessionId>,
-        limit: u32,
-    ) -> Result<ActivePage, StoreError> {
-        self.inner.active_page(after, limit).await
-    }
-
-    async fn health_check(&self) -> Result<(), StoreError> {
-        self.inner.health_check().await
+impl<S: SessionStore> StoreDecorator for CountingStore<S> {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &*self.inner
     }
 
     async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError> {

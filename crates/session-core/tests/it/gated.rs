@@ -3,10 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use session_core::{
-    AccountId, ActivePage, ChangeLog, ListScope, LogPosition, LogRead, MemoryStore, RevokeOutcome,
-    Session, SessionId, SessionStore, StoreError, TokenHash, WakeUps,
+    ActivePage, ChangeLog, ChangeLogDecorator, LogPosition, LogRead, MemoryStore, RevokeOutcome,
+    Session, SessionId, SessionStore, StoreDecorator, StoreError, TokenHash,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
@@ -98,8 +97,11 @@ impl GatedStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for GatedStore {
+impl StoreDecorator for GatedStore {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &self.inner
+    }
+
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
         self.inner.insert(session).await?;
         self.pass(Point::Insert).await;
@@ -120,32 +122,10 @@ impl SessionStore for GatedStore {
         Ok(found)
     }
 
-    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id).await
-    }
-
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let outcome = self.inner.revoke(id, at).await?;
         self.pass(Point::Revoke).await;
         Ok(outcome)
-    }
-
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: OffsetDateTime,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        self.inner.revoke_all_for_account(account, except, at).await
-    }
-
-    async fn list_for_account(
-        &self,
-        account: AccountId,
-        scope: ListScope,
-        page: session_core::PageRequest,
-    ) -> Result<session_core::AccountPage, StoreError> {
-        self.inner.list_for_account(account, scope, page).await
     }
 
     async fn active_page(
@@ -159,24 +139,11 @@ impl SessionStore for GatedStore {
         }
         Ok(page)
     }
-
-    async fn health_check(&self) -> Result<(), StoreError> {
-        self.inner.health_check().await
-    }
-
-    async fn record_last_seen(&self, seen: &[session_core::SeenAt]) -> Result<(), StoreError> {
-        self.inner.record_last_seen(seen).await
-    }
-
-    async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<session_core::SeenAt>, StoreError> {
-        self.inner.last_seen(ids).await
-    }
 }
 
-#[async_trait]
-impl ChangeLog for GatedStore {
-    async fn head(&self) -> Result<LogPosition, StoreError> {
-        self.inner.head().await
+impl ChangeLogDecorator for GatedStore {
+    fn inner_log(&self) -> &dyn ChangeLog {
+        &self.inner
     }
 
     async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
@@ -188,14 +155,6 @@ impl ChangeLog for GatedStore {
             self.pass(Point::LogEntries).await;
         }
         Ok(read)
-    }
-
-    async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
-        self.inner.wake_ups().await
-    }
-
-    async fn prune(&self) -> Result<u64, StoreError> {
-        self.inner.prune().await
     }
 }
 

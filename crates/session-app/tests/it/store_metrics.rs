@@ -1,0 +1,140 @@
+//! The metrics decorator the service runs in production: the store and
+//! change-log contracts hold through it, and it labels each port method as
+//! the README documents.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use session_app::http::{ApiKeys, AppState, ForwardAuth, router};
+use session_app::store_metrics::StoreMetrics;
+use session_core::testkit::{account, epoch, session_at};
+use session_core::{
+    ChangeLog, ChangeLogDecorator, ListScope, LogPosition, MemoryCache, MemoryStore, PageRequest,
+    SeenAt, SessionService, SessionStore, StoreDecorator,
+};
+use tower::ServiceExt;
+
+/// A memory store and its change log through [`StoreMetrics`], as
+/// `serve.rs` wraps the real ones. The suites take one value that is both
+/// ports; the metrics hand out each as an `Arc<dyn _>`, so this holds both.
+struct Measured {
+    store: Arc<dyn SessionStore>,
+    log: Arc<dyn ChangeLog>,
+}
+
+impl Measured {
+    fn new(metrics: &StoreMetrics) -> Self {
+        let memory = Arc::new(MemoryStore::new());
+        Self {
+            store: metrics.store(memory.clone()),
+            log: metrics.change_log(memory),
+        }
+    }
+}
+
+impl StoreDecorator for Measured {
+    fn inner_store(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+}
+
+impl ChangeLogDecorator for Measured {
+    fn inner_log(&self) -> &dyn ChangeLog {
+        &*self.log
+    }
+}
+
+async fn measured_memory() -> Measured {
+    Measured::new(&StoreMetrics::default())
+}
+
+mod store {
+    session_core::store_contract_tests!(super::measured_memory());
+}
+
+mod change_log {
+    session_core::feed_contract_tests!(super::measured_memory());
+}
+
+/// One call of each port method is counted once, under the method's own
+/// label: the names the README lists, which dashboards depend on.
+#[tokio::test]
+async fn each_port_method_is_timed_under_its_documented_label() {
+    let metrics = StoreMetrics::default();
+    let measured = Measured::new(&metrics);
+    let (store, log) = (&measured.store, &measured.log);
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    store
+        .find_active_by_hash(&session.token_hash)
+        .await
+        .unwrap();
+    store.get(session.id).await.unwrap();
+    store.revoke(session.id, epoch()).await.unwrap();
+    store
+        .revoke_all_for_account(session.account_id, None, epoch())
+        .await
+        .unwrap();
+    store
+        .list_for_account(
+            session.account_id,
+            ListScope::Active,
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    store.active_page(None, 10).await.unwrap();
+    store.health_check().await.unwrap();
+    let seen = [SeenAt {
+        id: session.id,
+        at: epoch(),
+    }];
+    store.record_last_seen(&seen).await.unwrap();
+    store.last_seen(&[session.id]).await.unwrap();
+    log.head().await.unwrap();
+    log.read(LogPosition::default(), 10).await.unwrap();
+    log.wake_ups().await.unwrap();
+    log.prune().await.unwrap();
+
+    // The service behind the router is not measured: only the calls above count.
+    let service =
+        SessionService::builder(Arc::new(MemoryStore::new()), Arc::new(MemoryCache::new())).build();
+    let state =
+        AppState::with_store_metrics(service, ApiKeys::none(), ForwardAuth::default(), &metrics);
+    let request = Request::get("/metrics")
+        .header(header::HOST, "localhost")
+        .body(Body::empty())
+        .unwrap();
+    let response = router(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for operation in [
+        "insert",
+        "find_active_by_hash",
+        "get",
+        "revoke",
+        "revoke_all_for_account",
+        "list_for_account",
+        "active_page",
+        "health_check",
+        "record_last_seen",
+        "last_seen",
+        "log_head",
+        "log_read",
+        "log_wake_ups",
+        "log_prune",
+    ] {
+        let line =
+            format!("session_store_call_duration_seconds_count{{operation=\"{operation}\"}} 1");
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        text.matches("session_store_call_duration_seconds_count{")
+            .count(),
+        14,
+        "a label the README does not list:\n{text}"
+    );
+}
