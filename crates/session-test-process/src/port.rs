@@ -33,8 +33,9 @@ pub fn on_a_free_port<T>(
 ) -> Result<T, String> {
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let port =
-            free_port().map_err(|err| format!("cannot find a free port of 127.0.0.1: {err}"))?;
+        let port = free_port().map_err(|err| {
+            format!("session-test-process: cannot find a free port of 127.0.0.1: {err}")
+        })?;
         match start(port) {
             Ok(started) => return Ok(started),
             Err(err) if taken(&err) => last = err,
