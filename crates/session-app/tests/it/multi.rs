@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use session_core::{ClientMetadata, MemoryCache, SessionService, SessionToken};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
+use session_test_process::until_async;
 use uuid::Uuid;
 
 use crate::e2e::{KEY, Options, Server};
@@ -36,18 +37,17 @@ async fn pair(database: &TestDatabase) -> (Server, Server) {
 
 /// Resolves `token` on `server` until it answers `want`, within the bound.
 async fn eventually(server: &Server, token: &str, want: u16) {
-    let started = Instant::now();
-    loop {
-        let status = server.resolve(token).await;
-        if status == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < PROPAGATION_BOUND,
-            "still {status}, not {want}, after {PROPAGATION_BOUND:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut status = 0;
+    let answered = until_async(
+        &format!("the token answers {want}"),
+        PROPAGATION_BOUND,
+        async || {
+            status = server.resolve(token).await;
+            status == want
+        },
+    )
+    .await;
+    answered.unwrap_or_else(|err| panic!("{err}: it answers {status}"));
 }
 
 async fn readiness(server: &Server) -> (u16, Value) {
