@@ -259,7 +259,7 @@ impl App {
     /// The value of one sample of the service's `/metrics`: `series` is the
     /// metric's name with its labels as the exposition writes them, such as
     /// `session_resolves_total{outcome="hit"}` (see
-    /// [`metric_value`](session_test_process::metric_value)).
+    /// [`metric_value`]).
     ///
     /// # Errors
     ///
