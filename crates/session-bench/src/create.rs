@@ -358,9 +358,11 @@ impl Bench {
                 self.following = Some(follow(&self.service));
             }
             // The writer loads everything again (an empty table) before the round.
-            until("the writing service empties its cache", || {
-                self.service.cached_sessions() == 0
-            })
+            session_test_process::until_async(
+                "the writing service empties its cache",
+                Duration::from_secs(60),
+                async || self.service.cached_sessions() == 0,
+            )
             .await?;
             ready(&self.service, "the writing service").await?;
         }
@@ -546,18 +548,6 @@ async fn ready(service: &SessionService, who: &str) -> anyhow::Result<()> {
             "{who} did not follow the change log within a minute"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-async fn until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
-    let began = Instant::now();
-    while !condition() {
-        anyhow::ensure!(
-            began.elapsed() < Duration::from_secs(60),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
 }

@@ -5,23 +5,10 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ipnet::IpNet;
+use session_postgres::sessions;
 use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
-
-diesel::table! {
-    /// The store's table, as its migrations create it.
-    session.sessions (id) {
-        id -> Uuid,
-        account_id -> Uuid,
-        token_hash -> Bytea,
-        created_at -> Timestamptz,
-        revoked_at -> Nullable<Timestamptz>,
-        user_agent -> Nullable<Text>,
-        ip -> Nullable<Inet>,
-        label -> Nullable<Text>,
-    }
-}
 
 /// A row as the store inserts it: every column bound, so the statement is
 /// the store's own.

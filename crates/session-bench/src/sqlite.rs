@@ -7,20 +7,7 @@ use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use session_core::TokenHash;
-
-diesel::table! {
-    /// The store's table, as its migrations create it.
-    sessions (id) {
-        id -> Binary,
-        account_id -> Binary,
-        token_hash -> Binary,
-        created_at -> BigInt,
-        revoked_at -> Nullable<BigInt>,
-        user_agent -> Nullable<Text>,
-        ip -> Nullable<Text>,
-        label -> Nullable<Text>,
-    }
-}
+use session_sqlite::sessions;
 
 /// A row as the store inserts it: every column bound, so the statement is
 /// the store's own.

@@ -43,3 +43,8 @@ pub use store::{PgSessionStore, PoolStatus};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use feed::{LogRow, page as read_log_page};
+
+/// The diesel view of the sessions table, for the benchmark harness: not an API.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+pub use schema::sessions;

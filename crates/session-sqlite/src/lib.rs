@@ -81,3 +81,8 @@ pub use store::{PoolStatus, SqlitePoolStatus, SqliteSessionStore};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use row::SessionRow;
+
+/// The diesel view of the sessions table, for the benchmark harness: not an API.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+pub use schema::sessions;

@@ -10,9 +10,8 @@
 //! same address with the same arguments ([`App::restart`]).
 //!
 //! The process is killed when its [`App`] is dropped, and also when the test
-//! process ends any other way (a panic that aborts, SIGKILL): a guardian
-//! process, holding the only read end of a pipe whose write end this process
-//! holds, kills it once the kernel closes that pipe. No environment variable
+//! process ends any other way (a panic that aborts, SIGKILL), by
+//! session-test-process's guardian. No environment variable
 //! of the caller configures it: every `SESSION_*` and `OTEL_*` variable and
 //! `DATABASE_URL` are removed, so what a test states is all the service is given.
 
@@ -21,13 +20,16 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use session_test_process::{
+    Cleanup, Guardian, ServerProcess, ServerUser, Signal, metric_value, until,
+};
 
 /// How long a start may take until the service listens: opening the store
 /// (and migrating it) comes first.
@@ -43,16 +45,6 @@ const READY_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Log lines quoted in an error.
 const ERROR_TAIL: usize = 40;
-
-/// Kills the process named by `$1` once standard input closes, which happens
-/// when the process holding the pipe's write end exits for any reason. It
-/// ignores the terminal's signals and has a process group of its own, so
-/// Ctrl-C on the test run does not end it before it has done its work.
-const GUARDIAN: &str = r#"
-trap '' HUP INT TERM
-cat >/dev/null
-kill -s KILL -- "$1" 2>/dev/null
-"#;
 
 /// A failure to start, watch or stop the service; its text includes the
 /// tail of the service's log where that helps.
@@ -170,8 +162,8 @@ impl Log {
 
 /// One run of the process.
 struct Running {
-    child: Child,
-    guardian: Guardian,
+    /// Killed with its handle, or by its guardian if the test process dies.
+    process: ServerProcess,
     spawned: Instant,
     readers: Vec<JoinHandle<()>>,
 }
@@ -253,7 +245,7 @@ impl App {
     pub fn pid(&self) -> u32 {
         self.running()
             .as_ref()
-            .map(|running| running.child.id())
+            .map(|running| running.process.id())
             .expect("session-test-app: the service is not running")
     }
 
@@ -262,6 +254,33 @@ impl App {
     #[must_use]
     pub fn log(&self) -> String {
         lock(&self.log).tail(usize::MAX)
+    }
+
+    /// The value of one sample of the service's `/metrics`: `series` is the
+    /// metric's name with its labels as the exposition writes them, such as
+    /// `session_resolves_total{outcome="hit"}` (see
+    /// [`metric_value`]).
+    ///
+    /// # Errors
+    ///
+    /// If `/metrics` does not answer, or holds no such sample; the error
+    /// quotes what it holds.
+    pub async fn metric(&self, series: &str) -> Result<f64, Error> {
+        let exposition = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|err| Error(format!("session-test-app: /metrics did not answer: {err}")))?
+            .text()
+            .await
+            .map_err(|err| Error(format!("session-test-app: /metrics was cut off: {err}")))?;
+        metric_value(&exposition, series).ok_or_else(|| {
+            Error(format!(
+                "session-test-app: no sample {series} in /metrics:\n{exposition}"
+            ))
+        })
     }
 
     /// Polls `/readyz` every 10 ms until it answers 200, for at most `timeout`
@@ -310,7 +329,7 @@ impl App {
             .take()
             .expect("session-test-app: the service is not running");
         running
-            .child
+            .process
             .kill()
             .unwrap_or_else(|err| panic!("session-test-app: cannot kill session-app: {err}"));
         running.finish();
@@ -330,32 +349,26 @@ impl App {
             .running()
             .take()
             .expect("session-test-app: the service is not running");
-        let pid = running.child.id().to_string();
-        let sent = Command::new("sh")
-            .args(["-c", "kill -s TERM -- \"$1\"", "sh", &pid])
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            sent,
-            "session-test-app: cannot signal session-app (pid {pid})"
-        );
-        let deadline = Instant::now() + TERMINATE_TIMEOUT;
-        loop {
-            match running.child.try_wait() {
-                Ok(Some(status)) => {
-                    running.finish();
-                    return Ok(status);
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                _ => {
-                    let _ignored = running.child.kill();
-                    running.finish();
-                    return Err(self.failure(&format!(
-                        "session-app did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM"
-                    )));
-                }
+        if let Err(err) = running.process.signal(Signal::Term) {
+            panic!(
+                "session-test-app: cannot signal session-app (pid {}): {err}",
+                running.process.id()
+            );
+        }
+        // Also stops polling if the system cannot say whether it exited.
+        let _waited = until("session-app exits", TERMINATE_TIMEOUT, || {
+            !matches!(running.process.try_wait(), Ok(None))
+        });
+        let exited = running.process.try_wait();
+        // Killed if it did not exit.
+        running.finish();
+        match exited {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err(self.failure(&format!(
+                "session-app did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM"
+            ))),
+            Err(err) => {
+                Err(self.failure(&format!("cannot wait for session-app after SIGTERM: {err}")))
             }
         }
     }
@@ -393,7 +406,7 @@ impl App {
         let running = slot
             .as_mut()
             .ok_or_else(|| Error("session-test-app: the service is not running".to_owned()))?;
-        let status = running.child.try_wait().map_err(|err| {
+        let status = running.process.try_wait().map_err(|err| {
             Error(format!(
                 "session-test-app: cannot wait for session-app: {err}"
             ))
@@ -416,22 +429,18 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        if let Some(mut running) = self.running().take() {
-            let _ignored = running.child.kill();
+        if let Some(running) = self.running().take() {
             running.finish();
         }
     }
 }
 
 impl Running {
-    /// Reaps the process (already killed or exited), then the guardian, and
-    /// collects the rest of the log.
+    /// Kills the process unless it has exited, reaps it, and collects the
+    /// rest of the log.
     fn finish(mut self) {
-        let _status = self.child.wait();
-        // Killed rather than told: it must not signal a process id that may
-        // already belong to another process.
-        let _ignored = self.guardian.process.kill();
-        let _status = self.guardian.process.wait();
+        let _status = self.process.kill();
+        drop(self.process);
         for reader in self.readers.drain(..) {
             let _ignored = reader.join();
         }
@@ -473,37 +482,31 @@ fn spawn(
         }
     }
     command.envs(launch.envs.iter().map(|(key, value)| (key, value)));
+    // The service may run as root: it is the program under test, not a
+    // server it needs.
+    let guardian = Guardian::spawn(&ServerUser::current(), Cleanup::new())
+        .map_err(|err| Error(format!("session-test-app: {err}")))?;
     let spawned = Instant::now();
-    let mut child = command.spawn().map_err(|err| {
+    let mut process = ServerProcess::spawn(&mut command, guardian).map_err(|err| {
         Error(format!(
             "session-test-app: cannot run {}: {err} (build it with `cargo build -p session-app`)",
             launch.program.display()
         ))
     })?;
-    let guardian = match Guardian::spawn(child.id()) {
-        Ok(guardian) => guardian,
-        Err(err) => {
-            let _ignored = child.kill();
-            let _status = child.wait();
-            return Err(err);
-        }
-    };
     let (address_tx, address_rx) = mpsc::channel();
     let mut readers = Vec::new();
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stderr) = process.take_stderr() {
         readers.push(read_lines(stderr, Arc::clone(log), Some(address_tx)));
     }
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = process.take_stdout() {
         readers.push(read_lines(stdout, Arc::clone(log), None));
     }
     let mut running = Running {
-        child,
-        guardian,
+        process,
         spawned,
         readers,
     };
-    let failed = |mut running: Running, what: String| {
-        let _ignored = running.child.kill();
+    let failed = |running: Running, what: String| {
         running.finish();
         Error(format!(
             "{what}; its log ends:\n{}",
@@ -521,7 +524,7 @@ fn spawn(
                 ));
             }
         }
-        match running.child.try_wait() {
+        match running.process.try_wait() {
             Ok(Some(status)) => {
                 return Err(failed(
                     running,
@@ -607,41 +610,4 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The process that kills the service when the test process goes away.
-struct Guardian {
-    process: Child,
-    /// The write end of the guardian's standard input; the kernel closes it
-    /// when this process exits, which is the guardian's signal.
-    _pipe: ChildStdin,
-}
-
-impl Guardian {
-    fn spawn(pid: u32) -> Result<Self, Error> {
-        let mut process = Command::new("sh")
-            .arg("-c")
-            .arg(GUARDIAN)
-            .arg("session-test-app-guardian")
-            .arg(pid.to_string())
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|err| {
-                Error(format!(
-                    "session-test-app: cannot start the guardian process: {err}"
-                ))
-            })?;
-        let pipe = process
-            .stdin
-            .take()
-            .ok_or_else(|| Error("session-test-app: the guardian has no pipe".to_owned()))?;
-        Ok(Self {
-            process,
-            _pipe: pipe,
-        })
-    }
 }

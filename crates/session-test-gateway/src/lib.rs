@@ -7,27 +7,30 @@
 //! temporary directory, start the server on a free port on 127.0.0.1, and
 //! wait until it accepts connections. The server and its directory are
 //! removed when the `Gateway` is dropped or the test process ends, however
-//! it ends (a guardian process watches a pipe the kernel closes on exit).
-//! When the tests run as root, the server runs as `nobody`.
+//! it ends (session-test-process's guardian). When the tests run as root,
+//! the server runs as `nobody`.
 //!
 //! The programs come from the Debian packages `nginx` and `caddy`. A missing
 //! one fails the test with a message naming the package; it never skips.
 //!
 //! [`Prometheus::scraping`] starts a throwaway Prometheus (Debian package
-//! `prometheus`) the same way, with the same guardian, scraping the
-//! service's `/metrics`.
+//! `prometheus`) the same way, scraping the service's `/metrics`.
 
 mod prometheus;
 
 pub use prometheus::Prometheus;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use session_test_process::{Cleanup, Guardian, ServerProcess, ServerUser, on_a_free_port, until};
+
+/// How long a server may take to listen: a bound on waiting, not a timing.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The nginx `server` block of docs/GATEWAYS.md: `listen` and `name` are
 /// where it serves, `session` and `app` are `host:port` of the session
@@ -76,9 +79,7 @@ impl Kind {
 pub struct Gateway {
     kind: Kind,
     address: SocketAddr,
-    root: PathBuf,
-    /// Held for its `Drop`, which stops the server and removes its files.
-    _guardian: Guardian,
+    server: Server,
 }
 
 impl Gateway {
@@ -118,13 +119,7 @@ impl Gateway {
     /// What the server logged so far, for failure messages.
     #[must_use]
     pub fn log(&self) -> String {
-        // Its output, and nginx's error log (a file of its own, since the
-        // server may run as another user than the one who opened the output).
-        ["server.log", "error.log"]
-            .iter()
-            .filter_map(|name| fs::read_to_string(self.root.join(name)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.server.log()
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
@@ -135,80 +130,45 @@ impl Gateway {
                 kind.program()
             )
         });
-        // Another process may take the port between the probe and the
-        // server's bind; a few attempts make that harmless.
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::launch(kind, &program, session, app) {
-                Ok(gateway) => return gateway,
-                Err(err) if err.contains("in use") => last = err,
-                Err(err) => panic!("{err}"),
-            }
-        }
-        panic!("{last}");
-    }
-
-    fn launch(
-        kind: Kind,
-        program: &Path,
-        session: SocketAddr,
-        app: SocketAddr,
-    ) -> Result<Self, String> {
-        let root = tempfile::Builder::new()
-            .prefix("session-test-gateway-")
-            .tempdir()
-            .map_err(|err| format!("session-test-gateway: cannot create a directory: {err}"))?
-            .keep();
-        let runner = Runner::for_directory(&root)?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|err| format!("session-test-gateway: cannot find a free port: {err}"))?
-            .port();
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let (config, args) = match kind {
-            Kind::Nginx => (
-                nginx_config(&root, port, session, app),
-                vec![
-                    "-p".into(),
-                    root.display().to_string(),
-                    "-c".into(),
-                    root.join("gateway.conf").display().to_string(),
-                    "-e".into(),
-                    root.join("error.log").display().to_string(),
-                ],
-            ),
-            Kind::Caddy => (
-                caddy_config(port, session, app),
-                vec![
-                    "run".into(),
-                    "--adapter".into(),
-                    "caddyfile".into(),
-                    "--config".into(),
-                    root.join("gateway.conf").display().to_string(),
-                ],
-            ),
-        };
-        let fail = |what: &str, err: &dyn std::fmt::Display| {
-            let _ignored = fs::remove_dir_all(&root);
-            format!("session-test-gateway: {what}: {err}")
-        };
-        if let Err(err) = fs::write(root.join("gateway.conf"), config) {
-            return Err(fail("cannot write the configuration", &err));
-        }
-        if let Err(err) = runner.give(&root) {
-            return Err(fail("cannot hand the directory to the server user", &err));
-        }
-        let guardian = Guardian::spawn(&root, &runner, program, &args)?;
-        let gateway = Self {
-            kind,
-            address,
-            root,
-            _guardian: guardian,
-        };
-        wait_until_listening(gateway.kind.program(), address, &gateway.root, || {
-            gateway.log()
-        })?;
-        Ok(gateway)
+        on_a_free_port(
+            |port| {
+                let address = SocketAddr::from(([127, 0, 0, 1], port));
+                let server = Server::start(&program, "session-test-gateway-", address, |root| {
+                    let (config, args) = match kind {
+                        Kind::Nginx => (
+                            nginx_config(root, port, session, app),
+                            vec![
+                                "-p".into(),
+                                root.display().to_string(),
+                                "-c".into(),
+                                root.join("gateway.conf").display().to_string(),
+                                "-e".into(),
+                                root.join("error.log").display().to_string(),
+                            ],
+                        ),
+                        Kind::Caddy => (
+                            caddy_config(port, session, app),
+                            vec![
+                                "run".into(),
+                                "--adapter".into(),
+                                "caddyfile".into(),
+                                "--config".into(),
+                                root.join("gateway.conf").display().to_string(),
+                            ],
+                        ),
+                    };
+                    fs::write(root.join("gateway.conf"), config)?;
+                    Ok(args)
+                })?;
+                Ok(Self {
+                    kind,
+                    address,
+                    server,
+                })
+            },
+            |err| err.contains(ADDRESS_IN_USE),
+        )
+        .unwrap_or_else(|err| panic!("{err}"))
     }
 }
 
@@ -255,167 +215,102 @@ pub(crate) fn find(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.metadata().is_ok_and(|meta| meta.is_file()))
 }
 
-/// Starts the server and, once its standard input closes (when the test
-/// process exits for any reason, or the `Gateway` is dropped), kills it and
-/// deletes its directory. It ignores the terminal's signals and has its own
-/// process group, so Ctrl-C on the test run does not kill it before it has
-/// cleaned up. The server's own environment points its home and data at the
-/// directory, so nothing is written elsewhere.
-const GUARDIAN: &str = r#"
-trap '' HUP INT TERM
-root=$1
-shift
-HOME=$root XDG_DATA_HOME=$root/data XDG_CONFIG_HOME=$root/config "$@" </dev/null >>"$root/server.log" 2>&1 &
-child=$!
-echo "$child" >"$root/pid"
-cat >/dev/null
-kill -s KILL "$child" 2>/dev/null
-wait "$child" 2>/dev/null
-rm -rf "$root"
-"#;
+/// What nginx, Caddy and Prometheus all log when their port was taken.
+pub(crate) const ADDRESS_IN_USE: &str = "already in use";
 
-/// The process that owns the server and removes it when the test process goes away.
+/// A server of this crate: its private directory and its process, both
+/// removed when dropped or when the test process ends.
 #[derive(Debug)]
-pub(crate) struct Guardian {
-    process: Child,
-    /// The write end of the guardian's standard input; closing it is the signal.
-    pipe: Option<ChildStdin>,
+pub(crate) struct Server {
+    root: PathBuf,
+    /// Its guardian removes `root` once the process is gone.
+    _process: ServerProcess,
 }
 
-impl Guardian {
-    pub(crate) fn spawn(
-        root: &Path,
-        runner: &Runner,
+impl Server {
+    /// Makes a private directory (named from `prefix`) for the server's
+    /// user, lets `prepare` write the server's files there and return its
+    /// arguments, runs `program` with them in that directory, its home,
+    /// and waits until it listens on `address`.
+    ///
+    /// The server runs as `nobody` when the tests run as root: it needs no
+    /// privilege and must not have it. Its environment points its home and
+    /// data at the directory, so nothing is written elsewhere.
+    pub(crate) fn start(
         program: &Path,
-        args: &[String],
+        prefix: &str,
+        address: SocketAddr,
+        prepare: impl FnOnce(&Path) -> io::Result<Vec<String>>,
     ) -> Result<Self, String> {
-        let mut process = Command::new("sh")
-            .arg("-c")
-            .arg(GUARDIAN)
-            .arg("session-test-gateway-guardian")
-            .arg(root)
-            .args(&runner.prefix)
-            .arg(program)
+        let fail = |what: &str, err: &dyn std::fmt::Display| {
+            format!("session-test-gateway: {what}: {err}")
+        };
+        let user =
+            ServerUser::unprivileged(&["nobody"]).map_err(|err| fail("no server user", &err))?;
+        let root = user
+            .private_directory(prefix)
+            .map_err(|err| fail("cannot create a directory", &err))?;
+        let guardian = Guardian::spawn(&user, Cleanup::new().remove(&root)).map_err(|err| {
+            let _ignored = fs::remove_dir_all(&root);
+            fail("cannot guard the server", &err)
+        })?;
+        // From here on, dropping the guardian (on any early return) removes the directory.
+        let args = prepare(&root).map_err(|err| fail("cannot write the configuration", &err))?;
+        user.give(&root)
+            .map_err(|err| fail("cannot hand the directory to the server user", &err))?;
+        let output = fs::File::create(root.join("server.log"))
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|err| fail("cannot create the log", &err))?;
+        let mut command = user.command(program);
+        command
             .args(args)
-            .current_dir(root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|err| {
-                let _ignored = fs::remove_dir_all(root);
-                format!("session-test-gateway: cannot start the server: {err}")
-            })?;
-        let pipe = process.stdin.take();
-        Ok(Self { process, pipe })
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        drop(self.pipe.take());
-        // Wait, so the server and its files are gone when their owner is.
-        let _status = self.process.wait();
-    }
-}
-
-/// How to run the server: directly, or as `nobody` when the tests run as
-/// root (a gateway under test needs no privilege, and must not have it).
-#[derive(Debug)]
-pub(crate) struct Runner {
-    prefix: Vec<String>,
-    owner: Option<(u32, u32)>,
-}
-
-impl Runner {
-    /// The directory was just created by this process, so its owner is the user we run as.
-    pub(crate) fn for_directory(dir: &Path) -> Result<Self, String> {
-        let uid = fs::metadata(dir)
-            .map_err(|err| format!("session-test-gateway: cannot read {}: {err}", dir.display()))?
-            .uid();
-        if uid != 0 {
-            return Ok(Self {
-                prefix: Vec::new(),
-                owner: None,
-            });
+            .env("HOME", &root)
+            .env("XDG_DATA_HOME", root.join("data"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(output.0)
+            .stderr(output.1);
+        let mut process = ServerProcess::spawn(&mut command, guardian)
+            .map_err(|err| fail(&format!("cannot run {}", program.display()), &err))?;
+        let mut exited = false;
+        let listening = until(
+            &format!("{} listens on {address}", program.display()),
+            LISTEN_TIMEOUT,
+            || {
+                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                    return true;
+                }
+                exited = process.try_wait().is_ok_and(|status| status.is_some());
+                exited
+            },
+        );
+        let server = Self {
+            root,
+            _process: process,
+        };
+        match listening {
+            Ok(()) if !exited => Ok(server),
+            Ok(()) => Err(format!(
+                "session-test-gateway: {} exited before it listened on {address}; its log:\n{}",
+                program.display(),
+                server.log()
+            )),
+            Err(err) => Err(format!(
+                "session-test-gateway: {err}; its log:\n{}",
+                server.log()
+            )),
         }
-        let (uid, gid) = user_ids("nobody").ok_or_else(|| {
-            "session-test-gateway: running as root, the gateway must run as an unprivileged \
-             user, but `nobody` does not exist"
-                .to_owned()
-        })?;
-        let setpriv = find("setpriv").ok_or_else(|| {
-            "session-test-gateway: running as root, the gateway must run as an unprivileged \
-             user, which needs `setpriv` (Debian package `util-linux`)"
-                .to_owned()
-        })?;
-        Ok(Self {
-            prefix: vec![
-                setpriv.display().to_string(),
-                format!("--reuid={uid}"),
-                format!("--regid={gid}"),
-                "--clear-groups".to_owned(),
-            ],
-            owner: Some((uid, gid)),
-        })
     }
 
-    /// Makes the server user own `dir` and everything in it, readable by it alone.
-    pub(crate) fn give(&self, dir: &Path) -> std::io::Result<()> {
-        if let Some((uid, gid)) = self.owner {
-            for entry in fs::read_dir(dir)? {
-                std::os::unix::fs::chown(entry?.path(), Some(uid), Some(gid))?;
-            }
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-        }
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    /// What the server logged so far: its output, and nginx's error log (a
+    /// file of its own, since the server runs as another user than the one
+    /// who opened the output when the tests run as root).
+    pub(crate) fn log(&self) -> String {
+        ["server.log", "error.log"]
+            .iter()
+            .filter_map(|name| fs::read_to_string(self.root.join(name)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
-}
-
-fn user_ids(user: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let output = Command::new("id").arg(flag).arg(user).output().ok()?;
-        if !output.status.success() {
-            return None;
-        }
-        String::from_utf8(output.stdout).ok()?.trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
-}
-
-/// Waits until `address` accepts connections, or the server started in
-/// `root` (its pid in `root/pid`) has exited, or 30 s have passed; the
-/// error names `program` and carries its `log`.
-pub(crate) fn wait_until_listening(
-    program: &str,
-    address: SocketAddr,
-    root: &Path,
-    log: impl Fn() -> String,
-) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        let exited = fs::read_to_string(root.join("pid"))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .is_some_and(|pid| !is_running(pid));
-        if exited || Instant::now() > deadline {
-            return Err(format!(
-                "session-test-gateway: {program} did not start listening on {address}; its log:\n{}",
-                log()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether process `pid` still runs: a zombie, dead but not yet reaped, does not.
-pub(crate) fn is_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }

@@ -64,14 +64,6 @@ pub(crate) fn find() -> Result<Binaries, String> {
     .to_owned())
 }
 
-/// The full path of a program on `PATH`, for helpers such as `setpriv`.
-pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_file(candidate))
-}
-
 fn is_file(path: &Path) -> bool {
     path.metadata().is_ok_and(|meta| meta.is_file())
 }

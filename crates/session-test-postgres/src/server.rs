@@ -1,34 +1,27 @@
 //! Throwaway PostgreSQL servers: a private data directory, a loopback port,
-//! and a guardian process that removes both when the test process ends.
+//! and a guardian process that stops the server and removes its directory
+//! when the test process ends.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use session_test_process::{
+    Cleanup, Guardian, ServerUser, Signal, is_running, on_a_free_port, signal_group,
+    signal_process, until,
+};
 
 use crate::TestDatabase;
 use crate::admin;
 use crate::binaries::{self, Binaries};
 use crate::certificate;
 
-/// Stops the server and deletes its directory once its standard input closes,
-/// which happens when the test process exits for any reason (a panic, an
-/// abort, SIGKILL): the kernel closes the pipe's only write end. It ignores
-/// the terminal's signals and has its own process group, so Ctrl-C on the
-/// test run does not kill it before it has cleaned up.
-const GUARDIAN: &str = r#"
-trap '' HUP INT TERM
-root=$1
-shift
-cat >/dev/null
-"$@" stop -D "$root/data" -m immediate -w -s >/dev/null 2>&1
-rm -rf "$root"
-"#;
+/// A bound on waiting for the server, never a timing assertion.
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A PostgreSQL server of its own for a test, started from scratch and
 /// removed when dropped or when the test process ends, whichever comes first.
@@ -51,7 +44,8 @@ pub struct TestServer {
     root: PathBuf,
     port: u16,
     binaries: Binaries,
-    runner: Runner,
+    /// Who the server runs as, and so every program run on its data.
+    user: ServerUser,
     authority: Option<PathBuf>,
     admin_url: String,
     role: Role,
@@ -126,12 +120,12 @@ impl TestServer {
 
     pub(crate) fn launch(setup: Setup) -> Result<Self, String> {
         let binaries = binaries::find()?;
-        let (root, runner, guardian) = private_directory(&binaries)?;
+        let (root, user, guardian) = private_directory(&binaries)?;
         let fail = |what: &str, err: &dyn std::fmt::Display| {
             format!("session-test-postgres: {what}: {err}")
         };
         let data = root.join("data");
-        let initdb = runner
+        let initdb = user
             .command(&binaries.initdb)
             .arg("-D")
             .arg(&data)
@@ -173,8 +167,7 @@ impl TestServer {
                 fs::write(&path, text).map_err(|err| fail("cannot write TLS files", &err))?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                     .map_err(|err| fail("cannot restrict TLS files", &err))?;
-                runner
-                    .give(&path)
+                user.give(&path)
                     .map_err(|err| fail("cannot hand TLS files to the server user", &err))?;
                 Ok(path)
             };
@@ -213,7 +206,7 @@ impl TestServer {
             root,
             port: 0,
             binaries,
-            runner,
+            user,
             authority,
             admin_url: String::new(),
             role,
@@ -224,23 +217,15 @@ impl TestServer {
 
     /// Starts the server on a free port, and fills in the port and the URL.
     fn start_on_a_free_port(mut self) -> Result<Self, String> {
-        // Another process may take the port between our probe and the
-        // server's bind; a few attempts make that harmless.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            self.port = free_port()
-                .map_err(|err| format!("session-test-postgres: cannot find a free port: {err}"))?;
-            match self.run_pg_ctl_start() {
-                Ok(()) => {
-                    self.admin_url =
-                        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-                    return Ok(self);
-                }
-                Err(err) if err.contains("could not bind") => last_error = err,
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last_error)
+        on_a_free_port(
+            |port| {
+                self.port = port;
+                self.run_pg_ctl_start()
+            },
+            |err| err.contains("could not bind"),
+        )?;
+        self.admin_url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        Ok(self)
     }
 
     /// Starts a streaming standby of this primary: a copy of its data taken
@@ -271,9 +256,9 @@ impl TestServer {
             );
         }
         let pg_basebackup = self.binaries.pg_basebackup()?;
-        let (root, runner, guardian) = private_directory(&self.binaries)?;
+        let (root, user, guardian) = private_directory(&self.binaries)?;
         let data = root.join("data");
-        let backup = runner
+        let backup = user
             .command(&pg_basebackup)
             .arg("-D")
             .arg(&data)
@@ -316,7 +301,7 @@ impl TestServer {
             root,
             port: 0,
             binaries: self.binaries.clone(),
-            runner,
+            user,
             authority: None,
             admin_url: String::new(),
             role: Role::Standby,
@@ -336,26 +321,32 @@ impl TestServer {
         )?;
         admin::query(&self.admin_url, "SELECT pg_reload_conf()")
             .map_err(|err| format!("session-test-postgres: cannot reload the primary: {err}"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let rows = admin::query(
+        let mut failed = None;
+        let streaming = until("a standby streams synchronously", MINUTE, || {
+            match admin::query(
                 &self.admin_url,
                 "SELECT count(*) FROM pg_stat_replication \
                  WHERE state = 'streaming' AND sync_state = 'sync'",
-            )
-            .map_err(|err| format!("session-test-postgres: cannot ask the primary: {err}"))?;
-            if rows.first().and_then(|row| row.first()) != Some(&Some("0".to_owned())) {
-                return Ok(());
+            ) {
+                Ok(rows) => rows.first().and_then(|row| row.first()) != Some(&Some("0".to_owned())),
+                // Not worth waiting on: stop polling and say so.
+                Err(err) => {
+                    failed = Some(err);
+                    true
+                }
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "session-test-postgres: the standby did not stream synchronously \
-                     within a minute; primary log:\n{}",
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if let Some(err) = failed {
+            return Err(format!(
+                "session-test-postgres: cannot ask the primary: {err}"
+            ));
         }
+        streaming.map_err(|err| {
+            format!(
+                "session-test-postgres: {err}; primary log:\n{}",
+                self.log_tail()
+            )
+        })
     }
 
     /// Promotes a standby to primary and waits until it accepts writes.
@@ -365,7 +356,7 @@ impl TestServer {
     /// If `pg_ctl promote` fails, for example because the server is not a standby.
     pub fn promote(&self) {
         let output = self
-            .runner
+            .user
             .command(&self.binaries.pg_ctl)
             .args(["promote", "-w", "-t", "60", "-s", "-D"])
             .arg(self.root.join("data"))
@@ -406,19 +397,13 @@ impl TestServer {
         // its own, which its backends join: kill the group, so that none
         // lives on to finish what it was doing. Should the postmaster not
         // lead a group, its backends exit as soon as they see it gone.
-        let killed = signal_kill(&format!("-{pid}")) || signal_kill(&pid.to_string());
-        assert!(
-            killed,
-            "session-test-postgres: cannot kill the server (pid {pid})"
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while is_running(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "session-test-postgres: the server (pid {pid}) survived SIGKILL for a minute"
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        if let Err(err) =
+            signal_group(pid, Signal::Kill).or_else(|_| signal_process(pid, Signal::Kill))
+        {
+            panic!("session-test-postgres: cannot kill the server (pid {pid}): {err}");
         }
+        until("the killed server is gone", MINUTE, || !is_running(pid))
+            .unwrap_or_else(|err| panic!("session-test-postgres: {err} (pid {pid})"));
         // Where nothing reaps orphans (some containers' init), the dead
         // postmaster stays a zombie that pg_ctl takes for a running server;
         // without the file, the guardian and start_again see it is gone.
@@ -435,7 +420,7 @@ impl TestServer {
     fn run_pg_ctl_start(&self) -> Result<(), String> {
         let log = self.root.join("server.log");
         let output = self
-            .runner
+            .user
             .command(&self.binaries.pg_ctl)
             .args(["start", "-w", "-t", "60", "-s", "-D"])
             .arg(self.root.join("data"))
@@ -466,7 +451,7 @@ impl TestServer {
     /// If `pg_ctl` cannot stop it.
     pub fn stop(&self) {
         let output = self
-            .runner
+            .user
             .command(&self.binaries.pg_ctl)
             .args(["stop", "-m", "fast", "-w", "-s", "-D"])
             .arg(self.root.join("data"))
@@ -530,101 +515,35 @@ impl TestServer {
     }
 }
 
-/// How to run the server's programs: directly, or as an unprivileged user
-/// when the tests run as root (PostgreSQL refuses to run as root).
-#[derive(Debug, Clone)]
-struct Runner {
-    prefix: Vec<OsString>,
-    owner: Option<(u32, u32)>,
-}
-
-impl Runner {
-    /// The directory was just created by this process, so its owner is the user we run as.
-    fn for_directory(dir: &Path) -> Result<Self, String> {
-        let uid = fs::metadata(dir)
-            .map_err(|err| {
-                format!(
-                    "session-test-postgres: cannot read {}: {err}",
-                    dir.display()
-                )
-            })?
-            .uid();
-        if uid != 0 {
-            return Ok(Self {
-                prefix: Vec::new(),
-                owner: None,
-            });
-        }
-        let (uid, gid) = ["postgres", "nobody"]
-            .into_iter()
-            .find_map(user_ids)
-            .ok_or_else(|| {
-                "session-test-postgres: running as root, the server must run as an \
-                 unprivileged user, but neither `postgres` nor `nobody` exists"
-                    .to_owned()
-            })?;
-        let setpriv = binaries::on_path("setpriv").ok_or_else(|| {
-            "session-test-postgres: running as root, the server must run as an unprivileged \
-             user, which needs `setpriv` (util-linux) on PATH"
-                .to_owned()
-        })?;
-        Ok(Self {
-            prefix: vec![
-                setpriv.into_os_string(),
-                format!("--reuid={uid}").into(),
-                format!("--regid={gid}").into(),
-                "--clear-groups".into(),
-            ],
-            owner: Some((uid, gid)),
-        })
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        match self.prefix.split_first() {
-            None => Command::new(program),
-            Some((first, rest)) => {
-                let mut command = Command::new(first);
-                command.args(rest).arg(program);
-                command
-            }
-        }
-    }
-
-    /// Makes the server user own `path`.
-    fn give(&self, path: &Path) -> std::io::Result<()> {
-        match self.owner {
-            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
-            None => Ok(()),
-        }
-    }
-}
-
 /// A new private directory for a server, owned by the user the server runs
-/// as, with the guardian that removes it.
-fn private_directory(binaries: &Binaries) -> Result<(PathBuf, Runner, Guardian), String> {
-    let root = tempfile::Builder::new()
-        .prefix("session-test-pg-")
-        .tempdir()
-        .map_err(|err| {
-            format!("session-test-postgres: cannot create a temporary directory: {err}")
-        })?
-        .keep();
-    let runner = match Runner::for_directory(&root) {
-        Ok(runner) => runner,
-        Err(err) => {
-            let _ignored = fs::remove_dir_all(&root);
-            return Err(err);
-        }
-    };
+/// as (`postgres`, or `nobody`, when the tests run as root: PostgreSQL
+/// refuses to run as root), with the guardian that stops the server and
+/// removes the directory.
+fn private_directory(binaries: &Binaries) -> Result<(PathBuf, ServerUser, Guardian), String> {
+    let user = ServerUser::unprivileged(&["postgres", "nobody"])
+        .map_err(|err| format!("session-test-postgres: {err}"))?;
+    let root = user.private_directory("session-test-pg-").map_err(|err| {
+        format!("session-test-postgres: cannot create the server's directory: {err}")
+    })?;
+    // `immediate`: as fast as a crash, but the server still removes its
+    // shared memory, which a killed one would leave behind.
+    let data = root.join("data");
+    let stop = [
+        OsStr::new("stop"),
+        OsStr::new("-D"),
+        data.as_os_str(),
+        OsStr::new("-m"),
+        OsStr::new("immediate"),
+        OsStr::new("-w"),
+        OsStr::new("-s"),
+    ];
+    let cleanup = Cleanup::new().stop(&binaries.pg_ctl, stop).remove(&root);
     // From here on, dropping the guardian (on any early return) cleans up.
-    let guardian = Guardian::spawn(&root, &runner, &binaries.pg_ctl)?;
-    runner.give(&root).map_err(|err| {
-        format!("session-test-postgres: cannot hand the data directory to the server user: {err}")
+    let guardian = Guardian::spawn(&user, cleanup).map_err(|err| {
+        let _ignored = fs::remove_dir_all(&root);
+        format!("session-test-postgres: {err}")
     })?;
-    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|err| {
-        format!("session-test-postgres: cannot restrict the data directory: {err}")
-    })?;
-    Ok((root, runner, guardian))
+    Ok((root, user, guardian))
 }
 
 /// Appends `text` to a configuration file; the file keeps its owner.
@@ -639,84 +558,4 @@ fn append(file: &Path, text: &str) -> Result<(), String> {
                 file.display()
             )
         })
-}
-
-/// Sends SIGKILL to `target` (a process id, or a group's as `-id`).
-fn signal_kill(target: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", "kill -s KILL -- \"$1\" 2>/dev/null", "sh", target])
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// Whether process `pid` still runs: a zombie, dead but not yet reaped,
-/// does not.
-fn is_running(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) if Path::new("/proc/self").exists() => false,
-        // No /proc (macOS): ask the kernel whether it may be signalled.
-        Err(_) => Command::new("sh")
-            .args(["-c", "kill -0 \"$1\" 2>/dev/null", "sh", &pid.to_string()])
-            .status()
-            .is_ok_and(|status| status.success()),
-    }
-}
-
-fn user_ids(user: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let output = Command::new("id").arg(flag).arg(user).output().ok()?;
-        if !output.status.success() {
-            return None;
-        }
-        String::from_utf8(output.stdout).ok()?.trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The process that removes the server when the test process goes away.
-#[derive(Debug)]
-struct Guardian {
-    process: Child,
-    /// The write end of the guardian's standard input; closing it is the signal.
-    pipe: Option<ChildStdin>,
-}
-
-impl Guardian {
-    fn spawn(root: &Path, runner: &Runner, pg_ctl: &Path) -> Result<Self, String> {
-        let mut process = Command::new("sh")
-            .arg("-c")
-            .arg(GUARDIAN)
-            .arg("session-test-postgres-guardian")
-            .arg(root)
-            .args(&runner.prefix)
-            .arg(pg_ctl)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|err| {
-                let _ignored = fs::remove_dir_all(root);
-                format!("session-test-postgres: cannot start the cleanup process: {err}")
-            })?;
-        let pipe = process.stdin.take();
-        Ok(Self { process, pipe })
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        drop(self.pipe.take());
-        // Wait, so the server and its files are gone when their owner is.
-        let _status = self.process.wait();
-    }
 }

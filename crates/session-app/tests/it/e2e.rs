@@ -70,6 +70,12 @@ impl Server {
         self.app.url(path)
     }
 
+    /// The value of one sample of `/metrics`, such as
+    /// `session_resolves_total{outcome="hit"}`.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        self.app.metric(series).await.unwrap()
+    }
+
     /// Everything the process logged so far, across restarts.
     pub(crate) fn log(&self) -> String {
         self.app.log()

@@ -4,7 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use session_test_process::{is_running, until};
 
 use crate::e2e::{Options, Server, sqlite_url, temp_dir};
 
@@ -15,25 +17,6 @@ const CHILD_REPORT: &str = "launcher child: service pid ";
 
 /// How long a killed service may take to be gone.
 const GONE_BOUND: Duration = Duration::from_secs(10);
-
-/// Whether process `pid` runs; a zombie, dead but not reaped, does not.
-fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn assert_gone(pid: u32) {
-    let started = Instant::now();
-    while is_running(pid) {
-        assert!(
-            started.elapsed() < GONE_BOUND,
-            "the service (pid {pid}) outlived its launcher"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Not a test of its own: the child process of
 /// [`the_service_dies_with_a_killed_test_process`], which starts a service,
@@ -84,7 +67,10 @@ fn the_service_dies_with_a_killed_test_process() {
     child.kill().unwrap();
     child.wait().unwrap();
     let pid = pid.expect("the child test started a service");
-    assert_gone(pid);
+    until("the service is gone with its launcher", GONE_BOUND, || {
+        !is_running(pid)
+    })
+    .unwrap();
 }
 
 /// Dropped, the handle kills its service; killed and restarted, the service

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use session_core::{ClientMetadata, MemoryCache, SessionService, SessionToken};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
+use session_test_process::until_async;
 use uuid::Uuid;
 
 use crate::e2e::{KEY, Options, Server};
@@ -36,36 +37,21 @@ async fn pair(database: &TestDatabase) -> (Server, Server) {
 
 /// Resolves `token` on `server` until it answers `want`, within the bound.
 async fn eventually(server: &Server, token: &str, want: u16) {
-    let started = Instant::now();
-    loop {
-        let status = server.resolve(token).await;
-        if status == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < PROPAGATION_BOUND,
-            "still {status}, not {want}, after {PROPAGATION_BOUND:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut status = 0;
+    let answered = until_async(
+        &format!("the token answers {want}"),
+        PROPAGATION_BOUND,
+        async || {
+            status = server.resolve(token).await;
+            status == want
+        },
+    )
+    .await;
+    answered.unwrap_or_else(|err| panic!("{err}: it answers {status}"));
 }
 
 async fn readiness(server: &Server) -> (u16, Value) {
     server.call(Method::GET, "/readyz", None).await
-}
-
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = crate::e2e::http_client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }
 
 #[tokio::test]
@@ -209,7 +195,7 @@ async fn terminated_connections_cost_no_reload_and_a_revocation_in_the_gap_holds
     eventually(&b, &token, 401).await;
     b.wait_ready().await;
     assert_eq!(
-        metric(&b, "session_cache_full_loads_total").await,
+        b.metric("session_cache_full_loads_total").await,
         1.0,
         "resumed from its cursor, no reload:\n{}",
         b.log()
@@ -236,8 +222,8 @@ async fn a_flood_of_unknown_tokens_stays_within_the_miss_read_limit() {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let reads = metric(&b, "session_miss_reads_total").await;
-    let rejected = metric(&b, "session_miss_reads_rejected_total").await;
+    let reads = b.metric("session_miss_reads_total").await;
+    let rejected = b.metric("session_miss_reads_rejected_total").await;
     assert!(reads >= 10.0, "the burst is read: {reads}");
     assert!(
         reads <= 10.0 + 20.0 * elapsed + 1.0,
@@ -250,12 +236,13 @@ async fn a_flood_of_unknown_tokens_stays_within_the_miss_read_limit() {
         "401 per read, 503 per refusal"
     );
     assert_eq!(
-        metric(&b, "session_resolves_total{outcome=\"rate_limited\"}").await,
+        b.metric("session_resolves_total{outcome=\"rate_limited\"}")
+            .await,
         rejected
     );
     assert_eq!(b.resolve("sess_malformed").await, 401);
     assert_eq!(
-        metric(&b, "session_miss_reads_total").await,
+        b.metric("session_miss_reads_total").await,
         reads,
         "malformed: no read"
     );

@@ -152,11 +152,8 @@ fn a_password_is_taken_from_a_file_or_the_environment_and_never_printed() {
 #[test]
 fn no_mistake_with_a_database_url_prints_its_password() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens there: bound and closed again.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens there.
+    let closed = format!("127.0.0.1:{}", session_test_process::free_port().unwrap());
     let unreachable = format!("postgres://app:{PASSWORD}@{closed}/app");
     let unreadable_env = format!(
         "postgres://app:{PASSWORD}@{closed}/app?sslmode=verify-full&sslrootcert=/nonexistent"
@@ -269,10 +266,7 @@ fn no_mistake_with_a_database_url_prints_its_password() {
 
 #[test]
 fn a_password_on_the_command_line_draws_a_warning() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = format!("127.0.0.1:{}", session_test_process::free_port().unwrap());
     let with_password = format!("postgres://app:{PASSWORD}@{closed}/app");
     let without = format!("postgres://app@{closed}/app");
     for (args, env, warned) in [

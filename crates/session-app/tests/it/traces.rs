@@ -419,21 +419,12 @@ async fn postgres_spans_reach_the_collector_as_a_tree_and_feed_polls_are_spans()
 }
 
 /// The `session_otlp_spans_dropped_total` counter for `reason`.
-async fn dropped(http: &reqwest::Client, app: &App, reason: &str) -> u64 {
-    let text = http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("session_otlp_spans_dropped_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
-        .parse()
-        .unwrap()
+async fn dropped(app: &App, reason: &str) -> f64 {
+    app.metric(&format!(
+        "session_otlp_spans_dropped_total{{reason=\"{reason}\"}}"
+    ))
+    .await
+    .unwrap()
 }
 
 /// Resolves `count` times, 16 at once, each answered with the right session.
@@ -475,11 +466,7 @@ async fn load(http: &reqwest::Client, app: &App, count: usize) {
 #[tokio::test]
 async fn an_unreachable_collector_loses_no_request_and_counts_failed_exports() {
     // A port nothing listens on: every export is refused at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = session_test_process::free_port().unwrap();
     let directory = temp_dir();
     let app = App::start(launch(
         &sqlite_url(directory.path()),
@@ -489,14 +476,11 @@ async fn an_unreachable_collector_loses_no_request_and_counts_failed_exports() {
     app.wait_ready(READY_TIMEOUT).await.unwrap();
     let http = crate::e2e::http_client();
     load(&http, &app, 320).await;
-    let started = Instant::now();
-    while dropped(&http, &app, "export_failed").await == 0 {
-        assert!(
-            started.elapsed() < ARRIVAL_BOUND,
-            "no failed export was counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    session_test_process::until_async("a failed export is counted", ARRIVAL_BOUND, async || {
+        dropped(&app, "export_failed").await > 0.0
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -525,7 +509,7 @@ async fn a_stalled_collector_loses_no_request_and_counts_dropped_spans() {
     let http = crate::e2e::http_client();
     load(&http, &app, 320).await;
     assert!(
-        dropped(&http, &app, "queue_full").await > 0,
+        dropped(&app, "queue_full").await > 0.0,
         "no span was counted as dropped"
     );
 }

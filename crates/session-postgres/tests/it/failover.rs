@@ -14,20 +14,12 @@ use session_core::testkit::{account, epoch, session_at};
 use session_core::{ClientMetadata, Error, NewSession, SessionId, SessionStore, StoreError};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::{TestDatabase, TestServer};
+use session_test_process::free_port;
 
 use crate::support::{
     Instance, chain, instance_on, migrated_store, ready, ready_pair, rejected, sql_client, until,
     within_a_minute,
 };
-
-/// A loopback port nothing listens on: connections to it are refused.
-fn refusing_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A loopback port that accepts connections and never says a word, as a
 /// stalled server or a paused machine behind a live kernel does; until the
@@ -76,7 +68,7 @@ async fn a_host_that_never_answers_does_not_keep_the_next_from_being_tried() {
 /// lost, the hosts would be tried by the driver and reported as one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_no_host_accepts_says_what_each_host_did() {
-    let refused = refusing_port();
+    let refused = free_port().unwrap();
     let (silent, listener) = silent_port().await;
     let url = format!(
         "postgres://postgres:hunter2@127.0.0.1:{refused},127.0.0.1:{silent}/none\

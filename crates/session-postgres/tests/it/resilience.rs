@@ -82,11 +82,7 @@ async fn a_stopped_server_is_unavailable_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = session_test_process::free_port().unwrap();
     let config = PgConfig::from_url(&format!("postgres://postgres@127.0.0.1:{port}/none")).unwrap();
     let err = within_a_minute(PgSessionStore::connect(config))
         .await

@@ -51,13 +51,9 @@ pub(crate) async fn within_a_minute<T>(operation: impl Future<Output = T>) -> T 
 
 /// Polls `condition` every few milliseconds until it holds, within a minute.
 pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    within_a_minute(async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(condition(), "{what}");
+    session_test_process::until_async(what, Duration::from_secs(60), async || condition())
+        .await
+        .unwrap();
 }
 
 /// `url` with `param` added to its query.

@@ -5,9 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_test_postgres::{TEST_DATABASE_URL, TestDatabase, TestServer};
+use session_test_process::{until, until_async};
 use tokio_postgres::NoTls;
 
 /// Set in child processes: which role to play.
@@ -50,14 +51,9 @@ fn accepts_connections(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-/// Waits for an outside process to finish its work; a bound, not a measure of speed.
-fn eventually(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// A bound on waiting for an outside process to finish its work, not a
+/// measure of speed.
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[test]
 fn dropping_a_server_stops_it_and_removes_its_files() {
@@ -97,8 +93,11 @@ fn a_killed_test_process_leaves_no_server_behind() {
 
     child.kill().unwrap();
     child.wait().unwrap();
-    eventually("the server stopping", || !accepts_connections(port));
-    eventually("the directory going away", || !directory.exists());
+    until("the server stops listening", MINUTE, || {
+        !accepts_connections(port)
+    })
+    .unwrap();
+    until("its directory is gone", MINUTE, || !directory.exists()).unwrap();
 }
 
 #[tokio::test]
@@ -223,14 +222,11 @@ async fn a_standby_has_every_acknowledged_row_and_takes_over_when_promoted() {
         .await
         .unwrap();
     let reader = connect(&on_standby).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count_rows(&reader).await != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the row never reached the standby"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_async("the row reaches the standby", MINUTE, async || {
+        count_rows(&reader).await == 1
+    })
+    .await
+    .unwrap();
     let refused = reader
         .batch_execute("INSERT INTO replicated VALUES (0)")
         .await
@@ -251,7 +247,7 @@ async fn a_standby_has_every_acknowledged_row_and_takes_over_when_promoted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!waiting.is_finished(), "acknowledged without the standby");
     standby.start_again();
-    tokio::time::timeout(Duration::from_secs(60), waiting)
+    tokio::time::timeout(MINUTE, waiting)
         .await
         .expect("still not acknowledged with the standby back")
         .unwrap()
