@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use session_core::{ChangeLog, SessionStore};
+use session_http::{PoolReader, PoolUse};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
 use crate::ConfigError;
 use crate::cli::DatabaseArgs;
 use crate::secret;
-use crate::store_metrics::{PoolReader, PoolUse};
 
 /// Where sessions are kept when no database URL is given.
 pub const DEFAULT_SQLITE_PATH: &str = "data/sessions.db";

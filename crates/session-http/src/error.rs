@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 /// An API failure: a stable machine-readable code, which decides the status,
 /// and a human message.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
 }
@@ -100,12 +100,6 @@ impl ApiError {
             code,
             message: message.into(),
         }
-    }
-
-    /// The error's code.
-    #[must_use]
-    pub fn code(&self) -> ErrorCode {
-        self.code
     }
 
     /// The status, code and message, for the fuzz targets and unit tests,

@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tracing::Span;
 
-use super::AppState;
-use super::error::ApiError;
-use super::request_metrics::RequestKind;
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::request_metrics::RequestKind;
 
 /// The request id header, read from the client and sent back.
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,12 +32,12 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `no-store` to every request of the service it wraps.
 #[derive(Clone)]
 pub(crate) struct RequestLayer {
-    state: AppState,
+    state: ApiState,
 }
 
 impl RequestLayer {
     /// The layer, counting into `state`'s metrics.
-    pub(crate) fn new(state: AppState) -> Self {
+    pub(crate) fn new(state: ApiState) -> Self {
         Self { state }
     }
 }
@@ -57,7 +57,7 @@ impl<S> Layer<S> for RequestLayer {
 #[derive(Clone)]
 pub(crate) struct RequestService<S> {
     inner: S,
-    state: AppState,
+    state: ApiState,
 }
 
 impl<S> Service<Request> for RequestService<S>
@@ -106,7 +106,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         span: Span,
-        state: AppState,
+        state: ApiState,
         kind: RequestKind,
         started: Instant,
         request_id: Option<HeaderValue>,
@@ -255,18 +255,18 @@ impl std::fmt::Display for SpanName {
 
 /// A check run before the wrapped route: `Err` is the answer, and the route
 /// is not called.
-pub(crate) type Check = fn(&AppState, &Request) -> Result<(), ApiError>;
+pub(crate) type Check = fn(&ApiState, &Request) -> Result<(), ApiError>;
 
 /// Runs a [`Check`] in front of a service, with no boxed future.
 #[derive(Clone)]
 pub(crate) struct CheckLayer {
-    state: AppState,
+    state: ApiState,
     check: Check,
 }
 
 impl CheckLayer {
     /// The layer, running `check` with `state` before each request.
-    pub(crate) fn new(state: AppState, check: Check) -> Self {
+    pub(crate) fn new(state: ApiState, check: Check) -> Self {
         Self { state, check }
     }
 }
@@ -287,7 +287,7 @@ impl<S> Layer<S> for CheckLayer {
 #[derive(Clone)]
 pub(crate) struct CheckService<S> {
     inner: S,
-    state: AppState,
+    state: ApiState,
     check: Check,
 }
 

@@ -11,7 +11,7 @@ use session_core::{LogLag, SessionService};
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use super::AppState;
+use crate::ApiState;
 
 /// The process is up.
 #[derive(Serialize, ToSchema)]
@@ -168,13 +168,10 @@ impl StoreProbe {
         (status = 200, description = "Ready", body = ReadinessBody),
         (status = 503, description = "Not ready; the body says which check failed", body = ReadinessBody),
     ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     let service = state.service();
-    let store = state
-        .inner
-        .store_probe
-        .health(service, state.inner.readiness_timeout)
-        .await;
+    let (probe, timeout) = state.store_probe();
+    let store = probe.health(service, timeout).await;
     let cache_warm = service.is_warm();
     let log = service.change_log_lag();
     let ready =
@@ -199,7 +196,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     let text = state.metrics().render();
     (
         [(

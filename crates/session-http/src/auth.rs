@@ -5,8 +5,8 @@ use axum::http::header;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::ApiState;
+use crate::error::ApiError;
 
 /// The API keys callers may present. Several may be valid at once, so keys
 /// can be rotated without downtime. Only their SHA-256 is kept in memory.
@@ -117,7 +117,7 @@ fn digest(key: &str) -> [u8; 32] {
 }
 
 /// Rejects requests without a valid `Authorization: Bearer <key>` when keys are configured.
-pub(crate) fn require_api_key(state: &AppState, request: &Request) -> Result<(), ApiError> {
+pub(crate) fn require_api_key(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     let keys = state.api_keys();
     if keys.is_enabled() {
         let presented = request

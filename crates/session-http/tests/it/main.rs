@@ -1,0 +1,7 @@
+//! session-http's tests: the router in process, through
+//! `tower::ServiceExt::oneshot`, over session-core's memory store and
+//! cache. No socket, no database, no binary.
+
+mod forward_auth;
+mod router;
+mod store_metrics;
