@@ -3,7 +3,8 @@
 //! request):
 //!
 //! - [`RequestLayer`], around every route: the request id, the request
-//!   span, the access log line, the duration metric and `Cache-Control:
+//!   span, the access log line, the log line of a failure's cause (the
+//!   only place one is logged), the duration metric and `Cache-Control:
 //!   no-store` on every answer, with one clock read at each end.
 //! - [`CheckLayer`], a check that may answer before the route runs (the
 //!   API key, the loopback name, a declared oversized body).
@@ -22,7 +23,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::ApiState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Cause};
 use crate::request_metrics::RequestKind;
 
 /// The request id header, read from the client and sent back.
@@ -136,6 +137,8 @@ where
         if let Some(id) = this.request_id.take() {
             headers.entry(&REQUEST_ID).or_insert(id);
         }
+        // Taken out, so the cause never leaves the router.
+        let cause = response.extensions_mut().remove::<Cause>();
         let status = response.status();
         this.state
             .metrics()
@@ -151,12 +154,31 @@ where
             }
         }
         let _entered = span.enter();
+        if let Some(cause) = cause {
+            log_cause(&cause);
+        }
         tracing::info!(
             status = status.as_u16(),
             latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "request finished"
         );
         Poll::Ready(Ok(response))
+    }
+}
+
+/// Logs why a request failed, in its span: once per failure, since no
+/// error conversion logs (see `error.rs`). `warn` for what the client may
+/// retry, `error` for the rest.
+fn log_cause(cause: &Cause) {
+    let Cause {
+        what,
+        retryable,
+        error,
+    } = cause;
+    if *retryable {
+        tracing::warn!(error = %error, "{what}");
+    } else {
+        tracing::error!(error = %error, "{what}");
     }
 }
 

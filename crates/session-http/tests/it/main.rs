@@ -3,5 +3,6 @@
 //! cache. No socket, no database, no binary.
 
 mod forward_auth;
+mod logs;
 mod router;
 mod store_metrics;
