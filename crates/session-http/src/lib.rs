@@ -2,7 +2,7 @@
 //! routes, forward auth for gateways, liveness, readiness, Prometheus
 //! metrics and the OpenAPI document.
 //!
-//! The router needs a [`SessionService`] and nothing else: the store, the
+//! The router needs a [`SessionService`](session_core::SessionService) and nothing else: the store, the
 //! cache, the configuration and how connections are accepted belong to the
 //! caller. `session-app` serves it behind its own accept loop; a host
 //! backend can mount it in its own axum app, as below. Build an
@@ -50,10 +50,14 @@
 //!     .route("/", get(|| async { "the host's own page" }))
 //!     .fallback_service(session_http::router(state));
 //!
-//! let response = app
-//!     .oneshot(Request::get("/v1/sessions/019ab5d2-0000-7000-8000-000000000000").body(Body::empty())?)
-//!     .await?;
-//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "the API key is required");
+//! let answer = |path: &str| {
+//!     let request = Request::get(path).body(Body::empty()).unwrap();
+//!     app.clone().oneshot(request)
+//! };
+//! assert_eq!(answer("/healthz").await?.status(), StatusCode::OK);
+//! let session = "/v1/sessions/019ab5d2-0000-7000-8000-000000000000";
+//! assert_eq!(answer(session).await?.status(), StatusCode::UNAUTHORIZED, "no API key");
+//! assert_eq!(answer("/").await?.status(), StatusCode::OK, "the host's own route");
 //! # Ok(())
 //! # }
 //! ```
