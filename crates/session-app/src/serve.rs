@@ -1,4 +1,12 @@
 //! `session-app serve`: logging → store → listener → warm → ready.
+//!
+//! The store is opened before the listener binds, so a refused start (a
+//! SQLite file another process holds) never takes a port. The API is
+//! session-http's router over an `ApiState` holding the store's metrics
+//! and the binary's own families (connections, dropped log lines and
+//! spans). On SIGTERM or Ctrl-C it stops accepting, lets in-flight
+//! requests finish within `--shutdown-timeout`, flushes last-seen marks
+//! (with `--last-seen`) and closes the store.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,7 @@
-//! Choosing and opening the store from the database URL.
+//! Choosing and opening the store from the database URL: `--database-url`,
+//! or the file `--database-url-file` names, or the default SQLite file; for
+//! PostgreSQL, the password from `PGPASSWORD` when the URL has none. Also
+//! `migrate`, and the pool readers behind the pool metrics.
 
 use std::path::PathBuf;
 use std::str::FromStr;
