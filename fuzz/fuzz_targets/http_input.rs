@@ -5,12 +5,12 @@
 //! client sent. Invariants: no panic; a refusal is `400 invalid_request`
 //! (`401 invalid_token` for a token); and its message is one of the API's
 //! own sentences, filled only with numbers and the API's own field names,
-//! so it can never repeat what the client sent (http/input.rs).
+//! so it can never repeat what the client sent (session-http's input.rs).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_app::http::fuzzing::{Input, Outcome, decode};
+use session_http::fuzzing::{Input, Outcome, decode};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, bytes)) = data.split_first() else {

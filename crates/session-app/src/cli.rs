@@ -226,17 +226,17 @@ pub struct ForwardAuthArgs {
     /// The cookie forward auth reads the token from (after
     /// `Authorization: Bearer`, before `X-Session-Token`).
     #[arg(long, env = "SESSION_FORWARD_AUTH_COOKIE", value_name = "NAME",
-        default_value = crate::http::DEFAULT_COOKIE)]
+        default_value = session_http::DEFAULT_COOKIE)]
     pub forward_auth_cookie: String,
 
     /// The response header that carries the session id to the gateway.
     #[arg(long, env = "SESSION_FORWARD_AUTH_SESSION_ID_HEADER", value_name = "NAME",
-        default_value = crate::http::DEFAULT_SESSION_ID_HEADER)]
+        default_value = session_http::DEFAULT_SESSION_ID_HEADER)]
     pub forward_auth_session_id_header: String,
 
     /// The response header that carries the account id to the gateway.
     #[arg(long, env = "SESSION_FORWARD_AUTH_ACCOUNT_ID_HEADER", value_name = "NAME",
-        default_value = crate::http::DEFAULT_ACCOUNT_ID_HEADER)]
+        default_value = session_http::DEFAULT_ACCOUNT_ID_HEADER)]
     pub forward_auth_account_id_header: String,
 }
 
@@ -246,14 +246,14 @@ impl ForwardAuthArgs {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the option and the rule it breaks.
-    pub fn settings(&self) -> Result<crate::http::ForwardAuth, ConfigError> {
-        crate::http::ForwardAuth::new(
+    pub fn settings(&self) -> Result<session_http::ForwardAuth, ConfigError> {
+        session_http::ForwardAuth::new(
             &self.forward_auth_cookie,
             &self.forward_auth_session_id_header,
             &self.forward_auth_account_id_header,
         )
         .map_err(|err| {
-            use crate::http::InvalidForwardAuth;
+            use session_http::InvalidForwardAuth;
             let option = match err {
                 InvalidForwardAuth::CookieName => "--forward-auth-cookie",
                 InvalidForwardAuth::HeaderName("session id")

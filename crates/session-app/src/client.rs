@@ -1,4 +1,8 @@
-//! The operator commands: clients of a running service's HTTP API.
+//! The operator commands: clients of a running service's HTTP API, so the
+//! service's cache stays the single truth. TLS goes through rustls on ring,
+//! with the system's roots and `--ca-file`; no API key is sent over plain
+//! HTTP beyond loopback, a loopback server is reached without a proxy, and
+//! no redirect is followed.
 
 use std::io::Read;
 use std::path::Path;

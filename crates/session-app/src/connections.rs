@@ -50,7 +50,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::http::{AppState, Metrics};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// The limits every client connection is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,61 @@ pub(crate) struct ConnectionLimits {
     pub(crate) idle_timeout: Duration,
     /// Connections served at once; past it, new ones wait to be accepted.
     pub(crate) max_connections: usize,
+}
+
+/// What the accept loop counts, served on `/metrics` beside the API's own
+/// families. Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionMetrics {
+    /// Client connections open now.
+    open: Gauge,
+    /// Connections that found every slot taken and waited to be accepted.
+    accepts_deferred: Counter,
+    /// Idle connections closed to make room for a new one.
+    shed: Counter,
+    /// Connections closed by a limit, by the limit.
+    timeouts: Family<TimeoutLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    limit: &'static str,
+}
+
+impl ConnectionMetrics {
+    /// Registers every family in `registry` (the service's, which prefixes
+    /// each name with `session_`).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_connections_open",
+            "Client connections open now",
+            self.open.clone(),
+        );
+        registry.register(
+            "http_accepts_deferred",
+            "Accepted connections that found every slot (--max-connections) taken and waited for one",
+            self.accepts_deferred.clone(),
+        );
+        registry.register(
+            "http_connections_shed",
+            "Idle kept-alive connections closed to make room for a new one at --max-connections",
+            self.shed.clone(),
+        );
+        registry.register(
+            "http_connection_timeouts",
+            "Connections closed by a limit (header_read, request or idle)",
+            self.timeouts.clone(),
+        );
+    }
+
+    /// Counts a connection closed by the limit of `phase`.
+    fn timed_out(&self, phase: Phase) {
+        self.timeouts
+            .get_or_create(&TimeoutLabels {
+                limit: phase.timeout_label(),
+            })
+            .inc();
+    }
 }
 
 /// What a connection is doing, which decides the limit that applies.
@@ -210,7 +269,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
-    state: AppState,
+    metrics: ConnectionMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut listener = listener;
@@ -232,7 +291,7 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let permit = tokio::select! {
-            permit = take_slot(&slots, &open, &state) => permit,
+            permit = take_slot(&slots, &open, &metrics) => permit,
             () = &mut shutdown => break,
         };
         // A response may leave in more than one write (head, then body):
@@ -250,16 +309,15 @@ pub(crate) async fn serve(
             clock: Arc::clone(&clock),
         };
         let connection = graceful.watch(builder.serve_connection(io, service));
-        let state = state.clone();
+        let metrics = metrics.clone();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let metrics = state.metrics();
-            metrics.connections_open.inc();
+            metrics.open.inc();
             // hyper's own errors (a malformed head, a reset) are the client's
             // and already answered or moot.
-            let _ = within_limits(connection, &clock, &limits, shed, metrics).await;
+            let _ = within_limits(connection, &clock, &limits, shed, &metrics).await;
             lock(&open).by_id.remove(&id);
-            metrics.connections_open.dec();
+            metrics.open.dec();
             drop(permit);
         });
     }
@@ -277,12 +335,12 @@ fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnecti
 async fn take_slot(
     slots: &Arc<Semaphore>,
     open: &Mutex<OpenConnections>,
-    state: &AppState,
+    metrics: &ConnectionMetrics,
 ) -> OwnedSemaphorePermit {
     if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
         return permit;
     }
-    state.metrics().accepts_deferred.inc();
+    metrics.accepts_deferred.inc();
     if !lock(open).shed_one_idle() {
         tracing::debug!("every connection slot is busy; accepting again when one frees");
     }
@@ -311,7 +369,7 @@ async fn within_limits<F: Future>(
     clock: &ConnectionClock,
     limits: &ConnectionLimits,
     shed: oneshot::Receiver<()>,
-    metrics: &Metrics,
+    metrics: &ConnectionMetrics,
 ) -> Result<F::Output, Closed> {
     let mut connection = pin!(connection);
     let (_, mut armed) = clock.deadline(limits);
@@ -336,7 +394,7 @@ async fn within_limits<F: Future>(
         // A connection asked to make room while serving a request closes
         // once the response is ready.
         if shedding && phase == Phase::Idle {
-            metrics.connections_shed.inc();
+            metrics.shed.inc();
             return Poll::Ready(Err(Closed::Shed));
         }
         if deadline < armed {
@@ -345,7 +403,7 @@ async fn within_limits<F: Future>(
         }
         while timer.as_mut().poll(cx).is_ready() {
             if deadline <= Instant::now() {
-                metrics.connection_timed_out(phase.timeout_label());
+                metrics.timed_out(phase);
                 return Poll::Ready(Err(Closed::TimedOut(phase)));
             }
             // Armed for an earlier phase that has since moved on.

@@ -1,5 +1,8 @@
 //! Secrets read from files: API keys, a database URL. One reader, so every
-//! secret file is decoded, checked and warned about the same way.
+//! secret file is decoded, checked and warned about the same way: a leading
+//! UTF-8 byte-order mark is dropped, a single secret loses one trailing line
+//! break, an empty one is refused by name, and a file others can read gets
+//! a warning.
 
 use std::path::Path;
 

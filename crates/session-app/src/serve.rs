@@ -1,4 +1,12 @@
 //! `session-app serve`: logging → store → listener → warm → ready.
+//!
+//! The store is opened before the listener binds, so a refused start (a
+//! SQLite file another process holds) never takes a port. The API is
+//! session-http's router over an `ApiState` holding the store's metrics
+//! and the binary's own families (connections, dropped log lines and
+//! spans). On SIGTERM or Ctrl-C it stops accepting, lets in-flight
+//! requests finish within `--shutdown-timeout`, flushes last-seen marks
+//! (with `--last-seen`) and closes the store.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,14 +14,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use session_cache_moka::MokaSessionCache;
 use session_core::{LastSeenSettings, MemoryCache, MissPolicy, SessionCache, SessionService};
+use session_http::{ApiKeys, ApiState, StoreMetrics};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
 use crate::cli::{CacheKind, ServeArgs};
-use crate::connections::{self, ConnectionLimits};
-use crate::http::{self, ApiKeys, AppState};
-use crate::secret;
-use crate::store_metrics::StoreMetrics;
+use crate::connections::{self, ConnectionLimits, ConnectionMetrics};
+use crate::{secret, telemetry};
 
 /// The environment variable holding a single API key.
 pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
@@ -75,8 +82,20 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let service = builder.build();
-    let state = AppState::with_store_metrics(service.clone(), keys, forward_auth, &store_metrics);
-    let app = http::router(state.clone());
+    let connection_metrics = ConnectionMetrics::default();
+    let state = ApiState::builder(service.clone())
+        .api_keys(keys)
+        .forward_auth(forward_auth)
+        .store_metrics(&store_metrics)
+        .register_metrics({
+            let connection_metrics = connection_metrics.clone();
+            move |registry| {
+                connection_metrics.register(registry);
+                registry.register_collector(Box::new(telemetry::DropsCollector));
+            }
+        })
+        .build();
+    let app = session_http::router(state);
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -102,7 +121,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
-    let server = connections::serve(listener, app, limits, state, async move {
+    let server = connections::serve(listener, app, limits, connection_metrics, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());

@@ -1,4 +1,7 @@
-//! Choosing and opening the store from the database URL.
+//! Choosing and opening the store from the database URL: `--database-url`,
+//! or the file `--database-url-file` names, or the default SQLite file; for
+//! PostgreSQL, the password from `PGPASSWORD` when the URL has none. Also
+//! `migrate`, and the pool readers behind the pool metrics.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -8,13 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use session_core::{ChangeLog, SessionStore};
+use session_http::{PoolReader, PoolUse};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
 use crate::ConfigError;
 use crate::cli::DatabaseArgs;
 use crate::secret;
-use crate::store_metrics::{PoolReader, PoolUse};
 
 /// Where sessions are kept when no database URL is given.
 pub const DEFAULT_SQLITE_PATH: &str = "data/sessions.db";

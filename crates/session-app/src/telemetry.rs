@@ -30,6 +30,10 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
     SpanProcessor,
 };
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::{Filter, SubscriberExt as _};
@@ -85,8 +89,7 @@ static LOG_LINES_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::Er
 
 /// Log lines dropped since start because [`LOG_LINES_BUFFERED`] lines were
 /// already waiting to be written.
-#[must_use]
-pub(crate) fn log_lines_dropped() -> u64 {
+fn log_lines_dropped() -> u64 {
     LOG_LINES_DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)
@@ -94,8 +97,7 @@ pub(crate) fn log_lines_dropped() -> u64 {
 
 /// Spans lost on the way to the collector since start: `(queue_full,
 /// export_failed)`. Both stay 0 while export is off.
-#[must_use]
-pub(crate) fn spans_dropped() -> (u64, u64) {
+fn spans_dropped() -> (u64, u64) {
     (
         DROPPED_QUEUE_FULL.load(Ordering::Relaxed),
         DROPPED_EXPORT_FAILED.load(Ordering::Relaxed),
@@ -236,15 +238,15 @@ pub(crate) fn init(
 }
 
 /// The target prefix of the spans log lines carry: the service's own (the
-/// request span, with the request id). The use-case and store spans are
+/// request span of session-http's request layer, with the request id). The use-case and store spans are
 /// for traces; a log layer that wanted them would have each allocated,
 /// entered and closed per request even without an OTLP endpoint.
-const LOGGED_SPAN_TARGET: &str = "session_app";
+const LOGGED_SPAN_TARGET: &str = "session_http";
 
 /// The log layer's filter: the events `spec` selects (`--log`, in
 /// `tracing` filter syntax), inside only the service's own spans
 /// ([`LOGGED_SPAN_TARGET`]). A plain level (`info`, `warn`, `off`) is a
-/// static level check, and target directives (`warn,session_app=info`) a
+/// static level check, and target directives (`warn,session_http=info`) a
 /// static [`Targets`] match decided once per callsite; only directives
 /// that name spans or fields (`[span{field}]=debug`) go through
 /// [`EnvFilter`], which also tracks every span it sees.
@@ -437,6 +439,43 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
+/// What telemetry loses, read at each scrape for `/metrics`: log lines the
+/// writer thread dropped, and spans that never reached the collector.
+#[derive(Debug)]
+pub(crate) struct DropsCollector;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
+}
+
+impl Collector for DropsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let dropped = ConstCounter::new(log_lines_dropped());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the writer thread was that many lines behind \
+             (the request is never held up for a log line)",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(metric)?;
+        let (queue_full, export_failed) = spans_dropped();
+        let mut family = encoder.encode_descriptor(
+            "otlp_spans_dropped",
+            "Spans not exported over OTLP, by reason: queue_full (ended while the export queue \
+             was full) or export_failed (the collector was unreachable, too slow or refused them)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, dropped) in [("queue_full", queue_full), ("export_failed", export_failed)] {
+            let labels = DropLabels { reason };
+            ConstCounter::new(dropped).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::PoisonError;
@@ -460,7 +499,7 @@ mod tests {
         );
         tracing::subscriber::with_default(subscriber, || {
             let request = tracing::info_span!(
-                target: "session_app::http::wrap",
+                target: "session_http::wrap",
                 "request",
                 request_id = "0f1e"
             );

@@ -1,6 +1,7 @@
 //! Faults, on the real binary: PostgreSQL stopped and started under load,
 //! and SIGKILL in the middle of concurrent creates and revokes, on both
-//! stores, checked against a ledger of what was acknowledged.
+//! stores, checked against a ledger of what was acknowledged; and what the
+//! log says of a request the store fails.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -458,4 +459,83 @@ async fn sigkill_during_concurrent_writes(database_url: &str) {
 /// sessions alike; not random, so a failure replays the same way.
 fn fastrand_index(round: usize, len: usize) -> usize {
     round.wrapping_mul(2_654_435_761) % len
+}
+
+/// A request the store fails is logged once, by the service's request
+/// layer: one `warn` line with the store's error, in the request's span,
+/// beside the request's own line. No error conversion on the way logs it
+/// again. (The change-log reader logs its own failed reads, in no request's
+/// span.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_store_fails_is_logged_once() {
+    let postgres = Arc::new(
+        tokio::task::spawn_blocking(TestServer::start)
+            .await
+            .unwrap(),
+    );
+    let database = postgres.create_database();
+    let server = Server::start(Options {
+        database_url: database.url().to_owned(),
+        api_key: Some(KEY.to_owned()),
+        extra: ["--pg-connect-timeout", "1s", "--pg-checkout-timeout", "1s"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let stopping = Arc::clone(&postgres);
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+
+    let request_id = Uuid::new_v4().to_string();
+    let response = session_test_app::http_client_builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .unwrap()
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(KEY)
+        .header("x-request-id", &request_id)
+        .json(&json!({ "account_id": Uuid::new_v4() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+
+    // Lines leave through the log writer's thread: wait for the request's
+    // own line, which is logged last.
+    let started = Instant::now();
+    let lines = loop {
+        let lines: Vec<Value> = server
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["span"]["request_id"] == request_id.as_str())
+            .collect();
+        if lines
+            .iter()
+            .any(|line| line["message"] == "request finished")
+        {
+            break lines;
+        }
+        assert!(
+            started.elapsed() < RECOVERY_BOUND,
+            "no line for the request in\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let causes: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("error").is_some())
+        .collect();
+    assert_eq!(causes.len(), 1, "{lines:#?}");
+    assert_eq!(causes[0]["level"], "WARN", "{lines:#?}");
+    assert_eq!(causes[0]["message"], "session store unavailable");
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "request finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{lines:#?}");
+    assert_eq!(finished[0]["status"], 503);
 }

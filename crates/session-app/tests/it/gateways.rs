@@ -1,6 +1,7 @@
 //! Forward auth through real gateways: a throwaway nginx and Caddy, each
 //! configured as docs/GATEWAYS.md says, in front of a small upstream that
-//! echoes the headers it receives, asking the real `session-app` binary.
+//! echoes the headers it receives, asking the real `session-app` binary;
+//! and the binary's options that name the cookie and identity headers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,13 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
-use session_app::http::{ApiKeys, AppState, router};
 use session_core::{MemoryCache, MemoryStore, SessionService};
+use session_http::{ApiState, router};
 use session_test_gateway::{Gateway, Kind, caddy_site, nginx_site};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, sqlite_url, temp_dir};
+use crate::e2e::{Options, Server, http_client, sqlite_url, temp_dir};
 
 /// The application behind the gateway: answers every request with the
 /// headers it received, and counts the requests that reached it.
@@ -184,7 +185,7 @@ async fn refused_while_not_ready(kind: Kind) {
         )
         .await
         .unwrap();
-    let session = serve(router(AppState::new(service, ApiKeys::none()))).await;
+    let session = serve(router(ApiState::builder(service).build())).await;
     let gateway = start(kind, session, upstream.address);
     let bearer = format!("Bearer {}", created.token.expose_secret());
     let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
@@ -239,4 +240,40 @@ fn the_documented_configurations_are_the_tested_ones() {
             "docs/GATEWAYS.md must show the tested {gateway} configuration:\n{text}"
         );
     }
+}
+
+/// The options name the cookie and the identity headers of the real binary.
+#[tokio::test]
+async fn the_cookie_and_the_identity_headers_are_named_by_options() {
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: [
+            "--forward-auth-cookie",
+            "sid",
+            "--forward-auth-session-id-header",
+            "X-User-Session",
+            "--forward-auth-account-id-header",
+            "X-User",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let account = Uuid::new_v4();
+    let (token, session_id) = server.create(account).await;
+    let check = |cookie: String| {
+        http_client()
+            .get(server.url("/v1/forward-auth"))
+            .header(header::COOKIE, cookie)
+            .send()
+    };
+    let response = check(format!("sid={token}")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-user-session"], session_id.as_str());
+    assert_eq!(response.headers()["x-user"], account.to_string().as_str());
+    assert!(!response.headers().contains_key("x-session-id"));
+    let response = check(format!("__Host-session={token}")).await.unwrap();
+    assert_eq!(response.status(), 401, "only the configured cookie is read");
 }

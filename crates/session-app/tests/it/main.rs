@@ -1,21 +1,18 @@
-//! session-app's tests: in-process router tests, and end-to-end tests that
-//! run the real binary.
+//! session-app's tests: end-to-end tests that run the real binary (the
+//! router's in-process tests are session-http's).
 
 mod cli_transport;
 mod config;
 mod e2e;
 mod faults;
-mod forward_auth;
 mod gateways;
 mod last_seen;
 mod launcher;
 mod limits;
 mod multi;
 mod postgres;
-mod router;
 mod scenarios;
 mod scrape;
 mod secrets;
 mod sqlite;
-mod store_metrics;
 mod traces;

@@ -66,9 +66,8 @@ async fn resolve_is_not_ready_until_the_warm_completes() {
         .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(
-        serde_json::from_value::<session_app::http::ErrorCode>(body["error"]["code"].clone())
-            .unwrap(),
-        session_app::http::ErrorCode::NotReady
+        serde_json::from_value::<session_http::ErrorCode>(body["error"]["code"].clone()).unwrap(),
+        session_http::ErrorCode::NotReady
     );
     let (status, body) = server.call(reqwest::Method::GET, "/readyz", None).await;
     assert_eq!(status, 503);

@@ -3,8 +3,15 @@
 //!
 //! Every message is fixed text, a number, or a field name the API defines:
 //! never text the client sent, which may be a token or hostile.
+//!
+//! Building an error and turning it into a response log nothing. An error
+//! whose cause the client is not told (a store failure, a bug) keeps that
+//! cause as a [`Cause`] in the response's extensions, and the request layer
+//! (`wrap.rs`) logs it, once, in the request's span, beside the request's
+//! own line.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,11 +21,42 @@ use session_core::{StoreError, ValidationError};
 use utoipa::ToSchema;
 
 /// An API failure: a stable machine-readable code, which decides the status,
-/// and a human message.
+/// and a human message; for a failure that is not the client's, its cause.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
+    cause: Option<Cause>,
+}
+
+/// Why an answer failed when the client is told only that it did: what the
+/// request layer logs for it, and nothing else does. Rides in the
+/// response's extensions from `into_response` to that layer, which takes it
+/// out, so it never leaves the router.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    /// What failed, as the log line's message.
+    pub(crate) what: &'static str,
+    /// `warn` for what retrying may fix (the client got 503), `error` for
+    /// the rest (500).
+    pub(crate) retryable: bool,
+    /// The underlying error, which may name hosts and users: for the log
+    /// only, never for a body.
+    pub(crate) error: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl Cause {
+    fn new(
+        what: &'static str,
+        retryable: bool,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what,
+            retryable,
+            error: Arc::new(error),
+        }
+    }
 }
 
 /// The stable code of every error the API answers, serialised in snake_case
@@ -99,13 +137,16 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            cause: None,
         }
     }
 
-    /// The error's code.
-    #[must_use]
-    pub fn code(&self) -> ErrorCode {
-        self.code
+    /// A 500 `internal` whose cause only the log is told.
+    fn internal(cause: Cause) -> Self {
+        Self {
+            cause: Some(cause),
+            ..Self::new(ErrorCode::Internal, "internal error")
+        }
     }
 
     /// The status, code and message, for the fuzz targets and unit tests,
@@ -200,6 +241,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(cause);
+        }
         response
     }
 }
@@ -223,10 +267,7 @@ impl From<session_core::Error> for ApiError {
             ),
             Error::NotFound => Self::new(ErrorCode::NotFound, "no such session"),
             Error::Store(err) => err.into(),
-            other => {
-                tracing::error!(error = %other, "unexpected service error");
-                Self::new(ErrorCode::Internal, "internal error")
-            }
+            other => Self::internal(Cause::new("unexpected service error", false, other)),
         }
     }
 }
@@ -234,14 +275,15 @@ impl From<session_core::Error> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         if err.is_retryable() {
-            tracing::warn!(error = %err, "session store unavailable");
-            Self::new(
-                ErrorCode::Unavailable,
-                "the session store is unavailable; nothing was changed, retry later",
-            )
+            Self {
+                cause: Some(Cause::new("session store unavailable", true, err)),
+                ..Self::new(
+                    ErrorCode::Unavailable,
+                    "the session store is unavailable; nothing was changed, retry later",
+                )
+            }
         } else {
-            tracing::error!(error = %err, "session store failed");
-            Self::new(ErrorCode::Internal, "internal error")
+            Self::internal(Cause::new("session store failed", false, err))
         }
     }
 }
@@ -257,8 +299,11 @@ impl From<PathRejection> for ApiError {
     /// `ApiPath` answers itself): a handler asking
     /// for a parameter its route lacks, a bug here rather than a bad request.
     fn from(rejection: PathRejection) -> Self {
-        tracing::error!(error = %rejection, "path parameters do not match the route");
-        Self::new(ErrorCode::Internal, "internal error")
+        Self::internal(Cause::new(
+            "path parameters do not match the route",
+            false,
+            rejection,
+        ))
     }
 }
 

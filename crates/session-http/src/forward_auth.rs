@@ -24,10 +24,10 @@ use axum::response::{IntoResponse, Response};
 use session_axum::{Presented, TokenSources, is_token};
 use session_core::{Error, SessionToken};
 
-use super::AppState;
-use super::error::{ApiError, ErrorBody};
-use super::metrics::ForwardAuthOutcome;
-use super::sessions::envelope;
+use crate::ApiState;
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::ForwardAuthOutcome;
+use crate::sessions::envelope;
 
 /// The header a client may carry its token in when it can set neither
 /// `Authorization` nor a cookie.
@@ -201,7 +201,7 @@ pub(crate) fn presented_token(
     responses(
         (status = 200, description = "An active session. The identity headers carry its ids \
 (names set by `--forward-auth-session-id-header` and `--forward-auth-account-id-header`); \
-the body is the resolve response", body = super::sessions::SessionEnvelope,
+the body is the resolve response", body = crate::sessions::SessionEnvelope,
             headers(
                 ("X-Session-Id" = String, description = "The session id (UUID)"),
                 ("X-Account-Id" = String, description = "The account id (UUID)"),
@@ -215,7 +215,7 @@ revoked one, or two different ones (`invalid_token`): refuse the request", body 
             headers(("Retry-After" = u32, description = "Seconds to wait: 1"))),
     ),
 )]
-pub(crate) async fn forward_auth(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn forward_auth(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let config = state.forward_auth();
     let metrics = state.metrics();
     let token = match presented_token(&headers, config) {

@@ -1,27 +1,24 @@
-//! Prometheus metrics: connections, request durations (see
-//! `request_metrics.rs`), resolves by outcome, cache size, warm duration,
-//! the change log, store calls and pools. Labels come from fixed sets,
-//! never from input. README's "Metrics" lists them all.
+//! Prometheus metrics: request durations (see `request_metrics.rs`),
+//! resolves by outcome, forward auth, cache size, warm duration, the change
+//! log, store calls (`store_metrics.rs`) and pools, and whatever the caller
+//! registers besides (`session-app`: its connections and its log and span
+//! export). Labels come from fixed sets, never from input. README's
+//! "Metrics" lists them all.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
 
-use super::request_metrics::{self, RequestDurations};
+use crate::request_metrics::{self, RequestDurations};
 use crate::store_metrics::StoreMetrics;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TimeoutLabels {
-    limit: &'static str,
-}
 
 /// Every metric the service exports, in its own registry.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// The metrics named by OpenTelemetry's conventions, without the
     /// `session_` prefix.
@@ -30,22 +27,19 @@ pub struct Metrics {
     /// One pre-resolved counter per [`ForwardAuthOutcome`], so an answer
     /// costs no label lookup.
     forward_auths: [Counter; ForwardAuthOutcome::ALL.len()],
-    /// Client connections open now.
-    pub connections_open: Gauge,
-    /// Connections that found every slot taken and waited to be accepted.
-    pub accepts_deferred: Counter,
-    /// Idle connections closed to make room for a new one.
-    pub connections_shed: Counter,
-    connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Metrics {
     /// Creates and registers every metric; the service's own state (cache
     /// size, warm, resolves, change log, miss path) and the store's pools
     /// are read at each scrape. `store` holds the store calls' metrics,
-    /// counted by the decorator it wrapped the store in.
-    #[must_use]
-    pub fn new(service: SessionService, store: &StoreMetrics) -> Self {
+    /// counted by the decorator it wrapped the store in; each of `register`
+    /// adds the caller's own metrics to the registry, after the service's.
+    pub(crate) fn new(
+        service: SessionService,
+        store: &StoreMetrics,
+        register: Vec<crate::state::Register>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("session");
         registry.register(
             "store_call_duration_seconds",
@@ -66,39 +60,18 @@ impl Metrics {
              not_ready, busy or unavailable (503), failed (500)",
             forward_auths.clone(),
         );
-        let connections_open = Gauge::default();
-        registry.register(
-            "http_connections_open",
-            "Client connections open now",
-            connections_open.clone(),
-        );
-        let accepts_deferred = Counter::default();
-        registry.register(
-            "http_accepts_deferred",
-            "Accepted connections that found every slot (--max-connections) taken and waited for one",
-            accepts_deferred.clone(),
-        );
-        let connections_shed = Counter::default();
-        registry.register(
-            "http_connections_shed",
-            "Idle kept-alive connections closed to make room for a new one at --max-connections",
-            connections_shed.clone(),
-        );
-        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
-        registry.register(
-            "http_connection_timeouts",
-            "Connections closed by a limit (header_read, request or idle)",
-            connection_timeouts.clone(),
-        );
         registry.register_collector(Box::new(ServiceCollector(service)));
         let mut conventional = Registry::default();
-        let request_durations = std::sync::Arc::new(RequestDurations::new(super::ROUTES));
+        let request_durations = std::sync::Arc::new(RequestDurations::new(crate::ROUTES));
         conventional.register(
             request_metrics::NAME,
             request_metrics::HELP,
             request_metrics::Shared(std::sync::Arc::clone(&request_durations)),
         );
         registry.register_collector(Box::new(PoolCollector(store.clone())));
+        for register in register {
+            register(&mut registry);
+        }
         let forward_auths = ForwardAuthOutcome::ALL.map(|outcome| {
             forward_auths
                 .get_or_create(&OutcomeLabels {
@@ -111,10 +84,6 @@ impl Metrics {
             conventional,
             request_durations,
             forward_auths,
-            connections_open,
-            accepts_deferred,
-            connections_shed,
-            connection_timeouts,
         }
     }
 
@@ -123,21 +92,13 @@ impl Metrics {
         self.forward_auths[outcome as usize].inc();
     }
 
-    /// Counts a connection closed by the limit named `limit`.
-    pub fn connection_timed_out(&self, limit: &'static str) {
-        self.connection_timeouts
-            .get_or_create(&TimeoutLabels { limit })
-            .inc();
-    }
-
     /// Request durations by method, route and status.
     pub(crate) fn request_durations(&self) -> &RequestDurations {
         &self.request_durations
     }
 
     /// The metrics in the OpenMetrics text format.
-    #[must_use]
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -312,16 +273,7 @@ impl Collector for ServiceCollector {
                 counter.encode(metric)?;
             }
         }
-        let dropped = ConstCounter::new(crate::telemetry::log_lines_dropped());
-        let metric = encoder.encode_descriptor(
-            "log_lines_dropped",
-            "Log lines dropped because the writer thread was that many lines behind \
-             (the request is never held up for a log line)",
-            None,
-            dropped.metric_type(),
-        )?;
-        dropped.encode(metric)?;
-        otlp_spans_dropped(&mut encoder)
+        Ok(())
     }
 }
 
@@ -411,28 +363,6 @@ impl Collector for PoolCollector {
         }
         Ok(())
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DropLabels {
-    reason: &'static str,
-}
-
-/// Spans lost on the way to the OTLP collector, read at each scrape.
-fn otlp_spans_dropped(encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-    let (queue_full, export_failed) = crate::telemetry::spans_dropped();
-    let mut family = encoder.encode_descriptor(
-        "otlp_spans_dropped",
-        "Spans not exported over OTLP, by reason: queue_full (ended while the export queue \
-         was full) or export_failed (the collector was unreachable, too slow or refused them)",
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (reason, dropped) in [("queue_full", queue_full), ("export_failed", export_failed)] {
-        let labels = DropLabels { reason };
-        ConstCounter::new(dropped).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
 }
 
 fn gauge(

@@ -19,11 +19,11 @@ use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::http::{Version, header};
 
-use super::AppState;
-use super::error::ApiError;
+use crate::ApiState;
+use crate::error::ApiError;
 
 /// Answers 421 to a keyless request that is not addressed to a loopback name.
-pub(crate) fn require_loopback_host(state: &AppState, request: &Request) -> Result<(), ApiError> {
+pub(crate) fn require_loopback_host(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     if !state.api_keys().is_enabled() && !is_addressed_to_loopback(request) {
         return Err(ApiError::misdirected());
     }

@@ -11,7 +11,7 @@ use session_core::{LogLag, SessionService};
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use super::AppState;
+use crate::ApiState;
 
 /// The process is up.
 #[derive(Serialize, ToSchema)]
@@ -114,6 +114,21 @@ enum StoreHealth {
 }
 
 impl StoreHealth {
+    /// The check as session-core's [`Readiness`](session_core::Readiness)
+    /// holds it. The error text is this check's own: the store's message was
+    /// logged when the check ran, and its probe shares only what it found.
+    fn result(self) -> Result<(), session_core::StoreError> {
+        match self {
+            Self::Ok => Ok(()),
+            Self::Unavailable => Err(session_core::StoreError::Unavailable(
+                "the store health check failed".into(),
+            )),
+            Self::Timeout => Err(session_core::StoreError::Unavailable(
+                "the store health check timed out".into(),
+            )),
+        }
+    }
+
     fn check(self) -> StoreCheck {
         let (status, reason) = match self {
             Self::Ok => ("ok", None),
@@ -168,26 +183,31 @@ impl StoreProbe {
         (status = 200, description = "Ready", body = ReadinessBody),
         (status = 503, description = "Not ready; the body says which check failed", body = ReadinessBody),
     ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     let service = state.service();
-    let store = state
-        .inner
-        .store_probe
-        .health(service, state.inner.readiness_timeout)
-        .await;
-    let cache_warm = service.is_warm();
-    let log = service.change_log_lag();
-    let ready =
-        cache_warm && matches!(store, StoreHealth::Ok) && log.is_none_or(|lag| lag.within_bound());
+    let (probe, timeout) = state.store_probe();
+    let store = probe.health(service, timeout).await;
+    // session-core's checks and its rule (`Readiness::is_ready`), with the
+    // store's check from the shared probe instead of a round trip per probe.
+    let readiness = session_core::Readiness {
+        cache_warm: service.is_warm(),
+        store: store.result(),
+        change_log: service.change_log_lag(),
+    };
+    let ready = readiness.is_ready();
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
             cache: CacheCheck {
-                status: if cache_warm { "ok" } else { "warming" },
+                status: if readiness.cache_warm {
+                    "ok"
+                } else {
+                    "warming"
+                },
                 sessions: service.cached_sessions(),
             },
             store: store.check(),
-            change_log: log.map(LogCheck::new),
+            change_log: readiness.change_log.map(LogCheck::new),
         },
     };
     let status = if ready {
@@ -199,7 +219,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     let text = state.metrics().render();
     (
         [(

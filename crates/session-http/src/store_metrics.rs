@@ -1,6 +1,12 @@
 //! Store call metrics: a decorator around the store ports that times every
 //! call and counts its failures, and the store's connection pool, read at
 //! each scrape. The adapters stay unaware of metrics.
+//!
+//! It has no HTTP in it, but it lives here, beside the other families of
+//! `/metrics`: it wraps any `dyn SessionStore` (it depends on no store
+//! crate), its `kind` label follows the status `ApiError` answers for a
+//! store error, and a host mounting the API measures its own store with
+//! it the way session-app does.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +36,8 @@ type DurationFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 /// How one group of store connections is used at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUse {
-    /// Which group: `postgres`, `sqlite_readers` or `sqlite_writer`.
+    /// Which group, as the `pool` label (session-app's are `postgres`,
+    /// `sqlite_readers` and `sqlite_writer`).
     pub pool: &'static str,
     /// The most connections it holds.
     pub max: usize,
@@ -46,7 +53,11 @@ pub struct PoolUse {
 pub type PoolReader = Arc<dyn Fn() -> Vec<PoolUse> + Send + Sync>;
 
 /// The store's metrics: call durations and failures by port method, and
-/// its pools. Cheap to clone; clones share the counts.
+/// its pools, served on `/metrics` as `session_store_*`. Wrap the store
+/// (and its change log) with [`store`](Self::store) and
+/// [`change_log`](Self::change_log) before building the service, then hand
+/// the same metrics to [`ApiStateBuilder::store_metrics`](crate::ApiStateBuilder::store_metrics).
+/// Cheap to clone; clones share the counts.
 #[derive(Clone)]
 pub struct StoreMetrics {
     durations: DurationFamily,

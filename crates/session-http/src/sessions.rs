@@ -17,10 +17,10 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::AppState;
-use super::cursor;
-use super::error::{ApiError, ErrorBody};
-use super::input::{ApiJson, ApiPath, ApiQuery};
+use crate::ApiState;
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::input::{ApiJson, ApiPath, ApiQuery};
 
 /// A session as the API shows it. Never includes the token or its hash.
 #[derive(Serialize, ToSchema)]
@@ -308,7 +308,7 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
     security(("api_key" = [])),
 )]
 pub(crate) async fn create_session(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     let (account, metadata) = request.into_parts()?;
@@ -344,7 +344,7 @@ spent their store-read budget, so it was not checked. \
     security(("api_key" = [])),
 )]
 pub(crate) async fn resolve_session(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Response, ApiError> {
     let session = state.resolve(request.token()).await?;
@@ -363,7 +363,7 @@ pub(crate) async fn resolve_session(
     security(("api_key" = [])),
 )]
 pub(crate) async fn get_session(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(id): ApiPath<SessionId>,
 ) -> Result<Response, ApiError> {
     let session = state.service().get(id).await.map_err(ApiError::from)?;
@@ -391,7 +391,7 @@ pub(crate) async fn get_session(
     security(("api_key" = [])),
 )]
 pub(crate) async fn revoke_session(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(id): ApiPath<SessionId>,
 ) -> Result<StatusCode, ApiError> {
     state.service().revoke(id).await.map_err(ApiError::from)?;
@@ -409,7 +409,7 @@ pub(crate) async fn revoke_session(
     security(("api_key" = [])),
 )]
 pub(crate) async fn list_sessions(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
@@ -452,7 +452,7 @@ pub(crate) async fn list_sessions(
     security(("api_key" = [])),
 )]
 pub(crate) async fn revoke_account_sessions(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiPath(account): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {

@@ -2,15 +2,15 @@
 //! into the service, for the fuzz targets in `fuzz/`: not an API.
 //!
 //! Each input goes through the same functions as in a request: the body
-//! and query extractors of [`input`](super::input), the request types'
+//! and query extractors of [`input`](crate::input), the request types'
 //! `Deserialize` impls and their conversions into domain values.
 
 use axum::http::Uri;
 use session_core::{AccountId, SessionId, TokenHash};
 
-use super::error::ErrorCode;
-use super::input::{parse_json, parse_query, path_id};
-use super::sessions::{CreateSessionRequest, ListParams, ResolveRequest, RevokeAllParams};
+use crate::error::ErrorCode;
+use crate::input::{parse_json, parse_query, path_id};
+use crate::sessions::{CreateSessionRequest, ListParams, ResolveRequest, RevokeAllParams};
 
 /// A place a client's text is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

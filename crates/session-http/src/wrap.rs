@@ -3,7 +3,8 @@
 //! request):
 //!
 //! - [`RequestLayer`], around every route: the request id, the request
-//!   span, the access log line, the duration metric and `Cache-Control:
+//!   span, the access log line, the log line of a failure's cause (the
+//!   only place one is logged), the duration metric and `Cache-Control:
 //!   no-store` on every answer, with one clock read at each end.
 //! - [`CheckLayer`], a check that may answer before the route runs (the
 //!   API key, the loopback name, a declared oversized body).
@@ -21,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tracing::Span;
 
-use super::AppState;
-use super::error::ApiError;
-use super::request_metrics::RequestKind;
+use crate::ApiState;
+use crate::error::{ApiError, Cause};
+use crate::request_metrics::RequestKind;
 
 /// The request id header, read from the client and sent back.
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,12 +33,12 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `no-store` to every request of the service it wraps.
 #[derive(Clone)]
 pub(crate) struct RequestLayer {
-    state: AppState,
+    state: ApiState,
 }
 
 impl RequestLayer {
     /// The layer, counting into `state`'s metrics.
-    pub(crate) fn new(state: AppState) -> Self {
+    pub(crate) fn new(state: ApiState) -> Self {
         Self { state }
     }
 }
@@ -57,7 +58,7 @@ impl<S> Layer<S> for RequestLayer {
 #[derive(Clone)]
 pub(crate) struct RequestService<S> {
     inner: S,
-    state: AppState,
+    state: ApiState,
 }
 
 impl<S> Service<Request> for RequestService<S>
@@ -106,7 +107,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         span: Span,
-        state: AppState,
+        state: ApiState,
         kind: RequestKind,
         started: Instant,
         request_id: Option<HeaderValue>,
@@ -136,6 +137,8 @@ where
         if let Some(id) = this.request_id.take() {
             headers.entry(&REQUEST_ID).or_insert(id);
         }
+        // Taken out, so the cause never leaves the router.
+        let cause = response.extensions_mut().remove::<Cause>();
         let status = response.status();
         this.state
             .metrics()
@@ -151,12 +154,31 @@ where
             }
         }
         let _entered = span.enter();
+        if let Some(cause) = cause {
+            log_cause(&cause);
+        }
         tracing::info!(
             status = status.as_u16(),
             latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "request finished"
         );
         Poll::Ready(Ok(response))
+    }
+}
+
+/// Logs why a request failed, in its span: once per failure, since no
+/// error conversion logs (see `error.rs`). `warn` for what the client may
+/// retry, `error` for the rest.
+fn log_cause(cause: &Cause) {
+    let Cause {
+        what,
+        retryable,
+        error,
+    } = cause;
+    if *retryable {
+        tracing::warn!(error = %error, "{what}");
+    } else {
+        tracing::error!(error = %error, "{what}");
     }
 }
 
@@ -255,18 +277,18 @@ impl std::fmt::Display for SpanName {
 
 /// A check run before the wrapped route: `Err` is the answer, and the route
 /// is not called.
-pub(crate) type Check = fn(&AppState, &Request) -> Result<(), ApiError>;
+pub(crate) type Check = fn(&ApiState, &Request) -> Result<(), ApiError>;
 
 /// Runs a [`Check`] in front of a service, with no boxed future.
 #[derive(Clone)]
 pub(crate) struct CheckLayer {
-    state: AppState,
+    state: ApiState,
     check: Check,
 }
 
 impl CheckLayer {
     /// The layer, running `check` with `state` before each request.
-    pub(crate) fn new(state: AppState, check: Check) -> Self {
+    pub(crate) fn new(state: ApiState, check: Check) -> Self {
         Self { state, check }
     }
 }
@@ -287,7 +309,7 @@ impl<S> Layer<S> for CheckLayer {
 #[derive(Clone)]
 pub(crate) struct CheckService<S> {
     inner: S,
-    state: AppState,
+    state: ApiState,
     check: Check,
 }
 

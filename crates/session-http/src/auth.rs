@@ -5,8 +5,8 @@ use axum::http::header;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::ApiState;
+use crate::error::ApiError;
 
 /// The API keys callers may present. Several may be valid at once, so keys
 /// can be rotated without downtime. Only their SHA-256 is kept in memory.
@@ -49,7 +49,8 @@ pub enum InvalidApiKey {
 pub const MIN_KEY_LEN: usize = 16;
 
 impl ApiKeys {
-    /// No keys: the `/v1` routes are open (the service then listens on loopback only).
+    /// No keys: the `/v1` routes are open, and every route answers only
+    /// requests addressed to a loopback name, so serve it on loopback only.
     #[must_use]
     pub fn none() -> Self {
         Self::default()
@@ -69,8 +70,8 @@ impl ApiKeys {
     }
 
     /// The one rule for a key, wherever it comes from: only visible ASCII
-    /// (what an HTTP header carries unchanged and [`verify`](Self::verify)
-    /// can match), and at least [`MIN_KEY_LEN`] characters.
+    /// (what an HTTP header carries unchanged, so a client can present it
+    /// as configured), and at least [`MIN_KEY_LEN`] characters.
     ///
     /// # Errors
     ///
@@ -101,7 +102,7 @@ impl ApiKeys {
     /// Whether `presented` is one of the keys. Compares digests in constant
     /// time and checks every key, so timing reveals neither key nor match.
     #[must_use]
-    pub fn verify(&self, presented: &str) -> bool {
+    pub(crate) fn verify(&self, presented: &str) -> bool {
         let presented = digest(presented);
         self.digests
             .iter()
@@ -117,7 +118,7 @@ fn digest(key: &str) -> [u8; 32] {
 }
 
 /// Rejects requests without a valid `Authorization: Bearer <key>` when keys are configured.
-pub(crate) fn require_api_key(state: &AppState, request: &Request) -> Result<(), ApiError> {
+pub(crate) fn require_api_key(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     let keys = state.api_keys();
     if keys.is_enabled() {
         let presented = request

@@ -7,13 +7,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_app::http::{
-    ApiKeys, AppState, ErrorCode, ForwardAuth, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, router,
-};
-use session_app::store_metrics::StoreMetrics;
 use session_core::{
     AccountId, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy, Session,
     SessionService, SessionStore, SessionToken, StoreDecorator, StoreError,
+};
+use session_http::{
+    ApiKeys, ApiState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, StoreMetrics, router,
 };
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -32,7 +31,7 @@ pub(crate) async fn app_with(keys: ApiKeys, warm: bool) -> App {
     if warm {
         service.warm().await.unwrap();
     }
-    let router = router(AppState::new(service.clone(), keys));
+    let router = router(ApiState::builder(service.clone()).api_keys(keys).build());
     App {
         router,
         store,
@@ -1079,7 +1078,7 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let app = App {
-        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        router: router(ApiState::builder(service.clone()).build()),
         store,
         service,
     };
@@ -1131,12 +1130,11 @@ async fn a_store_failure_during_a_resolve_is_counted_as_the_503_it_answers() {
             .build();
     service.warm().await.unwrap();
     let app = App {
-        router: router(AppState::with_store_metrics(
-            service.clone(),
-            ApiKeys::none(),
-            ForwardAuth::default(),
-            &metered,
-        )),
+        router: router(
+            ApiState::builder(service.clone())
+                .store_metrics(&metered)
+                .build(),
+        ),
         store,
         service,
     };
@@ -1205,7 +1203,7 @@ async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error(
     });
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
     service.warm().await.unwrap();
-    let router = router(AppState::new(service, ApiKeys::none()));
+    let router = router(ApiState::builder(service).build());
     let checks = || {
         store
             .health_checks
@@ -1270,9 +1268,8 @@ async fn readiness_probes_share_one_store_check_per_interval_and_hide_its_error(
 /// is covered as soon as it is documented.
 #[tokio::test]
 async fn every_route_with_an_id_refuses_a_malformed_one_alike_without_echoing_it() {
-    use utoipa::OpenApi;
     let app = app().await;
-    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    let document = serde_json::to_value(session_http::openapi()).unwrap();
     let paths = document["paths"].as_object().unwrap();
     let malformed = [
         "12345",
@@ -1442,7 +1439,7 @@ async fn a_rejected_row_is_left_out_of_a_list_and_counted() {
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
     service.warm().await.unwrap();
     let app = App {
-        router: router(AppState::new(service.clone(), ApiKeys::none())),
+        router: router(ApiState::builder(service.clone()).build()),
         store: Arc::new(MemoryStore::new()),
         service,
     };
@@ -1517,8 +1514,7 @@ impl StoreDecorator for RejectingStore {
 /// query parameters. `cargo xtask ci` checks the rest with schemathesis.
 #[tokio::test]
 async fn the_openapi_document_describes_every_answer_of_the_layers() {
-    use utoipa::OpenApi;
-    let document = serde_json::to_value(session_app::http::ApiDoc::openapi()).unwrap();
+    let document = serde_json::to_value(session_http::openapi()).unwrap();
     assert_eq!(
         document["components"]["securitySchemes"]["api_key"],
         json!({ "type": "http", "scheme": "bearer" })

@@ -19,7 +19,7 @@ use session_core::{AccountId, ListPosition, ListScope, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use crate::error::ApiError;
 
 const VERSION: u8 = 1;
 const LEN: usize = 1 + 1 + 16 + 16 + 16;

@@ -6,7 +6,7 @@
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
-use super::error::MAX_BODY_BYTES;
+use crate::error::MAX_BODY_BYTES;
 
 /// Adds to every operation the answers of the layers around it.
 pub(crate) struct LayerAnswers;
@@ -15,7 +15,7 @@ impl utoipa::Modify for LayerAnswers {
     fn modify(&self, openapi: &mut OpenApi) {
         for (path, item) in &mut openapi.paths.paths {
             // Forward auth is routed outside these layers (see `router`).
-            if path.starts_with(super::FORWARD_AUTH) {
+            if path.starts_with(crate::FORWARD_AUTH) {
                 continue;
             }
             for operation in [

@@ -7,17 +7,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use session_app::http::{ApiKeys, AppState, ForwardAuth, router};
-use session_app::store_metrics::StoreMetrics;
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
     ChangeLog, ChangeLogDecorator, ListScope, LogPosition, MemoryCache, MemoryStore, PageRequest,
     SeenAt, SessionService, SessionStore, StoreDecorator,
 };
+use session_http::{ApiState, StoreMetrics, router};
 use tower::ServiceExt;
 
 /// A memory store and its change log through [`StoreMetrics`], as
-/// `serve.rs` wraps the real ones. The suites take one value that is both
+/// session-app wraps the real ones. The suites take one value that is both
 /// ports; the metrics hand out each as an `Arc<dyn _>`, so this holds both.
 struct Measured {
     store: Arc<dyn SessionStore>,
@@ -101,8 +100,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     // The service behind the router is not measured: only the calls above count.
     let service =
         SessionService::builder(Arc::new(MemoryStore::new()), Arc::new(MemoryCache::new())).build();
-    let state =
-        AppState::with_store_metrics(service, ApiKeys::none(), ForwardAuth::default(), &metrics);
+    let state = ApiState::builder(service).store_metrics(&metrics).build();
     let request = Request::get("/metrics")
         .header(header::HOST, "localhost")
         .body(Body::empty())

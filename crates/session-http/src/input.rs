@@ -22,7 +22,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 use serde_json::error::Category;
 use session_core::{AccountId, SessionId};
 
-use super::error::ApiError;
+use crate::error::ApiError;
 
 /// A JSON request body, with errors in the API's shape that never echo input.
 pub(crate) struct ApiJson<T>(pub T);
@@ -395,7 +395,7 @@ impl<'de> Deserializer<'de> for &mut Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::sessions::{CreateSessionRequest, ResolveRequest};
+    use crate::sessions::{CreateSessionRequest, ResolveRequest};
 
     /// The message of the error `parse_json::<T>` gives `body`.
     fn refusal<T: DeserializeOwned>(body: &str) -> String {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Method, Request, StatusCode, header};
-use session_app::http::{ApiKeys, ErrorCode};
+use session_http::{ApiKeys, ErrorCode};
 use uuid::Uuid;
 
 use crate::router::{App, KEY, Reply, app, app_with, assert_error};
@@ -315,41 +315,4 @@ async fn outcomes_are_counted_by_kind_and_route() {
         "labels never come from the path"
     );
     assert!(!metrics.text.contains(&token[5..]));
-}
-
-/// The options name the cookie and the identity headers of the real binary.
-#[tokio::test]
-async fn the_cookie_and_the_identity_headers_are_named_by_options() {
-    use crate::e2e::{Options, Server, sqlite_url, temp_dir};
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        extra: [
-            "--forward-auth-cookie",
-            "sid",
-            "--forward-auth-session-id-header",
-            "X-User-Session",
-            "--forward-auth-account-id-header",
-            "X-User",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        ..Options::default()
-    });
-    server.wait_ready().await;
-    let account = Uuid::new_v4();
-    let (token, session_id) = server.create(account).await;
-    let check = |cookie: String| {
-        crate::e2e::http_client()
-            .get(server.url("/v1/forward-auth"))
-            .header(header::COOKIE, cookie)
-            .send()
-    };
-    let response = check(format!("sid={token}")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-user-session"], session_id.as_str());
-    assert_eq!(response.headers()["x-user"], account.to_string().as_str());
-    assert!(!response.headers().contains_key("x-session-id"));
-    let response = check(format!("__Host-session={token}")).await.unwrap();
-    assert_eq!(response.status(), 401, "only the configured cookie is read");
 }

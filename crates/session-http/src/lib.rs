@@ -1,4 +1,66 @@
-//! The HTTP API: routes, middleware, and the state handlers share.
+//! The session service's HTTP API as an axum [`Router`]: the `/v1` session
+//! routes, forward auth for gateways, liveness, readiness, Prometheus
+//! metrics and the OpenAPI document.
+//!
+//! The router needs a [`SessionService`](session_core::SessionService) and nothing else: the store, the
+//! cache, the configuration and how connections are accepted belong to the
+//! caller. `session-app` serves it behind its own accept loop; a host
+//! backend can mount it in its own axum app, as below. Build an
+//! [`ApiState`] with [`ApiState::builder`], then the [`router`] over it.
+//!
+//! Every answer passes through the same layers: the request id, the request
+//! span and its log line (the one place a failed request's cause is
+//! logged), the request-duration metric and `Cache-Control: no-store`.
+//! Without an API key the API answers only requests addressed to a loopback
+//! name (`localhost`, `127.0.0.1`, `[::1]`), so serve it on loopback or
+//! configure a key.
+//!
+//! # Mounting the API in a host's app
+//!
+//! The router owns its paths (`/v1/…`, `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`) and answers every other path with a JSON 404, so a host
+//! adds it as the fallback of its own router (or serves it on a listener of
+//! its own):
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::Router;
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use axum::routing::get;
+//! use session_core::{MemoryCache, MemoryStore, SessionService};
+//! use session_http::{ApiKeys, ApiState};
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let service =
+//!     SessionService::builder(Arc::new(MemoryStore::new()), Arc::new(MemoryCache::new())).build();
+//! // Warms the cache (and follows a change log, given one) for ever.
+//! tokio::spawn({
+//!     let service = service.clone();
+//!     async move { service.keep_in_sync().await }
+//! });
+//!
+//! let state = ApiState::builder(service)
+//!     .api_keys(ApiKeys::new(["admin-key-0123456789"])?)
+//!     .build();
+//! let app = Router::new()
+//!     .route("/", get(|| async { "the host's own page" }))
+//!     .fallback_service(session_http::router(state));
+//!
+//! let answer = |path: &str| {
+//!     let request = Request::get(path).body(Body::empty()).unwrap();
+//!     app.clone().oneshot(request)
+//! };
+//! assert_eq!(answer("/healthz").await?.status(), StatusCode::OK);
+//! let session = "/v1/sessions/019ab5d2-0000-7000-8000-000000000000";
+//! assert_eq!(answer(session).await?.status(), StatusCode::UNAUTHORIZED, "no API key");
+//! assert_eq!(answer("/").await?.status(), StatusCode::OK, "the host's own route");
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 mod cursor;
@@ -14,29 +76,31 @@ mod metrics;
 mod openapi;
 mod request_metrics;
 mod sessions;
+mod state;
+mod store_metrics;
 mod wrap;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{any, get, post};
-use session_core::SessionService;
 use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
-pub use error::{ApiError, ErrorCode, MAX_BODY_BYTES};
+pub use error::{ErrorCode, MAX_BODY_BYTES};
 pub use forward_auth::{
     DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
     InvalidForwardAuth, SESSION_TOKEN_HEADER,
 };
 pub use health::STORE_CHECK_INTERVAL;
-pub use metrics::Metrics;
+/// The metrics library `/metrics` is built on, so a host registers its own
+/// metrics (see [`ApiStateBuilder::register_metrics`]) with the same version.
+pub use prometheus_client;
+pub use state::{ApiState, ApiStateBuilder};
+pub use store_metrics::{PoolReader, PoolUse, StoreMetrics};
+
+use error::ApiError;
 use openapi::LayerAnswers;
 use wrap::{CheckLayer, RequestLayer};
-
-use crate::store_metrics::StoreMetrics;
 
 /// Every route template, for metric and span labels.
 const ROUTES: &[&str] = &[
@@ -59,89 +123,6 @@ const FORWARD_AUTH: &str = "/v1/forward-auth";
 const FORWARD_AUTH_SLASH: &str = "/v1/forward-auth/";
 const FORWARD_AUTH_BELOW: &str = "/v1/forward-auth/{*path}";
 
-/// What every handler can reach: the service, the API keys, the
-/// forward-auth settings and the metrics.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<StateInner>,
-}
-
-struct StateInner {
-    service: SessionService,
-    api_keys: ApiKeys,
-    forward_auth: ForwardAuth,
-    metrics: Metrics,
-    readiness_timeout: Duration,
-    store_probe: health::StoreProbe,
-}
-
-impl AppState {
-    /// State over a service, with the default forward-auth settings. The
-    /// service's cache need not be warm yet.
-    #[must_use]
-    pub fn new(service: SessionService, api_keys: ApiKeys) -> Self {
-        Self::with_forward_auth(service, api_keys, ForwardAuth::default())
-    }
-
-    /// State over a service, with the given forward-auth settings.
-    #[must_use]
-    pub fn with_forward_auth(
-        service: SessionService,
-        api_keys: ApiKeys,
-        forward_auth: ForwardAuth,
-    ) -> Self {
-        Self::with_store_metrics(service, api_keys, forward_auth, &StoreMetrics::default())
-    }
-
-    /// State over a service whose store (and change log) `store` wraps, so
-    /// `/metrics` shows its calls and pools.
-    #[must_use]
-    pub fn with_store_metrics(
-        service: SessionService,
-        api_keys: ApiKeys,
-        forward_auth: ForwardAuth,
-        store: &StoreMetrics,
-    ) -> Self {
-        Self {
-            inner: Arc::new(StateInner {
-                metrics: Metrics::new(service.clone(), store),
-                service,
-                api_keys,
-                forward_auth,
-                readiness_timeout: Duration::from_secs(2),
-                store_probe: health::StoreProbe::default(),
-            }),
-        }
-    }
-
-    /// The session service.
-    #[must_use]
-    pub fn service(&self) -> &SessionService {
-        &self.inner.service
-    }
-
-    /// The service's metrics.
-    #[must_use]
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    fn api_keys(&self) -> &ApiKeys {
-        &self.inner.api_keys
-    }
-
-    fn forward_auth(&self) -> &ForwardAuth {
-        &self.inner.forward_auth
-    }
-
-    /// Resolves a token. session-core counts its outcome (see
-    /// `SessionService::resolve_counts`), and store calls are counted by the
-    /// store's decorator, so nothing is counted here.
-    async fn resolve(&self, token: &str) -> Result<Arc<session_core::Session>, ApiError> {
-        Ok(self.service().resolve(token).await?)
-    }
-}
-
 /// The OpenAPI document of the API, generated from the handlers and types.
 #[derive(OpenApi)]
 #[openapi(
@@ -162,7 +143,15 @@ impl AppState {
     ),
     modifiers(&BearerAuth, &LayerAnswers),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
+
+/// The OpenAPI document of the API, as `/openapi.json` serves it:
+/// generated from the handlers and request types, with the answers of the
+/// layers around every route (401, 413, 415, 421, 500, 503).
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
 
 struct BearerAuth;
 
@@ -177,8 +166,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole API as an axum router.
-pub fn router(state: AppState) -> Router {
+/// The whole API as an axum router, over `state`: every route, a JSON 404
+/// and 405 for the rest, and the layers around them.
+pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/sessions", post(sessions::create_session))
         .route("/v1/sessions/resolve", post(sessions::resolve_session))
@@ -192,7 +182,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(CheckLayer::new(state.clone(), auth::require_api_key));
     // Rendered once: the document never changes while the process runs.
-    let openapi = axum::body::Bytes::from(ApiDoc::openapi().to_pretty_json().unwrap_or_default());
+    let openapi = axum::body::Bytes::from(openapi().to_pretty_json().unwrap_or_default());
 
     Router::new()
         .merge(v1)

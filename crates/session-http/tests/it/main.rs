@@ -1,0 +1,8 @@
+//! session-http's tests: the router in process, through
+//! `tower::ServiceExt::oneshot`, over session-core's memory store and
+//! cache. No socket, no database, no binary.
+
+mod forward_auth;
+mod logs;
+mod router;
+mod store_metrics;
