@@ -30,7 +30,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Which log lines to write, in `tracing` filter syntax (for example
-    /// `info`, or `warn,session_app=info`).
+    /// `info`, or `warn,session_http=info` for request lines).
     #[arg(long, env = "SESSION_LOG", default_value = "info", global = true)]
     pub log: String,
 
