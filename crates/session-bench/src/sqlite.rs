@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use session_core::TokenHash;
+use session_core::token::TokenHash;
 
 diesel::table! {
     /// The store's table, as its migrations create it.

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
 
-use session_core::{LogLag, SessionService};
+use session_core::SessionService;
+use session_core::status::ChangeLogLag;
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
@@ -65,7 +66,7 @@ pub(crate) struct LogCheck {
 }
 
 impl LogCheck {
-    fn new(lag: LogLag) -> Self {
+    fn new(lag: ChangeLogLag) -> Self {
         let millis =
             |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self {
@@ -142,14 +143,12 @@ impl StoreProbe {
         {
             return health;
         }
-        let health = match tokio::time::timeout(timeout, service.readiness()).await {
-            Ok(readiness) => match readiness.store {
-                Ok(()) => StoreHealth::Ok,
-                Err(err) => {
-                    tracing::warn!(error = %err, "readiness: the store health check failed");
-                    StoreHealth::Unavailable
-                }
-            },
+        let health = match tokio::time::timeout(timeout, service.check_store()).await {
+            Ok(Ok(())) => StoreHealth::Ok,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: the store health check failed");
+                StoreHealth::Unavailable
+            }
             Err(_) => {
                 tracing::warn!(?timeout, "readiness: the store health check timed out");
                 StoreHealth::Timeout
@@ -175,16 +174,16 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         .store_probe
         .health(service, state.inner.readiness_timeout)
         .await;
-    let cache_warm = service.is_warm();
-    let log = service.change_log_lag();
-    let ready =
-        cache_warm && matches!(store, StoreHealth::Ok) && log.is_none_or(|lag| lag.within_bound());
+    let status = service.status();
+    let cache_warm = status.cache_warm;
+    let log = status.change_log;
+    let ready = status.cache_ready() && matches!(store, StoreHealth::Ok);
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
             cache: CacheCheck {
                 status: if cache_warm { "ok" } else { "warming" },
-                sessions: service.cached_sessions(),
+                sessions: status.cached_sessions,
             },
             store: store.check(),
             change_log: log.map(LogCheck::new),

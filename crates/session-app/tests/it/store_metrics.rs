@@ -9,11 +9,11 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use session_app::http::{ApiKeys, AppState, ForwardAuth, router};
 use session_app::store_metrics::StoreMetrics;
+use session_core::memory::MemoryStore;
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition};
+use session_core::port::store::{SeenAt, SessionStore, StoreDecorator};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    ChangeLog, ChangeLogDecorator, ListScope, LogPosition, MemoryCache, MemoryStore, PageRequest,
-    SeenAt, SessionService, SessionStore, StoreDecorator,
-};
+use session_core::{ListScope, MemoryCache, PageRequest, SessionService};
 use tower::ServiceExt;
 
 /// A memory store and its change log through [`StoreMetrics`], as
@@ -55,7 +55,7 @@ mod store {
 }
 
 mod change_log {
-    session_core::feed_contract_tests!(super::measured_memory());
+    session_core::change_log_contract_tests!(super::measured_memory());
 }
 
 /// One call of each port method is counted once, under the method's own

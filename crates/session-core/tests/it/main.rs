@@ -1,7 +1,7 @@
 //! session-core's integration tests: one binary, one module per subject.
 
+mod change_log;
 mod contract;
-mod feed;
 mod gated;
 mod last_seen;
 mod metadata;
