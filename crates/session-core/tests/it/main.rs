@@ -1,5 +1,6 @@
 //! session-core's integration tests: one binary, one module per subject.
 
+mod background;
 mod change_log;
 mod contract;
 mod gated;
