@@ -167,7 +167,7 @@ impl SessionService {
 
     /// Reads the change log from the cursor to its end and applies what it
     /// finds. `Ok(false)` when the change log no longer covers the cursor.
-    #[tracing::instrument(name = "session.feed.poll", skip_all)]
+    #[tracing::instrument(name = "session.change_log.poll", skip_all)]
     async fn catch_up(&self, log: &dyn ChangeLog, cursor: &mut Cursor) -> Result<bool, Error> {
         let inner = &self.inner;
         let started = inner.clock.monotonic();
