@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use crate::port::store::StoreError;
 
-/// A snapshot of the service's state and counters, cheap to read.
+/// A snapshot of the service's state and counters, cheap to read. Only the
+/// service makes one, so fields can be added without breaking readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceStatus {
     /// Whether a warm has completed, so resolves are authoritative.
     pub cache_warm: bool,
