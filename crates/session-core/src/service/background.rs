@@ -15,10 +15,11 @@ use super::{Error, SessionService};
 /// The service's background tasks, running until [`shutdown`](Self::shutdown)
 /// or until this guard is dropped.
 ///
-/// Dropping it aborts every task at once, as a dropped
-/// [`JoinSet`] does: no task outlives its owner, so a test or a host that
-/// forgets to stop them does not leave a follower reading the change log for
-/// ever. Marks not yet flushed are then lost, as in a crash; call
+/// Dropping it aborts every task at once, as a dropped [`JoinSet`] does: no
+/// task outlives its owner, so a test or a host that forgets to stop them
+/// does not leave a follower reading the change log for ever. Last-seen
+/// marks not yet written then stay queued in the service, written only by
+/// an explicit [`flush_last_seen`](SessionService::flush_last_seen); call
 /// [`shutdown`](Self::shutdown) to stop cleanly.
 #[derive(Debug)]
 #[must_use = "dropping the guard stops the service's background tasks at once"]
@@ -44,7 +45,9 @@ impl BackgroundTasks {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] if the final flush failed; its marks are lost.
+    /// [`Error::Store`] if the final flush failed: its marks stay queued,
+    /// written only by another
+    /// [`flush_last_seen`](SessionService::flush_last_seen).
     pub async fn shutdown(mut self) -> Result<usize, Error> {
         self.cache.abort();
         if let Some(stop) = self.stop_last_seen.take() {
