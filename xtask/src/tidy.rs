@@ -57,7 +57,7 @@ pub(crate) fn tidy(root: &Path, target_dir: &Path, tools_dir: &Path) -> Result<(
             "it",
             "--",
             "--exact",
-            "feed::the_documented_grants_are_enough_to_serve",
+            "change_log::the_documented_grants_are_enough_to_serve",
         ],
     )
     .context("the grants docs/ARCHITECTURE.md states are not enough to serve")?;

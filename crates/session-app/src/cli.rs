@@ -268,7 +268,7 @@ impl ForwardAuthArgs {
     }
 }
 
-/// Which [`SessionCache`](session_core::SessionCache) adapter the service uses.
+/// Which [`SessionCache`](session_core::port::cache::SessionCache) adapter the service uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheKind {
     /// session-core's `MemoryCache`: a sharded `RwLock<HashMap>`.

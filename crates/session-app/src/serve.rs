@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::MokaSessionCache;
-use session_core::{LastSeenSettings, MemoryCache, MissPolicy, SessionCache, SessionService};
+use session_core::config::{LastSeenSettings, MissPolicy};
+use session_core::port::cache::SessionCache;
+use session_core::{MemoryCache, SessionService};
 use session_http::{ApiKeys, ApiState, StoreMetrics};
 use tokio::net::TcpListener;
 
@@ -109,16 +111,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "listening; warming the session cache"
     );
 
-    // Warms (retrying with backoff), and with a change log keeps following it.
-    tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_in_sync().await }
-    });
-    // With --last-seen, writes the marks resolves make; returns at once without.
-    tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_last_seen().await }
-    });
+    // Warms (retrying with backoff), and with a change log keeps following
+    // it; with --last-seen, writes the marks resolves make.
+    let tasks = service.start();
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let server = connections::serve(listener, app, limits, connection_metrics, async move {
@@ -137,18 +132,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         } => tracing::warn!(?deadline, "in-flight requests did not finish in time; exiting"),
     }
-    if args.last_seen {
-        // The marks since the last flush, within the same bound again.
-        match tokio::time::timeout(deadline, service.flush_last_seen()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "could not record when sessions were last seen at shutdown")
-            }
-            Err(_) => tracing::warn!(
-                ?deadline,
-                "recording when sessions were last seen took too long at shutdown"
-            ),
+    // Stops the background tasks, then (with --last-seen) records the marks
+    // since the last flush, within the same bound again.
+    match tokio::time::timeout(deadline, tasks.shutdown()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not record when sessions were last seen at shutdown")
         }
+        Err(_) => tracing::warn!(
+            ?deadline,
+            "recording when sessions were last seen took too long at shutdown"
+        ),
     }
     // Dropping the service closes the store's connections.
     drop(service);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use session_core::{ChangeLog, SessionStore};
+use session_core::port::change_log::ChangeLog;
+use session_core::port::store::SessionStore;
 use session_http::{PoolReader, PoolUse};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};

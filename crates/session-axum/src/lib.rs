@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
-use session_core::{Error, Session, SessionService, StoreError};
+use session_core::{Error, Session, SessionService};
 
 pub use crate::cookie::{DEFAULT_COOKIE_NAME, MAX_COOKIE_AGE_SECS, SessionCookie};
 pub use crate::credentials::{
@@ -213,7 +213,7 @@ fn kind_of(error: &Error) -> RejectionKind {
         Error::InvalidToken => RejectionKind::InvalidToken,
         Error::NotReady => RejectionKind::NotReady,
         Error::Busy => RejectionKind::Busy,
-        Error::Store(StoreError::Unavailable(_)) => RejectionKind::StoreUnavailable,
+        error if error.is_store_unavailable() => RejectionKind::StoreUnavailable,
         _ => RejectionKind::StoreFailed,
     }
 }

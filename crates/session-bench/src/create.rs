@@ -16,11 +16,10 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use session_core::{AccountId, ClientMetadata, MemoryCache, SessionService};
+use session_core::{AccountId, BackgroundTasks, ClientMetadata, MemoryCache, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::SqliteSessionStore;
 use session_test_postgres::{TestDatabase, TestServer};
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 use crate::Context;
@@ -30,7 +29,7 @@ use crate::report::{Figure, Section, Target, Unit};
 /// Other instances following the change log while the writers create.
 const FOLLOWERS: usize = 2;
 /// The issue's target: followers may cost writers at most 10%.
-const FEED_TARGET: f64 = 0.90;
+const FOLLOWERS_TARGET: f64 = 0.90;
 /// The series of the wake-ups each follower received a second.
 const WAKE_UPS: &str = "follower wake-ups a second";
 
@@ -77,10 +76,11 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     );
     section.note(format!(
         "Followers on: {FOLLOWERS} more in-process `SessionService`s over stores of their \
-         own, following the log with keep_in_sync (as other instances would; they share the \
+         own, each following the change log with its background tasks (as other instances \
+         would; they share the \
          cores with the writers, as on one machine); off: none. `÷ followers off` is the \
          median per-round ratio to the same writers with followers off; the target is \
-         the issue's, ≥ {FEED_TARGET:.2}. `not listening`: the followers run with \
+         the issue's, ≥ {FOLLOWERS_TARGET:.2}. `not listening`: the followers run with \
          `PgConfig::wake_ups(false)`, reading the log every 500 ms."
     ));
     section.note(
@@ -89,7 +89,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          by its migrated definition plus a PERFORM pg_notify, as the triggers did before; \
          its floor is the direct INSERT under the same trigger; `÷ as migrated` compares \
          each to the same subject with the migrated trigger. `nobody listening`: the \
-         floor's INSERT with that NOTIFY while the writing service's keep_in_sync is \
+         floor's INSERT with that NOTIFY while the writing service's background tasks are \
          stopped, so no connection listens: what sending NOTIFY costs a commit with no \
          listener to signal.",
     );
@@ -172,7 +172,7 @@ fn postgres_rows(
             )
             .target((targets && first).then(|| Target::ratio_at_least(off, 0.70))),
     );
-    let feed = measured.ratio(ON, OFF);
+    let with_followers = measured.ratio(ON, OFF);
     section.rows.push(
         measured
             .throughput_row(
@@ -180,7 +180,9 @@ fn postgres_rows(
                 ON,
                 FLOOR,
             )
-            .target(targets.then(|| Target::relative_at_least(feed, FEED_TARGET, "followers off")))
+            .target(targets.then(|| {
+                Target::relative_at_least(with_followers, FOLLOWERS_TARGET, "followers off")
+            }))
             .detail("÷ followers off", relative(ON, OFF))
             .detail(
                 "wake-ups per follower",
@@ -311,9 +313,10 @@ struct Bench {
     trigger: Trigger,
     /// The writing service: as session-app runs, it follows the log too.
     service: SessionService,
-    /// The writing service's keep_in_sync; stopped while nobody may listen.
-    following: Option<JoinHandle<()>>,
-    followers: Vec<(SessionService, JoinHandle<()>)>,
+    /// The writing service's background tasks, which follow the change
+    /// log; stopped while nobody may listen.
+    following: Option<BackgroundTasks>,
+    followers: Vec<(SessionService, BackgroundTasks)>,
 }
 
 impl Bench {
@@ -326,7 +329,7 @@ impl Bench {
         let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
             .change_log(store)
             .build();
-        let following = Some(follow(&service));
+        let following = Some(service.start());
         ready(&service, "the writing service").await?;
         Ok(Self {
             url: url.to_owned(),
@@ -355,13 +358,13 @@ impl Bench {
             until_nobody_listens(&self.admin).await?;
         } else {
             if self.following.is_none() {
-                self.following = Some(follow(&self.service));
+                self.following = Some(self.service.start());
             }
             // The writer loads everything again (an empty table) before the round.
             session_test_process::until_async(
                 "the writing service empties its cache",
                 Duration::from_secs(60),
-                async || self.service.cached_sessions() == 0,
+                async || self.service.status().cached_sessions == 0,
             )
             .await?;
             ready(&self.service, "the writing service").await?;
@@ -382,7 +385,7 @@ impl Bench {
             let follower = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
                 .change_log(store)
                 .build();
-            let following = follow(&follower);
+            let following = follower.start();
             self.followers.push((follower, following));
         }
         for (follower, _) in &self.followers {
@@ -395,9 +398,9 @@ impl Bench {
     /// and, when woken by each commit, applied what the writers created.
     fn check_followers(&self, subject: &str) -> anyhow::Result<()> {
         for (follower, _) in &self.followers {
-            let stats = follower.sync_stats();
+            let stats = follower.status().change_log_stats;
             anyhow::ensure!(
-                stats.resyncs == 0 && (subject != subject::ON || stats.changes_applied > 0),
+                stats.read_failures == 0 && (subject != subject::ON || stats.changes_applied > 0),
                 "a follower did not follow the writers ({subject}): {stats:?}"
             );
         }
@@ -409,20 +412,9 @@ impl Bench {
         let total: u64 = self
             .followers
             .iter()
-            .map(|(follower, _)| follower.sync_stats().wake_ups)
+            .map(|(follower, _)| follower.status().change_log_stats.wake_ups)
             .sum();
         total as f64 / self.followers.len().max(1) as f64
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        if let Some(following) = &self.following {
-            following.abort();
-        }
-        for (_, following) in &self.followers {
-            following.abort();
-        }
     }
 }
 
@@ -503,16 +495,11 @@ async fn empty_tables(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spawns `service`'s keep_in_sync.
-fn follow(service: &SessionService) -> JoinHandle<()> {
-    let service = service.clone();
-    tokio::spawn(async move { service.keep_in_sync().await })
-}
-
-/// Stops a keep_in_sync, closing its connections (the listening one too).
-async fn stop(following: JoinHandle<()>) {
-    following.abort();
-    let _ = following.await;
+/// Stops a service's background tasks and waits until they have ended,
+/// closing their connections (the listening one too).
+async fn stop(following: BackgroundTasks) {
+    // Nothing to flush: last-seen activity is off.
+    let _ = following.shutdown().await;
 }
 
 /// Waits until no connection of the database listens for the change log's
@@ -542,7 +529,7 @@ async fn until_nobody_listens(admin: &tokio_postgres::Client) -> anyhow::Result<
 
 async fn ready(service: &SessionService, who: &str) -> anyhow::Result<()> {
     let began = Instant::now();
-    while !service.readiness().await.is_ready() {
+    while !(service.status().cache_ready() && service.check_store().await.is_ok()) {
         anyhow::ensure!(
             began.elapsed() < Duration::from_secs(60),
             "{who} did not follow the change log within a minute"

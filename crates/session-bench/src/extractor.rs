@@ -22,9 +22,10 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{HeaderName, HeaderValue, Request, header};
 use session_axum::{CurrentSession, SessionAuth};
+use session_core::memory::MemoryStore;
+use session_core::port::cache::SessionCache;
 use session_core::{
-    AccountId, ClientMetadata, MemoryCache, MemoryStore, Session, SessionCache, SessionId,
-    SessionService, SessionToken,
+    AccountId, ClientMetadata, MemoryCache, Session, SessionId, SessionService, SessionToken,
 };
 use tower::Service as _;
 

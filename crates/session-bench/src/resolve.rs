@@ -20,7 +20,7 @@
 //! steady state's worst minute). The queue is flushed between rounds,
 //! outside the timing.
 //!
-//! `resolve` is an `async fn` that never suspends without a change feed; a
+//! `resolve` is an `async fn` that never suspends without a change log; a
 //! whole batch of calls runs inside one `block_on` of a current-thread Tokio
 //! runtime, so the figure is the call itself, not a runtime's scheduling.
 
@@ -30,9 +30,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use session_cache_moka::MokaSessionCache;
+use session_core::config::LastSeenSettings;
+use session_core::memory::MemoryStore;
+use session_core::port::cache::SessionCache;
+use session_core::port::clock::ManualClock;
+use session_core::token::{TOKEN_LEN, TokenHash};
 use session_core::{
-    AccountId, ClientMetadata, LastSeenSettings, ManualClock, MemoryCache, MemoryStore, Session,
-    SessionCache, SessionId, SessionService, SessionToken, TOKEN_LEN, TokenHash,
+    AccountId, ClientMetadata, MemoryCache, Session, SessionId, SessionService, SessionToken,
 };
 use sha2::{Digest, Sha256};
 

@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use session_core::{
-    ChangeLog, ChangeLogDecorator, LogPosition, LogRead, MemoryCache, RevokeOutcome, SessionId,
-    SessionService, SessionStore, StoreError,
-};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition, LogRead};
+use session_core::port::store::{RevokeOutcome, SessionStore, StoreError};
+use session_core::{MemoryCache, SessionId, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -75,10 +74,7 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
     let follower = SessionService::builder(follower_store, Arc::new(MemoryCache::new()))
         .change_log(log.clone())
         .build();
-    let following = tokio::spawn({
-        let follower = follower.clone();
-        async move { follower.keep_in_sync().await }
-    });
+    let following = follower.start();
     until_ready(&follower, plan.sessions, "of starting").await?;
 
     eprintln!(
@@ -91,13 +87,14 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
     let revoking = cut_at.elapsed();
     tokio::time::sleep(plan.cut_for.saturating_sub(revoking)).await;
     let lagging = !follower
-        .change_log_lag()
+        .status()
+        .change_log
         .is_some_and(|lag| lag.within_bound());
     let remaining = plan.sessions - plan.revoked;
     anyhow::ensure!(
-        follower.cached_sessions() == plan.sessions,
+        follower.status().cached_sessions == plan.sessions,
         "the follower applied revocations while cut off: it holds {} sessions",
-        follower.cached_sessions()
+        follower.status().cached_sessions
     );
     proxy.restore();
     let restored_at = Instant::now();
@@ -106,7 +103,7 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
     let resumed_at = log
         .resumed_at()
         .context("no read of the log succeeded after the network came back")?;
-    let stats = follower.sync_stats();
+    let stats = follower.status().change_log_stats;
     if stats.full_loads != 1 {
         bail!(
             "the follower loaded every session again instead of resuming: {} full loads",
@@ -114,10 +111,11 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
         );
     }
     let first_load = follower
-        .last_warm()
+        .status()
+        .last_warm
         .context("the follower reports no warm")?
         .elapsed;
-    following.abort();
+    drop(following);
     drop(follower);
 
     eprintln!("  resume: the floor, a fresh service warming through the same proxy");
@@ -162,7 +160,8 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
         revoking
     ));
     section.note(
-        "Ready: `readiness()` is ready (store reachable, lag within the 2 s bound) and the \
+        "Ready: `status().cache_ready()` and `check_store()` (store reachable, lag within the \
+         2 s bound) and the \
          cache holds exactly the sessions still active, polled every millisecond. The \
          follower retries a failed read after 250 ms, doubling to 5 s, so after a long cut \
          it finds the network back only at its next retry: the first row includes that \
@@ -173,7 +172,7 @@ async fn measure(url: &str, plan: &Plan) -> anyhow::Result<Vec<Section>> {
          retried from the same position; {} past its staleness bound when the network came \
          back. Its first load of all {} took {:.2?}.",
         stats.full_loads,
-        stats.resyncs,
+        stats.read_failures,
         if lagging { "it was" } else { "it was not yet" },
         sessions_label(plan.sessions),
         first_load
@@ -217,14 +216,17 @@ async fn until_ready(
     let began = Instant::now();
     loop {
         // The count first: readiness costs a round trip to the database.
-        if follower.cached_sessions() == sessions && follower.readiness().await.is_ready() {
+        if follower.status().cached_sessions == sessions
+            && follower.status().cache_ready()
+            && follower.check_store().await.is_ok()
+        {
             return Ok(Instant::now());
         }
         if began.elapsed() >= GIVE_UP {
             bail!(
                 "the follower was not ready with {sessions} sessions within {GIVE_UP:?} {what} \
                  (it holds {})",
-                follower.cached_sessions()
+                follower.status().cached_sessions
             );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use session_core::TokenHash;
+use session_core::token::TokenHash;
 use session_sqlite::sessions;
 
 /// A row as the store inserts it: every column bound, so the statement is

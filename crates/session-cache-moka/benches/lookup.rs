@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use moka::policy::EvictionPolicy;
 use session_cache_moka::MokaSessionCache;
+use session_core::port::cache::SessionCache;
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{MemoryCache, Session, SessionCache, SessionToken, TokenHash, TokenHashState};
+use session_core::token::{TokenHash, TokenHashState};
+use session_core::{MemoryCache, Session, SessionToken};
 
 /// Miss keys are cycled from a sample this large: a miss touches only the
 /// probed bucket, so more keys would only lengthen setup.

@@ -20,8 +20,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use session_cache_moka::MokaSessionCache;
+use session_core::port::cache::SessionCache;
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{MemoryCache, Session, SessionCache};
+use session_core::{MemoryCache, Session};
 
 /// Set in a child process: which cache to measure.
 const SUBJECT_ENV: &str = "SESSION_MEMORY_BENCH_SUBJECT";

@@ -38,7 +38,9 @@ use std::{fmt, thread};
 use arc_swap::ArcSwap;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
-use session_core::{PreparedContents, Session, SessionCache, TokenHash, TokenHashState};
+use session_core::Session;
+use session_core::port::cache::{PreparedContents, SessionCache};
+use session_core::token::{TokenHash, TokenHashState};
 
 /// A [`SessionCache`] on `moka::sync::Cache`, keyed by token hash, evicting
 /// nothing, whose contents are replaced whole and atomically on each warm.

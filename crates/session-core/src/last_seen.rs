@@ -3,7 +3,7 @@
 //! syscall, and written to the store in batches by a background flush.
 //!
 //! The resolve path reads the current minute from an atomic (the flush
-//! refreshes it from the [`Clock`](crate::Clock), so no clock is read per
+//! refreshes it from the [`Clock`](crate::port::clock::Clock), so no clock is read per
 //! resolve) and checks one slot of a fixed table of atomics, indexed by bits
 //! of the session id, that remembers "this session was marked in minute M".
 //! Only a session not yet marked this minute pushes `(id, minute)` into a
@@ -16,55 +16,18 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::config::LastSeenSettings;
+use crate::port::store::{LAST_SEEN_MAX_BATCH as MAX_BATCH, SeenAt};
 use crate::session::SessionId;
-use crate::store::SeenAt;
+use crate::status::LastSeenStats;
 
 /// Slots in the table of marks made this minute: as many as the queue holds
 /// marks, rounded up to a power of two, within these bounds (32 KiB to 8 MiB).
 const MIN_SLOTS: usize = 1 << 12;
 const MAX_SLOTS: usize = 1 << 20;
-
-/// The most marks one store call carries: one statement each, well under
-/// SQLite's 32,766 bound parameters and PostgreSQL's message sizes.
-pub const MAX_BATCH: usize = 4096;
-
-/// How last-seen activity is kept, when it is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastSeenSettings {
-    /// Marks waiting for the next flush at most; beyond it, marks are
-    /// dropped and counted (default 65,536: about 1.5 MiB).
-    pub queue_capacity: usize,
-    /// How often [`SessionService::keep_last_seen`](crate::SessionService::keep_last_seen)
-    /// writes the queued marks (default 10 s). The current minute is
-    /// refreshed every second regardless.
-    pub flush_interval: Duration,
-}
-
-impl Default for LastSeenSettings {
-    fn default() -> Self {
-        Self {
-            queue_capacity: 65_536,
-            flush_interval: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Counters of last-seen activity, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LastSeenStats {
-    /// Marks written to the store by successful flushes (after merging marks
-    /// of the same session).
-    pub flushed: u64,
-    /// Marks lost: the queue was full, or a batch kept after failed flushes
-    /// outgrew the queue's capacity.
-    pub dropped: u64,
-    /// Flushes whose store call failed; their batch is kept for the next.
-    pub flush_failures: u64,
-}
 
 /// The marks of one service: the resolve-side table and queue, and the
 /// flush-side batch kept after a failure.

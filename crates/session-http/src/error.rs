@@ -17,7 +17,8 @@ use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use session_core::{StoreError, ValidationError};
+use session_core::port::store::StoreError;
+use session_core::validation::ValidationError;
 use utoipa::ToSchema;
 
 /// An API failure: a stable machine-readable code, which decides the status,

@@ -6,7 +6,8 @@
 //! `Deserialize` impls and their conversions into domain values.
 
 use axum::http::Uri;
-use session_core::{AccountId, SessionId, TokenHash};
+use session_core::token::TokenHash;
+use session_core::{AccountId, SessionId};
 
 use crate::error::ErrorCode;
 use crate::input::{parse_json, parse_query, path_id};

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
 
-use session_core::{LogLag, SessionService};
+use session_core::SessionService;
+use session_core::status::ChangeLogLag;
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
@@ -65,7 +66,7 @@ pub(crate) struct LogCheck {
 }
 
 impl LogCheck {
-    fn new(lag: LogLag) -> Self {
+    fn new(lag: ChangeLogLag) -> Self {
         let millis =
             |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self {
@@ -114,21 +115,6 @@ enum StoreHealth {
 }
 
 impl StoreHealth {
-    /// The check as session-core's [`Readiness`](session_core::Readiness)
-    /// holds it. The error text is this check's own: the store's message was
-    /// logged when the check ran, and its probe shares only what it found.
-    fn result(self) -> Result<(), session_core::StoreError> {
-        match self {
-            Self::Ok => Ok(()),
-            Self::Unavailable => Err(session_core::StoreError::Unavailable(
-                "the store health check failed".into(),
-            )),
-            Self::Timeout => Err(session_core::StoreError::Unavailable(
-                "the store health check timed out".into(),
-            )),
-        }
-    }
-
     fn check(self) -> StoreCheck {
         let (status, reason) = match self {
             Self::Ok => ("ok", None),
@@ -157,14 +143,12 @@ impl StoreProbe {
         {
             return health;
         }
-        let health = match tokio::time::timeout(timeout, service.readiness()).await {
-            Ok(readiness) => match readiness.store {
-                Ok(()) => StoreHealth::Ok,
-                Err(err) => {
-                    tracing::warn!(error = %err, "readiness: the store health check failed");
-                    StoreHealth::Unavailable
-                }
-            },
+        let health = match tokio::time::timeout(timeout, service.check_store()).await {
+            Ok(Ok(())) => StoreHealth::Ok,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: the store health check failed");
+                StoreHealth::Unavailable
+            }
             Err(_) => {
                 tracing::warn!(?timeout, "readiness: the store health check timed out");
                 StoreHealth::Timeout
@@ -187,27 +171,20 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     let service = state.service();
     let (probe, timeout) = state.store_probe();
     let store = probe.health(service, timeout).await;
-    // session-core's checks and its rule (`Readiness::is_ready`), with the
-    // store's check from the shared probe instead of a round trip per probe.
-    let readiness = session_core::Readiness {
-        cache_warm: service.is_warm(),
-        store: store.result(),
-        change_log: service.change_log_lag(),
-    };
-    let ready = readiness.is_ready();
+    // session-core's rule: the cache's part (`ServiceStatus::cache_ready`)
+    // and the store's check, here from the shared probe instead of a round
+    // trip per probe.
+    let status = service.status();
+    let ready = status.cache_ready() && matches!(store, StoreHealth::Ok);
     let body = ReadinessBody {
         status: if ready { "ready" } else { "not_ready" },
         checks: Checks {
             cache: CacheCheck {
-                status: if readiness.cache_warm {
-                    "ok"
-                } else {
-                    "warming"
-                },
-                sessions: service.cached_sessions(),
+                status: if status.cache_warm { "ok" } else { "warming" },
+                sessions: status.cached_sessions,
             },
             store: store.check(),
-            change_log: readiness.change_log.map(LogCheck::new),
+            change_log: status.change_log.map(LogCheck::new),
         },
     };
     let status = if ready {

@@ -29,7 +29,8 @@
 //! use axum::body::Body;
 //! use axum::http::{Request, StatusCode};
 //! use axum::routing::get;
-//! use session_core::{MemoryCache, MemoryStore, SessionService};
+//! use session_core::memory::MemoryStore;
+//! use session_core::{MemoryCache, SessionService};
 //! use session_http::{ApiKeys, ApiState};
 //! use tower::ServiceExt as _;
 //!
@@ -37,11 +38,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let service =
 //!     SessionService::builder(Arc::new(MemoryStore::new()), Arc::new(MemoryCache::new())).build();
-//! // Warms the cache (and follows a change log, given one) for ever.
-//! tokio::spawn({
-//!     let service = service.clone();
-//!     async move { service.keep_in_sync().await }
-//! });
+//! // Warms the cache (and follows a change log, given one) while held.
+//! let background = service.start();
 //!
 //! let state = ApiState::builder(service)
 //!     .api_keys(ApiKeys::new(["admin-key-0123456789"])?)
@@ -58,6 +56,7 @@
 //! let session = "/v1/sessions/019ab5d2-0000-7000-8000-000000000000";
 //! assert_eq!(answer(session).await?.status(), StatusCode::UNAUTHORIZED, "no API key");
 //! assert_eq!(answer("/").await?.status(), StatusCode::OK, "the host's own route");
+//! background.shutdown().await?;
 //! # Ok(())
 //! # }
 //! ```

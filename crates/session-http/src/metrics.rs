@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
+use session_core::status::ResolveCounts;
 
 use crate::request_metrics::{self, RequestDurations};
 use crate::store_metrics::StoreMetrics;
@@ -158,22 +159,23 @@ struct ServiceCollector(SessionService);
 
 impl Collector for ServiceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let service = &self.0;
-        let cached = i64::try_from(service.cached_sessions()).unwrap_or(i64::MAX);
+        // One snapshot, so the families of a scrape agree with each other.
+        let status = self.0.status();
+        let cached = i64::try_from(status.cached_sessions).unwrap_or(i64::MAX);
         gauge(
             &mut encoder,
             "cache_sessions",
             "Active sessions in the cache",
             cached,
         )?;
-        let warm = i64::from(service.is_warm());
+        let warm = i64::from(status.cache_warm);
         gauge(
             &mut encoder,
             "cache_warm",
             "1 once the cache has completed a warm",
             warm,
         )?;
-        if let Some(report) = service.last_warm() {
+        if let Some(report) = status.last_warm {
             let seconds = ConstGauge::new(report.elapsed.as_secs_f64());
             let metric = encoder.encode_descriptor(
                 "cache_warm_duration_seconds",
@@ -183,7 +185,7 @@ impl Collector for ServiceCollector {
             )?;
             seconds.encode(metric)?;
         }
-        if let Some(lag) = service.change_log_lag() {
+        if let Some(lag) = status.change_log {
             // Before the first complete read the lag is unknown: reported as
             // +Inf, which any alert on a bound fires on.
             let seconds = ConstGauge::new(lag.lag.map_or(f64::INFINITY, |lag| lag.as_secs_f64()));
@@ -204,8 +206,8 @@ impl Collector for ServiceCollector {
             )?;
             bound.encode(metric)?;
         }
-        resolves(&mut encoder, service)?;
-        let stats = service.sync_stats();
+        resolves(&mut encoder, &status.resolves)?;
+        let stats = status.change_log_stats;
         for (name, help, value) in [
             (
                 "change_log_changes",
@@ -215,7 +217,7 @@ impl Collector for ServiceCollector {
             (
                 "change_log_read_failures",
                 "Reads of the change log that failed and were retried from the same position",
-                stats.resyncs,
+                stats.read_failures,
             ),
             (
                 "cache_full_loads",
@@ -254,7 +256,7 @@ impl Collector for ServiceCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
-        if let Some(seen) = service.last_seen_stats() {
+        if let Some(seen) = status.last_seen {
             for (name, help, value) in [
                 (
                     "last_seen_marks_flushed",
@@ -280,7 +282,7 @@ impl Collector for ServiceCollector {
 /// Every resolve, by the outcome session-core decided for it.
 fn resolves(
     encoder: &mut DescriptorEncoder<'_>,
-    service: &SessionService,
+    counts: &ResolveCounts,
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(
         "resolves",
@@ -292,7 +294,7 @@ fn resolves(
         None,
         prometheus_client::metrics::MetricType::Counter,
     )?;
-    for (outcome, count) in service.resolve_counts().iter() {
+    for (outcome, count) in counts.iter() {
         let labels = OutcomeLabels {
             outcome: outcome.as_str(),
         };

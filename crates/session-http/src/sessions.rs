@@ -9,9 +9,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use session_core::port::store::SeenAt;
+use session_core::validation::parse_ip;
 use session_core::{
-    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, SeenAt,
-    Session, SessionId, UserAgent, parse_ip,
+    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, Session,
+    SessionId, UserAgent,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};

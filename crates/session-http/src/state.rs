@@ -139,7 +139,8 @@ impl ApiStateBuilder {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use session_core::{MemoryCache, MemoryStore, SessionService};
+    /// # use session_core::memory::MemoryStore;
+    /// # use session_core::{MemoryCache, SessionService};
     /// use session_http::ApiState;
     /// use session_http::prometheus_client::metrics::counter::Counter;
     ///

@@ -15,10 +15,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use session_core::{
-    ChangeLog, ChangeLogDecorator, ChangeLogOperation, SessionStore, StoreDecorator, StoreError,
-    StoreOperation,
-};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, ChangeLogOperation};
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError, StoreOperation};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OperationLabels {

@@ -11,11 +11,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use session_core::port::cache::{PreparedContents, SessionCache};
+use session_core::port::change_log::ChangeLog;
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    ChangeLog, ClientMetadata, MemoryCache, PreparedContents, Session, SessionCache,
-    SessionService, SessionStore, TokenHash,
-};
+use session_core::token::TokenHash;
+use session_core::{ClientMetadata, MemoryCache, Session, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -69,17 +70,17 @@ async fn run(database: &TestDatabase, writes: usize, active: usize) {
     report("health check (checkout check + SELECT 1)", &mut timings);
 
     // On a database of their own, so the warm below reads only what it loads.
-    let feed_database = TestDatabase::create();
-    let feed_store = PgSessionStore::connect(
-        PgConfig::from_url(feed_database.url())
+    let change_log_database = TestDatabase::create();
+    let change_log_store = PgSessionStore::connect(
+        PgConfig::from_url(change_log_database.url())
             .unwrap()
             .pool_size(1),
     )
     .await
     .unwrap();
-    feed_store.migrate().await.unwrap();
-    publishing_cost(feed_database.url(), &feed_store, writes).await;
-    propagation(feed_database.url(), 1_000).await;
+    change_log_store.migrate().await.unwrap();
+    publishing_cost(change_log_database.url(), &change_log_store, writes).await;
+    propagation(change_log_database.url(), 1_000).await;
 
     let started = Instant::now();
     bulk_load(database.url(), active).await;
@@ -259,22 +260,19 @@ async fn propagation(url: &str, count: usize) {
         let service = SessionService::builder(store.clone(), cache)
             .change_log(store as Arc<dyn ChangeLog>)
             .build();
-        tokio::spawn({
-            let service = service.clone();
-            async move { service.keep_in_sync().await }
-        });
-        while !service.readiness().await.is_ready() {
+        let tasks = service.start();
+        while !(service.status().cache_ready() && service.check_store().await.is_ok()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        service
+        (service, tasks)
     };
-    let a = service(Arc::new(MemoryCache::new())).await;
+    let (a, _a_tasks) = service(Arc::new(MemoryCache::new())).await;
     let b_cache = Arc::new(TimedCache {
         inner: MemoryCache::new(),
         removed: Mutex::new(Vec::new()),
     });
-    // B runs on its own task; only its cache is looked at.
-    service(b_cache.clone()).await;
+    // B runs on its own tasks; only its cache is looked at.
+    let _b = service(b_cache.clone()).await;
 
     let mut from_call = Vec::with_capacity(count);
     let mut from_return = Vec::with_capacity(count);

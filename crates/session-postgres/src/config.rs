@@ -161,7 +161,7 @@ pub struct PgConfig {
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
-    pub(crate) feed_heartbeat: Duration,
+    pub(crate) change_log_heartbeat: Duration,
     pub(crate) change_retention: Duration,
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) trust_schema_owner: bool,
@@ -175,8 +175,8 @@ impl PgConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default limit for obtaining a working connection from the pool.
     pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
-    /// The default silence after which the change feed checks its connection.
-    pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
+    /// The default silence after which the change log's listener checks its connection.
+    pub const DEFAULT_CHANGE_LOG_HEARTBEAT: Duration = Duration::from_secs(15);
     /// The default age after which change-log entries may be pruned: a day.
     pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
     /// The default longest wait for the migration lock another process holds.
@@ -255,7 +255,7 @@ impl PgConfig {
             pool_size: Self::DEFAULT_POOL_SIZE,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
-            feed_heartbeat: Self::DEFAULT_FEED_HEARTBEAT,
+            change_log_heartbeat: Self::DEFAULT_CHANGE_LOG_HEARTBEAT,
             change_retention: Self::DEFAULT_CHANGE_RETENTION,
             migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             trust_schema_owner: false,
@@ -288,14 +288,14 @@ impl PgConfig {
         self
     }
 
-    /// Sets how long the change feed's connection may stay silent before a
+    /// Sets how long the change log's listening connection may stay silent before a
     /// round trip checks it (at least 10 ms). A connection that died without
     /// closing (a host or network gone) delivers nothing and reports no
     /// error; the check finds it, so a stale cache is noticed within this
     /// time plus the connect timeout rather than TCP's hours.
     #[must_use]
-    pub fn feed_heartbeat(mut self, every: Duration) -> Self {
-        self.feed_heartbeat = every.max(Duration::from_millis(10));
+    pub fn change_log_heartbeat(mut self, every: Duration) -> Self {
+        self.change_log_heartbeat = every.max(Duration::from_millis(10));
         self
     }
 
@@ -375,7 +375,7 @@ impl fmt::Debug for PgConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
-            .field("feed_heartbeat", &self.feed_heartbeat)
+            .field("change_log_heartbeat", &self.change_log_heartbeat)
             .field("change_retention", &self.change_retention)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("trust_schema_owner", &self.trust_schema_owner)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::SimpleAsyncConnection;
-use session_core::StoreError;
+use session_core::port::store::StoreError;
 
 use crate::pool::{CheckoutError, Connection};
 

@@ -1,6 +1,6 @@
 //! PostgreSQL storage for sessions: [`PgSessionStore`] implements
-//! session-core's [`SessionStore`](session_core::SessionStore) port, and its
-//! [`ChangeLog`](session_core::ChangeLog) so several processes can share
+//! session-core's [`SessionStore`](session_core::port::store::SessionStore) port, and its
+//! [`ChangeLog`](session_core::port::change_log::ChangeLog) so several processes can share
 //! one database.
 //!
 //! - Sessions live in the `session` schema, so they can share the host
@@ -19,30 +19,30 @@
 //!   NOTIFY on [`CHANGES_CHANNEL`] wakes readers early; its payload is never
 //!   read, since any role may notify. The listener has a connection of its
 //!   own and fails promptly when it is lost, or stays silent past
-//!   [`PgConfig::feed_heartbeat`]; [`PgConfig::wake_ups`] turns it off
+//!   [`PgConfig::change_log_heartbeat`]; [`PgConfig::wake_ups`] turns it off
 //!   (behind a pooler that cannot LISTEN), leaving readers to poll. Entries
 //!   older than [`PgConfig::change_retention`] are pruned.
-//! - Errors map to [`StoreError`](session_core::StoreError): a repeated token
+//! - Errors map to [`StoreError`](session_core::port::store::StoreError): a repeated token
 //!   hash is `DuplicateTokenHash`; a database out of reach (refused, closed,
 //!   timed out) is the retryable `Unavailable`; anything else is `Failed`.
 
+mod change_log;
 mod config;
 mod error;
-mod feed;
 mod migrate;
 mod pool;
 mod schema;
 mod store;
 mod tls;
 
+pub use change_log::CHANGES_CHANNEL;
 pub use config::{ConfigError, PgConfig, SslMode};
-pub use feed::CHANGES_CHANNEL;
 pub use store::{PgSessionStore, PoolStatus};
 
 /// The change log's decoding, for the fuzz targets in `fuzz/`: not an API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub use feed::{LogRow, page as read_log_page};
+pub use change_log::{LogRow, page as read_log_page};
 
 /// The diesel view of the sessions table, for the benchmark harness: not an API.
 #[cfg(feature = "schema")]

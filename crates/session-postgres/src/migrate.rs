@@ -8,7 +8,7 @@ use diesel::sql_types::BigInt;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use session_core::{BoxError, StoreError};
+use session_core::port::store::{BoxError, StoreError};
 
 use crate::pool::Connection;
 use crate::store::PgSessionStore;

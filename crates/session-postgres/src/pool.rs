@@ -10,7 +10,7 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use session_core::StoreError;
+use session_core::port::store::StoreError;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -22,7 +22,7 @@ pub(crate) type Connection = diesel_async::pooled_connection::deadpool::Object<A
 pub(crate) type CheckoutError = diesel_async::pooled_connection::deadpool::PoolError;
 
 /// Opens connections from the parsed settings, with TLS when they ask for it:
-/// the pool's, and the change feed's own.
+/// the pool's, and the change log's own.
 ///
 /// With several hosts it tries them itself, one at a time, each bounded by
 /// the connect timeout: the driver would try them too, but bounds only each

@@ -1,7 +1,7 @@
 //! [`PgSessionStore`]: the [`SessionStore`] port over PostgreSQL.
 //!
 //! Every write is one statement, so each is atomic on its own; triggers log
-//! the change in the same transaction (see [`crate::feed`]).
+//! the change in the same transaction (see [`crate::change_log`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,17 +13,20 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
+use session_core::port::store::{
+    ActivePage, InvalidRow, RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession,
+};
+use session_core::token::TokenHash;
 use session_core::{
-    AccountId, AccountPage, ActivePage, InvalidRow, Label, ListPosition, ListScope, PageRequest,
-    RevokeOutcome, RowId, SeenAt, Session, SessionId, SessionStore, StoreError, StoredSession,
-    TokenHash, UserAgent,
+    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, Session, SessionId,
+    UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::change_log::Waker;
 use crate::config::PgConfig;
 use crate::error;
-use crate::feed::Waker;
 use crate::pool::{self, Connection, Connector, Pool};
 use crate::schema::sessions;
 
@@ -33,21 +36,22 @@ use crate::schema::sessions;
 /// Cheap to clone; clones share the pool. Call [`migrate`](Self::migrate)
 /// before first use (it is a no-op once the schema is current).
 ///
-/// It is also a [`ChangeLog`](session_core::ChangeLog): several processes
+/// It is also a [`ChangeLog`](session_core::port::change_log::ChangeLog): several processes
 /// sharing one database each follow the others' writes (see
 /// [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL)).
 #[derive(Clone)]
 pub struct PgSessionStore {
     pool: Pool,
-    /// Opens the change feed's connections, with the pool's settings and TLS.
+    /// Opens the change log's connections, with the pool's settings and TLS.
     pub(crate) connector: Arc<Connector>,
     pub(crate) connect_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
-    pub(crate) feed_heartbeat: Duration,
+    pub(crate) change_log_heartbeat: Duration,
     pub(crate) change_retention: Duration,
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) trust_schema_owner: bool,
-    /// Whether [`ChangeLog::wake_ups`](session_core::ChangeLog::wake_ups) listens.
+    /// Whether the change log's
+    /// [`wake_ups`](session_core::port::change_log::ChangeLog::wake_ups) listen.
     pub(crate) wake_ups: bool,
     /// Wakes other readers of the change log after this store's writes.
     waker: Arc<Waker>,
@@ -105,7 +109,7 @@ impl PgSessionStore {
             connector,
             connect_timeout: config.connect_timeout,
             checkout_timeout: config.checkout_timeout,
-            feed_heartbeat: config.feed_heartbeat,
+            change_log_heartbeat: config.change_log_heartbeat,
             change_retention: config.change_retention,
             migration_lock_timeout: config.migration_lock_timeout,
             trust_schema_owner: config.trust_schema_owner,

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use session_core::Session;
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{Session, SessionStore};
 use session_sqlite::SqliteSessionStore;
 
 const READ_TASKS: usize = 4;

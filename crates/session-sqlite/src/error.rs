@@ -1,7 +1,7 @@
 //! How SQLite failures map onto the port's [`StoreError`].
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use session_core::StoreError;
+use session_core::port::store::StoreError;
 
 /// SQLite's message for `SQLITE_NOTADB`. diesel exposes SQLite's message but
 /// not its result code; SQLite's messages for result codes are fixed strings.

@@ -2,7 +2,7 @@
 //! service that runs without a database server.
 //!
 //! [`SqliteSessionStore`] implements session-core's
-//! [`SessionStore`](session_core::SessionStore) with diesel's SQLite backend.
+//! [`SessionStore`](session_core::port::store::SessionStore) with diesel's SQLite backend.
 //! SQLite is compiled in, so nothing has to be installed.
 //!
 //! ```no_run
@@ -50,7 +50,7 @@
 //! while a write is in progress. `busy_timeout` only matters when a program
 //! that is not a store (the sqlite3 shell, a backup) holds SQLite's lock; if
 //! it runs out, the call fails with the retryable
-//! [`StoreError::Unavailable`](session_core::StoreError::Unavailable).
+//! [`StoreError::Unavailable`](session_core::port::store::StoreError::Unavailable).
 //! Every SQLite call runs on Tokio's blocking pool, never on a runtime worker.
 //!
 //! # Schema
@@ -61,7 +61,7 @@
 //! order), token hashes 32-byte BLOBs, and instants INTEGER microseconds since
 //! the Unix epoch in UTC.
 //!
-//! This crate never sees a raw token: only [`TokenHash`](session_core::TokenHash)es
+//! This crate never sees a raw token: only [`TokenHash`](session_core::token::TokenHash)es
 //! reach it.
 //!
 //! [`open`]: SqliteSessionStore::open

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel::sqlite::Sqlite;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use session_core::BoxError;
+use session_core::port::store::BoxError;
 
 use crate::error::is_not_a_database;
 use crate::lock::{DatabaseLock, lock};

@@ -3,10 +3,11 @@
 use std::net::IpAddr;
 
 use diesel::prelude::*;
-use session_core::{
-    AccountPage, ActivePage, BoxError, InvalidRow, ListPosition, PageLimit, RowId, SeenAt, Session,
-    SessionId, StoreError, StoredSession, TokenHash,
+use session_core::port::store::{
+    ActivePage, BoxError, InvalidRow, RowId, SeenAt, StoreError, StoredSession,
 };
+use session_core::token::TokenHash;
+use session_core::{AccountPage, ListPosition, PageLimit, Session, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

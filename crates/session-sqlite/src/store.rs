@@ -9,10 +9,9 @@ use async_trait::async_trait;
 use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
-use session_core::{
-    AccountId, AccountPage, ActivePage, ListScope, PageRequest, RevokeOutcome, SeenAt, Session,
-    SessionId, SessionStore, StoreError, TokenHash,
-};
+use session_core::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
+use session_core::token::TokenHash;
+use session_core::{AccountId, AccountPage, ListScope, PageRequest, Session, SessionId};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 

@@ -25,7 +25,7 @@ use session_core::{
 
 /// Opens the store `database_url` names (`sqlite://PATH` or `postgres://…`),
 /// migrating it, and builds the service over it. Call
-/// [`SessionService::keep_in_sync`] before serving.
+/// [`SessionService::start`] before serving, and keep the guard it returns.
 ///
 /// # Errors
 ///

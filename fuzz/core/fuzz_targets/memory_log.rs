@@ -19,10 +19,11 @@ use std::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use session_core::{
-    AccountId, Change, ChangeLog, ClientMetadata, LogPosition, LogRead, MemoryStore, Session,
-    SessionId, SessionStore, TokenHash,
-};
+use session_core::memory::MemoryStore;
+use session_core::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use session_core::port::store::SessionStore;
+use session_core::token::TokenHash;
+use session_core::{AccountId, ClientMetadata, Session, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

@@ -10,10 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{
-    AccountId, Field, Reason, SessionId, SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash,
-    TokenParseError, ValidationError,
-};
+use session_core::token::{TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenParseError};
+use session_core::validation::{Field, Reason, ValidationError};
+use session_core::{AccountId, SessionId, SessionToken};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use arbitrary::Arbitrary;
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use session_core::{Change, LogPosition, LogRead};
+use session_core::port::change_log::{Change, LogPosition, LogRead};
 use session_postgres::{LogRow, read_log_page};
 use time::OffsetDateTime;
 use uuid::Uuid;

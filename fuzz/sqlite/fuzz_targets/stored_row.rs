@@ -15,9 +15,9 @@ use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use session_core::{
-    AccountId, InvalidRow, Label, RowId, SessionId, StoredSession, TokenHash, UserAgent,
-};
+use session_core::port::store::{InvalidRow, RowId, StoredSession};
+use session_core::token::TokenHash;
+use session_core::{AccountId, Label, SessionId, UserAgent};
 use session_sqlite::SessionRow;
 use time::OffsetDateTime;
 use uuid::Uuid;

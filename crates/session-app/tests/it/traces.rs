@@ -1,6 +1,6 @@
 //! Traces on the real binary: it exports over OTLP/HTTP to a receiver this
 //! test starts, which decodes every `ExportTraceServiceRequest`. The span
-//! tree is request → use case → store call, feed polls are spans on
+//! tree is request → use case → store call, change-log polls are spans on
 //! PostgreSQL, and no secret appears anywhere in what is exported. With a
 //! collector that is down or stalls, no request is lost and the drops are
 //! counted in `/metrics`.
@@ -405,16 +405,17 @@ async fn sqlite_spans_reach_the_collector_as_a_tree_without_secrets() {
 }
 
 #[tokio::test]
-async fn postgres_spans_reach_the_collector_as_a_tree_and_feed_polls_are_spans() {
+async fn postgres_spans_reach_the_collector_as_a_tree_and_change_log_polls_are_spans() {
     let database = TestDatabase::create();
     let spans =
         traces_hold_the_tree_and_no_secret(database.url(), "postgresql", "session.sessions").await;
     let poll = spans.iter().find(|span| {
-        span.name == "session.feed.poll" && child(&spans, span, "SELECT session.changes").is_some()
+        span.name == "session.change_log.poll"
+            && child(&spans, span, "SELECT session.changes").is_some()
     });
     assert!(
         poll.is_some(),
-        "no feed poll span with its change-log read as a child"
+        "no change-log poll span with its read as a child"
     );
 }
 

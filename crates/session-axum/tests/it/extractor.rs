@@ -3,7 +3,8 @@
 use axum::body::Body;
 use http::StatusCode;
 use session_axum::SessionAuth;
-use session_core::{MissPolicy, SessionService, SessionToken};
+use session_core::config::MissPolicy;
+use session_core::{SessionService, SessionToken};
 
 use crate::support::{self, Answer, bearer, cookie, login, request, router, send};
 
@@ -153,7 +154,7 @@ async fn a_service_not_yet_warm_is_503_for_both_extractors() {
     let warm = support::service().await;
     let token = login(&warm).await;
     let cold = SessionService::builder(
-        std::sync::Arc::new(session_core::MemoryStore::new()),
+        std::sync::Arc::new(session_core::memory::MemoryStore::new()),
         std::sync::Arc::new(session_core::MemoryCache::new()),
     )
     .build();

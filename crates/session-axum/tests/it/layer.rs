@@ -66,7 +66,7 @@ async fn the_extractor_uses_what_the_layer_resolved() {
     // The state's service never warms: resolving through it would answer
     // 503, so a 200 shows the extractor took the layer's outcome.
     let cold = session_core::SessionService::builder(
-        Arc::new(session_core::MemoryStore::new()),
+        Arc::new(session_core::memory::MemoryStore::new()),
         Arc::new(session_core::MemoryCache::new()),
     )
     .build();

@@ -9,9 +9,9 @@ use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use session_axum::{CurrentSession, SessionAuth};
-use session_core::{
-    AccountId, ClientMetadata, MemoryCache, MemoryStore, MissPolicy, SessionService, SessionToken,
-};
+use session_core::config::MissPolicy;
+use session_core::memory::MemoryStore;
+use session_core::{AccountId, ClientMetadata, MemoryCache, SessionService, SessionToken};
 use tower::ServiceExt as _;
 
 /// A warm service over a fresh memory store with no change log.

@@ -6,8 +6,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use session_cache_moka::MokaSessionCache;
+use session_core::port::cache::SessionCache;
 use session_core::testkit::{account, cached, epoch, session_at};
-use session_core::{Label, Session, SessionCache, TokenHash};
+use session_core::token::TokenHash;
+use session_core::{Label, Session};
 
 fn sessions(n: usize) -> Vec<Arc<Session>> {
     (0..n)

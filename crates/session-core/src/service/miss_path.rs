@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::outcome::ResolveOutcome;
 use super::{Error, Inner, lock};
 use crate::session::Session;
+use crate::status::ResolveOutcome;
 use crate::token::TokenHash;
 
 impl Inner {

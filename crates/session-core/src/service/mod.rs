@@ -1,9 +1,10 @@
-//! The use cases: create, resolve, get, revoke, revoke all, list, warm, readiness.
+//! The use cases: create, resolve, get, revoke, revoke all, list, warm, status.
 //!
 //! Three state machines serve them, each in its own module: [`writes`], the
 //! order of cache writes after store commits (and the warm's journal);
-//! [`follow`], following a shared store's change log; [`miss_path`], the
-//! rate-limited store read for a token not in the cache.
+//! [`change_log`], following a shared store's change log; [`miss_path`], the
+//! rate-limited store read for a token not in the cache. [`background`]
+//! runs the change log's follower and the last-seen flush under one owner.
 //!
 //! # Locks
 //!
@@ -19,9 +20,9 @@
 //! `miss_reads`, `caught_up_at`, `last_warm` and the last-seen flush state
 //! (taken by flushes only, never by a resolve) are leaves: taken alone.
 
-mod follow;
+mod background;
+mod change_log;
 mod miss_path;
-mod outcome;
 mod writes;
 
 use std::future::Future;
@@ -30,19 +31,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::cache::SessionCache;
-use crate::clock::{Clock, SystemClock, to_micros};
-use crate::feed::ChangeLog;
-use crate::last_seen::{self, LastSeenMarks, LastSeenSettings, LastSeenStats};
-use crate::miss::{MissPolicy, RecentHashes, TokenBucket};
+use crate::config::{LastSeenSettings, MissPolicy};
+use crate::last_seen::{self, LastSeenMarks};
+use crate::miss::{RecentHashes, TokenBucket};
+use crate::port::cache::SessionCache;
+use crate::port::change_log::ChangeLog;
+use crate::port::clock::{Clock, SystemClock, to_micros};
+use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{
-    AccountPage, ListScope, PageRequest, RevokeOutcome, SeenAt, SessionStore, StoreError,
-};
-use crate::token::{SessionToken, TokenHash};
+use crate::status::{ChangeLogStats, ResolveCounters, ResolveOutcome, ServiceStatus, WarmReport};
+use crate::token::TokenHash;
+use crate::token::session_token::SessionToken;
+use crate::{AccountPage, ListScope, PageRequest};
 
-use outcome::ResolveCounters;
-pub use outcome::{ResolveCounts, ResolveOutcome};
+pub use background::BackgroundTasks;
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,87 +98,15 @@ pub enum Revocation {
     AlreadyRevoked,
 }
 
-/// What a completed warm loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WarmReport {
-    /// Active sessions in the cache once the warm completed.
-    pub sessions: usize,
-    /// Pages read from the store.
-    pub pages: usize,
-    /// How long the warm took.
-    pub elapsed: Duration,
-}
-
-/// The service's readiness, check by check.
-#[derive(Debug)]
-pub struct Readiness {
-    /// Whether the cache has completed a warm.
-    pub cache_warm: bool,
-    /// The store's health check.
-    pub store: Result<(), StoreError>,
-    /// With a change log, how far behind it the cache is; `None` without one.
-    pub change_log: Option<LogLag>,
-}
-
-impl Readiness {
-    /// Ready to answer resolves authoritatively and accept writes.
-    #[must_use]
-    pub fn is_ready(&self) -> bool {
-        self.cache_warm
-            && self.store.is_ok()
-            && self.change_log.is_none_or(|lag| lag.within_bound())
-    }
-}
-
-/// How far a cache that follows a change log is behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogLag {
-    /// Time since the start of the last read that reached the end of the
-    /// log: every change committed before that instant is applied. `None`
-    /// until the first such read.
-    pub lag: Option<Duration>,
-    /// The most lag at which the service reports ready (its staleness bound).
-    pub bound: Duration,
-}
-
-impl LogLag {
-    /// Whether every change committed more than [`bound`](Self::bound) ago is applied.
-    #[must_use]
-    pub fn within_bound(&self) -> bool {
-        self.lag.is_some_and(|lag| lag <= self.bound)
-    }
-}
-
-/// Counters of the change log and the miss path, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    /// Changes from the log applied to the cache.
-    pub changes_applied: u64,
-    /// Reads of the change log that failed; the follower retried from its cursor.
-    pub resyncs: u64,
-    /// Completed loads of every active session: the first warm, and each
-    /// reload after the log expired past the cursor or asked for one.
-    pub full_loads: u64,
-    /// Stored rows skipped because the domain rejects them, each time a
-    /// warm, a log read or a list meets one (a row can be met by each).
-    pub rows_skipped: u64,
-    /// Wake-up hints received (each costs at most one log read).
-    pub wake_ups: u64,
-    /// Store reads caused by cache misses.
-    pub miss_reads: u64,
-    /// Misses answered [`Error::Busy`] without a read because the rate
-    /// limit was reached.
-    pub miss_reads_rejected: u64,
-    /// Misses answered "invalid" without a read: from the negative cache, or
-    /// the hash was revoked recently (a tombstone).
-    pub negative_hits: u64,
-}
-
 /// Runs the session use cases over a store and a cache.
 ///
 /// Cheap to clone; clones share state. Writes commit to the store first and
 /// only then change the cache, and they run to completion even if the caller's
 /// future is dropped, so a committed revocation always reaches the cache.
+///
+/// Build it with [`builder`](Self::builder), then call [`start`](Self::start)
+/// once and keep the [`BackgroundTasks`] it returns for as long as the
+/// service serves: they warm the cache and keep it complete.
 #[derive(Clone)]
 pub struct SessionService {
     inner: Arc<Inner>,
@@ -185,7 +115,7 @@ pub struct SessionService {
 impl std::fmt::Debug for SessionService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionService")
-            .field("cache_warm", &self.is_warm())
+            .field("cache_warm", &self.inner.is_warm())
             .field("cached_sessions", &self.inner.cache.len())
             .finish_non_exhaustive()
     }
@@ -198,17 +128,17 @@ pub struct SessionServiceBuilder {
     cache: Arc<dyn SessionCache>,
     clock: Arc<dyn Clock>,
     warm_page_size: u32,
-    feed: Option<Arc<dyn ChangeLog>>,
-    follow: follow::Settings,
+    change_log: Option<Arc<dyn ChangeLog>>,
+    pacing: change_log::Pacing,
     miss_policy: MissPolicy,
     last_seen: Option<LastSeenSettings>,
 }
 
 impl SessionServiceBuilder {
     /// Turns on last-seen activity (off by default): each resolve marks its
-    /// session seen in the current minute, in memory, and
-    /// [`SessionService::keep_last_seen`] writes the marks to the store in
-    /// batches. See [`SessionService::last_seen`].
+    /// session seen in the current minute, in memory, and the
+    /// [`BackgroundTasks`] write the marks to the store in batches. See
+    /// [`SessionService::last_seen`].
     pub fn last_seen(mut self, settings: LastSeenSettings) -> Self {
         self.last_seen = Some(settings);
         self
@@ -228,9 +158,9 @@ impl SessionServiceBuilder {
 
     /// Follows `log` to learn of writes other processes commit to a shared
     /// store. Cache misses then read the store once (see [`MissPolicy`]), and
-    /// [`SessionService::keep_in_sync`] must run for the cache to stay current.
+    /// the [`BackgroundTasks`] follow the change log to keep the cache current.
     pub fn change_log(mut self, log: Arc<dyn ChangeLog>) -> Self {
-        self.feed = Some(log);
+        self.change_log = Some(log);
         self
     }
 
@@ -238,26 +168,27 @@ impl SessionServiceBuilder {
     /// service reports ready (default 2 s): every change committed longer ago
     /// than this has been applied.
     pub fn max_staleness(mut self, bound: Duration) -> Self {
-        self.follow.max_staleness = bound;
+        self.pacing.max_staleness = bound;
         self
     }
 
     /// With a change log, how often it is read when no wake-up arrives
     /// (default 500 ms; at least 1 ms).
     pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.follow.poll_interval = every.max(Duration::from_millis(1));
+        self.pacing.poll_interval = every.max(Duration::from_millis(1));
         self
     }
 
-    /// How misses are handled when there is a change feed.
+    /// How misses are handled when there is a change log.
     pub fn miss_policy(mut self, policy: MissPolicy) -> Self {
         self.miss_policy = policy;
         self
     }
 
-    /// Builds the service. The cache is not warm until [`SessionService::warm`] completes.
+    /// Builds the service. The cache is not warm until a warm completes: the
+    /// [`BackgroundTasks`] of [`SessionService::start`] run the first one.
     pub fn build(self) -> SessionService {
-        let shared = self.feed.is_some();
+        let shared = self.change_log.is_some();
         let last_seen = self.last_seen.map(|settings| {
             (
                 LastSeenMarks::new(settings, self.clock.now()),
@@ -273,8 +204,8 @@ impl SessionServiceBuilder {
                 warm: AtomicBool::new(false),
                 writes: Mutex::new(writes::CacheWrites::new(shared)),
                 warming: tokio::sync::Mutex::new(()),
-                feed: self.feed,
-                follow: self.follow,
+                change_log: self.change_log,
+                pacing: self.pacing,
                 caught_up_at: Mutex::new(None),
                 negative: Mutex::new(RecentHashes::new(self.miss_policy.negative_entries, None)),
                 miss_reads: Mutex::new(TokenBucket::new(
@@ -299,8 +230,8 @@ struct Inner {
     writes: Mutex<writes::CacheWrites>,
     /// One warm at a time.
     warming: tokio::sync::Mutex<()>,
-    feed: Option<Arc<dyn ChangeLog>>,
-    follow: follow::Settings,
+    change_log: Option<Arc<dyn ChangeLog>>,
+    pacing: change_log::Pacing,
     /// When the last read that reached the end of the change log started.
     caught_up_at: Mutex<Option<Instant>>,
     /// Token hashes the store did not know as active.
@@ -318,7 +249,7 @@ struct Inner {
 #[derive(Default)]
 struct Stats {
     changes_applied: AtomicU64,
-    resyncs: AtomicU64,
+    read_failures: AtomicU64,
     full_loads: AtomicU64,
     rows_skipped: AtomicU64,
     wake_ups: AtomicU64,
@@ -329,6 +260,13 @@ struct Stats {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// Whether a warm has completed, so resolves are authoritative.
+    fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Acquire)
+    }
 }
 
 impl SessionService {
@@ -342,8 +280,8 @@ impl SessionService {
             cache,
             clock: Arc::new(SystemClock),
             warm_page_size: 5_000,
-            feed: None,
-            follow: follow::Settings::default(),
+            change_log: None,
+            pacing: change_log::Pacing::default(),
             miss_policy: MissPolicy::default(),
             last_seen: None,
         }
@@ -385,7 +323,7 @@ impl SessionService {
 
     /// The active session a token belongs to: parse, hash, cache lookup.
     ///
-    /// Without a change feed a miss is final and the store is never touched.
+    /// Without a change log a miss is final and the store is never touched.
     /// With one, a miss may be a session another process just created, so it
     /// costs at most one store read, within the [`MissPolicy`] rate limit;
     /// hashes the store did not know are remembered and not read again.
@@ -400,8 +338,8 @@ impl SessionService {
     /// read failed.
     ///
     /// Every call that returns is counted under one [`ResolveOutcome`]
-    /// (see [`resolve_counts`](Self::resolve_counts)), at the cost of one
-    /// relaxed atomic increment.
+    /// (see [`ServiceStatus::resolves`]), at the cost of one relaxed atomic
+    /// increment.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
         // Never the token, nor its hash: the span learns the session only once found.
         let span = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
@@ -422,7 +360,7 @@ impl SessionService {
     /// given no answer.
     async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
         let counters = &self.inner.resolves;
-        if !self.is_warm() {
+        if !self.inner.is_warm() {
             counters.count(ResolveOutcome::NotReady);
             return Err(Error::NotReady);
         }
@@ -435,7 +373,7 @@ impl SessionService {
             self.mark_seen(&session);
             return Ok(session);
         }
-        if self.inner.feed.is_none() {
+        if self.inner.change_log.is_none() {
             // The cache holds every active session: a miss is final.
             counters.count(ResolveOutcome::Negative);
             return Err(Error::InvalidToken);
@@ -456,17 +394,21 @@ impl SessionService {
         }
     }
 
-    /// Writes the last-seen marks made since the last flush to the store,
+    /// Writes the last-seen marks made since the last flush to the store now,
     /// one [`SessionStore::record_last_seen`] call per batch of at most
-    /// [`LAST_SEEN_MAX_BATCH`](crate::LAST_SEEN_MAX_BATCH) sessions, and
-    /// moves the current minute to the clock's. Returns how many sessions'
-    /// times were written. A no-op with last-seen activity off.
+    /// [`LAST_SEEN_MAX_BATCH`](crate::port::store::LAST_SEEN_MAX_BATCH)
+    /// sessions, and moves the current minute to the clock's. Returns how
+    /// many sessions' times were written. A no-op with last-seen activity
+    /// off. The [`BackgroundTasks`] flush every flush interval and once at
+    /// [`shutdown`](BackgroundTasks::shutdown); call this to flush at a
+    /// moment of your choosing (tests do).
     ///
     /// # Errors
     ///
     /// [`Error::Store`] if a store call failed: its batch is kept for the
     /// next flush (bounded by the queue's capacity; the excess is dropped
-    /// and counted in [`LastSeenStats::dropped`]).
+    /// and counted in
+    /// [`LastSeenStats::dropped`](crate::status::LastSeenStats::dropped)).
     pub async fn flush_last_seen(&self) -> Result<usize, Error> {
         let Some((marks, _)) = &self.inner.last_seen else {
             return Ok(0);
@@ -488,31 +430,6 @@ impl SessionService {
         }
     }
 
-    /// With last-seen activity on, runs for ever: moves the current minute
-    /// to the clock's every second and flushes the marks every flush
-    /// interval (a failed flush is logged at `warn` and retried at the
-    /// next). Returns at once with it off. Call
-    /// [`flush_last_seen`](Self::flush_last_seen) once more at shutdown.
-    pub async fn keep_last_seen(&self) {
-        let Some((marks, flush_interval)) = &self.inner.last_seen else {
-            return;
-        };
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_flush = tokio::time::Instant::now();
-        loop {
-            tick.tick().await;
-            marks.set_now(self.inner.clock.now());
-            if last_flush.elapsed() < *flush_interval {
-                continue;
-            }
-            last_flush = tokio::time::Instant::now();
-            if let Err(err) = self.flush_last_seen().await {
-                tracing::warn!(error = %err, "could not record when sessions were last seen; retrying at the next flush");
-            }
-        }
-    }
-
     /// When each of `ids` was last seen (resolved), to the minute, as the
     /// store has recorded it; sessions never seen are absent. Empty, with
     /// no store call, when last-seen activity is off.
@@ -525,15 +442,6 @@ impl SessionService {
             return Ok(Vec::new());
         }
         Ok(self.inner.store.last_seen(ids).await?)
-    }
-
-    /// Counters of last-seen activity; `None` with it off.
-    #[must_use]
-    pub fn last_seen_stats(&self) -> Option<LastSeenStats> {
-        self.inner
-            .last_seen
-            .as_ref()
-            .map(|(marks, _)| marks.stats())
     }
 
     /// A session by id, active or revoked.
@@ -599,7 +507,7 @@ impl SessionService {
 
     /// One page of an account's sessions, newest first, from the store
     /// (see [`SessionStore::list_for_account`]). Stored rows the domain
-    /// rejects are left out, counted in [`SyncStats::rows_skipped`] and logged
+    /// rejects are left out, counted in [`ChangeLogStats::rows_skipped`] and logged
     /// by row, as the warm does: one bad row does not hide the account's
     /// other sessions, and its token cannot be resolved anyway. The
     /// returned page's `rejected` is therefore always empty.
@@ -639,60 +547,43 @@ impl SessionService {
             .await
     }
 
-    /// With a change log, how far the cache is behind it; `None` without one.
+    /// A snapshot of the service's state and counters, for metrics and
+    /// readiness: a few atomic loads and short lock holds, no I/O, so it can
+    /// be read at every scrape and probe. Readiness also needs
+    /// [`check_store`](Self::check_store).
     #[must_use]
-    pub fn change_log_lag(&self) -> Option<LogLag> {
-        self.inner.feed.as_ref().map(|_| self.inner.log_lag())
-    }
-
-    /// Whether a warm has completed, so resolves are authoritative.
-    #[must_use]
-    pub fn is_warm(&self) -> bool {
-        self.inner.warm.load(Ordering::Acquire)
-    }
-
-    /// Checks the cache, the store, and the change feed if there is one.
-    pub async fn readiness(&self) -> Readiness {
-        Readiness {
-            cache_warm: self.is_warm(),
-            store: self.inner.store.health_check().await,
-            change_log: self.change_log_lag(),
+    pub fn status(&self) -> ServiceStatus {
+        let inner = &self.inner;
+        let stats = &inner.stats;
+        ServiceStatus {
+            cache_warm: inner.is_warm(),
+            cached_sessions: inner.cache.len(),
+            last_warm: *lock(&inner.last_warm),
+            change_log: inner.change_log.as_ref().map(|_| inner.change_log_lag()),
+            change_log_stats: ChangeLogStats {
+                changes_applied: stats.changes_applied.load(Ordering::Relaxed),
+                read_failures: stats.read_failures.load(Ordering::Relaxed),
+                full_loads: stats.full_loads.load(Ordering::Relaxed),
+                rows_skipped: stats.rows_skipped.load(Ordering::Relaxed),
+                wake_ups: stats.wake_ups.load(Ordering::Relaxed),
+                miss_reads: stats.miss_reads.load(Ordering::Relaxed),
+                miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
+                negative_hits: stats.negative_hits.load(Ordering::Relaxed),
+            },
+            resolves: inner.resolves.read(),
+            last_seen: inner.last_seen.as_ref().map(|(marks, _)| marks.stats()),
         }
     }
 
-    /// The last completed warm, if any.
-    #[must_use]
-    pub fn last_warm(&self) -> Option<WarmReport> {
-        *lock(&self.inner.last_warm)
-    }
-
-    /// Counters of the change feed and the miss path.
-    #[must_use]
-    pub fn sync_stats(&self) -> SyncStats {
-        let stats = &self.inner.stats;
-        SyncStats {
-            changes_applied: stats.changes_applied.load(Ordering::Relaxed),
-            resyncs: stats.resyncs.load(Ordering::Relaxed),
-            full_loads: stats.full_loads.load(Ordering::Relaxed),
-            rows_skipped: stats.rows_skipped.load(Ordering::Relaxed),
-            wake_ups: stats.wake_ups.load(Ordering::Relaxed),
-            miss_reads: stats.miss_reads.load(Ordering::Relaxed),
-            miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
-            negative_hits: stats.negative_hits.load(Ordering::Relaxed),
-        }
-    }
-
-    /// How many resolves ended in each [`ResolveOutcome`] since the service
-    /// was built: every call of [`resolve`](Self::resolve), whoever made it.
-    #[must_use]
-    pub fn resolve_counts(&self) -> ResolveCounts {
-        self.inner.resolves.read()
-    }
-
-    /// How many active sessions the cache holds.
-    #[must_use]
-    pub fn cached_sessions(&self) -> usize {
-        self.inner.cache.len()
+    /// Runs the store's health check: the part of readiness that costs a
+    /// round trip, so [`status`](Self::status) leaves it out. The service is
+    /// ready when this succeeds and [`ServiceStatus::cache_ready`] holds.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] of a store that does not answer.
+    pub async fn check_store(&self) -> Result<(), StoreError> {
+        self.inner.store.health_check().await
     }
 
     /// Runs a state change on its own task, so that once the store has

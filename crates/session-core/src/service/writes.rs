@@ -9,10 +9,10 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Error, Inner, WarmReport, lock};
-use crate::feed::Change;
 use crate::miss::RecentHashes;
+use crate::port::change_log::Change;
+use crate::port::store::InvalidRow;
 use crate::session::Session;
-use crate::store::InvalidRow;
 use crate::token::{TokenHash, TokenHashState};
 
 /// Bookkeeping that orders cache changes after the store commits that cause them.
@@ -26,7 +26,7 @@ pub(super) struct CacheWrites {
     /// While a warm is loading, every cache change, replayed onto what the warm
     /// read so it neither resurrects a revoked session nor drops a new one.
     journal: Option<Vec<CacheOp>>,
-    /// With a change feed: recently revoked hashes, so a creation change that
+    /// With a change log: recently revoked hashes, so a creation change that
     /// arrives after the revocation was applied (this process's own, or a
     /// miss-path read that lost a race) cannot put the session back.
     tombstones: Option<RecentHashes>,
@@ -243,7 +243,7 @@ impl PendingGuard {
 }
 
 impl CacheWrites {
-    /// Whether this hash was revoked recently (only tracked with a change feed).
+    /// Whether this hash was revoked recently (only tracked with a change log).
     fn is_revoked(&mut self, hash: &TokenHash, now: Instant) -> bool {
         self.tombstones
             .as_mut()

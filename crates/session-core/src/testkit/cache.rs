@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use super::{account, cached, epoch, session_at};
-use crate::cache::SessionCache;
+use crate::port::cache::SessionCache;
 use crate::session::Session;
 use crate::token::TokenHash;
 

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::port::store::{SeenAt, SessionStore, StoreDecorator, StoreError};
 use crate::session::SessionId;
-use crate::store::{SeenAt, SessionStore, StoreDecorator, StoreError};
 
 /// Forwards every call to the store it wraps, and records each
 /// [`record_last_seen`](SessionStore::record_last_seen) batch.

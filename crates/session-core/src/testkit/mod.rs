@@ -1,6 +1,6 @@
-//! Contract test suites that every [`SessionStore`](crate::SessionStore) and
-//! [`SessionCache`](crate::SessionCache) adapter runs from its own tests, and
-//! every [`ChangeLog`](crate::ChangeLog) of a shared store too.
+//! Contract test suites that every [`SessionStore`](crate::port::store::SessionStore) and
+//! [`SessionCache`](crate::port::cache::SessionCache) adapter runs from its own tests, and
+//! every [`ChangeLog`](crate::port::change_log::ChangeLog) of a shared store too.
 //!
 //! An adapter is correct when it passes the same suite as every other one:
 //!
@@ -11,15 +11,15 @@
 //! // and of a cache adapter:
 //! session_core::cache_contract_tests!(MyCache::new);
 //! // and of a store that is also a change log:
-//! session_core::feed_contract_tests!(async { MyStore::connect_fresh().await });
+//! session_core::change_log_contract_tests!(async { MyStore::connect_fresh().await });
 //! ```
 //!
 //! Each case becomes its own `#[test]`, named after the behaviour it checks;
 //! the expression is evaluated once per case, so each case gets fresh state.
 
 pub mod cache;
+pub mod change_log;
 mod counting;
-pub mod feed;
 pub mod store;
 
 pub use counting::CountingStore;
@@ -30,8 +30,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::SessionToken;
 use crate::session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
-use crate::token::SessionToken;
 
 /// A fixed instant that test clocks start at, with whole microseconds.
 #[must_use]
@@ -124,12 +124,12 @@ macro_rules! store_contract_tests {
 
 /// Defines one `#[tokio::test]` per change-log contract case, each calling
 /// `$make` (an expression evaluating to a future of a value that is both the
-/// [`SessionStore`](crate::SessionStore) and its
-/// [`ChangeLog`](crate::ChangeLog)) for a fresh store.
+/// [`SessionStore`](crate::port::store::SessionStore) and its
+/// [`ChangeLog`](crate::port::change_log::ChangeLog)) for a fresh store.
 #[macro_export]
-macro_rules! feed_contract_tests {
+macro_rules! change_log_contract_tests {
     ($make:expr) => {
-        $crate::feed_contract_tests!(@cases $make;
+        $crate::change_log_contract_tests!(@cases $make;
             created_sessions_are_read_as_stored,
             a_revocation_is_logged_with_its_hash,
             revoke_all_is_logged_with_exactly_the_revoked_hashes,
@@ -148,7 +148,7 @@ macro_rules! feed_contract_tests {
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let store = ::std::sync::Arc::new($make.await);
-                $crate::testkit::feed::$case(store.clone(), store).await;
+                $crate::testkit::change_log::$case(store.clone(), store).await;
             }
         )*
     };

@@ -7,15 +7,13 @@ use std::sync::Arc;
 use time::Duration;
 
 use super::{account, epoch, session_at, session_with_metadata};
-use crate::clock::ManualClock;
-use crate::memory::MemoryCache;
+use crate::MemoryCache;
+use crate::port::clock::ManualClock;
+use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{AccountId, ClientMetadata, Session, SessionId};
-use crate::store::{
-    AccountPage, ListPosition, ListScope, PageLimit, PageRequest, RevokeOutcome, SeenAt,
-    SessionStore, StoreError,
-};
 use crate::token::TokenHash;
+use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
 
 /// A stored session is found by its hash and by its id, unchanged.
 pub async fn insert_then_find(store: Arc<dyn SessionStore>) {

@@ -1,7 +1,7 @@
 //! The contract suites against the in-memory adapters.
 
 mod memory_store {
-    session_core::store_contract_tests!(async { session_core::MemoryStore::new() });
+    session_core::store_contract_tests!(async { session_core::memory::MemoryStore::new() });
 }
 
 mod memory_cache {
@@ -9,5 +9,5 @@ mod memory_cache {
 }
 
 mod memory_feed {
-    session_core::feed_contract_tests!(async { session_core::MemoryStore::new() });
+    session_core::change_log_contract_tests!(async { session_core::memory::MemoryStore::new() });
 }

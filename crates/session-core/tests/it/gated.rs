@@ -3,10 +3,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use session_core::{
-    ActivePage, ChangeLog, ChangeLogDecorator, LogPosition, LogRead, MemoryStore, RevokeOutcome,
-    Session, SessionId, SessionStore, StoreDecorator, StoreError, TokenHash,
+use session_core::memory::MemoryStore;
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition, LogRead};
+use session_core::port::store::{
+    ActivePage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
 };
+use session_core::token::TokenHash;
+use session_core::{Session, SessionId};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 
@@ -177,7 +180,7 @@ impl GatedCache {
     }
 }
 
-impl session_core::SessionCache for GatedCache {
+impl session_core::port::cache::SessionCache for GatedCache {
     fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
         self.inner.get(hash)
     }
@@ -194,7 +197,10 @@ impl session_core::SessionCache for GatedCache {
         self.inner.remove_many(hashes);
     }
 
-    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn session_core::PreparedContents> {
+    fn prepare(
+        &self,
+        sessions: Vec<Arc<Session>>,
+    ) -> Box<dyn session_core::port::cache::PreparedContents> {
         let contents = self.inner.prepare(sessions);
         let armed = self.armed.lock().unwrap().take();
         if let Some((reached, release)) = armed {
@@ -204,7 +210,7 @@ impl session_core::SessionCache for GatedCache {
         contents
     }
 
-    fn install(&self, contents: Box<dyn session_core::PreparedContents>) {
+    fn install(&self, contents: Box<dyn session_core::port::cache::PreparedContents>) {
         self.inner.install(contents);
     }
 

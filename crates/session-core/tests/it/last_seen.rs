@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use session_core::config::LastSeenSettings;
+use session_core::memory::MemoryStore;
+use session_core::port::clock::ManualClock;
+use session_core::port::store::{SeenAt, SessionStore};
 use session_core::testkit::{CountingStore, account, epoch};
-use session_core::{
-    ClientMetadata, LastSeenSettings, ManualClock, MemoryCache, MemoryStore, NewSession, SeenAt,
-    SessionService, SessionStore,
-};
+use session_core::{ClientMetadata, MemoryCache, NewSession, SessionService};
 use time::{Duration, OffsetDateTime};
 
 struct Fixture {
@@ -85,7 +86,7 @@ async fn resolves_within_a_minute_make_one_mark_and_the_next_minute_another() {
         f.service.last_seen(&[new.session.id]).await.unwrap(),
         vec![second]
     );
-    assert_eq!(f.service.last_seen_stats().unwrap().flushed, 2);
+    assert_eq!(f.service.status().last_seen.unwrap().flushed, 2);
 }
 
 #[tokio::test]
@@ -123,10 +124,10 @@ async fn a_full_queue_drops_and_counts_while_resolves_still_answer() {
             new.session
         );
     }
-    let stats = f.service.last_seen_stats().unwrap();
+    let stats = f.service.status().last_seen.unwrap();
     assert_eq!(stats.dropped, 2);
     assert_eq!(f.service.flush_last_seen().await.unwrap(), 3);
-    assert_eq!(f.service.last_seen_stats().unwrap().flushed, 3);
+    assert_eq!(f.service.status().last_seen.unwrap().flushed, 3);
 }
 
 #[tokio::test]
@@ -138,7 +139,7 @@ async fn a_failed_flush_keeps_its_batch_for_the_next() {
     assert!(f.service.flush_last_seen().await.is_err());
     f.memory.set_unavailable(false);
     assert_eq!(f.service.flush_last_seen().await.unwrap(), 1);
-    let stats = f.service.last_seen_stats().unwrap();
+    let stats = f.service.status().last_seen.unwrap();
     assert_eq!(
         (stats.flush_failures, stats.flushed, stats.dropped),
         (1, 1, 0)
@@ -164,7 +165,7 @@ async fn off_by_default_marks_nothing_and_reads_nothing() {
             .is_empty()
     );
     assert_eq!(f.store.last_seen_reads(), 0);
-    assert_eq!(f.service.last_seen_stats(), None);
+    assert_eq!(f.service.status().last_seen, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

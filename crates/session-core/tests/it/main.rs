@@ -1,7 +1,8 @@
 //! session-core's integration tests: one binary, one module per subject.
 
+mod background;
+mod change_log;
 mod contract;
-mod feed;
 mod gated;
 mod last_seen;
 mod metadata;

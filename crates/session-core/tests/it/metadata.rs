@@ -1,7 +1,8 @@
 //! Client metadata as gateways forward it: what is normalised, what refused.
 
 use proptest::prelude::*;
-use session_core::{Field, Reason, UserAgent, ValidationError};
+use session_core::UserAgent;
+use session_core::validation::{Field, Reason, ValidationError};
 
 fn normalized(text: &str) -> Option<String> {
     UserAgent::normalize(text)

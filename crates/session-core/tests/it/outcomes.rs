@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use session_core::{
-    ClientMetadata, Error, ManualClock, MemoryCache, MemoryStore, MissPolicy, ResolveCounts,
-    ResolveOutcome, SessionService, SessionToken,
-};
+use session_core::config::MissPolicy;
+use session_core::memory::MemoryStore;
+use session_core::port::clock::ManualClock;
+use session_core::status::{ResolveCounts, ResolveOutcome};
+use session_core::{ClientMetadata, Error, MemoryCache, SessionService, SessionToken};
 
 use crate::gated::{FindFailure, GatedStore};
 use session_core::testkit::account;
@@ -24,9 +25,9 @@ async fn resolve_counted(
     service: &SessionService,
     token: &str,
 ) -> (Result<(), Error>, Vec<(ResolveOutcome, u64)>) {
-    let before = service.resolve_counts();
+    let before = service.status().resolves;
     let result = service.resolve(token).await.map(|_| ());
-    (result, moved(before, service.resolve_counts()))
+    (result, moved(before, service.status().resolves))
 }
 
 #[tokio::test]
@@ -73,7 +74,7 @@ async fn with_a_change_log_misses_are_counted_by_what_the_read_found() {
     // Another process's session: in the store, not in this cache.
     let (token, session) =
         session_core::testkit::session_at(account(), session_core::testkit::epoch());
-    session_core::SessionStore::insert(&store.inner, &session)
+    session_core::port::store::SessionStore::insert(&store.inner, &session)
         .await
         .unwrap();
 

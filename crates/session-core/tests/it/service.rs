@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use session_core::memory::MemoryStore;
+use session_core::port::cache::SessionCache;
+use session_core::port::clock::ManualClock;
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ClientMetadata, Error, Label, ListScope, ManualClock, MemoryCache, MemoryStore, PageRequest,
-    Revocation, SessionCache, SessionService, SessionStore, StoreError,
+    ClientMetadata, Error, Label, ListScope, MemoryCache, PageRequest, Revocation, SessionService,
 };
 use time::Duration;
 
@@ -61,9 +64,9 @@ async fn resolve_before_the_first_warm_is_not_ready_for_any_token() {
             Err(Error::NotReady)
         ));
     }
-    assert!(!f.service.readiness().await.is_ready());
+    assert!(!f.service.status().cache_ready());
     f.service.warm().await.unwrap();
-    assert!(f.service.readiness().await.is_ready());
+    assert!(f.service.status().cache_ready());
     assert_eq!(
         f.service
             .resolve(created.token.expose_secret())
@@ -201,7 +204,7 @@ async fn a_failed_revoke_leaves_the_session_resolvable_and_active() {
             .is_store_unavailable()
     );
     assert!(matches!(
-        f.service.readiness().await.store,
+        f.service.check_store().await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(
@@ -322,7 +325,7 @@ async fn a_failed_warm_stays_not_ready_and_keeps_the_cache() {
     let f = fixture::<MemoryStore>();
     f.store.set_unavailable(true);
     assert!(f.service.warm().await.unwrap_err().is_store_unavailable());
-    assert!(!f.service.is_warm());
+    assert!(!f.service.status().cache_warm);
     f.store.set_unavailable(false);
     f.service.warm().await.unwrap();
     let created = f
@@ -332,7 +335,10 @@ async fn a_failed_warm_stays_not_ready_and_keeps_the_cache() {
         .unwrap();
     f.store.set_unavailable(true);
     assert!(f.service.warm().await.is_err());
-    assert!(f.service.is_warm(), "a failed re-warm does not un-warm");
+    assert!(
+        f.service.status().cache_warm,
+        "a failed re-warm does not un-warm"
+    );
     assert!(
         f.service
             .resolve(created.token.expose_secret())
@@ -522,5 +528,5 @@ async fn writes_during_a_warm_build_complete_and_hold_in_the_new_contents() {
         Err(Error::InvalidToken)
     ));
     assert!(service.resolve(created.token.expose_secret()).await.is_ok());
-    assert_eq!(service.cached_sessions(), 1);
+    assert_eq!(service.status().cached_sessions, 1);
 }

@@ -1,7 +1,8 @@
 //! Property tests of the token's text form.
 
 use proptest::prelude::*;
-use session_core::{SessionToken, TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenParseError};
+use session_core::SessionToken;
+use session_core::token::{TOKEN_LEN, TOKEN_PREFIX, TokenHash, TokenParseError};
 
 /// An independent statement of validity: prefix, length, alphabet, and the
 /// last six characters spelling CRC32 of the rest in base62.

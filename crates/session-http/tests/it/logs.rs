@@ -11,9 +11,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_core::{
-    MemoryCache, MemoryStore, Session, SessionService, SessionStore, StoreDecorator, StoreError,
-};
+use session_core::memory::MemoryStore;
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
+use session_core::{MemoryCache, Session, SessionService};
 use session_http::{ApiState, router};
 use tower::ServiceExt;
 use tracing_subscriber::fmt::MakeWriter;

@@ -7,10 +7,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_core::{
-    AccountId, ListScope, ManualClock, MemoryCache, MemoryStore, MissPolicy, Session,
-    SessionService, SessionStore, SessionToken, StoreDecorator, StoreError,
-};
+use session_core::config::MissPolicy;
+use session_core::memory::MemoryStore;
+use session_core::port::clock::ManualClock;
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
+use session_core::{AccountId, ListScope, MemoryCache, Session, SessionService, SessionToken};
 use session_http::{
     ApiKeys, ApiState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, StoreMetrics, router,
 };
@@ -116,7 +117,7 @@ impl App {
     }
 
     fn sessions_stored(&self) -> usize {
-        self.service.cached_sessions()
+        self.service.status().cached_sessions
     }
 }
 
@@ -1002,7 +1003,7 @@ async fn no_response_repeats_what_the_client_sent() {
         replies.push((format!("Authorization {auth}"), keyed.send(request).await));
     }
 
-    let random_part = &s[session_core::TOKEN_PREFIX.len()..];
+    let random_part = &s[session_core::token::TOKEN_PREFIX.len()..];
     for (case, reply) in &replies {
         assert!(!reply.text.contains(random_part), "{case}: {}", reply.text);
         for (name, value) in &reply.headers {
@@ -1067,12 +1068,9 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
             negative_entries: 100,
         })
         .build();
-    tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_in_sync().await }
-    });
+    let _tasks = service.start();
     for _ in 0..10_000 {
-        if service.is_warm() {
+        if service.status().cache_warm {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -1496,10 +1494,10 @@ impl StoreDecorator for RejectingStore {
         page.rejected = poison
             .into_iter()
             .map(|s: Session| {
-                session_core::InvalidRow::new(
+                session_core::port::store::InvalidRow::new(
                     "sessions",
                     "label",
-                    session_core::RowId::Session(s.id),
+                    session_core::port::store::RowId::Session(s.id),
                     "a control character",
                 )
             })

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use session_core::memory::MemoryStore;
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition};
+use session_core::port::store::{SeenAt, SessionStore, StoreDecorator};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    ChangeLog, ChangeLogDecorator, ListScope, LogPosition, MemoryCache, MemoryStore, PageRequest,
-    SeenAt, SessionService, SessionStore, StoreDecorator,
-};
+use session_core::{ListScope, MemoryCache, PageRequest, SessionService};
 use session_http::{ApiState, StoreMetrics, router};
 use tower::ServiceExt;
 
@@ -54,7 +54,7 @@ mod store {
 }
 
 mod change_log {
-    session_core::feed_contract_tests!(super::measured_memory());
+    session_core::change_log_contract_tests!(super::measured_memory());
 }
 
 /// One call of each port method is counted once, under the method's own

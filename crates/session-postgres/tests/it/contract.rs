@@ -1,6 +1,7 @@
 //! The session-core store and change-log contracts, against PostgreSQL.
 
-use session_core::{ChangeLog, ChangeLogDecorator, SessionStore, StoreDecorator};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator};
+use session_core::port::store::{SessionStore, StoreDecorator};
 use session_postgres::PgSessionStore;
 use session_test_postgres::TestDatabase;
 
@@ -34,6 +35,6 @@ mod store {
     session_core::store_contract_tests!(super::store_on_test_database());
 }
 
-mod feed {
-    session_core::feed_contract_tests!(super::store_on_test_database());
+mod change_log {
+    session_core::change_log_contract_tests!(super::store_on_test_database());
 }

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{ClientMetadata, Error, NewSession, SessionId, SessionStore, StoreError};
+use session_core::{ClientMetadata, Error, NewSession, SessionId};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::{TestDatabase, TestServer};
 use session_test_process::free_port;
 
 use crate::support::{
-    Instance, chain, instance_on, migrated_store, ready, ready_pair, rejected, sql_client, until,
-    within_a_minute,
+    Instance, chain, instance_on, is_ready, migrated_store, ready, ready_pair, rejected,
+    sql_client, until, within_a_minute,
 };
 
 /// A loopback port that accepts connections and never says a word, as a
@@ -163,7 +164,8 @@ async fn caught_up_since(instance: &Instance, since: Instant) {
     until("the instance reads the log to its end", || {
         instance
             .service
-            .change_log_lag()
+            .status()
+            .change_log
             .and_then(|lag| lag.lag)
             .is_some_and(|lag| lag < since.elapsed())
     })
@@ -179,7 +181,7 @@ async fn watch_readiness(
     let mut not_ready = [None; 2];
     while !stop.load(Ordering::SeqCst) {
         for (instance, span) in instances.iter().zip(&mut not_ready) {
-            if !instance.service.readiness().await.is_ready() {
+            if !is_ready(instance).await {
                 let now = Instant::now();
                 *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
             }
@@ -346,8 +348,8 @@ async fn two_instances_ride_out_a_primary_crash_and_a_promotion() {
         .unwrap()
         .get(0);
     let active = usize::try_from(active).unwrap();
-    assert_eq!(a.service.cached_sessions(), active);
-    assert_eq!(b.service.cached_sessions(), active);
+    assert_eq!(a.service.status().cached_sessions, active);
+    assert_eq!(b.service.status().cached_sessions, active);
 
     let created_at: HashMap<SessionId, Instant> = ledger
         .created
@@ -370,7 +372,7 @@ async fn two_instances_ride_out_a_primary_crash_and_a_promotion() {
     // primary used may be handed out again, so every cursor of the old
     // epoch expires and each instance loads everything once more.
     for (name, instance) in [("A", &a), ("B", &b)] {
-        let stats = instance.service.sync_stats();
+        let stats = instance.service.status().change_log_stats;
         assert_eq!(
             stats.full_loads, 2,
             "{name} reloaded once, after the promotion: {stats:?}"
@@ -409,7 +411,7 @@ async fn a_revocation_behind_a_reused_transaction_id_reaches_followers() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    until("B holds it", || b.service.cached_sessions() == 1).await;
+    until("B holds it", || b.service.status().cached_sessions == 1).await;
 
     tokio::task::block_in_place(|| standby.stop());
     let (_, mut duplicate) = session_at(account(), epoch());
@@ -431,5 +433,5 @@ async fn a_revocation_behind_a_reused_transaction_id_reaches_followers() {
         rejected(&b, &doomed.token).await,
         "B still accepts a session revoked after the failover"
     );
-    assert_eq!(b.service.sync_stats().full_loads, 2);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 2);
 }

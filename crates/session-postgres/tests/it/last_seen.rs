@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use session_core::config::LastSeenSettings;
+use session_core::port::clock::ManualClock;
+use session_core::port::store::{SeenAt, SessionStore};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    ClientMetadata, LastSeenSettings, ManualClock, MemoryCache, SeenAt, SessionService,
-    SessionStore,
-};
+use session_core::{ClientMetadata, MemoryCache, SessionService};
 use session_postgres::PgConfig;
 use session_test_postgres::TestDatabase;
 use time::{Duration, OffsetDateTime};
@@ -82,8 +82,8 @@ async fn two_instances_flushing_the_same_sessions_keep_the_latest_time() {
     assert_eq!(seen.len(), SESSIONS);
     let latest = minute_of(epoch() + Duration::minutes((ROUNDS - 1) * 10 + 5));
     assert!(seen.iter().all(|mark| mark.at == latest), "{seen:?}");
-    assert_eq!(a.last_seen_stats().unwrap().flush_failures, 0);
-    assert_eq!(b.last_seen_stats().unwrap().flush_failures, 0);
+    assert_eq!(a.status().last_seen.unwrap().flush_failures, 0);
+    assert_eq!(b.status().last_seen.unwrap().flush_failures, 0);
 }
 
 /// A session deleted or truncated by other SQL takes its activity with it,

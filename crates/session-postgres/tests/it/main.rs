@@ -1,10 +1,10 @@
 //! session-postgres against a real PostgreSQL: a throwaway server per test
 //! binary (or `TEST_DATABASE_URL`), a fresh database per test.
 
+mod change_log;
 mod config;
 mod contract;
 mod failover;
-mod feed;
 mod last_seen;
 mod migrations;
 mod resilience;

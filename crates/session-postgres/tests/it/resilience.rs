@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{SessionStore, StoreError};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::{TestDatabase, TestServer};
 

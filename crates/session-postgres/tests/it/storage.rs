@@ -3,11 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    ClientMetadata, Label, MemoryCache, SessionService, SessionStore, SessionToken, StoreError,
-    UserAgent,
-};
+use session_core::{ClientMetadata, Label, MemoryCache, SessionService, SessionToken, UserAgent};
 use uuid::Uuid;
 
 use crate::support::{chain, fresh_store, sql_client};
@@ -53,7 +51,7 @@ async fn the_database_never_holds_a_raw_token() {
     for new in &created {
         let token = new.token.expose_secret();
         // The random part alone, in case something stripped the prefix.
-        let body = &token[session_core::TOKEN_PREFIX.len()..];
+        let body = &token[session_core::token::TOKEN_PREFIX.len()..];
         assert!(
             rows.iter().all(|row| !row.contains(body)),
             "a token is stored in plain text"

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{Error, MemoryCache, SessionService, SessionToken};
+use session_core::{BackgroundTasks, Error, MemoryCache, SessionService, SessionToken};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -66,6 +66,8 @@ pub(crate) fn with_param(url: &str, param: &str) -> String {
 pub(crate) struct Instance {
     pub(crate) service: SessionService,
     pub(crate) store: Arc<PgSessionStore>,
+    /// Follows the change log for as long as the instance lives.
+    _tasks: BackgroundTasks,
 }
 
 /// A service over a store of its own, following the log, as a process would.
@@ -90,11 +92,12 @@ pub(crate) async fn instance_configured(
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
         .change_log(store.clone())
         .build();
-    tokio::spawn({
-        let service = service.clone();
-        async move { service.keep_in_sync().await }
-    });
-    Instance { service, store }
+    let tasks = service.start();
+    Instance {
+        service,
+        store,
+        _tasks: tasks,
+    }
 }
 
 /// Two instances on `url`, named `instance_a` and `instance_b`, both ready.
@@ -106,10 +109,15 @@ pub(crate) async fn ready_pair(url: &str) -> (Instance, Instance) {
     (a, b)
 }
 
+/// Whether the instance is ready: its cache is current and its store answers.
+pub(crate) async fn is_ready(instance: &Instance) -> bool {
+    instance.service.status().cache_ready() && instance.service.check_store().await.is_ok()
+}
+
 /// Waits, within a minute, until the instance reports ready.
 pub(crate) async fn ready(instance: &Instance) {
     within_a_minute(async {
-        while !instance.service.readiness().await.is_ready() {
+        while !is_ready(instance).await {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

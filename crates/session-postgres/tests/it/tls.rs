@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use session_core::port::change_log::ChangeLog;
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{ChangeLog, SessionStore, StoreError};
 use session_postgres::{PgConfig, PgSessionStore, SslMode};
 use session_test_postgres::{TestDatabase, TestServer};
 
@@ -207,7 +208,7 @@ async fn the_wake_up_listener_uses_the_same_tls() {
     let store = works(&url(
         "localhost",
         &database,
-        &format!("sslmode=verify-full&sslrootcert={ca}&application_name=tls-feed"),
+        &format!("sslmode=verify-full&sslrootcert={ca}&application_name=tls-change-log"),
     ))
     .await;
     let mut wake_ups = store.wake_ups().await.unwrap();
@@ -216,7 +217,7 @@ async fn the_wake_up_listener_uses_the_same_tls() {
     let listener_ssl: Vec<bool> = admin
         .query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.datname = $1 AND a.application_name = 'tls-feed' AND a.query = $2",
+             WHERE a.datname = $1 AND a.application_name = 'tls-change-log' AND a.query = $2",
             &[
                 &database.name(),
                 &format!("LISTEN {}", session_postgres::CHANGES_CHANNEL),

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{SessionStore, StoreError};
 use session_sqlite::SqliteOptions;
 
 use crate::support::TempStore;

@@ -11,8 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{ListScope, SessionId, SessionStore};
+use session_core::{ListScope, SessionId};
 use session_sqlite::SqliteSessionStore;
 use time::Duration;
 

@@ -1,6 +1,6 @@
 //! One store per file: a second open is refused while the first store lives.
 
-use session_core::SessionStore;
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
 use session_sqlite::{OpenError, SqliteOptions, SqliteSessionStore};
 

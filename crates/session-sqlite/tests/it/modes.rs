@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use session_core::SessionStore;
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
 use session_sqlite::SqliteSessionStore;
 

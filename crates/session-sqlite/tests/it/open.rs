@@ -3,7 +3,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use session_core::SessionStore;
+use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
 use session_sqlite::{OpenError, SqliteOptions, SqliteSessionStore};
 

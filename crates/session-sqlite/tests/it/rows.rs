@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
+use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{MemoryCache, SessionId, SessionService, SessionStore, StoreError};
+use session_core::{MemoryCache, SessionId, SessionService};
 use uuid::Uuid;
 
 use crate::support::TempStore;
@@ -48,7 +49,7 @@ async fn a_row_the_domain_rejects_is_skipped_by_the_warm_and_named_by_get() {
         .build();
     let report = service.warm().await.unwrap();
     assert_eq!(report.sessions, 4, "every good row: {report:?}");
-    assert_eq!(service.sync_stats().rows_skipped, 1);
+    assert_eq!(service.status().change_log_stats.rows_skipped, 1);
     assert!(service.resolve("sess_x").await.is_err());
 }
 
@@ -99,5 +100,5 @@ async fn a_list_skips_and_counts_a_row_the_domain_rejects() {
     }
     assert_eq!(listed, [newer.clone(), older.clone()]);
     assert_eq!(pages, 3, "the rejected row ends a page of its own");
-    assert_eq!(service.sync_stats().rows_skipped, 1);
+    assert_eq!(service.status().change_log_stats.rows_skipped, 1);
 }

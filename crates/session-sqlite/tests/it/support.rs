@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use session_core::{SessionStore, StoreDecorator};
+use session_core::port::store::{SessionStore, StoreDecorator};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 use tempfile::TempDir;
 

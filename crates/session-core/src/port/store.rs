@@ -1,4 +1,5 @@
-//! The storage port: where sessions are durable.
+//! The storage port: where sessions are durable, with the pages, rows and
+//! errors a store deals in, and [`StoreDecorator`], the one way to wrap a store.
 
 use std::net::IpAddr;
 
@@ -6,10 +7,15 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::session::{
-    AccountId, ClientMetadata, Label, Session, SessionId, UserAgent, ValidationError,
-};
+use crate::session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
 use crate::token::TokenHash;
+use crate::validation::ValidationError;
+use crate::{AccountPage, ListScope, PageRequest};
+
+/// The most marks one [`SessionStore::record_last_seen`] call carries: one
+/// statement each, well under SQLite's 32,766 bound parameters and
+/// PostgreSQL's message sizes.
+pub const LAST_SEEN_MAX_BATCH: usize = 4096;
 
 /// A boxed error from an adapter, kept as the source of a [`StoreError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -85,8 +91,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// same session at once both succeed, the latest time winning. Ids of no
     /// stored session are ignored, never an error. A revoked session's time
     /// is still recorded: it was seen then. `seen` is sorted by id with one
-    /// entry per session, so concurrent calls lock rows in the same order.
-    /// It writes nothing a [`ChangeLog`](crate::ChangeLog) reports.
+    /// entry per session, so concurrent calls lock rows in the same order,
+    /// and holds at most [`LAST_SEEN_MAX_BATCH`] entries.
+    /// It writes nothing a [`ChangeLog`](super::change_log::ChangeLog) reports.
     async fn record_last_seen(&self, seen: &[SeenAt]) -> Result<(), StoreError>;
 
     /// When each of `ids` was last seen, as recorded; sessions never
@@ -180,9 +187,10 @@ const _: () = {
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
-/// use session_core::{
-///     MemoryStore, RevokeOutcome, SessionId, SessionStore, StoreDecorator, StoreError,
-///     StoreOperation,
+/// use session_core::SessionId;
+/// use session_core::memory::MemoryStore;
+/// use session_core::port::store::{
+///     RevokeOutcome, SessionStore, StoreDecorator, StoreError, StoreOperation,
 /// };
 /// use time::OffsetDateTime;
 ///
@@ -405,109 +413,6 @@ pub struct SeenAt {
     pub at: OffsetDateTime,
 }
 
-/// A place in an account's newest-first list: the page that starts here
-/// holds the sessions strictly older than this one, by `(created_at, id)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListPosition {
-    /// The `created_at` of the last session of the previous page.
-    pub created_at: OffsetDateTime,
-    /// Its id, which orders sessions created at the same instant.
-    pub id: SessionId,
-}
-
-impl ListPosition {
-    /// The position just after `session`.
-    #[must_use]
-    pub fn after(session: &Session) -> Self {
-        Self {
-            created_at: session.created_at,
-            id: session.id,
-        }
-    }
-}
-
-/// How many sessions one page of a list holds at most: 1 to
-/// [`PageLimit::MAX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PageLimit(u32);
-
-impl PageLimit {
-    /// The page size when the caller gives none.
-    pub const DEFAULT: Self = Self(50);
-    /// The largest page: bounds what one request makes the store read and
-    /// the service hold.
-    pub const MAX: Self = Self(200);
-
-    /// `limit`, if it is within 1 to [`PageLimit::MAX`].
-    #[must_use]
-    pub const fn new(limit: u32) -> Option<Self> {
-        if limit >= 1 && limit <= Self::MAX.0 {
-            Some(Self(limit))
-        } else {
-            None
-        }
-    }
-
-    /// The bound, as a number of sessions.
-    #[must_use]
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for PageLimit {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-/// Which page of a list to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PageRequest {
-    /// Where the page starts; `None` for the newest session.
-    pub after: Option<ListPosition>,
-    /// The most sessions the page holds.
-    pub limit: PageLimit,
-}
-
-/// One page of [`SessionStore::list_for_account`].
-#[derive(Debug, Default)]
-pub struct AccountPage {
-    /// The sessions, newest first.
-    pub sessions: Vec<Session>,
-    /// Rows of the page the domain rejects, left out of `sessions`.
-    pub rejected: Vec<InvalidRow>,
-    /// Where the next page starts (after the last row of this one, valid or
-    /// not), or `None` when no row follows.
-    pub next: Option<ListPosition>,
-}
-
-impl AccountPage {
-    /// The page from rows read newest first after the requested position,
-    /// at most `limit` + 1 of them, each with its position and what the
-    /// domain made of it: the one rule every store pages by. Rows past
-    /// `limit` only tell that another page follows.
-    pub fn from_rows(
-        rows: impl IntoIterator<Item = (ListPosition, Result<Session, InvalidRow>)>,
-        limit: PageLimit,
-    ) -> Self {
-        let mut page = Self::default();
-        let mut last = None;
-        for (read, (position, row)) in rows.into_iter().enumerate() {
-            if read == limit.get() as usize {
-                page.next = last;
-                break;
-            }
-            last = Some(position);
-            match row {
-                Ok(session) => page.sessions.push(session),
-                Err(invalid) => page.rejected.push(invalid),
-            }
-        }
-        page
-    }
-}
-
 /// One page of [`SessionStore::active_page`].
 #[derive(Debug, Default)]
 pub struct ActivePage {
@@ -641,16 +546,6 @@ impl StoredSession {
             },
         })
     }
-}
-
-/// Which of an account's sessions to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ListScope {
-    /// Only sessions that are still active.
-    #[default]
-    Active,
-    /// Active and revoked sessions.
-    IncludeRevoked,
 }
 
 /// What revoking one session did.

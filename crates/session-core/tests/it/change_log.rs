@@ -4,9 +4,14 @@
 
 use std::sync::Arc;
 
+use session_core::config::MissPolicy;
+use session_core::memory::MemoryStore;
+use session_core::port::cache::SessionCache;
+use session_core::port::change_log::ChangeLog;
+use session_core::port::clock::ManualClock;
+use session_core::port::store::SessionStore;
 use session_core::{
-    ChangeLog, ClientMetadata, Error, ManualClock, MemoryCache, MemoryStore, MissPolicy,
-    SessionCache, SessionService, SessionStore, SessionToken,
+    BackgroundTasks, ClientMetadata, Error, MemoryCache, SessionService, SessionToken,
 };
 
 use crate::gated::{GatedStore, Point};
@@ -17,6 +22,8 @@ struct Instance {
     cache: Arc<MemoryCache>,
     /// Drives the miss-read budget; it moves only when a test advances it.
     clock: Arc<ManualClock>,
+    /// Follows the change log for as long as the instance lives.
+    _tasks: BackgroundTasks,
 }
 
 fn instance(store: Arc<dyn SessionStore>, log: Arc<dyn ChangeLog>, policy: MissPolicy) -> Instance {
@@ -28,12 +35,12 @@ fn instance(store: Arc<dyn SessionStore>, log: Arc<dyn ChangeLog>, policy: MissP
         .clock(clock.clone())
         .warm_page_size(2)
         .build();
-    let syncing = service.clone();
-    tokio::spawn(async move { syncing.keep_in_sync().await });
+    let tasks = service.start();
     Instance {
         service,
         cache,
         clock,
+        _tasks: tasks,
     }
 }
 
@@ -49,22 +56,27 @@ async fn until(mut condition: impl FnMut() -> bool, what: &str) {
     panic!("never happened: {what}");
 }
 
-async fn in_sync(instance: &Instance) {
+/// Whether `service` is ready: its cache is current and its store answers.
+async fn is_ready(service: &SessionService) -> bool {
+    service.status().cache_ready() && service.check_store().await.is_ok()
+}
+
+async fn caught_up(instance: &Instance) {
     for _ in 0..10_000 {
-        if instance.service.readiness().await.is_ready() {
+        if is_ready(&instance.service).await {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    panic!("the instance never got in sync");
+    panic!("the instance never caught up with the change log");
 }
 
-/// Two instances on one shared `store`, both in sync.
+/// Two instances on one shared `store`, both caught up.
 async fn pair_on<S: SessionStore + ChangeLog>(store: Arc<S>) -> (Arc<S>, Instance, Instance) {
     let a = instance(store.clone(), store.clone(), MissPolicy::default());
     let b = instance(store.clone(), store.clone(), MissPolicy::default());
-    in_sync(&a).await;
-    in_sync(&b).await;
+    caught_up(&a).await;
+    caught_up(&b).await;
     (store, a, b)
 }
 
@@ -79,7 +91,7 @@ async fn gated_pair() -> (Arc<GatedStore>, Instance, Instance) {
 }
 
 fn applied(instance: &Instance) -> u64 {
-    instance.service.sync_stats().changes_applied
+    instance.service.status().change_log_stats.changes_applied
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,7 +137,7 @@ async fn a_revoke_all_of_5000_sessions_on_a_is_rejected_on_b() {
     assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 5_000);
     until(|| applied(&b) > before, "B applies the revoke-all").await;
     assert_eq!(b.cache.len(), 0);
-    let reads = b.service.sync_stats().miss_reads;
+    let reads = b.service.status().change_log_stats.miss_reads;
     for token in &tokens {
         // Far past the read budget, and still "invalid", never "busy": B
         // knows these hashes were revoked without asking the store.
@@ -134,7 +146,7 @@ async fn a_revoke_all_of_5000_sessions_on_a_is_rejected_on_b() {
             Err(Error::InvalidToken)
         ));
     }
-    let stats = b.service.sync_stats();
+    let stats = b.service.status().change_log_stats;
     assert_eq!(
         stats.miss_reads, reads,
         "revoked tokens are answered from the tombstones, with no read: {stats:?}"
@@ -196,33 +208,33 @@ async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload()
         .await
         .unwrap();
     until(|| b.cache.len() == 2, "B holds both").await;
-    assert_eq!(b.service.sync_stats().full_loads, 1);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 1);
 
     gated.set_log_down(true);
     // Revoked while no instance can read the log.
     a.service.revoke(doomed.session.id).await.unwrap();
     until(
-        || b.service.sync_stats().resyncs >= 1,
+        || b.service.status().change_log_stats.read_failures >= 1,
         "B tries to read and fails",
     )
     .await;
-    let bound = b.service.change_log_lag().unwrap().bound;
+    let bound = b.service.status().change_log.unwrap().bound;
     b.clock.advance(time::Duration::try_from(bound).unwrap());
     assert!(
-        b.service.readiness().await.is_ready(),
+        is_ready(&b.service).await,
         "a lag of exactly the bound is still within it"
     );
     b.clock.advance(time::Duration::milliseconds(1));
-    let readiness = b.service.readiness().await;
-    assert!(!readiness.is_ready(), "{readiness:?}");
-    assert!(readiness.change_log.unwrap().lag.unwrap() > bound);
+    let status = b.service.status();
+    assert!(!status.cache_ready(), "{status:?}");
+    assert!(status.change_log.unwrap().lag.unwrap() > bound);
     // Meanwhile resolves still answer from the cache.
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
 
     gated.set_log_down(false);
-    in_sync(&b).await;
-    let stats = b.service.sync_stats();
-    assert!(stats.resyncs >= 1, "{stats:?}");
+    caught_up(&b).await;
+    let stats = b.service.status().change_log_stats;
+    assert!(stats.read_failures >= 1, "{stats:?}");
     assert_eq!(stats.full_loads, 1, "resumed from the cursor, no reload");
     assert!(matches!(
         b.service.resolve(doomed.token.expose_secret()).await,
@@ -253,8 +265,12 @@ async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
     gated.inner.prune_log();
     gated.set_log_down(false);
 
-    until(|| b.service.sync_stats().full_loads == 2, "B reloads").await;
-    in_sync(&b).await;
+    until(
+        || b.service.status().change_log_stats.full_loads == 2,
+        "B reloads",
+    )
+    .await;
+    caught_up(&b).await;
     assert_eq!(b.cache.len(), 1);
     assert!(
         b.service
@@ -265,7 +281,7 @@ async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
     // After the reload B follows the log again.
     a.service.revoke(kept.session.id).await.unwrap();
     until(|| b.cache.is_empty(), "B applies a later revocation").await;
-    assert_eq!(b.service.sync_stats().full_loads, 2);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 2);
 }
 
 /// The store emptied without naming what went (TRUNCATE): every follower
@@ -282,7 +298,7 @@ async fn a_truncated_store_makes_followers_reload() {
     store.truncate();
     until(|| a.cache.is_empty() && b.cache.is_empty(), "both reload").await;
     assert!(b.service.resolve(gone.token.expose_secret()).await.is_err());
-    assert_eq!(b.service.sync_stats().full_loads, 2);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 2);
     // Applied once, though the entry is read again while later ones follow.
     let kept = a
         .service
@@ -291,7 +307,7 @@ async fn a_truncated_store_makes_followers_reload() {
         .unwrap();
     until(|| b.cache.len() == 1, "B follows on").await;
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
-    assert_eq!(b.service.sync_stats().full_loads, 2);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,7 +319,7 @@ async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
         negative_entries: 1_000,
     };
     let b = instance(store.clone(), store.clone(), policy);
-    in_sync(&b).await;
+    caught_up(&b).await;
     let unknown: Vec<SessionToken> = (0..200).map(|_| SessionToken::generate()).collect();
     for (index, token) in unknown.iter().enumerate() {
         let outcome = b.service.resolve(token.expose_secret()).await;
@@ -318,7 +334,7 @@ async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
             assert!(matches!(outcome, Err(Error::Busy)), "{index}: {outcome:?}");
         }
     }
-    let stats = b.service.sync_stats();
+    let stats = b.service.status().change_log_stats;
     assert_eq!(
         stats.miss_reads, 5,
         "only the burst is read while time stands still"
@@ -333,7 +349,7 @@ async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
             Err(Error::InvalidToken)
         ));
     }
-    let stats = b.service.sync_stats();
+    let stats = b.service.status().change_log_stats;
     assert_eq!((stats.miss_reads, stats.negative_hits), (5, 5));
 
     // A second later the budget has refilled by the rate, up to the burst.
@@ -341,13 +357,13 @@ async fn a_flood_of_unknown_tokens_stays_within_the_read_budget() {
     for token in &unknown[5..] {
         let _ = b.service.resolve(token.expose_secret()).await;
     }
-    assert_eq!(b.service.sync_stats().miss_reads, 10);
+    assert_eq!(b.service.status().change_log_stats.miss_reads, 10);
     // Malformed tokens never reach the miss path: invalid, budget or not.
     assert!(matches!(
         b.service.resolve("sess_garbage").await,
         Err(Error::InvalidToken)
     ));
-    assert_eq!(b.service.sync_stats().miss_reads, 10);
+    assert_eq!(b.service.status().change_log_stats.miss_reads, 10);
 }
 
 /// The miss path reads a session as active, the revocation from another
@@ -425,7 +441,7 @@ async fn a_creation_read_before_a_revocation_does_not_resurrect() {
     let gated = Arc::new(GatedStore::default());
     let store: Arc<dyn SessionStore> = gated.clone();
     let b = instance(store.clone(), gated.clone(), MissPolicy::default());
-    in_sync(&b).await;
+    caught_up(&b).await;
     let gate = gated.arm(Point::LogEntries);
     let created = b
         .service
@@ -495,12 +511,12 @@ async fn reads_and_creates_spanning_a_gap_and_a_revocation_do_not_resurrect() {
 
     gated.set_log_down(false);
     until(|| b.cache.is_empty(), "B applies both revocations").await;
-    in_sync(&b).await;
+    caught_up(&b).await;
     for token in [&read_one.token, &created.token] {
         assert!(matches!(
             b.service.resolve(token.expose_secret()).await,
             Err(Error::InvalidToken)
         ));
     }
-    assert_eq!(b.service.sync_stats().full_loads, 1);
+    assert_eq!(b.service.status().change_log_stats.full_loads, 1);
 }

@@ -11,8 +11,8 @@
 
 use async_trait::async_trait;
 
+use super::store::{InvalidRow, StoreError};
 use crate::session::Session;
-use crate::store::{InvalidRow, StoreError};
 use crate::token::TokenHash;
 
 /// A position in a [`ChangeLog`], ordered as the log is.
@@ -182,7 +182,7 @@ impl ChangeLogOperation {
     pub const ALL: [Self; 4] = [Self::Head, Self::Read, Self::WakeUps, Self::Prune];
 
     /// The method's name after `log_`, so no name is also a
-    /// [`StoreOperation`](crate::StoreOperation)'s and one label can name
+    /// [`StoreOperation`](super::store::StoreOperation)'s and one label can name
     /// the calls of both ports. Stable: metrics label change-log calls with it.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -206,7 +206,7 @@ const _: () = {
 
 /// A change log that wraps another and changes only part of what it does:
 /// the one way to decorate a [`ChangeLog`], as
-/// [`StoreDecorator`](crate::StoreDecorator) is for the store.
+/// [`StoreDecorator`](super::store::StoreDecorator) is for the store.
 ///
 /// Every `ChangeLogDecorator` is a `ChangeLog`: each port method runs this
 /// trait's method of the same name, which forwards to

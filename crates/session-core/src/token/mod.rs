@@ -1,16 +1,21 @@
-//! Session tokens and their hashes.
+//! How session tokens are made, checked and stored: the detail behind
+//! [`SessionToken`](crate::SessionToken), for adapters (which store and look
+//! up [`TokenHash`]es) and tests. A host needs only `SessionToken`.
 //!
 //! A token's text form is `sess_` + 43 base62 characters (256 bits from the OS
 //! CSPRNG) + 6 base62 characters of CRC32 over everything before them. The
 //! prefix lets secret scanners find leaked tokens; the checksum lets
-//! [`SessionToken::parse`] reject typos and garbage before any hashing or lookup.
-//! Only the SHA-256 of the text ([`TokenHash`]) is ever stored.
+//! [`SessionToken::parse`](crate::SessionToken::parse) reject typos and
+//! garbage before any hashing or lookup. Only the SHA-256 of the text
+//! ([`TokenHash`]) is ever stored.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+pub(crate) mod session_token;
 
 /// The prefix every token starts with.
 pub const TOKEN_PREFIX: &str = "sess_";
@@ -21,72 +26,6 @@ const BODY_LEN: usize = 43; // ceil(256 / log2(62))
 const CHECKSUM_LEN: usize = 6; // ceil(32 / log2(62))
 const CHECKED_LEN: usize = TOKEN_PREFIX.len() + BODY_LEN;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// A bearer token for one session.
-///
-/// It exists only by [`generate`](Self::generate) or a successful
-/// [`parse`](Self::parse). `Debug` and `Display` print a redaction; the text is
-/// reachable only through [`expose_secret`](Self::expose_secret), and the
-/// memory holding it is wiped on drop.
-pub struct SessionToken(Zeroizing<String>);
-
-impl SessionToken {
-    /// Generates a new token from 256 bits of the operating system's CSPRNG.
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot provide randomness, since no safe token
-    /// can be made without it.
-    #[must_use]
-    pub fn generate() -> Self {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::fill(secret.as_mut_slice()).expect("the OS CSPRNG is unavailable");
-        let mut text = Zeroizing::new(String::with_capacity(TOKEN_LEN));
-        text.push_str(TOKEN_PREFIX);
-        encode_base62_256(&secret, &mut text);
-        push_base62_u32(crc32fast::hash(text.as_bytes()), &mut text);
-        debug_assert_eq!(text.len(), TOKEN_LEN);
-        Self(text)
-    }
-
-    /// Parses a token's text form, checking prefix, length, alphabet and checksum.
-    ///
-    /// # Errors
-    ///
-    /// [`TokenParseError`] if the text is not a well-formed token. The error
-    /// never contains the input.
-    pub fn parse(text: &str) -> Result<Self, TokenParseError> {
-        validate(text)?;
-        Ok(Self(Zeroizing::new(text.to_owned())))
-    }
-
-    /// The token's text, for handing it to the client once at creation.
-    ///
-    /// Anything that calls this takes over the duty of never logging or storing it.
-    #[must_use]
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-
-    /// The SHA-256 of this token, the only form that is stored.
-    #[must_use]
-    pub fn hash(&self) -> TokenHash {
-        TokenHash::digest(&self.0)
-    }
-}
-
-impl fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionToken(<redacted>)")
-    }
-}
-
-impl fmt::Display for SessionToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(TOKEN_PREFIX)?;
-        f.write_str("<redacted>")
-    }
-}
 
 /// Why a text is not a session token. Carries no part of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -194,7 +133,8 @@ impl TokenHash {
     ///
     /// # Errors
     ///
-    /// [`TokenParseError`] exactly when [`SessionToken::parse`] would fail.
+    /// [`TokenParseError`] exactly when
+    /// [`SessionToken::parse`](crate::SessionToken::parse) would fail.
     pub fn of_token_text(text: &str) -> Result<Self, TokenParseError> {
         validate(text)?;
         Ok(Self::digest(text))
@@ -295,6 +235,7 @@ impl Hasher for TokenHashHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SessionToken;
 
     #[test]
     fn generated_tokens_have_the_documented_shape() {

@@ -1,7 +1,7 @@
 //! The [`ChangeLog`] contract, for stores several processes share. Each
-//! function is one case; see [`feed_contract_tests!`](crate::feed_contract_tests).
+//! function is one case; see [`change_log_contract_tests!`](crate::change_log_contract_tests).
 //!
-//! Every read goes through [`read_all`], which checks the invariants any
+//! Every read goes through `read_all`, which checks the invariants any
 //! page must keep (entries after the position, in order; `settled` and
 //! `read_to` never behind it), so each case checks them too.
 //!
@@ -9,7 +9,7 @@
 //! visible when it was taken (PostgreSQL's can, while a transaction
 //! elsewhere is running); a reader then reads them again, harmlessly, as the
 //! store is now. So a case that wrote before taking a position ignores what
-//! it wrote before ([`Before`]); everything written after must be there,
+//! it wrote before (`Before`); everything written after must be there,
 //! exactly.
 
 use std::collections::BTreeSet;
@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{account, epoch, session_at, session_with_metadata};
-use crate::feed::{Change, ChangeLog, LogPosition, LogRead};
+use crate::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use crate::port::store::{RevokeOutcome, SeenAt, SessionStore};
 use crate::session::{AccountId, Session, SessionId};
-use crate::store::{RevokeOutcome, SeenAt, SessionStore};
 use crate::token::TokenHash;
 
 /// Fails a case that would otherwise hang; not a measure of speed.

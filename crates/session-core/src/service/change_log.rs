@@ -22,17 +22,18 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Error, Inner, LogLag, SessionService, lock};
-use crate::feed::{Change, ChangeLog, LogPosition, LogRead};
+use super::{Error, Inner, SessionService, lock};
+use crate::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use crate::status::ChangeLogLag;
 
 /// How the follower paces itself.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Settings {
+pub(super) struct Pacing {
     pub(super) max_staleness: Duration,
     pub(super) poll_interval: Duration,
 }
 
-impl Default for Settings {
+impl Default for Pacing {
     fn default() -> Self {
         Self {
             max_staleness: Duration::from_secs(2),
@@ -60,7 +61,7 @@ const MIN_READ_GAP: Duration = Duration::from_millis(20);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Where the follower is in the log.
+/// Where the follower is in the change log.
 struct Cursor {
     /// Every entry up to here is applied, and none can appear there later.
     settled: LogPosition,
@@ -71,14 +72,14 @@ struct Cursor {
 
 impl SessionService {
     /// Keeps the cache complete, for as long as the returned future runs
-    /// (spawn it at start).
+    /// ([`BackgroundTasks`](super::BackgroundTasks) runs it).
     ///
     /// Without a change log it warms once, retrying failures with backoff,
     /// and returns. With one it loads every active session, then follows the
-    /// log from the position it loaded at, for ever: see the module docs of
-    /// `follow` in the source for the rules.
-    pub async fn keep_in_sync(&self) {
-        let Some(log) = self.inner.feed.clone() else {
+    /// change log from the position it loaded at, for ever: see the module
+    /// docs for the rules.
+    pub(super) async fn keep_cache_complete(&self) {
+        let Some(log) = self.inner.change_log.clone() else {
             let mut retry = FIRST_RETRY;
             while let Err(err) = self.warm().await {
                 tracing::error!(error = %err, retry_in = ?retry, "warming the session cache failed");
@@ -126,7 +127,10 @@ impl SessionService {
             match step {
                 Ok(()) => retry = FIRST_RETRY,
                 Err(err) => {
-                    self.inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .stats
+                        .read_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %err, retry_in = ?retry, "reading the change log failed; retrying from the same position");
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(LAST_RETRY);
@@ -145,7 +149,7 @@ impl SessionService {
                 () = hint.notified() => {
                     tokio::time::sleep_until(read_at + MIN_READ_GAP).await;
                 }
-                () = tokio::time::sleep(self.inner.follow.poll_interval) => {}
+                () = tokio::time::sleep(self.inner.pacing.poll_interval) => {}
             }
         }
     }
@@ -161,9 +165,9 @@ impl SessionService {
         })
     }
 
-    /// Reads the log from the cursor to its end and applies what it finds.
-    /// `Ok(false)` when the log no longer covers the cursor.
-    #[tracing::instrument(name = "session.feed.poll", skip_all)]
+    /// Reads the change log from the cursor to its end and applies what it
+    /// finds. `Ok(false)` when the change log no longer covers the cursor.
+    #[tracing::instrument(name = "session.change_log.poll", skip_all)]
     async fn catch_up(&self, log: &dyn ChangeLog, cursor: &mut Cursor) -> Result<bool, Error> {
         let inner = &self.inner;
         let started = inner.clock.monotonic();
@@ -244,11 +248,11 @@ async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infal
 }
 
 impl Inner {
-    pub(super) fn log_lag(&self) -> LogLag {
+    pub(super) fn change_log_lag(&self) -> ChangeLogLag {
         let caught_up_at = *lock(&self.caught_up_at);
-        LogLag {
+        ChangeLogLag {
             lag: caught_up_at.map(|at| self.clock.monotonic().saturating_duration_since(at)),
-            bound: self.follow.max_staleness,
+            bound: self.pacing.max_staleness,
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! A reader takes as final only entries below the oldest transaction still
 //! running, read in the same statement as the entries; see
-//! [`PgSessionStore::read`](session_core::ChangeLog::read). Creations are
+//! [`PgSessionStore::read`](session_core::port::change_log::ChangeLog::read). Creations are
 //! joined to the sessions table in that statement, so what enters a cache is
 //! the stored row as it is at the read, checked by the domain's rules.
 //!
@@ -31,10 +31,11 @@ use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;
 use ipnet::IpNet;
-use session_core::{
-    BoxError, Change, ChangeLog, InvalidRow, LogEntry, LogPage, LogPosition, LogRead, RowId,
-    StoreError, TokenHash, WakeUps,
+use session_core::port::change_log::{
+    Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps,
 };
+use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError};
+use session_core::token::TokenHash;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -381,7 +382,7 @@ impl ChangeLog for PgSessionStore {
         };
         Ok(Box::new(PgWakeUps {
             connection: Some(connection),
-            heartbeat: self.feed_heartbeat,
+            heartbeat: self.change_log_heartbeat,
             check_limit: self.connect_timeout,
             heard_at: Instant::now(),
         }))

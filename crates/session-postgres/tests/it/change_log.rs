@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use session_core::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use session_core::port::store::{SeenAt, SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{
-    AccountId, Change, ChangeLog, ClientMetadata, LogPosition, LogRead, SeenAt, SessionStore,
-    SessionToken, StoreError, TokenHash,
-};
+use session_core::token::TokenHash;
+use session_core::{AccountId, ClientMetadata, SessionToken};
 use session_postgres::{CHANGES_CHANNEL, PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    Instance, chain, fresh_store, instance_configured, instance_on, migrated_store, ready,
-    ready_pair, rejected, sql_client, until, within_a_minute,
+    Instance, chain, fresh_store, instance_configured, instance_on, is_ready, migrated_store,
+    ready, ready_pair, rejected, sql_client, until, within_a_minute,
 };
 
 /// Every change after `from`, and the settled position the reads reached.
@@ -366,7 +366,7 @@ async fn a_wake_up_listener_whose_server_went_silent_fails_after_the_heartbeat()
     let proxy = test_server_proxy(&database).await;
     let config = PgConfig::from_url(&proxy.url(&database))
         .unwrap()
-        .feed_heartbeat(Duration::from_millis(50))
+        .change_log_heartbeat(Duration::from_millis(50))
         .connect_timeout(Duration::from_millis(500));
     let store = migrated_store(config).await;
 
@@ -413,7 +413,7 @@ async fn two_services_follow_each_other_through_the_database() {
         created.session
     );
     until("B applies the creation", || {
-        b.service.cached_sessions() == 1
+        b.service.status().cached_sessions == 1
     })
     .await;
 
@@ -421,7 +421,7 @@ async fn two_services_follow_each_other_through_the_database() {
     // from the miss read, and perhaps the log's creation is applied later).
     a.service.revoke(created.session.id).await.unwrap();
     until("B applies the revocation", || {
-        b.service.cached_sessions() == 0
+        b.service.status().cached_sessions == 0
     })
     .await;
     assert!(rejected(&b, &created.token).await);
@@ -431,12 +431,15 @@ async fn two_services_follow_each_other_through_the_database() {
     let owner = account();
     let tokens = insert_directly(database.url(), owner, 5_000).await;
     until("both hold the 5,000", || {
-        a.service.cached_sessions() == 5_000 && b.service.cached_sessions() == 5_000
+        a.service.status().cached_sessions == 5_000 && b.service.status().cached_sessions == 5_000
     })
     .await;
     assert!(b.service.resolve(tokens[0].expose_secret()).await.is_ok());
     assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 5_000);
-    until("B drops the 5,000", || b.service.cached_sessions() == 0).await;
+    until("B drops the 5,000", || {
+        b.service.status().cached_sessions == 0
+    })
+    .await;
     for token in &tokens {
         assert!(rejected(&b, token).await);
     }
@@ -454,12 +457,12 @@ async fn two_services_follow_each_other_through_the_database() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    until("B holds it", || b.service.cached_sessions() == 1).await;
+    until("B holds it", || b.service.status().cached_sessions == 1).await;
     a.service.revoke(doomed.session.id).await.unwrap();
-    until("B drops it", || b.service.cached_sessions() == 0).await;
+    until("B drops it", || b.service.status().cached_sessions == 0).await;
     assert!(rejected(&b, &doomed.token).await);
-    let stats = b.service.sync_stats();
-    assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
+    let stats = b.service.status().change_log_stats;
+    assert_eq!((stats.full_loads, stats.read_failures), (1, 0), "{stats:?}");
     assert!(a.store.health_check().await.is_ok());
 }
 
@@ -483,12 +486,12 @@ async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
         .await
         .unwrap();
     until("B applies the creation", || {
-        b.service.cached_sessions() == 1
+        b.service.status().cached_sessions == 1
     })
     .await;
     a.service.revoke(doomed.session.id).await.unwrap();
     until("B applies the revocation", || {
-        b.service.cached_sessions() == 0
+        b.service.status().cached_sessions == 0
     })
     .await;
     assert!(rejected(&b, &doomed.token).await);
@@ -502,9 +505,9 @@ async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
     );
     let b_listens = listener_pids(database.url(), "instance_b").await;
     assert!(b_listens.is_empty(), "B listens nowhere: {b_listens:?}");
-    let stats = b.service.sync_stats();
+    let stats = b.service.status().change_log_stats;
     assert_eq!(stats.wake_ups, 0, "{stats:?}");
-    assert_eq!((stats.full_loads, stats.resyncs), (1, 0), "{stats:?}");
+    assert_eq!((stats.full_loads, stats.read_failures), (1, 0), "{stats:?}");
 }
 
 /// A revocation whose transaction took its id before, and committed after,
@@ -518,7 +521,7 @@ async fn a_late_committing_revocation_reaches_a_follower() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    until("B holds it", || b.service.cached_sessions() == 1).await;
+    until("B holds it", || b.service.status().cached_sessions == 1).await;
 
     let slow = sql_client(database.url()).await;
     slow.batch_execute(&format!(
@@ -533,13 +536,13 @@ async fn a_late_committing_revocation_reaches_a_follower() {
         .await
         .unwrap();
     until("B applies the later creation", || {
-        b.service.cached_sessions() == 2
+        b.service.status().cached_sessions == 2
     })
     .await;
     assert!(b.service.resolve(later.token.expose_secret()).await.is_ok());
     slow.batch_execute("COMMIT").await.unwrap();
     until("B applies the late revocation", || {
-        b.service.cached_sessions() == 1
+        b.service.status().cached_sessions == 1
     })
     .await;
     assert!(rejected(&b, &doomed.token).await);
@@ -597,7 +600,10 @@ async fn a_notification_from_a_role_without_grants_mints_nothing() {
             .await
             .unwrap();
     }
-    until("B wakes up", || b.service.sync_stats().wake_ups >= 1).await;
+    until("B wakes up", || {
+        b.service.status().change_log_stats.wake_ups >= 1
+    })
+    .await;
     // A flood, while B must stay ready throughout.
     let flood = tokio::spawn(async move {
         for _ in 0..500 {
@@ -608,7 +614,7 @@ async fn a_notification_from_a_role_without_grants_mints_nothing() {
         }
     });
     while !flood.is_finished() {
-        assert!(b.service.readiness().await.is_ready());
+        assert!(is_ready(&b).await);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     flood.await.unwrap();
@@ -620,10 +626,10 @@ async fn a_notification_from_a_role_without_grants_mints_nothing() {
             .await
             .is_ok()
     );
-    assert_eq!(b.service.cached_sessions(), 1);
-    let stats = b.service.sync_stats();
+    assert_eq!(b.service.status().cached_sessions, 1);
+    let stats = b.service.status().change_log_stats;
     assert_eq!(stats.full_loads, 1, "no reload: {stats:?}");
-    assert!(b.service.readiness().await.is_ready());
+    assert!(is_ready(&b).await);
 }
 
 /// B loses every connection to the database for ten seconds while 10,000
@@ -647,31 +653,31 @@ async fn a_follower_cut_off_for_ten_seconds_resumes_from_its_cursor() {
         .await
         .unwrap();
     until("B holds them all", || {
-        b.service.cached_sessions() == SESSIONS + 1
+        b.service.status().cached_sessions == SESSIONS + 1
     })
     .await;
 
     proxy.cut();
     assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), SESSIONS);
     until("B is not ready past its bound", || {
-        !b.service.change_log_lag().unwrap().within_bound()
+        !b.service.status().change_log.unwrap().within_bound()
     })
     .await;
-    assert!(!b.service.readiness().await.is_ready());
+    assert!(!is_ready(&b).await);
     // Resolves keep answering from the cache meanwhile.
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
     tokio::time::sleep(Duration::from_secs(10)).await;
     proxy.restore();
 
     ready(&b).await;
-    assert_eq!(b.service.cached_sessions(), 1);
+    assert_eq!(b.service.status().cached_sessions, 1);
     for token in tokens.iter().step_by(97) {
         assert!(rejected(&b, token).await);
     }
     assert!(b.service.resolve(kept.token.expose_secret()).await.is_ok());
-    let stats = b.service.sync_stats();
+    let stats = b.service.status().change_log_stats;
     assert_eq!(stats.full_loads, 1, "resumed, not reloaded: {stats:?}");
-    assert!(stats.resyncs >= 1, "{stats:?}");
+    assert!(stats.read_failures >= 1, "{stats:?}");
 }
 
 /// A row the domain rejects, stored by other SQL under an older schema that
@@ -726,11 +732,11 @@ async fn a_poison_row_is_skipped_beside_good_ones() {
         .await
         .unwrap();
     until("B applies the good rows", || {
-        b.service.cached_sessions() == 2
+        b.service.status().cached_sessions == 2
     })
     .await;
     until("and counts the poison one", || {
-        b.service.sync_stats().rows_skipped == 1
+        b.service.status().change_log_stats.rows_skipped == 1
     })
     .await;
     ready(&b).await;
@@ -740,8 +746,8 @@ async fn a_poison_row_is_skipped_beside_good_ones() {
     // An instance started now meets it in its warm, and skips it too.
     let c = instance(&database, "instance_c").await;
     ready(&c).await;
-    assert_eq!(c.service.cached_sessions(), 2);
-    assert!(c.service.sync_stats().rows_skipped >= 1);
+    assert_eq!(c.service.status().cached_sessions, 2);
+    assert!(c.service.status().change_log_stats.rows_skipped >= 1);
 }
 
 /// TRUNCATE says nothing of which sessions went: followers load everything again.
@@ -761,11 +767,11 @@ async fn a_truncated_table_makes_followers_load_everything_again() {
         .await
         .unwrap();
     until("the follower reloads", || {
-        follower.service.sync_stats().full_loads == 2
+        follower.service.status().change_log_stats.full_loads == 2
     })
     .await;
     ready(&follower).await;
-    assert_eq!(follower.service.cached_sessions(), 0);
+    assert_eq!(follower.service.status().cached_sessions, 0);
     assert!(rejected(&follower, &created.token).await);
 }
 

@@ -1,0 +1,135 @@
+//! The background work a running service needs, under one owner: the task
+//! that warms the cache and follows the change log, and the one that writes
+//! last-seen marks. [`SessionService::start`] spawns them and returns the
+//! [`BackgroundTasks`] guard. The only other tasks the service spawns are
+//! its writes, each finishing on its own so a commit always reaches the
+//! cache.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::{Error, SessionService};
+
+/// The service's background tasks, running until [`shutdown`](Self::shutdown)
+/// or until this guard is dropped.
+///
+/// Dropping it aborts every task at once, as a dropped [`JoinSet`] does: no
+/// task outlives its owner, so a test or a host that forgets to stop them
+/// does not leave a follower reading the change log for ever. Last-seen
+/// marks not yet written then stay queued in the service, written only by
+/// an explicit [`flush_last_seen`](SessionService::flush_last_seen); call
+/// [`shutdown`](Self::shutdown) to stop cleanly.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops the service's background tasks at once"]
+pub struct BackgroundTasks {
+    service: SessionService,
+    tasks: JoinSet<()>,
+    /// The task that warms and follows the change log: aborted at shutdown,
+    /// since what it is doing matters only while the service serves.
+    cache: AbortHandle,
+    /// With last-seen activity on, tells its task to stop between two
+    /// flushes, so that shutdown never cuts a flush short.
+    stop_last_seen: Option<oneshot::Sender<()>>,
+}
+
+impl BackgroundTasks {
+    /// Stops the tasks, then writes the last-seen marks made since the last
+    /// flush, once (a no-op with last-seen activity off). Returns how many
+    /// sessions' times that flush wrote.
+    ///
+    /// A flush in progress is let finish, so bound the wait with a timeout
+    /// if the store may hang: dropping this future drops the guard, which
+    /// aborts whatever still runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the final flush failed: its marks stay queued,
+    /// written only by another
+    /// [`flush_last_seen`](SessionService::flush_last_seen).
+    pub async fn shutdown(mut self) -> Result<usize, Error> {
+        self.cache.abort();
+        if let Some(stop) = self.stop_last_seen.take() {
+            // The task has ended already if the send fails.
+            let _ = stop.send(());
+        }
+        while let Some(ended) = self.tasks.join_next().await {
+            if let Err(err) = ended
+                && err.is_panic()
+            {
+                tracing::error!("a session service background task panicked before shutdown");
+            }
+        }
+        self.service.flush_last_seen().await
+    }
+}
+
+impl SessionService {
+    /// Starts the background work this service's configuration needs, on
+    /// the current Tokio runtime, and returns the guard that owns it. Call
+    /// it once, before serving:
+    ///
+    /// - always, a task that warms the cache (retrying failures with
+    ///   backoff) and, with a [change log](super::SessionServiceBuilder::change_log),
+    ///   then follows it for ever, so the cache stays complete;
+    /// - with [last-seen activity](super::SessionServiceBuilder::last_seen)
+    ///   on, a task that moves the current minute to the clock's every
+    ///   second and writes the marks every flush interval (a failed flush is
+    ///   logged at `warn` and retried at the next).
+    ///
+    /// Keep the guard for as long as the service serves, and end with
+    /// [`BackgroundTasks::shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn start(&self) -> BackgroundTasks {
+        let mut tasks = JoinSet::new();
+        let cache = tasks.spawn({
+            let service = self.clone();
+            async move { service.keep_cache_complete().await }
+        });
+        let stop_last_seen = self.inner.last_seen.as_ref().map(|_| {
+            let (stop, stopped) = oneshot::channel();
+            tasks.spawn({
+                let service = self.clone();
+                async move { service.keep_last_seen(stopped).await }
+            });
+            stop
+        });
+        BackgroundTasks {
+            service: self.clone(),
+            tasks,
+            cache,
+            stop_last_seen,
+        }
+    }
+
+    /// With last-seen activity on, runs until `stop` fires (or its sender is
+    /// gone): moves the current minute to the clock's every second and
+    /// flushes the marks every flush interval. Returns at once with it off.
+    async fn keep_last_seen(&self, mut stop: oneshot::Receiver<()>) {
+        let Some((marks, flush_interval)) = &self.inner.last_seen else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            marks.set_now(self.inner.clock.now());
+            if last_flush.elapsed() < *flush_interval {
+                continue;
+            }
+            last_flush = tokio::time::Instant::now();
+            if let Err(err) = self.flush_last_seen().await {
+                tracing::warn!(error = %err, "could not record when sessions were last seen; retrying at the next flush");
+            }
+        }
+    }
+}

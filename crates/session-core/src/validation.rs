@@ -1,0 +1,103 @@
+//! Why an input is not a valid domain value: the error every constructor
+//! of a checked field returns ([`Label::new`](crate::Label::new),
+//! [`AccountId::new`](crate::AccountId::new), the ids' `FromStr`, ...), and
+//! [`parse_ip`] for a client's address.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// An input that does not make a valid domain value. Names the field and never
+/// echoes the input, which may be secret or hostile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    /// The field that was rejected.
+    pub field: Field,
+    /// Why it was rejected.
+    pub reason: Reason,
+}
+
+impl ValidationError {
+    /// Builds an error for `field`.
+    #[must_use]
+    pub const fn new(field: Field, reason: Reason) -> Self {
+        Self { field, reason }
+    }
+}
+
+/// A field of the session model that can be rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// [`SessionId`](crate::SessionId).
+    SessionId,
+    /// [`AccountId`](crate::AccountId).
+    AccountId,
+    /// [`UserAgent`](crate::UserAgent).
+    UserAgent,
+    /// The client IP address.
+    Ip,
+    /// [`Label`](crate::Label).
+    Label,
+}
+
+impl Field {
+    /// The field's name as clients spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SessionId => "session_id",
+            Self::AccountId => "account_id",
+            Self::UserAgent => "user_agent",
+            Self::Ip => "ip",
+            Self::Label => "label",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The text is empty; omit the field instead.
+    #[error("must not be empty (omit the field instead)")]
+    Empty,
+    /// The text is longer than allowed.
+    #[error("must be at most {max} bytes, got {actual}")]
+    TooLong {
+        /// The limit in bytes.
+        max: usize,
+        /// The length received.
+        actual: usize,
+    },
+    /// The text contains a control character.
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    /// The text is not a UUID.
+    #[error("must be a UUID")]
+    NotAUuid,
+    /// The UUID is the nil UUID.
+    #[error("must not be the nil UUID")]
+    NilUuid,
+    /// The text is not an IPv4 or IPv6 address.
+    #[error("must be an IPv4 or IPv6 address")]
+    NotAnIpAddress,
+}
+
+/// Parses a client IP address, naming the field on failure.
+///
+/// # Errors
+///
+/// The text is not an IPv4 or IPv6 address.
+pub fn parse_ip(text: &str) -> Result<IpAddr, ValidationError> {
+    text.parse::<IpAddr>()
+        // An IPv4 client seen through an IPv6 socket is still an IPv4 client.
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| ValidationError::new(Field::Ip, Reason::NotAnIpAddress))
+}
