@@ -21,7 +21,10 @@
 //! not finished asking, or stopped reading). hyper's own
 //! `header_read_timeout` is not used: hyper 1.x restarts it as soon as a
 //! kept-alive connection goes idle, so it cannot give an idle timeout longer
-//! than the header read timeout.
+//! than the header read timeout. The upstream work that would let this loop
+//! go: hyperium/hyper#1628 (server idle, read and write timeouts, open) and
+//! hyperium/hyper#3828 (a header read timeout for every request, which
+//! leaves room for a separate idle timeout, open).
 //!
 //! The timeouts cost no timer operation per request: each connection keeps
 //! its phase and when it began in one atomic word, and one timer that is

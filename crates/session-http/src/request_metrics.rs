@@ -9,6 +9,13 @@
 //! index in a table of routes × methods × common statuses and created on
 //! first use. A status outside the common set (none of the API's answers)
 //! goes to a map behind a mutex.
+//!
+//! Why not prometheus-client's own `Histogram`: in 0.25 it is an
+//! `Arc<Mutex<…>>` locked on every observation, and its family type looks
+//! the label set up in a map behind a lock per request. The change that
+//! would have shortened that lock (prometheus/client_rust#143) was closed
+//! unmerged. Once the crate observes without a lock (as the Go client has
+//! since prometheus/client_golang#457), this module can go.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
