@@ -85,34 +85,71 @@ fn workspace_root() -> PathBuf {
 }
 
 fn ci(root: &Path) -> Result<()> {
-    prerequisites::ensure()?;
-    cargo(root, &["fmt", "--all", "--", "--check"])
-        .context("formatting differs: run `cargo fmt --all`")?;
-    cargo(
-        root,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
-    tidy::tidy(root, &target_dir(root), &tools_dir(root))?;
-    cargo(root, &["test", "--workspace"])?;
-    schemathesis(root)?;
-    bench(root, true)?;
-    fuzz::fuzz(
-        root,
-        &target_dir(root),
-        &tools_dir(root),
-        CI_FUZZ_SECS,
-        None,
-        fuzz::Build::Dev,
-    )?;
-    eprintln!("xtask ci: all checks passed");
+    let mut steps = Steps::default();
+    steps.run("prerequisites", prerequisites::ensure)?;
+    steps.run("fmt", || {
+        cargo(root, &["fmt", "--all", "--", "--check"])
+            .context("formatting differs: run `cargo fmt --all`")
+    })?;
+    steps.run("clippy", || {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    steps.run("tidy", || {
+        tidy::tidy(root, &target_dir(root), &tools_dir(root))
+    })?;
+    steps.run("test", || cargo(root, &["test", "--workspace"]))?;
+    steps.run("schemathesis", || schemathesis(root))?;
+    steps.run("bench --quick", || bench(root, true))?;
+    steps.run("fuzz", || {
+        fuzz::fuzz(
+            root,
+            &target_dir(root),
+            &tools_dir(root),
+            CI_FUZZ_SECS,
+            None,
+            fuzz::Build::Dev,
+        )
+    })?;
+    eprintln!("xtask ci: all checks passed\n{steps}");
     Ok(())
+}
+
+/// How long each step of `ci` took, printed at the end (and after a
+/// failure, up to the step that failed), so the run's budget is visible.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, std::time::Duration)>);
+
+impl Steps {
+    fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = step();
+        self.0.push((name, started.elapsed()));
+        if result.is_err() {
+            eprintln!("xtask ci: `{name}` failed\n{self}");
+        }
+        result
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut total = std::time::Duration::ZERO;
+        for (name, took) in &self.0 {
+            total += *took;
+            writeln!(f, "  {name:<15} {:>6.1} s", took.as_secs_f64())?;
+        }
+        write!(f, "  {:<15} {:>6.1} s", "total", total.as_secs_f64())
+    }
 }
 
 /// Seconds `ci` runs each fuzz target: enough to catch a regression of
