@@ -9,7 +9,6 @@
 pub mod cli;
 mod client;
 mod connections;
-mod json_lines;
 mod secret;
 mod serve;
 pub mod store;
