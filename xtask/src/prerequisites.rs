@@ -10,10 +10,11 @@
 //! every missing package, so a new user installs them in one go.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use session_test_process::find_program as program;
 
 /// One program the suites run, and the Debian package that has it.
 struct Prerequisite {
@@ -185,17 +186,6 @@ impl Drop for RemoveOnDrop<'_> {
 /// effective user.
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-/// A program on `PATH`, or in the system folders Debian installs servers
-/// to (`/usr/sbin` is not on an ordinary user's `PATH`): where the test
-/// support looks too.
-fn program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// Whether a PostgreSQL server is installed where session-test-postgres

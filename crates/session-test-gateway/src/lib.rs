@@ -123,7 +123,7 @@ impl Gateway {
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
-        let program = find(kind.program()).unwrap_or_else(|| {
+        let program = session_test_process::find_program(kind.program()).unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `{0}` is not installed (looked on PATH, in /usr/sbin and \
                  /usr/bin). Install the Debian package `{0}`: `apt-get install {0}`.",
@@ -203,16 +203,6 @@ fn caddy_config(port: u16, session: SocketAddr, app: SocketAddr) -> String {
         "{{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}}\n\
          {site}"
     )
-}
-
-/// A program on `PATH`, or in the system folders Debian installs servers
-/// to (`/usr/sbin` is not on an ordinary user's `PATH`).
-pub(crate) fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.metadata().is_ok_and(|meta| meta.is_file()))
 }
 
 /// What nginx, Caddy and Prometheus all log when their port was taken.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use session_test_process::on_a_free_port;
 
-use crate::{ADDRESS_IN_USE, Server, find};
+use crate::{ADDRESS_IN_USE, Server};
 
 /// A running Prometheus, stopped and deleted when dropped. Its storage,
 /// configuration and log live in a private temporary directory.
@@ -28,7 +28,7 @@ impl Prometheus {
     /// package `prometheus`) or does not start (the message holds its log).
     #[must_use]
     pub fn scraping(targets: &[SocketAddr]) -> Self {
-        let program = find("prometheus").unwrap_or_else(|| {
+        let program = session_test_process::find_program("prometheus").unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `prometheus` is not installed (looked on PATH, in \
                  /usr/sbin and /usr/bin). Install the Debian package `prometheus`: \

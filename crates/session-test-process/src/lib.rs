@@ -25,6 +25,7 @@
 mod guardian;
 mod metrics;
 mod port;
+mod program;
 mod server;
 mod signal;
 mod user;
@@ -33,6 +34,7 @@ mod wait;
 pub use guardian::{Cleanup, Guardian};
 pub use metrics::metric_value;
 pub use port::{free_port, on_a_free_port};
+pub use program::find_program;
 pub use server::ServerProcess;
 pub use signal::{Signal, is_running, signal_group, signal_process};
 pub use user::ServerUser;
