@@ -64,7 +64,12 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Ci => ci(&root),
         Task::Prerequisites => prerequisites::ensure(),
-        Task::Tidy => tidy::tidy(&root, &target_dir(&root), &tools_dir(&root)),
+        Task::Tidy => tidy::tidy(
+            &root,
+            &target_dir(&root),
+            &tools_dir(&root),
+            tidy::SuiteChecks::Run,
+        ),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
         Task::Fuzz { time, target } => fuzz::fuzz(
@@ -105,7 +110,12 @@ fn ci(root: &Path) -> Result<()> {
         )
     })?;
     steps.run("tidy", || {
-        tidy::tidy(root, &target_dir(root), &tools_dir(root))
+        tidy::tidy(
+            root,
+            &target_dir(root),
+            &tools_dir(root),
+            tidy::SuiteChecks::LeaveToTheSuite,
+        )
     })?;
     steps.run("test", || cargo(root, &["test", "--workspace"]))?;
     steps.run("schemathesis", || schemathesis(root))?;
