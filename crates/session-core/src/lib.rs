@@ -75,7 +75,7 @@ mod last_seen;
 mod list;
 pub mod memory;
 mod memory_cache;
-mod miss;
+mod recent;
 pub mod port;
 mod service;
 mod session;

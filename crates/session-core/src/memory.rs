@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::port::change_log::{
-    Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps,
+    Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps,
 };
 use crate::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::session::{AccountId, Session, SessionId};
@@ -54,7 +54,7 @@ struct MemoryState {
     /// Ordered by id, so keyset pages fall out of a range scan.
     sessions: BTreeMap<SessionId, Session>,
     by_hash: HashMap<TokenHash, SessionId, TokenHashState>,
-    /// The change log: entry `i` is at position `(0, pruned + i + 1)`.
+    /// The change log: entry `i` is at position `pruned + i + 1`.
     log: Vec<Logged>,
     /// Entries dropped from the front of the log.
     pruned: u64,
@@ -79,8 +79,8 @@ impl MemoryState {
         self.wake.send_replace(());
     }
 
-    fn head(&self) -> LogPosition {
-        LogPosition::new(0, 0, self.pruned + self.log.len() as u64)
+    fn head(&self) -> LogCursor {
+        LogCursor::new(0, self.pruned + self.log.len() as u64, Vec::new())
     }
 }
 
@@ -287,28 +287,28 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl ChangeLog for MemoryStore {
-    async fn head(&self) -> Result<LogPosition, StoreError> {
+    async fn head(&self) -> Result<LogCursor, StoreError> {
         Ok(self.state()?.head())
     }
 
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         self.log_reads.fetch_add(1, Ordering::SeqCst);
         let state = self.state()?;
-        let next = after.minor();
-        if next < state.pruned || after.major() != 0 || after.epoch() != 0 {
+        // One writer at a time: entries are visible in the order they are
+        // numbered, so no writer is ever open and the cursor is one number.
+        let next = after.through();
+        if next < state.pruned || after.epoch() != 0 || !after.open().is_empty() {
             return Ok(LogRead::Expired);
         }
         let first = usize::try_from(next - state.pruned).unwrap_or(usize::MAX);
         let limit = limit.max(1) as usize;
         let mut page = LogPage {
-            settled: after,
-            read_to: after,
+            next: after.clone(),
             ..LogPage::default()
         };
+        let mut through = next;
         for (offset, logged) in state.log.iter().enumerate().skip(first).take(limit) {
-            let position = LogPosition::new(0, 0, state.pruned + offset as u64 + 1);
-            page.settled = position;
-            page.read_to = position;
+            through = state.pruned + offset as u64 + 1;
             let change = match logged {
                 Logged::Created(hash) => {
                     // As the store is now: a session revoked since is not created.
@@ -324,8 +324,9 @@ impl ChangeLog for MemoryStore {
                 Logged::Revoked(hashes) => Change::Revoked(hashes.clone()),
                 Logged::Reload => Change::Reload,
             };
-            page.entries.push(LogEntry { position, change });
+            page.entries.push(change);
         }
+        page.next = LogCursor::new(0, through, Vec::new());
         page.more = state.log.len().saturating_sub(first) > limit;
         Ok(LogRead::Page(page))
     }

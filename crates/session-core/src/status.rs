@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::port::store::StoreError;
 
 /// A snapshot of the service's state and counters, cheap to read. Only the
 /// service makes one, so fields can be added without breaking readers.
@@ -94,14 +93,13 @@ pub struct ChangeLogStats {
     pub rows_skipped: u64,
     /// Wake-up hints received (each costs at most one change-log read).
     pub wake_ups: u64,
-    /// Store reads caused by cache misses.
-    pub miss_reads: u64,
-    /// Misses answered [`Error::Busy`](crate::Error::Busy) without a read
-    /// because the rate limit was reached.
-    pub miss_reads_rejected: u64,
-    /// Misses answered "invalid" without a read: from the negative cache, or
-    /// the hash was revoked recently (a tombstone).
-    pub negative_hits: u64,
+    /// Reads of the change log, whatever asked for them (a wake-up, a miss,
+    /// the poll interval), each one query of at most a page of entries.
+    /// Misses share reads and ask for at most 200 a second.
+    pub reads: u64,
+    /// Cache misses that waited for the cache to catch up with the change
+    /// log before they were answered (a consistent read from the cache).
+    pub miss_waits: u64,
 }
 
 /// Counters of last-seen activity, for metrics.
@@ -129,43 +127,36 @@ pub struct LastSeenStats {
 pub enum ResolveOutcome {
     /// Found in the cache: an active session.
     Hit,
-    /// Not in the cache, read from the store (with a change log), and found
-    /// active there: an active session.
-    MissReadActive,
-    /// Not in the cache, read from the store, and not active there (unknown,
-    /// revoked, or revoked while the read was in flight): invalid.
-    MissReadInactive,
-    /// Not in the cache and answered invalid without a store read: the cache
-    /// is complete (no change log), or the hash is known not to be active
-    /// (the store did not have it, or it was revoked recently).
+    /// Not in the cache at first; found there once the cache had applied the
+    /// change log up to a read that started after the resolve did: an
+    /// active session another process created.
+    CaughtUpActive,
+    /// Not in the cache, even once it had applied the change log up to a
+    /// read that started after the resolve did: invalid, exactly.
+    CaughtUpInactive,
+    /// Not in the cache and answered invalid at once: the cache is complete
+    /// (no change log), or the hash was revoked recently.
     Negative,
     /// Not a well-formed token (prefix, length, alphabet or checksum):
     /// invalid before any lookup.
     Malformed,
-    /// Not in the cache, and the miss-read budget
-    /// ([`MissPolicy`](crate::config::MissPolicy)) was spent:
-    /// [`Error::Busy`](crate::Error::Busy), not checked.
-    RateLimited,
     /// The cache has not finished its first warm: [`Error::NotReady`](crate::Error::NotReady).
     NotReady,
-    /// The miss read failed with [`StoreError::Unavailable`]: retry later.
+    /// Not in the cache, and the change log could not be read in time to
+    /// decide: [`Error::Store`](crate::Error::Store) unavailable; retry later.
     StoreUnavailable,
-    /// The miss read failed for a reason retrying will not fix.
-    StoreFailed,
 }
 
 impl ResolveOutcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 7] = [
         Self::Hit,
-        Self::MissReadActive,
-        Self::MissReadInactive,
+        Self::CaughtUpActive,
+        Self::CaughtUpInactive,
         Self::Negative,
         Self::Malformed,
-        Self::RateLimited,
         Self::NotReady,
         Self::StoreUnavailable,
-        Self::StoreFailed,
     ];
 
     /// A stable snake_case name, for metric labels.
@@ -173,23 +164,12 @@ impl ResolveOutcome {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
-            Self::MissReadActive => "miss_read_active",
-            Self::MissReadInactive => "miss_read_inactive",
+            Self::CaughtUpActive => "caught_up_active",
+            Self::CaughtUpInactive => "caught_up_inactive",
             Self::Negative => "negative",
             Self::Malformed => "malformed",
-            Self::RateLimited => "rate_limited",
             Self::NotReady => "not_ready",
             Self::StoreUnavailable => "store_unavailable",
-            Self::StoreFailed => "store_failed",
-        }
-    }
-
-    /// The outcome of a failed store call, by its kind.
-    pub(crate) const fn of_store_error(err: &StoreError) -> Self {
-        if err.is_retryable() {
-            Self::StoreUnavailable
-        } else {
-            Self::StoreFailed
         }
     }
 

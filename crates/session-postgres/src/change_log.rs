@@ -7,14 +7,18 @@
 //! Whatever writes the table is logged (another process, another version of
 //! this crate, an operator's `UPDATE`), and a rolled-back write never is.
 //!
-//! A reader takes as final only entries below the oldest transaction still
-//! running, read in the same statement as the entries; see
-//! [`PgSessionStore::read`](session_core::port::change_log::ChangeLog::read). Creations are
-//! joined to the sessions table in that statement, so what enters a cache is
-//! the stored row as it is at the read, checked by the domain's rules.
+//! Each entry is numbered at insert and stamped with its transaction. A
+//! read returns, from one snapshot, the entries numbered past the cursor and
+//! those of the transactions the cursor still waits for (the ones open at
+//! its last read), so it returns each entry once however long any other
+//! transaction stays open; see
+//! [`PgSessionStore::read`](session_core::port::change_log::ChangeLog::read) and the migration
+//! `2026-12-06-000000_change_log_cursor`. Creations are joined to the
+//! sessions table in that statement, so what enters a cache is the stored
+//! row as it is at the read, checked by the domain's rules.
 //!
-//! `NOTIFY session_changes` (sent by the same triggers, empty) only wakes
-//! readers early. PostgreSQL has no privileges on NOTIFY, so a notification
+//! `NOTIFY session_changes` (sent, empty, by the store that wrote, after its
+//! commit) only wakes readers early. PostgreSQL has no privileges on NOTIFY, so a notification
 //! may come from any role: its payload is never read, and a burst of them
 //! costs at most one read.
 
@@ -26,13 +30,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::ConnectionError;
-use diesel::sql_types::{BigInt, Bytea, Inet, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bytea, Inet, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;
 use ipnet::IpNet;
 use session_core::port::change_log::{
-    Change, ChangeLog, LogEntry, LogPage, LogPosition, LogRead, WakeUps,
+    Change, ChangeLog, LogCursor, LogPage, LogRead, OpenWriter, WakeUps,
 };
 use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError};
 use session_core::token::TokenHash;
@@ -57,20 +63,14 @@ pub const CHANGES_CHANNEL: &str = "session_changes";
 /// [`CHANGES_CHANNEL`], from a statement of its own on a pooled connection,
 /// never from the writing transaction (a notifying commit takes a lock
 /// PostgreSQL holds for the whole server across the commit's WAL flush).
-/// Coalesced: writes that finish while one is being sent, or within
-/// [`MIN_WAKE_GAP`] after it, are announced by the next one alone. Best
-/// effort: a wake-up that cannot be sent costs readers only their poll
-/// interval.
+/// Coalesced, never delayed: a write that commits while a wake-up is being
+/// sent is announced by the next one, sent as soon as that one is done.
+/// Best effort: a wake-up that cannot be sent costs readers only their
+/// poll interval.
 pub(crate) struct Waker {
     pending: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
-
-/// The least time between two wake-ups one store sends: at most 50 a
-/// second, however many writes commit. Every wake-up costs every follower a
-/// read; more often would cost writers throughput for no propagation a
-/// reader could tell from this (docs/BENCHMARKS.md).
-const MIN_WAKE_GAP: Duration = Duration::from_millis(20);
 
 impl Waker {
     /// Starts the task that sends wake-ups on connections from `pool`, each
@@ -85,7 +85,6 @@ impl Waker {
                     if let Err(err) = notify(&pool, limit).await {
                         tracing::debug!(error = %err, "could not wake other readers of the change log");
                     }
-                    tokio::time::sleep(MIN_WAKE_GAP).await;
                 }
             }
         });
@@ -149,14 +148,17 @@ fn unavailable(err: ListenError) -> StoreError {
     StoreError::Unavailable(Box::new(err))
 }
 
-/// The oldest transaction still running, as a log position: everything
-/// before it is final; and the epoch it belongs to.
+/// Where a reader about to load everything starts: the epoch, the newest
+/// entry visible (or the pruned bound, past it) and the transactions still
+/// open, all from one snapshot.
 #[derive(QueryableByName)]
-struct Horizon {
+struct Head {
     #[diesel(sql_type = BigInt)]
     epoch: i64,
     #[diesel(sql_type = BigInt)]
-    xmin: i64,
+    through: i64,
+    #[diesel(sql_type = Array<BigInt>)]
+    open_now: Vec<i64>,
 }
 
 /// The log's epoch: one server run on one timeline of one cluster. A
@@ -177,28 +179,27 @@ macro_rules! epoch_sql {
     };
 }
 
-/// One row of a log read: the horizon, and (unless the log had nothing after
-/// the cursor) one entry, with the session row for a creation. Column for
-/// column as [`READ_LOG`] selects it; public only to the `fuzzing` feature.
+/// One row of a log read: the first gives the horizon (epoch, expiry and
+/// the transactions still open), every other one entry, with the session
+/// row for a creation. Column for column as [`READ_LOG`] selects it; public
+/// only to the `fuzzing` feature.
 #[derive(QueryableByName)]
 #[cfg_attr(
     not(feature = "fuzzing"),
     expect(unreachable_pub, reason = "public only to the fuzz targets")
 )]
 pub struct LogRow {
-    /// An id of the database's history (`epoch_sql!`), the same in every row.
-    #[diesel(sql_type = BigInt)]
-    pub epoch: i64,
-    /// The oldest transaction still running, the same in every row.
-    #[diesel(sql_type = BigInt)]
-    pub xmin: i64,
-    /// The newest transaction whose entries were pruned, the same in every row.
-    #[diesel(sql_type = BigInt)]
-    pub pruned_through: i64,
-    /// The entry's transaction; `None` in the one row of an empty read.
+    /// An id of the database's history (`epoch_sql!`); horizon row only.
     #[diesel(sql_type = Nullable<BigInt>)]
-    pub xid: Option<i64>,
-    /// The entry's place in its transaction.
+    pub epoch: Option<i64>,
+    /// Whether pruning may have deleted entries the cursor has not read;
+    /// horizon row only.
+    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+    pub expired: Option<bool>,
+    /// The transactions still open at the read's snapshot; horizon row only.
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub open_now: Option<Vec<i64>>,
+    /// The entry's number, taken at insert.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub seq: Option<i64>,
     /// What happened: `c` created, `r` revoked, anything else reload.
@@ -233,61 +234,67 @@ pub struct LogRow {
     pub label: Option<String>,
 }
 
-/// The entries after a cursor with the horizon, in one statement, so both
-/// come from one snapshot. xid8 has no binary form diesel knows; it travels
-/// as text through bigint (transaction ids stay far below 2^63).
+/// The entries a cursor has not been given, with the horizon, in one
+/// statement, so all come from one snapshot: the entries numbered past the
+/// cursor's `through` ($1), and those of the transactions it waits for ($2,
+/// each read past its own mark, $3), the first $4 of both by number. xid8
+/// has no binary form diesel knows; it travels as text through bigint
+/// (transaction ids stay far below 2^63).
 const READ_LOG: &str = concat!(
     "WITH horizon AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-           (SELECT pruned_through FROM session.change_log_state) AS pruned_through,
-           ",
+    SELECT pg_current_snapshot() AS snap, s.pruned_seq, s.pruned_snapshot, ",
     epoch_sql!(),
     " AS epoch
+    FROM session.change_log_state s
+), open AS (
+    SELECT o.xid::text::xid8 AS xid, o.read_through
+    FROM unnest($2::bigint[], $3::bigint[]) AS o (xid, read_through)
+), fresh AS (
+    SELECT * FROM (
+        (SELECT xid, seq, kind, token_hash FROM session.changes
+         WHERE seq > $1 ORDER BY seq LIMIT $4)
+        UNION ALL
+        (SELECT c.xid, c.seq, c.kind, c.token_hash
+         FROM open o CROSS JOIN LATERAL (
+             SELECT xid, seq, kind, token_hash FROM session.changes
+             WHERE xid = o.xid AND seq > o.read_through AND seq <= $1
+             ORDER BY seq LIMIT $4) c)
+    ) AS both_parts
+    ORDER BY seq LIMIT $4
 )
-SELECT h.epoch, h.xmin::text::bigint AS xmin,
-       h.pruned_through::text::bigint AS pruned_through,
-       c.xid::text::bigint AS xid, c.seq, c.kind::text AS kind, c.token_hash AS change_hash,
-       s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at, s.user_agent, s.ip, s.label
+SELECT h.epoch,
+       h.pruned_seq > $1 OR EXISTS (
+           SELECT 1 FROM open o WHERE pg_visible_in_snapshot(o.xid, h.pruned_snapshot)) AS expired,
+       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(h.snap) AS x) AS open_now,
+       NULL::bigint AS seq, NULL::text AS kind, NULL::bytea AS change_hash,
+       NULL::uuid AS id, NULL::uuid AS account_id, NULL::bytea AS token_hash,
+       NULL::timestamptz AS created_at, NULL::timestamptz AS revoked_at,
+       NULL::text AS user_agent, NULL::inet AS ip, NULL::text AS label
 FROM horizon h
-LEFT JOIN LATERAL (
-    SELECT xid, seq, kind, token_hash FROM session.changes
-    WHERE (xid, seq) > ($1::text::xid8, $2)
-    ORDER BY xid, seq
-    LIMIT $3
-) c ON true
-LEFT JOIN session.sessions s ON c.kind = 'c' AND s.token_hash = c.token_hash
-ORDER BY c.xid, c.seq"
+UNION ALL
+SELECT NULL, NULL, NULL,
+       f.seq, f.kind::text, f.token_hash,
+       s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at, s.user_agent, s.ip, s.label
+FROM fresh f
+LEFT JOIN session.sessions s ON f.kind = 'c' AND s.token_hash = f.token_hash
+ORDER BY seq NULLS FIRST"
 );
 
-/// The head: the oldest running transaction and the epoch.
+/// The head: the epoch, the newest visible entry's number (at least the
+/// pruned bound) and the transactions still open, from one snapshot.
 const HEAD: &str = concat!(
     "SELECT ",
     epoch_sql!(),
-    " AS epoch, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin"
+    " AS epoch,
+       greatest((SELECT max(seq) FROM session.changes),
+                (SELECT pruned_seq FROM session.change_log_state)) AS through,
+       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS open_now"
 );
 
-/// Deletes a batch of entries older than the retention window and moves the
-/// pruned bound past them, in one transaction, so a reader sees either the
-/// entries or the bound. Writers never wait for it: it touches only old rows
-/// and the one-row state table, which no writer locks.
-const PRUNE_LOG: &str = "\
-WITH gone AS (
-    DELETE FROM session.changes
-    WHERE (xid, seq) IN (
-        SELECT xid, seq FROM session.changes
-        WHERE recorded_at < now() - make_interval(secs => $1)
-        ORDER BY xid, seq
-        LIMIT $2
-    )
-    RETURNING xid
-), top AS (
-    SELECT xid FROM gone ORDER BY xid DESC LIMIT 1
-), moved AS (
-    UPDATE session.change_log_state
-    SET pruned_through = greatest(pruned_through, (SELECT xid FROM top))
-    WHERE EXISTS (SELECT 1 FROM top)
-)
-SELECT count(*) AS pruned FROM gone";
+/// One batch of pruning, through the schema owner's function (migration
+/// `2026-12-06-000000_change_log_cursor`): the service's role needs no right
+/// to write the log.
+const PRUNE_LOG: &str = "SELECT session.prune_change_log($1, $2) AS pruned";
 
 #[derive(QueryableByName)]
 struct Pruned {
@@ -298,12 +305,16 @@ struct Pruned {
 /// Entries deleted per prune statement, so no one statement runs long.
 const PRUNE_BATCH: i64 = 10_000;
 
-fn position(epoch: i64, xid: i64, seq: i64) -> LogPosition {
-    LogPosition::new(
-        epoch.cast_unsigned(),
-        xid.unsigned_abs(),
-        seq.unsigned_abs(),
-    )
+/// The transactions of a snapshot's open list, as a cursor waits for
+/// them: none of their entries read yet.
+fn open_writers(open_now: &[i64]) -> Vec<OpenWriter> {
+    open_now
+        .iter()
+        .map(|&xid| OpenWriter {
+            id: xid.unsigned_abs(),
+            read_through: 0,
+        })
+        .collect()
 }
 
 fn as_bigint(value: u64) -> i64 {
@@ -315,29 +326,37 @@ impl ChangeLog for PgSessionStore {
     #[tracing::instrument(name = "SELECT session.changes", skip_all, fields(
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.changes"))]
-    async fn head(&self) -> Result<LogPosition, StoreError> {
+    async fn head(&self) -> Result<LogCursor, StoreError> {
         let mut connection = self.connection().await?;
-        let result = sql_query(HEAD).get_result::<Horizon>(&mut connection).await;
-        let horizon = self
+        let result = sql_query(HEAD).get_result::<Head>(&mut connection).await;
+        let head = self
             .finish("read the change log's head", result, &mut connection)
             .await?;
-        // Seq numbers start at 1: (xmin, 0) is before every entry of xmin.
-        Ok(position(horizon.epoch, horizon.xmin, 0))
+        Ok(LogCursor::new(
+            head.epoch.cast_unsigned(),
+            head.through.unsigned_abs(),
+            open_writers(&head.open_now),
+        ))
     }
 
-    /// One statement: the entries after `after`, the oldest running
-    /// transaction (xmin) and the pruned bound, all from one snapshot.
-    /// Entries below xmin are final; those at or above it are committed but
-    /// may yet get earlier neighbours, so `settled` stops before them.
+    /// One statement: the entries `after` has not been given, the
+    /// transactions still open and the pruned bound, all from one snapshot
+    /// (see [`READ_LOG`] and the migration `2026-12-06-000000_change_log_cursor`).
     #[tracing::instrument(name = "SELECT session.changes", skip_all, fields(
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.changes"))]
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         let limit = limit.max(1);
+        let (xids, marks): (Vec<i64>, Vec<i64>) = after
+            .open()
+            .iter()
+            .map(|writer| (as_bigint(writer.id), as_bigint(writer.read_through)))
+            .unzip();
         let mut connection = self.connection().await?;
         let query = sql_query(READ_LOG)
-            .bind::<BigInt, _>(as_bigint(after.major()))
-            .bind::<BigInt, _>(as_bigint(after.minor()))
+            .bind::<BigInt, _>(as_bigint(after.through()))
+            .bind::<Array<BigInt>, _>(xids)
+            .bind::<Array<BigInt>, _>(marks)
             .bind::<BigInt, _>(i64::from(limit))
             .load::<LogRow>(&mut connection);
         // A read takes milliseconds; one that hangs (a peer gone silent
@@ -415,50 +434,52 @@ impl ChangeLog for PgSessionStore {
 
 /// Turns the rows of one read into a page: what a hostile or corrupt row
 /// can reach, so it never panics, and a creation whose session row the
-/// domain rejects becomes a typed [`InvalidRow`] in
-/// [`LogPage::rejected`]. Public only to the `fuzzing` feature.
+/// domain rejects becomes a typed [`InvalidRow`] in [`LogPage::rejected`].
+/// Public only to the `fuzzing` feature.
+///
+/// The next cursor: `through` moves to the newest entry read; the
+/// transactions the read found still open are waited for; one the cursor
+/// waited for that has finished is dropped once its entries up to
+/// `through` are all read, and otherwise kept, read through the last entry
+/// of a full page.
 #[cfg_attr(
     not(feature = "fuzzing"),
     expect(unreachable_pub, reason = "public only to the fuzz targets")
 )]
-pub fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
-    let mut page = LogPage {
-        settled: after,
-        read_to: after,
-        ..LogPage::default()
+pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
+    let mut rows = rows.into_iter();
+    // The horizon row is always first; without it nothing can be said.
+    let Some(LogRow {
+        epoch: Some(epoch),
+        expired: Some(expired),
+        open_now: Some(open_now),
+        ..
+    }) = rows.next()
+    else {
+        return LogRead::Page(LogPage {
+            next: after.clone(),
+            ..LogPage::default()
+        });
     };
-    let Some(first) = rows.as_slice().first() else {
-        // The horizon row is always there; without it nothing can be said.
-        return LogRead::Page(page);
-    };
-    let epoch = first.epoch;
-    if after.epoch() != epoch.cast_unsigned()
-        || after.major() <= first.pruned_through.unsigned_abs()
-    {
+    if expired || after.epoch() != epoch.cast_unsigned() {
         return LogRead::Expired;
     }
-    let first_xmin = first.xmin;
-    let xmin = first_xmin.unsigned_abs();
+    let mut page = LogPage::default();
     let mut read = 0_usize;
-    // Whether every entry so far is below xmin: final, so `settled` may pass it.
-    let mut all_final = true;
+    let mut last = None;
     for row in rows {
-        let (Some(xid), Some(seq), Some(kind)) = (row.xid, row.seq, row.kind.as_deref()) else {
+        let (Some(seq), Some(kind)) = (row.seq, row.kind.as_deref()) else {
             continue;
         };
         read += 1;
-        let at = position(epoch, xid, seq);
-        page.read_to = at;
-        all_final &= at.major() < xmin;
-        if all_final {
-            page.settled = at;
-        }
+        let seq = seq.unsigned_abs();
+        last = Some(last.map_or(seq, |last: u64| last.max(seq)));
         let change = match kind {
             "c" => match created(row) {
                 Some(Ok(session)) => Change::Created(session),
                 None => continue,
                 Some(Err(rejected)) => {
-                    page.rejected.push((at, rejected));
+                    page.rejected.push(rejected);
                     continue;
                 }
             },
@@ -470,34 +491,39 @@ pub fn page(after: LogPosition, limit: u32, rows: Vec<LogRow>) -> LogRead {
                     Err(err) => {
                         let row = RowId::Unknown;
                         let invalid = InvalidRow::new(CHANGES_TABLE, "token_hash", row, err);
-                        page.rejected.push((at, invalid));
+                        page.rejected.push(invalid);
                         continue;
                     }
                 };
                 // Consecutive revocations (a revoke-all) become one entry.
-                if let Some(LogEntry {
-                    position,
-                    change: Change::Revoked(hashes),
-                }) = page.entries.last_mut()
-                {
+                if let Some(Change::Revoked(hashes)) = page.entries.last_mut() {
                     hashes.push(hash);
-                    *position = at;
                     continue;
                 }
                 Change::Revoked(vec![hash])
             }
             _ => Change::Reload,
         };
-        page.entries.push(LogEntry {
-            position: at,
-            change,
-        });
+        page.entries.push(change);
     }
     page.more = read >= limit as usize;
-    if !page.more {
-        // Every visible entry after `after` was read; all below xmin are final.
-        page.settled = page.settled.max(position(epoch, first_xmin, 0)).max(after);
-    }
+    let through = after.through().max(last.unwrap_or(0));
+    let still_open = open_writers(&open_now);
+    let mut open: Vec<OpenWriter> = after
+        .open()
+        .iter()
+        .filter(|writer| !still_open.iter().any(|open| open.id == writer.id))
+        .filter_map(|writer| {
+            // Finished: entries above the page's last one may remain unread.
+            let rest_unread = page.more && last.is_some_and(|last| last < after.through());
+            rest_unread.then(|| OpenWriter {
+                id: writer.id,
+                read_through: last.unwrap_or(0).max(writer.read_through),
+            })
+        })
+        .collect();
+    open.extend(still_open);
+    page.next = LogCursor::new(epoch.cast_unsigned(), through, open);
     LogRead::Page(page)
 }
 

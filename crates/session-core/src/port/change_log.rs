@@ -3,9 +3,10 @@
 //!
 //! The store keeps a log of every change to its set of active sessions,
 //! written in the same transaction as the change. A follower reads it from a
-//! cursor ([`LogPosition`]), so after a lost connection it resumes exactly
-//! where it stopped; only a cursor the log no longer covers costs a full
-//! load. Wake-ups ([`WakeUps`]) only say "the log may have grown": they carry
+//! [`LogCursor`], and each read returns only entries no earlier read from
+//! that cursor returned, so after a lost connection it resumes exactly where
+//! it stopped; only a cursor the log no longer covers costs a full load.
+//! Wake-ups ([`WakeUps`]) only say "the log may have grown": they carry
 //! nothing a follower applies, so whoever can send one can at most cause an
 //! extra read.
 
@@ -15,59 +16,76 @@ use super::store::{InvalidRow, StoreError};
 use crate::session::Session;
 use crate::token::TokenHash;
 
-/// A position in a [`ChangeLog`], ordered as the log is.
+/// Where a reader is in a [`ChangeLog`]: which entries it has been given.
 ///
 /// Opaque to the service: only the log that issued it gives its parts a
-/// meaning (PostgreSQL: the server's identity and timeline, the writing
-/// transaction's id, and a sequence number within the log). The *epoch*
-/// names one unbroken history of the log: a log whose positions could be
-/// handed out again (PostgreSQL after a restart or a promotion may reuse
-/// transaction ids a reader has passed) starts a new epoch, and expires every
-/// position of an older one. The default, `(0, 0, 0)`, is before every entry
-/// of epoch 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct LogPosition {
+/// meaning. It says: every entry up to [`through`](Self::through) has been
+/// read, except those of the writers (transactions) listed in
+/// [`open`](Self::open), each read only up to its own mark. A log whose
+/// writers commit out of order (PostgreSQL: a sequence number is taken at
+/// insert, visibility comes at commit) lists there the writers that were
+/// still open at the read, so their entries, committed later below
+/// `through`, are still found, and nothing else is read twice.
+///
+/// The *epoch* names one unbroken history of the log: a log whose positions
+/// could be handed out again (PostgreSQL after a restart or a promotion may
+/// reuse transaction ids) starts a new epoch, and expires every cursor of an
+/// older one. The default is before every entry of epoch 0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct LogCursor {
     epoch: u64,
-    major: u64,
-    minor: u64,
+    through: u64,
+    open: Vec<OpenWriter>,
 }
 
-impl LogPosition {
-    /// The position `(major, minor)` of `epoch`; positions of one epoch
-    /// order by `major`, then `minor`.
+/// A writer a [`LogCursor`] still waits for: its id, and the position up to
+/// which its entries have been read (0: none yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpenWriter {
+    /// The writer's id (PostgreSQL: its top-level transaction id).
+    pub id: u64,
+    /// Its entries up to this position have been read.
+    pub read_through: u64,
+}
+
+impl LogCursor {
+    /// A cursor of `epoch` that has read every entry up to `through`, except
+    /// those of the writers in `open` past each one's `read_through`.
     #[must_use]
-    pub const fn new(epoch: u64, major: u64, minor: u64) -> Self {
+    pub fn new(epoch: u64, through: u64, mut open: Vec<OpenWriter>) -> Self {
+        open.sort_unstable();
+        open.dedup_by_key(|writer| writer.id);
         Self {
             epoch,
-            major,
-            minor,
+            through,
+            open,
         }
     }
 
-    /// The history this position belongs to.
+    /// The history this cursor belongs to.
     #[must_use]
-    pub const fn epoch(self) -> u64 {
+    pub const fn epoch(&self) -> u64 {
         self.epoch
     }
 
-    /// The first part.
+    /// Every entry up to here has been read, but those of [`open`](Self::open) writers.
     #[must_use]
-    pub const fn major(self) -> u64 {
-        self.major
+    pub const fn through(&self) -> u64 {
+        self.through
     }
 
-    /// The second part.
+    /// Writers whose entries up to [`through`](Self::through) may still come, in id order.
     #[must_use]
-    pub const fn minor(self) -> u64 {
-        self.minor
+    pub fn open(&self) -> &[OpenWriter] {
+        &self.open
     }
 }
 
 /// A change to the set of active sessions, as the store reports it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// A session is active: read from the store's sessions, never from the
-    /// text of a notification.
+    /// A session is active (new, or changed by other SQL): read from the
+    /// store's sessions, never from the text of a notification.
     Created(Session),
     /// Sessions stopped being active.
     Revoked(Vec<TokenHash>),
@@ -76,45 +94,31 @@ pub enum Change {
     Reload,
 }
 
-/// One change at its position in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// Where it is in the log.
-    pub position: LogPosition,
-    /// What changed.
-    pub change: Change,
-}
-
 /// The result of one [`ChangeLog::read`].
 #[derive(Debug, Default)]
 pub struct LogPage {
-    /// Entries after the position read from, in log order. May include
-    /// entries past [`settled`](Self::settled): committed, but with earlier
-    /// positions still unsettled before them.
-    pub entries: Vec<LogEntry>,
-    /// The furthest position up to which the log is final: every entry up
-    /// to it is in [`entries`](Self::entries) (or was before the position
-    /// read from), and no entry will ever appear there later. A reader
-    /// resumes from here. At least the position read from.
-    pub settled: LogPosition,
-    /// The position of the last entry read, left out or not (the position
-    /// read from if none): the next page starts after it.
-    pub read_to: LogPosition,
-    /// The page was full: more entries may follow the last one at once.
+    /// Entries the cursor had not been given, in an order that keeps each
+    /// session's changes in the order they committed.
+    pub entries: Vec<Change>,
+    /// Where the next read starts: every entry visible to this read is
+    /// either in [`entries`](Self::entries) or was given before, unless
+    /// [`more`](Self::more).
+    pub next: LogCursor,
+    /// The page was full: more entries may follow at once.
     pub more: bool,
     /// Entries whose session row the domain rejects (written by other SQL
-    /// or under an older schema), left out of `entries`, with their positions.
-    pub rejected: Vec<(LogPosition, InvalidRow)>,
+    /// or under an older schema), left out of `entries`.
+    pub rejected: Vec<InvalidRow>,
 }
 
 /// What a [`ChangeLog::read`] found.
 #[derive(Debug)]
 pub enum LogRead {
-    /// The entries after the position.
+    /// The entries after the cursor.
     Page(LogPage),
-    /// The log no longer holds every entry after the position (pruned past
-    /// it, or emptied): the reader must load everything again and continue
-    /// from a fresh [`ChangeLog::head`].
+    /// The log no longer holds every entry after the cursor (pruned past
+    /// it, emptied, or of another epoch): the reader must load everything
+    /// again and continue from a fresh [`ChangeLog::head`].
     Expired,
 }
 
@@ -126,25 +130,26 @@ pub enum LogRead {
 #[async_trait]
 pub trait ChangeLog: Send + Sync + 'static {
     /// Where a reader about to load every active session starts: every
-    /// change not yet visible when this returns is at a position after it.
-    /// Changes already visible may be after it too (a store cannot always
-    /// tell them apart); reading them again is harmless, since a creation is
-    /// read as the store holds it then.
+    /// change not yet visible when this returns is after it. Changes
+    /// already visible may be after it too; reading them again is harmless,
+    /// since a creation is read as the store holds it then.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the store cannot be reached.
-    async fn head(&self) -> Result<LogPosition, StoreError>;
+    async fn head(&self) -> Result<LogCursor, StoreError>;
 
-    /// At most `limit` entries after `after`, with how far the log is final.
-    /// Must be one consistent read, so a write committing meanwhile is
-    /// either in the page or after [`LogPage::settled`].
+    /// At most `limit` entries `after` has not been given, with the cursor
+    /// to read from next. Must be one consistent read, so a write committing
+    /// meanwhile is either in the page or after [`LogPage::next`]. However
+    /// long another writer stays open, a read returns each entry once and
+    /// its page is at most `limit` entries.
     ///
     /// # Errors
     ///
     /// [`StoreError`] if the store cannot be read; nothing is consumed, so
-    /// reading again from the same position loses nothing.
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError>;
+    /// reading again from the same cursor loses nothing.
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError>;
 
     /// Starts listening for hints that the log grew.
     ///
@@ -229,16 +234,16 @@ pub trait ChangeLogDecorator: Send + Sync + 'static {
     }
 
     /// [`ChangeLog::head`], forwarded by default.
-    fn head(&self) -> impl Future<Output = Result<LogPosition, StoreError>> + Send {
+    fn head(&self) -> impl Future<Output = Result<LogCursor, StoreError>> + Send {
         self.inner_log().head()
     }
 
     /// [`ChangeLog::read`], forwarded by default.
-    fn read(
-        &self,
-        after: LogPosition,
+    fn read<'a>(
+        &'a self,
+        after: &'a LogCursor,
         limit: u32,
-    ) -> impl Future<Output = Result<LogRead, StoreError>> + Send {
+    ) -> impl Future<Output = Result<LogRead, StoreError>> + Send + 'a {
         self.inner_log().read(after, limit)
     }
 
@@ -255,12 +260,12 @@ pub trait ChangeLogDecorator: Send + Sync + 'static {
 
 #[async_trait]
 impl<D: ChangeLogDecorator> ChangeLog for D {
-    async fn head(&self) -> Result<LogPosition, StoreError> {
+    async fn head(&self) -> Result<LogCursor, StoreError> {
         let call = ChangeLogDecorator::head(self);
         self.around(ChangeLogOperation::Head, call).await
     }
 
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         let call = ChangeLogDecorator::read(self, after, limit);
         self.around(ChangeLogOperation::Read, call).await
     }

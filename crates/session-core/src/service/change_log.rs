@@ -1,20 +1,25 @@
 //! Following a shared store's change log: load everything once, then read
-//! the log from a cursor, early when a wake-up hints that it grew and at a
-//! fixed interval otherwise.
+//! the log from a cursor: at once when a wake-up hints that it grew or a
+//! miss asks (see [`miss_path`](super::miss_path)), and at a fixed interval
+//! otherwise.
 //!
 //! The cursor survives every failure of the store: a read that fails is
-//! retried from the same position, so a lost connection costs no reload.
-//! Only a log that no longer covers the cursor (pruned past it, or emptied)
-//! or asks for it ([`Change::Reload`]) makes the follower load everything
-//! again. Wake-ups are hints and nothing more: the follower never applies
-//! anything they carry, so a forged one costs at most one extra read.
+//! retried from the same cursor, so a lost connection costs no reload, and a
+//! read returns only entries the cursor has not been given, however long
+//! any other transaction stays open. Only a log that no longer covers the
+//! cursor (pruned past it, emptied, or of another epoch) or asks for it
+//! ([`Change::Reload`]) makes the follower load everything again. Wake-ups
+//! are hints and nothing more: the follower never applies anything they
+//! carry, so a forged one costs at most one extra read.
+//!
+//! Reads never wait out a fixed gap: a hint that arrives while a read is in
+//! flight is served by the next read, started as soon as that one ends.
 //!
 //! Staleness is measured, not assumed: a read that reaches the end of the
 //! log proves every change committed before it started is applied, so the
 //! time since the start of the last such read bounds what the cache may
 //! still be missing. Readiness fails while it exceeds the bound.
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,8 +27,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::miss_path::MISS_READ_SPACING;
 use super::{Error, Inner, SessionService, lock};
-use crate::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use crate::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use crate::status::ChangeLogLag;
 
 /// How the follower paces itself.
@@ -52,23 +58,8 @@ const LAST_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between attempts to warm without a change log, and
 /// between attempts to listen for wake-ups (polling goes on meanwhile).
 const LAST_SLOW_RETRY: Duration = Duration::from_secs(30);
-/// The least time between the starts of two reads woken by hints: under a
-/// stream of writes every commit wakes every reader, and one read a little
-/// later finds them all. Each read is a query on the shared database: at
-/// 5 ms apart, two followers cost writers a quarter of their throughput at
-/// 16 writers (docs/BENCHMARKS.md).
-const MIN_READ_GAP: Duration = Duration::from_millis(20);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-/// Where the follower is in the change log.
-struct Cursor {
-    /// Every entry up to here is applied, and none can appear there later.
-    settled: LogPosition,
-    /// Entries after `settled` already applied: committed, but read while an
-    /// earlier position was still open, so they will be read again.
-    applied_beyond: BTreeSet<LogPosition>,
-}
 
 impl SessionService {
     /// Keeps the cache complete, for as long as the returned future runs
@@ -96,9 +87,10 @@ impl SessionService {
     }
 
     async fn follow(&self, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
-        let mut cursor: Option<Cursor> = None;
+        let inner = &self.inner;
+        let mut cursor: Option<LogCursor> = None;
         let mut retry = FIRST_RETRY;
-        let mut pruned_at = self.inner.clock.monotonic();
+        let mut pruned_at = inner.clock.monotonic();
         loop {
             let read_at = tokio::time::Instant::now();
             let step = match cursor.as_mut() {
@@ -115,7 +107,7 @@ impl SessionService {
                     Ok(true) => Ok(()),
                     Ok(false) => {
                         tracing::warn!(
-                            "the change log no longer covers this instance's position; \
+                            "the change log no longer covers this instance's cursor; \
                              loading every session again"
                         );
                         cursor = None;
@@ -124,95 +116,75 @@ impl SessionService {
                     Err(err) => Err(err),
                 },
             };
-            match step {
-                Ok(()) => retry = FIRST_RETRY,
-                Err(err) => {
-                    self.inner
-                        .stats
-                        .read_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %err, retry_in = ?retry, "reading the change log failed; retrying from the same position");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(LAST_RETRY);
-                    continue;
-                }
+            if let Err(err) = step {
+                inner.stats.read_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, retry_in = ?retry, "reading the change log failed; retrying from the same cursor");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LAST_RETRY);
+                continue;
             }
-            if self.inner.clock.monotonic().duration_since(pruned_at) >= PRUNE_EVERY {
-                pruned_at = self.inner.clock.monotonic();
+            retry = FIRST_RETRY;
+            if inner.clock.monotonic().duration_since(pruned_at) >= PRUNE_EVERY {
+                pruned_at = inner.clock.monotonic();
                 match log.prune().await {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "pruned the change log"),
                     Err(err) => tracing::warn!(error = %err, "pruning the change log failed"),
                 }
             }
+            // A hint that came while reading is kept by `Notify` (one
+            // permit), so the next read starts at once: coalesced into the
+            // read in flight, never held back by a fixed gap.
             tokio::select! {
-                () = hint.notified() => {
-                    tokio::time::sleep_until(read_at + MIN_READ_GAP).await;
-                }
-                () = tokio::time::sleep(self.inner.pacing.poll_interval) => {}
+                () = hint.notified() => {}
+                () = async {
+                    inner.catch_ups.wanted().await;
+                    tokio::time::sleep_until(read_at + MISS_READ_SPACING).await;
+                } => {}
+                () = tokio::time::sleep(inner.pacing.poll_interval) => {}
             }
         }
     }
 
-    /// Loads every active session and returns the position to follow from.
-    async fn load_everything(&self, log: &dyn ChangeLog) -> Result<Cursor, Error> {
+    /// Loads every active session and returns the cursor to follow from.
+    async fn load_everything(&self, log: &dyn ChangeLog) -> Result<LogCursor, Error> {
+        // Creates in flight are left to the load and the log from here on.
+        self.inner.supersede_pending_inserts();
         // Before the warm's first read: whatever it misses is after this.
         let head = log.head().await?;
         self.warm().await?;
-        Ok(Cursor {
-            settled: head,
-            applied_beyond: BTreeSet::new(),
-        })
+        Ok(head)
     }
 
     /// Reads the change log from the cursor to its end and applies what it
     /// finds. `Ok(false)` when the change log no longer covers the cursor.
     #[tracing::instrument(name = "session.change_log.poll", skip_all)]
-    async fn catch_up(&self, log: &dyn ChangeLog, cursor: &mut Cursor) -> Result<bool, Error> {
+    async fn catch_up(&self, log: &dyn ChangeLog, cursor: &mut LogCursor) -> Result<bool, Error> {
         let inner = &self.inner;
         let started = inner.clock.monotonic();
-        let mut from = cursor.settled;
+        let number = inner.catch_ups.start();
         loop {
-            let page = match log.read(from, PAGE).await? {
+            inner.stats.reads.fetch_add(1, Ordering::Relaxed);
+            let page = match log.read(cursor, PAGE).await? {
                 LogRead::Page(page) => page,
                 LogRead::Expired => return Ok(false),
             };
-            let fresh = |position: &LogPosition, cursor: &Cursor| {
-                *position > cursor.settled && !cursor.applied_beyond.contains(position)
-            };
-            let mut rejected = Vec::new();
-            for (position, row) in page.rejected {
-                if fresh(&position, cursor) {
-                    cursor.applied_beyond.insert(position);
-                    rejected.push(row);
-                }
-            }
-            inner.reject(rejected);
-            for entry in page.entries {
-                if !fresh(&entry.position, cursor) {
-                    continue;
-                }
-                if entry.change == Change::Reload {
+            inner.reject(page.rejected);
+            for change in page.entries {
+                if change == Change::Reload {
                     tracing::warn!("the store asked every cache to load everything again");
                     self.warm().await?;
                 } else {
-                    inner.apply_change(entry.change);
+                    inner.apply_change(change);
                 }
-                cursor.applied_beyond.insert(entry.position);
             }
-            // A page read from past an open position says nothing of what
-            // may still appear before it.
-            if from == cursor.settled {
-                cursor.settled = page.settled.max(cursor.settled);
-                cursor.applied_beyond = cursor.applied_beyond.split_off(&cursor.settled);
-                cursor.applied_beyond.remove(&cursor.settled);
-            }
-            if !page.more || page.read_to <= from {
+            *cursor = page.next;
+            if !page.more {
                 break;
             }
-            from = page.read_to;
         }
         *lock(&inner.caught_up_at) = Some(started);
+        inner.catch_ups.finish(number);
         Ok(true)
     }
 }

@@ -1,62 +1,118 @@
-//! The miss path, with a change log only: a token not in the cache may be a
-//! session another process just created, so it costs at most one store read,
-//! within a rate limit (past it, the answer is "busy", never "invalid"), and
-//! hashes the store did not know are remembered.
+//! The miss path, with a change log only: a consistent read from the cache.
+//!
+//! A token not in the cache may be a session another process has just
+//! created, so a miss is not final at once. It asks the follower for a read
+//! of the change log that *starts after the miss arrived*, waits until that
+//! read and every page after it are applied, and looks in the cache again:
+//! found means active, absent means invalid, exactly, whatever the login
+//! rate. Misses never read the store themselves: all that wait at once share
+//! one log read, and they ask for at most one every [`MISS_READ_SPACING`],
+//! so a flood of random tokens costs the database a bounded number of
+//! cheap queries, never one per token. (Kubernetes serves its watch cache
+//! the same way: KEP-2340, "consistent reads from cache".)
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use super::{Error, Inner, lock};
+use tokio::sync::{Notify, watch};
+
+use super::{Error, Inner};
+use crate::port::store::StoreError;
 use crate::session::Session;
 use crate::status::ResolveOutcome;
 use crate::token::TokenHash;
 
+/// The least time between the starts of two log reads that misses ask for:
+/// at most 200 a second per instance, however many misses arrive. A read
+/// asked for by a wake-up or the poll interval is not held back, and serves
+/// the misses waiting then too.
+pub(super) const MISS_READ_SPACING: Duration = Duration::from_millis(5);
+
+/// The follower's catch-ups, numbered as they start, so a miss can wait for
+/// one that started after it arrived.
+pub(super) struct CatchUps {
+    /// The number of the last catch-up that started.
+    started: AtomicU64,
+    /// The number of the last catch-up that reached the end of the log.
+    finished: watch::Sender<u64>,
+    /// Misses waiting for a catch-up.
+    wanted: Notify,
+}
+
+impl Default for CatchUps {
+    fn default() -> Self {
+        Self {
+            started: AtomicU64::new(0),
+            finished: watch::Sender::new(0),
+            wanted: Notify::new(),
+        }
+    }
+}
+
+impl CatchUps {
+    /// Numbers a catch-up about to read the log; call before its first read.
+    pub(super) fn start(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Records that catch-up `number` reached the end of the log.
+    pub(super) fn finish(&self, number: u64) {
+        self.finished.send_if_modified(|finished| {
+            let newer = number > *finished;
+            if newer {
+                *finished = number;
+            }
+            newer
+        });
+    }
+
+    /// Resolves when a miss asks for a read.
+    pub(super) async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
+    /// Waits until a catch-up that started after this call has finished, at
+    /// most `limit`. `false` if none did in time.
+    async fn after_now(&self, limit: Duration) -> bool {
+        let mut finished = self.finished.subscribe();
+        // Any catch-up numbered past the current count starts after now, so
+        // its first read's snapshot follows whatever committed before the miss.
+        let target = self.started.load(Ordering::SeqCst) + 1;
+        self.wanted.notify_one();
+        matches!(
+            tokio::time::timeout(limit, finished.wait_for(|&done| done >= target)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// A miss that could not be decided in time: the log could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the change log could not be read within {0:?} to decide a cache miss")]
+struct NotCaughtUp(Duration);
+
 impl Inner {
-    /// The miss path: one store read for a hash not in the cache, unless it
-    /// is known not to be active (invalid: the store did not have it, or it
-    /// was revoked recently) or the read budget is spent (busy). Returns
-    /// the outcome with the answer, for the caller to count.
-    pub(super) async fn read_through(
+    /// The miss path: answered at once when the hash was revoked recently;
+    /// otherwise after the cache has caught up with the change log as of
+    /// now, within the staleness bound. Returns the outcome with the answer,
+    /// for the caller to count.
+    pub(super) async fn consistent_miss(
         self: &Arc<Self>,
         hash: TokenHash,
     ) -> (Result<Arc<Session>, Error>, ResolveOutcome) {
-        let now = self.clock.monotonic();
-        // Known not to be active: unknown to the store, or revoked recently.
-        // Each lock is taken alone.
-        if self.was_revoked(&hash, now) || lock(&self.negative).contains(&hash, now) {
-            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+        if self.was_revoked(&hash, self.clock.monotonic()) {
             return (Err(Error::InvalidToken), ResolveOutcome::Negative);
         }
-        if !lock(&self.miss_reads).try_take(now) {
-            self.stats
-                .miss_reads_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            // Not checked, so not known to be invalid: "invalid" would make
-            // the client log out a user whose session may be brand new.
-            return (Err(Error::Busy), ResolveOutcome::RateLimited);
+        self.stats.miss_waits.fetch_add(1, Ordering::Relaxed);
+        let limit = self.pacing.max_staleness;
+        if !self.catch_ups.after_now(limit).await {
+            let err = StoreError::Unavailable(Box::new(NotCaughtUp(limit)));
+            return (Err(Error::Store(err)), ResolveOutcome::StoreUnavailable);
         }
-        self.stats.miss_reads.fetch_add(1, Ordering::Relaxed);
-        // Pending before the read: a revocation applied while it is in flight
-        // keeps its result out of the cache.
-        let pending = self.begin_insert(hash);
-        match self.store.find_active_by_hash(&hash).await {
-            Ok(Some(session)) => {
-                let session = Arc::new(session);
-                if pending.finish(&session) {
-                    (Ok(session), ResolveOutcome::MissReadActive)
-                } else {
-                    // Revoked while the read was in flight.
-                    (Err(Error::InvalidToken), ResolveOutcome::MissReadInactive)
-                }
-            }
-            Ok(None) => {
-                lock(&self.negative).insert(hash, now);
-                (Err(Error::InvalidToken), ResolveOutcome::MissReadInactive)
-            }
-            Err(err) => {
-                let outcome = ResolveOutcome::of_store_error(&err);
-                (Err(Error::Store(err)), outcome)
-            }
+        match self.cache.get(&hash) {
+            Some(session) => (Ok(session), ResolveOutcome::CaughtUpActive),
+            None => (Err(Error::InvalidToken), ResolveOutcome::CaughtUpInactive),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Three state machines serve them, each in its own module: [`writes`], the
 //! order of cache writes after store commits (and the warm's journal);
-//! [`change_log`], following a shared store's change log; [`miss_path`], the
-//! rate-limited store read for a token not in the cache. [`background`]
+//! [`change_log`], following a shared store's change log; [`miss_path`], a
+//! consistent read from the cache for a token not in it. [`background`]
 //! runs the change log's follower and the last-seen flush under one owner.
 //!
 //! # Locks
@@ -14,10 +14,9 @@
 //!
 //! 1. `warming` (one warm at a time);
 //! 2. `writes` (pending inserts, the warm's journal, tombstones; a cache
-//!    change that must be ordered against others happens under it);
-//! 3. `negative` (hashes the store did not know).
+//!    change that must be ordered against others happens under it).
 //!
-//! `miss_reads`, `caught_up_at`, `last_warm` and the last-seen flush state
+//! `caught_up_at`, `last_warm` and the last-seen flush state
 //! (taken by flushes only, never by a resolve) are leaves: taken alone.
 
 mod background;
@@ -31,9 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::config::{LastSeenSettings, MissPolicy};
+use crate::config::LastSeenSettings;
 use crate::last_seen::{self, LastSeenMarks};
-use crate::miss::{RecentHashes, TokenBucket};
 use crate::port::cache::SessionCache;
 use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
@@ -58,12 +56,6 @@ pub enum Error {
     /// "no such session". Retry shortly; do not log the user out.
     #[error("session cache is not warm yet")]
     NotReady,
-    /// With a change log, a token missing from the cache could not be
-    /// checked against the store now: misses have spent their store-read
-    /// budget ([`MissPolicy`]). The token may be valid (a session another
-    /// process just created). Retry shortly; do not log the user out.
-    #[error("too many cache misses to check against the store now")]
-    Busy,
     /// No session has this id.
     #[error("session not found")]
     NotFound,
@@ -130,7 +122,6 @@ pub struct SessionServiceBuilder {
     warm_page_size: u32,
     change_log: Option<Arc<dyn ChangeLog>>,
     pacing: change_log::Pacing,
-    miss_policy: MissPolicy,
     last_seen: Option<LastSeenSettings>,
 }
 
@@ -157,8 +148,9 @@ impl SessionServiceBuilder {
     }
 
     /// Follows `log` to learn of writes other processes commit to a shared
-    /// store. Cache misses then read the store once (see [`MissPolicy`]), and
-    /// the [`BackgroundTasks`] follow the change log to keep the cache current.
+    /// store: the [`BackgroundTasks`] follow the change log to keep the cache
+    /// current, and a cache miss waits until the cache has caught up with
+    /// the log as of the miss (see [`SessionService::resolve`]).
     pub fn change_log(mut self, log: Arc<dyn ChangeLog>) -> Self {
         self.change_log = Some(log);
         self
@@ -166,7 +158,8 @@ impl SessionServiceBuilder {
 
     /// With a change log, the most the cache may lag behind it while the
     /// service reports ready (default 2 s): every change committed longer ago
-    /// than this has been applied.
+    /// than this has been applied. Also the longest a cache miss waits for
+    /// the cache to catch up before it is answered "unavailable".
     pub fn max_staleness(mut self, bound: Duration) -> Self {
         self.pacing.max_staleness = bound;
         self
@@ -176,12 +169,6 @@ impl SessionServiceBuilder {
     /// (default 500 ms; at least 1 ms).
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.pacing.poll_interval = every.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How misses are handled when there is a change log.
-    pub fn miss_policy(mut self, policy: MissPolicy) -> Self {
-        self.miss_policy = policy;
         self
     }
 
@@ -207,11 +194,7 @@ impl SessionServiceBuilder {
                 change_log: self.change_log,
                 pacing: self.pacing,
                 caught_up_at: Mutex::new(None),
-                negative: Mutex::new(RecentHashes::new(self.miss_policy.negative_entries, None)),
-                miss_reads: Mutex::new(TokenBucket::new(
-                    self.miss_policy.reads_per_second,
-                    self.miss_policy.burst,
-                )),
+                catch_ups: miss_path::CatchUps::default(),
                 stats: Stats::default(),
                 resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
@@ -234,10 +217,8 @@ struct Inner {
     pacing: change_log::Pacing,
     /// When the last read that reached the end of the change log started.
     caught_up_at: Mutex<Option<Instant>>,
-    /// Token hashes the store did not know as active.
-    negative: Mutex<RecentHashes>,
-    /// Limits store reads caused by misses.
-    miss_reads: Mutex<TokenBucket>,
+    /// The follower's reads, as misses wait for them.
+    catch_ups: miss_path::CatchUps,
     stats: Stats,
     /// Every resolve, by outcome.
     resolves: ResolveCounters,
@@ -253,9 +234,8 @@ struct Stats {
     full_loads: AtomicU64,
     rows_skipped: AtomicU64,
     wake_ups: AtomicU64,
-    miss_reads: AtomicU64,
-    miss_reads_rejected: AtomicU64,
-    negative_hits: AtomicU64,
+    reads: AtomicU64,
+    miss_waits: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -282,7 +262,6 @@ impl SessionService {
             warm_page_size: 5_000,
             change_log: None,
             pacing: change_log::Pacing::default(),
-            miss_policy: MissPolicy::default(),
             last_seen: None,
         }
     }
@@ -324,18 +303,18 @@ impl SessionService {
     /// The active session a token belongs to: parse, hash, cache lookup.
     ///
     /// Without a change log a miss is final and the store is never touched.
-    /// With one, a miss may be a session another process just created, so it
-    /// costs at most one store read, within the [`MissPolicy`] rate limit;
-    /// hashes the store did not know are remembered and not read again.
+    /// With one, a miss may be a session another process just created: it
+    /// waits until the cache has applied the change log up to a read that
+    /// started after the miss arrived (misses that wait at once share that
+    /// read), then looks again, so the answer is exact. A miss on a hash
+    /// revoked recently is answered at once.
     ///
     /// # Errors
     ///
     /// [`Error::NotReady`] before the first warm completes, whatever the token;
-    /// [`Error::InvalidToken`] for a malformed, unknown or revoked token alike
-    /// (unknown: not in the cache, and with a change log, not in the store or
-    /// already known not to be); [`Error::Busy`] for a miss past the rate
-    /// limit, which has not been checked; [`Error::Store`] if a miss-path
-    /// read failed.
+    /// [`Error::InvalidToken`] for a malformed, unknown or revoked token alike;
+    /// [`Error::Store`] (unavailable) for a miss the cache could not catch up
+    /// to decide within the staleness bound (the log cannot be read).
     ///
     /// Every call that returns is counted under one [`ResolveOutcome`]
     /// (see [`ServiceStatus::resolves`]), at the cost of one relaxed atomic
@@ -356,8 +335,8 @@ impl SessionService {
     }
 
     /// Each way out counts its [`ResolveOutcome`] once, where it is known. A
-    /// caller that stops waiting during a miss read is not counted: it was
-    /// given no answer.
+    /// caller that stops waiting during a miss is not counted: it was given
+    /// no answer.
     async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
         let counters = &self.inner.resolves;
         if !self.inner.is_warm() {
@@ -378,7 +357,7 @@ impl SessionService {
             counters.count(ResolveOutcome::Negative);
             return Err(Error::InvalidToken);
         }
-        let (found, outcome) = self.inner.read_through(hash).await;
+        let (found, outcome) = self.inner.consistent_miss(hash).await;
         counters.count(outcome);
         let session = found?;
         self.mark_seen(&session);
@@ -566,9 +545,8 @@ impl SessionService {
                 full_loads: stats.full_loads.load(Ordering::Relaxed),
                 rows_skipped: stats.rows_skipped.load(Ordering::Relaxed),
                 wake_ups: stats.wake_ups.load(Ordering::Relaxed),
-                miss_reads: stats.miss_reads.load(Ordering::Relaxed),
-                miss_reads_rejected: stats.miss_reads_rejected.load(Ordering::Relaxed),
-                negative_hits: stats.negative_hits.load(Ordering::Relaxed),
+                reads: stats.reads.load(Ordering::Relaxed),
+                miss_waits: stats.miss_waits.load(Ordering::Relaxed),
             },
             resolves: inner.resolves.read(),
             last_seen: inner.last_seen.as_ref().map(|(marks, _)| marks.stats()),

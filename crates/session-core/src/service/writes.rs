@@ -9,7 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Error, Inner, WarmReport, lock};
-use crate::miss::RecentHashes;
+use crate::recent::RecentHashes;
 use crate::port::change_log::Change;
 use crate::port::store::InvalidRow;
 use crate::session::Session;
@@ -26,9 +26,9 @@ pub(super) struct CacheWrites {
     /// While a warm is loading, every cache change, replayed onto what the warm
     /// read so it neither resurrects a revoked session nor drops a new one.
     journal: Option<Vec<CacheOp>>,
-    /// With a change log: recently revoked hashes, so a creation change that
-    /// arrives after the revocation was applied (this process's own, or a
-    /// miss-path read that lost a race) cannot put the session back.
+    /// With a change log: recently revoked hashes, so a creation change read
+    /// before a revocation this process applied first (its own) cannot put
+    /// the session back, and a miss on one is answered at once.
     tombstones: Option<RecentHashes>,
 }
 
@@ -71,7 +71,6 @@ impl Inner {
                 let session = Arc::new(session);
                 let mut writes = self.writes();
                 if !writes.is_revoked(&session.token_hash, self.clock.monotonic()) {
-                    lock(&self.negative).remove(&session.token_hash);
                     self.cache.insert(Arc::clone(&session));
                     if let Some(journal) = writes.journal.as_mut() {
                         journal.push(CacheOp::Insert(session));
@@ -100,7 +99,7 @@ impl Inner {
     }
 
     /// Whether this hash was revoked recently, so a miss on it is final
-    /// without a read (tombstones are kept only with a change log).
+    /// without waiting (tombstones are kept only with a change log).
     pub(super) fn was_revoked(&self, hash: &TokenHash, now: Instant) -> bool {
         self.writes().is_revoked(hash, now)
     }
@@ -111,6 +110,18 @@ impl Inner {
             inner: Arc::clone(self),
             hash,
             done: false,
+        }
+    }
+
+    /// Before a full reload with a change log: creates in flight must not
+    /// insert their session when they finish. The reload's cursor starts at
+    /// a head taken after this, so a create that committed before it (and
+    /// perhaps was revoked since, by an entry the follower will now never
+    /// read) is in the load exactly if it is still active, and one that
+    /// commits later is in the log after the head.
+    pub(super) fn supersede_pending_inserts(&self) {
+        for pending in self.writes().pending.values_mut() {
+            pending.revoked = true;
         }
     }
 

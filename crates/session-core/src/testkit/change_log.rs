@@ -2,22 +2,21 @@
 //! function is one case; see [`change_log_contract_tests!`](crate::change_log_contract_tests).
 //!
 //! Every read goes through `read_all`, which checks the invariants any
-//! page must keep (entries after the position, in order; `settled` and
-//! `read_to` never behind it), so each case checks them too.
+//! page must keep (no more entries than asked for; a full page moves the
+//! cursor; the end of the log reads as empty from the last cursor), so each
+//! case checks them too.
 //!
-//! A head, or a settled position, may precede writes that were already
-//! visible when it was taken (PostgreSQL's can, while a transaction
-//! elsewhere is running); a reader then reads them again, harmlessly, as the
-//! store is now. So a case that wrote before taking a position ignores what
-//! it wrote before (`Before`); everything written after must be there,
-//! exactly.
+//! A case that wrote before taking a head ignores what it wrote before
+//! (`Before`): the contract lets a head precede writes already visible, and
+//! a reader then reads them again, harmlessly, as the store is now.
+//! Everything written after must be there, exactly once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{account, epoch, session_at, session_with_metadata};
-use crate::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use crate::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore};
 use crate::session::{AccountId, Session, SessionId};
 use crate::token::TokenHash;
@@ -26,44 +25,40 @@ use crate::token::TokenHash;
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
 /// Every change after `from`, page by page (`limit` entries each), checking
-/// each page's invariants. Returns the changes and the last settled position.
+/// each page's invariants. Returns the changes and the cursor after them.
 async fn read_all_in_pages(
     log: &Arc<dyn ChangeLog>,
-    from: LogPosition,
+    from: &LogCursor,
     limit: u32,
-) -> (Vec<Change>, LogPosition) {
+) -> (Vec<Change>, LogCursor) {
     let mut changes = Vec::new();
-    let mut after = from;
-    let mut settled = from;
+    let mut after = from.clone();
     loop {
-        let LogRead::Page(page) = log.read(after, limit).await.expect("read") else {
-            panic!("the log expired a position it was just at");
+        let LogRead::Page(page) = log.read(&after, limit).await.expect("read") else {
+            panic!("the log expired a cursor it had just given");
         };
-        assert!(page.settled >= after, "settled went back");
-        assert!(page.read_to >= after, "read_to went back");
         assert!(
-            page.entries.len() <= limit as usize,
+            page.entries.len() + page.rejected.len() <= limit as usize,
             "a page over its limit"
         );
-        let mut previous = after;
-        for entry in &page.entries {
-            assert!(entry.position > previous, "entries out of order");
-            previous = entry.position;
-        }
-        assert!(page.read_to >= previous, "read_to before the last entry");
-        if after == settled {
-            settled = page.settled;
-        }
-        changes.extend(page.entries.into_iter().map(|entry| entry.change));
+        changes.extend(page.entries);
         if !page.more {
-            return (changes, settled);
+            let LogRead::Page(again) = log.read(&page.next, limit).await.expect("read") else {
+                panic!("the log expired a cursor it had just given");
+            };
+            assert!(
+                again.entries.is_empty(),
+                "the end of the log read again: {:?}",
+                again.entries
+            );
+            return (changes, page.next);
         }
-        assert!(page.read_to > after, "a full page that moved nowhere");
-        after = page.read_to;
+        assert_ne!(page.next, after, "a full page that moved nowhere");
+        after = page.next;
     }
 }
 
-async fn read_all(log: &Arc<dyn ChangeLog>, from: LogPosition) -> Vec<Change> {
+async fn read_all(log: &Arc<dyn ChangeLog>, from: &LogCursor) -> Vec<Change> {
     read_all_in_pages(log, from, 1_000).await.0
 }
 
@@ -106,7 +101,7 @@ impl Before {
     }
 }
 
-async fn head(log: &Arc<dyn ChangeLog>) -> LogPosition {
+async fn head(log: &Arc<dyn ChangeLog>) -> LogCursor {
     log.head().await.expect("head")
 }
 
@@ -141,7 +136,7 @@ pub async fn created_sessions_are_read_as_stored(
     let full = session_with_metadata(account());
     store.insert(&full).await.unwrap();
     assert_eq!(
-        read_all(&log, start).await,
+        read_all(&log, &start).await,
         vec![Change::Created(plain), Change::Created(full)]
     );
 }
@@ -161,7 +156,7 @@ pub async fn a_revocation_is_logged_with_its_hash(
         }
     );
     assert_eq!(
-        Before::created(&[&session, &bystander]).strip(read_all(&log, start).await),
+        Before::created(&[&session, &bystander]).strip(read_all(&log, &start).await),
         vec![Change::Revoked(vec![session.token_hash])]
     );
     assert!(
@@ -204,7 +199,7 @@ pub async fn revoke_all_is_logged_with_exactly_the_revoked_hashes(
     let logged = revoked_hashes(
         Before::created(&before)
             .and_revoked(&[earlier.token_hash])
-            .strip(read_all(&log, start).await),
+            .strip(read_all(&log, &start).await),
     );
     assert_eq!(logged.len(), expected.len(), "each hash logged once");
     assert_eq!(logged.into_iter().collect::<BTreeSet<_>>(), expected);
@@ -250,7 +245,7 @@ pub async fn writes_that_change_nothing_log_nothing(
     assert_eq!(
         Before::created(&[&session])
             .and_revoked(&[session.token_hash])
-            .strip(read_all(&log, start).await),
+            .strip(read_all(&log, &start).await),
         Vec::new()
     );
 }
@@ -267,7 +262,7 @@ pub async fn entries_are_in_commit_order_and_creations_read_as_they_are_now(
     let b = insert(&store, account()).await;
     store.revoke(a.id, epoch()).await.unwrap();
     let c = insert(&store, account()).await;
-    let changes = read_all(&log, start).await;
+    let changes = read_all(&log, &start).await;
     assert_eq!(
         changes,
         vec![
@@ -280,22 +275,23 @@ pub async fn entries_are_in_commit_order_and_creations_read_as_they_are_now(
 }
 
 /// Reading from a head finds every write made after it, and reading from
-/// where a read settled finds every write made after that read.
-pub async fn reads_from_a_head_or_a_settled_position_find_every_later_write(
+/// the cursor a read ended at finds every write made after that read, and
+/// nothing it already returned.
+pub async fn reads_from_a_head_or_a_later_cursor_find_every_later_write(
     store: Arc<dyn SessionStore>,
     log: Arc<dyn ChangeLog>,
 ) {
     let earlier = insert(&store, account()).await;
     let start = head(&log).await;
     let later = insert(&store, account()).await;
-    let (changes, settled) = read_all_in_pages(&log, start, 1_000).await;
+    let (changes, next) = read_all_in_pages(&log, &start, 1_000).await;
     assert_eq!(
         Before::created(&[&earlier]).strip(changes),
         vec![Change::Created(later.clone())]
     );
     let last = insert(&store, account()).await;
     assert_eq!(
-        Before::created(&[&earlier, &later]).strip(read_all(&log, settled).await),
+        read_all(&log, &next).await,
         vec![Change::Created(last)]
     );
 }
@@ -308,9 +304,9 @@ pub async fn reading_again_returns_the_same_entries(
 ) {
     let start = head(&log).await;
     let session = insert(&store, account()).await;
-    let first = read_all(&log, start).await;
+    let first = read_all(&log, &start).await;
     assert_eq!(first, vec![Change::Created(session)]);
-    assert_eq!(read_all(&log, start).await, first);
+    assert_eq!(read_all(&log, &start).await, first);
 }
 
 /// Small pages cover the log exactly once, in order.
@@ -323,7 +319,7 @@ pub async fn pages_cover_the_log_exactly_once(
     for _ in 0..25 {
         expected.push(Change::Created(insert(&store, account()).await));
     }
-    let (changes, _) = read_all_in_pages(&log, start, 7).await;
+    let (changes, _) = read_all_in_pages(&log, &start, 7).await;
     assert_eq!(changes, expected);
 }
 
@@ -338,7 +334,7 @@ pub async fn a_session_stored_revoked_logs_no_creation(
     store.insert(&revoked).await.unwrap();
     let marker = insert(&store, account()).await;
     assert_eq!(
-        read_all(&log, start).await,
+        read_all(&log, &start).await,
         vec![Change::Created(marker)],
         "the revoked session is not logged as created"
     );
@@ -376,7 +372,7 @@ pub async fn recording_last_seen_logs_nothing(
     store.record_last_seen(&[later]).await.unwrap();
     assert_eq!(store.last_seen(&[session.id]).await.unwrap(), vec![later]);
     assert_eq!(
-        Before::created(&[&session]).strip(read_all(&log, start).await),
+        Before::created(&[&session]).strip(read_all(&log, &start).await),
         Vec::new()
     );
 }

@@ -135,7 +135,7 @@ macro_rules! change_log_contract_tests {
             revoke_all_is_logged_with_exactly_the_revoked_hashes,
             writes_that_change_nothing_log_nothing,
             entries_are_in_commit_order_and_creations_read_as_they_are_now,
-            reads_from_a_head_or_a_settled_position_find_every_later_write,
+            reads_from_a_head_or_a_later_cursor_find_every_later_write,
             reading_again_returns_the_same_entries,
             pages_cover_the_log_exactly_once,
             a_session_stored_revoked_logs_no_creation,

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use session_core::memory::MemoryStore;
-use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition, LogRead};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{
     ActivePage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
 };
@@ -19,7 +19,6 @@ pub(crate) enum Point {
     Insert,
     Revoke,
     FirstPage,
-    Find,
     /// A change-log read that found at least one entry.
     LogEntries,
 }
@@ -50,16 +49,6 @@ pub(crate) struct GatedStore {
     pub(crate) inner: MemoryStore,
     armed: Mutex<Option<Arc<Gate>>>,
     log_down: AtomicBool,
-    finds_fail: Mutex<Option<FindFailure>>,
-}
-
-/// How lookups by token hash fail, while set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FindFailure {
-    /// [`StoreError::Unavailable`]: retrying may help.
-    Unavailable,
-    /// [`StoreError::Failed`]: it will not.
-    Failed,
 }
 
 impl GatedStore {
@@ -67,11 +56,6 @@ impl GatedStore {
     /// sessions stay reachable.
     pub(crate) fn set_log_down(&self, down: bool) {
         self.log_down.store(down, Ordering::SeqCst);
-    }
-
-    /// While `Some`, lookups by token hash fail that way.
-    pub(crate) fn fail_finds(&self, failure: Option<FindFailure>) {
-        *self.finds_fail.lock().unwrap() = failure;
     }
 
     /// Arms a gate at `point`; the next operation reaching it pauses there.
@@ -111,20 +95,6 @@ impl StoreDecorator for GatedStore {
         Ok(())
     }
 
-    async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let failure = *self.finds_fail.lock().unwrap();
-        match failure {
-            Some(FindFailure::Unavailable) => {
-                return Err(StoreError::Unavailable("the store is down".into()));
-            }
-            Some(FindFailure::Failed) => return Err(StoreError::Failed("a bad row".into())),
-            None => {}
-        }
-        let found = self.inner.find_active_by_hash(hash).await?;
-        self.pass(Point::Find).await;
-        Ok(found)
-    }
-
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
         let outcome = self.inner.revoke(id, at).await?;
         self.pass(Point::Revoke).await;
@@ -149,7 +119,7 @@ impl ChangeLogDecorator for GatedStore {
         &self.inner
     }
 
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         if self.log_down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the change log is cut off".into()));
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use session_core::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
+use session_core::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use session_core::port::store::{SeenAt, SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::token::TokenHash;
@@ -22,26 +22,23 @@ use crate::support::{
     ready, ready_pair, rejected, sql_client, until, within_a_minute,
 };
 
-/// Every change after `from`, and the settled position the reads reached.
-async fn read_all(store: &PgSessionStore, from: LogPosition) -> (Vec<Change>, LogPosition) {
+/// Every change after `from`, and the cursor the reads reached.
+async fn read_all(store: &PgSessionStore, from: &LogCursor) -> (Vec<Change>, LogCursor) {
     let mut changes = Vec::new();
-    let (mut after, mut settled) = (from, from);
+    let mut after = from.clone();
     loop {
-        let LogRead::Page(page) = store.read(after, 1_000).await.unwrap() else {
-            panic!("the log expired a live position");
+        let LogRead::Page(page) = store.read(&after, 1_000).await.unwrap() else {
+            panic!("the log expired a live cursor");
         };
-        if after == settled {
-            settled = page.settled;
-        }
-        changes.extend(page.entries.into_iter().map(|entry| entry.change));
+        changes.extend(page.entries);
+        after = page.next;
         if !page.more {
-            return (changes, settled);
+            return (changes, after);
         }
-        after = page.read_to;
     }
 }
 
-async fn changes_since(store: &PgSessionStore, from: LogPosition) -> Vec<Change> {
+async fn changes_since(store: &PgSessionStore, from: &LogCursor) -> Vec<Change> {
     read_all(store, from).await.0
 }
 
@@ -148,7 +145,7 @@ async fn a_rolled_back_or_failed_write_logs_nothing() {
         Err(StoreError::DuplicateTokenHash)
     ));
 
-    assert_eq!(changes_since(&store, start).await, Vec::new());
+    assert_eq!(changes_since(&store, &start).await, Vec::new());
     assert_eq!(store.get(never.id).await.unwrap(), None);
     assert!(store.get(active.id).await.unwrap().unwrap().is_active());
 }
@@ -158,15 +155,16 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Entries of a transaction that commits late, behind a reader that already
-/// read a later transaction's entries, are still read: the reader's settled
-/// position never passes a transaction that is still running.
+/// read a later transaction's entries, are still read, once; and the
+/// reader never reads again what it was given while that transaction was
+/// open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_committing_transaction_is_not_skipped() {
+async fn a_late_committing_transaction_is_read_once_and_holds_nothing_back() {
     let (database, store) = fresh_store().await;
     let start = store.head().await.unwrap();
     let (_, early) = session_at(account(), epoch());
     let (_, late) = session_at(account(), epoch());
-    // The earlier transaction takes its id first and commits last.
+    // The earlier transaction takes its number first and commits last.
     let slow = sql_client(database.url()).await;
     slow.batch_execute(&format!(
         "BEGIN; INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
@@ -179,18 +177,24 @@ async fn a_late_committing_transaction_is_not_skipped() {
     .unwrap();
     store.insert(&late).await.unwrap();
 
-    let (changes, settled) = read_all(&store, start).await;
+    let (changes, next) = read_all(&store, &start).await;
     assert_eq!(changes, vec![Change::Created(late.clone())]);
+    let (_, later) = session_at(account(), epoch());
+    store.insert(&later).await.unwrap();
+    let (changes, next) = read_all(&store, &next).await;
+    assert_eq!(
+        changes,
+        vec![Change::Created(later)],
+        "what was read while the transaction was open is not read again"
+    );
     slow.batch_execute("COMMIT").await.unwrap();
-    let changes = changes_since(&store, settled).await;
-    let ids: Vec<_> = changes
-        .iter()
-        .map(|change| match change {
-            Change::Created(session) => session.id,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert!(ids.contains(&early.id), "the late commit was read: {ids:?}");
+    let (changes, next) = read_all(&store, &next).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], Change::Created(session) if session.id == early.id),
+        "the late commit was read: {changes:?}"
+    );
+    assert_eq!(read_all(&store, &next).await.0, Vec::new());
 }
 
 /// 5,000 revoked in one statement are logged whole, each hash once.
@@ -208,7 +212,7 @@ async fn a_revoke_all_of_5000_is_logged_whole() {
         .into_iter()
         .collect();
     assert_eq!(revoked.len(), SESSIONS);
-    assert_eq!(revoked_hashes(changes_since(&store, start).await), revoked);
+    assert_eq!(revoked_hashes(changes_since(&store, &start).await), revoked);
 }
 
 /// Entries older than the retention window are pruned, and a cursor among
@@ -229,7 +233,7 @@ async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.prune().await.unwrap(), 1);
     assert!(matches!(
-        store.read(old, 100).await.unwrap(),
+        store.read(&old, 100).await.unwrap(),
         LogRead::Expired
     ));
 
@@ -237,7 +241,7 @@ async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
     let (_, session) = session_at(account(), epoch());
     store.insert(&session).await.unwrap();
     assert_eq!(
-        changes_since(&store, fresh).await,
+        changes_since(&store, &fresh).await,
         vec![Change::Created(session)]
     );
     sql_client(database.url())
@@ -246,7 +250,7 @@ async fn pruning_or_emptying_the_log_expires_the_cursors_it_passed() {
         .await
         .unwrap();
     assert!(matches!(
-        store.read(fresh, 100).await.unwrap(),
+        store.read(&fresh, 100).await.unwrap(),
         LogRead::Expired
     ));
 }
@@ -785,7 +789,7 @@ async fn a_server_restart_expires_every_position() {
     let store = migrated_store(PgConfig::from_url(database.url()).unwrap()).await;
     let before = store.head().await.unwrap();
     assert!(matches!(
-        store.read(before, 10).await.unwrap(),
+        store.read(&before, 10).await.unwrap(),
         LogRead::Page(_)
     ));
     tokio::task::block_in_place(|| {
@@ -803,11 +807,11 @@ async fn a_server_restart_expires_every_position() {
     .await;
     assert_ne!(after.epoch(), before.epoch());
     assert!(matches!(
-        store.read(before, 10).await.unwrap(),
+        store.read(&before, 10).await.unwrap(),
         LogRead::Expired
     ));
     assert!(matches!(
-        store.read(after, 10).await.unwrap(),
+        store.read(&after, 10).await.unwrap(),
         LogRead::Page(_)
     ));
 }
@@ -852,7 +856,7 @@ async fn the_documented_grants_are_enough_to_serve() {
     assert_eq!(store.last_seen(&[session.id]).await.unwrap(), seen);
     store.revoke(session.id, epoch()).await.unwrap();
     assert_eq!(
-        changes_since(&store, start).await,
+        changes_since(&store, &start).await,
         vec![Change::Revoked(vec![session.token_hash])],
         "the creation is left out: the session is revoked by now"
     );
@@ -877,7 +881,7 @@ async fn a_stalled_read_fails_within_the_checkout_timeout() {
         .batch_execute("BEGIN; LOCK TABLE session.changes IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), store.read(start, 10))
+    let err = tokio::time::timeout(Duration::from_secs(10), store.read(&start, 10))
         .await
         .expect("the read stalled with the lock")
         .unwrap_err();
@@ -885,7 +889,7 @@ async fn a_stalled_read_fails_within_the_checkout_timeout() {
     assert!(chain(&err).contains("did not finish"), "{}", chain(&err));
     holder.batch_execute("ROLLBACK").await.unwrap();
     assert!(matches!(
-        store.read(start, 10).await.unwrap(),
+        store.read(&start, 10).await.unwrap(),
         LogRead::Page(_)
     ));
 }
