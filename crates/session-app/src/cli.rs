@@ -153,7 +153,9 @@ pub struct ServeArgs {
     /// With several instances on one PostgreSQL: the most this instance's
     /// cache may lag behind the change log while it reports ready. Every
     /// revocation committed longer ago than this is in force here; past it,
-    /// `/readyz` answers 503 with the lag.
+    /// `/readyz` answers 503 with the lag. Also the longest a cache miss
+    /// waits for this instance to catch up with the change log before it is
+    /// answered 503 `unavailable`.
     #[arg(long, env = "SESSION_MAX_STALENESS", default_value = "2s", value_parser = humantime::parse_duration)]
     pub max_staleness: Duration,
 
@@ -161,24 +163,6 @@ pub struct ServeArgs {
     /// is read when no notification wakes this instance earlier.
     #[arg(long, env = "SESSION_LOG_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub log_poll_interval: Duration,
-
-    /// With several instances on one PostgreSQL, a cache miss may be a
-    /// session another instance just created, so it reads the store once:
-    /// at most this many such reads per second on average. Past the limit a
-    /// miss is answered `invalid_token` (and counted in metrics).
-    #[arg(long, env = "SESSION_MISS_READS_PER_SECOND", default_value_t = 100.0,
-        value_parser = non_negative_rate)]
-    pub miss_reads_per_second: f64,
-
-    /// Miss-path store reads allowed at once above the average rate.
-    #[arg(long, env = "SESSION_MISS_BURST", default_value_t = 100,
-        value_parser = clap::value_parser!(u32).range(1..))]
-    pub miss_burst: u32,
-
-    /// Token hashes remembered as unknown to the store, so a repeated
-    /// unknown or revoked token costs no further read (0 turns this off).
-    #[arg(long, env = "SESSION_NEGATIVE_CACHE_SIZE", default_value_t = 65_536)]
-    pub negative_cache_size: usize,
 
     /// Record when each session was last resolved, to the minute, and show
     /// it as `last_seen_at` in `GET` and list answers. Resolves only mark
@@ -407,13 +391,6 @@ impl clap::builder::TypedValueParser for ServerUrlParser {
             ));
         }
         Ok(url)
-    }
-}
-
-fn non_negative_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
-        _ => Err("expected a number of reads per second, 0 or more".into()),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::MokaSessionCache;
-use session_core::config::{LastSeenSettings, MissPolicy};
+use session_core::config::LastSeenSettings;
 use session_core::port::cache::SessionCache;
 use session_core::{MemoryCache, SessionService};
 use session_http::{ApiKeys, ApiState, StoreMetrics};
@@ -68,12 +68,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = SessionService::builder(store_metrics.store(store.store), cache)
         .warm_page_size(args.warm_page_size)
         .max_staleness(args.max_staleness)
-        .poll_interval(args.log_poll_interval)
-        .miss_policy(MissPolicy {
-            reads_per_second: args.miss_reads_per_second,
-            burst: args.miss_burst,
-            negative_entries: args.negative_cache_size,
-        });
+        .poll_interval(args.log_poll_interval);
     if let Some(log) = store.change_log {
         builder = builder.change_log(store_metrics.change_log(log));
     }

@@ -212,7 +212,6 @@ fn kind_of(error: &Error) -> RejectionKind {
     match error {
         Error::InvalidToken => RejectionKind::InvalidToken,
         Error::NotReady => RejectionKind::NotReady,
-        Error::Busy => RejectionKind::Busy,
         error if error.is_store_unavailable() => RejectionKind::StoreUnavailable,
         _ => RejectionKind::StoreFailed,
     }

@@ -28,11 +28,9 @@ pub enum RejectionKind {
     /// The service's cache has not finished its first warm: 503 with
     /// `Retry-After: 1`. The token may be valid; do not log the user out.
     NotReady,
-    /// A shared store's miss-read budget is spent, so the token was not
-    /// checked: 503 with `Retry-After: 1`.
-    Busy,
-    /// The store could not be read for a token missing from the cache
-    /// (shared stores only): 503 with `Retry-After: 1`.
+    /// A token missing from the cache could not be decided: the shared
+    /// store's change log could not be read in time (shared stores only):
+    /// 503 with `Retry-After: 1`.
     StoreUnavailable,
     /// The store failed in a way retrying will not fix: 500.
     StoreFailed,
@@ -66,7 +64,7 @@ impl SessionRejection {
             RejectionKind::MissingToken | RejectionKind::InvalidToken => StatusCode::UNAUTHORIZED,
             RejectionKind::ConflictingTokens => StatusCode::BAD_REQUEST,
             RejectionKind::CrossSite => StatusCode::FORBIDDEN,
-            RejectionKind::NotReady | RejectionKind::Busy | RejectionKind::StoreUnavailable => {
+            RejectionKind::NotReady | RejectionKind::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RejectionKind::StoreFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,7 +90,6 @@ impl SessionRejection {
             }
             RejectionKind::CrossSite => "cross-site requests may not use the session cookie\n",
             RejectionKind::NotReady => "sessions are not ready yet; retry\n",
-            RejectionKind::Busy => "too busy to check the session now; retry\n",
             RejectionKind::StoreUnavailable => "the session store is unavailable; retry\n",
             RejectionKind::StoreFailed => "the session could not be checked\n",
         }

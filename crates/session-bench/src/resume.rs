@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition, LogRead};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{RevokeOutcome, SessionStore, StoreError};
 use session_core::{MemoryCache, SessionId, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
@@ -293,7 +293,7 @@ impl ChangeLogDecorator for WatchedLog {
         &*self.log
     }
 
-    async fn read(&self, after: LogPosition, limit: u32) -> Result<LogRead, StoreError> {
+    async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         let began = Instant::now();
         let read = self.log.read(after, limit).await;
         if read.is_err() {

@@ -88,8 +88,6 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 503: the session cache is still warming.
     NotReady,
-    /// 503: a cache miss could not be checked against the store now.
-    Busy,
     /// 503: the store is unavailable; nothing was changed.
     Unavailable,
     /// 500: a failure retrying will not fix; details are in the log.
@@ -110,7 +108,7 @@ impl ErrorCode {
             Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotReady | Self::Busy | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -260,11 +258,6 @@ impl From<session_core::Error> for ApiError {
             Error::NotReady => Self::new(
                 ErrorCode::NotReady,
                 "the session cache is still warming; retry shortly",
-            ),
-            Error::Busy => Self::new(
-                ErrorCode::Busy,
-                "the token could not be checked now; retry shortly, and do not treat this as \
-                 logged out",
             ),
             Error::NotFound => Self::new(ErrorCode::NotFound, "no such session"),
             Error::Store(err) => err.into(),

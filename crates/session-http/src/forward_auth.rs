@@ -210,7 +210,7 @@ the body is the resolve response", body = crate::sessions::SessionEnvelope,
 revoked one, or two different ones (`invalid_token`): refuse the request", body = ErrorBody,
             headers(("WWW-Authenticate" = String,
                 description = "`Bearer`, with `error=\"invalid_token\"` when a token was sent"))),
-        (status = 503, description = "The token cannot be checked now (`not_ready`, `busy`, \
+        (status = 503, description = "The token cannot be checked now (`not_ready`, \
 `unavailable`): refuse the request, and do not log the user out", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait: 1"))),
     ),
@@ -254,7 +254,6 @@ pub(crate) async fn forward_auth(State(state): State<ApiState>, headers: HeaderM
             // As the client is answered: 503 for what a retry may fix, 500 otherwise.
             metrics.forward_auth(match err {
                 Error::NotReady => ForwardAuthOutcome::NotReady,
-                Error::Busy => ForwardAuthOutcome::Busy,
                 _ if err.is_store_unavailable() => ForwardAuthOutcome::Unavailable,
                 _ => ForwardAuthOutcome::Failed,
             });

@@ -58,7 +58,7 @@ impl Metrics {
         registry.register(
             "forward_auths",
             "Forward-auth answers by outcome: active (200), missing or invalid (401), \
-             not_ready, busy or unavailable (503), failed (500)",
+             not_ready or unavailable (503), failed (500)",
             forward_auths.clone(),
         );
         registry.register_collector(Box::new(ServiceCollector(service)));
@@ -121,21 +121,18 @@ pub(crate) enum ForwardAuthOutcome {
     Invalid,
     /// 503: the cache is not warm yet.
     NotReady,
-    /// 503: the miss-read budget is spent.
-    Busy,
-    /// 503: the store could not be reached on a miss read.
+    /// 503: a miss could not be decided: the change log could not be read in time.
     Unavailable,
-    /// 500: the store failed on a miss read.
+    /// 500: an error retrying will not fix.
     Failed,
 }
 
 impl ForwardAuthOutcome {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 6] = [
         Self::Active,
         Self::Missing,
         Self::Invalid,
         Self::NotReady,
-        Self::Busy,
         Self::Unavailable,
         Self::Failed,
     ];
@@ -146,7 +143,6 @@ impl ForwardAuthOutcome {
             Self::Missing => "missing",
             Self::Invalid => "invalid",
             Self::NotReady => "not_ready",
-            Self::Busy => "busy",
             Self::Unavailable => "unavailable",
             Self::Failed => "failed",
         }
@@ -237,19 +233,17 @@ impl Collector for ServiceCollector {
                 stats.wake_ups,
             ),
             (
-                "miss_reads",
-                "Store reads caused by cache misses",
-                stats.miss_reads,
+                "change_log_reads",
+                "Reads of the change log (one query of at most a page each), whatever asked: a \
+                 wake-up, the poll interval, or cache misses, which share reads and ask for at \
+                 most 200 a second",
+                stats.reads,
             ),
             (
-                "miss_reads_rejected",
-                "Misses refused a store read by the rate limit (answered busy)",
-                stats.miss_reads_rejected,
-            ),
-            (
-                "miss_negative_hits",
-                "Misses answered invalid without a read: unknown to the store, or revoked recently",
-                stats.negative_hits,
+                "miss_waits",
+                "Cache misses that waited for the cache to catch up with the change log \
+                 before they were answered",
+                stats.miss_waits,
             ),
         ] {
             let counter = ConstCounter::new(value);
@@ -287,10 +281,10 @@ fn resolves(
     let mut family = encoder.encode_descriptor(
         "resolves",
         "Token resolves (the resolve route, forward auth) by outcome: hit (in the cache), \
-         miss_read_active or miss_read_inactive (not cached, read from the store: active, or \
-         not), negative (not cached, known not active without a read), malformed (refused \
-         before any lookup), rate_limited (miss-read budget spent: 503 busy), not_ready \
-         (503), store_unavailable (503) or store_failed (500) on the miss read",
+         caught_up_active or caught_up_inactive (not cached; found, or not, once the cache \
+         caught up with the change log), negative (not cached, and the cache is complete or \
+         the token was revoked recently), malformed (refused before any lookup), not_ready \
+         (503), store_unavailable (503: the change log could not be read in time to decide)",
         None,
         prometheus_client::metrics::MetricType::Counter,
     )?;

@@ -338,9 +338,8 @@ pub(crate) async fn create_session(
         (status = 401, description = "`invalid_token`: malformed, unknown or revoked; or a missing API key", body = ErrorBody),
         (status = 503, description = "Retry after `Retry-After` seconds; never a reason to log the user out. \
 `not_ready`: the cache is still warming. \
-`busy`: with several instances, the token is not in this instance's cache and cache misses have \
-spent their store-read budget, so it was not checked. \
-`unavailable`: the store failed the read a miss needed", body = ErrorBody,
+`unavailable`: with several instances, the token is not in this instance's cache and the change \
+log could not be read in time to decide it", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait: 1"))),
     ),
     security(("api_key" = [])),

@@ -3,7 +3,6 @@
 use axum::body::Body;
 use http::StatusCode;
 use session_axum::SessionAuth;
-use session_core::config::MissPolicy;
 use session_core::{SessionService, SessionToken};
 
 use crate::support::{self, Answer, bearer, cookie, login, request, router, send};
@@ -174,7 +173,7 @@ async fn a_service_not_yet_warm_is_503_for_both_extractors() {
 
 #[tokio::test]
 async fn a_store_down_on_a_miss_is_503_for_both_extractors() {
-    let (service, store) = support::shared_service(MissPolicy::default()).await;
+    let (service, store, _tasks) = support::shared_service().await;
     let known = login(&service).await;
     store.set_unavailable(true);
     let auth = auth(service);
@@ -187,27 +186,6 @@ async fn a_store_down_on_a_miss_is_503_for_both_extractors() {
     // A cached session still resolves while the store is down.
     let answer = get(&auth, "/me", &[cookie(known.expose_secret())]).await;
     assert_eq!(answer.status, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn a_spent_miss_budget_is_503_busy_for_both_extractors() {
-    let policy = MissPolicy {
-        reads_per_second: 0.0,
-        burst: 0,
-        ..MissPolicy::default()
-    };
-    let (service, _store) = support::shared_service(policy).await;
-    let auth = auth(service);
-    // The one read a burst allows (at least one) is spent on a first miss.
-    let spent = SessionToken::generate();
-    let answer = get(&auth, "/me", &[bearer(spent.expose_secret())]).await;
-    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    let unknown = SessionToken::generate();
-    for uri in ["/me", "/maybe"] {
-        let answer = get(&auth, uri, &[bearer(unknown.expose_secret())]).await;
-        assert_refused(&answer, StatusCode::SERVICE_UNAVAILABLE, None);
-        assert!(answer.body.contains("busy"), "{}", answer.body);
-    }
 }
 
 #[tokio::test]

@@ -9,9 +9,10 @@ use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use session_axum::{CurrentSession, SessionAuth};
-use session_core::config::MissPolicy;
 use session_core::memory::MemoryStore;
-use session_core::{AccountId, ClientMetadata, MemoryCache, SessionService, SessionToken};
+use session_core::{
+    AccountId, BackgroundTasks, ClientMetadata, MemoryCache, SessionService, SessionToken,
+};
 use tower::ServiceExt as _;
 
 /// A warm service over a fresh memory store with no change log.
@@ -22,16 +23,20 @@ pub(crate) async fn service() -> SessionService {
     service
 }
 
-/// A warm service whose memory store is also its change log, as a shared
-/// PostgreSQL store is: a miss reads the store within `policy`.
-pub(crate) async fn shared_service(policy: MissPolicy) -> (SessionService, Arc<MemoryStore>) {
+/// A ready service whose memory store is also its change log, as a shared
+/// PostgreSQL store is: a miss waits (at most 100 ms) for the cache to
+/// catch up with the log. Keep the tasks for as long as the service is used.
+pub(crate) async fn shared_service() -> (SessionService, Arc<MemoryStore>, BackgroundTasks) {
     let store = Arc::new(MemoryStore::new());
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
         .change_log(store.clone())
-        .miss_policy(policy)
+        .max_staleness(std::time::Duration::from_millis(100))
         .build();
-    service.warm().await.expect("warm");
-    (service, store)
+    let tasks = service.start();
+    while !service.status().cache_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    (service, store, tasks)
 }
 
 /// Creates a session and returns its token.

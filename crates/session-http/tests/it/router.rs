@@ -7,9 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use session_core::config::MissPolicy;
 use session_core::memory::MemoryStore;
-use session_core::port::clock::ManualClock;
 use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_core::{AccountId, ListScope, MemoryCache, Session, SessionService, SessionToken};
 use session_http::{
@@ -641,7 +639,7 @@ async fn health_metrics_and_openapi() {
         "session_cache_sessions 1",
         "session_cache_warm 1",
         "session_cache_warm_duration_seconds ",
-        "session_miss_reads_total 0",
+        "session_miss_waits_total 0",
         "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"200\"} 1",
         "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions/resolve\",http_response_status_code=\"401\"} 1",
         "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/v1/sessions\",http_response_status_code=\"201\"} 1",
@@ -1054,52 +1052,67 @@ async fn a_uuid_request_id_is_kept_and_anything_else_replaced() {
     assert_ne!(again, replaced.to_string().as_str());
 }
 
-/// With a change log a miss reads the store within a budget; past it the
-/// token was not checked, so the answer is "retry", not "log out".
+/// With a change log, a miss the cache cannot catch up to decide (the log
+/// cannot be read) is answered 503 `unavailable` with `Retry-After`, and
+/// counted as that by the resolve, by forward auth and by the failed log
+/// reads: never as an invalid token.
 #[tokio::test]
-async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
+async fn a_miss_the_change_log_cannot_decide_is_counted_as_the_503_it_answers() {
     let store = Arc::new(MemoryStore::new());
-    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_log(store.clone())
-        .clock(Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)))
-        .miss_policy(MissPolicy {
-            reads_per_second: 1.0,
-            burst: 1,
-            negative_entries: 100,
-        })
-        .build();
+    let metered = StoreMetrics::default();
+    let service =
+        SessionService::builder(metered.store(store.clone()), Arc::new(MemoryCache::new()))
+            .change_log(metered.change_log(store.clone()))
+            .max_staleness(std::time::Duration::from_millis(100))
+            .build();
     let _tasks = service.start();
     for _ in 0..10_000 {
-        if service.status().cache_warm {
+        if service.status().cache_ready() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let app = App {
-        router: router(ApiState::builder(service.clone()).build()),
+        router: router(
+            ApiState::builder(service.clone())
+                .store_metrics(&metered)
+                .build(),
+        ),
         store,
         service,
     };
-    let (read, unread) = (SessionToken::generate(), SessionToken::generate());
-    let reply = app.resolve(read.expose_secret()).await;
+    let unknown = SessionToken::generate();
+    let reply = app.resolve(unknown.expose_secret()).await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
 
-    // The clock stands still: the budget of one read is spent.
-    let reply = app.resolve(unread.expose_secret()).await;
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy);
+    app.store.set_unavailable(true);
+    let reply = app.resolve(SessionToken::generate().expose_secret()).await;
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+    );
     assert_eq!(reply.headers[header::RETRY_AFTER], "1");
-    // Known unknown, and malformed: still invalid with the budget spent.
-    for token in [read.expose_secret(), "garbage"] {
-        let reply = app.resolve(token).await;
-        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
-    }
+    let request = Request::get("/v1/forward-auth")
+        .header(header::HOST, "localhost")
+        .header("x-session-token", SessionToken::generate().expose_secret())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.send(request).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Malformed: still invalid, whatever the log does.
+    let reply = app.resolve("garbage").await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
     let metrics = app.call(Method::GET, "/metrics", None).await;
     for line in [
-        "session_resolves_total{outcome=\"rate_limited\"} 1",
-        "session_resolves_total{outcome=\"miss_read_inactive\"} 1",
-        "session_resolves_total{outcome=\"negative\"} 1",
+        "session_resolves_total{outcome=\"store_unavailable\"} 2",
+        "session_resolves_total{outcome=\"caught_up_inactive\"} 1",
         "session_resolves_total{outcome=\"malformed\"} 1",
-        "session_miss_reads_rejected_total 1",
+        "session_forward_auths_total{outcome=\"unavailable\"} 1",
+        "session_miss_waits_total 3",
+        "session_store_errors_total{operation=\"log_read\",kind=\"unavailable\"}",
     ] {
         assert!(
             metrics.text.contains(line),
@@ -1110,65 +1123,12 @@ async fn a_miss_past_the_read_budget_is_503_busy_never_401() {
     let doc = app.call(Method::GET, "/openapi.json", None).await;
     let resolve = &doc.body["paths"]["/v1/sessions/resolve"]["post"]["responses"]["503"];
     assert!(
-        resolve["description"].as_str().unwrap().contains("`busy`"),
+        resolve["description"]
+            .as_str()
+            .unwrap()
+            .contains("`unavailable`"),
         "{resolve}"
     );
-}
-
-/// A store failure on a miss read is counted as what the client was told
-/// (503, retry), by the resolve, by forward auth and by the store call,
-/// never as an invalid token.
-#[tokio::test]
-async fn a_store_failure_during_a_resolve_is_counted_as_the_503_it_answers() {
-    let store = Arc::new(MemoryStore::new());
-    let metered = StoreMetrics::default();
-    let service =
-        SessionService::builder(metered.store(store.clone()), Arc::new(MemoryCache::new()))
-            .change_log(metered.change_log(store.clone()))
-            .build();
-    service.warm().await.unwrap();
-    let app = App {
-        router: router(
-            ApiState::builder(service.clone())
-                .store_metrics(&metered)
-                .build(),
-        ),
-        store,
-        service,
-    };
-    app.store.set_unavailable(true);
-    let unknown = SessionToken::generate();
-    let reply = app.resolve(unknown.expose_secret()).await;
-    assert_error(
-        &reply,
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Unavailable,
-    );
-    let request = Request::get("/v1/forward-auth")
-        .header(header::HOST, "localhost")
-        .header("x-session-token", unknown.expose_secret())
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(
-        app.send(request).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    let metrics = app.call(Method::GET, "/metrics", None).await;
-    for line in [
-        "session_resolves_total{outcome=\"store_unavailable\"} 2",
-        "session_resolves_total{outcome=\"miss_read_inactive\"} 0",
-        "session_resolves_total{outcome=\"negative\"} 0",
-        "session_forward_auths_total{outcome=\"unavailable\"} 1",
-        "session_store_errors_total{operation=\"find_active_by_hash\",kind=\"unavailable\"} 2",
-        "session_store_call_duration_seconds_count{operation=\"find_active_by_hash\"} 2",
-        "session_store_call_duration_seconds_count{operation=\"active_page\"} 1",
-    ] {
-        assert!(
-            metrics.text.contains(line),
-            "missing {line:?} in\n{}",
-            metrics.text
-        );
-    }
 }
 
 /// A `MemoryStore` that counts health checks, each taking 50 ms, so

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use session_core::memory::MemoryStore;
-use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogPosition};
+use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor};
 use session_core::port::store::{SeenAt, SessionStore, StoreDecorator};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{ListScope, MemoryCache, PageRequest, SessionService};
@@ -93,7 +93,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     store.record_last_seen(&seen).await.unwrap();
     store.last_seen(&[session.id]).await.unwrap();
     log.head().await.unwrap();
-    log.read(LogPosition::default(), 10).await.unwrap();
+    log.read(&LogCursor::default(), 10).await.unwrap();
     log.wake_ups().await.unwrap();
     log.prune().await.unwrap();
 
