@@ -10,12 +10,13 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
     "2026-11-30-000000_wake_after_commit",
     "2026-12-01-000000_session_activity",
+    "2026-12-06-000001_log_written_by_triggers",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +215,61 @@ async fn the_change_log_migration_reverts_and_reapplies() {
     );
     client.batch_execute(UP).await.unwrap();
     assert_eq!(schema().await, logging);
+}
+
+/// The migration that has the triggers log as the owner reverts to logging
+/// as the writer, and applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_logging_migration_reverts_and_reapplies() {
+    const UP: &str = include_str!(
+        "../../../../migrations/postgres/2026-12-06-000001_log_written_by_triggers/up.sql"
+    );
+    const DOWN: &str = include_str!(
+        "../../../../migrations/postgres/2026-12-06-000001_log_written_by_triggers/down.sql"
+    );
+    let (database, _store) = crate::support::fresh_store().await;
+    let client = sql_client(database.url()).await;
+    // Each function of the schema: whether it runs as its owner and whether
+    // PUBLIC may execute it.
+    let schema = || {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT format('%s definer=%s public=%s', proname, prosecdef, \
+                         has_function_privilege('public', oid, 'EXECUTE')) \
+                     FROM pg_proc WHERE pronamespace = 'session'::regnamespace \
+                     ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_owner = schema().await;
+    for expected in [
+        "log_inserted definer=t public=f",
+        "log_updated definer=t public=f",
+        "log_deleted definer=t public=f",
+        "log_truncated definer=t public=f",
+    ] {
+        assert!(by_owner.contains(&expected.to_owned()), "{by_owner:?}");
+    }
+    client.batch_execute(DOWN).await.unwrap();
+    let by_writer = schema().await;
+    for expected in [
+        "log_inserted definer=f public=t",
+        "log_updated definer=f public=t",
+        "log_deleted definer=f public=t",
+        "log_truncated definer=f public=t",
+    ] {
+        assert!(by_writer.contains(&expected.to_owned()), "{by_writer:?}");
+    }
+    client.batch_execute(UP).await.unwrap();
+    assert_eq!(schema().await, by_owner);
 }
 
 /// With migrations off, a schema behind this build is refused, and so is
