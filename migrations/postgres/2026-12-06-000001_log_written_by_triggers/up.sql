@@ -1,4 +1,5 @@
--- The change log is written by its triggers alone.
+-- The change log is written by its triggers alone, and what it cannot
+-- express is refused.
 --
 -- Until now the triggers logged with the privileges of whoever wrote
 -- session.sessions, so the service's role needed INSERT on session.changes,
@@ -34,3 +35,52 @@ REVOKE EXECUTE ON FUNCTION
     session.log_inserted(), session.log_updated(), session.log_deleted(),
     session.log_truncated()
 FROM PUBLIC;
+
+-- A session's identity is fixed at creation. The log names a session by its
+-- token hash alone, so a rewritten id, account or creation time is logged
+-- as nothing: every cache keeps answering with the old values, and a
+-- revoke-all of the old account misses the session. A rewritten token hash
+-- is logged (the old one revoked, the new one created), but it hands an
+-- existing session, its id and its history to the holder of another token.
+-- A revocation is final (the column is "set once, never rewritten"):
+-- undoing one would bring back a token every cache and tombstone has let
+-- go. So an UPDATE that changes id, account_id, token_hash or created_at,
+-- or a revoked_at once set, is refused, whoever runs it. The store only
+-- ever sets revoked_at where it is NULL. The caller's privileges suffice:
+-- the function only raises.
+CREATE FUNCTION session.refuse_identity_rewrite() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+        RAISE EXCEPTION 'session % is revoked, and a revocation is never undone or rewritten',
+                OLD.id
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'sessions_revoked_at_set_once',
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME, COLUMN = 'revoked_at',
+                  HINT = 'Create a new session instead.';
+    END IF;
+    RAISE EXCEPTION 'session %: its % cannot be rewritten', OLD.id,
+            array_to_string(ARRAY[
+                CASE WHEN NEW.id IS DISTINCT FROM OLD.id THEN 'id' END,
+                CASE WHEN NEW.account_id IS DISTINCT FROM OLD.account_id THEN 'account_id' END,
+                CASE WHEN NEW.token_hash IS DISTINCT FROM OLD.token_hash THEN 'token_hash' END,
+                CASE WHEN NEW.created_at IS DISTINCT FROM OLD.created_at THEN 'created_at' END
+            ], ', ')
+        USING ERRCODE = 'check_violation',
+              CONSTRAINT = 'sessions_identity_unchanged',
+              SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+              HINT = 'Revoke the session and create a new one.';
+END
+$$;
+
+-- The WHEN clause keeps the function out of every allowed update (a
+-- revoke-all of thousands evaluates only the condition per row).
+CREATE TRIGGER sessions_refuse_identity_rewrite
+    BEFORE UPDATE ON session.sessions
+    FOR EACH ROW
+    WHEN (NEW.id IS DISTINCT FROM OLD.id
+       OR NEW.account_id IS DISTINCT FROM OLD.account_id
+       OR NEW.token_hash IS DISTINCT FROM OLD.token_hash
+       OR NEW.created_at IS DISTINCT FROM OLD.created_at
+       OR (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at))
+    EXECUTE FUNCTION session.refuse_identity_rewrite();

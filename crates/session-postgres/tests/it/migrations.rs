@@ -218,7 +218,7 @@ async fn the_change_log_migration_reverts_and_reapplies() {
 }
 
 /// The migration that has the triggers log as the owner reverts to logging
-/// as the writer, and applies again.
+/// as the writer (and to allowing identity rewrites), and applies again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_logging_migration_reverts_and_reapplies() {
     const UP: &str = include_str!(
@@ -230,7 +230,7 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
     let (database, _store) = crate::support::fresh_store().await;
     let client = sql_client(database.url()).await;
     // Each function of the schema: whether it runs as its owner and whether
-    // PUBLIC may execute it.
+    // PUBLIC may execute it; then the triggers.
     let schema = || {
         let client = &client;
         async move {
@@ -239,6 +239,9 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
                     "SELECT format('%s definer=%s public=%s', proname, prosecdef, \
                          has_function_privilege('public', oid, 'EXECUTE')) \
                      FROM pg_proc WHERE pronamespace = 'session'::regnamespace \
+                     UNION ALL \
+                     SELECT tgname::text FROM pg_trigger \
+                     WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal \
                      ORDER BY 1",
                     &[],
                 )
@@ -255,6 +258,7 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
         "log_updated definer=t public=f",
         "log_deleted definer=t public=f",
         "log_truncated definer=t public=f",
+        "sessions_refuse_identity_rewrite",
     ] {
         assert!(by_owner.contains(&expected.to_owned()), "{by_owner:?}");
     }
@@ -268,6 +272,12 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
     ] {
         assert!(by_writer.contains(&expected.to_owned()), "{by_writer:?}");
     }
+    assert!(
+        !by_writer
+            .iter()
+            .any(|name| name.contains("refuse_identity")),
+        "{by_writer:?}"
+    );
     client.batch_execute(UP).await.unwrap();
     assert_eq!(schema().await, by_owner);
 }
