@@ -16,12 +16,45 @@
 -- the path. Running as the owner costs nothing measurable: a function with
 -- a pinned search_path is already called through the wrapper that switches
 -- the user, once per statement. Their bodies, and the columns they insert,
--- stay as 2026-11-30-000000_wake_after_commit left them.
+-- stay as 2026-11-30-000000_wake_after_commit left them; only log_updated
+-- changes (see below).
 
 ALTER FUNCTION session.log_inserted() SECURITY DEFINER;
-ALTER FUNCTION session.log_updated() SECURITY DEFINER;
 ALTER FUNCTION session.log_deleted() SECURITY DEFINER;
 ALTER FUNCTION session.log_truncated() SECURITY DEFINER;
+
+-- Rows that left the active set are logged 'r'. Rows active after the
+-- update that were not active before, or whose user agent, IP or label
+-- changed, are logged 'c': the reader joins the row as it is then and the
+-- caches replace what they held for that hash, so metadata rewritten by
+-- other SQL does not stay stale in them. One set difference over the whole
+-- row's cached part does both, and an update that changes nothing a cache
+-- holds (a revocation of an already revoked row, a label set to itself)
+-- logs nothing. Set differences rather than joins of the two transition
+-- tables: PL/pgSQL keeps the plan made for the first, one-row call, and a
+-- nested-loop join reused for a revoke-all of thousands takes seconds.
+--
+-- With the trigger below, id and token_hash never change and no row becomes
+-- active again, so 'c' now means a metadata rewrite; comparing by (id,
+-- token_hash) still keeps the log right if that trigger is ever disabled.
+CREATE OR REPLACE FUNCTION session.log_updated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO session.changes (kind, token_hash)
+    SELECT 'r', token_hash FROM (
+        SELECT id, token_hash FROM old_rows WHERE revoked_at IS NULL
+        EXCEPT
+        SELECT id, token_hash FROM new_rows WHERE revoked_at IS NULL
+    ) AS left_active ORDER BY id;
+    INSERT INTO session.changes (kind, token_hash)
+    SELECT 'c', token_hash FROM (
+        SELECT id, token_hash, user_agent, ip, label FROM new_rows WHERE revoked_at IS NULL
+        EXCEPT
+        SELECT id, token_hash, user_agent, ip, label FROM old_rows WHERE revoked_at IS NULL
+    ) AS active_and_changed ORDER BY id;
+    RETURN NULL;
+END
+$$;
 
 -- A trigger function cannot be called directly ("trigger functions can only
 -- be called as triggers"), and firing a trigger checks no EXECUTE privilege,

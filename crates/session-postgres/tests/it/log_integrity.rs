@@ -1,16 +1,21 @@
 //! The change log is written by its triggers alone, running as the schema's
 //! owner: the service's role reads it and cannot change it, yet each of its
 //! writes is logged. What the log cannot carry to the caches (a session's
-//! identity rewritten, a revocation undone) is refused.
+//! identity rewritten, a revocation undone) is refused; what it can (a
+//! rewritten user agent, IP or label) reaches them.
+
+use std::time::Duration;
 
 use session_core::port::change_log::{Change, ChangeLog, LogPosition, LogRead};
 use session_core::port::store::{RevokeOutcome, SessionStore};
 use session_core::testkit::{account, epoch, session_at};
+use session_core::{ClientMetadata, Label};
 use session_postgres::{PgConfig, PgSessionStore};
+use session_test_postgres::TestDatabase;
 use tokio_postgres::error::SqlState;
 
 use crate::change_log::{changes_since, role_with_documented_grants};
-use crate::support::{fresh_store, sql_client};
+use crate::support::{fresh_store, ready_pair, sql_client, until};
 
 /// A position after every entry visible now. The head is not one: it is the
 /// oldest transaction running anywhere on the server (other tests' too), so
@@ -56,13 +61,20 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
     let start = owner.head().await.unwrap();
 
     let (_, revoked) = session_at(account(), epoch());
-    let (_, kept) = session_at(account(), epoch());
+    let (_, relabelled) = session_at(account(), epoch());
     store.insert(&revoked).await.unwrap();
-    store.insert(&kept).await.unwrap();
+    store.insert(&relabelled).await.unwrap();
     assert!(matches!(
         store.revoke(revoked.id, epoch()).await.unwrap(),
         RevokeOutcome::Revoked { .. }
     ));
+    app.batch_execute(&format!(
+        "UPDATE session.sessions SET label = 'renamed' WHERE id = '{}'",
+        relabelled.id
+    ))
+    .await
+    .unwrap();
+
     let forgeries = [
         "INSERT INTO session.changes (kind) VALUES ('t')".to_owned(),
         "UPDATE session.changes SET kind = 'c' WHERE kind = 'r'".to_owned(),
@@ -70,7 +82,10 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
         "TRUNCATE session.changes".to_owned(),
         "UPDATE session.change_log_state SET pruned_through = '0'".to_owned(),
         // Deleting is not granted either (the store never deletes).
-        format!("DELETE FROM session.sessions WHERE id = '{}'", kept.id),
+        format!(
+            "DELETE FROM session.sessions WHERE id = '{}'",
+            relabelled.id
+        ),
     ];
     // Through the logging functions, on a table of its own: a temporary
     // one needs no grant beyond the database's default.
@@ -108,11 +123,18 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
         );
     }
 
+    let relabelled = owner.get(relabelled.id).await.unwrap().unwrap();
+    assert_eq!(
+        relabelled.metadata.label.as_ref().map(Label::as_str),
+        Some("renamed")
+    );
     assert_eq!(
         changes_since(&owner, start).await,
         vec![
-            Change::Created(kept),
+            // Its creation and its relabelling, each joined to the row as it is now.
+            Change::Created(relabelled.clone()),
             Change::Revoked(vec![revoked.token_hash]),
+            Change::Created(relabelled),
         ],
         "every write is logged, nothing else; the revoked one's creation is left out"
     );
@@ -210,4 +232,108 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
             .unwrap(),
         vec![active.token_hash]
     );
+}
+
+/// A rewrite of an active session's user agent, IP or label is logged as
+/// its creation, so a reader takes the row as it is now; one that changes
+/// nothing, or touches a revoked session, is not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_rewrite_of_an_active_session_is_logged() {
+    let (database, store) = fresh_store().await;
+    let (_, active) = session_at(account(), epoch());
+    let (_, revoked) = session_at(account(), epoch());
+    store.insert(&active).await.unwrap();
+    store.insert(&revoked).await.unwrap();
+    store.revoke(revoked.id, epoch()).await.unwrap();
+    let start = past_every_entry(&store).await;
+
+    let client = sql_client(database.url()).await;
+    for statement in [
+        format!(
+            "UPDATE session.sessions SET label = label, ip = ip WHERE id = '{}'",
+            active.id
+        ),
+        format!(
+            "UPDATE session.sessions SET label = 'gone' WHERE id = '{}'",
+            revoked.id
+        ),
+    ] {
+        client.batch_execute(&statement).await.unwrap();
+    }
+    assert_eq!(
+        changes_since(&store, start).await,
+        Vec::new(),
+        "nothing changed"
+    );
+
+    for change in [
+        "user_agent = 'curl/8.5.0'",
+        "ip = '192.0.2.7'",
+        "label = 'work laptop'",
+    ] {
+        let start = past_every_entry(&store).await;
+        client
+            .batch_execute(&format!(
+                "UPDATE session.sessions SET {change} WHERE id = '{}'",
+                active.id
+            ))
+            .await
+            .unwrap();
+        let now = store.get(active.id).await.unwrap().unwrap();
+        assert_eq!(
+            changes_since(&store, start).await,
+            vec![Change::Created(now)],
+            "{change}"
+        );
+    }
+}
+
+/// A label rewritten by other SQL reaches every instance's cache: a resolve
+/// there answers the new label, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_rewritten_by_other_sql_reaches_every_instance() {
+    let database = TestDatabase::create();
+    let (a, b) = ready_pair(database.url()).await;
+    let created = a
+        .service
+        .create(
+            account(),
+            ClientMetadata {
+                label: Label::new("laptop").ok(),
+                ..ClientMetadata::default()
+            },
+        )
+        .await
+        .unwrap();
+    until("B applies the creation", || {
+        b.service.status().cached_sessions == 1
+    })
+    .await;
+
+    sql_client(database.url())
+        .await
+        .batch_execute(&format!(
+            "UPDATE session.sessions SET label = 'work laptop' WHERE id = '{}'",
+            created.session.id
+        ))
+        .await
+        .unwrap();
+    for (name, instance) in [("A", &a), ("B", &b)] {
+        let answers_the_new_label = async || {
+            let session = instance
+                .service
+                .resolve(created.token.expose_secret())
+                .await
+                .unwrap();
+            session.metadata.label.as_ref().map(Label::as_str) == Some("work laptop")
+        };
+        session_test_process::until_async(
+            &format!("{name} answers the new label"),
+            Duration::from_secs(60),
+            answers_the_new_label,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(b.service.status().cached_sessions, 1);
 }

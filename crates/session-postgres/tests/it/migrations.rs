@@ -229,15 +229,16 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
     );
     let (database, _store) = crate::support::fresh_store().await;
     let client = sql_client(database.url()).await;
-    // Each function of the schema: whether it runs as its owner and whether
-    // PUBLIC may execute it; then the triggers.
+    // Each function of the schema: whether it runs as its owner, whether
+    // PUBLIC may execute it, and whether it logs metadata; then the triggers.
     let schema = || {
         let client = &client;
         async move {
             client
                 .query(
-                    "SELECT format('%s definer=%s public=%s', proname, prosecdef, \
-                         has_function_privilege('public', oid, 'EXECUTE')) \
+                    "SELECT format('%s definer=%s public=%s metadata=%s', proname, prosecdef, \
+                         has_function_privilege('public', oid, 'EXECUTE'), \
+                         prosrc LIKE '%user_agent%') \
                      FROM pg_proc WHERE pronamespace = 'session'::regnamespace \
                      UNION ALL \
                      SELECT tgname::text FROM pg_trigger \
@@ -254,10 +255,10 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
     };
     let by_owner = schema().await;
     for expected in [
-        "log_inserted definer=t public=f",
-        "log_updated definer=t public=f",
-        "log_deleted definer=t public=f",
-        "log_truncated definer=t public=f",
+        "log_inserted definer=t public=f metadata=f",
+        "log_updated definer=t public=f metadata=t",
+        "log_deleted definer=t public=f metadata=f",
+        "log_truncated definer=t public=f metadata=f",
         "sessions_refuse_identity_rewrite",
     ] {
         assert!(by_owner.contains(&expected.to_owned()), "{by_owner:?}");
@@ -265,10 +266,10 @@ async fn the_owner_logging_migration_reverts_and_reapplies() {
     client.batch_execute(DOWN).await.unwrap();
     let by_writer = schema().await;
     for expected in [
-        "log_inserted definer=f public=t",
-        "log_updated definer=f public=t",
-        "log_deleted definer=f public=t",
-        "log_truncated definer=f public=t",
+        "log_inserted definer=f public=t metadata=f",
+        "log_updated definer=f public=t metadata=f",
+        "log_deleted definer=f public=t metadata=f",
+        "log_truncated definer=f public=t metadata=f",
     ] {
         assert!(by_writer.contains(&expected.to_owned()), "{by_writer:?}");
     }
