@@ -38,7 +38,7 @@ async fn read_all(store: &PgSessionStore, from: &LogCursor) -> (Vec<Change>, Log
     }
 }
 
-async fn changes_since(store: &PgSessionStore, from: &LogCursor) -> Vec<Change> {
+pub(crate) async fn changes_since(store: &PgSessionStore, from: &LogCursor) -> Vec<Change> {
     read_all(store, from).await.0
 }
 
@@ -823,15 +823,7 @@ async fn a_server_restart_expires_every_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_grants_are_enough_to_serve() {
     let (database, _owner) = fresh_store().await;
-    let role = format!("service_{}", database.name());
-    let grants = documented_grants(&role);
-    sql_client(database.url())
-        .await
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN; {grants}"))
-        .await
-        .unwrap();
-    let url = database.url().replacen("postgres@", &format!("{role}@"), 1);
-    assert_ne!(url, database.url(), "the URL names the service's role");
+    let url = role_with_documented_grants(&database, "service").await;
     let store = Arc::new(
         PgSessionStore::connect(
             PgConfig::from_url(&url)
@@ -924,6 +916,22 @@ async fn writes_wake_readers_after_their_commit_never_from_it() {
     within_a_minute(wake_ups.next()).await.unwrap();
     store.revoke(session.id, epoch()).await.unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
+}
+
+/// A database URL for a new login role, `<name>_<database>` (roles are the
+/// server's, not the database's), that holds exactly the grants of
+/// docs/ARCHITECTURE.md.
+pub(crate) async fn role_with_documented_grants(database: &TestDatabase, name: &str) -> String {
+    let role = format!("{name}_{}", database.name());
+    let grants = documented_grants(&role);
+    sql_client(database.url())
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN; {grants}"))
+        .await
+        .unwrap();
+    let url = database.url().replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, database.url(), "the URL names the new role");
+    url
 }
 
 /// The `GRANT` statements of docs/ARCHITECTURE.md's grants block (the

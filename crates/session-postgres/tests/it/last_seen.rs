@@ -7,7 +7,7 @@ use session_core::config::LastSeenSettings;
 use session_core::port::clock::ManualClock;
 use session_core::port::store::{SeenAt, SessionStore};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{ClientMetadata, MemoryCache, SessionService};
+use session_core::{BackgroundTasks, ClientMetadata, MemoryCache, SessionService};
 use session_postgres::PgConfig;
 use session_test_postgres::TestDatabase;
 use time::{Duration, OffsetDateTime};
@@ -15,16 +15,28 @@ use time::{Duration, OffsetDateTime};
 use crate::support::{migrated_store, sql_client, with_param};
 
 /// One instance: its own store (pool) on the database, its own clock.
-async fn instance(database: &TestDatabase, name: &str, clock: Arc<ManualClock>) -> SessionService {
+/// It follows the change log (a miss waits for it) for as long as the
+/// returned tasks live; they never flush on their own during a test.
+async fn instance(
+    database: &TestDatabase,
+    name: &str,
+    clock: Arc<ManualClock>,
+) -> (SessionService, BackgroundTasks) {
     let url = with_param(database.url(), &format!("application_name={name}"));
     let store = Arc::new(migrated_store(PgConfig::from_url(&url).unwrap()).await);
     let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
         .change_log(store)
         .clock(clock)
-        .last_seen(LastSeenSettings::default())
+        .last_seen(LastSeenSettings {
+            flush_interval: std::time::Duration::from_secs(3_600),
+            ..LastSeenSettings::default()
+        })
         .build();
-    service.warm().await.unwrap();
-    service
+    let tasks = service.start();
+    while !service.status().cache_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    (service, tasks)
 }
 
 fn minute_of(at: OffsetDateTime) -> OffsetDateTime {
@@ -41,8 +53,8 @@ async fn two_instances_flushing_the_same_sessions_keep_the_latest_time() {
     let database = TestDatabase::create();
     let clock_a = Arc::new(ManualClock::new(epoch()));
     let clock_b = Arc::new(ManualClock::new(epoch()));
-    let a = instance(&database, "instance_a", clock_a.clone()).await;
-    let b = instance(&database, "instance_b", clock_b.clone()).await;
+    let (a, _a_tasks) = instance(&database, "instance_a", clock_a.clone()).await;
+    let (b, _b_tasks) = instance(&database, "instance_b", clock_b.clone()).await;
     let mut created = Vec::new();
     for _ in 0..SESSIONS {
         created.push(
@@ -64,7 +76,7 @@ async fn two_instances_flushing_the_same_sessions_keep_the_latest_time() {
         b.flush_last_seen().await.unwrap();
         for new in &created {
             a.resolve(new.token.expose_secret()).await.unwrap();
-            // B may not have applied A's creations yet: a miss reads the store.
+            // B may not have applied A's creations yet: a miss waits for the log.
             b.resolve(new.token.expose_secret()).await.unwrap();
         }
         if round < ROUNDS - 1 {

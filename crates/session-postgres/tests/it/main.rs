@@ -6,6 +6,7 @@ mod config;
 mod contract;
 mod failover;
 mod last_seen;
+mod log_integrity;
 mod migrations;
 mod resilience;
 mod storage;

@@ -10,13 +10,14 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
     "2026-11-30-000000_wake_after_commit",
     "2026-12-01-000000_session_activity",
     "2026-12-06-000000_change_log_cursor",
+    "2026-12-06-000001_log_written_by_triggers",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +217,72 @@ async fn the_change_log_migration_reverts_and_reapplies() {
     );
     client.batch_execute(UP).await.unwrap();
     assert_eq!(schema().await, logging);
+}
+
+/// The migration that has the triggers log as the owner reverts to logging
+/// as the writer (and to allowing identity rewrites), and applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_logging_migration_reverts_and_reapplies() {
+    const UP: &str = include_str!(
+        "../../../../migrations/postgres/2026-12-06-000001_log_written_by_triggers/up.sql"
+    );
+    const DOWN: &str = include_str!(
+        "../../../../migrations/postgres/2026-12-06-000001_log_written_by_triggers/down.sql"
+    );
+    let (database, _store) = crate::support::fresh_store().await;
+    let client = sql_client(database.url()).await;
+    // Each function of the schema: whether it runs as its owner, whether
+    // PUBLIC may execute it, and whether it logs metadata; then the triggers.
+    let schema = || {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT format('%s definer=%s public=%s metadata=%s', proname, prosecdef, \
+                         has_function_privilege('public', oid, 'EXECUTE'), \
+                         prosrc LIKE '%user_agent%') \
+                     FROM pg_proc WHERE pronamespace = 'session'::regnamespace \
+                     UNION ALL \
+                     SELECT tgname::text FROM pg_trigger \
+                     WHERE tgrelid = 'session.sessions'::regclass AND NOT tgisinternal \
+                     ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_owner = schema().await;
+    for expected in [
+        "log_inserted definer=t public=f metadata=f",
+        "log_updated definer=t public=f metadata=t",
+        "log_deleted definer=t public=f metadata=f",
+        "log_truncated definer=t public=f metadata=f",
+        "sessions_refuse_identity_rewrite",
+    ] {
+        assert!(by_owner.contains(&expected.to_owned()), "{by_owner:?}");
+    }
+    client.batch_execute(DOWN).await.unwrap();
+    let by_writer = schema().await;
+    for expected in [
+        "log_inserted definer=f public=t metadata=f",
+        "log_updated definer=f public=t metadata=f",
+        "log_deleted definer=f public=t metadata=f",
+        "log_truncated definer=f public=t metadata=f",
+    ] {
+        assert!(by_writer.contains(&expected.to_owned()), "{by_writer:?}");
+    }
+    assert!(
+        !by_writer
+            .iter()
+            .any(|name| name.contains("refuse_identity")),
+        "{by_writer:?}"
+    );
+    client.batch_execute(UP).await.unwrap();
+    assert_eq!(schema().await, by_owner);
 }
 
 /// With migrations off, a schema behind this build is refused, and so is
