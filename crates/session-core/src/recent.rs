@@ -1,5 +1,6 @@
 //! A bounded memory of recent token hashes, for a cache shared with other
-//! processes: the tombstones of recently revoked sessions.
+//! processes: the tombstones of recently revoked sessions, and hashes a
+//! miss found absent.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,6 +43,11 @@ impl RecentHashes {
     pub(crate) fn contains(&mut self, hash: &TokenHash, now: Instant) -> bool {
         self.expire(now);
         self.members.contains(hash)
+    }
+
+    pub(crate) fn remove(&mut self, hash: &TokenHash) {
+        // The queue entry stays until it ages out; `pop_oldest` tolerates it.
+        self.members.remove(hash);
     }
 
     fn expire(&mut self, now: Instant) {

@@ -135,7 +135,8 @@ pub enum ResolveOutcome {
     /// read that started after the resolve did: invalid, exactly.
     CaughtUpInactive,
     /// Not in the cache and answered invalid at once: the cache is complete
-    /// (no change log), or the hash was revoked recently.
+    /// (no change log), or the hash was revoked recently or found absent
+    /// by an earlier miss.
     Negative,
     /// Not a well-formed token (prefix, length, alphabet or checksum):
     /// invalid before any lookup.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::{Error, Inner};
+use super::{Error, Inner, lock};
 use crate::port::store::StoreError;
 use crate::session::Session;
 use crate::status::ResolveOutcome;
@@ -93,15 +93,17 @@ impl CatchUps {
 struct NotCaughtUp(Duration);
 
 impl Inner {
-    /// The miss path: answered at once when the hash was revoked recently;
-    /// otherwise after the cache has caught up with the change log as of
+    /// The miss path: answered at once when the hash was revoked recently
+    /// or found absent by an earlier miss; otherwise after the cache has caught up with the change log as of
     /// now, within the staleness bound. Returns the outcome with the answer,
     /// for the caller to count.
     pub(super) async fn consistent_miss(
         self: &Arc<Self>,
         hash: TokenHash,
     ) -> (Result<Arc<Session>, Error>, ResolveOutcome) {
-        if self.was_revoked(&hash, self.clock.monotonic()) {
+        let now = self.clock.monotonic();
+        // Each lock is taken alone.
+        if self.was_revoked(&hash, now) || lock(&self.absent).contains(&hash, now) {
             return (Err(Error::InvalidToken), ResolveOutcome::Negative);
         }
         self.stats.miss_waits.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +114,13 @@ impl Inner {
         }
         match self.cache.get(&hash) {
             Some(session) => (Ok(session), ResolveOutcome::CaughtUpActive),
-            None => (Err(Error::InvalidToken), ResolveOutcome::CaughtUpInactive),
+            None => {
+                // Absent once everything committed before the miss is
+                // applied: its session, if it ever existed, is revoked, and
+                // a 256-bit token nobody was given is never issued later.
+                lock(&self.absent).insert(hash, now);
+                (Err(Error::InvalidToken), ResolveOutcome::CaughtUpInactive)
+            }
         }
     }
 }

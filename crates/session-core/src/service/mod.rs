@@ -14,7 +14,8 @@
 //!
 //! 1. `warming` (one warm at a time);
 //! 2. `writes` (pending inserts, the warm's journal, tombstones; a cache
-//!    change that must be ordered against others happens under it).
+//!    change that must be ordered against others happens under it);
+//! 3. `absent` (hashes a miss found absent).
 //!
 //! `caught_up_at`, `last_warm` and the last-seen flush state
 //! (taken by flushes only, never by a resolve) are leaves: taken alone.
@@ -33,6 +34,7 @@ use tracing::Instrument as _;
 use crate::config::LastSeenSettings;
 use crate::last_seen::{self, LastSeenMarks};
 use crate::port::cache::SessionCache;
+use crate::recent::RecentHashes;
 use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
@@ -43,6 +45,11 @@ use crate::token::session_token::SessionToken;
 use crate::{AccountPage, ListScope, PageRequest};
 
 pub use background::BackgroundTasks;
+
+/// Token hashes remembered as absent after a miss, so a token sent again
+/// (a logged-out tab that keeps its cookie) costs no further wait: about
+/// 3 MiB at most.
+const ABSENT_CAPACITY: usize = 65_536;
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +202,7 @@ impl SessionServiceBuilder {
                 pacing: self.pacing,
                 caught_up_at: Mutex::new(None),
                 catch_ups: miss_path::CatchUps::default(),
+                absent: Mutex::new(RecentHashes::new(ABSENT_CAPACITY, None)),
                 stats: Stats::default(),
                 resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
@@ -219,6 +227,8 @@ struct Inner {
     caught_up_at: Mutex<Option<Instant>>,
     /// The follower's reads, as misses wait for them.
     catch_ups: miss_path::CatchUps,
+    /// Token hashes a miss found absent once the cache had caught up.
+    absent: Mutex<RecentHashes>,
     stats: Stats,
     /// Every resolve, by outcome.
     resolves: ResolveCounters,
@@ -307,7 +317,7 @@ impl SessionService {
     /// waits until the cache has applied the change log up to a read that
     /// started after the miss arrived (misses that wait at once share that
     /// read), then looks again, so the answer is exact. A miss on a hash
-    /// revoked recently is answered at once.
+    /// revoked recently, or found absent before, is answered at once.
     ///
     /// # Errors
     ///

@@ -71,6 +71,7 @@ impl Inner {
                 let session = Arc::new(session);
                 let mut writes = self.writes();
                 if !writes.is_revoked(&session.token_hash, self.clock.monotonic()) {
+                    lock(&self.absent).remove(&session.token_hash);
                     self.cache.insert(Arc::clone(&session));
                     if let Some(journal) = writes.journal.as_mut() {
                         journal.push(CacheOp::Insert(session));

@@ -963,3 +963,134 @@ fn documented_grants(role: &str) -> String {
     assert!(grants.len() >= 5, "the grants block lists every grant");
     grants.join("\n")
 }
+
+/// Transactions held open past the log's retention, as an application left
+/// "idle in transaction" would, hold nothing back: one that only took an id
+/// (holding the cluster's oldest snapshot), one that has written a session
+/// and not committed. Around them, sessions are created and revoked and the
+/// log is pruned, round after round: both instances stay ready and caught
+/// up, a read returns only what it has not returned, nothing is loaded
+/// again, and the held write arrives when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_held_open_past_the_retention_hold_nothing_back() {
+    const RETENTION: Duration = Duration::from_secs(1);
+    let database = TestDatabase::create();
+    migrated_store(PgConfig::from_url(database.url()).unwrap()).await;
+    let a = instance_configured(database.url(), "instance_a", |config| {
+        config.change_retention(RETENTION)
+    })
+    .await;
+    let b = instance_on(database.url(), "instance_b").await;
+    ready(&a).await;
+    ready(&b).await;
+
+    let idle = sql_client(database.url()).await;
+    idle.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+    let (held_token, held) = session_at(account(), epoch());
+    let writer = sql_client(database.url()).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
+             VALUES ('{}', '{}', '\\x{}', now())",
+            held.id,
+            held.account_id,
+            hex(held.token_hash.as_bytes()),
+        ))
+        .await
+        .unwrap();
+
+    let mut cursor = a.store.head().await.unwrap();
+    let mut pruned = 0;
+    for round in 0..4 {
+        let mut revoked = Vec::new();
+        for _ in 0..50 {
+            let created = a
+                .service
+                .create(account(), ClientMetadata::default())
+                .await
+                .unwrap();
+            a.service.revoke(created.session.id).await.unwrap();
+            revoked.push(created.token);
+        }
+        // Each read from where the last ended finds this round's entries
+        // and nothing older, however long the transactions stay open.
+        let (changes, next) = read_all(&a.store, &cursor).await;
+        assert_eq!(
+            revoked_hashes(changes).len(),
+            50,
+            "round {round}: this round's revocations, each once"
+        );
+        cursor = next;
+        for token in &revoked {
+            assert!(rejected(&b, token).await, "round {round}");
+        }
+        tokio::time::sleep(RETENTION + Duration::from_millis(100)).await;
+        pruned += a.store.prune().await.unwrap();
+        assert!(is_ready(&a).await && is_ready(&b).await, "round {round}");
+    }
+    assert!(pruned >= 200, "entries of earlier rounds were pruned: {pruned}");
+    assert!(matches!(
+        a.store.read(&cursor, 10).await.unwrap(),
+        LogRead::Page(_)
+    ));
+
+    writer.batch_execute("COMMIT").await.unwrap();
+    let found = within_a_minute(async {
+        loop {
+            if let Ok(session) = b.service.resolve(held_token.expose_secret()).await {
+                return session;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(found.id, held.id);
+    idle.batch_execute("COMMIT").await.unwrap();
+    for instance in [&a, &b] {
+        let stats = instance.service.status().change_log_stats;
+        assert_eq!(stats.full_loads, 1, "no reload: {stats:?}");
+    }
+}
+
+/// An instance restarted after thousands of revocations it never saw (so
+/// it keeps no tombstones of them) answers every revoked token "invalid" as
+/// soon as it is ready: never "retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_every_revoked_token_is_invalid_at_once() {
+    const SESSIONS: usize = 3_000;
+    let database = TestDatabase::create();
+    let owner = AccountId::new(uuid::Uuid::new_v4()).unwrap();
+    let a = instance_on(database.url(), "instance_a").await;
+    ready(&a).await;
+    let tokens = insert_directly(database.url(), owner, SESSIONS).await;
+    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), SESSIONS);
+    let restarted = instance_on(database.url(), "restarted").await;
+    ready(&restarted).await;
+    // As the browsers of logged-out users would: all at once, then again.
+    for pass in ["first", "again"] {
+        let mut answers = tokio::task::JoinSet::new();
+        for token in &tokens {
+            let service = restarted.service.clone();
+            let token = token.expose_secret().to_owned();
+            answers.spawn(async move { service.resolve(&token).await });
+        }
+        while let Some(answer) = answers.join_next().await {
+            let answer = answer.unwrap();
+            assert!(
+                matches!(answer, Err(session_core::Error::InvalidToken)),
+                "{pass}: {answer:?}"
+            );
+        }
+    }
+    let stats = restarted.service.status().change_log_stats;
+    assert!(
+        stats.reads < SESSIONS as u64 / 10,
+        "misses shared their log reads: {stats:?}"
+    );
+    assert_eq!(
+        stats.miss_waits, SESSIONS as u64,
+        "a token found absent is not waited for again: {stats:?}"
+    );
+}
