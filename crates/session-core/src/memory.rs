@@ -10,9 +10,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::port::change_log::{
-    Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps,
-};
+use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
 use crate::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::session::{AccountId, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};

@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-
 /// A snapshot of the service's state and counters, cheap to read. Only the
 /// service makes one, so fields can be added without breaking readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,9 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::ConnectionError;
-use diesel::sql_types::{
-    Array, BigInt, Bytea, Inet, Nullable, Text, Timestamptz, Uuid as SqlUuid,
-};
+use diesel::sql_types::{Array, BigInt, Bytea, Inet, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_core::Stream;

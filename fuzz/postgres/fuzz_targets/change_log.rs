@@ -1,239 +1,264 @@
-//! The PostgreSQL change log's decoding: the rows of one log read (horizon,
-//! entries, joined session rows) turned into a page of changes.
+//! The PostgreSQL change log's cursor: the rows of each read turned into a
+//! page and the next cursor.
 //!
-//! The read is structured with `arbitrary`. The rows are decoded twice: as
-//! given, which must only never panic, and as the read's SQL can return
-//! them (committed entries after the cursor, in order, at most `limit`, a creation
-//! joined to the session with its hash, one row of nulls if none), where
-//! the page must keep its documented promises:
-//! - an entry either becomes a change or, for a session row the domain
-//!   rejects or a malformed hash, a typed `InvalidRow` at its position;
-//! - entries are in order, after the cursor, and no further than `read_to`;
-//! - `settled` is at least the cursor and never passes an entry of a
-//!   transaction at or above the horizon (xmin), which may yet get earlier
-//!   neighbours;
-//! - `Expired` exactly when the epoch changed or the cursor was pruned.
+//! Two parts. First, rows as given, built by `arbitrary`: decoding them must
+//! only never panic. Second, a model of the database: transactions begin
+//! (taking ids in order), insert entries (taking numbers in order, so a
+//! transaction that began first may number its entries after one that began
+//! later), and commit or roll back in any order, while a reader reads the
+//! log from its cursor, pages of any size, at any moment. The model answers
+//! each read as the read's SQL does from one snapshot: the horizon row (the
+//! transactions still open), then the first `limit` visible entries by
+//! number among those numbered past the cursor and those of the
+//! transactions the cursor waits for, past each one's mark. The property:
+//! once everything has ended and the reader has read to the end, it was
+//! given every committed entry exactly once, and no entry of a rolled-back
+//! transaction.
 
 #![no_main]
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
-use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use session_core::port::change_log::{Change, LogPosition, LogRead};
+use session_core::port::change_log::{Change, LogCursor, LogRead};
 use session_postgres::{LogRow, read_log_page};
-use time::OffsetDateTime;
-use uuid::Uuid;
+
+/// One row: the horizon's columns, or an entry's, as given.
+#[derive(Arbitrary, Debug)]
+struct RawRow {
+    epoch: Option<i64>,
+    expired: Option<bool>,
+    open_now: Option<Vec<i64>>,
+    seq: Option<i64>,
+    kind: Option<String>,
+    change_hash: Option<Vec<u8>>,
+}
 
 #[derive(Arbitrary, Debug)]
-struct Read {
-    epoch: u8,
-    xmin: u16,
-    pruned_through: u16,
-    after: (u8, u16, u16),
-    limit: u8,
-    entries: Vec<Entry>,
+enum Step {
+    /// A transaction takes its id.
+    Begin,
+    /// The `n`th transaction (modulo those begun) logs an entry, if open.
+    Insert(u8),
+    /// It commits, if open.
+    Commit(u8),
+    /// It rolls back, if open.
+    Abort(u8),
+    /// The reader reads a page of at most `limit + 1` entries.
+    Read(u8),
 }
 
 #[derive(Arbitrary, Debug)]
-struct Entry {
-    xid: u16,
-    seq: u16,
-    kind: Kind,
-    change_hash: Vec<u8>,
-    session: Option<Joined>,
+struct Input {
+    raw: Vec<RawRow>,
+    raw_cursor: (u64, u64, Vec<(u64, u64)>),
+    raw_limit: u8,
+    steps: Vec<Step>,
 }
 
-/// The `kind` column; `Other` may spell one of the others too.
-#[derive(Arbitrary, Debug, Clone, PartialEq)]
-enum Kind {
-    Created,
-    Revoked,
-    Truncated,
-    Other(String),
-}
-
-impl Kind {
-    fn text(&self) -> String {
-        match self {
-            Self::Created => "c".to_owned(),
-            Self::Revoked => "r".to_owned(),
-            Self::Truncated => "t".to_owned(),
-            Self::Other(text) => text.clone(),
-        }
+/// A row with every session column null: the model logs revocations only,
+/// whose hash carries the entry's number.
+fn row(horizon: Option<(i64, bool, Vec<i64>)>, entry: Option<(i64, String, Vec<u8>)>) -> LogRow {
+    let (epoch, expired, open_now) = match horizon {
+        Some((epoch, expired, open)) => (Some(epoch), Some(expired), Some(open)),
+        None => (None, None, None),
+    };
+    let (seq, kind, change_hash) = match entry {
+        Some((seq, kind, hash)) => (Some(seq), Some(kind), Some(hash)),
+        None => (None, None, None),
+    };
+    LogRow {
+        epoch,
+        expired,
+        open_now,
+        seq,
+        kind,
+        change_hash,
+        id: None,
+        account_id: None,
+        token_hash: None,
+        created_at: None,
+        revoked_at: None,
+        user_agent: None,
+        ip: None,
+        label: None,
     }
 }
 
-/// A session row joined to a creation entry.
-#[derive(Arbitrary, Debug, Clone)]
-struct Joined {
-    id: u128,
-    account_id: u128,
-    token_hash: Vec<u8>,
-    created_at: i32,
-    revoked_at: Option<i32>,
-    user_agent: Option<String>,
-    ip: Option<(IpAddr, u8)>,
-    label: Option<String>,
+fn hash_of(seq: u64) -> Vec<u8> {
+    let mut hash = vec![0; 32];
+    hash[..8].copy_from_slice(&seq.to_be_bytes());
+    hash
 }
 
-fn instant(seconds: i32) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(i64::from(seconds)).expect("an i32 of seconds is in range")
+fn seq_of(hash: &[u8]) -> u64 {
+    u64::from_be_bytes(hash[..8].try_into().expect("32 bytes"))
 }
 
-fn ip_net((ip, prefix): (IpAddr, u8)) -> IpNet {
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    IpNet::new(ip, prefix % (max + 1)).expect("prefix in range")
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Open,
+    Committed,
+    Aborted,
 }
 
-impl Read {
-    fn row(&self, entry: Option<(&Entry, Option<&Joined>)>) -> LogRow {
-        let joined = entry.and_then(|(_, joined)| joined);
-        LogRow {
-            epoch: i64::from(self.epoch),
-            xmin: i64::from(self.xmin),
-            pruned_through: i64::from(self.pruned_through),
-            xid: entry.map(|(e, _)| i64::from(e.xid)),
-            seq: entry.map(|(e, _)| i64::from(e.seq)),
-            kind: entry.map(|(e, _)| e.kind.text()),
-            change_hash: entry.map(|(e, _)| e.change_hash.clone()),
-            id: joined.map(|s| Uuid::from_u128(s.id)),
-            account_id: joined.map(|s| Uuid::from_u128(s.account_id)),
-            token_hash: joined.map(|s| s.token_hash.clone()),
-            created_at: joined.map(|s| instant(s.created_at)),
-            revoked_at: joined.and_then(|s| s.revoked_at.map(instant)),
-            user_agent: joined.and_then(|s| s.user_agent.clone()),
-            ip: joined.and_then(|s| s.ip.map(ip_net)),
-            label: joined.and_then(|s| s.label.clone()),
-        }
+/// The database as the model sees it.
+#[derive(Default)]
+struct Database {
+    /// By id, in the order they began.
+    transactions: Vec<State>,
+    /// Entry number → its transaction's id.
+    entries: BTreeMap<u64, usize>,
+    next_seq: u64,
+}
+
+const EPOCH: i64 = 7;
+/// Ids start here, so none is 0.
+const FIRST_XID: usize = 100;
+
+impl Database {
+    fn open(&self, n: u8) -> Option<usize> {
+        let open: Vec<usize> = (0..self.transactions.len())
+            .filter(|&id| self.transactions[id] == State::Open)
+            .collect();
+        (!open.is_empty()).then(|| open[usize::from(n) % open.len()])
     }
 
-    fn after(&self) -> LogPosition {
-        let (epoch, major, minor) = self.after;
-        LogPosition::new(u64::from(epoch), u64::from(major), u64::from(minor))
+    fn visible(&self, seq: u64) -> bool {
+        self.transactions[self.entries[&seq]] == State::Committed
     }
 
-    fn position(&self, entry: &Entry) -> LogPosition {
-        LogPosition::new(
-            u64::from(self.epoch),
-            u64::from(entry.xid),
-            u64::from(entry.seq),
-        )
+    /// The rows of one read from `cursor`, as the read's SQL returns them.
+    fn read(&self, cursor: &LogCursor, limit: usize) -> Vec<LogRow> {
+        let open_now: Vec<i64> = (0..self.transactions.len())
+            .filter(|&id| self.transactions[id] == State::Open)
+            .map(|id| (id + FIRST_XID) as i64)
+            .collect();
+        let waits_for = |seq: u64| {
+            let xid = (self.entries[&seq] + FIRST_XID) as u64;
+            cursor
+                .open()
+                .iter()
+                .any(|writer| writer.id == xid && seq > writer.read_through)
+        };
+        let mut rows = vec![row(Some((EPOCH, false, open_now)), None)];
+        rows.extend(
+            self.entries
+                .keys()
+                .copied()
+                .filter(|&seq| self.visible(seq))
+                .filter(|&seq| seq > cursor.through() || waits_for(seq))
+                .take(limit)
+                .map(|seq| row(None, Some((seq as i64, "r".to_owned(), hash_of(seq))))),
+        );
+        rows
     }
 }
 
-fuzz_target!(|read: Read| {
-    let after = read.after();
-    let limit = u32::from(read.limit).max(1);
-
+fuzz_target!(|input: Input| {
     // As given: anything a corrupt or hostile row holds must not panic.
-    let raw: Vec<LogRow> = read
-        .entries
-        .iter()
-        .map(|entry| read.row(Some((entry, entry.session.as_ref()))))
+    let (epoch, through, open) = input.raw_cursor;
+    let open = open
+        .into_iter()
+        .map(|(id, read_through)| session_core::port::change_log::OpenWriter { id, read_through })
         .collect();
-    let _ = read_log_page(after, limit, raw);
-
-    // As the SQL returns them.
-    let mut entries: Vec<&Entry> = read
-        .entries
-        .iter()
-        // xmin is a transaction still running: none of its entries is visible.
-        .filter(|e| e.xid != read.xmin)
-        .filter(|e| (u64::from(e.xid), u64::from(e.seq)) > (after.major(), after.minor()))
-        .collect();
-    entries.sort_by_key(|e| (e.xid, e.seq));
-    entries.dedup_by_key(|e| (e.xid, e.seq));
-    entries.truncate(limit as usize);
-    // A creation joins the session whose token hash it names.
-    let joined: Vec<Option<Joined>> = entries
-        .iter()
-        .map(|e| {
-            let session = e.session.as_ref().filter(|_| e.kind.text() == "c")?;
-            Some(Joined {
-                token_hash: e.change_hash.clone(),
-                ..session.clone()
-            })
+    let raw: Vec<LogRow> = input
+        .raw
+        .into_iter()
+        .map(|raw| LogRow {
+            epoch: raw.epoch,
+            expired: raw.expired,
+            open_now: raw.open_now,
+            ..row(
+                None,
+                raw.seq
+                    .zip(raw.kind)
+                    .map(|(seq, kind)| (seq, kind, raw.change_hash.unwrap_or_default())),
+            )
         })
         .collect();
-    let mut rows: Vec<LogRow> = entries
-        .iter()
-        .zip(&joined)
-        .map(|(e, s)| read.row(Some((e, s.as_ref()))))
-        .collect();
-    if rows.is_empty() {
-        rows.push(read.row(None));
-    }
+    let _ = read_log_page(
+        &LogCursor::new(epoch, through, open),
+        u32::from(input.raw_limit),
+        raw,
+    );
 
-    let expired =
-        after.epoch() != u64::from(read.epoch) || after.major() <= u64::from(read.pruned_through);
-    let page = match read_log_page(after, limit, rows) {
-        LogRead::Expired => {
-            assert!(expired, "a live cursor was declared expired");
-            return;
-        }
-        LogRead::Page(page) => {
-            assert!(!expired, "an expired cursor got a page");
-            page
-        }
+    // The model.
+    let mut database = Database {
+        next_seq: 1,
+        ..Database::default()
     };
-
-    let positions: Vec<LogPosition> = entries.iter().map(|e| read.position(e)).collect();
-    assert_eq!(page.read_to, positions.last().copied().unwrap_or(after));
-    assert_eq!(page.more, entries.len() == limit as usize);
-    assert!(page.settled >= after, "settled moved back");
-    let horizon = u64::from(read.xmin);
-    for at in positions.iter().filter(|at| at.major() >= horizon) {
+    let mut cursor = LogCursor::new(EPOCH as u64, 0, Vec::new());
+    let mut given: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut read = |database: &Database, cursor: &mut LogCursor, limit: usize| -> bool {
+        let rows = database.read(cursor, limit);
+        let LogRead::Page(page) = read_log_page(cursor, limit as u32, rows) else {
+            panic!("a live cursor expired");
+        };
+        for change in &page.entries {
+            let Change::Revoked(hashes) = change else {
+                panic!("the model logs revocations only: {change:?}");
+            };
+            for hash in hashes {
+                *given.entry(seq_of(hash.as_bytes())).or_default() += 1;
+            }
+        }
+        assert!(page.rejected.is_empty());
+        assert!(page.entries.len() <= limit);
+        *cursor = page.next;
+        page.more
+    };
+    for step in input.steps.into_iter().take(400) {
+        match step {
+            Step::Begin => database.transactions.push(State::Open),
+            Step::Insert(n) => {
+                if let Some(id) = database.open(n) {
+                    database.entries.insert(database.next_seq, id);
+                    database.next_seq += 1;
+                }
+            }
+            Step::Commit(n) | Step::Abort(n) => {
+                let end = if matches!(step, Step::Commit(_)) {
+                    State::Committed
+                } else {
+                    State::Aborted
+                };
+                if let Some(id) = database.open(n) {
+                    database.transactions[id] = end;
+                }
+            }
+            Step::Read(limit) => {
+                read(&database, &mut cursor, usize::from(limit % 8) + 1);
+            }
+        }
+    }
+    for state in &mut database.transactions {
+        if *state == State::Open {
+            *state = State::Committed;
+        }
+    }
+    // Read to the end: each full page moves the cursor, so this ends.
+    let mut pages = 0;
+    while read(&database, &mut cursor, 3) {
+        pages += 1;
         assert!(
-            page.settled < *at,
-            "settled passed an entry at or above xmin"
+            pages <= database.entries.len() + 1,
+            "a full page moved nowhere"
         );
     }
-    for pair in page.entries.windows(2) {
-        assert!(pair[0].position < pair[1].position, "entries out of order");
-    }
-    for entry in &page.entries {
-        assert!(entry.position > after && entry.position <= page.read_to);
-        assert!(positions.contains(&entry.position));
-    }
-
-    // Every entry is accounted for: a change, a rejection or (a creation
-    // whose session is gone or revoked) nothing.
-    let mut expected_created = 0;
-    let mut expected_revoked = 0;
-    let mut expected_reloads = 0;
-    let mut expected_bad_hashes = 0;
-    for (e, s) in entries.iter().zip(&joined) {
-        match e.kind.text().as_str() {
-            "c" => {
-                expected_created += usize::from(s.as_ref().is_some_and(|s| s.revoked_at.is_none()))
-            }
-            "r" if e.change_hash.len() == 32 => expected_revoked += 1,
-            "r" => expected_bad_hashes += 1,
-            _ => expected_reloads += 1,
-        }
-    }
-    let mut created = 0;
-    let mut revoked = 0;
-    let mut reloads = 0;
-    for entry in &page.entries {
-        match &entry.change {
-            Change::Created(session) => {
-                assert!(session.is_active());
-                created += 1;
-            }
-            Change::Revoked(hashes) => revoked += hashes.len(),
-            Change::Reload => reloads += 1,
-        }
-    }
-    for (at, _) in &page.rejected {
-        assert!(positions.contains(at));
+    assert!(!read(&database, &mut cursor, 3));
+    for (&seq, &id) in &database.entries {
+        let expected = usize::from(database.transactions[id] == State::Committed);
+        assert_eq!(
+            given.get(&seq).copied().unwrap_or(0),
+            expected,
+            "entry {seq} of transaction {id}"
+        );
     }
     assert_eq!(
-        created + page.rejected.len(),
-        expected_created + expected_bad_hashes
+        given.values().sum::<usize>(),
+        given.len(),
+        "an entry given twice"
     );
-    assert_eq!(revoked, expected_revoked);
-    assert_eq!(reloads, expected_reloads);
 });

@@ -11,8 +11,8 @@
 //! cheap queries, never one per token. (Kubernetes serves its watch cache
 //! the same way: KEP-2340, "consistent reads from cache".)
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};

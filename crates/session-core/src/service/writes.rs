@@ -9,9 +9,9 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Error, Inner, WarmReport, lock};
-use crate::recent::RecentHashes;
 use crate::port::change_log::Change;
 use crate::port::store::InvalidRow;
+use crate::recent::RecentHashes;
 use crate::session::Session;
 use crate::token::{TokenHash, TokenHashState};
 

@@ -290,10 +290,7 @@ pub async fn reads_from_a_head_or_a_later_cursor_find_every_later_write(
         vec![Change::Created(later.clone())]
     );
     let last = insert(&store, account()).await;
-    assert_eq!(
-        read_all(&log, &next).await,
-        vec![Change::Created(last)]
-    );
+    assert_eq!(read_all(&log, &next).await, vec![Change::Created(last)]);
 }
 
 /// A read consumes nothing: reading again from the same position returns

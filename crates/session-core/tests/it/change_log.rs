@@ -354,7 +354,10 @@ async fn a_flood_of_unknown_tokens_shares_a_bounded_number_of_log_reads() {
         ));
     }
     let (made, took) = (store.log_reads() - reads, started.elapsed());
-    assert_eq!(made, 200, "each miss one after another needs a read of its own");
+    assert_eq!(
+        made, 200,
+        "each miss one after another needs a read of its own"
+    );
     assert!(
         took >= std::time::Duration::from_millis(5 * 199),
         "200 reads in {took:?}: more than 200 a second"
@@ -393,7 +396,10 @@ async fn a_miss_waits_for_the_log_and_finds_a_session_created_elsewhere() {
     gate.release();
     assert_eq!(*resolving.await.unwrap().unwrap(), session);
     assert_eq!(
-        b.service.status().resolves.get(ResolveOutcome::CaughtUpActive),
+        b.service
+            .status()
+            .resolves
+            .get(ResolveOutcome::CaughtUpActive),
         1
     );
 }

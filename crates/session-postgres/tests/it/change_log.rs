@@ -1030,7 +1030,10 @@ async fn transactions_held_open_past_the_retention_hold_nothing_back() {
         pruned += a.store.prune().await.unwrap();
         assert!(is_ready(&a).await && is_ready(&b).await, "round {round}");
     }
-    assert!(pruned >= 200, "entries of earlier rounds were pruned: {pruned}");
+    assert!(
+        pruned >= 200,
+        "entries of earlier rounds were pruned: {pruned}"
+    );
     assert!(matches!(
         a.store.read(&cursor, 10).await.unwrap(),
         LogRead::Page(_)
