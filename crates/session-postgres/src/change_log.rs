@@ -339,7 +339,7 @@ impl ChangeLog for PgSessionStore {
 
     /// One statement: the entries `after` has not been given, the
     /// transactions still open and the pruned bound, all from one snapshot
-    /// (see [`READ_LOG`] and the migration `2026-12-06-000000_change_log_cursor`).
+    /// (the statement `READ_LOG`; the migration `2026-12-06-000000_change_log_cursor`).
     #[tracing::instrument(name = "SELECT session.changes", skip_all, fields(
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.changes"))]
