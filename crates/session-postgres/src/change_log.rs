@@ -36,12 +36,12 @@ use session_core::port::change_log::{
 };
 use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError};
 use session_core::token::TokenHash;
-use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::pool::{Connection, Pool};
+use crate::raw::RawInstant;
 use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
 
 /// The log's table, as errors name it.
@@ -216,12 +216,12 @@ pub struct LogRow {
     /// `sessions.token_hash`.
     #[diesel(sql_type = Nullable<Bytea>)]
     pub token_hash: Option<Vec<u8>>,
-    /// `sessions.created_at`.
+    /// `sessions.created_at`, raw: the domain checks it.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub created_at: Option<OffsetDateTime>,
-    /// `sessions.revoked_at`.
+    pub created_at: Option<RawInstant>,
+    /// `sessions.revoked_at`, raw.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<RawInstant>,
     /// `sessions.user_agent`.
     #[diesel(sql_type = Nullable<Text>)]
     pub user_agent: Option<String>,
@@ -518,9 +518,9 @@ fn created(row: LogRow) -> Option<Result<session_core::Session, InvalidRow>> {
         token_hash,
         created_at,
         revoked_at: None,
-        user_agent: row.user_agent,
+        user_agent: row.user_agent.map(String::into_bytes),
         ip: row.ip,
-        label: row.label,
+        label: row.label.map(String::into_bytes),
     };
     Some(stored.into_stored().into_session(SESSIONS_TABLE))
 }

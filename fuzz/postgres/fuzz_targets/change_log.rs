@@ -7,7 +7,8 @@
 //! joined to the session with its hash, one row of nulls if none), where
 //! the page must keep its documented promises:
 //! - an entry either becomes a change or, for a session row the domain
-//!   rejects or a malformed hash, a typed `InvalidRow` at its position;
+//!   rejects (an infinite or out-of-range instant among them) or a
+//!   malformed hash, a typed `InvalidRow` at its position;
 //! - entries are in order, after the cursor, and no further than `read_to`;
 //! - `settled` is at least the cursor and never passes an entry of a
 //!   transaction at or above the horizon (xmin), which may yet get earlier
@@ -22,8 +23,7 @@ use arbitrary::Arbitrary;
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use session_core::port::change_log::{Change, LogPosition, LogRead};
-use session_postgres::{LogRow, read_log_page};
-use time::OffsetDateTime;
+use session_postgres::{LogRow, RawInstant, read_log_page};
 use uuid::Uuid;
 
 #[derive(Arbitrary, Debug)]
@@ -71,15 +71,13 @@ struct Joined {
     id: u128,
     account_id: u128,
     token_hash: Vec<u8>,
-    created_at: i32,
-    revoked_at: Option<i32>,
+    /// Raw `timestamptz` microseconds since 2000: any value, the
+    /// infinities (`i64::MAX`, `i64::MIN`) included.
+    created_at: i64,
+    revoked_at: Option<i64>,
     user_agent: Option<String>,
     ip: Option<(IpAddr, u8)>,
     label: Option<String>,
-}
-
-fn instant(seconds: i32) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(i64::from(seconds)).expect("an i32 of seconds is in range")
 }
 
 fn ip_net((ip, prefix): (IpAddr, u8)) -> IpNet {
@@ -101,8 +99,8 @@ impl Read {
             id: joined.map(|s| Uuid::from_u128(s.id)),
             account_id: joined.map(|s| Uuid::from_u128(s.account_id)),
             token_hash: joined.map(|s| s.token_hash.clone()),
-            created_at: joined.map(|s| instant(s.created_at)),
-            revoked_at: joined.and_then(|s| s.revoked_at.map(instant)),
+            created_at: joined.map(|s| RawInstant(s.created_at)),
+            revoked_at: joined.and_then(|s| s.revoked_at.map(RawInstant)),
             user_agent: joined.and_then(|s| s.user_agent.clone()),
             ip: joined.and_then(|s| s.ip.map(ip_net)),
             label: joined.and_then(|s| s.label.clone()),
