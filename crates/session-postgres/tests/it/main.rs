@@ -7,6 +7,7 @@ mod contract;
 mod failover;
 mod last_seen;
 mod migrations;
+mod poison;
 mod resilience;
 mod storage;
 mod support;
