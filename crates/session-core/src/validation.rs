@@ -39,6 +39,10 @@ pub enum Field {
     Ip,
     /// [`Label`](crate::Label).
     Label,
+    /// A session's `created_at`, as a store holds it.
+    CreatedAt,
+    /// A session's `revoked_at`, as a store holds it.
+    RevokedAt,
 }
 
 impl Field {
@@ -51,6 +55,8 @@ impl Field {
             Self::UserAgent => "user_agent",
             Self::Ip => "ip",
             Self::Label => "label",
+            Self::CreatedAt => "created_at",
+            Self::RevokedAt => "revoked_at",
         }
     }
 }
@@ -88,6 +94,14 @@ pub enum Reason {
     /// The text is not an IPv4 or IPv6 address.
     #[error("must be an IPv4 or IPv6 address")]
     NotAnIpAddress,
+    /// Stored text is not valid UTF-8 (a database in `SQL_ASCII`, or SQLite,
+    /// holds whatever bytes it was given).
+    #[error("must be UTF-8 text")]
+    NotUtf8,
+    /// A stored instant is outside the range the domain accepts (see
+    /// [`stored_instant`](crate::port::store::stored_instant)), or infinite.
+    #[error("must be an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z")]
+    InstantOutOfRange,
 }
 
 /// Parses a client IP address, naming the field on failure.

@@ -40,12 +40,12 @@ use session_core::port::change_log::{
 };
 use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError};
 use session_core::token::TokenHash;
-use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::pool::{Connection, Pool};
+use crate::raw::RawInstant;
 use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
 
 /// The log's table, as errors name it.
@@ -215,21 +215,21 @@ pub struct LogRow {
     /// `sessions.token_hash`.
     #[diesel(sql_type = Nullable<Bytea>)]
     pub token_hash: Option<Vec<u8>>,
-    /// `sessions.created_at`.
+    /// `sessions.created_at`, raw: the domain checks it.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub created_at: Option<OffsetDateTime>,
-    /// `sessions.revoked_at`.
+    pub created_at: Option<RawInstant>,
+    /// `sessions.revoked_at`, raw.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub revoked_at: Option<OffsetDateTime>,
-    /// `sessions.user_agent`.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub user_agent: Option<String>,
+    pub revoked_at: Option<RawInstant>,
+    /// `sessions.user_agent`, the bytes as stored, UTF-8 or not.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub user_agent: Option<Vec<u8>>,
     /// `sessions.ip`.
     #[diesel(sql_type = Nullable<Inet>)]
     pub ip: Option<IpNet>,
-    /// `sessions.label`.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub label: Option<String>,
+    /// `sessions.label`, the bytes as stored, UTF-8 or not.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub label: Option<Vec<u8>>,
 }
 
 /// The entries a cursor has not been given, with the horizon, in one
@@ -267,12 +267,13 @@ SELECT h.epoch,
        NULL::bigint AS seq, NULL::text AS kind, NULL::bytea AS change_hash,
        NULL::uuid AS id, NULL::uuid AS account_id, NULL::bytea AS token_hash,
        NULL::timestamptz AS created_at, NULL::timestamptz AS revoked_at,
-       NULL::text AS user_agent, NULL::inet AS ip, NULL::text AS label
+       NULL::bytea AS user_agent, NULL::inet AS ip, NULL::bytea AS label
 FROM horizon h
 UNION ALL
 SELECT NULL, NULL, NULL,
        f.seq, f.kind::text, f.token_hash,
-       s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at, s.user_agent, s.ip, s.label
+       s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at,
+       convert_to(s.user_agent, 'SQL_ASCII'), s.ip, convert_to(s.label, 'SQL_ASCII')
 FROM fresh f
 LEFT JOIN session.sessions s ON f.kind = 'c' AND s.token_hash = f.token_hash
 ORDER BY seq NULLS FIRST"

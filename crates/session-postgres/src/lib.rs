@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod migrate;
 mod pool;
+mod raw;
 mod schema;
 mod store;
 mod tls;
@@ -43,6 +44,11 @@ pub use store::{PgSessionStore, PoolStatus};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use change_log::{LogRow, page as read_log_page};
+
+/// The raw column forms [`LogRow`] holds, for the fuzz targets: not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use raw::RawInstant;
 
 /// The diesel view of the sessions table, for the benchmark harness: not an API.
 #[cfg(feature = "schema")]

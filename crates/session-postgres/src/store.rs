@@ -14,9 +14,11 @@ use diesel::sql_types::{Array, Bytea, Nullable, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::port::store::{
-    ActivePage, InvalidRow, RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession,
+    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, RevokeOutcome, RowId,
+    SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
+use session_core::validation::Reason;
 use session_core::{
     AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, Session, SessionId,
     UserAgent,
@@ -28,6 +30,7 @@ use crate::change_log::Waker;
 use crate::config::PgConfig;
 use crate::error;
 use crate::pool::{self, Connection, Connector, Pool};
+use crate::raw::{AS_STORED, RawInstant, convert_to};
 use crate::schema::sessions;
 
 /// Sessions in PostgreSQL, in the `session` schema, over a pool of
@@ -146,18 +149,29 @@ impl PgSessionStore {
     }
 }
 
-/// A row as stored.
+/// A row as stored, each column in a form any stored value decodes into
+/// (see [`crate::raw`]), so the domain checks it rather than the driver.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(Pg))]
 pub(crate) struct SessionRow {
     pub(crate) id: Uuid,
     pub(crate) account_id: Uuid,
     pub(crate) token_hash: Vec<u8>,
-    pub(crate) created_at: OffsetDateTime,
-    pub(crate) revoked_at: Option<OffsetDateTime>,
-    pub(crate) user_agent: Option<String>,
+    pub(crate) created_at: RawInstant,
+    pub(crate) revoked_at: Option<RawInstant>,
+    /// The bytes as stored, UTF-8 or not.
+    #[diesel(
+        select_expression = convert_to(sessions::user_agent, AS_STORED),
+        select_expression_type = convert_to<sessions::user_agent, &'static str>,
+    )]
+    pub(crate) user_agent: Option<Vec<u8>>,
     pub(crate) ip: Option<IpNet>,
-    pub(crate) label: Option<String>,
+    /// The bytes as stored, UTF-8 or not.
+    #[diesel(
+        select_expression = convert_to(sessions::label, AS_STORED),
+        select_expression_type = convert_to<sessions::label, &'static str>,
+    )]
+    pub(crate) label: Option<Vec<u8>>,
 }
 
 /// Records last-seen times in one statement: only for sessions that exist,
@@ -178,11 +192,18 @@ struct ActivityRow {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     session_id: Uuid,
     #[diesel(sql_type = Timestamptz)]
-    last_seen_at: OffsetDateTime,
+    last_seen_at: RawInstant,
 }
 
 /// The table rows are read from, as errors name it.
 pub(crate) const SESSIONS_TABLE: &str = "session.sessions";
+
+/// The table activity rows are read from, as errors name it.
+const ACTIVITY_TABLE: &str = "session.session_activity";
+
+/// The instants the domain accepts, as the list query bounds `created_at`.
+const EARLIEST: RawInstant = RawInstant::from_unix_micros(EARLIEST_STORED_MICROS);
+const LATEST: RawInstant = RawInstant::from_unix_micros(LATEST_STORED_MICROS);
 
 impl SessionRow {
     /// The row as session-core checks every stored row.
@@ -191,12 +212,28 @@ impl SessionRow {
             id: self.id,
             account_id: self.account_id,
             token_hash: self.token_hash,
-            created_at: self.created_at,
-            revoked_at: self.revoked_at,
+            created_at: self.created_at.unix_micros(),
+            revoked_at: self.revoked_at.map(RawInstant::unix_micros),
             user_agent: self.user_agent,
             ip: self.ip.map(|net| net.addr()),
             label: self.label,
         }
+    }
+
+    /// Where the row is in its account's list. The list query reads only
+    /// rows whose `created_at` is in the domain's range, so this fails only
+    /// if that bound is lost.
+    fn list_position(&self) -> Result<ListPosition, InvalidRow> {
+        let id = SessionId::from_uuid(self.id);
+        let created_at = stored_instant(self.created_at.unix_micros()).ok_or_else(|| {
+            InvalidRow::new(
+                SESSIONS_TABLE,
+                "created_at",
+                RowId::Session(id),
+                Reason::InstantOutOfRange,
+            )
+        })?;
+        Ok(ListPosition { created_at, id })
     }
 
     /// Checks the row against the domain's rules, as any input is.
@@ -221,6 +258,24 @@ fn active_page(rows: Vec<SessionRow>, limit: u32) -> ActivePage {
         }
     }
     page
+}
+
+/// A stored activity row as the port's [`SeenAt`]; `None`, logged by row,
+/// for a time the domain cannot hold (written by other SQL): that session
+/// reads as never seen rather than failing the read of every other one.
+fn seen_at(row: ActivityRow) -> Option<SeenAt> {
+    let id = SessionId::from_uuid(row.session_id);
+    let Some(at) = stored_instant(row.last_seen_at.unix_micros()) else {
+        let invalid = InvalidRow::new(
+            ACTIVITY_TABLE,
+            "last_seen_at",
+            RowId::Session(id),
+            Reason::InstantOutOfRange,
+        );
+        tracing::error!(error = %invalid, "skipping a stored last-seen time the domain rejects");
+        return None;
+    };
+    Some(SeenAt { id, at })
 }
 
 fn token_hash(id: Uuid, bytes: &[u8]) -> Result<TokenHash, StoreError> {
@@ -432,9 +487,14 @@ impl SessionStore for PgSessionStore {
     ) -> Result<AccountPage, StoreError> {
         let mut connection = self.connection().await?;
         // Served by `sessions_account_created_idx` (account_id, created_at
-        // DESC, id DESC): the keyset condition is a range scan of it.
+        // DESC, id DESC): the keyset condition is a range scan of it. Only
+        // rows whose `created_at` the domain accepts are read: a row's
+        // `created_at` is where the next page starts, and one out of range
+        // (`'infinity'`, a year past 9999) names no place a cursor can hold.
+        // Such a row is in no list; the schema refuses new ones.
         let mut query = sessions::table
             .filter(sessions::account_id.eq(*account.as_uuid()))
+            .filter(sessions::created_at.between(EARLIEST, LATEST))
             .order((sessions::created_at.desc(), sessions::id.desc()))
             .limit(i64::from(page.limit.get()) + 1)
             .select(SessionRow::as_select())
@@ -455,17 +515,14 @@ impl SessionStore for PgSessionStore {
         let result = query.load(&mut connection).await;
         let rows = self
             .finish("list sessions of an account", result, &mut connection)
-            .await?;
-        Ok(AccountPage::from_rows(
-            rows.into_iter().map(|row| {
-                let position = ListPosition {
-                    created_at: row.created_at,
-                    id: SessionId::from_uuid(row.id),
-                };
-                (position, row.into_stored().into_session(SESSIONS_TABLE))
-            }),
-            page.limit,
-        ))
+            .await?
+            .into_iter()
+            .map(|row| {
+                let position = row.list_position()?;
+                Ok((position, row.into_stored().into_session(SESSIONS_TABLE)))
+            })
+            .collect::<Result<Vec<_>, InvalidRow>>()?;
+        Ok(AccountPage::from_rows(rows, page.limit))
     }
 
     #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
@@ -549,10 +606,7 @@ impl SessionStore for PgSessionStore {
             .finish("read last seen", result, &mut connection)
             .await?
             .into_iter()
-            .map(|row| SeenAt {
-                id: SessionId::from_uuid(row.session_id),
-                at: row.last_seen_at,
-            })
+            .filter_map(seen_at)
             .collect())
     }
 }

@@ -80,7 +80,7 @@ pub use store::{PoolStatus, SqlitePoolStatus, SqliteSessionStore};
 /// The row decoding, for the fuzz targets in `fuzz/`: not an API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub use row::SessionRow;
+pub use row::{RawText, SessionRow};
 
 /// The diesel view of the sessions table, for the benchmark harness: not an API.
 #[cfg(feature = "schema")]

@@ -2,11 +2,15 @@
 
 use std::net::IpAddr;
 
+use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel::sqlite::{Sqlite, SqliteValue};
 use session_core::port::store::{
-    ActivePage, BoxError, InvalidRow, RowId, SeenAt, StoreError, StoredSession,
+    ActivePage, InvalidRow, RowId, SeenAt, StoreError, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
+use session_core::validation::Reason;
 use session_core::{AccountPage, ListPosition, PageLimit, Session, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,12 +37,30 @@ pub struct SessionRow {
     pub created_at: i64,
     /// Microseconds since the Unix epoch, UTC.
     pub revoked_at: Option<i64>,
-    /// As normalised at creation.
-    pub user_agent: Option<String>,
+    /// As normalised at creation; its bytes, UTF-8 or not.
+    pub user_agent: Option<RawText>,
     /// An IP address's text.
     pub ip: Option<String>,
-    /// As given at creation.
-    pub label: Option<String>,
+    /// As given at creation; its bytes, UTF-8 or not.
+    pub label: Option<RawText>,
+}
+
+/// A TEXT value's bytes as stored, UTF-8 or not: SQLite stores whatever
+/// bytes it is given as text, and diesel's `String` would replace invalid
+/// UTF-8 silently, so the domain checks the bytes instead. Public only to
+/// the `fuzzing` feature.
+#[derive(Debug, Clone, PartialEq, Eq, FromSqlRow)]
+#[cfg_attr(
+    not(feature = "fuzzing"),
+    expect(unreachable_pub, reason = "public only to the fuzz targets")
+)]
+pub struct RawText(pub Vec<u8>);
+
+impl FromSql<Text, Sqlite> for RawText {
+    fn from_sql(mut value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        // A TEXT value's blob form is its bytes, unconverted.
+        Ok(Self(value.read_blob().to_vec()))
+    }
 }
 
 /// A session about to be inserted. Owned, so it can move to a blocking thread.
@@ -96,25 +118,20 @@ impl SessionRow {
         let id = Uuid::from_slice(&self.id)
             .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
         let row = RowId::Session(SessionId::from_uuid(id));
-        let invalid = |column: &'static str| move |err| InvalidRow::new(TABLE, column, row, err);
         let stored = StoredSession {
             id,
             account_id: Uuid::from_slice(&self.account_id)
-                .map_err(|err| invalid("account_id")(Box::new(err).into()))?,
+                .map_err(|err| InvalidRow::new(TABLE, "account_id", row, err))?,
             token_hash: self.token_hash,
-            created_at: instant(self.created_at).map_err(invalid("created_at"))?,
-            revoked_at: self
-                .revoked_at
-                .map(instant)
-                .transpose()
-                .map_err(invalid("revoked_at"))?,
-            user_agent: self.user_agent,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            user_agent: self.user_agent.map(|text| text.0),
             ip: self
                 .ip
                 .map(|text| text.parse::<IpAddr>())
                 .transpose()
-                .map_err(|err| invalid("ip")(Box::new(err).into()))?,
-            label: self.label,
+                .map_err(|err| InvalidRow::new(TABLE, "ip", row, err))?,
+            label: self.label.map(|text| text.0),
         };
         stored.into_session(TABLE)
     }
@@ -123,7 +140,8 @@ impl SessionRow {
 /// Splits the rows of a list page into sessions and rows the domain
 /// rejects. A row whose own place in the list (its id and `created_at`)
 /// cannot be read fails the page, since the next page could not start after
-/// it; the schema's checks keep such rows out (`length(id) = 16`).
+/// it; the schema's checks (`length(id) = 16`) and the list query (only
+/// `created_at` the domain accepts) keep such rows out.
 pub(crate) fn account_page(
     rows: Vec<SessionRow>,
     limit: PageLimit,
@@ -133,18 +151,16 @@ pub(crate) fn account_page(
         .map(|row| {
             let id = Uuid::from_slice(&row.id)
                 .map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
-            let created_at = instant(row.created_at).map_err(|err| {
+            let id = SessionId::from_uuid(id);
+            let created_at = stored_instant(row.created_at).ok_or_else(|| {
                 InvalidRow::new(
                     TABLE,
                     "created_at",
-                    RowId::Session(SessionId::from_uuid(id)),
-                    err,
+                    RowId::Session(id),
+                    Reason::InstantOutOfRange,
                 )
             })?;
-            let position = ListPosition {
-                created_at,
-                id: SessionId::from_uuid(id),
-            };
+            let position = ListPosition { created_at, id };
             Ok((position, row.into_session()))
         })
         .collect::<Result<Vec<_>, InvalidRow>>()?;
@@ -189,12 +205,6 @@ pub(crate) fn micros(at: OffsetDateTime) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Failed("instant out of the storable range".into()))
 }
 
-fn instant(micros: i64) -> Result<OffsetDateTime, BoxError> {
-    Ok(OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(micros) * 1_000,
-    )?)
-}
-
 /// A row of `session_activity`, as stored.
 #[derive(diesel::QueryableByName)]
 pub(crate) struct ActivityRow {
@@ -207,13 +217,28 @@ pub(crate) struct ActivityRow {
 /// The table activity rows are read from, as errors name it.
 const ACTIVITY_TABLE: &str = "session_activity";
 
-/// A stored activity row as the port's [`SeenAt`]; a row no session could
-/// have written is an [`InvalidRow`] naming the table and column.
-pub(crate) fn seen_at(row: ActivityRow) -> Result<SeenAt, StoreError> {
-    let id = Uuid::from_slice(&row.session_id)
-        .map_err(|err| InvalidRow::new(ACTIVITY_TABLE, "session_id", RowId::Unknown, err))?;
-    let id = SessionId::from_uuid(id);
-    let at = instant(row.last_seen_at)
-        .map_err(|err| InvalidRow::new(ACTIVITY_TABLE, "last_seen_at", RowId::Session(id), err))?;
-    Ok(SeenAt { id, at })
+/// A stored activity row as the port's [`SeenAt`]; `None`, logged by row,
+/// for a row no session could have written (written by other SQL): that
+/// session reads as never seen rather than failing the read of every other
+/// one.
+pub(crate) fn seen_at(row: ActivityRow) -> Option<SeenAt> {
+    let checked = Uuid::from_slice(&row.session_id)
+        .map_err(|err| InvalidRow::new(ACTIVITY_TABLE, "session_id", RowId::Unknown, err))
+        .and_then(|id| {
+            let id = SessionId::from_uuid(id);
+            let at = stored_instant(row.last_seen_at).ok_or_else(|| {
+                InvalidRow::new(
+                    ACTIVITY_TABLE,
+                    "last_seen_at",
+                    RowId::Session(id),
+                    Reason::InstantOutOfRange,
+                )
+            })?;
+            Ok(SeenAt { id, at })
+        });
+    checked
+        .inspect_err(|invalid| {
+            tracing::error!(error = %invalid, "skipping a stored last-seen time the domain rejects");
+        })
+        .ok()
 }

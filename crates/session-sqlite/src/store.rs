@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
-use session_core::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
+use session_core::port::store::{
+    ActivePage, EARLIEST_STORED_MICROS, LATEST_STORED_MICROS, RevokeOutcome, SeenAt, SessionStore,
+    StoreError,
+};
 use session_core::token::TokenHash;
 use session_core::{AccountId, AccountPage, ListScope, PageRequest, Session, SessionId};
 use time::OffsetDateTime;
@@ -372,9 +375,13 @@ impl SessionStore for SqliteSessionStore {
         self.read(move |conn| {
             // Served by `sessions_account_newest_first` (account_id,
             // created_at DESC, id DESC): the keyset condition is a range
-            // scan of it.
+            // scan of it. Only rows whose `created_at` the domain accepts
+            // are read: a row's `created_at` is where the next page starts,
+            // and one out of range names no place a cursor can hold. Such a
+            // row is in no list; the schema refuses new ones.
             let mut query = sessions::table
                 .filter(sessions::account_id.eq(account))
+                .filter(sessions::created_at.between(EARLIEST_STORED_MICROS, LATEST_STORED_MICROS))
                 .select(SessionRow::as_select())
                 .order((sessions::created_at.desc(), sessions::id.desc()))
                 .limit(i64::from(page.limit.get()) + 1)
@@ -486,12 +493,12 @@ impl SessionStore for SqliteSessionStore {
             for id in ids {
                 query = query.bind::<diesel::sql_types::Binary, _>(id);
             }
-            query
+            Ok(query
                 .load::<row::ActivityRow>(conn)
                 .map_err(store_error)?
                 .into_iter()
-                .map(row::seen_at)
-                .collect()
+                .filter_map(row::seen_at)
+                .collect())
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! What turns a stored row into a domain session: `StoredSession::into_session`,
-//! which every store's rows go through, and the SQLite store's decoding of
-//! its bytes, integers and text before it.
+//! which every store's rows go through with every column in a raw form
+//! (instants as any `i64` of microseconds, text as any bytes), and the
+//! SQLite store's decoding of its ids and addresses before it.
 //!
 //! The row is structured with `arbitrary`, so the fuzzer spends its time on
 //! values rather than on a byte layout. Invariants: no panic; a row becomes
@@ -15,11 +16,12 @@ use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use session_core::port::store::{InvalidRow, RowId, StoredSession};
+use session_core::port::store::{
+    EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, RowId, StoredSession, stored_instant,
+};
 use session_core::token::TokenHash;
 use session_core::{AccountId, Label, SessionId, UserAgent};
-use session_sqlite::SessionRow;
-use time::OffsetDateTime;
+use session_sqlite::{RawText, SessionRow};
 use uuid::Uuid;
 
 #[derive(Arbitrary, Debug)]
@@ -29,36 +31,59 @@ enum Row {
         id: u128,
         account_id: u128,
         token_hash: Vec<u8>,
-        created_at: Instant,
-        revoked_at: Option<Instant>,
-        user_agent: Option<String>,
+        created_at: Micros,
+        revoked_at: Option<Micros>,
+        user_agent: Option<Text>,
         ip: Option<IpAddr>,
-        label: Option<String>,
+        label: Option<Text>,
     },
     /// A row as SQLite returns it.
     Sqlite {
         id: Vec<u8>,
         account_id: Vec<u8>,
         token_hash: Vec<u8>,
-        created_at: i64,
-        revoked_at: Option<i64>,
-        user_agent: Option<String>,
+        created_at: Micros,
+        revoked_at: Option<Micros>,
+        user_agent: Option<Text>,
         ip: Option<String>,
-        label: Option<String>,
+        label: Option<Text>,
     },
 }
 
-/// Any instant `OffsetDateTime` can hold, from seconds and nanoseconds.
+/// A stored instant: mostly one the domain accepts, so the fuzzer reaches
+/// the columns after it, or any `i64` at all.
 #[derive(Arbitrary, Debug)]
-struct Instant(i64, u32);
+enum Micros {
+    InRange(i64),
+    Any(i64),
+}
 
-impl Instant {
-    fn get(&self) -> OffsetDateTime {
-        let min = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT).unix_timestamp();
-        let max = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT).unix_timestamp();
-        let seconds = min + self.0.rem_euclid(max - min);
-        OffsetDateTime::from_unix_timestamp(seconds).expect("in range")
-            + time::Duration::nanoseconds(i64::from(self.1 % 1_000_000_000))
+impl Micros {
+    fn get(&self) -> i64 {
+        match *self {
+            Self::InRange(micros) => {
+                EARLIEST_STORED_MICROS
+                    + micros.rem_euclid(LATEST_STORED_MICROS - EARLIEST_STORED_MICROS + 1)
+            }
+            Self::Any(micros) => micros,
+        }
+    }
+}
+
+/// Stored text: mostly UTF-8, so the fuzzer reaches the domain's rules for
+/// it, or any bytes at all.
+#[derive(Arbitrary, Debug)]
+enum Text {
+    Utf8(String),
+    Bytes(Vec<u8>),
+}
+
+impl Text {
+    fn get(&self) -> Vec<u8> {
+        match self {
+            Self::Utf8(text) => text.clone().into_bytes(),
+            Self::Bytes(bytes) => bytes.clone(),
+        }
     }
 }
 
@@ -80,10 +105,10 @@ fuzz_target!(|row: Row| match row {
             account_id: Uuid::from_u128(account_id),
             token_hash,
             created_at: created_at.get(),
-            revoked_at: revoked_at.as_ref().map(Instant::get),
-            user_agent,
+            revoked_at: revoked_at.as_ref().map(Micros::get),
+            user_agent: user_agent.as_ref().map(Text::get),
             ip,
-            label,
+            label: label.as_ref().map(Text::get),
         };
         check_stored(stored.clone(), stored.into_session(TABLE));
     }
@@ -97,30 +122,27 @@ fuzz_target!(|row: Row| match row {
         ip,
         label,
     } => {
+        let created_at = created_at.get();
+        let revoked_at = revoked_at.as_ref().map(Micros::get);
+        let user_agent = user_agent.as_ref().map(Text::get);
+        let label = label.as_ref().map(Text::get);
         let row = SessionRow {
             id: id.clone(),
             account_id: account_id.clone(),
             token_hash: token_hash.clone(),
             created_at,
             revoked_at,
-            user_agent: user_agent.clone(),
+            user_agent: user_agent.clone().map(RawText),
             ip: ip.clone(),
-            label: label.clone(),
+            label: label.clone().map(RawText),
         };
         let decoded = row.into_session();
-        // What the SQLite columns mean, decoded independently.
+        // What the SQLite columns mean, decoded independently: the ids'
+        // bytes and the address's text; the rest is the domain's.
         let uuid = |bytes: &[u8]| <[u8; 16]>::try_from(bytes).ok().map(Uuid::from_bytes);
-        let instant = |micros: i64| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
-        };
         let columns = [
             ("id", uuid(&id).is_some()),
             ("account_id", uuid(&account_id).is_some()),
-            ("created_at", instant(created_at).is_some()),
-            (
-                "revoked_at",
-                revoked_at.is_none_or(|at| instant(at).is_some()),
-            ),
             (
                 "ip",
                 ip.as_deref().is_none_or(|ip| ip.parse::<IpAddr>().is_ok()),
@@ -140,8 +162,8 @@ fuzz_target!(|row: Row| match row {
             id: uuid(&id).expect("checked"),
             account_id: uuid(&account_id).expect("checked"),
             token_hash,
-            created_at: instant(created_at).expect("checked"),
-            revoked_at: revoked_at.map(|at| instant(at).expect("checked")),
+            created_at,
+            revoked_at,
             user_agent,
             ip: ip.map(|ip| ip.parse().expect("checked")),
             label,
@@ -158,20 +180,23 @@ fuzz_target!(|row: Row| match row {
 /// constructors, column by column, in the order they are checked.
 fn check_stored(stored: StoredSession, result: Result<session_core::Session, InvalidRow>) {
     let id = SessionId::from_uuid(stored.id);
-    let user_agent_ok = stored
-        .user_agent
-        .as_deref()
-        .is_none_or(|ua| UserAgent::new(ua).is_ok());
-    let label_ok = stored
-        .label
-        .as_deref()
-        .is_none_or(|label| Label::new(label).is_ok());
+    // Absent, or UTF-8 the domain accepts.
+    let text_ok = |bytes: Option<&[u8]>, accepts: fn(&str) -> bool| {
+        bytes.is_none_or(|bytes| std::str::from_utf8(bytes).is_ok_and(accepts))
+    };
+    let user_agent_ok = text_ok(stored.user_agent.as_deref(), |ua| {
+        UserAgent::new(ua).is_ok()
+    });
+    let label_ok = text_ok(stored.label.as_deref(), |label| Label::new(label).is_ok());
+    let in_range = |micros: i64| (EARLIEST_STORED_MICROS..=LATEST_STORED_MICROS).contains(&micros);
     let columns = [
         ("account_id", AccountId::new(stored.account_id).is_ok()),
         (
             "token_hash",
             TokenHash::try_from(stored.token_hash.as_slice()).is_ok(),
         ),
+        ("created_at", in_range(stored.created_at)),
+        ("revoked_at", stored.revoked_at.is_none_or(in_range)),
         ("user_agent", user_agent_ok),
         ("label", label_ok),
     ];
@@ -187,15 +212,29 @@ fn check_stored(stored: StoredSession, result: Result<session_core::Session, Inv
                 session.token_hash.as_bytes().as_slice(),
                 stored.token_hash.as_slice()
             );
-            assert_eq!(session.created_at, stored.created_at);
-            assert_eq!(session.revoked_at, stored.revoked_at);
+            let micros = |at: time::OffsetDateTime| at.unix_timestamp_nanos() / 1_000;
+            assert_eq!(micros(session.created_at), i128::from(stored.created_at));
+            assert_eq!(
+                session.created_at,
+                stored_instant(stored.created_at).expect("in range")
+            );
+            assert_eq!(
+                session.revoked_at.map(micros),
+                stored.revoked_at.map(i128::from)
+            );
             let metadata = &session.metadata;
             assert_eq!(
-                metadata.user_agent.as_ref().map(UserAgent::as_str),
+                metadata
+                    .user_agent
+                    .as_ref()
+                    .map(|ua| ua.as_str().as_bytes()),
                 stored.user_agent.as_deref()
             );
             assert_eq!(
-                metadata.label.as_ref().map(Label::as_str),
+                metadata
+                    .label
+                    .as_ref()
+                    .map(|label| label.as_str().as_bytes()),
                 stored.label.as_deref()
             );
             assert_eq!(metadata.ip, stored.ip.map(|ip| ip.to_canonical()));
@@ -232,6 +271,8 @@ const REASONS: &[&str] = &[
     "must be at most # bytes, got #",
     "must not contain control characters",
     "must not be the nil UUID",
+    "must be UTF-8 text",
+    "must be an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
 ];
 
 fn digits_as_hash(text: &str) -> String {

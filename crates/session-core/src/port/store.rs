@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
 use crate::token::TokenHash;
-use crate::validation::ValidationError;
+use crate::validation::{Field, Reason, ValidationError};
 use crate::{AccountPage, ListScope, PageRequest};
 
 /// The most marks one [`SessionStore::record_last_seen`] call carries: one
@@ -483,60 +483,105 @@ impl From<InvalidRow> for StoreError {
     }
 }
 
+/// The earliest instant a stored row may hold, 0001-01-01T00:00:00Z, in
+/// microseconds since 1970-01-01T00:00:00Z (UTC). See [`stored_instant`].
+pub const EARLIEST_STORED_MICROS: i64 = -62_135_596_800_000_000;
+
+/// The latest instant a stored row may hold, 9999-12-31T23:59:59.999999Z,
+/// in microseconds since 1970-01-01T00:00:00Z (UTC). See [`stored_instant`].
+pub const LATEST_STORED_MICROS: i64 = 253_402_300_799_999_999;
+
+/// The instant `micros` microseconds after 1970-01-01T00:00:00Z, in UTC, if
+/// the domain accepts it: from [`EARLIEST_STORED_MICROS`] to
+/// [`LATEST_STORED_MICROS`], both included. The one conversion of a stored
+/// instant; `None` for any other value, a store's infinities included.
+///
+/// The range is years 0001 to 9999: every instant the API can write as
+/// RFC 3339 (whose years have four digits) and that common clients can
+/// read back (Python's and .NET's date types start at year 1; PostgreSQL
+/// spells year 0 "1 BC"). PostgreSQL's schema refuses instants outside it
+/// (migration `2026-12-06-000002_finite_times`).
+#[must_use]
+pub fn stored_instant(micros: i64) -> Option<OffsetDateTime> {
+    if !(EARLIEST_STORED_MICROS..=LATEST_STORED_MICROS).contains(&micros) {
+        return None;
+    }
+    // In range, so the product fits and `time` holds the instant.
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
+}
+
 /// A session as a store holds it, column for column, before the domain has
-/// checked it. Both stores turn their rows into this and call
-/// [`into_session`](Self::into_session), so every rule is checked in one place.
+/// checked it: each column in a raw form any stored value decodes into, so
+/// a value the domain rejects reaches [`into_session`](Self::into_session)
+/// instead of failing the read that met it. Both stores turn their rows
+/// into this and call `into_session`, the one place a stored row is checked.
 #[derive(Debug, Clone)]
 pub struct StoredSession {
     /// `id`.
     pub id: Uuid,
     /// `account_id`.
     pub account_id: Uuid,
-    /// `token_hash`: 32 bytes.
+    /// `token_hash`, of any length; valid only at 32 bytes.
     pub token_hash: Vec<u8>,
-    /// `created_at`.
-    pub created_at: OffsetDateTime,
-    /// `revoked_at`.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// `user_agent`.
-    pub user_agent: Option<String>,
+    /// `created_at`, in microseconds since 1970-01-01T00:00:00Z (UTC), any
+    /// value; a store maps its infinities to values outside
+    /// [`stored_instant`]'s range, such as `i64::MIN` and `i64::MAX`.
+    pub created_at: i64,
+    /// `revoked_at`, as `created_at`.
+    pub revoked_at: Option<i64>,
+    /// `user_agent`'s bytes, UTF-8 or not.
+    pub user_agent: Option<Vec<u8>>,
     /// `ip`.
     pub ip: Option<IpAddr>,
-    /// `label`.
-    pub label: Option<String>,
+    /// `label`'s bytes, UTF-8 or not.
+    pub label: Option<Vec<u8>>,
 }
 
 impl StoredSession {
-    /// The session, if the domain accepts every column.
+    /// The session, if the domain accepts every column: a valid account id
+    /// (not nil), a 32-byte token hash, instants [`stored_instant`] accepts,
+    /// and user agent and label text that is UTF-8 and that
+    /// [`UserAgent::new`] and [`Label::new`] accept.
     ///
     /// # Errors
     ///
-    /// [`InvalidRow`] naming `table`, the first rejected column and the row.
+    /// [`InvalidRow`] naming `table`, the first rejected column (in the
+    /// order above) and the row, never the value.
     pub fn into_session(self, table: &'static str) -> Result<Session, InvalidRow> {
         let id = SessionId::from_uuid(self.id);
         let invalid = |column, reason: ValidationError| {
             InvalidRow::new(table, column, RowId::Session(id), reason)
         };
+        let instant = |micros, field| {
+            stored_instant(micros).ok_or(ValidationError::new(field, Reason::InstantOutOfRange))
+        };
         let account_id =
             AccountId::new(self.account_id).map_err(|err| invalid("account_id", err))?;
         let token_hash = TokenHash::try_from(self.token_hash.as_slice())
             .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        let created_at =
+            instant(self.created_at, Field::CreatedAt).map_err(|err| invalid("created_at", err))?;
+        let revoked_at = self
+            .revoked_at
+            .map(|micros| instant(micros, Field::RevokedAt))
+            .transpose()
+            .map_err(|err| invalid("revoked_at", err))?;
         let user_agent = self
             .user_agent
-            .map(UserAgent::new)
+            .map(|bytes| text(bytes, Field::UserAgent).and_then(UserAgent::new))
             .transpose()
             .map_err(|err| invalid("user_agent", err))?;
         let label = self
             .label
-            .map(Label::new)
+            .map(|bytes| text(bytes, Field::Label).and_then(Label::new))
             .transpose()
             .map_err(|err| invalid("label", err))?;
         Ok(Session {
             id,
             account_id,
             token_hash,
-            created_at: self.created_at,
-            revoked_at: self.revoked_at,
+            created_at,
+            revoked_at,
             metadata: ClientMetadata {
                 user_agent,
                 // As `parse_ip` does for clients: an IPv4 client seen
@@ -546,6 +591,11 @@ impl StoredSession {
             },
         })
     }
+}
+
+/// Stored bytes as text, if they are UTF-8.
+fn text(bytes: Vec<u8>, field: Field) -> Result<String, ValidationError> {
+    String::from_utf8(bytes).map_err(|_| ValidationError::new(field, Reason::NotUtf8))
 }
 
 /// What revoking one session did.

@@ -8,4 +8,5 @@ mod last_seen;
 mod metadata;
 mod outcomes;
 mod service;
+mod stored;
 mod token;

@@ -8,6 +8,7 @@ mod failover;
 mod last_seen;
 mod log_integrity;
 mod migrations;
+mod poison;
 mod resilience;
 mod storage;
 mod support;

@@ -10,7 +10,7 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 7] = [
     "2026-12-01-000000_session_activity",
     "2026-12-06-000000_change_log_cursor",
     "2026-12-06-000001_log_written_by_triggers",
+    "2026-12-06-000002_finite_times",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +167,46 @@ async fn migrate_as_child(url: &str) {
     println!("{APPLIED} {}", applied.join(","));
 }
 
+/// The migrations after the change log's, newest first, with their
+/// `down.sql`: reverting it means reverting them first.
+const AFTER_THE_CHANGE_LOG: [(&str, &str); 4] = [
+    (
+        "20261206000002",
+        include_str!("../../../../migrations/postgres/2026-12-06-000002_finite_times/down.sql"),
+    ),
+    (
+        "20261206000001",
+        include_str!(
+            "../../../../migrations/postgres/2026-12-06-000001_log_written_by_triggers/down.sql"
+        ),
+    ),
+    (
+        "20261206000000",
+        include_str!(
+            "../../../../migrations/postgres/2026-12-06-000000_change_log_cursor/down.sql"
+        ),
+    ),
+    (
+        "20261201000000",
+        include_str!("../../../../migrations/postgres/2026-12-01-000000_session_activity/down.sql"),
+    ),
+];
+
+/// Reverts every migration after the change log's, as `diesel migration
+/// revert` would, newest first.
+async fn revert_after_the_change_log(client: &tokio_postgres::Client) {
+    for (version, down) in AFTER_THE_CHANGE_LOG {
+        client.batch_execute(down).await.unwrap();
+        client
+            .execute(
+                "DELETE FROM session.__diesel_schema_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// The change log's migration reverts to exactly the schema before it (the
 /// notifying triggers), and applies again after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +217,7 @@ async fn the_change_log_migration_reverts_and_reapplies() {
         include_str!("../../../../migrations/postgres/2026-11-29-000000_change_log/down.sql");
     let (database, _store) = crate::support::fresh_store().await;
     let client = sql_client(database.url()).await;
+    revert_after_the_change_log(&client).await;
     let schema = || {
         let client = &client;
         async move {
@@ -303,8 +345,9 @@ async fn a_schema_behind_or_ahead_of_this_build_is_refused() {
     store.migrate().await.unwrap();
     store.check_schema().await.unwrap();
 
-    // Half-migrated: the last migration undone.
+    // Half-migrated: the change log's migration undone, and those after it.
     let client = sql_client(database.url()).await;
+    revert_after_the_change_log(&client).await;
     client
         .batch_execute(include_str!(
             "../../../../migrations/postgres/2026-11-29-000000_change_log/down.sql"

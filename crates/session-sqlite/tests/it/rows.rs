@@ -7,7 +7,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{MemoryCache, SessionId, SessionService};
+use session_core::{ListScope, MemoryCache, PageRequest, SessionId, SessionService};
 use uuid::Uuid;
 
 use crate::support::TempStore;
@@ -57,7 +57,7 @@ async fn a_row_the_domain_rejects_is_skipped_by_the_warm_and_named_by_get() {
 /// row, and paging goes on past them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_skips_and_counts_a_row_the_domain_rejects() {
-    use session_core::{ListScope, PageLimit, PageRequest};
+    use session_core::PageLimit;
     let store = TempStore::new().await;
     let owner = account();
     let at = |seconds| epoch() + time::Duration::seconds(seconds);
@@ -101,4 +101,195 @@ async fn a_list_skips_and_counts_a_row_the_domain_rejects() {
     assert_eq!(listed, [newer.clone(), older.clone()]);
     assert_eq!(pages, 3, "the rejected row ends a page of its own");
     assert_eq!(service.status().change_log_stats.rows_skipped, 1);
+}
+
+/// Microseconds since the Unix epoch of the first and last instants the
+/// domain accepts (years 0001 and 9999), and of the epochs.
+const EARLIEST: i64 = -62_135_596_800_000_000;
+const LATEST: i64 = 253_402_300_799_999_999;
+
+/// Rows written by other SQL before the schema refused them, one poison of
+/// each kind SQLite can hold, each beside a valid row of its own account:
+/// the warm skips and counts every active one, a list skips it, a read by
+/// id names its column and never its value, and the valid rows work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_of_every_kind_is_skipped_and_counted_never_a_failed_read() {
+    let store = TempStore::new().await;
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    // As stored before the range triggers (or by a file another build wrote).
+    other
+        .batch_execute(
+            "DROP TRIGGER sessions_times_in_range_on_insert; \
+             DROP TRIGGER sessions_revoked_at_in_range_on_update;",
+        )
+        .unwrap();
+    // (column, created_at, revoked_at, user_agent, label) as SQL.
+    let cases = [
+        (
+            "created_at",
+            (LATEST + 1).to_string(),
+            "NULL",
+            "NULL",
+            "NULL",
+        ),
+        (
+            "created_at",
+            (EARLIEST - 1).to_string(),
+            "NULL",
+            "NULL",
+            "NULL",
+        ),
+        ("created_at", i64::MAX.to_string(), "NULL", "NULL", "NULL"),
+        ("created_at", i64::MIN.to_string(), "NULL", "NULL", "NULL"),
+        (
+            "revoked_at",
+            "0".to_owned(),
+            "9223372036854775807",
+            "NULL",
+            "NULL",
+        ),
+        (
+            "revoked_at",
+            "0".to_owned(),
+            "-9223372036854775808",
+            "NULL",
+            "NULL",
+        ),
+        // 'secret' then bytes that are not UTF-8, stored as text.
+        (
+            "user_agent",
+            "0".to_owned(),
+            "NULL",
+            "CAST(x'736563726574fffe' AS TEXT)",
+            "NULL",
+        ),
+        (
+            "label",
+            "0".to_owned(),
+            "NULL",
+            "NULL",
+            "CAST(x'736563726574c3' AS TEXT)",
+        ),
+    ];
+    let mut poisoned = Vec::new();
+    let mut valid = Vec::new();
+    for (column, created_at, revoked_at, user_agent, label) in &cases {
+        let owner = account();
+        let (token, session) = session_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        valid.push((owner, token, session));
+        let id = SessionId::from_uuid(Uuid::now_v7());
+        other
+            .batch_execute(&format!(
+                "INSERT INTO sessions \
+                 (id, account_id, token_hash, created_at, revoked_at, user_agent, label) \
+                 VALUES (x'{}', x'{}', randomblob(32), {created_at}, {revoked_at}, \
+                 {user_agent}, {label})",
+                hex(id.as_uuid().as_bytes()),
+                hex(owner.as_uuid().as_bytes()),
+            ))
+            .unwrap();
+        poisoned.push((*column, id, owner, *revoked_at == "NULL"));
+    }
+
+    for (column, id, _, _) in &poisoned {
+        let err = store.get(*id).await.unwrap_err();
+        assert!(matches!(err, StoreError::Failed(_)), "{column}: {err:?}");
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains(&id.to_string()), "names the row: {text}");
+        assert!(text.contains(column), "names the column: {text}");
+        assert!(!text.contains("secret"), "never the value: {text}");
+    }
+
+    let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new()))
+        .warm_page_size(2)
+        .build();
+    let report = service.warm().await.unwrap();
+    assert_eq!(report.sessions, valid.len(), "every valid row: {report:?}");
+    let active_poison = poisoned.iter().filter(|(.., active)| *active).count();
+    let stats = || service.status().change_log_stats.rows_skipped;
+    assert_eq!(stats(), active_poison as u64);
+    for (_, token, _) in &valid {
+        assert!(service.resolve(token.expose_secret()).await.is_ok());
+    }
+
+    for ((column, _, owner, _), (_, _, session)) in poisoned.iter().zip(&valid) {
+        let before = stats();
+        let page = service
+            .list(*owner, ListScope::IncludeRevoked, PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(page.sessions, std::slice::from_ref(session), "{column}");
+        // A `created_at` out of range names no place in the list: such a
+        // row is left out of it uncounted; any other is counted.
+        let counted = u64::from(*column != "created_at");
+        assert_eq!(stats(), before + counted, "{column}");
+    }
+}
+
+/// The schema refuses instants the domain cannot hold, as PostgreSQL's
+/// checks do, but only in the column a statement sets: a row stored
+/// before can still be revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_instants_out_of_range_in_the_columns_written() {
+    let store = TempStore::new().await;
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    let insert = |created_at: i64, revoked_at: &str| {
+        format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at, revoked_at) \
+             VALUES (randomblob(16), randomblob(16), randomblob(32), {created_at}, {revoked_at})"
+        )
+    };
+    for (created_at, revoked_at) in [
+        (LATEST + 1, "NULL".to_owned()),
+        (EARLIEST - 1, "NULL".to_owned()),
+        (0, (LATEST + 1).to_string()),
+        (0, (EARLIEST - 1).to_string()),
+    ] {
+        let err = other
+            .batch_execute(&insert(created_at, &revoked_at))
+            .unwrap_err();
+        assert!(err.to_string().contains("years 0001 to 9999"), "{err}");
+    }
+    for (created_at, revoked_at) in [(EARLIEST, "NULL".to_owned()), (LATEST, LATEST.to_string())] {
+        other
+            .batch_execute(&insert(created_at, &revoked_at))
+            .unwrap();
+    }
+    for update in [
+        "UPDATE sessions SET created_at = 253402300800000000",
+        "UPDATE sessions SET revoked_at = -62135596800000001",
+    ] {
+        assert!(other.batch_execute(update).is_err(), "{update}");
+    }
+    let seen = "INSERT INTO session_activity (session_id, last_seen_at) \
+                SELECT id, 253402300800000000 FROM sessions LIMIT 1";
+    assert!(other.batch_execute(seen).is_err());
+
+    // Stored before the triggers: revoking it sets only `revoked_at`.
+    other
+        .batch_execute("DROP TRIGGER sessions_times_in_range_on_insert")
+        .unwrap();
+    let (_, session) = session_at(account(), epoch());
+    store.insert(&session).await.unwrap();
+    other
+        .batch_execute(&format!(
+            "UPDATE sessions SET created_at = {} WHERE id = x'{}'",
+            i64::MAX,
+            hex(session.id.as_uuid().as_bytes())
+        ))
+        .unwrap_err();
+    other
+        .batch_execute(&format!(
+            "DROP TRIGGER sessions_created_at_in_range_on_update; \
+             UPDATE sessions SET created_at = {} WHERE id = x'{}'",
+            i64::MAX,
+            hex(session.id.as_uuid().as_bytes())
+        ))
+        .unwrap();
+    let revoked = store
+        .revoke_all_for_account(session.account_id, None, epoch())
+        .await
+        .unwrap();
+    assert_eq!(revoked, [session.token_hash]);
 }

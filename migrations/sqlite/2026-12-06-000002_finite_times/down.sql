@@ -1,0 +1,5 @@
+DROP TRIGGER session_activity_last_seen_at_in_range_on_update;
+DROP TRIGGER session_activity_last_seen_at_in_range_on_insert;
+DROP TRIGGER sessions_revoked_at_in_range_on_update;
+DROP TRIGGER sessions_created_at_in_range_on_update;
+DROP TRIGGER sessions_times_in_range_on_insert;
