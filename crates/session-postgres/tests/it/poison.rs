@@ -300,6 +300,9 @@ async fn text_that_is_not_utf8_is_skipped_and_counted() {
     }
     let config = session_postgres::PgConfig::from_url(database.url()).unwrap();
     let store = Arc::new(migrated_store(config).await);
+    // Follows the log from before the rows are written: meets them there.
+    let follower = crate::support::instance_on(database.url(), "follower").await;
+    crate::support::ready(&follower).await;
     let client = sql_client(database.url()).await;
     let owner = account();
     let token = SessionToken::generate();
@@ -337,6 +340,19 @@ async fn text_that_is_not_utf8_is_skipped_and_counted() {
     }
     let got = store.get(valid.id).await.unwrap().unwrap();
     assert_eq!(got.metadata.user_agent.unwrap().as_str(), "curl/8.5");
+    // The change log reads the text as stored too: the follower skips both,
+    // and the valid row beside them arrives.
+    let found = crate::support::within_a_minute(async {
+        loop {
+            if let Ok(session) = follower.service.resolve(token.expose_secret()).await {
+                return session;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(found.id, valid.id);
+    assert_eq!(follower.service.status().change_log_stats.rows_skipped, 2);
 
     let service = SessionService::builder(store, Arc::new(MemoryCache::new())).build();
     assert_eq!(service.warm().await.unwrap().sessions, 1);
