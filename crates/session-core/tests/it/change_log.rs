@@ -529,3 +529,25 @@ async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect()
         Err(Error::InvalidToken)
     ));
 }
+
+/// A change that follows another within milliseconds (a revoke just after
+/// its create) is read at once: a wake-up during or just after a read
+/// starts the next read when that one ends, never after a fixed gap.
+#[tokio::test(start_paused = true)]
+async fn a_change_right_after_another_is_read_without_a_gap() {
+    let (_store, a, b) = pair().await;
+    let created = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until(|| b.cache.len() == 1, "B applies the creation").await;
+    let revoked_at = tokio::time::Instant::now();
+    a.service.revoke(created.session.id).await.unwrap();
+    until(|| b.cache.is_empty(), "B applies the revocation").await;
+    let took = revoked_at.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(5),
+        "a revocation right after its creation waited {took:?} (time is paused: no scheduling noise)"
+    );
+}
