@@ -65,6 +65,6 @@ diesel::define_sql_function! {
     ) -> Nullable<diesel::sql_types::Bytea>;
 }
 
-/// The encoding [`convert_to`] leaves text in as stored: PostgreSQL
+/// The encoding [`convert_to()`] leaves text in as stored: PostgreSQL
 /// converts nothing to or from `SQL_ASCII`.
 pub(crate) const AS_STORED: &str = "SQL_ASCII";
