@@ -157,6 +157,8 @@ struct Head {
     through: i64,
     #[diesel(sql_type = Array<BigInt>)]
     open_now: Vec<i64>,
+    #[diesel(sql_type = BigInt)]
+    open_from: i64,
 }
 
 /// The log's epoch: one server run on one timeline of one cluster. A
@@ -194,9 +196,19 @@ pub struct LogRow {
     /// horizon row only.
     #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
     pub expired: Option<bool>,
-    /// The transactions still open at the read's snapshot; horizon row only.
+    /// The transactions still open at the read's snapshot, below its xmax;
+    /// horizon row only.
     #[diesel(sql_type = Nullable<Array<BigInt>>)]
     pub open_now: Option<Vec<i64>>,
+    /// The snapshot's xmax: every transaction from it on is invisible to
+    /// the read and not in `open_now`, though it may be writing already;
+    /// horizon row only.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub open_from: Option<i64>,
+    /// The transactions from the cursor's `open_from` on, visible now, with
+    /// entries numbered at most the cursor's `through`; horizon row only.
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    pub late: Option<Vec<i64>>,
     /// The entry's number, taken at insert.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub seq: Option<i64>,
@@ -234,10 +246,11 @@ pub struct LogRow {
 
 /// The entries a cursor has not been given, with the horizon, in one
 /// statement, so all come from one snapshot: the entries numbered past the
-/// cursor's `through` ($1), and those of the transactions it waits for ($2,
-/// each read past its own mark, $3), the first $4 of both by number. xid8
-/// has no binary form diesel knows; it travels as text through bigint
-/// (transaction ids stay far below 2^63).
+/// cursor's `through` ($1), those of the transactions it waits for ($2,
+/// each read past its own mark, $3) and those of every transaction from its
+/// `open_from` ($5) on, the first $4 of them all by number. xid8 has no
+/// binary form diesel knows; it travels as text through bigint (transaction
+/// ids stay far below 2^63).
 const READ_LOG: &str = concat!(
     "WITH horizon AS MATERIALIZED (
     SELECT pg_current_snapshot() AS snap, s.pruned_seq, s.pruned_snapshot, ",
@@ -257,20 +270,28 @@ const READ_LOG: &str = concat!(
              SELECT xid, seq, kind, token_hash FROM session.changes
              WHERE xid = o.xid AND seq > o.read_through AND seq <= $1
              ORDER BY seq LIMIT $4) c)
-    ) AS both_parts
+        UNION ALL
+        (SELECT xid, seq, kind, token_hash FROM session.changes
+         WHERE xid >= $5::text::xid8 AND seq <= $1 ORDER BY seq LIMIT $4)
+    ) AS all_parts
     ORDER BY seq LIMIT $4
 )
 SELECT h.epoch,
-       h.pruned_seq > $1 OR EXISTS (
+       h.pruned_seq > $1
+       OR coalesce($5::text::xid8 < pg_snapshot_xmax(h.pruned_snapshot), false)
+       OR EXISTS (
            SELECT 1 FROM open o WHERE pg_visible_in_snapshot(o.xid, h.pruned_snapshot)) AS expired,
        ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(h.snap) AS x) AS open_now,
+       pg_snapshot_xmax(h.snap)::text::bigint AS open_from,
+       ARRAY(SELECT DISTINCT xid::text::bigint FROM session.changes
+             WHERE xid >= $5::text::xid8 AND seq <= $1) AS late,
        NULL::bigint AS seq, NULL::text AS kind, NULL::bytea AS change_hash,
        NULL::uuid AS id, NULL::uuid AS account_id, NULL::bytea AS token_hash,
        NULL::timestamptz AS created_at, NULL::timestamptz AS revoked_at,
        NULL::bytea AS user_agent, NULL::inet AS ip, NULL::bytea AS label
 FROM horizon h
 UNION ALL
-SELECT NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL,
        f.seq, f.kind::text, f.token_hash,
        s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at,
        convert_to(s.user_agent, 'SQL_ASCII'), s.ip, convert_to(s.label, 'SQL_ASCII')
@@ -282,12 +303,15 @@ ORDER BY seq NULLS FIRST"
 /// The head: the epoch, the newest visible entry's number (at least the
 /// pruned bound) and the transactions still open, from one snapshot.
 const HEAD: &str = concat!(
-    "SELECT ",
+    "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snap)
+SELECT ",
     epoch_sql!(),
     " AS epoch,
        greatest((SELECT max(seq) FROM session.changes),
                 (SELECT pruned_seq FROM session.change_log_state)) AS through,
-       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS open_now"
+       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS open_now,
+       pg_snapshot_xmax(s.snap)::text::bigint AS open_from
+FROM s"
 );
 
 /// One batch of pruning, through the schema owner's function (migration
@@ -335,7 +359,8 @@ impl ChangeLog for PgSessionStore {
             head.epoch.cast_unsigned(),
             head.through.unsigned_abs(),
             open_writers(&head.open_now),
-        ))
+        )
+        .with_open_from(head.open_from.unsigned_abs()))
     }
 
     /// One statement: the entries `after` has not been given, the
@@ -357,6 +382,7 @@ impl ChangeLog for PgSessionStore {
             .bind::<Array<BigInt>, _>(xids)
             .bind::<Array<BigInt>, _>(marks)
             .bind::<BigInt, _>(i64::from(limit))
+            .bind::<BigInt, _>(as_bigint(after.open_from()))
             .load::<LogRow>(&mut connection);
         // A read takes milliseconds; one that hangs (a peer gone silent
         // mid-reply) would stall the follower until TCP gives up, so it is
@@ -452,6 +478,8 @@ pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
         epoch: Some(epoch),
         expired: Some(expired),
         open_now: Some(open_now),
+        open_from: Some(open_from),
+        late: Some(late),
         ..
     }) = rows.next()
     else {
@@ -508,21 +536,30 @@ pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
     page.more = read >= limit as usize;
     let through = after.through().max(last.unwrap_or(0));
     let still_open = open_writers(&open_now);
-    let mut open: Vec<OpenWriter> = after
-        .open()
-        .iter()
-        .filter(|writer| !still_open.iter().any(|open| open.id == writer.id))
-        .filter_map(|writer| {
-            // Finished: entries above the page's last one may remain unread.
-            let rest_unread = page.more && last.is_some_and(|last| last < after.through());
-            rest_unread.then(|| OpenWriter {
-                id: writer.id,
-                read_through: last.unwrap_or(0).max(writer.read_through),
-            })
-        })
-        .collect();
+    // A full page that stopped below `through`: the finished writers the
+    // cursor waited for (listed, or from its `open_from` on) may have
+    // entries above the page's last one, not read yet.
+    let rest_unread = page.more && last.is_some_and(|last| last < after.through());
+    let mut open: Vec<OpenWriter> = Vec::new();
+    if rest_unread {
+        let last = last.unwrap_or(0);
+        let finished = after
+            .open()
+            .iter()
+            .copied()
+            .chain(late.iter().map(|&xid| OpenWriter {
+                id: xid.unsigned_abs(),
+                read_through: 0,
+            }))
+            .filter(|writer| !still_open.iter().any(|open| open.id == writer.id));
+        open.extend(finished.map(|writer| OpenWriter {
+            id: writer.id,
+            read_through: last.max(writer.read_through),
+        }));
+    }
     open.extend(still_open);
-    page.next = LogCursor::new(epoch.cast_unsigned(), through, open);
+    page.next = LogCursor::new(epoch.cast_unsigned(), through, open)
+        .with_open_from(open_from.unsigned_abs());
     LogRead::Page(page)
 }
 

@@ -10,7 +10,10 @@
 //! each read as the read's SQL does from one snapshot: the horizon row (the
 //! transactions still open), then the first `limit` visible entries by
 //! number among those numbered past the cursor and those of the
-//! transactions the cursor waits for, past each one's mark. The property:
+//! transactions the cursor waits for, past each one's mark, and those of
+//! every transaction from the cursor's `open_from` on; a snapshot lists
+//! only the open transactions below its xmax, one past the newest that has
+//! ended, as PostgreSQL's does. The property:
 //! once everything has ended and the reader has read to the end, it was
 //! given every committed entry exactly once, and no entry of a rolled-back
 //! transaction.
@@ -30,6 +33,8 @@ struct RawRow {
     epoch: Option<i64>,
     expired: Option<bool>,
     open_now: Option<Vec<i64>>,
+    open_from: Option<i64>,
+    late: Option<Vec<i64>>,
     seq: Option<i64>,
     kind: Option<String>,
     change_hash: Option<Vec<u8>>,
@@ -52,17 +57,26 @@ enum Step {
 #[derive(Arbitrary, Debug)]
 struct Input {
     raw: Vec<RawRow>,
-    raw_cursor: (u64, u64, Vec<(u64, u64)>),
+    raw_cursor: (u64, u64, Vec<(u64, u64)>, u64),
     raw_limit: u8,
     steps: Vec<Step>,
 }
 
 /// A row with every session column null: the model logs revocations only,
 /// whose hash carries the entry's number.
-fn row(horizon: Option<(i64, bool, Vec<i64>)>, entry: Option<(i64, String, Vec<u8>)>) -> LogRow {
-    let (epoch, expired, open_now) = match horizon {
-        Some((epoch, expired, open)) => (Some(epoch), Some(expired), Some(open)),
-        None => (None, None, None),
+/// The horizon row's columns: epoch, expired, open, open from, late.
+type Horizon = (i64, bool, Vec<i64>, i64, Vec<i64>);
+
+fn row(horizon: Option<Horizon>, entry: Option<(i64, String, Vec<u8>)>) -> LogRow {
+    let (epoch, expired, open_now, open_from, late) = match horizon {
+        Some((epoch, expired, open, from, late)) => (
+            Some(epoch),
+            Some(expired),
+            Some(open),
+            Some(from),
+            Some(late),
+        ),
+        None => (None, None, None, None, None),
     };
     let (seq, kind, change_hash) = match entry {
         Some((seq, kind, hash)) => (Some(seq), Some(kind), Some(hash)),
@@ -72,6 +86,8 @@ fn row(horizon: Option<(i64, bool, Vec<i64>)>, entry: Option<(i64, String, Vec<u
         epoch,
         expired,
         open_now,
+        open_from,
+        late,
         seq,
         kind,
         change_hash,
@@ -129,26 +145,49 @@ impl Database {
         self.transactions[self.entries[&seq]] == State::Committed
     }
 
+    /// A snapshot's xmax, as PostgreSQL takes it: one past the newest
+    /// transaction that has ended. An open transaction at or above it is
+    /// invisible and not in the snapshot's list.
+    fn xmax(&self) -> usize {
+        (0..self.transactions.len())
+            .filter(|&id| self.transactions[id] != State::Open)
+            .max()
+            .map_or(FIRST_XID, |id| id + FIRST_XID + 1)
+    }
+
     /// The rows of one read from `cursor`, as the read's SQL returns them.
     fn read(&self, cursor: &LogCursor, limit: usize) -> Vec<LogRow> {
+        let xmax = self.xmax();
         let open_now: Vec<i64> = (0..self.transactions.len())
-            .filter(|&id| self.transactions[id] == State::Open)
+            .filter(|&id| self.transactions[id] == State::Open && id + FIRST_XID < xmax)
             .map(|id| (id + FIRST_XID) as i64)
             .collect();
+        let xid_of = |seq: u64| (self.entries[&seq] + FIRST_XID) as u64;
         let waits_for = |seq: u64| {
-            let xid = (self.entries[&seq] + FIRST_XID) as u64;
+            let xid = xid_of(seq);
             cursor
                 .open()
                 .iter()
                 .any(|writer| writer.id == xid && seq > writer.read_through)
         };
-        let mut rows = vec![row(Some((EPOCH, false, open_now)), None)];
+        let late_entry = |seq: u64| xid_of(seq) >= cursor.open_from() && seq <= cursor.through();
+        let mut late: Vec<i64> = self
+            .entries
+            .keys()
+            .copied()
+            .filter(|&seq| self.visible(seq) && late_entry(seq))
+            .map(|seq| xid_of(seq) as i64)
+            .collect();
+        late.sort_unstable();
+        late.dedup();
+        let horizon = (EPOCH, false, open_now, xmax as i64, late);
+        let mut rows = vec![row(Some(horizon), None)];
         rows.extend(
             self.entries
                 .keys()
                 .copied()
                 .filter(|&seq| self.visible(seq))
-                .filter(|&seq| seq > cursor.through() || waits_for(seq))
+                .filter(|&seq| seq > cursor.through() || waits_for(seq) || late_entry(seq))
                 .take(limit)
                 .map(|seq| row(None, Some((seq as i64, "r".to_owned(), hash_of(seq))))),
         );
@@ -158,7 +197,7 @@ impl Database {
 
 fuzz_target!(|input: Input| {
     // As given: anything a corrupt or hostile row holds must not panic.
-    let (epoch, through, open) = input.raw_cursor;
+    let (epoch, through, open, open_from) = input.raw_cursor;
     let open = open
         .into_iter()
         .map(|(id, read_through)| session_core::port::change_log::OpenWriter { id, read_through })
@@ -170,6 +209,8 @@ fuzz_target!(|input: Input| {
             epoch: raw.epoch,
             expired: raw.expired,
             open_now: raw.open_now,
+            open_from: raw.open_from,
+            late: raw.late,
             ..row(
                 None,
                 raw.seq
@@ -179,7 +220,7 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let _ = read_log_page(
-        &LogCursor::new(epoch, through, open),
+        &LogCursor::new(epoch, through, open).with_open_from(open_from),
         u32::from(input.raw_limit),
         raw,
     );
@@ -189,7 +230,7 @@ fuzz_target!(|input: Input| {
         next_seq: 1,
         ..Database::default()
     };
-    let mut cursor = LogCursor::new(EPOCH as u64, 0, Vec::new());
+    let mut cursor = LogCursor::new(EPOCH as u64, 0, Vec::new()).with_open_from(FIRST_XID as u64);
     let mut given: BTreeMap<u64, usize> = BTreeMap::new();
     let mut read = |database: &Database, cursor: &mut LogCursor, limit: usize| -> bool {
         let rows = database.read(cursor, limit);

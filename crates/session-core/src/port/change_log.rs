@@ -21,7 +21,8 @@ use crate::token::TokenHash;
 /// Opaque to the service: only the log that issued it gives its parts a
 /// meaning. It says: every entry up to [`through`](Self::through) has been
 /// read, except those of the writers (transactions) listed in
-/// [`open`](Self::open), each read only up to its own mark. A log whose
+/// [`open`](Self::open), each read only up to its own mark, and those of
+/// every writer from [`open_from`](Self::open_from) on. A log whose
 /// writers commit out of order (PostgreSQL: a sequence number is taken at
 /// insert, visibility comes at commit) lists there the writers that were
 /// still open at the read, so their entries, committed later below
@@ -31,11 +32,18 @@ use crate::token::TokenHash;
 /// could be handed out again (PostgreSQL after a restart or a promotion may
 /// reuse transaction ids) starts a new epoch, and expires every cursor of an
 /// older one. The default is before every entry of epoch 0.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LogCursor {
     epoch: u64,
     through: u64,
     open: Vec<OpenWriter>,
+    open_from: u64,
+}
+
+impl Default for LogCursor {
+    fn default() -> Self {
+        Self::new(0, 0, Vec::new())
+    }
 }
 
 /// A writer a [`LogCursor`] still waits for: its id, and the position up to
@@ -59,7 +67,18 @@ impl LogCursor {
             epoch,
             through,
             open,
+            open_from: u64::MAX,
         }
+    }
+
+    /// The same cursor, also waiting for every writer whose id is at least
+    /// `id`, none of whose entries it has read: writers a log cannot list
+    /// (PostgreSQL's snapshot lists only open transactions below its
+    /// `xmax`; one with a higher id may already be writing).
+    #[must_use]
+    pub const fn with_open_from(mut self, id: u64) -> Self {
+        self.open_from = id;
+        self
     }
 
     /// The history this cursor belongs to.
@@ -78,6 +97,13 @@ impl LogCursor {
     #[must_use]
     pub fn open(&self) -> &[OpenWriter] {
         &self.open
+    }
+
+    /// Every writer with an id at least this is waited for as well, none of
+    /// its entries read; `u64::MAX` when there is no such bound.
+    #[must_use]
+    pub const fn open_from(&self) -> u64 {
+        self.open_from
     }
 }
 

@@ -1025,6 +1025,9 @@ async fn transactions_held_open_past_the_retention_hold_nothing_back() {
             "round {round}: this round's revocations, each once"
         );
         cursor = next;
+        // A miss waits for a read of the log that started after it: once
+        // answered, every revocation above is applied on B.
+        assert!(rejected(&b, &SessionToken::generate()).await);
         for token in &revoked {
             assert!(rejected(&b, token).await, "round {round}");
         }
