@@ -505,17 +505,9 @@ async fn stop(following: BackgroundTasks) {
 /// Waits until no connection of the database listens for the change log's
 /// wake-ups (a closed connection's server process ends a moment later).
 async fn until_nobody_listens(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    let listen = format!("LISTEN {}", session_postgres::CHANGES_CHANNEL);
     let began = Instant::now();
     loop {
-        let listening: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query = $1",
-                &[&listen],
-            )
-            .await?
-            .get(0);
+        let listening = crate::postgres::listening(admin).await?;
         if listening == 0 {
             return Ok(());
         }

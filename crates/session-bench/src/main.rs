@@ -8,6 +8,7 @@
 //! they were measured on. `--quick` runs every section at a small size to
 //! check the harness end to end; its numbers mean nothing.
 
+mod api;
 mod app;
 mod cold_start;
 mod create;
@@ -22,6 +23,7 @@ mod report;
 mod resolve;
 mod resume;
 mod sqlite;
+mod steady;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -94,6 +94,28 @@ pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
     }
 }
 
+/// Connections of the database listening for the change log's wake-ups.
+pub(crate) async fn listening(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = $1",
+            &[&format!("LISTEN {}", session_postgres::CHANGES_CHANNEL)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// [`listening`], on a connection of its own.
+pub(crate) async fn listening_connections(url: &str) -> anyhow::Result<i64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let listening = listening(&client).await;
+    drop(client);
+    driver.await??;
+    listening
+}
+
 /// The id [`bulk_load`] gives its `i`th session (from 1).
 pub(crate) fn bulk_loaded_id(i: usize) -> session_core::SessionId {
     // 00000000-0000-7000-8000-<i as 12 hex digits>, as the load writes it.
