@@ -89,6 +89,15 @@ impl Client {
         Ok(self.send(request, Some(body)).await?.0)
     }
 
+    /// `GET /v1/forward-auth` with the token as a bearer: the answer's status.
+    pub(crate) async fn forward_auth(&mut self, token: &str) -> anyhow::Result<StatusCode> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/v1/forward-auth")
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        Ok(self.send(request, None).await?.0)
+    }
+
     /// `GET /metrics`, read with [`Metrics::value`].
     pub(crate) async fn metrics(&mut self) -> anyhow::Result<Metrics> {
         let request = Request::builder().method(Method::GET).uri("/metrics");

@@ -17,6 +17,7 @@ mod floor;
 mod http;
 mod load;
 mod measure;
+mod miss;
 mod postgres;
 mod propagation;
 mod report;
@@ -44,6 +45,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("create", create::run),
     ("cold-start", cold_start::run),
     ("propagation", propagation::run),
+    ("miss", miss::run),
     ("resume", resume::run),
 ];
 

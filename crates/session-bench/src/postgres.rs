@@ -54,20 +54,40 @@ pub(crate) async fn insert_one(
     Ok(())
 }
 
+/// Every column of a row, decoded.
+type Columns = (
+    Uuid,
+    Uuid,
+    Vec<u8>,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+    Option<String>,
+    Option<IpNet>,
+    Option<String>,
+);
+
+/// The point read a service without a cache would make for every token:
+/// the active session with this hash (by the table's unique index on the
+/// hash), every column decoded, as the store's `find_active_by_hash` reads
+/// it. Whether there is one.
+pub(crate) async fn find_active_by_hash(
+    connection: &mut AsyncPgConnection,
+    hash: &[u8],
+) -> anyhow::Result<bool> {
+    let row: Option<Columns> = sessions::table
+        .filter(sessions::token_hash.eq(hash))
+        .filter(sessions::revoked_at.is_null())
+        .select(sessions::all_columns)
+        .get_result(connection)
+        .await
+        .optional()?;
+    Ok(row.is_some())
+}
+
 /// Reads every active row, in pages of `page` by keyset over the id as the
 /// warm does, decoding the columns but building no session; returns the
 /// number of rows.
 pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
-    type Columns = (
-        Uuid,
-        Uuid,
-        Vec<u8>,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-        Option<String>,
-        Option<IpNet>,
-        Option<String>,
-    );
     let mut connection = connect(url).await?;
     let mut after: Option<Uuid> = None;
     let mut read = 0;

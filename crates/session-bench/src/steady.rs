@@ -1,16 +1,19 @@
 //! Background load at an even rate, from a thread and runtime of its own so
 //! its client work never delays the measuring task's, switched on and off
 //! between measurements: creates on one instance (other users logging in
-//! while a revocation is timed).
+//! while a revocation is timed), or well-formed random tokens at forward
+//! auth (a flood of misses).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use hyper::StatusCode;
+use session_core::SessionToken;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::api::Client;
+use crate::api::{Client, expect};
 use crate::measure::histogram;
 
 /// What each request of the load is.
@@ -18,12 +21,17 @@ use crate::measure::histogram;
 pub(crate) enum Load {
     /// `POST /v1/sessions`, a new account each time.
     Creates,
+    /// `GET /v1/forward-auth` with a freshly generated token, well formed and
+    /// belonging to no session: a miss every time, answered 401.
+    RandomTokens,
 }
 
 /// What the load did while it was on.
 pub(crate) struct Tally {
     pub(crate) answered: u64,
     pub(crate) on_for: Duration,
+    /// Microseconds per request.
+    pub(crate) latency: Histogram<u64>,
 }
 
 impl Tally {
@@ -104,13 +112,14 @@ impl Steady {
     pub(crate) fn finish(mut self) -> anyhow::Result<Tally> {
         self.set(false);
         drop(self.switch);
-        let (answered, _latency) = self
+        let (answered, latency) = self
             .thread
             .join()
             .map_err(|_| anyhow::anyhow!("the steady load's thread panicked"))??;
         Ok(Tally {
             answered,
             on_for: self.on_for,
+            latency,
         })
     }
 }
@@ -138,6 +147,11 @@ async fn send_steadily(
                     match load {
                         Load::Creates => {
                             client.create().await?;
+                        }
+                        Load::RandomTokens => {
+                            let token = SessionToken::generate();
+                            let status = client.forward_auth(token.expose_secret()).await?;
+                            expect(status, StatusCode::UNAUTHORIZED, "forward auth of a random token")?;
                         }
                     }
                     answered += 1;
