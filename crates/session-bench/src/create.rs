@@ -743,17 +743,36 @@ async fn admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 /// Empties the sessions and the log.
 async fn empty_tables(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    // The log first, as a reader of the log locks it before the sessions it
-    // joins: locked the other way round, the two deadlock.
-    admin
-        .batch_execute(
-            "BEGIN; \
-             LOCK TABLE session.changes, session.sessions IN ACCESS EXCLUSIVE MODE; \
-             TRUNCATE session.sessions, session.changes; \
-             COMMIT",
-        )
-        .await?;
-    Ok(())
+    // A read of the log locks the log and the sessions in either order: in
+    // the order its statement names them while it is parsed, the sessions
+    // first when its plan is checked before it runs (a CTE's tables are
+    // locked after the main query's). So emptying both can deadlock with a
+    // reader whichever order it locks them in; PostgreSQL then cancels one
+    // of the two, and when that is this, it tries again.
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        let emptied = admin
+            .batch_execute(
+                "BEGIN; \
+                 LOCK TABLE session.changes, session.sessions IN ACCESS EXCLUSIVE MODE; \
+                 TRUNCATE session.sessions, session.changes; \
+                 COMMIT",
+            )
+            .await;
+        match emptied {
+            Ok(()) => return Ok(()),
+            Err(err)
+                if attempt < ATTEMPTS
+                    && err.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                admin.batch_execute("ROLLBACK").await?;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// Stops a service's background tasks and waits until they have ended,
