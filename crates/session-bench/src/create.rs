@@ -16,15 +16,20 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use session_core::{AccountId, BackgroundTasks, ClientMetadata, MemoryCache, SessionService};
+use hdrhistogram::Histogram;
+use session_core::status::ChangeLogStats;
+use session_core::{
+    AccountId, BackgroundTasks, ClientMetadata, Error as ServiceError, MemoryCache, SessionService,
+    SessionToken,
+};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_sqlite::SqliteSessionStore;
 use session_test_postgres::{TestDatabase, TestServer};
 use tokio_postgres::NoTls;
 
 use crate::Context;
-use crate::measure::{Measured, Worker, drive, drive_blocking, rotation};
-use crate::report::{Figure, Section, Target, Unit};
+use crate::measure::{Measured, Worker, drive, drive_blocking, histogram, rotation};
+use crate::report::{Figure, Row, Section, Target, Unit};
 
 /// Other instances following the change log while the writers create.
 const FOLLOWERS: usize = 2;
@@ -32,6 +37,33 @@ const FOLLOWERS: usize = 2;
 const FOLLOWERS_TARGET: f64 = 0.90;
 /// The series of the wake-ups each follower received a second.
 const WAKE_UPS: &str = "follower wake-ups a second";
+/// The series of the change-log reads each follower made a second.
+const READS: &str = "follower log reads a second";
+/// With followers on, one writer more revokes a session it has just created
+/// every [`PROBE_EVERY`], for propagation at saturation.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+/// Between two resolves on a follower while waiting for it to refuse a
+/// revoked token: the probe's resolution.
+const PROBE_POLL: Duration = Duration::from_micros(100);
+/// How long one probe's revocation may take to reach a follower before it
+/// is counted lost: the followers' staleness bound, past which a ready
+/// follower must have applied it.
+const PROBE_GIVE_UP: Duration = Duration::from_secs(2);
+/// The probe's series: the writing service's revoke call, and from its start
+/// to each follower's refusal, in microseconds.
+const PROBE_REVOKE: &str = "probe: revoke";
+const PROBE_PROPAGATION: &str = "probe: revoke → refused by a follower";
+/// Per round, summed over the probes: a session just created that a
+/// follower refused once it had caught up, and a revocation a follower had
+/// not applied after [`PROBE_GIVE_UP`].
+const PROBE_LOST_CREATES: &str = "probe: creates a follower never applied";
+const PROBE_LOST_REVOCATIONS: &str = "probe: revocations a follower never applied";
+/// Per round, summed over the followers, once they have caught up after the
+/// writers stopped: sessions active in the store missing from a follower's
+/// cache, and sessions in it the store no longer holds active (as counts:
+/// one of each would cancel out, so these are lower bounds).
+const CACHE_SHORT: &str = "followers' caches short of the store";
+const CACHE_OVER: &str = "followers' caches over the store";
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     let plan = if ctx.quick {
@@ -69,8 +101,9 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          The store's pool has as many connections as there are writers; the floor gives \
          each task a connection of its own. As in session-app, the writing service follows \
          the change log itself: each INSERT, the floor's too, fires the trigger that logs \
-         it; the service's store also sends one coalesced NOTIFY after its commits (at \
-         most one every 20 ms), and the service applies its own changes. The tables are \
+         it; the service's store also sends a NOTIFY after its commits (at once, unless \
+         one is in flight: commits meanwhile share the next), and the service applies its \
+         own changes. The tables are \
          emptied (TRUNCATE) before every subject's round, so each writes into a table of \
          the same size.",
     );
@@ -83,6 +116,28 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          the issue's, ≥ {FOLLOWERS_TARGET:.2}. `not listening`: the followers run with \
          `PgConfig::wake_ups(false)`, reading the log every 500 ms."
     ));
+    section.note(format!(
+        "A revocation at saturation: in rounds of their own, with {FOLLOWERS} followers \
+         listening, one thread more creates a session on the writing service every \
+         {PROBE_EVERY:?}, waits until both followers accept it, revokes it and resolves it \
+         on each follower every {PROBE_POLL:?} until refused; figure: from the start of the \
+         revoke to a follower's refusal, once per follower; floor: the revoke call itself \
+         (its commit). `writers ÷ unprobed`: the writers' throughput in those rounds over \
+         theirs with followers and no probe. The target is the propagation section's: p99 \
+         under {:?}. `never applied`: sessions just created that a follower refused once \
+         caught up (a miss waits for a log read that started after it arrived), and \
+         revocations a follower had not applied after {PROBE_GIVE_UP:?} (its staleness \
+         bound); left out of the figures.",
+        crate::propagation::TARGET_P99
+    ));
+    section.note(
+        "`caches short of` / `over the store`: after every round with followers (all four \
+         kinds), each follower resolves a random token, a miss that waits for a read of the \
+         log that started after the writers stopped; then its cache should hold exactly \
+         the store's active sessions. Summed over followers and rounds, shortfall and \
+         excess apart (as counts, a lost create and a lost revocation cancel out: lower \
+         bounds). Counted, not a failure: the harness measures, the tests assert.",
+    );
     section.note(
         "NOTIFY in the writing transaction (as before the 2026-11-30 migration): the INSERT \
          trigger's function (session.log_inserted) replaced, in this bench-only database, \
@@ -141,6 +196,7 @@ mod subject {
     pub(super) const OFF: &str = "followers off";
     pub(super) const ON: &str = "followers on";
     pub(super) const ON_POLLING: &str = "followers on, not listening";
+    pub(super) const ON_PROBED: &str = "followers on, a revocation timed";
     pub(super) const FLOOR: &str = "floor";
     pub(super) const VERIFIED_POOL: &str = "verified pool";
     pub(super) const OFF_IN_TX: &str = "followers off, NOTIFY in the writing transaction";
@@ -158,7 +214,8 @@ fn postgres_rows(
     quick: bool,
 ) {
     use subject::{
-        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, VERIFIED_POOL,
+        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, ON_PROBED,
+        VERIFIED_POOL,
     };
     let targets = !quick;
     let relative = |subject, of| Figure::new(measured.ratio(subject, of), Unit::Ratio);
@@ -187,8 +244,57 @@ fn postgres_rows(
             .detail(
                 "wake-ups per follower",
                 Figure::new(measured.median(WAKE_UPS), Unit::PerSecond),
+            )
+            .detail(
+                "log reads per follower",
+                Figure::new(measured.median(READS), Unit::PerSecond),
+            )
+            .detail(
+                "caches short of the store, all rounds with followers",
+                Figure::new(measured.sum(CACHE_SHORT), Unit::Count),
+            )
+            .detail(
+                "caches over the store, all rounds with followers",
+                Figure::new(measured.sum(CACHE_OVER), Unit::Count),
             ),
     );
+    let goal = Figure::new(
+        crate::propagation::TARGET_P99.as_secs_f64() * 1e6,
+        Unit::Microseconds,
+    );
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let figure = measured.latency_at(PROBE_PROPAGATION, q);
+        let floor = measured.latency_at(PROBE_REVOKE, q);
+        section.rows.push(
+            Row::new(
+                format!(
+                    "PostgreSQL, {writers} writers, {FOLLOWERS} followers: a revocation → \
+                     refused by a follower, {name}"
+                ),
+                figure,
+                floor,
+                figure.value / floor.value.max(1.0),
+            )
+            .target((targets && q == 0.99).then(|| Target::below(figure, goal)))
+            .detail("max", measured.latency_at(PROBE_PROPAGATION, 1.0))
+            .detail(
+                "followers reached",
+                Figure::new(
+                    measured.latency_count(PROBE_PROPAGATION) as f64,
+                    Unit::Count,
+                ),
+            )
+            .detail("writers ÷ unprobed", relative(ON_PROBED, ON))
+            .detail(
+                "creates never applied",
+                Figure::new(measured.sum(PROBE_LOST_CREATES), Unit::Count),
+            )
+            .detail(
+                "revocations never applied",
+                Figure::new(measured.sum(PROBE_LOST_REVOCATIONS), Unit::Count),
+            ),
+        );
+    }
     section.rows.push(
         measured
             .throughput_row(
@@ -344,7 +450,7 @@ impl Bench {
     /// Sets the scene for one subject's round: empty tables, the trigger
     /// with or without NOTIFY, and the followers, listening or not, if any.
     async fn prepare(&mut self, subject: &str) -> anyhow::Result<()> {
-        use subject::{FLOOR_IN_TX, FLOOR_UNHEARD, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING};
+        use subject::{FLOOR_IN_TX, FLOOR_UNHEARD, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, ON_PROBED};
         for (follower, following) in self.followers.drain(..) {
             stop(following).await;
             drop(follower);
@@ -372,7 +478,7 @@ impl Bench {
         let in_transaction = [OFF_IN_TX, ON_IN_TX, FLOOR_IN_TX, FLOOR_UNHEARD].contains(&subject);
         self.trigger.notify(&self.admin, in_transaction).await?;
         let listening = match subject {
-            ON | ON_IN_TX => true,
+            ON | ON_IN_TX | ON_PROBED => true,
             ON_POLLING => false,
             _ => return Ok(()),
         };
@@ -396,26 +502,181 @@ impl Bench {
 
     /// Checks the followers of `subject`'s round followed without failing,
     /// and, when woken by each commit, applied what the writers created.
-    fn check_followers(&self, subject: &str) -> anyhow::Result<()> {
+    ///
+    /// Then compares each follower's cache with the store once it has
+    /// caught up: a miss waits for a read of the log that started after it
+    /// arrived, after the writers stopped, so the cache should hold exactly
+    /// the store's active sessions. Returns (sessions short, sessions over),
+    /// summed over the followers. Not a failure: the harness measures, the
+    /// tests assert.
+    async fn check_followers(&self, subject: &str) -> anyhow::Result<(u64, u64)> {
+        let mut short = 0;
+        let mut over = 0;
+        if self.followers.is_empty() {
+            return Ok((short, over));
+        }
+        let active: i64 = self
+            .admin
+            .query_one(
+                "SELECT count(*) FROM session.sessions WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        let active = u64::try_from(active)?;
         for (follower, _) in &self.followers {
             let stats = follower.status().change_log_stats;
             anyhow::ensure!(
-                stats.read_failures == 0 && (subject != subject::ON || stats.changes_applied > 0),
+                stats.read_failures == 0
+                    && (![subject::ON, subject::ON_PROBED].contains(&subject)
+                        || stats.changes_applied > 0),
                 "a follower did not follow the writers ({subject}): {stats:?}"
             );
+            let nobody = SessionToken::generate();
+            match follower.resolve(nobody.expose_secret()).await {
+                Err(ServiceError::InvalidToken) => {}
+                other => anyhow::bail!(
+                    "a follower catching up ({subject}): expected an invalid token, got {:?}",
+                    other.map(|_| "a session")
+                ),
+            }
+            let cached = follower.status().cached_sessions as u64;
+            short += active.saturating_sub(cached);
+            over += cached.saturating_sub(active);
         }
-        Ok(())
+        Ok((short, over))
     }
 
-    /// Wake-ups the followers received, per follower.
-    fn wake_ups_per_follower(&self) -> f64 {
+    /// A counter of the followers' (wake-ups received, log reads), per follower.
+    fn per_follower(&self, count: impl Fn(ChangeLogStats) -> u64) -> f64 {
         let total: u64 = self
             .followers
             .iter()
-            .map(|(follower, _)| follower.status().change_log_stats.wake_ups)
+            .map(|(follower, _)| count(follower.status().change_log_stats))
             .sum();
         total as f64 / self.followers.len().max(1) as f64
     }
+}
+
+/// Propagation at saturation: while the writers create, one thread more
+/// creates a session on the writing service every [`PROBE_EVERY`], waits
+/// until both followers accept it (a miss on a follower waits for its log
+/// read), revokes it and times until each follower refuses it, polling
+/// every [`PROBE_POLL`]. A thread of its own, sleeping between polls, so it
+/// can poll more finely than the runtime's 1 ms timer without spinning.
+struct Probe {
+    thread: std::thread::JoinHandle<anyhow::Result<Probed>>,
+}
+
+/// What a probe measured in one round.
+struct Probed {
+    revoke: Histogram<u64>,
+    propagation: Histogram<u64>,
+    lost_creates: u64,
+    lost_revocations: u64,
+}
+
+impl Probe {
+    fn start(bench: &Bench, plan: &Plan) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Handle::current();
+        let writer = bench.service.clone();
+        let followers: Vec<SessionService> = bench
+            .followers
+            .iter()
+            .map(|(follower, _)| follower.clone())
+            .collect();
+        let account = AccountId::new(uuid::Uuid::new_v4())?;
+        // The same window as the writers' throughput.
+        let from = Instant::now() + plan.warmup;
+        let until = from + plan.window;
+        let thread = std::thread::Builder::new()
+            .name("create-probe".to_owned())
+            .spawn(move || {
+                let mut probed = Probed {
+                    revoke: histogram(),
+                    propagation: histogram(),
+                    lost_creates: 0,
+                    lost_revocations: 0,
+                };
+                while Instant::now() + PROBE_EVERY < until {
+                    std::thread::sleep(PROBE_EVERY);
+                    let created =
+                        runtime.block_on(writer.create(account, ClientMetadata::default()))?;
+                    let token = created.token.expose_secret();
+                    // A miss waits for the follower's log up to a read that
+                    // started after it: refused now, the create is lost to it.
+                    let mut learned = true;
+                    for follower in &followers {
+                        match runtime.block_on(follower.resolve(token)) {
+                            Ok(_) => {}
+                            Err(ServiceError::InvalidToken) => {
+                                probed.lost_creates += 1;
+                                learned = false;
+                            }
+                            Err(err) => {
+                                return Err(anyhow::Error::new(err)
+                                    .context("a follower resolving a session just created"));
+                            }
+                        }
+                    }
+                    if !learned {
+                        continue;
+                    }
+                    let started = Instant::now();
+                    runtime.block_on(writer.revoke(created.session.id))?;
+                    let revoked = started.elapsed();
+                    let mut reached = Vec::with_capacity(followers.len());
+                    let mut waiting: Vec<&SessionService> = followers.iter().collect();
+                    while !waiting.is_empty() {
+                        let mut still = Vec::with_capacity(waiting.len());
+                        for follower in waiting {
+                            match runtime.block_on(follower.resolve(token)) {
+                                Ok(_) => still.push(follower),
+                                Err(ServiceError::InvalidToken) => reached.push(started.elapsed()),
+                                Err(err) => {
+                                    return Err(anyhow::Error::new(err)
+                                        .context("a follower resolving a revoked session"));
+                                }
+                            }
+                        }
+                        waiting = still;
+                        if started.elapsed() >= PROBE_GIVE_UP {
+                            probed.lost_revocations += waiting.len() as u64;
+                            break;
+                        }
+                        if !waiting.is_empty() {
+                            std::thread::sleep(PROBE_POLL);
+                        }
+                    }
+                    if started >= from {
+                        probed.revoke.saturating_record(micros(revoked));
+                        for elapsed in reached {
+                            probed.propagation.saturating_record(micros(elapsed));
+                        }
+                    }
+                }
+                Ok(probed)
+            })?;
+        Ok(Self { thread })
+    }
+
+    fn finish(self, measured: &mut Measured) -> anyhow::Result<()> {
+        let probed = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the create probe's thread panicked"))??;
+        measured.record_latency(PROBE_REVOKE, &probed.revoke)?;
+        measured.record_latency(PROBE_PROPAGATION, &probed.propagation)?;
+        measured.record_value(PROBE_LOST_CREATES, probed.lost_creates as f64);
+        measured.record_value(PROBE_LOST_REVOCATIONS, probed.lost_revocations as f64);
+        Ok(())
+    }
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// The INSERT trigger's function, `session.log_inserted`, as migrated (it
@@ -482,17 +743,36 @@ async fn admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 /// Empties the sessions and the log.
 async fn empty_tables(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    // The log first, as a reader of the log locks it before the sessions it
-    // joins: locked the other way round, the two deadlock.
-    admin
-        .batch_execute(
-            "BEGIN; \
-             LOCK TABLE session.changes, session.sessions IN ACCESS EXCLUSIVE MODE; \
-             TRUNCATE session.sessions, session.changes; \
-             COMMIT",
-        )
-        .await?;
-    Ok(())
+    // A read of the log locks the log and the sessions in either order: in
+    // the order its statement names them while it is parsed, the sessions
+    // first when its plan is checked before it runs (a CTE's tables are
+    // locked after the main query's). So emptying both can deadlock with a
+    // reader whichever order it locks them in; PostgreSQL then cancels one
+    // of the two, and when that is this, it tries again.
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        let emptied = admin
+            .batch_execute(
+                "BEGIN; \
+                 LOCK TABLE session.changes, session.sessions IN ACCESS EXCLUSIVE MODE; \
+                 TRUNCATE session.sessions, session.changes; \
+                 COMMIT",
+            )
+            .await;
+        match emptied {
+            Ok(()) => return Ok(()),
+            Err(err)
+                if attempt < ATTEMPTS
+                    && err.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                admin.batch_execute("ROLLBACK").await?;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// Stops a service's background tasks and waits until they have ended,
@@ -505,17 +785,9 @@ async fn stop(following: BackgroundTasks) {
 /// Waits until no connection of the database listens for the change log's
 /// wake-ups (a closed connection's server process ends a moment later).
 async fn until_nobody_listens(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
-    let listen = format!("LISTEN {}", session_postgres::CHANGES_CHANNEL);
     let began = Instant::now();
     loop {
-        let listening: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query = $1",
-                &[&listen],
-            )
-            .await?
-            .get(0);
+        let listening = crate::postgres::listening(admin).await?;
         if listening == 0 {
             return Ok(());
         }
@@ -546,7 +818,8 @@ async fn postgres(
     plan: &Plan,
 ) -> anyhow::Result<Measured> {
     use subject::{
-        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, VERIFIED_POOL,
+        FLOOR, FLOOR_IN_TX, FLOOR_UNHEARD, OFF, OFF_IN_TX, ON, ON_IN_TX, ON_POLLING, ON_PROBED,
+        VERIFIED_POOL,
     };
     let mut bench = Bench::start(url, writers).await?;
     let mut creators: Vec<ServiceCreate> = accounts(writers)?
@@ -580,6 +853,7 @@ async fn postgres(
         OFF,
         ON,
         ON_POLLING,
+        ON_PROBED,
         FLOOR,
         OFF_IN_TX,
         ON_IN_TX,
@@ -609,17 +883,28 @@ async fn postgres(
                     pooled = back;
                     throughput
                 }
+                ON_PROBED => {
+                    let probe = Probe::start(&bench, plan)?;
+                    let (back, throughput) = drive(creators, plan.warmup, plan.window).await?;
+                    creators = back;
+                    probe.finish(&mut measured)?;
+                    throughput
+                }
                 _ => {
                     let (back, throughput) = drive(creators, plan.warmup, plan.window).await?;
                     creators = back;
                     throughput
                 }
             };
-            bench.check_followers(subject)?;
+            let (short, over) = bench.check_followers(subject).await?;
+            measured.record_value(CACHE_SHORT, short as f64);
+            measured.record_value(CACHE_OVER, over as f64);
             if subject == ON {
-                let per_second =
-                    bench.wake_ups_per_follower() / (plan.warmup + plan.window).as_secs_f64();
-                measured.record_value(WAKE_UPS, per_second);
+                let over = (plan.warmup + plan.window).as_secs_f64();
+                let wake_ups = bench.per_follower(|stats| stats.wake_ups);
+                measured.record_value(WAKE_UPS, wake_ups / over);
+                let reads = bench.per_follower(|stats| stats.reads);
+                measured.record_value(READS, reads / over);
             }
             measured.record(subject, throughput)?;
         }

@@ -8,6 +8,7 @@
 //! they were measured on. `--quick` runs every section at a small size to
 //! check the harness end to end; its numbers mean nothing.
 
+mod api;
 mod app;
 mod cold_start;
 mod create;
@@ -16,12 +17,14 @@ mod floor;
 mod http;
 mod load;
 mod measure;
+mod miss;
 mod postgres;
 mod propagation;
 mod report;
 mod resolve;
 mod resume;
 mod sqlite;
+mod steady;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,6 +45,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("create", create::run),
     ("cold-start", cold_start::run),
     ("propagation", propagation::run),
+    ("miss", miss::run),
     ("resume", resume::run),
 ];
 

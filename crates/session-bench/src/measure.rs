@@ -33,6 +33,13 @@ impl Rounds {
             .map_or(0.0, |values| median(values.clone()))
     }
 
+    /// The sum of a series; 0 if it was never recorded.
+    pub(crate) fn sum(&self, series: &str) -> f64 {
+        self.series
+            .get(series)
+            .map_or(0.0, |values| values.iter().sum())
+    }
+
     /// The median of `subject / floor` over the rounds both were measured in.
     pub(crate) fn ratio(&self, subject: &str, floor: &str) -> f64 {
         let (Some(subject), Some(floor)) = (self.series.get(subject), self.series.get(floor))
@@ -218,9 +225,42 @@ impl Measured {
         Ok(())
     }
 
+    /// Adds to a latency series other than the operations' own, such as a
+    /// probe's, in microseconds.
+    pub(crate) fn record_latency(
+        &mut self,
+        series: &'static str,
+        latency: &Histogram<u64>,
+    ) -> anyhow::Result<()> {
+        self.latency
+            .entry(series)
+            .or_insert_with(histogram)
+            .add(latency)?;
+        Ok(())
+    }
+
+    /// A quantile of a latency series over every round; NaN if never recorded.
+    pub(crate) fn latency_at(&self, series: &str, quantile: f64) -> Figure {
+        let value = self.latency.get(series).map_or(f64::NAN, |latency| {
+            latency.value_at_quantile(quantile) as f64
+        });
+        Figure::new(value, Unit::Microseconds)
+    }
+
+    /// How many values a latency series holds.
+    pub(crate) fn latency_count(&self, series: &str) -> u64 {
+        self.latency.get(series).map_or(0, Histogram::len)
+    }
+
     /// Records a per-round figure other than throughput.
     pub(crate) fn record_value(&mut self, series: &str, value: f64) {
         self.rounds.record(series, value);
+    }
+
+    /// The sum over the rounds of a series recorded with
+    /// [`record_value`](Self::record_value); 0 if never recorded.
+    pub(crate) fn sum(&self, series: &str) -> f64 {
+        self.rounds.sum(series)
     }
 
     /// The median of a series recorded with [`record_value`](Self::record_value).
@@ -242,12 +282,7 @@ impl Measured {
         floor: &str,
     ) -> Row {
         let rate = |series| Figure::new(self.rounds.median(series), Unit::PerSecond);
-        let micros = |series: &str, quantile| {
-            let value = self.latency.get(series).map_or(f64::NAN, |latency| {
-                latency.value_at_quantile(quantile) as f64
-            });
-            Figure::new(value, Unit::Microseconds)
-        };
+        let micros = |series: &str, quantile| self.latency_at(series, quantile);
         Row::new(case, rate(subject), rate(floor), self.ratio(subject, floor))
             .detail("p50", micros(subject, 0.5))
             .detail("p99", micros(subject, 0.99))

@@ -54,20 +54,40 @@ pub(crate) async fn insert_one(
     Ok(())
 }
 
+/// Every column of a row, decoded.
+type Columns = (
+    Uuid,
+    Uuid,
+    Vec<u8>,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+    Option<String>,
+    Option<IpNet>,
+    Option<String>,
+);
+
+/// The point read a service without a cache would make for every token:
+/// the active session with this hash (by the table's unique index on the
+/// hash), every column decoded, as the store's `find_active_by_hash` reads
+/// it. Whether there is one.
+pub(crate) async fn find_active_by_hash(
+    connection: &mut AsyncPgConnection,
+    hash: &[u8],
+) -> anyhow::Result<bool> {
+    let row: Option<Columns> = sessions::table
+        .filter(sessions::token_hash.eq(hash))
+        .filter(sessions::revoked_at.is_null())
+        .select(sessions::all_columns)
+        .get_result(connection)
+        .await
+        .optional()?;
+    Ok(row.is_some())
+}
+
 /// Reads every active row, in pages of `page` by keyset over the id as the
 /// warm does, decoding the columns but building no session; returns the
 /// number of rows.
 pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
-    type Columns = (
-        Uuid,
-        Uuid,
-        Vec<u8>,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-        Option<String>,
-        Option<IpNet>,
-        Option<String>,
-    );
     let mut connection = connect(url).await?;
     let mut after: Option<Uuid> = None;
     let mut read = 0;
@@ -92,6 +112,28 @@ pub(crate) async fn read_active(url: &str, page: i64) -> anyhow::Result<usize> {
             _ => return Ok(read),
         }
     }
+}
+
+/// Connections of the database listening for the change log's wake-ups.
+pub(crate) async fn listening(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = $1",
+            &[&format!("LISTEN {}", session_postgres::CHANGES_CHANNEL)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// [`listening`], on a connection of its own.
+pub(crate) async fn listening_connections(url: &str) -> anyhow::Result<i64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let listening = listening(&client).await;
+    drop(client);
+    driver.await??;
+    listening
 }
 
 /// The id [`bulk_load`] gives its `i`th session (from 1).
