@@ -468,12 +468,17 @@ async fn a_creation_read_before_a_revocation_does_not_resurrect() {
     );
 }
 
-/// A create on B whose account A revokes while B cannot read the log: the
-/// result enters B's cache, and B's first read after the gap takes it out
-/// again. Nothing revoked outlives B catching up.
-#[tokio::test(start_paused = true)]
-async fn a_create_spanning_a_gap_and_a_revocation_does_not_resurrect() {
-    let (gated, a, b) = gated_pair().await;
+/// With B cut off from the log, starts a create on B, holds it after its
+/// insert committed, and has A revoke its account: B has seen neither.
+/// Returns the held create's gate and its task.
+async fn create_on_b_revoked_on_a_unseen(
+    gated: &GatedStore,
+    a: &Instance,
+    b: &Instance,
+) -> (
+    Arc<crate::gated::Gate>,
+    tokio::task::JoinHandle<Result<session_core::NewSession, Error>>,
+) {
     gated.set_log_down(true);
     let owner = account();
     let gate = gated.arm(Point::Insert);
@@ -483,6 +488,16 @@ async fn a_create_spanning_a_gap_and_a_revocation_does_not_resurrect() {
     });
     gate.reached().await;
     assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 1);
+    (gate, creating)
+}
+
+/// A create on B whose account A revokes while B cannot read the log: the
+/// result enters B's cache, and B's first read after the gap takes it out
+/// again. Nothing revoked outlives B catching up.
+#[tokio::test(start_paused = true)]
+async fn a_create_spanning_a_gap_and_a_revocation_does_not_resurrect() {
+    let (gated, a, b) = gated_pair().await;
+    let (gate, creating) = create_on_b_revoked_on_a_unseen(&gated, &a, &b).await;
     gate.release();
     let created = creating.await.unwrap().unwrap();
 
@@ -504,15 +519,7 @@ async fn a_create_spanning_a_gap_and_a_revocation_does_not_resurrect() {
 #[tokio::test(start_paused = true)]
 async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect() {
     let (gated, a, b) = gated_pair().await;
-    gated.set_log_down(true);
-    let owner = account();
-    let gate = gated.arm(Point::Insert);
-    let creating = tokio::spawn({
-        let service = b.service.clone();
-        async move { service.create(owner, ClientMetadata::default()).await }
-    });
-    gate.reached().await;
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 1);
+    let (gate, creating) = create_on_b_revoked_on_a_unseen(&gated, &a, &b).await;
     gated.inner.prune_log();
     gated.set_log_down(false);
     until(
