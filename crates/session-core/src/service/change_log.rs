@@ -12,8 +12,16 @@
 //! are hints and nothing more: the follower never applies anything they
 //! carry, so a forged one costs at most one extra read.
 //!
-//! Reads never wait out a fixed gap: a hint that arrives while a read is in
-//! flight is served by the next read, started as soon as that one ends.
+//! Reads never wait out a fixed gap. A hint that finds the follower idle
+//! starts a read at once. One that arrives while a read is in flight is
+//! served by the next read, which first pauses [`WOKEN_PAUSE`] times as long
+//! as the read in flight took (at most [`LONGEST_WOKEN_PAUSE`]): at
+//! saturation, when hints always arrive during reads, wake-ups keep a
+//! follower reading at most a fifth of the time, so the reads of a busy
+//! database come less often and each brings more entries; under light
+//! traffic few hints meet a read, and a read of a quiet database takes well
+//! under a millisecond. Reads a miss asks for are paced by the miss path
+//! instead, and polls not at all.
 //!
 //! Staleness is measured, not assumed: a read that reaches the end of the
 //! log proves every change committed before it started is applied, so the
@@ -22,7 +30,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -60,6 +68,15 @@ const LAST_RETRY: Duration = Duration::from_secs(1);
 const LAST_SLOW_RETRY: Duration = Duration::from_secs(30);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// A read woken by a wake-up that arrived during the previous read starts
+/// no sooner than this many times that read's duration after it ended, so
+/// wake-ups at saturation keep a follower reading at most 1/(1 + this) of
+/// its time.
+const WOKEN_PAUSE: u32 = 4;
+/// The longest pause before a woken read, so a slow database delays
+/// propagation by at most this beyond the read itself: far inside the
+/// staleness bound.
+const LONGEST_WOKEN_PAUSE: Duration = Duration::from_millis(50);
 
 impl SessionService {
     /// Keeps the cache complete, for as long as the returned future runs
@@ -79,20 +96,21 @@ impl SessionService {
             }
             return;
         };
-        let hint = Notify::new();
+        let hint = Hints::default();
         tokio::select! {
             never = listen(&self.inner, log.as_ref(), &hint) => match never {},
             never = self.follow(log.as_ref(), &hint) => match never {},
         }
     }
 
-    async fn follow(&self, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
+    async fn follow(&self, log: &dyn ChangeLog, hint: &Hints) -> Infallible {
         let inner = &self.inner;
         let mut cursor: Option<LogCursor> = None;
         let mut retry = FIRST_RETRY;
         let mut pruned_at = inner.clock.monotonic();
         loop {
             let read_at = tokio::time::Instant::now();
+            let hints_before = hint.count();
             let step = match cursor.as_mut() {
                 None => match self.load_everything(log).await {
                     // Read the log at once: the load itself took time.
@@ -124,6 +142,12 @@ impl SessionService {
                 continue;
             }
             retry = FIRST_RETRY;
+            let ended = tokio::time::Instant::now();
+            let woken_from = if hint.count() == hints_before {
+                ended
+            } else {
+                woken_read_from(read_at, ended)
+            };
             if inner.clock.monotonic().duration_since(pruned_at) >= PRUNE_EVERY {
                 pruned_at = inner.clock.monotonic();
                 match log.prune().await {
@@ -132,11 +156,16 @@ impl SessionService {
                     Err(err) => tracing::warn!(error = %err, "pruning the change log failed"),
                 }
             }
-            // A hint that came while reading is kept by `Notify` (one
-            // permit), so the next read starts at once: coalesced into the
-            // read in flight, never held back by a fixed gap.
+            // A hint that came while reading is kept (one permit), so the
+            // next read starts as soon as the pause allows: coalesced into
+            // the read in flight, never held back by a fixed gap. A hint
+            // taken before another branch wins is not lost: that branch's
+            // read starts after it.
             tokio::select! {
-                () = hint.notified() => {}
+                () = async {
+                    hint.notify.notified().await;
+                    tokio::time::sleep_until(woken_from).await;
+                } => {}
                 () = async {
                     inner.catch_ups.wanted().await;
                     tokio::time::sleep_until(read_at + MISS_READ_SPACING).await;
@@ -189,21 +218,51 @@ impl SessionService {
     }
 }
 
+/// When a read woken by a wake-up that arrived during the read from
+/// `started` to `ended` may start: see [`WOKEN_PAUSE`].
+fn woken_read_from(
+    started: tokio::time::Instant,
+    ended: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let took = ended.saturating_duration_since(started);
+    ended + took.saturating_mul(WOKEN_PAUSE).min(LONGEST_WOKEN_PAUSE)
+}
+
+/// The log's wake-ups, as the follower receives them: a permit for its
+/// next read, and a count, so it can tell whether one arrived while it was
+/// reading.
+#[derive(Default)]
+struct Hints {
+    notify: Notify,
+    received: AtomicU64,
+}
+
+impl Hints {
+    fn send(&self) {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn count(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
 /// Turns the log's wake-ups into `hint`, listening again when the source is
 /// lost. Polling goes on meanwhile, so a lost source only slows propagation.
-async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
+async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Hints) -> Infallible {
     let mut retry = FIRST_RETRY;
     loop {
         match log.wake_ups().await {
             Ok(mut wake_ups) => {
                 retry = FIRST_RETRY;
                 // Hints sent while not listening were lost: read once now.
-                hint.notify_one();
+                hint.send();
                 let err = loop {
                     match wake_ups.next().await {
                         Ok(()) => {
                             inner.stats.wake_ups.fetch_add(1, Ordering::Relaxed);
-                            hint.notify_one();
+                            hint.send();
                         }
                         Err(err) => break err,
                     }

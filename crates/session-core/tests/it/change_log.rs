@@ -558,3 +558,113 @@ async fn a_change_right_after_another_is_read_without_a_gap() {
         "a revocation right after its creation waited {took:?} (time is paused: no scheduling noise)"
     );
 }
+
+/// A log whose every read takes `read_takes` (virtual time), as a database's
+/// would.
+struct SlowLog {
+    inner: Arc<MemoryStore>,
+    read_takes: std::time::Duration,
+}
+
+impl session_core::port::change_log::ChangeLogDecorator for SlowLog {
+    fn inner_log(&self) -> &dyn ChangeLog {
+        self.inner.as_ref()
+    }
+
+    async fn read(
+        &self,
+        after: &session_core::port::change_log::LogCursor,
+        limit: u32,
+    ) -> Result<session_core::port::change_log::LogRead, session_core::port::store::StoreError>
+    {
+        tokio::time::sleep(self.read_takes).await;
+        self.inner.read(after, limit).await
+    }
+}
+
+/// A on `store`; B on the same store, reading its log through a [`SlowLog`].
+async fn pair_with_slow_log(
+    read_takes: std::time::Duration,
+) -> (Arc<MemoryStore>, Instance, Instance) {
+    let store = Arc::new(MemoryStore::new());
+    let a = instance(store.clone(), store.clone());
+    let slow = Arc::new(SlowLog {
+        inner: store.clone(),
+        read_takes,
+    });
+    let b = instance(store.clone(), slow);
+    caught_up(&a).await;
+    caught_up(&b).await;
+    (store, a, b)
+}
+
+fn log_reads(instance: &Instance) -> u64 {
+    instance.service.status().change_log_stats.reads
+}
+
+/// At saturation, when wake-ups come faster than reads end, a follower
+/// pauses before each woken read, four times as long as the last read
+/// took: it reads at most a fifth of the time, and still applies every
+/// change. Without the pause it would read back to back, 100 times a
+/// second here.
+#[tokio::test(start_paused = true)]
+async fn wake_ups_at_saturation_keep_a_follower_reading_a_fifth_of_the_time() {
+    let read_takes = std::time::Duration::from_millis(10);
+    let (_store, a, b) = pair_with_slow_log(read_takes).await;
+    let reads_before = log_reads(&b);
+    let started = tokio::time::Instant::now();
+    let mut created = 0_usize;
+    // 10,000 creates a second for one second, each waking B.
+    while started.elapsed() < std::time::Duration::from_secs(1) {
+        a.service
+            .create(account(), ClientMetadata::default())
+            .await
+            .unwrap();
+        created += 1;
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
+    let reads = log_reads(&b) - reads_before;
+    // One read every 50 ms (10 ms reading, 40 ms paused), and a poll or two.
+    assert!(
+        (15..=25).contains(&reads),
+        "B read its log {reads} times in a second of saturating writes"
+    );
+    until(|| b.cache.len() == created, "B applies every creation").await;
+}
+
+/// Under light traffic nothing pauses: with reads of a millisecond (the
+/// timer's resolution), a create and its revocation as soon as B has
+/// applied it, every 10 ms (200 writes a second), each revocation is
+/// applied by a read started at once.
+#[tokio::test(start_paused = true)]
+async fn at_200_writes_a_second_a_revocation_is_read_at_once() {
+    let read_takes = std::time::Duration::from_millis(1);
+    let (_store, a, b) = pair_with_slow_log(read_takes).await;
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..100 {
+        let created = a
+            .service
+            .create(account(), ClientMetadata::default())
+            .await
+            .unwrap();
+        until(
+            || b.cache.get(&created.session.token_hash).is_some(),
+            "B applies the creation",
+        )
+        .await;
+        let revoked_at = tokio::time::Instant::now();
+        a.service.revoke(created.session.id).await.unwrap();
+        until(
+            || b.cache.get(&created.session.token_hash).is_none(),
+            "B applies the revocation",
+        )
+        .await;
+        slowest = slowest.max(revoked_at.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(8)).await;
+    }
+    // Its read, and the 1 ms steps `until` checks in.
+    assert!(
+        slowest <= std::time::Duration::from_millis(2),
+        "a revocation at 200 writes a second waited {slowest:?} (time is paused: no scheduling noise)"
+    );
+}
