@@ -70,6 +70,23 @@ impl Logged {
     }
 }
 
+/// Installs, once per process, a global subscriber that records nothing.
+///
+/// tracing caches each callsite's interest process-wide when the callsite
+/// is first hit, and while only one subscriber is registered it asks the
+/// hitting thread's own. A sibling test on a thread with no subscriber
+/// would cache the request span as never wanted, and the lines captured
+/// here would lack their span (tokio-rs/tracing#3611). With a global
+/// subscriber every thread has one; installing it also rebuilds what was
+/// cached before.
+fn keep_every_callsite_enabled() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Fails only if one is set already, which serves as well.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+}
+
 /// Sends a create of `body` to a router over `store`, with a subscriber of
 /// the test's own installed for the request (every task of the test's
 /// runtime runs on this thread).
@@ -83,6 +100,7 @@ async fn create_logged(store: Arc<dyn SessionStore>, body: Value) -> Logged {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
+    keep_every_callsite_enabled();
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
