@@ -12,16 +12,14 @@
 //! are hints and nothing more: the follower never applies anything they
 //! carry, so a forged one costs at most one extra read.
 //!
-//! Reads never wait out a fixed gap. A hint that finds the follower idle
-//! starts a read at once. One that arrives while a read is in flight is
-//! served by the next read, which first pauses [`WOKEN_PAUSE`] times as long
-//! as the read in flight took (at most [`LONGEST_WOKEN_PAUSE`]): at
-//! saturation, when hints always arrive during reads, wake-ups keep a
-//! follower reading at most a fifth of the time, so the reads of a busy
-//! database come less often and each brings more entries; under light
-//! traffic few hints meet a read, and a read of a quiet database takes well
-//! under a millisecond. Reads a miss asks for are paced by the miss path
-//! instead, and polls not at all.
+//! Reads never wait out a fixed gap: a hint that arrives while a read is in
+//! flight is served by the next read, started as soon as that one ends,
+//! within a budget of reading time: a follower woken faster than it can
+//! read (a saturated database, writers sharing its CPU) spends at most a
+//! fifth of its time reading ([`ReadingBudget`]), so its reads come less
+//! often and each brings more entries, while light traffic, whose reads
+//! fit the budget, never waits. Reads a miss asks for are paced by the miss
+//! path instead, and polls not at all; every read spends the budget.
 //!
 //! Staleness is measured, not assumed: a read that reaches the end of the
 //! log proves every change committed before it started is applied, so the
@@ -30,7 +28,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -68,15 +66,16 @@ const LAST_RETRY: Duration = Duration::from_secs(1);
 const LAST_SLOW_RETRY: Duration = Duration::from_secs(30);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// A read woken by a wake-up that arrived during the previous read starts
-/// no sooner than this many times that read's duration after it ended, so
-/// wake-ups at saturation keep a follower reading at most 1/(1 + this) of
-/// its time.
-const WOKEN_PAUSE: u32 = 4;
-/// The longest pause before a woken read, so a slow database delays
-/// propagation by at most this beyond the read itself: far inside the
-/// staleness bound.
-const LONGEST_WOKEN_PAUSE: Duration = Duration::from_millis(50);
+/// The share of its time a follower may spend reading the log because of
+/// wake-ups, on average: reads woken beyond it wait.
+const READING_SHARE: f64 = 0.2;
+/// Reading time a follower may spend at once beyond its share, after a
+/// quiet spell: a burst of wake-ups is read without waiting.
+const READING_BURST: Duration = Duration::from_millis(20);
+/// The longest wait a woken read makes for the budget, so a database that
+/// is slow to read delays propagation by at most this beyond the read:
+/// far inside the staleness bound.
+const LONGEST_WOKEN_WAIT: Duration = Duration::from_millis(50);
 
 impl SessionService {
     /// Keeps the cache complete, for as long as the returned future runs
@@ -96,21 +95,21 @@ impl SessionService {
             }
             return;
         };
-        let hint = Hints::default();
+        let hint = Notify::new();
         tokio::select! {
             never = listen(&self.inner, log.as_ref(), &hint) => match never {},
             never = self.follow(log.as_ref(), &hint) => match never {},
         }
     }
 
-    async fn follow(&self, log: &dyn ChangeLog, hint: &Hints) -> Infallible {
+    async fn follow(&self, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
         let inner = &self.inner;
         let mut cursor: Option<LogCursor> = None;
         let mut retry = FIRST_RETRY;
         let mut pruned_at = inner.clock.monotonic();
+        let mut budget = ReadingBudget::new(tokio::time::Instant::now());
         loop {
             let read_at = tokio::time::Instant::now();
-            let hints_before = hint.count();
             let step = match cursor.as_mut() {
                 None => match self.load_everything(log).await {
                     // Read the log at once: the load itself took time.
@@ -143,11 +142,7 @@ impl SessionService {
             }
             retry = FIRST_RETRY;
             let ended = tokio::time::Instant::now();
-            let woken_from = if hint.count() == hints_before {
-                ended
-            } else {
-                woken_read_from(read_at, ended)
-            };
+            budget.spend(ended.saturating_duration_since(read_at), ended);
             if inner.clock.monotonic().duration_since(pruned_at) >= PRUNE_EVERY {
                 pruned_at = inner.clock.monotonic();
                 match log.prune().await {
@@ -156,15 +151,15 @@ impl SessionService {
                     Err(err) => tracing::warn!(error = %err, "pruning the change log failed"),
                 }
             }
-            // A hint that came while reading is kept (one permit), so the
-            // next read starts as soon as the pause allows: coalesced into
-            // the read in flight, never held back by a fixed gap. A hint
-            // taken before another branch wins is not lost: that branch's
-            // read starts after it.
+            // A hint that came while reading is kept by `Notify` (one
+            // permit), so the next read starts as soon as the budget allows:
+            // coalesced into the read in flight, never held back by a fixed
+            // gap. A hint taken before another branch wins is not lost: that
+            // branch's read starts after it.
             tokio::select! {
                 () = async {
-                    hint.notify.notified().await;
-                    tokio::time::sleep_until(woken_from).await;
+                    hint.notified().await;
+                    tokio::time::sleep_until(budget.next_woken_read()).await;
                 } => {}
                 () = async {
                     inner.catch_ups.wanted().await;
@@ -218,51 +213,67 @@ impl SessionService {
     }
 }
 
-/// When a read woken by a wake-up that arrived during the read from
-/// `started` to `ended` may start: see [`WOKEN_PAUSE`].
-fn woken_read_from(
-    started: tokio::time::Instant,
-    ended: tokio::time::Instant,
-) -> tokio::time::Instant {
-    let took = ended.saturating_duration_since(started);
-    ended + took.saturating_mul(WOKEN_PAUSE).min(LONGEST_WOKEN_PAUSE)
+/// A token bucket of reading time: it fills at [`READING_SHARE`] of a
+/// second per second, up to [`READING_BURST`], and every read takes out
+/// what it took, so it may go into debt; a woken read waits until the debt
+/// is paid (at most [`LONGEST_WOKEN_WAIT`]). Wall time stands for cost: a
+/// read that waits for a busy database or CPU costs more of the budget.
+struct ReadingBudget {
+    /// Seconds of reading the follower may still do at once; negative when
+    /// in debt.
+    credit: f64,
+    /// When `credit` was last brought up to date.
+    at: tokio::time::Instant,
 }
 
-/// The log's wake-ups, as the follower receives them: a permit for its
-/// next read, and a count, so it can tell whether one arrived while it was
-/// reading.
-#[derive(Default)]
-struct Hints {
-    notify: Notify,
-    received: AtomicU64,
-}
-
-impl Hints {
-    fn send(&self) {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        self.notify.notify_one();
+impl ReadingBudget {
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            credit: READING_BURST.as_secs_f64(),
+            at: now,
+        }
     }
 
-    fn count(&self) -> u64 {
-        self.received.load(Ordering::SeqCst)
+    fn refill(&mut self, now: tokio::time::Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * READING_SHARE;
+        self.credit = (self.credit + earned).min(READING_BURST.as_secs_f64());
+        self.at = now;
+    }
+
+    /// Takes a read that took `took` and ended at `now` out of the budget.
+    fn spend(&mut self, took: Duration, now: tokio::time::Instant) {
+        self.refill(now);
+        self.credit -= took.as_secs_f64();
+    }
+
+    /// When a read woken now may start.
+    fn next_woken_read(&mut self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        self.refill(now);
+        if self.credit >= 0.0 {
+            return now;
+        }
+        let wait =
+            Duration::try_from_secs_f64(-self.credit / READING_SHARE).unwrap_or(LONGEST_WOKEN_WAIT);
+        now + wait.min(LONGEST_WOKEN_WAIT)
     }
 }
 
 /// Turns the log's wake-ups into `hint`, listening again when the source is
 /// lost. Polling goes on meanwhile, so a lost source only slows propagation.
-async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Hints) -> Infallible {
+async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
     let mut retry = FIRST_RETRY;
     loop {
         match log.wake_ups().await {
             Ok(mut wake_ups) => {
                 retry = FIRST_RETRY;
                 // Hints sent while not listening were lost: read once now.
-                hint.send();
+                hint.notify_one();
                 let err = loop {
                     match wake_ups.next().await {
                         Ok(()) => {
                             inner.stats.wake_ups.fetch_add(1, Ordering::Relaxed);
-                            hint.send();
+                            hint.notify_one();
                         }
                         Err(err) => break err,
                     }
