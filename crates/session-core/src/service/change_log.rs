@@ -13,13 +13,14 @@
 //! carry, so a forged one costs at most one extra read.
 //!
 //! Reads never wait out a fixed gap: a hint that arrives while a read is in
-//! flight is served by the next read, started as soon as that one ends,
-//! within a budget of reading time: a follower woken faster than it can
-//! read (a saturated database, writers sharing its CPU) spends at most a
-//! fifth of its time reading ([`ReadingBudget`]), so its reads come less
-//! often and each brings more entries, while light traffic, whose reads
-//! fit the budget, never waits. Reads a miss asks for are paced by the miss
-//! path instead, and polls not at all; every read spends the budget.
+//! flight is served by the next read, started as soon as that one ends, or
+//! after a pause that grows with what that read brought ([`PAUSE_PER_ENTRY`]
+//! an entry, at most [`LONGEST_PAUSE`]). Light traffic's reads bring an
+//! entry or two, so the next starts at once, however loaded the machine; at
+//! saturation a woken follower would otherwise read back to back and take
+//! the writers' CPU, and with the pause its reads come less often and each
+//! brings more entries. Reads a miss asks for are paced by the miss path
+//! instead, and polls not at all.
 //!
 //! Staleness is measured, not assumed: a read that reaches the end of the
 //! log proves every change committed before it started is applied, so the
@@ -66,16 +67,15 @@ const LAST_RETRY: Duration = Duration::from_secs(1);
 const LAST_SLOW_RETRY: Duration = Duration::from_secs(30);
 /// How often this instance asks the log to drop entries past its retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// The share of its time a follower may spend reading the log because of
-/// wake-ups, on average: reads woken beyond it wait.
-const READING_SHARE: f64 = 0.2;
-/// Reading time a follower may spend at once beyond its share, after a
-/// quiet spell: a burst of wake-ups is read without waiting.
-const READING_BURST: Duration = Duration::from_millis(20);
-/// The longest wait a woken read makes for the budget, so a database that
-/// is slow to read delays propagation by at most this beyond the read:
-/// far inside the staleness bound.
-const LONGEST_WOKEN_WAIT: Duration = Duration::from_millis(50);
+/// How long a read woken by a wake-up waits, per entry the read before it
+/// applied: an entry or two (light traffic) cost a fraction of a
+/// millisecond; at 4,000 entries a second and more, the pause keeps up with
+/// the entries it lets gather and reaches [`LONGEST_PAUSE`].
+const PAUSE_PER_ENTRY: Duration = Duration::from_micros(250);
+/// The longest pause before a woken read: at saturation a follower reads
+/// about 20 times a second, a revocation reaches it within about this plus
+/// a read, far inside the staleness bound.
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 
 impl SessionService {
     /// Keeps the cache complete, for as long as the returned future runs
@@ -107,7 +107,6 @@ impl SessionService {
         let mut cursor: Option<LogCursor> = None;
         let mut retry = FIRST_RETRY;
         let mut pruned_at = inner.clock.monotonic();
-        let mut budget = ReadingBudget::new(tokio::time::Instant::now());
         loop {
             let read_at = tokio::time::Instant::now();
             let step = match cursor.as_mut() {
@@ -121,8 +120,8 @@ impl SessionService {
                     Err(err) => Err(err),
                 },
                 Some(at) => match self.catch_up(log, at).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
+                    Ok(Some(applied)) => Ok(applied),
+                    Ok(None) => {
                         tracing::warn!(
                             "the change log no longer covers this instance's cursor; \
                              loading every session again"
@@ -133,16 +132,21 @@ impl SessionService {
                     Err(err) => Err(err),
                 },
             };
-            if let Err(err) = step {
-                inner.stats.read_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, retry_in = ?retry, "reading the change log failed; retrying from the same cursor");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LAST_RETRY);
-                continue;
-            }
+            let applied = match step {
+                Ok(applied) => applied,
+                Err(err) => {
+                    inner.stats.read_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %err, retry_in = ?retry, "reading the change log failed; retrying from the same cursor");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(LAST_RETRY);
+                    continue;
+                }
+            };
             retry = FIRST_RETRY;
-            let ended = tokio::time::Instant::now();
-            budget.spend(ended.saturating_duration_since(read_at), ended);
+            let pause = PAUSE_PER_ENTRY
+                .saturating_mul(u32::try_from(applied).unwrap_or(u32::MAX))
+                .min(LONGEST_PAUSE);
+            let woken_from = tokio::time::Instant::now() + pause;
             if inner.clock.monotonic().duration_since(pruned_at) >= PRUNE_EVERY {
                 pruned_at = inner.clock.monotonic();
                 match log.prune().await {
@@ -152,14 +156,14 @@ impl SessionService {
                 }
             }
             // A hint that came while reading is kept by `Notify` (one
-            // permit), so the next read starts as soon as the budget allows:
+            // permit), so the next read starts as soon as the pause ends:
             // coalesced into the read in flight, never held back by a fixed
             // gap. A hint taken before another branch wins is not lost: that
             // branch's read starts after it.
             tokio::select! {
                 () = async {
                     hint.notified().await;
-                    tokio::time::sleep_until(budget.next_woken_read()).await;
+                    tokio::time::sleep_until(woken_from).await;
                 } => {}
                 () = async {
                     inner.catch_ups.wanted().await;
@@ -181,17 +185,23 @@ impl SessionService {
     }
 
     /// Reads the change log from the cursor to its end and applies what it
-    /// finds. `Ok(false)` when the change log no longer covers the cursor.
+    /// finds; returns how many sessions its entries named. `Ok(None)` when
+    /// the change log no longer covers the cursor.
     #[tracing::instrument(name = "session.change_log.poll", skip_all)]
-    async fn catch_up(&self, log: &dyn ChangeLog, cursor: &mut LogCursor) -> Result<bool, Error> {
+    async fn catch_up(
+        &self,
+        log: &dyn ChangeLog,
+        cursor: &mut LogCursor,
+    ) -> Result<Option<usize>, Error> {
         let inner = &self.inner;
+        let mut applied = 0;
         let started = inner.clock.monotonic();
         let number = inner.catch_ups.start();
         loop {
             inner.stats.reads.fetch_add(1, Ordering::Relaxed);
             let page = match log.read(cursor, PAGE).await? {
                 LogRead::Page(page) => page,
-                LogRead::Expired => return Ok(false),
+                LogRead::Expired => return Ok(None),
             };
             inner.reject(page.rejected);
             for change in page.entries {
@@ -199,6 +209,10 @@ impl SessionService {
                     tracing::warn!("the store asked every cache to load everything again");
                     self.warm().await?;
                 } else {
+                    applied += match &change {
+                        Change::Revoked(hashes) => hashes.len(),
+                        _ => 1,
+                    };
                     inner.apply_change(change);
                 }
             }
@@ -209,53 +223,7 @@ impl SessionService {
         }
         *lock(&inner.caught_up_at) = Some(started);
         inner.catch_ups.finish(number);
-        Ok(true)
-    }
-}
-
-/// A token bucket of reading time: it fills at [`READING_SHARE`] of a
-/// second per second, up to [`READING_BURST`], and every read takes out
-/// what it took, so it may go into debt; a woken read waits until the debt
-/// is paid (at most [`LONGEST_WOKEN_WAIT`]). Wall time stands for cost: a
-/// read that waits for a busy database or CPU costs more of the budget.
-struct ReadingBudget {
-    /// Seconds of reading the follower may still do at once; negative when
-    /// in debt.
-    credit: f64,
-    /// When `credit` was last brought up to date.
-    at: tokio::time::Instant,
-}
-
-impl ReadingBudget {
-    fn new(now: tokio::time::Instant) -> Self {
-        Self {
-            credit: READING_BURST.as_secs_f64(),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: tokio::time::Instant) {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * READING_SHARE;
-        self.credit = (self.credit + earned).min(READING_BURST.as_secs_f64());
-        self.at = now;
-    }
-
-    /// Takes a read that took `took` and ended at `now` out of the budget.
-    fn spend(&mut self, took: Duration, now: tokio::time::Instant) {
-        self.refill(now);
-        self.credit -= took.as_secs_f64();
-    }
-
-    /// When a read woken now may start.
-    fn next_woken_read(&mut self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        self.refill(now);
-        if self.credit >= 0.0 {
-            return now;
-        }
-        let wait =
-            Duration::try_from_secs_f64(-self.credit / READING_SHARE).unwrap_or(LONGEST_WOKEN_WAIT);
-        now + wait.min(LONGEST_WOKEN_WAIT)
+        Ok(Some(applied))
     }
 }
 
