@@ -110,8 +110,13 @@ async fn exercise(kind: Kind) {
     let (token, session_id) = server.create(account).await;
     let bearer = format!("Bearer {token}");
     let cookie = format!("theme=dark; __Host-session={token}");
+    // Another script's cookie in UTF-8 beside the session's, as browsers send it.
+    let beside_utf8 = format!(
+        "__utmz=1.1.1.1.utmccn=MinKampagneUnders\u{f8}gelse|utmcmd=social; __Host-session={token}"
+    );
     for presented in [
         ("cookie", cookie.as_str()),
+        ("cookie", beside_utf8.as_str()),
         ("authorization", bearer.as_str()),
     ] {
         let before = upstream.reached();

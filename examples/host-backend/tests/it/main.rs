@@ -229,3 +229,47 @@ async fn a_bad_login_is_400_sets_no_cookie_and_repeats_nothing() {
         assert!(!answer.text.contains("secret"), "{}", answer.text);
     }
 }
+
+async fn sqlite_app(dir: &tempfile::TempDir) -> Router {
+    let service = host_backend::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    service.warm().await.unwrap();
+    host_backend::app(SessionAuth::builder(service).build())
+}
+
+/// A browser sends every cookie of the site in one `Cookie` header, other
+/// scripts' included (an analytics campaign in UTF-8, a Latin-1 name): the
+/// session cookie is found beside them.
+#[tokio::test]
+async fn the_session_cookie_is_found_beside_cookies_of_any_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(&dir).await;
+    let (browser, id) = login(&app, "alice", "laptop").await;
+    for cookies in [
+        format!(
+            "_ga=GA1.2.1517.1700000000; __utmz=111872281.1.1.1.utmcsr=facebook|\
+             utmccn=MinKampagneUnders\u{f8}gelse|utmcmd=social; {}",
+            browser.cookie
+        ),
+        format!("{}; theme=\u{1f319}; =; q=\"a b\"", browser.cookie),
+    ] {
+        let me = call(&app, "GET", "/me", Some(&cookies), None).await;
+        assert_eq!(me.status, StatusCode::OK, "{cookies}: {}", me.text);
+        assert_eq!(me.json["session_id"], id.as_str());
+    }
+    let latin1 = [b"name=Unders\xf8gelse; ".as_slice(), browser.cookie.as_bytes()].concat();
+    let request = Request::builder()
+        .uri("/me")
+        .header(header::HOST, "app.example")
+        .header(
+            header::COOKIE,
+            axum::http::HeaderValue::from_bytes(&latin1).unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
