@@ -707,6 +707,10 @@ async fn without_a_key_loopback_names_are_accepted_in_every_form() {
         "127.0.0.1:8080",
         "[::1]",
         "[::1]:8080",
+        // Every address a keyless service may listen on.
+        "127.0.0.2",
+        "127.255.255.254:8080",
+        "[0:0:0:0:0:0:0:1]:8080",
     ] {
         accepted.push((
             host.to_owned(),
@@ -746,8 +750,11 @@ async fn without_a_key_other_names_get_421_on_every_route_and_change_nothing() {
         "localhost.evil.example",
         "127.0.0.1.nip.io",
         "localhost.",
-        "127.0.0.2",
+        "127.1",
+        "2130706433",
+        "128.0.0.1",
         "0.0.0.0",
+        "[::]",
         "[::2]",
         "[::ffff:127.0.0.1]",
         "user@localhost",
