@@ -273,3 +273,41 @@ async fn the_session_cookie_is_found_beside_cookies_of_any_bytes() {
         StatusCode::OK
     );
 }
+
+/// Login CSRF: a page on another site cannot sign the browser in to an
+/// account of the attacker's choosing, whatever the request carries.
+#[tokio::test]
+async fn a_cross_site_login_is_refused_and_sets_no_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(&dir).await;
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let forged = Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header(header::HOST, "app.example")
+            .header(name, value)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"account":"mallory","device":"x"}"#))
+            .unwrap();
+        let response = app.clone().oneshot(forged).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+    // From the app's own page, and from a client that is no browser page.
+    let (_, _) = login(&app, "alice", "laptop").await;
+    let direct = Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header(header::HOST, "app.example")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"account":"alice"}"#))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(direct).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
