@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::ConfigError;
 use crate::cli::{ClientArgs, CreateArgs, ListArgs, RevokeAllArgs, RevokeArgs};
+use crate::loopback::is_loopback;
 use crate::secret::without_byte_order_mark;
 use crate::serve::{API_KEY_ENV, read_key_file};
 use crate::terminal::{json_shown, shown};
@@ -254,18 +255,6 @@ fn http_client(args: &ClientArgs, sends_key: bool) -> anyhow::Result<reqwest::Cl
         }
     }
     builder.build().context("could not build the HTTP client")
-}
-
-/// Whether the URL names this machine: a loopback address, or `localhost`.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    // The URL parser lower-cases host names and brackets IPv6 addresses.
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
-    unbracketed
-        .parse::<std::net::IpAddr>()
-        .map_or(host == "localhost", |ip| ip.is_loopback())
 }
 
 /// rustls settings trusting the system's roots and those in `ca_file`.

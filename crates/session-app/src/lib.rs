@@ -9,6 +9,7 @@
 pub mod cli;
 mod client;
 mod connections;
+mod loopback;
 mod secret;
 mod serve;
 pub mod store;
