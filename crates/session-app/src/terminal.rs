@@ -89,7 +89,10 @@ mod tests {
     fn json_keeps_its_meaning_and_loses_the_characters() {
         let value = serde_json::json!({ "label": "x\u{202e}\u{7f}\u{1b}\u{e0041}y" });
         let printed = json_shown(serde_json::to_string_pretty(&value).unwrap());
-        assert!(printed.contains(r"x\u202e\u007f\u001b\udb40\udc41y"), "{printed}");
+        assert!(
+            printed.contains(r"x\u202e\u007f\u001b\udb40\udc41y"),
+            "{printed}"
+        );
         assert!(printed.contains('\n'), "the pretty form's line breaks stay");
         let read: serde_json::Value = serde_json::from_str(&printed).unwrap();
         assert_eq!(read, value);

@@ -275,7 +275,10 @@ fn cookie_values<'h, 'n>(
 fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     let is_wsp = |byte: &u8| *byte == b' ' || *byte == b'\t';
     let start = bytes.iter().position(|b| !is_wsp(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_wsp(b)).map_or(start, |last| last + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_wsp(b))
+        .map_or(start, |last| last + 1);
     &bytes[start..end]
 }
 

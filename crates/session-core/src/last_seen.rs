@@ -162,7 +162,8 @@ impl LastSeenMarks {
                 } else {
                     0
                 };
-                (count < u64::from(OVERFLOW_BUDGET)).then_some((u64::from(minute) << 32) | (count + 1))
+                (count < u64::from(OVERFLOW_BUDGET))
+                    .then_some((u64::from(minute) << 32) | (count + 1))
             });
         if queued.is_ok() {
             self.queue(id, minute);
@@ -376,7 +377,10 @@ mod tests {
             .unwrap();
         marks.mark(victim);
         let batch = marks.take_batch();
-        assert!(batch.contains(&(victim, 100)), "the victim's mark was dropped");
+        assert!(
+            batch.contains(&(victim, 100)),
+            "the victim's mark was dropped"
+        );
         for id in &crowd[2..] {
             assert!(batch.contains(&(*id, 100)), "each of the crowd is marked");
         }

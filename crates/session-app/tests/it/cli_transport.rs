@@ -392,7 +392,8 @@ fn stored_text_and_server_messages_cannot_spoof_the_terminal() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_neutralised("the table", &stdout);
     assert!(
-        stdout.contains(r"a\u{1b}[2J\u{7}b\u{85}\u{202e}gpj.exe\u{2066}c\u{200b}d\u{feff}e\u{2028}f"),
+        stdout
+            .contains(r"a\u{1b}[2J\u{7}b\u{85}\u{202e}gpj.exe\u{2066}c\u{200b}d\u{feff}e\u{2028}f"),
         "escaped visibly: {stdout}"
     );
 

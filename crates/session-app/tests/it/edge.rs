@@ -65,7 +65,14 @@ async fn forward_auth_finds_the_session_cookie_beside_any_other_cookie_bytes() {
         ),
         (
             "quotes and junk",
-            vec![join(&[b"q=\"a b\"", b"=", b"novalue", b"x=\"", &session, b""])],
+            vec![join(&[
+                b"q=\"a b\"",
+                b"=",
+                b"novalue",
+                b"x=\"",
+                &session,
+                b"",
+            ])],
         ),
         ("its own field", vec![campaign.clone(), session.clone()]),
     ] {
@@ -73,7 +80,7 @@ async fn forward_auth_finds_the_session_cookie_beside_any_other_cookie_bytes() {
         assert_eq!(status, 200, "{what}: {body}");
     }
 
-    let (status, body) = forward_auth_with_cookies(&server, &[campaign.clone()]).await;
+    let (status, body) = forward_auth_with_cookies(&server, std::slice::from_ref(&campaign)).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &Value::from("missing_token"))
@@ -101,7 +108,8 @@ async fn forward_auth_finds_the_session_cookie_beside_any_other_cookie_bytes() {
 async fn a_keyless_service_on_any_loopback_address_serves_requests_named_after_it() {
     let dir = temp_dir();
     let app = App::start(
-        Launch::new(BIN, &sqlite_url(dir.path())).listen_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+        Launch::new(BIN, &sqlite_url(dir.path()))
+            .listen_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
     )
     .unwrap();
     app.wait_ready(Duration::from_secs(60)).await.unwrap();
@@ -277,7 +285,12 @@ async fn forward_auth_refuses_underscore_spellings_of_the_identity_headers() {
         let (status, body) = check(name).await;
         assert_eq!(status, 200, "{name}: {body}");
     }
-    for name in ["x_session_id", "X_Session-Id", "x-session_id", "x_remote_user"] {
+    for name in [
+        "x_session_id",
+        "X_Session-Id",
+        "x-session_id",
+        "x_remote_user",
+    ] {
         let (status, body) = check(name).await;
         assert_eq!(status, 400, "{name}: {body}");
         assert_eq!(body["error"]["code"], "invalid_request", "{name}");

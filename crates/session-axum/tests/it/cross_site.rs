@@ -213,7 +213,11 @@ async fn the_layer_refuses_every_unsafe_cross_site_request_before_the_handler() 
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{extra:?}");
         assert_eq!(answer.header("cache-control"), Some("no-store"));
     }
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "refused before the handler");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "refused before the handler"
+    );
     for (method, extra) in [
         ("GET", &[("sec-fetch-site", "cross-site")][..]),
         ("POST", &[("sec-fetch-site", "same-origin")][..]),

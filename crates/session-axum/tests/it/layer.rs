@@ -111,9 +111,7 @@ async fn the_extractor_ignores_what_another_auth_resolved() {
         session.id.to_string()
     }
     let admin: Router = Router::new().route("/admin", get(me)).with_state(admins);
-    let app: Router = Router::new()
-        .merge(admin)
-        .layer(users.layer());
+    let app: Router = Router::new().merge(admin).layer(users.layer());
     let (name, value) = cookie(token.expose_secret());
     let answer = send(
         app.clone(),

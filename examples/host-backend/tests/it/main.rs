@@ -258,7 +258,11 @@ async fn the_session_cookie_is_found_beside_cookies_of_any_bytes() {
         assert_eq!(me.status, StatusCode::OK, "{cookies}: {}", me.text);
         assert_eq!(me.json["session_id"], id.as_str());
     }
-    let latin1 = [b"name=Unders\xf8gelse; ".as_slice(), browser.cookie.as_bytes()].concat();
+    let latin1 = [
+        b"name=Unders\xf8gelse; ".as_slice(),
+        browser.cookie.as_bytes(),
+    ]
+    .concat();
     let request = Request::builder()
         .uri("/me")
         .header(header::HOST, "app.example")
