@@ -265,7 +265,8 @@ pub enum CacheKind {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of the running service: `https://…`, or `http://…` to a
-    /// loopback address (`127.0.0.1`, `[::1]`, `localhost`). With an API key,
+    /// loopback address (`127.0.0.1`, `[::1]`, `localhost`). A path is kept
+    /// as a prefix of the API's (`https://gw.example/sessions-api`). With an API key,
     /// plain `http://` to any other host is refused: the key would cross the
     /// network in clear text. Requests to loopback never go through a proxy;
     /// others honour `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
@@ -390,8 +391,20 @@ impl clap::builder::TypedValueParser for ServerUrlParser {
                  --api-key-file or SESSION_API_KEY",
             ));
         }
-        Ok(url)
+        Ok(with_trailing_slash(url))
     }
+}
+
+/// `url` with a path that ends in `/`, so the API's paths are resolved
+/// below it (RFC 3986 §5.2: `v1/sessions` against `/sessions-api` replaces
+/// the last segment, against `/sessions-api/` appends): a service behind a
+/// proxy under a path prefix is reached there, written either way.
+fn with_trailing_slash(mut url: reqwest::Url) -> reqwest::Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
 }
 
 /// Parses the command line, runs the command, and maps failures to exit

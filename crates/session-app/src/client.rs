@@ -4,6 +4,7 @@
 //! HTTP beyond loopback, a loopback server is reached without a proxy, and
 //! no redirect is followed.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,10 @@ use serde_json::{Value, json};
 
 use crate::ConfigError;
 use crate::cli::{ClientArgs, CreateArgs, ListArgs, RevokeAllArgs, RevokeArgs};
+use crate::loopback::is_loopback;
+use crate::secret::without_byte_order_mark;
 use crate::serve::{API_KEY_ENV, read_key_file};
+use crate::terminal::{json_shown, shown};
 
 struct Client {
     http: reqwest::Client,
@@ -86,14 +90,22 @@ impl Client {
             return serde_json::from_str(&text).context("the service sent invalid JSON");
         }
         match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(ErrorBody { error }) => bail!("{} ({}, HTTP {status})", error.message, error.code),
+            // The server's words: shown so they cannot act on the terminal.
+            Ok(ErrorBody { error }) => bail!(
+                "{} ({}, HTTP {status})",
+                shown(&error.message),
+                shown(&error.code)
+            ),
             Err(_) => bail!("the service answered HTTP {status}"),
         }
     }
 
+    /// Prints `body` as JSON (`--json`) or as `table` renders it; either
+    /// way no text from the service can act on the terminal (`table` shows
+    /// each value it prints through [`shown`]).
     fn print(&self, body: &Value, table: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
         let text = if self.args.json {
-            serde_json::to_string_pretty(body)?
+            json_shown(serde_json::to_string_pretty(body)?)
         } else {
             table(body)
         };
@@ -114,7 +126,7 @@ pub(crate) async fn create(args: CreateArgs) -> anyhow::Result<()> {
     client.print(&created, |created| {
         format!(
             "token: {}\n(shown once: store it now)\n\n{}",
-            text(&created["token"]),
+            shown(text(&created["token"])),
             sessions_table(std::slice::from_ref(&created["session"]))
         )
     })
@@ -127,7 +139,8 @@ pub(crate) async fn resolve(args: ClientArgs) -> anyhow::Result<()> {
         .take(4096)
         .read_to_string(&mut token)
         .context("could not read the token from stdin")?;
-    let token = token.trim();
+    // PowerShell 5.1 and some editors write a byte-order mark first.
+    let token = without_byte_order_mark(&token).trim();
     if token.is_empty() {
         bail!("no token on stdin: pipe it in, for example `session-app resolve < token.txt`");
     }
@@ -163,7 +176,8 @@ pub(crate) async fn revoke_all(args: RevokeAllArgs) -> anyhow::Result<()> {
     client.print(&revoked, |revoked| {
         format!(
             "revoked {} session(s) of account {}",
-            revoked["revoked"], args.account
+            shown(&revoked["revoked"].to_string()),
+            args.account
         )
     })
 }
@@ -243,18 +257,6 @@ fn http_client(args: &ClientArgs, sends_key: bool) -> anyhow::Result<reqwest::Cl
     builder.build().context("could not build the HTTP client")
 }
 
-/// Whether the URL names this machine: a loopback address, or `localhost`.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    // The URL parser lower-cases host names and brackets IPv6 addresses.
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
-    unbracketed
-        .parse::<std::net::IpAddr>()
-        .map_or(host == "localhost", |ip| ip.is_loopback())
-}
-
 /// rustls settings trusting the system's roots and those in `ca_file`.
 fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -264,7 +266,10 @@ fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
         let refused =
             |reason: String| ConfigError(format!("--ca-file {}: {reason}", path.display()));
         let before = roots.len();
-        for cert in CertificateDer::pem_file_iter(path).map_err(|err| refused(err.to_string()))? {
+        let pem = std::fs::read(path).map_err(|err| refused(err.to_string()))?;
+        // An editor's UTF-8 byte-order mark would hide the first `-----BEGIN`.
+        let pem = pem.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&pem);
+        for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|err| refused(err.to_string()))?;
             roots.add(cert).map_err(|err| refused(err.to_string()))?;
         }
@@ -323,12 +328,12 @@ fn sessions_table(sessions: &[Value]) -> String {
             *key != "last_seen_at" || sessions.iter().any(|session| session.get(key).is_some())
         })
         .collect();
-    let rows: Vec<Vec<&str>> = sessions
+    let rows: Vec<Vec<Cow<'_, str>>> = sessions
         .iter()
         .map(|session| {
             columns
                 .iter()
-                .map(|(_, key)| text(&session[*key]))
+                .map(|(_, key)| shown(text(&session[*key])))
                 .collect()
         })
         .collect();
@@ -352,7 +357,10 @@ fn sessions_table(sessions: &[Value]) -> String {
             .to_owned()
     };
     std::iter::once(line(columns.iter().map(|(title, _)| *title).collect()))
-        .chain(rows.into_iter().map(line))
+        .chain(
+            rows.iter()
+                .map(|row| line(row.iter().map(AsRef::as_ref).collect())),
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }

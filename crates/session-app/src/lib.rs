@@ -9,10 +9,12 @@
 pub mod cli;
 mod client;
 mod connections;
+mod loopback;
 mod secret;
 mod serve;
 pub mod store;
 mod telemetry;
+mod terminal;
 
 /// A configuration mistake the operator must fix: reported in one line, exit code 2.
 #[derive(Debug, thiserror::Error)]

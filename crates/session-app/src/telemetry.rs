@@ -43,6 +43,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, fmt};
 
 use crate::ConfigError;
+use crate::loopback::is_loopback;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,6 +58,12 @@ pub enum LogFormat {
 const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+/// The standard variables holding headers for every export request (often
+/// a collector's key), most specific first.
+const HEADERS_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
 ];
 /// The standard variables naming the OTLP protocol, most specific first.
 const PROTOCOL_VARS: [&str; 2] = [
@@ -121,9 +128,11 @@ impl OtlpEndpoint {
     ///
     /// # Errors
     ///
-    /// An endpoint that is not an `http://` URL, or a protocol other than
+    /// An endpoint that is not an `http://` URL, headers
+    /// (`OTEL_EXPORTER_OTLP_HEADERS`, `…_TRACES_HEADERS`) to be sent to an
+    /// endpoint that is not loopback, or a protocol other than
     /// `http/protobuf`. The message names the setting, never its value
-    /// (a URL may carry credentials).
+    /// (a URL may carry credentials, headers a key).
     pub(crate) fn configured(flag: Option<&str>) -> Result<Option<Self>, ConfigError> {
         let from_env = ENDPOINT_VARS.iter().find_map(|var| {
             std::env::var(var)
@@ -131,14 +140,27 @@ impl OtlpEndpoint {
                 .filter(|v| !v.is_empty())
                 .map(|v| (var, v))
         });
-        let endpoint = match (flag, from_env) {
-            (Some(flag), _) => Self::Flag(http_url("--otlp-endpoint", flag)?),
-            (None, Some((var, value))) => {
-                http_url(var, &value)?;
-                Self::Environment
+        let (endpoint, setting, url) = match (flag, from_env) {
+            (Some(flag), _) => {
+                let url = http_url("--otlp-endpoint", flag)?;
+                (Self::Flag(url.clone()), "--otlp-endpoint", url)
             }
+            (None, Some((var, value))) => (Self::Environment, *var, http_url(var, &value)?),
             (None, None) => return Ok(None),
         };
+        // The CLI's rule for its API key: a secret goes over plain HTTP only
+        // to this machine.
+        if let Some(var) = HEADERS_VARS
+            .iter()
+            .find(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()))
+            && !is_loopback(&url)
+        {
+            return Err(ConfigError(format!(
+                "{var} is set and {setting} is plain http:// to a host that is not loopback: \
+                 the headers (often a collector's key) would cross the network in clear text; \
+                 export to a collector on this host, or unset {var}"
+            )));
+        }
         if let Some((var, protocol)) = PROTOCOL_VARS
             .iter()
             .find_map(|var| std::env::var(var).ok().map(|v| (var, v)))

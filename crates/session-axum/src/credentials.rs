@@ -170,7 +170,9 @@ impl TokenSources {
 
     /// The token `headers` present: every occurrence in every source is
     /// read (several `Authorization` or `Cookie` headers, a cookie repeated
-    /// inside one), and all must agree.
+    /// inside one), and all must agree. A `Cookie` field is read on bytes,
+    /// as user agents write it (RFC 6265 §5.4): other cookies, whatever
+    /// bytes they hold, never hide or break the session cookie.
     #[must_use]
     pub fn find<'h>(&self, headers: &'h HeaderMap) -> Presented<'h> {
         let mut found: Option<PresentedToken<'h>> = None;
@@ -205,16 +207,18 @@ impl TokenSources {
                     }
                 }
                 TokenSource::Cookie(name) => {
-                    'headers: for value in headers.get_all(COOKIE) {
-                        // A header that is not text holds no cookie we set.
-                        let Ok(text) = value.to_str() else { continue };
-                        for cookie in cookie::Cookie::split_parse(text).flatten() {
-                            if cookie.name() == name {
-                                let value = cookie.value_raw().unwrap_or_default();
-                                outcome = offer(value, SourceKind::Cookie);
-                                if outcome.is_err() {
-                                    break 'headers;
-                                }
+                    // Every `Cookie` field: HTTP/2 sends one per cookie
+                    // (RFC 9113 §8.2.3), and proxies may split them.
+                    'fields: for field in headers.get_all(COOKIE) {
+                        for value in cookie_values(field.as_bytes(), name.as_bytes()) {
+                            outcome = match std::str::from_utf8(value) {
+                                Ok(text) => offer(text, SourceKind::Cookie),
+                                // The session cookie itself holds bytes no
+                                // token has: sent, and not valid.
+                                Err(_) => Err(Presented::Malformed),
+                            };
+                            if outcome.is_err() {
+                                break 'fields;
                             }
                         }
                     }
@@ -237,6 +241,45 @@ impl TokenSources {
         }
         found.map_or(Presented::Missing, Presented::Token)
     }
+}
+
+/// The values of every cookie named `name` in one `Cookie` field, read as
+/// user agents write the field (RFC 6265 §5.4: the pairs `name=value`
+/// joined by `; `), on bytes.
+///
+/// Browsers send back whatever bytes other cookies of the site were set
+/// with: UTF-8 or Latin-1 text, quotes, pieces without `=` (RFC 6265 §5.2
+/// stores a value up to the next `;`, whatever it holds). So the field is
+/// split on `;` alone, each piece is cut at its first `=` into a name and a
+/// value with spaces and tabs trimmed from both (RFC 6265 §5.2 steps 4–5,
+/// the rule RFC 6265bis §5.6 keeps), and the name is compared byte for
+/// byte, case included. A piece without `=` names no cookie (a nameless
+/// cookie) and is skipped. Other cookies' bytes are never decoded, so they
+/// can neither hide the session cookie nor break the field. The value is
+/// returned as sent, quotes included: the session cookie is set unquoted.
+///
+/// The `cookie` crate (and `headers`' `Cookie`) parse only a field that is
+/// valid UTF-8 text, so one non-ASCII neighbour would hide the session.
+fn cookie_values<'h, 'n>(
+    field: &'h [u8],
+    name: &'n [u8],
+) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
+    field.split(|byte| *byte == b';').filter_map(move |pair| {
+        let equals = pair.iter().position(|byte| *byte == b'=')?;
+        let (key, value) = (&pair[..equals], &pair[equals + 1..]);
+        (trim_whitespace(key) == name).then(|| trim_whitespace(value))
+    })
+}
+
+/// `bytes` without leading and trailing spaces and tabs (RFC 6265's `WSP`).
+fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    let is_wsp = |byte: &u8| *byte == b' ' || *byte == b'\t';
+    let start = bytes.iter().position(|b| !is_wsp(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_wsp(b))
+        .map_or(start, |last| last + 1);
+    &bytes[start..end]
 }
 
 enum BearerValue<'h> {

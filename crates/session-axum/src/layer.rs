@@ -74,7 +74,7 @@ where
             if required && let Err(rejection) = &outcome {
                 return Ok(rejection.to_response());
             }
-            parts.extensions.insert(Authenticated(outcome));
+            parts.extensions.insert(Authenticated::new(&auth, outcome));
             inner.call(Request::from_parts(parts, body)).await
         })
     }

@@ -14,7 +14,9 @@
 //! - [`SessionCookie`]: the `Set-Cookie` of login and logout, with safe
 //!   defaults (`__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`).
 //! - [`CrossSiteCheck`]: unsafe requests authenticated by the cookie alone
-//!   must come from the host's own origin (Fetch Metadata, then `Origin`).
+//!   must come from the host's own origin (Fetch Metadata, then `Origin`);
+//!   its [`layer`](CrossSiteCheck::layer) holds every unsafe request to the
+//!   same rule, for login and signup forms (login CSRF).
 //!
 //! This crate knows no store, SQL, cache library or JSON.
 //!
@@ -48,7 +50,7 @@ pub use crate::cookie::{DEFAULT_COOKIE_NAME, MAX_COOKIE_AGE_SECS, SessionCookie}
 pub use crate::credentials::{
     Presented, PresentedToken, SourceKind, TokenSource, TokenSources, is_token,
 };
-pub use crate::cross_site::{CrossSiteCheck, InvalidOrigin};
+pub use crate::cross_site::{CrossSiteCheck, CrossSiteLayer, CrossSiteMiddleware, InvalidOrigin};
 pub use crate::layer::{SessionLayer, SessionMiddleware};
 pub use crate::rejection::{RejectionKind, SessionRejection};
 
@@ -175,6 +177,16 @@ impl SessionAuth {
         SessionLayer::new(self.clone(), false)
     }
 
+    /// A layer that refuses (403) every unsafe request from another site,
+    /// whatever authenticates it, by this policy's [`CrossSiteCheck`] (its
+    /// trusted origins included): the cookie check extended to routes with
+    /// no session yet, such as login and signup, as Go's
+    /// `CrossOriginProtection` does for every request.
+    #[must_use]
+    pub fn cross_site_layer(&self) -> CrossSiteLayer {
+        self.policy.cross_site.layer()
+    }
+
     /// A layer that also refuses every request without an active session,
     /// with the [`SessionRejection`] response, before it reaches the inner
     /// service: to guard a whole router, or a tower stack that is not axum.
@@ -227,14 +239,29 @@ fn kind_of(error: &Error) -> RejectionKind {
 /// ready, busy, store down) refuses it: a 503 says "retry", never "signed
 /// out".
 ///
-/// Uses the outcome a [`SessionLayer`] left in the request when there is
-/// one; otherwise resolves with the [`SessionAuth`] in the state.
+/// Uses the outcome a [`SessionLayer`] left in the request when the layer
+/// was made from the [`SessionAuth`] in the state (or a clone of it);
+/// otherwise, an outcome of another `SessionAuth` (another cookie, realm or
+/// policy) included, resolves with the one in the state.
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Arc<Session>);
 
-/// What a [`SessionLayer`] leaves in a request's extensions.
+/// What a [`SessionLayer`] leaves in a request's extensions: the outcome,
+/// and the policy of the [`SessionAuth`] that decided it.
 #[derive(Debug, Clone)]
-pub(crate) struct Authenticated(pub(crate) Result<Arc<Session>, SessionRejection>);
+pub(crate) struct Authenticated {
+    by: Arc<Policy>,
+    outcome: Result<Arc<Session>, SessionRejection>,
+}
+
+impl Authenticated {
+    pub(crate) fn new(auth: &SessionAuth, outcome: Result<Arc<Session>, SessionRejection>) -> Self {
+        Self {
+            by: Arc::clone(&auth.policy),
+            outcome,
+        }
+    }
+}
 
 impl<S> FromRequestParts<S> for CurrentSession
 where
@@ -244,13 +271,15 @@ where
     type Rejection = SessionRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
-            return outcome.clone().map(Self);
+        let auth = SessionAuth::from_ref(state);
+        // Only this `SessionAuth`'s own outcome: a layer of another (a user
+        // realm's cookie around an admin router) decided by other rules.
+        if let Some(layer) = parts.extensions.get::<Authenticated>()
+            && Arc::ptr_eq(&layer.by, &auth.policy)
+        {
+            return layer.outcome.clone().map(Self);
         }
-        SessionAuth::from_ref(state)
-            .authenticate(parts)
-            .await
-            .map(Self)
+        auth.authenticate(parts).await.map(Self)
     }
 }
 

@@ -22,8 +22,9 @@ pub enum RejectionKind {
     /// for including an access token … SHOULD respond with … 400").
     ConflictingTokens,
     /// An unsafe request that only the session cookie authenticates came
-    /// from another site: 403 (the Fetch Metadata check,
-    /// [`CrossSiteCheck`](crate::CrossSiteCheck)).
+    /// from another site, or any unsafe request did behind
+    /// [`CrossSiteCheck::layer`](crate::CrossSiteCheck::layer): 403 (the
+    /// Fetch Metadata check, [`CrossSiteCheck`](crate::CrossSiteCheck)).
     CrossSite,
     /// The service's cache has not finished its first warm: 503 with
     /// `Retry-After: 1`. The token may be valid; do not log the user out.
@@ -88,7 +89,7 @@ impl SessionRejection {
             RejectionKind::ConflictingTokens => {
                 "the request carries two different session tokens\n"
             }
-            RejectionKind::CrossSite => "cross-site requests may not use the session cookie\n",
+            RejectionKind::CrossSite => "unsafe requests from another site are refused\n",
             RejectionKind::NotReady => "sessions are not ready yet; retry\n",
             RejectionKind::StoreUnavailable => "the session store is unavailable; retry\n",
             RejectionKind::StoreFailed => "the session could not be checked\n",

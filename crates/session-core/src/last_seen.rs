@@ -4,14 +4,35 @@
 //!
 //! The resolve path reads the current minute from an atomic (the flush
 //! refreshes it from the [`Clock`](crate::port::clock::Clock), so no clock is read per
-//! resolve) and checks one slot of a fixed table of atomics, indexed by bits
-//! of the session id, that remembers "this session was marked in minute M".
+//! resolve) and looks in one bucket of a fixed table of atomics, chosen by a
+//! keyed hash of the session id, for "this session was marked in minute M".
 //! Only a session not yet marked this minute pushes `(id, minute)` into a
 //! bounded queue (`std::sync::mpsc::sync_channel`, a preallocated lock-free
-//! array); a full queue drops the mark and counts it. Two sessions sharing a
-//! slot only cost an extra mark each, never a lost one, unless they also
-//! share the 32-bit tag kept beside the minute (2^-32 of such pairs), which
-//! costs one minute's mark.
+//! array); a full queue drops the mark and counts it.
+//!
+//! Sessions that share a bucket must not be able to crowd others out of the
+//! queue. A direct-mapped table (one slot per bucket) let two sessions that
+//! share a slot evict each other's mark on every resolve, so resolving them
+//! alternately queued a mark per resolve and filled the queue each interval,
+//! and any other session resolved meanwhile lost its mark. So:
+//!
+//! - A bucket holds [`WAYS`] sessions' marks (one cache line), and a mark
+//!   only takes the way of a session marked in an earlier minute: sessions
+//!   marked this minute are never evicted, so resolving them again costs
+//!   nothing however they alternate.
+//! - When every way holds another session marked this minute, the mark is
+//!   queued without being remembered, within an overflow budget of
+//!   [`OVERFLOW_BUDGET`] marks per bucket and minute; past it, it is dropped
+//!   and counted. So a bucket queues at most `WAYS + OVERFLOW_BUDGET` marks a
+//!   minute, whatever is resolved: crowded sessions cost their own bucket,
+//!   never the queue room of the others.
+//! - The bucket and the tag come from the id through a multiply-shift hash
+//!   keyed per process from the OS's random source, so no one can choose or
+//!   compute sessions that share a bucket with another's, offline or by
+//!   reading ids.
+//!
+//! Two sessions with the same bucket and 32-bit tag (2^-32 of such pairs)
+//! are taken for one, which costs one minute's mark.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
@@ -24,21 +45,35 @@ use crate::port::store::{LAST_SEEN_MAX_BATCH as MAX_BATCH, SeenAt};
 use crate::session::SessionId;
 use crate::status::LastSeenStats;
 
-/// Slots in the table of marks made this minute: as many as the queue holds
-/// marks, rounded up to a power of two, within these bounds (32 KiB to 8 MiB).
-const MIN_SLOTS: usize = 1 << 12;
-const MAX_SLOTS: usize = 1 << 20;
+/// Sessions a bucket remembers: with its overflow word, one 64-byte line.
+const WAYS: usize = 7;
+/// Marks a full bucket may still queue in one minute, unremembered.
+const OVERFLOW_BUDGET: u32 = 32;
+/// Buckets in the table: one for every four marks the queue holds, rounded
+/// up to a power of two, within these bounds (64 KiB to 16 MiB): room for
+/// about 1.75 times as many sessions a minute as the queue holds marks.
+const MIN_BUCKETS: usize = 1 << 10;
+const MAX_BUCKETS: usize = 1 << 18;
+
+/// One bucket: per way, the minute (high 32 bits) and tag (low 32 bits) of
+/// the session marked there last; then the minute and the count of marks
+/// queued past the ways in it.
+#[repr(align(64))]
+struct Bucket {
+    ways: [AtomicU64; WAYS],
+    overflow: AtomicU64,
+}
 
 /// The marks of one service: the resolve-side table and queue, and the
 /// flush-side batch kept after a failure.
 pub(crate) struct LastSeenMarks {
     /// Minutes since 1970-01-01T00:00Z, as the clock last told the flush.
     minute: AtomicU32,
-    /// Per slot: the minute (high 32 bits) and the tag of the session
-    /// (low 32 bits) marked last.
-    slots: Box<[AtomicU64]>,
-    /// How far the id's mixed bits shift right to index `slots`.
-    slot_shift: u32,
+    buckets: Box<[Bucket]>,
+    /// How far the id's mixed bits shift right to index `buckets`.
+    bucket_shift: u32,
+    /// The hash's keys: an offset, and an odd multiplier.
+    key: (u64, u64),
     queue: SyncSender<(SessionId, u32)>,
     /// The flush side: the receiving end and what a failed flush kept.
     flush: Mutex<FlushState>,
@@ -58,11 +93,24 @@ impl LastSeenMarks {
     pub(crate) fn new(settings: LastSeenSettings, now: OffsetDateTime) -> Self {
         let capacity = settings.queue_capacity.max(1);
         let (queue, received) = sync_channel(capacity);
-        let slots = capacity.next_power_of_two().clamp(MIN_SLOTS, MAX_SLOTS);
+        let buckets = capacity
+            .div_ceil(4)
+            .next_power_of_two()
+            .clamp(MIN_BUCKETS, MAX_BUCKETS);
+        let mut key = [0; 16];
+        getrandom::fill(&mut key).expect("the OS CSPRNG is unavailable");
+        let (offset, multiplier) = key.split_at(8);
+        let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
         Self {
             minute: AtomicU32::new(minute_of(now)),
-            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            slot_shift: 64 - slots.trailing_zeros(),
+            buckets: (0..buckets)
+                .map(|_| Bucket {
+                    ways: std::array::from_fn(|_| AtomicU64::new(0)),
+                    overflow: AtomicU64::new(0),
+                })
+                .collect(),
+            bucket_shift: 64 - buckets.trailing_zeros(),
+            key: (word(offset), word(multiplier) | 1),
             queue,
             flush: Mutex::new(FlushState {
                 received,
@@ -75,24 +123,78 @@ impl LastSeenMarks {
         }
     }
 
-    /// Marks `id` seen in the current minute: two atomic loads when it was
-    /// already marked this minute; a store and a queue push otherwise.
+    /// Marks `id` seen in the current minute: a load of the minute and of
+    /// at most [`WAYS`] words of one cache line when it was already marked
+    /// this minute; a compare-and-swap and a queue push otherwise.
     #[inline]
     pub(crate) fn mark(&self, id: SessionId) {
         let minute = self.minute.load(Ordering::Relaxed);
-        let mixed = mix(id);
-        // The top bits index the table; the low 32 bits are the tag.
-        let slot = &self.slots[(mixed >> self.slot_shift) as usize];
+        let mixed = self.mix(id);
+        // The top bits choose the bucket; the low 32 bits are the tag.
+        let bucket = &self.buckets[(mixed >> self.bucket_shift) as usize];
         let want = (u64::from(minute) << 32) | (mixed & 0xffff_ffff);
-        if slot.load(Ordering::Relaxed) == want {
+        if bucket
+            .ways
+            .iter()
+            .any(|way| way.load(Ordering::Relaxed) == want)
+        {
             return;
         }
-        slot.store(want, Ordering::Relaxed);
+        // Take the way of a session marked in an earlier minute. Another
+        // mark may take it first: then try the next.
+        for way in &bucket.ways {
+            let held = way.load(Ordering::Relaxed);
+            if held >> 32 != u64::from(minute)
+                && way
+                    .compare_exchange(held, want, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.queue(id, minute);
+                return;
+            }
+        }
+        // Every way holds another session marked this minute.
+        let queued = bucket
+            .overflow
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                let count = if held >> 32 == u64::from(minute) {
+                    held & 0xffff_ffff
+                } else {
+                    0
+                };
+                (count < u64::from(OVERFLOW_BUDGET))
+                    .then_some((u64::from(minute) << 32) | (count + 1))
+            });
+        if queued.is_ok() {
+            self.queue(id, minute);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn queue(&self, id: SessionId, minute: u32) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.queue.try_send((id, minute))
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The id's bits through a multiply-shift hash keyed for this process
+    /// (Dietzfelbinger's: for a random odd multiplier, two given ids land
+    /// in one bucket with probability about 2 / buckets), with the high
+    /// bits folded into the low ones for the tag.
+    fn mix(&self, id: SessionId) -> u64 {
+        let bits = id.as_uuid().as_u128();
+        // Truncating casts on purpose: the two halves are folded together.
+        let folded = (bits as u64) ^ ((bits >> 64) as u64);
+        let mixed = (folded ^ self.key.0).wrapping_mul(self.key.1);
+        mixed ^ (mixed >> 29)
+    }
+
+    #[cfg(test)]
+    fn slot_of(&self, id: SessionId) -> u64 {
+        self.mix(id) >> self.bucket_shift
     }
 
     /// Sets the current minute from `now`. Never moves it back, so a clock
@@ -169,16 +271,6 @@ fn minute_of(at: OffsetDateTime) -> u32 {
     u32::try_from(at.unix_timestamp().div_euclid(60).max(0)).unwrap_or(u32::MAX)
 }
 
-/// Spreads the id's bits (a multiply-xorshift), so ids that differ only in
-/// their timestamp or only in their random bits still land apart.
-fn mix(id: SessionId) -> u64 {
-    let bits = id.as_uuid().as_u128();
-    // Truncating casts on purpose: the two halves are folded together.
-    let folded = (bits as u64) ^ ((bits >> 64) as u64);
-    let mixed = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    mixed ^ (mixed >> 29)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +339,50 @@ mod tests {
             kept.windows(2).all(|pair| pair[0].0 < pair[1].0),
             "sorted by id"
         );
+    }
+
+    /// Sessions the table files together (found here by its own hash, as
+    /// someone holding many sessions could hope to) resolved over and over,
+    /// in turn: their own marks are queued once a minute, and a session
+    /// resolved meanwhile still finds room in the queue.
+    #[test]
+    fn sessions_sharing_a_slot_cannot_crowd_others_out_of_the_queue() {
+        let settings = LastSeenSettings {
+            queue_capacity: 64,
+            ..LastSeenSettings::default()
+        };
+        let marks = LastSeenMarks::new(settings, at_minute(100));
+        let first = SessionId::new();
+        let crowd: Vec<SessionId> = std::iter::once(first)
+            .chain(
+                std::iter::repeat_with(SessionId::new)
+                    .filter(|id| marks.slot_of(*id) == marks.slot_of(first))
+                    .take(9),
+            )
+            .collect();
+        for _ in 0..1_000 {
+            for &id in &crowd[..2] {
+                marks.mark(id);
+            }
+        }
+        assert_eq!(marks.take_batch().len(), 2, "two sessions, two marks");
+        assert_eq!(marks.stats().dropped, 0);
+        for _ in 0..1_000 {
+            for &id in &crowd {
+                marks.mark(id);
+            }
+        }
+        let victim = std::iter::repeat_with(SessionId::new)
+            .find(|id| marks.slot_of(*id) != marks.slot_of(first))
+            .unwrap();
+        marks.mark(victim);
+        let batch = marks.take_batch();
+        assert!(
+            batch.contains(&(victim, 100)),
+            "the victim's mark was dropped"
+        );
+        for id in &crowd[2..] {
+            assert!(batch.contains(&(*id, 100)), "each of the crowd is marked");
+        }
     }
 }

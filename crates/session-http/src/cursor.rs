@@ -15,6 +15,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use session_core::port::store::stored_instant;
 use session_core::{AccountId, ListPosition, ListScope, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -44,8 +45,9 @@ pub(crate) fn encode(account: AccountId, scope: ListScope, position: ListPositio
 /// # Errors
 ///
 /// 400 `invalid_request` with one fixed message, whatever is wrong: not
-/// base64url, the wrong length or version, an instant out of range, or
-/// another listing's cursor. The message never repeats the text.
+/// base64url, the wrong length or version, an instant no stored session
+/// can have (see [`stored_position`]), or another listing's cursor. The
+/// message never repeats the text.
 pub(crate) fn decode(
     text: &str,
     account: AccountId,
@@ -74,12 +76,26 @@ pub(crate) fn decode(
         return Err(refused());
     }
     let nanos = i128::from_be_bytes(bytes[18..34].try_into().map_err(|_| refused())?);
-    let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| refused())?;
+    let created_at = stored_position(nanos).ok_or_else(refused)?;
     let id = Uuid::from_slice(&bytes[34..50]).map_err(|_| refused())?;
     Ok(ListPosition {
         created_at,
         id: SessionId::from_uuid(id),
     })
+}
+
+/// The instant `nanos` after the Unix epoch, if a session can have been
+/// created then: a whole microsecond that every store can hold
+/// (session-core's [`stored_instant`], years 0001 to 9999). A cursor is
+/// only ever made from a stored session's `created_at`, so any other
+/// instant is forged, and is refused here, at the edge: PostgreSQL would
+/// fail the query on an instant it cannot represent (a 500), and SQLite
+/// would answer a page that cannot exist.
+fn stored_position(nanos: i128) -> Option<OffsetDateTime> {
+    if nanos % 1_000 != 0 {
+        return None;
+    }
+    stored_instant(i64::try_from(nanos / 1_000).ok()?)
 }
 
 fn scope_byte(scope: ListScope) -> u8 {
@@ -95,7 +111,7 @@ mod tests {
 
     fn position() -> ListPosition {
         ListPosition {
-            created_at: time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC),
+            created_at: time::macros::datetime!(2026-01-02 03:04:05.123456 UTC),
             id: SessionId::from_uuid(Uuid::now_v7()),
         }
     }
@@ -125,6 +141,16 @@ mod tests {
         versioned[0] = 2;
         let mut far = bytes.clone();
         far[18..34].copy_from_slice(&i128::MAX.to_be_bytes());
+        let instant = |nanos: i128| {
+            let mut forged = bytes.clone();
+            forged[18..34].copy_from_slice(&nanos.to_be_bytes());
+            forged
+        };
+        // Year -5000, which `time` holds and PostgreSQL does not; the instant
+        // before 0001-01-01; one nanosecond past a stored microsecond.
+        let ancient = instant(-220_000_000_000 * 1_000_000_000);
+        let before_year_one = instant(-62_135_596_800_000_000_001);
+        let fraction = instant(1_767_323_045_123_456_001);
         bytes.push(0);
         for bad in [
             String::new(),
@@ -134,6 +160,9 @@ mod tests {
             cursor.replace(|c: char| c.is_ascii_alphabetic(), "+"),
             reencode(&versioned),
             reencode(&far),
+            reencode(&ancient),
+            reencode(&before_year_one),
+            reencode(&fraction),
             reencode(&bytes),
             "x".repeat(10_000),
         ] {

@@ -148,6 +148,34 @@ impl ForwardAuth {
     }
 }
 
+impl ForwardAuth {
+    /// Whether `headers` hold a name that differs from an identity header's
+    /// only in `_` against `-` (`X_Session_Id`, `x-session_id` for
+    /// `X-Session-Id`; header names compare without case).
+    ///
+    /// Gateways replace the identity headers under their own names with
+    /// this answer's, but Caddy, Traefik and Envoy pass the other spellings
+    /// on, and CGI, WSGI, Rack and PHP turn both into one variable
+    /// (`HTTP_X_SESSION_ID`, RFC 3875 §4.1.18), where the client's may win.
+    /// This answer cannot remove a header from the request the gateway
+    /// forwards (only Envoy would honour that), so it refuses the request
+    /// instead: no real client sends such a header.
+    fn carries_identity_spelt_otherwise(&self, headers: &HeaderMap) -> bool {
+        let same_variable = |sent: &[u8], set: &[u8]| {
+            sent.len() == set.len()
+                && sent.iter().zip(set).all(|(a, b)| {
+                    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+                    fold(*a) == fold(*b)
+                })
+        };
+        headers.keys().any(|name| {
+            [&self.session_id_header, &self.account_id_header]
+                .into_iter()
+                .any(|set| name != set && same_variable(name.as_ref(), set.as_ref()))
+        })
+    }
+}
+
 /// Why the token a request presents cannot be resolved. Both are answered
 /// as an invalid token; neither holds any part of what was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +234,9 @@ the body is the resolve response", body = crate::sessions::SessionEnvelope,
                 ("X-Session-Id" = String, description = "The session id (UUID)"),
                 ("X-Account-Id" = String, description = "The account id (UUID)"),
             )),
+        (status = 400, description = "`invalid_request`: the request carries an identity header \
+spelt with `_` for `-` (say `X_Session_Id`), which applications may read as the one this answer \
+sets: refuse the request", body = ErrorBody),
         (status = 401, description = "No token (`missing_token`), or a malformed, unknown or \
 revoked one, or two different ones (`invalid_token`): refuse the request", body = ErrorBody,
             headers(("WWW-Authenticate" = String,
@@ -218,6 +249,14 @@ revoked one, or two different ones (`invalid_token`): refuse the request", body 
 pub(crate) async fn forward_auth(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let config = state.forward_auth();
     let metrics = state.metrics();
+    if config.carries_identity_spelt_otherwise(&headers) {
+        metrics.forward_auth(ForwardAuthOutcome::Invalid);
+        return ApiError::invalid_request(
+            "the request carries an identity header spelt with `_` for `-` (or `-` for `_`), \
+             which applications read as the one this answer sets: the gateway must strip it",
+        )
+        .into_response();
+    }
     let token = match presented_token(&headers, config) {
         Ok(Some(token)) => token,
         Ok(None) => {

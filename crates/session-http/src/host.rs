@@ -6,14 +6,16 @@
 //! lets the page's scripts create, read and revoke sessions. What the browser
 //! cannot hide is the name it thinks it is talking to: it sends it as `Host`
 //! (the `:authority` of HTTP/2), and scripts cannot change that. So without a
-//! key, a request must name `localhost`, `127.0.0.1` or `[::1]`, with or
-//! without a port, or it is answered 421 before routing.
+//! key, a request must name `localhost`, an address of 127.0.0.0/8 or `[::1]`,
+//! with or without a port, or it is answered 421 before routing.
 //!
 //! With a key this check is off: the key is the defence (a rebinding page
 //! does not have it), and a keyed service is reached under real names.
 //! Every route is covered, health, readiness and metrics included: without a
 //! key only local clients reach the service and they name a loopback host,
 //! while an exemption would let a rebinding page read metrics and readiness.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use axum::extract::Request;
 use axum::http::uri::Authority;
@@ -56,11 +58,32 @@ fn is_addressed_to_loopback(request: &Request) -> bool {
     named || request.version() <= Version::HTTP_10
 }
 
+/// Whether `authority` names this machine's loopback: `localhost` (any
+/// case), any address of 127.0.0.0/8, or `::1` in any IPv6 spelling
+/// (`[::1]`, `[0:0:0:0:0:0:0:1]`), with or without a port: exactly the
+/// addresses a keyless service may listen on (`IpAddr::is_loopback`, the
+/// rule session-app's `serve` applies to `--listen`), so its own clients,
+/// which name the address they connect to, are served.
+///
+/// A DNS-rebinding page cannot pass: its browser sends the page's own host
+/// name, and a name is accepted only if it is `localhost` itself, which
+/// browsers resolve to loopback without asking DNS (RFC 6761 §6.3, and the
+/// WHATWG URL standard's "potentially trustworthy" origins). Other forms
+/// an IP parser may take (`127.1`, `2130706433`, octal) are refused: browsers
+/// and curl send the dotted-quad form, and a name that merely looks like an
+/// address (`127.0.0.1.nip.io`) is a DNS name.
 fn is_loopback(authority: &Authority) -> bool {
     // A Host never carries user info; `Authority` would accept and skip it.
     if authority.as_str().contains('@') {
         return false;
     }
     let host = authority.host();
-    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "[::1]"
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let address = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map(IpAddr::V6),
+        None => host.parse::<Ipv4Addr>().map(IpAddr::V4),
+    };
+    address.is_ok_and(|address| address.is_loopback())
 }

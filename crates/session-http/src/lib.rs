@@ -12,7 +12,7 @@
 //! span and its log line (the one place a failed request's cause is
 //! logged), the request-duration metric and `Cache-Control: no-store`.
 //! Without an API key the API answers only requests addressed to a loopback
-//! name (`localhost`, `127.0.0.1`, `[::1]`), so serve it on loopback or
+//! name (`localhost`, 127.0.0.0/8, `[::1]`), so serve it on loopback or
 //! configure a key.
 //!
 //! # Mounting the API in a host's app

@@ -117,7 +117,8 @@ pub(crate) enum ForwardAuthOutcome {
     Active,
     /// 401: no token was presented.
     Missing,
-    /// 401: a malformed, unknown or revoked token, or two different ones.
+    /// 401: a malformed, unknown or revoked token, or two different ones;
+    /// 400: an identity header spelt with `_` for `-`.
     Invalid,
     /// 503: the cache is not warm yet.
     NotReady,

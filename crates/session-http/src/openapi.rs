@@ -44,7 +44,7 @@ fn document_layers(operation: &mut Operation) {
         operation,
         "421",
         "`misdirected_request`: only without an API key configured, a request not addressed \
-         to `localhost`, `127.0.0.1` or `[::1]`",
+         to `localhost`, an address of 127.0.0.0/8 or `[::1]`",
         false,
     );
     if operation.request_body.is_some() {

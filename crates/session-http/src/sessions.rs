@@ -189,7 +189,8 @@ pub(crate) struct ListParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// Where the page starts: the `next_cursor` of the previous page, from
-    /// the same account and `include_revoked`. Absent for the first page.
+    /// the same account and `include_revoked`. Absent or empty for the
+    /// first page.
     cursor: Option<String>,
 }
 
@@ -258,7 +259,9 @@ impl ListParams {
     }
 
     /// Where the page starts: the position the cursor names, which must
-    /// have been handed out for this account and scope.
+    /// have been handed out for this account and scope. An empty `cursor=`
+    /// is no cursor, the first page: the schema allows the empty string,
+    /// and a client that fills in a template (`?cursor={next}`) sends it.
     pub(crate) fn after(
         &self,
         account: AccountId,
@@ -266,6 +269,7 @@ impl ListParams {
     ) -> Result<Option<ListPosition>, ApiError> {
         self.cursor
             .as_deref()
+            .filter(|text| !text.is_empty())
             .map(|text| cursor::decode(text, account, scope))
             .transpose()
     }

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -75,6 +75,7 @@ pub struct Launch {
     log_filter: String,
     keep_lines: Option<usize>,
     open_files: Option<u32>,
+    listen_ip: IpAddr,
 }
 
 impl Launch {
@@ -89,7 +90,16 @@ impl Launch {
             log_filter: "info".to_owned(),
             keep_lines: None,
             open_files: None,
+            listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+
+    /// Listens on a free port of `ip` instead of 127.0.0.1, for tests of
+    /// the other loopback addresses (any of 127.0.0.0/8, `::1`).
+    #[must_use]
+    pub const fn listen_ip(mut self, ip: IpAddr) -> Self {
+        self.listen_ip = ip;
+        self
     }
 
     /// Appends `serve` arguments (anything but `--listen`, which the launcher sets).
@@ -198,7 +208,8 @@ pub struct Ready {
 }
 
 impl App {
-    /// Starts the service on a free port on 127.0.0.1 and returns once it
+    /// Starts the service on a free port on 127.0.0.1 (or
+    /// [`Launch::listen_ip`]) and returns once it
     /// listens (it need not be ready: see [`wait_ready`](Self::wait_ready)).
     ///
     /// # Errors
@@ -214,7 +225,8 @@ impl App {
             .timeout(READY_REQUEST_TIMEOUT)
             .build()
             .map_err(|err| Error(format!("session-test-app: cannot build a client: {err}")))?;
-        let (running, address) = spawn(&launch, "127.0.0.1:0", &log)?;
+        let listen = SocketAddr::new(launch.listen_ip, 0).to_string();
+        let (running, address) = spawn(&launch, &listen, &log)?;
         Ok(Self {
             launch,
             address,

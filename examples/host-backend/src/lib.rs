@@ -49,8 +49,11 @@ pub async fn open(database_url: &str) -> anyhow::Result<SessionService> {
 }
 
 /// The routes. `auth` is the whole state: handlers reach the service
-/// through it.
+/// through it. Every unsafe request from another site is refused, login
+/// included: a page elsewhere must not sign the browser in to an account
+/// of its choosing (login CSRF).
 pub fn app(auth: SessionAuth) -> Router {
+    let cross_site = auth.cross_site_layer();
     Router::new()
         .route("/login", post(login))
         .route("/me", get(me))
@@ -60,6 +63,7 @@ pub fn app(auth: SessionAuth) -> Router {
         .route("/logout/others", post(logout_others))
         .route("/logout/everywhere", post(logout_everywhere))
         .with_state(auth)
+        .layer(cross_site)
 }
 
 #[derive(Deserialize)]

@@ -19,7 +19,8 @@ use crate::e2e::{KEY, cli};
 const ACCOUNT: &str = "0b6f1d4e-6a3c-4c1f-9d7e-2f1a5c9e8b70";
 
 /// An HTTP server on a free loopback port that answers every request the
-/// same way and records each one as `METHOD URI key=yes|no`.
+/// same way and records each one as `METHOD URI key=yes|no`. The body is
+/// an empty list on a 200, empty otherwise, unless given.
 struct Recorder {
     address: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
@@ -28,6 +29,20 @@ struct Recorder {
 
 impl Recorder {
     fn start(tls: Option<rustls::ServerConfig>, status: u16, location: Option<String>) -> Self {
+        Self::start_with(tls, status, location, None)
+    }
+
+    /// Answers every request with `status` and `body` (JSON).
+    fn answering(status: u16, body: &str) -> Self {
+        Self::start_with(None, status, None, Some(body.to_owned()))
+    }
+
+    fn start_with(
+        tls: Option<rustls::ServerConfig>,
+        status: u16,
+        location: Option<String>,
+        body: Option<String>,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -45,8 +60,12 @@ impl Recorder {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, log, location) =
-                    (acceptor.clone(), Arc::clone(&log), location.clone());
+                let (acceptor, log, location, body) = (
+                    acceptor.clone(),
+                    Arc::clone(&log),
+                    location.clone(),
+                    body.clone(),
+                );
                 tokio::spawn(async move {
                     let service = service_fn(move |request: hyper::Request<_>| {
                         let key = request.headers().contains_key("authorization");
@@ -62,10 +81,10 @@ impl Recorder {
                         if let Some(location) = &location {
                             response = response.header("location", location);
                         }
-                        let body = if status == 200 {
-                            r#"{"sessions":[]}"#
-                        } else {
-                            ""
+                        let body = match &body {
+                            Some(body) => body.clone(),
+                            None if status == 200 => r#"{"sessions":[]}"#.to_owned(),
+                            None => String::new(),
                         };
                         async move {
                             Ok::<_, Infallible>(
@@ -201,8 +220,11 @@ fn an_api_key_goes_over_plain_http_only_to_loopback() {
         );
         assert!(!stderr.contains(KEY), "{stderr}");
     }
-    // Without a key nothing secret is sent, so the request is tried.
-    let (code, _, stderr) = list("http://192.0.2.1:9", &[], &[]);
+    // Without a key nothing secret is sent, so the request is tried: to
+    // 0.0.0.0, which the rule does not take for loopback (a host cannot
+    // name it) but which connects to this machine, so no test traffic
+    // leaves it; port 9 refuses.
+    let (code, _, stderr) = list("http://0.0.0.0:9", &[], &[]);
     assert_ne!(code, Some(2), "{stderr}");
 
     let server = Recorder::plain();
@@ -299,4 +321,101 @@ fn a_server_url_is_refused_without_repeating_it() {
         stdout.contains("--ca-file") && !stdout.contains("s3kr1t"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_path_prefix_of_the_server_is_kept_with_or_without_a_trailing_slash() {
+    let server = Recorder::plain();
+    for url in [
+        format!("http://{}/sessions-api", server.address),
+        format!("http://{}/sessions-api/", server.address),
+        format!("http://{}/a/b", server.address),
+    ] {
+        let (code, _, stderr) = list(&url, &["--include-revoked"], &[]);
+        assert_eq!(code, Some(0), "{url}: {stderr}");
+    }
+    let listed = format!("/v1/accounts/{ACCOUNT}/sessions?include_revoked=true&limit=200");
+    assert_eq!(
+        server.requests(),
+        vec![
+            format!("GET /sessions-api{listed} key=no"),
+            format!("GET /sessions-api{listed} key=no"),
+            format!("GET /a/b{listed} key=no"),
+        ]
+    );
+}
+
+#[test]
+fn a_ca_file_saved_with_a_byte_order_mark_is_read() {
+    let (authority, config) = authority_and_server();
+    let server = Recorder::start(Some(config), 200, None);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, format!("\u{feff}{authority}")).unwrap();
+    let url = format!("https://127.0.0.1:{}", server.address.port());
+    let (code, _, stderr) = list(&url, &["--ca-file", &ca_file.display().to_string()], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+/// Characters that move the cursor, recolour, reorder or hide text.
+const SPOOFING: [char; 8] = [
+    '\u{1b}', '\u{7}', '\u{85}', '\u{202e}', '\u{2066}', '\u{200b}', '\u{feff}', '\u{2028}',
+];
+
+fn assert_neutralised(what: &str, text: &str) {
+    for c in SPOOFING {
+        assert!(!text.contains(c), "{what} holds {c:?}: {text:?}");
+    }
+}
+
+/// What a server stores and says is shown so that it cannot rewrite the
+/// operator's terminal: control, bidi and zero-width characters in user
+/// agents, labels and messages are escaped visibly, in tables, in JSON and
+/// in errors.
+#[test]
+fn stored_text_and_server_messages_cannot_spoof_the_terminal() {
+    let hostile = "a\u{1b}[2J\u{7}b\u{85}\u{202e}gpj.exe\u{2066}c\u{200b}d\u{feff}e\u{2028}f";
+    let session = serde_json::json!({
+        "id": "019ab5a0-0000-7000-8000-000000000001",
+        "account_id": ACCOUNT,
+        "created_at": "2026-01-01T00:00:00Z",
+        "revoked_at": null,
+        "last_seen_at": null,
+        "ip": null,
+        "label": hostile,
+        "user_agent": hostile,
+    });
+    let server = Recorder::answering(
+        200,
+        &serde_json::json!({ "sessions": [session] }).to_string(),
+    );
+    let url = format!("http://{}", server.address);
+    let (code, stdout, stderr) = list(&url, &[], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_neutralised("the table", &stdout);
+    assert!(
+        stdout
+            .contains(r"a\u{1b}[2J\u{7}b\u{85}\u{202e}gpj.exe\u{2066}c\u{200b}d\u{feff}e\u{2028}f"),
+        "escaped visibly: {stdout}"
+    );
+
+    let (code, stdout, stderr) = list(&url, &["--json"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_neutralised("the JSON", &stdout);
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        listed["sessions"][0]["label"], hostile,
+        "the JSON means the same"
+    );
+
+    let error = Recorder::answering(
+        400,
+        &serde_json::json!({"error": {"code": hostile, "message": hostile}}).to_string(),
+    );
+    let (code, stdout, stderr) = list(&format!("http://{}", error.address), &[], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_neutralised("the error", &stderr);
+    assert_neutralised("the output", &stdout);
+    assert!(stderr.contains(r"\u{202e}gpj.exe"), "{stderr}");
 }

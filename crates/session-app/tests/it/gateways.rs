@@ -110,8 +110,13 @@ async fn exercise(kind: Kind) {
     let (token, session_id) = server.create(account).await;
     let bearer = format!("Bearer {token}");
     let cookie = format!("theme=dark; __Host-session={token}");
+    // Another script's cookie in UTF-8 beside the session's, as browsers send it.
+    let beside_utf8 = format!(
+        "__utmz=1.1.1.1.utmccn=MinKampagneUnders\u{f8}gelse|utmcmd=social; __Host-session={token}"
+    );
     for presented in [
         ("cookie", cookie.as_str()),
+        ("cookie", beside_utf8.as_str()),
         ("authorization", bearer.as_str()),
     ] {
         let before = upstream.reached();
@@ -127,6 +132,24 @@ async fn exercise(kind: Kind) {
             "{}",
             fail("the identity, and only it, reaches the upstream")
         );
+    }
+
+    // An identity header spelt with underscores, which CGI, WSGI, Rack and
+    // PHP read as the real one: refused, or dropped on the way (nginx
+    // drops header names with underscores), never passed on.
+    for forged in ["x_session_id", "X_Account_Id", "x-session_id"] {
+        let (status, _, body) = through(
+            &gateway,
+            &[(forged, FORGED[0].1), ("cookie", cookie.as_str())],
+        )
+        .await;
+        if (200..300).contains(&status) {
+            assert!(
+                !body.contains(FORGED[0].1),
+                "{}",
+                fail(&format!("{forged} reached the upstream: {body}"))
+            );
+        }
     }
 
     // Refused at the gateway: no token, and then a revoked one.

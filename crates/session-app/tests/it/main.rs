@@ -4,6 +4,7 @@
 mod cli_transport;
 mod config;
 mod e2e;
+mod edge;
 mod faults;
 mod gateways;
 mod last_seen;

@@ -173,3 +173,61 @@ async fn http2_authority_stands_in_for_a_missing_host() {
         .unwrap();
     assert_eq!(send(router(auth), request).await.status, StatusCode::OK);
 }
+
+/// The layer holds every unsafe request to the rule, with no session at
+/// all (a login form), before the handler runs; safe methods, the host's
+/// own pages, trusted origins and clients that are no browser page pass.
+#[tokio::test]
+async fn the_layer_refuses_every_unsafe_cross_site_request_before_the_handler() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&reached);
+    let check = CrossSiteCheck::default()
+        .trust_origin("https://front.example")
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            axum::routing::any(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { "signed in" }
+            }),
+        )
+        .layer(check.layer());
+    let call = |method: &str, extra: &[(&str, &str)]| {
+        let mut builder = request(method, "/login");
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
+        }
+        send(app.clone(), builder.body(Body::empty()).unwrap())
+    };
+    for extra in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")][..],
+    ] {
+        let answer = call("POST", extra).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{extra:?}");
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+    }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "refused before the handler"
+    );
+    for (method, extra) in [
+        ("GET", &[("sec-fetch-site", "cross-site")][..]),
+        ("POST", &[("sec-fetch-site", "same-origin")][..]),
+        ("POST", &[("sec-fetch-site", "none")][..]),
+        ("POST", &[("origin", "https://app.example")][..]),
+        ("POST", &[("origin", "https://front.example")][..]),
+        ("POST", &[][..]),
+    ] {
+        let answer = call(method, extra).await;
+        assert_eq!(answer.status, StatusCode::OK, "{method} {extra:?}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 6);
+}

@@ -10,7 +10,7 @@ use http::StatusCode;
 use session_axum::{CurrentSession, SessionAuth};
 use session_core::SessionToken;
 
-use crate::support::{self, bearer, login, request, send};
+use crate::support::{self, bearer, cookie, login, request, send};
 
 #[tokio::test]
 async fn the_required_layer_guards_a_whole_router() {
@@ -62,21 +62,21 @@ async fn the_extractor_uses_what_the_layer_resolved() {
     let service = support::service().await;
     let token = login(&service).await;
     let id = service.resolve(token.expose_secret()).await.unwrap().id;
-    let layer_auth = SessionAuth::builder(service).build();
-    // The state's service never warms: resolving through it would answer
-    // 503, so a 200 shows the extractor took the layer's outcome.
-    let cold = session_core::SessionService::builder(
-        Arc::new(session_core::memory::MemoryStore::new()),
-        Arc::new(session_core::MemoryCache::new()),
-    )
-    .build();
+    let auth = SessionAuth::builder(service.clone()).build();
     async fn me(CurrentSession(session): CurrentSession) -> String {
         session.id.to_string()
     }
     let app: Router = Router::new()
         .route("/me", get(me))
-        .layer(layer_auth.layer())
-        .with_state(SessionAuth::builder(cold).build());
+        .layer(auth.layer())
+        .with_state(auth);
+    let hits = || {
+        service
+            .status()
+            .resolves
+            .get(session_core::status::ResolveOutcome::Hit)
+    };
+    let before = hits();
     let (name, value) = bearer(token.expose_secret());
     let answer = send(
         app.clone(),
@@ -88,7 +88,53 @@ async fn the_extractor_uses_what_the_layer_resolved() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body, id.to_string());
+    assert_eq!(hits(), before + 1, "resolved once, by the layer");
     // The layer's refusal is the extractor's refusal too.
     let answer = send(app, request("GET", "/me").body(Body::empty()).unwrap()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A layer of one `SessionAuth` (the user realm's cookie) around a router
+/// whose extractor has another (the admin realm's): the extractor ignores
+/// the outcome the other left and decides by its own rules, so an admin
+/// route never receives a user session.
+#[tokio::test]
+async fn the_extractor_ignores_what_another_auth_resolved() {
+    let service = support::service().await;
+    let token = login(&service).await;
+    let users = SessionAuth::builder(service.clone()).realm("users").build();
+    let admins = SessionAuth::builder(service)
+        .cookie(session_axum::SessionCookie::named("__Host-admin"))
+        .realm("admins")
+        .build();
+    async fn me(CurrentSession(session): CurrentSession) -> String {
+        session.id.to_string()
+    }
+    let admin: Router = Router::new().route("/admin", get(me)).with_state(admins);
+    let app: Router = Router::new().merge(admin).layer(users.layer());
+    let (name, value) = cookie(token.expose_secret());
+    let answer = send(
+        app.clone(),
+        request("GET", "/admin")
+            .header(name, &value)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(
+        answer.header("www-authenticate"),
+        Some(r#"Bearer realm="admins""#),
+        "refused by the admin realm's own rules"
+    );
+    // Under the admin cookie, the same session is the admin route's.
+    let answer = send(
+        app,
+        request("GET", "/admin")
+            .header("cookie", format!("__Host-admin={}", token.expose_secret()))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }

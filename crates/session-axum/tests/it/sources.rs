@@ -86,6 +86,40 @@ fn different_values_anywhere_conflict() {
     }
 }
 
+/// RFC 6265 §5.4, as browsers write `Cookie`: the session cookie is found
+/// by its name's bytes, whatever the other cookies hold.
+#[test]
+fn the_session_cookie_is_found_beside_cookies_of_any_bytes() {
+    let cookie = |field: &[u8]| {
+        let mut map = HeaderMap::new();
+        map.append("cookie", HeaderValue::from_bytes(field).unwrap());
+        map
+    };
+    for field in [
+        "utm=Unders\u{f8}gelse; __Host-session=abc".as_bytes(),
+        b"a=\xff\xfe; __Host-session=abc",
+        b"__Host-session=abc; x=\"; ;=; novalue;\t__Host-session\t=\tabc\t",
+        b"__host-session=zzz; __Host-sessionx=zzz; x__Host-session=zzz; __Host-session=abc",
+    ] {
+        let h = cookie(field);
+        assert_eq!(
+            token(all().find(&h)),
+            ("abc", SourceKind::Cookie, true),
+            "{}",
+            String::from_utf8_lossy(field)
+        );
+    }
+    assert_eq!(all().find(&cookie(b"a=\xff; b")), Presented::Missing);
+    assert_eq!(
+        all().find(&cookie(b"a=\xff; __Host-session=\xf8")),
+        Presented::Malformed
+    );
+    assert_eq!(
+        all().find(&cookie(b"__Host-session=abc; a=\xff; __Host-session=def")),
+        Presented::Conflicting
+    );
+}
+
 #[test]
 fn a_broken_bearer_header_is_malformed_not_missing() {
     for value in ["Bearer", "Bearer ", "bearer   "] {

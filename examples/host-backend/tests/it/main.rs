@@ -229,3 +229,89 @@ async fn a_bad_login_is_400_sets_no_cookie_and_repeats_nothing() {
         assert!(!answer.text.contains("secret"), "{}", answer.text);
     }
 }
+
+async fn sqlite_app(dir: &tempfile::TempDir) -> Router {
+    let service = host_backend::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    service.warm().await.unwrap();
+    host_backend::app(SessionAuth::builder(service).build())
+}
+
+/// A browser sends every cookie of the site in one `Cookie` header, other
+/// scripts' included (an analytics campaign in UTF-8, a Latin-1 name): the
+/// session cookie is found beside them.
+#[tokio::test]
+async fn the_session_cookie_is_found_beside_cookies_of_any_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(&dir).await;
+    let (browser, id) = login(&app, "alice", "laptop").await;
+    for cookies in [
+        format!(
+            "_ga=GA1.2.1517.1700000000; __utmz=111872281.1.1.1.utmcsr=facebook|\
+             utmccn=MinKampagneUnders\u{f8}gelse|utmcmd=social; {}",
+            browser.cookie
+        ),
+        format!("{}; theme=\u{1f319}; =; q=\"a b\"", browser.cookie),
+    ] {
+        let me = call(&app, "GET", "/me", Some(&cookies), None).await;
+        assert_eq!(me.status, StatusCode::OK, "{cookies}: {}", me.text);
+        assert_eq!(me.json["session_id"], id.as_str());
+    }
+    let latin1 = [
+        b"name=Unders\xf8gelse; ".as_slice(),
+        browser.cookie.as_bytes(),
+    ]
+    .concat();
+    let request = Request::builder()
+        .uri("/me")
+        .header(header::HOST, "app.example")
+        .header(
+            header::COOKIE,
+            axum::http::HeaderValue::from_bytes(&latin1).unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+/// Login CSRF: a page on another site cannot sign the browser in to an
+/// account of the attacker's choosing, whatever the request carries.
+#[tokio::test]
+async fn a_cross_site_login_is_refused_and_sets_no_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(&dir).await;
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let forged = Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header(header::HOST, "app.example")
+            .header(name, value)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"account":"mallory","device":"x"}"#))
+            .unwrap();
+        let response = app.clone().oneshot(forged).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+    // From the app's own page, and from a client that is no browser page.
+    let (_, _) = login(&app, "alice", "laptop").await;
+    let direct = Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header(header::HOST, "app.example")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"account":"alice"}"#))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(direct).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
