@@ -197,6 +197,58 @@ async fn a_late_committing_transaction_is_read_once_and_holds_nothing_back() {
     assert_eq!(read_all(&store, &next).await.0, Vec::new());
 }
 
+/// A transaction that took its id after the newest one to complete is
+/// neither visible to a read nor in its snapshot's open list (PostgreSQL
+/// lists only ids below the snapshot's xmax): its entries, numbered below
+/// ones the read returned, are still read once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_the_snapshots_xmax_is_still_read() {
+    let (database, store) = fresh_store().await;
+    let start = store.head().await.unwrap();
+    let insert = |session: &session_core::Session| {
+        format!(
+            "INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
+             VALUES ('{}', '{}', '\\x{}', now())",
+            session.id,
+            session.account_id,
+            hex(session.token_hash.as_bytes()),
+        )
+    };
+    let (_, unlisted) = session_at(account(), epoch());
+    let (_, first) = session_at(account(), epoch());
+    let (one, two) = (
+        sql_client(database.url()).await,
+        sql_client(database.url()).await,
+    );
+    // One takes an id, then two; two's entry is numbered first, one's
+    // second, and one commits: two's id is past every completed one.
+    one.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    two.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    two.batch_execute(&insert(&unlisted)).await.unwrap();
+    one.batch_execute(&insert(&first)).await.unwrap();
+    one.batch_execute("COMMIT").await.unwrap();
+
+    let created = |changes: Vec<Change>| -> Vec<session_core::SessionId> {
+        changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Created(session) => session.id,
+                other => panic!("expected only creations, found {other:?}"),
+            })
+            .collect()
+    };
+    let (changes, next) = read_all(&store, &start).await;
+    assert_eq!(created(changes), vec![first.id]);
+    two.batch_execute("COMMIT").await.unwrap();
+    let (changes, next) = read_all(&store, &next).await;
+    assert_eq!(created(changes), vec![unlisted.id], "read once committed");
+    assert_eq!(read_all(&store, &next).await.0, Vec::new());
+}
+
 /// 5,000 revoked in one statement are logged whole, each hash once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_all_of_5000_is_logged_whole() {
