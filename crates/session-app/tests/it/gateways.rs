@@ -1,5 +1,5 @@
-//! Forward auth through real gateways: a throwaway nginx and Caddy, each
-//! configured as docs/GATEWAYS.md says, in front of a small upstream that
+//! Forward auth through real gateways: a throwaway nginx, Caddy and
+//! HAProxy, each configured as docs/GATEWAYS.md says, in front of a small upstream that
 //! echoes the headers it receives, asking the real `session-app` binary;
 //! and the binary's options that name the cookie and identity headers.
 
@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use session_core::memory::MemoryStore;
 use session_core::{MemoryCache, SessionService};
 use session_http::{ApiState, router};
-use session_test_gateway::{Gateway, Kind, caddy_site, nginx_site};
+use session_test_gateway::{Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site, nginx_site};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -69,6 +69,7 @@ fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Gateway {
     match kind {
         Kind::Nginx => Gateway::nginx(session, app),
         Kind::Caddy => Gateway::caddy(session, app),
+        Kind::HAProxy => Gateway::haproxy(session, app),
     }
 }
 
@@ -136,7 +137,8 @@ async fn exercise(kind: Kind) {
 
     // An identity header spelt with underscores, which CGI, WSGI, Rack and
     // PHP read as the real one: refused, or dropped on the way (nginx
-    // drops header names with underscores), never passed on.
+    // drops header names with underscores, HAProxy's Lua deletes them),
+    // never passed on.
     for forged in ["x_session_id", "X_Account_Id", "x-session_id"] {
         let (status, _, body) = through(
             &gateway,
@@ -236,6 +238,11 @@ async fn caddy_lets_active_sessions_through_with_their_identity_and_refuses_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_lets_active_sessions_through_with_their_identity_and_refuses_the_rest() {
+    exercise(Kind::HAProxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_refuses_while_the_service_is_not_ready() {
     refused_while_not_ready(Kind::Nginx).await;
 }
@@ -243,6 +250,11 @@ async fn nginx_refuses_while_the_service_is_not_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_refuses_while_the_service_is_not_ready() {
     refused_while_not_ready(Kind::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_while_the_service_is_not_ready() {
+    refused_while_not_ready(Kind::HAProxy).await;
 }
 
 /// The configurations docs/GATEWAYS.md shows are the ones tested here.
@@ -258,6 +270,16 @@ fn the_documented_configurations_are_the_tested_ones() {
             "Caddy",
             caddy_site("app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
         ),
+        (
+            "HAProxy",
+            haproxy_site(
+                ":80",
+                "/etc/haproxy/session_auth.lua",
+                "127.0.0.1:8080",
+                "127.0.0.1:3000",
+            ),
+        ),
+        ("HAProxy Lua", HAPROXY_LUA.to_owned()),
     ] {
         assert!(
             doc.contains(&text),
