@@ -134,6 +134,18 @@ impl Gateway {
         Self::start(Kind::HAProxy, session, app)
     }
 
+    /// Starts HAProxy configured as [`haproxy`](Self::haproxy), but loading
+    /// `lua` instead of [`HAPROXY_LUA`]: for checking what the
+    /// configuration does when the script misbehaves.
+    ///
+    /// # Panics
+    ///
+    /// As [`nginx`](Self::nginx).
+    #[must_use]
+    pub fn haproxy_with_lua(session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
+        Self::launch(Kind::HAProxy, session, app, lua)
+    }
+
     /// Which gateway this is.
     #[must_use]
     pub const fn kind(&self) -> Kind {
@@ -153,6 +165,11 @@ impl Gateway {
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
+        Self::launch(kind, session, app, HAPROXY_LUA)
+    }
+
+    /// Starts `kind`; `lua` is the script HAProxy loads.
+    fn launch(kind: Kind, session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
         let program = session_test_process::find_program(kind.program()).unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `{0}` is not installed (looked on PATH, in /usr/sbin and \
@@ -187,7 +204,7 @@ impl Gateway {
                             ],
                         ),
                         Kind::HAProxy => {
-                            fs::write(root.join(HAPROXY_LUA_FILE), HAPROXY_LUA)?;
+                            fs::write(root.join(HAPROXY_LUA_FILE), lua)?;
                             (
                                 haproxy_config(root, port, session, app),
                                 vec![

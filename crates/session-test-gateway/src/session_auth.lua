@@ -4,8 +4,11 @@
 --     lua-load /etc/haproxy/session_auth.lua
 --     http-request lua.session_auth 127.0.0.1:8080
 --
--- On 200 the request goes on with the identity headers of the answer. Any
--- other answer goes back to the client: its status, challenge and body.
+-- On 200 the request goes on with the identity headers of the answer and
+-- the variable txn.session_checked set. Any other answer goes back to the
+-- client: its status, challenge and body. HAProxy lets a request go on when
+-- a Lua action fails, so the configuration refuses every request without
+-- txn.session_checked.
 
 -- The headers the application trusts: only ever set from the answer.
 local identity = { "x-session-id", "x-account-id" }
@@ -67,6 +70,7 @@ local function session_auth(txn, service)
             end
             http:req_set_header(name, values[0])
         end
+        txn:set_var("txn.session_checked", true)
         return
     end
 

@@ -257,6 +257,37 @@ async fn haproxy_refuses_while_the_service_is_not_ready() {
     refused_while_not_ready(Kind::HAProxy).await;
 }
 
+/// HAProxy lets a request go on when a Lua action fails; the documented
+/// configuration refuses every request the action did not pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_when_its_lua_action_fails() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let (token, _) = server.create(Uuid::new_v4()).await;
+    // The documented action, failing before it asks anything.
+    let failing = HAPROXY_LUA.replacen(
+        "local function session_auth(txn, service)\n",
+        "local function session_auth(txn, service)\n    error(\"failing on purpose\")\n",
+        1,
+    );
+    assert_ne!(failing, HAPROXY_LUA, "the action's first line moved");
+    let gateway = Gateway::haproxy_with_lua(server.address, upstream.address, &failing);
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
+    assert_eq!(status, 500, "{body}\n{}", gateway.log());
+    assert!(
+        gateway.log().contains("failing on purpose"),
+        "the action ran and failed:\n{}",
+        gateway.log()
+    );
+    assert_eq!(upstream.reached(), 0, "nothing reaches the upstream");
+}
+
 /// The configurations docs/GATEWAYS.md shows are the ones tested here.
 #[test]
 fn the_documented_configurations_are_the_tested_ones() {
