@@ -292,17 +292,17 @@ async fn haproxy_refuses_when_its_lua_action_fails() {
 #[test]
 fn the_documented_configurations_are_the_tested_ones() {
     let doc = include_str!("../../../../docs/GATEWAYS.md");
-    for (gateway, text) in [
+    for (what, text) in [
         (
-            "nginx",
+            "nginx configuration",
             nginx_site("80", "app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
         ),
         (
-            "Caddy",
+            "Caddy configuration",
             caddy_site("app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
         ),
         (
-            "HAProxy",
+            "HAProxy configuration",
             haproxy_site(
                 ":80",
                 "/etc/haproxy/session_auth.lua",
@@ -310,11 +310,11 @@ fn the_documented_configurations_are_the_tested_ones() {
                 "127.0.0.1:3000",
             ),
         ),
-        ("HAProxy Lua", HAPROXY_LUA.to_owned()),
+        ("HAProxy Lua script", HAPROXY_LUA.to_owned()),
     ] {
         assert!(
             doc.contains(&text),
-            "docs/GATEWAYS.md must show the tested {gateway} configuration:\n{text}"
+            "docs/GATEWAYS.md must show the tested {what}:\n{text}"
         );
     }
 }
