@@ -288,6 +288,29 @@ async fn haproxy_refuses_when_its_lua_action_fails() {
     assert_eq!(upstream.reached(), 0, "nothing reaches the upstream");
 }
 
+/// The HAProxy script sets the identity headers it names; an answer that
+/// carries them under other names (the service's options renamed them) is
+/// refused, never let through without an identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_an_answer_without_the_identity_headers() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: ["--forward-auth-session-id-header", "X-User-Session"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let (token, _) = server.create(Uuid::new_v4()).await;
+    let gateway = Gateway::haproxy(server.address, upstream.address);
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
+    assert_eq!(status, 500, "{body}\n{}", gateway.log());
+    assert_eq!(upstream.reached(), 0, "nothing reaches the upstream");
+}
+
 /// The configurations docs/GATEWAYS.md shows are the ones tested here.
 #[test]
 fn the_documented_configurations_are_the_tested_ones() {
