@@ -75,7 +75,8 @@ local function session_auth(txn, service)
     end
 
     -- A refusal (401), a service that cannot check now (503), or no
-    -- service at all (HAProxy's own 503 or 504): never let it through.
+    -- service at all (HAProxy's own 503 or 504): never let it through. An
+    -- answer that is no error, yet not 200, is none the service gives.
     local status = answer.status
     if status == nil or status < 400 then
         status = 502
