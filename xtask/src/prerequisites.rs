@@ -49,7 +49,7 @@ const PREREQUISITES: &[Prerequisite] = &[
         present: || program("caddy").is_some(),
     },
     Prerequisite {
-        purpose: "forward auth behind HAProxy",
+        purpose: "forward auth behind HAProxy (session-test-gateway)",
         package: "haproxy",
         present: || program("haproxy").is_some(),
     },

@@ -1,16 +1,18 @@
-//! Real gateways for tests: a throwaway nginx or Caddy in front of an
-//! upstream, asking a session service before every request (forward auth),
-//! configured exactly as docs/GATEWAYS.md says.
+//! Real gateways for tests: a throwaway nginx, Caddy or HAProxy in front of
+//! an upstream, asking a session service before every request (forward
+//! auth), configured exactly as docs/GATEWAYS.md says.
 //!
-//! [`Gateway::nginx`] and [`Gateway::caddy`] write a configuration from
-//! [`nginx_site`] or [`caddy_site`] (the texts the docs show) into a private
-//! temporary directory, start the server on a free port on 127.0.0.1, and
+//! [`Gateway::nginx`], [`Gateway::caddy`] and [`Gateway::haproxy`] write a
+//! configuration from [`nginx_site`], [`caddy_site`] or [`haproxy_site`] and
+//! [`HAPROXY_LUA`] (the texts the docs show) into a private temporary
+//! directory, start the server on a free port on 127.0.0.1, and
 //! wait until it accepts connections. The server and its directory are
 //! removed when the `Gateway` is dropped or the test process ends, however
 //! it ends (session-test-process's guardian). When the tests run as root,
 //! the server runs as `nobody`.
 //!
-//! The programs come from the Debian packages `nginx` and `caddy`. A missing
+//! The programs come from the Debian packages `nginx`, `caddy` and
+//! `haproxy` (2.6 or later, built with Lua as Debian's is). A missing
 //! one fails the test with a message naming the package; it never skips.
 //!
 //! [`Prometheus::scraping`] starts a throwaway Prometheus (Debian package
@@ -48,6 +50,20 @@ pub fn caddy_site(site: &str, session: &str, app: &str) -> String {
     render(include_str!("Caddyfile"), "", site, session, app)
 }
 
+/// The HAProxy configuration of docs/GATEWAYS.md: `listen` is its `bind`
+/// address, `lua` the path of [`HAPROXY_LUA`], `session` and `app` are
+/// `host:port` of the session service and of the application behind the
+/// gateway.
+#[must_use]
+pub fn haproxy_site(listen: &str, lua: &str, session: &str, app: &str) -> String {
+    render(include_str!("haproxy.cfg"), listen, "", session, app).replace("{lua}", lua)
+}
+
+/// The Lua script [`haproxy_site`] loads: the `lua.session_auth` action,
+/// which asks the service with HAProxy's built-in HTTP client and sets the
+/// identity headers of its answer, as docs/GATEWAYS.md shows it.
+pub const HAPROXY_LUA: &str = include_str!("session_auth.lua");
+
 fn render(template: &str, listen: &str, name: &str, session: &str, app: &str) -> String {
     template
         .replace("{listen}", listen)
@@ -63,6 +79,8 @@ pub enum Kind {
     Nginx,
     /// Caddy with `forward_auth`.
     Caddy,
+    /// HAProxy with a Lua action calling its built-in HTTP client.
+    HAProxy,
 }
 
 impl Kind {
@@ -70,6 +88,7 @@ impl Kind {
         match self {
             Self::Nginx => "nginx",
             Self::Caddy => "caddy",
+            Self::HAProxy => "haproxy",
         }
     }
 }
@@ -104,6 +123,29 @@ impl Gateway {
         Self::start(Kind::Caddy, session, app)
     }
 
+    /// Starts HAProxy in front of `app`, asking `session` from the Lua
+    /// action of [`HAPROXY_LUA`].
+    ///
+    /// # Panics
+    ///
+    /// As [`nginx`](Self::nginx).
+    #[must_use]
+    pub fn haproxy(session: SocketAddr, app: SocketAddr) -> Self {
+        Self::start(Kind::HAProxy, session, app)
+    }
+
+    /// Starts HAProxy configured as [`haproxy`](Self::haproxy), but loading
+    /// `lua` instead of [`HAPROXY_LUA`]: for checking what the
+    /// configuration does when the script misbehaves.
+    ///
+    /// # Panics
+    ///
+    /// As [`nginx`](Self::nginx).
+    #[must_use]
+    pub fn haproxy_with_lua(session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
+        Self::launch(Kind::HAProxy, session, app, lua)
+    }
+
     /// Which gateway this is.
     #[must_use]
     pub const fn kind(&self) -> Kind {
@@ -123,6 +165,11 @@ impl Gateway {
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
+        Self::launch(kind, session, app, HAPROXY_LUA)
+    }
+
+    /// Starts `kind`; `lua` is the script HAProxy loads.
+    fn launch(kind: Kind, session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
         let program = session_test_process::find_program(kind.program()).unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `{0}` is not installed (looked on PATH, in /usr/sbin and \
@@ -156,6 +203,18 @@ impl Gateway {
                                 root.join("gateway.conf").display().to_string(),
                             ],
                         ),
+                        Kind::HAProxy => {
+                            fs::write(root.join(HAPROXY_LUA_FILE), lua)?;
+                            (
+                                haproxy_config(root, port, session, app),
+                                vec![
+                                    // Foreground, and only this file.
+                                    "-db".into(),
+                                    "-f".into(),
+                                    root.join("gateway.conf").display().to_string(),
+                                ],
+                            )
+                        }
                     };
                     fs::write(root.join("gateway.conf"), config)?;
                     Ok(args)
@@ -205,7 +264,28 @@ fn caddy_config(port: u16, session: SocketAddr, app: SocketAddr) -> String {
     )
 }
 
-/// What nginx, Caddy and Prometheus all log when their port was taken.
+/// The file name of [`HAPROXY_LUA`] beside the configuration.
+const HAPROXY_LUA_FILE: &str = "session_auth.lua";
+
+/// A whole HAProxy configuration: the documented one after the settings a
+/// server of its own needs (one thread, its log on its output, the
+/// timeouts every HAProxy configuration sets). HAProxy merges the two
+/// `global` sections.
+fn haproxy_config(root: &Path, port: u16, session: SocketAddr, app: SocketAddr) -> String {
+    let site = haproxy_site(
+        &format!("127.0.0.1:{port}"),
+        &root.join(HAPROXY_LUA_FILE).display().to_string(),
+        &session.to_string(),
+        &app.to_string(),
+    );
+    format!(
+        "global\n    nbthread 1\n    log stderr format raw local0 info\ndefaults\n    mode \
+         http\n    log global\n    option httplog\n    timeout connect 5s\n    timeout client \
+         30s\n    timeout server 30s\n{site}"
+    )
+}
+
+/// What nginx, Caddy, HAProxy and Prometheus all log when their port was taken.
 pub(crate) const ADDRESS_IN_USE: &str = "already in use";
 
 /// A server of this crate: its private directory and its process, both

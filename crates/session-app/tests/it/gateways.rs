@@ -1,5 +1,5 @@
-//! Forward auth through real gateways: a throwaway nginx and Caddy, each
-//! configured as docs/GATEWAYS.md says, in front of a small upstream that
+//! Forward auth through real gateways: a throwaway nginx, Caddy and
+//! HAProxy, each configured as docs/GATEWAYS.md says, in front of a small upstream that
 //! echoes the headers it receives, asking the real `session-app` binary;
 //! and the binary's options that name the cookie and identity headers.
 
@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use session_core::memory::MemoryStore;
 use session_core::{MemoryCache, SessionService};
 use session_http::{ApiState, router};
-use session_test_gateway::{Gateway, Kind, caddy_site, nginx_site};
+use session_test_gateway::{Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site, nginx_site};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -69,6 +69,7 @@ fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Gateway {
     match kind {
         Kind::Nginx => Gateway::nginx(session, app),
         Kind::Caddy => Gateway::caddy(session, app),
+        Kind::HAProxy => Gateway::haproxy(session, app),
     }
 }
 
@@ -136,7 +137,8 @@ async fn exercise(kind: Kind) {
 
     // An identity header spelt with underscores, which CGI, WSGI, Rack and
     // PHP read as the real one: refused, or dropped on the way (nginx
-    // drops header names with underscores), never passed on.
+    // drops header names with underscores, HAProxy's Lua deletes them),
+    // never passed on.
     for forged in ["x_session_id", "X_Account_Id", "x-session_id"] {
         let (status, _, body) = through(
             &gateway,
@@ -236,6 +238,11 @@ async fn caddy_lets_active_sessions_through_with_their_identity_and_refuses_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_lets_active_sessions_through_with_their_identity_and_refuses_the_rest() {
+    exercise(Kind::HAProxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_refuses_while_the_service_is_not_ready() {
     refused_while_not_ready(Kind::Nginx).await;
 }
@@ -245,23 +252,92 @@ async fn caddy_refuses_while_the_service_is_not_ready() {
     refused_while_not_ready(Kind::Caddy).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_while_the_service_is_not_ready() {
+    refused_while_not_ready(Kind::HAProxy).await;
+}
+
+/// HAProxy lets a request go on when a Lua action fails; the documented
+/// configuration refuses every request the action did not pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_when_its_lua_action_fails() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let (token, _) = server.create(Uuid::new_v4()).await;
+    // The documented action, failing before it asks anything.
+    let failing = HAPROXY_LUA.replacen(
+        "local function session_auth(txn, service)\n",
+        "local function session_auth(txn, service)\n    error(\"failing on purpose\")\n",
+        1,
+    );
+    assert_ne!(failing, HAPROXY_LUA, "the action's first line moved");
+    let gateway = Gateway::haproxy_with_lua(server.address, upstream.address, &failing);
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
+    assert_eq!(status, 500, "{body}\n{}", gateway.log());
+    assert!(
+        gateway.log().contains("failing on purpose"),
+        "the action ran and failed:\n{}",
+        gateway.log()
+    );
+    assert_eq!(upstream.reached(), 0, "nothing reaches the upstream");
+}
+
+/// The HAProxy script sets the identity headers it names; an answer that
+/// carries them under other names (the service's options renamed them) is
+/// refused, never let through without an identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_refuses_an_answer_without_the_identity_headers() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: ["--forward-auth-session-id-header", "X-User-Session"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    let (token, _) = server.create(Uuid::new_v4()).await;
+    let gateway = Gateway::haproxy(server.address, upstream.address);
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = through(&gateway, &[("authorization", &bearer)]).await;
+    assert_eq!(status, 500, "{body}\n{}", gateway.log());
+    assert_eq!(upstream.reached(), 0, "nothing reaches the upstream");
+}
+
 /// The configurations docs/GATEWAYS.md shows are the ones tested here.
 #[test]
 fn the_documented_configurations_are_the_tested_ones() {
     let doc = include_str!("../../../../docs/GATEWAYS.md");
-    for (gateway, text) in [
+    for (what, text) in [
         (
-            "nginx",
+            "nginx configuration",
             nginx_site("80", "app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
         ),
         (
-            "Caddy",
+            "Caddy configuration",
             caddy_site("app.example.com", "127.0.0.1:8080", "127.0.0.1:3000"),
         ),
+        (
+            "HAProxy configuration",
+            haproxy_site(
+                ":80",
+                "/etc/haproxy/session_auth.lua",
+                "127.0.0.1:8080",
+                "127.0.0.1:3000",
+            ),
+        ),
+        ("HAProxy Lua script", HAPROXY_LUA.to_owned()),
     ] {
         assert!(
             doc.contains(&text),
-            "docs/GATEWAYS.md must show the tested {gateway} configuration:\n{text}"
+            "docs/GATEWAYS.md must show the tested {what}:\n{text}"
         );
     }
 }
