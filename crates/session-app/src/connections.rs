@@ -18,7 +18,11 @@
 //!   timeout, and cannot shut them out.
 //!
 //! A connection past a timeout is closed without a response (its client has
-//! not finished asking, or stopped reading). hyper's own
+//! not finished asking, or stopped reading).
+//!
+//! A request body the router leaves unread is drained or the connection
+//! closed, and every close the server starts lingers, so the client reads
+//! its answer without a reset: see [`crate::unread`]. hyper's own
 //! `header_read_timeout` is not used: hyper 1.x restarts it as soon as a
 //! kept-alive connection goes idle, so it cannot give an idle timeout longer
 //! than the header read timeout. The upstream work that would let this loop
@@ -52,6 +56,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
+
+use crate::unread::{Lingering, RequestBody, UnreadSlot};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -306,10 +312,12 @@ pub(crate) async fn serve(
         let io = TokioIo::new(WatchedStream {
             stream,
             clock: Arc::clone(&clock),
+            lingering: None,
         });
         let service = TrackedService {
             inner: TowerToHyperService::new(app.clone()),
             clock: Arc::clone(&clock),
+            unread: UnreadSlot::default(),
         };
         let connection = graceful.watch(builder.serve_connection(io, service));
         let metrics = metrics.clone();
@@ -419,54 +427,121 @@ async fn within_limits<F: Future>(
 }
 
 /// The router as a hyper service that tells the connection's clock when a
-/// request starts and when its response is ready.
+/// request starts and when its response is ready, and drains what the router
+/// left unread of the request body before the response goes out.
 struct TrackedService {
     inner: TowerToHyperService<Router>,
     clock: Arc<ConnectionClock>,
+    unread: UnreadSlot,
 }
 
+type RouterFuture =
+    <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<RequestBody>>>::Future;
+
 impl hyper::service::Service<hyper::Request<Incoming>> for TrackedService {
-    type Response = <TowerToHyperService<Router> as hyper::service::Service<
-        hyper::Request<Incoming>,
-    >>::Response;
+    type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = TrackedResponse<
-        <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<Incoming>>>::Future,
-    >;
+    type Future = TrackedResponse<RouterFuture>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         self.clock.on_request();
+        let expects_continue = request
+            .headers()
+            .get(hyper::header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let request = request.map(|body| self.unread.wrap(body, expects_continue));
         TrackedResponse {
             inner: self.inner.call(request),
             clock: Arc::clone(&self.clock),
+            unread: self.unread.clone(),
+            draining: None,
         }
     }
 }
 
+/// A response waiting for the rest of its request's body to be drained.
+struct Draining {
+    /// Resolves to whether the whole body was drained.
+    rest: Pin<Box<dyn Future<Output = bool> + Send>>,
+    response: axum::response::Response,
+}
+
 pin_project_lite::pin_project! {
-    /// A response future that marks the connection idle once it is ready.
+    /// A response future that drains the request body left unread (or marks
+    /// the response `Connection: close` when it cannot), then marks the
+    /// connection idle once the response is ready.
     struct TrackedResponse<F> {
         #[pin]
         inner: F,
         clock: Arc<ConnectionClock>,
+        unread: UnreadSlot,
+        draining: Option<Draining>,
     }
 }
 
-impl<F: Future> Future for TrackedResponse<F> {
+impl<F> Future for TrackedResponse<F>
+where
+    F: Future<Output = Result<axum::response::Response, std::convert::Infallible>>,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
+        if this.draining.is_none() {
+            let mut response = match std::task::ready!(this.inner.poll(cx)) {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // By now the router has dropped the request, and with it any
+            // body it did not read to the end.
+            match this.unread.take().map(crate::unread::Unread::drain) {
+                Some(Some(rest)) => {
+                    *this.draining = Some(Draining {
+                        rest: Box::pin(rest),
+                        response,
+                    });
+                }
+                unread => {
+                    if unread.is_some() {
+                        close_after(&mut response);
+                    }
+                    this.clock.on_response();
+                    return Poll::Ready(Ok(response));
+                }
+            }
+        }
+        let Some(draining) = this.draining.as_mut() else {
+            unreachable!("set above when not already set");
+        };
+        let drained = std::task::ready!(draining.rest.as_mut().poll(cx));
+        let Some(Draining { mut response, .. }) = this.draining.take() else {
+            unreachable!("polled just above");
+        };
+        if !drained {
+            close_after(&mut response);
+        }
         this.clock.on_response();
-        Poll::Ready(output)
+        Poll::Ready(Ok(response))
     }
 }
 
-/// The client's socket, telling the connection's clock when bytes arrive.
+/// Says the connection closes after `response`: hyper reads the header,
+/// closes once the response is written, and the close lingers
+/// ([`WatchedStream`]'s shutdown).
+fn close_after(response: &mut axum::response::Response) {
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+}
+
+/// The client's socket, telling the connection's clock when bytes arrive,
+/// and closing with a lingering close when hyper shuts it down.
 struct WatchedStream {
     stream: TcpStream,
     clock: Arc<ConnectionClock>,
+    /// Set once the write side is shut down.
+    lingering: Option<Lingering>,
 }
 
 impl AsyncRead for WatchedStream {
@@ -509,8 +584,20 @@ impl AsyncWrite for WatchedStream {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// hyper shuts the socket down when it closes a connection, and drops
+    /// it when this is ready: a lingering close, so what the client still
+    /// sends does not turn the close into a reset (see [`crate::unread`]).
+    /// hyper has no such option, hence it is done here.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        let lingering = match &mut this.lingering {
+            Some(lingering) => lingering,
+            None => {
+                std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+                this.lingering.insert(Lingering::new())
+            }
+        };
+        lingering.poll_discard(&mut this.stream, cx)
     }
 }
 

@@ -15,6 +15,7 @@ mod serve;
 pub mod store;
 mod telemetry;
 mod terminal;
+mod unread;
 
 /// A configuration mistake the operator must fix: reported in one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
