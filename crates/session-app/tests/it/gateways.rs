@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::e2e::{Options, Server, http_client, sqlite_url, temp_dir};
 
 /// The application behind the gateway: answers every request with the
-/// headers it received, and counts the requests that reached it.
+/// headers it received (and, under `body length`, how many body bytes),
+/// and counts the requests that reached it.
 struct Upstream {
     address: SocketAddr,
     reached: Arc<AtomicUsize>,
@@ -43,9 +44,15 @@ impl Upstream {
     }
 }
 
-async fn echo(State(reached): State<Arc<AtomicUsize>>, headers: HeaderMap) -> axum::Json<Value> {
+async fn echo(
+    State(reached): State<Arc<AtomicUsize>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::Json<Value> {
     reached.fetch_add(1, Ordering::SeqCst);
     let mut seen = Map::new();
+    // Not a header name (it holds a space), so it cannot clash with one.
+    seen.insert("body length".to_owned(), Value::from(body.len()));
     for name in headers.keys() {
         let values = headers
             .get_all(name)
@@ -153,6 +160,24 @@ async fn exercise(kind: Kind) {
             );
         }
     }
+
+    // An upload: whether the gateway relays its body to forward auth or not,
+    // the request reaches the upstream whole. Under nginx's default
+    // `client_max_body_size` (1 MiB), and over the service's drain bound.
+    let upload = vec![b'x'; 512 << 10];
+    let response = crate::e2e::http_client()
+        .post(format!("http://{}/orders/7/attachments", gateway.address()))
+        .header(header::HOST, "app.example.com")
+        .header(header::AUTHORIZATION, bearer.as_str())
+        .body(upload.clone())
+        .send()
+        .await
+        .expect("the gateway answers an upload");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{}", fail(&format!("an upload: {body}")));
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["body length"], json!(upload.len()), "{}", fail(&body));
 
     // Refused at the gateway: no token, and then a revoked one.
     let (status, _, body) = through(&gateway, &FORGED).await;
