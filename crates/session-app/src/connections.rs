@@ -92,6 +92,15 @@ pub(crate) struct ConnectionMetrics {
     shed: Counter,
     /// Connections closed by a limit, by the limit.
     timeouts: Family<TimeoutLabels, Counter>,
+    /// Request bodies answered before they were read to the end, by what
+    /// became of their connection.
+    unread_bodies: Family<UnreadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnreadLabels {
+    /// `drained` (the connection was kept) or `closed`.
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +132,22 @@ impl ConnectionMetrics {
             "Connections closed by a limit (header_read, request or idle)",
             self.timeouts.clone(),
         );
+        // Both outcomes from the start, as every outcome family.
+        for outcome in [UNREAD_DRAINED, UNREAD_CLOSED] {
+            drop(self.unread_bodies.get_or_create(&UnreadLabels { outcome }));
+        }
+        registry.register(
+            "http_unread_bodies",
+            "Request bodies answered before they were read to the end: drained (the connection kept) or closed (Connection: close)",
+            self.unread_bodies.clone(),
+        );
+    }
+
+    /// Counts a body answered unread, by what became of its connection.
+    fn unread_body(&self, outcome: &'static str) {
+        self.unread_bodies
+            .get_or_create(&UnreadLabels { outcome })
+            .inc();
     }
 
     /// Counts a connection closed by the limit of `phase`.
@@ -134,6 +159,9 @@ impl ConnectionMetrics {
             .inc();
     }
 }
+
+const UNREAD_DRAINED: &str = "drained";
+const UNREAD_CLOSED: &str = "closed";
 
 /// What a connection is doing, which decides the limit that applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +346,7 @@ pub(crate) async fn serve(
             inner: TowerToHyperService::new(app.clone()),
             clock: Arc::clone(&clock),
             unread: UnreadSlot::default(),
+            metrics: metrics.clone(),
         };
         let connection = graceful.watch(builder.serve_connection(io, service));
         let metrics = metrics.clone();
@@ -433,6 +462,7 @@ struct TrackedService {
     inner: TowerToHyperService<Router>,
     clock: Arc<ConnectionClock>,
     unread: UnreadSlot,
+    metrics: ConnectionMetrics,
 }
 
 type RouterFuture =
@@ -454,6 +484,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for TrackedService {
             inner: self.inner.call(request),
             clock: Arc::clone(&self.clock),
             unread: self.unread.clone(),
+            metrics: self.metrics.clone(),
             draining: None,
         }
     }
@@ -475,6 +506,7 @@ pin_project_lite::pin_project! {
         inner: F,
         clock: Arc<ConnectionClock>,
         unread: UnreadSlot,
+        metrics: ConnectionMetrics,
         draining: Option<Draining>,
     }
 }
@@ -503,6 +535,7 @@ where
                 }
                 unread => {
                     if unread.is_some() {
+                        this.metrics.unread_body(UNREAD_CLOSED);
                         close_after(&mut response);
                     }
                     this.clock.on_response();
@@ -517,7 +550,10 @@ where
         let Some(Draining { mut response, .. }) = this.draining.take() else {
             unreachable!("polled just above");
         };
-        if !drained {
+        if drained {
+            this.metrics.unread_body(UNREAD_DRAINED);
+        } else {
+            this.metrics.unread_body(UNREAD_CLOSED);
             close_after(&mut response);
         }
         this.clock.on_response();

@@ -229,6 +229,10 @@ async fn oversized_create(framing: Framing) {
     assert!(answer.body.contains("payload_too_large"), "{answer:?}");
     assert!(answer.close, "{answer:?}");
     after(&answer, reader, writer).await;
+    let closed = server
+        .metric("session_http_unread_bodies_total{outcome=\"closed\"}")
+        .await;
+    assert!((closed - 1.0).abs() < f64::EPSILON, "{closed}");
 }
 
 #[tokio::test]
@@ -264,6 +268,10 @@ async fn a_small_body_forward_auth_ignores_leaves_the_connection_serving() {
     // Within the drain bound: read and dropped, and the connection kept.
     assert!(!answer.close, "{answer:?}");
     after(&answer, reader, writer).await;
+    let drained = server
+        .metric("session_http_unread_bodies_total{outcome=\"drained\"}")
+        .await;
+    assert!((drained - 1.0).abs() < f64::EPSILON, "{drained}");
 }
 
 #[tokio::test]
