@@ -1,15 +1,16 @@
-//! The bare-stack floor for the HTTP benchmarks: an axum 0.8 router with
-//! the service's routes and no middleware, served by hyper's HTTP/1.1
-//! server with keep-alive, as the service serves its router, in a process of
+//! The bare-stack floor for the HTTP benchmarks: what a user would write
+//! without this project, an axum 0.8 router with the service's routes and
+//! no middleware served by `axum::serve(listener, router)`, in a process of
 //! its own built with the same profile as the harness (this binary, started
 //! with `--floor-server`).
 //!
 //! It does no session work: `/healthz` is a constant body; resolve parses
 //! `{"token"}` with axum's `Json` and answers a constant session of the
 //! service's shape; forward auth answers 200 with constant identity headers
-//! and that body. So what the service costs beyond it is what wraps its
-//! requests (request ids, spans, logs, metrics, checks) and the session
-//! work itself.
+//! and that body. So what the service costs beyond it is everything the
+//! service adds: its own connection handling (limits, timeouts, admission,
+//! draining unread bodies), what wraps its requests (request ids, spans,
+//! logs, metrics, checks) and the session work itself.
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -20,9 +21,6 @@ use axum::Json;
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{any, get, post};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -87,27 +85,12 @@ pub(crate) fn serve() -> anyhow::Result<()> {
         println!("listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
         let app = router();
-        let accept = async {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                // As the service sets its accepted sockets.
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        };
         let stdin_closed = tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();
             let _ = std::io::stdin().lock().read_until(0, &mut sink);
         });
         tokio::select! {
-            () = accept => {}
+            served = std::future::IntoFuture::into_future(axum::serve(listener, app)) => served?,
             _ = stdin_closed => {}
         }
         anyhow::Ok(())

@@ -100,14 +100,14 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     let mut section = Section::new(
         "resolve_http",
         "The HTTP stack against its bare-stack floor",
-        "the same route of a bare axum 0.8 server (hyper HTTP/1.1, keep-alive) with no \
-         middleware and no session work, in the same run",
+        "the same route of a plain `axum::serve(listener, router)` with no middleware \
+         and no session work, in the same run",
     );
     section.note(format!(
         "`session-app serve` ({} build) on SQLite with {}, `--cache map`, `--log warn` (no \
          per-request log lines) unless the row says otherwise, on a free loopback port. The \
          floor is this harness's `--floor-server`: the same routes on a bare axum router \
-         served by hyper's HTTP/1.1 server, as the service serves its own, answering \
+         served by `axum::serve`, what a user would write without this project, answering \
          `/healthz` with a constant body, resolve by parsing `{{\"token\"}}` with axum's \
          `Json` and answering a constant 211-byte session, forward auth with constant \
          identity headers and that body.",
