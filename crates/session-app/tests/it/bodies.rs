@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, sqlite_url, temp_dir};
+use crate::e2e::{Server, ready_on_sqlite};
 
 /// The upload a gateway relays: 1 MiB, far over what the service drains.
 const UPLOAD: usize = 1 << 20;
@@ -40,16 +40,6 @@ struct Answer {
     /// Whether the answer said `Connection: close`.
     close: bool,
     body: String,
-}
-
-async fn start() -> (Server, tempfile::TempDir) {
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        ..Options::default()
-    });
-    server.wait_ready().await;
-    (server, dir)
 }
 
 /// Sends `head` (without its framing header and blank line) and a body of
@@ -199,7 +189,7 @@ const CREATE_HEAD: &str =
     "POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
 
 async fn forward_auth_upload(framing: Framing) {
-    let (server, _dir) = start().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let (token, _) = server.create(Uuid::new_v4()).await;
     let (answer, reader, writer) =
         upload(&server, &forward_auth_head(&token), framing, UPLOAD).await;
@@ -220,7 +210,7 @@ async fn a_chunked_upload_relayed_to_forward_auth_is_answered_without_a_reset() 
 }
 
 async fn oversized_create(framing: Framing) {
-    let (server, _dir) = start().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let (answer, reader, writer) = upload(&server, CREATE_HEAD, framing, UPLOAD).await;
     assert_eq!(
         answer.status, "HTTP/1.1 413 Payload Too Large",
@@ -247,7 +237,7 @@ async fn an_oversized_chunked_create_gets_its_413_without_a_reset() {
 
 #[tokio::test]
 async fn a_small_body_forward_auth_ignores_leaves_the_connection_serving() {
-    let (server, _dir) = start().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let (token, _) = server.create(Uuid::new_v4()).await;
     let head = format!(
         "{}Content-Length: {}\r\n\r\n",
@@ -276,7 +266,7 @@ async fn a_small_body_forward_auth_ignores_leaves_the_connection_serving() {
 
 #[tokio::test]
 async fn an_oversized_create_expecting_100_continue_is_refused_before_its_body() {
-    let (server, _dir) = start().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let (mut reader, writer) = TcpStream::connect(server.address)
         .await
         .unwrap()

@@ -219,3 +219,17 @@ pub(crate) fn sqlite_url(dir: &Path) -> String {
 pub(crate) fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// The real binary, keyless, on a SQLite file in a directory of its own
+/// (returned: keep it while the server runs), with `extra` arguments,
+/// once it reports ready.
+pub(crate) async fn ready_on_sqlite(extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    (server, dir)
+}

@@ -14,7 +14,7 @@ use session_test_app::{App, Launch};
 use session_test_postgres::TestDatabase;
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, cli, http_client, sqlite_url, temp_dir};
+use crate::e2e::{Options, Server, cli, http_client, ready_on_sqlite, sqlite_url, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-app");
 
@@ -259,15 +259,8 @@ async fn cursors_at_the_edges_on_postgres() {
 /// gateway overwrites.
 #[tokio::test]
 async fn forward_auth_refuses_underscore_spellings_of_the_identity_headers() {
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        extra: ["--forward-auth-account-id-header", "X-Remote-User"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..Options::default()
-    });
-    server.wait_ready().await;
+    let (server, _dir) =
+        ready_on_sqlite(&["--forward-auth-account-id-header", "X-Remote-User"]).await;
     let (token, _) = server.create(Uuid::new_v4()).await;
     let check = |name: &'static str| {
         let request = http_client()

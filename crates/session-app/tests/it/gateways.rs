@@ -17,7 +17,7 @@ use session_test_gateway::{Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site,
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, http_client, sqlite_url, temp_dir};
+use crate::e2e::{Options, Server, http_client, ready_on_sqlite, sqlite_url, temp_dir};
 
 /// The application behind the gateway: answers every request with the
 /// headers it received (and, under `body length`, how many body bytes),
@@ -103,14 +103,9 @@ const FORGED: [(&str, &str); 2] = [
 
 async fn exercise(kind: Kind) {
     let upstream = Upstream::start().await;
-    let dir = temp_dir();
     // Keyless: the service listens on loopback and keeps its loopback-name
     // rule, which forward auth is exempt from (Caddy forwards the client's Host).
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        ..Options::default()
-    });
-    server.wait_ready().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let gateway = start(kind, server.address, upstream.address);
     let fail = |what: &str| format!("{kind:?}: {what}\ngateway log:\n{}", gateway.log());
 
@@ -287,12 +282,7 @@ async fn haproxy_refuses_while_the_service_is_not_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_refuses_when_its_lua_action_fails() {
     let upstream = Upstream::start().await;
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        ..Options::default()
-    });
-    server.wait_ready().await;
+    let (server, _dir) = ready_on_sqlite(&[]).await;
     let (token, _) = server.create(Uuid::new_v4()).await;
     // The documented action, failing before it asks anything.
     let failing = HAPROXY_LUA.replacen(
@@ -319,15 +309,8 @@ async fn haproxy_refuses_when_its_lua_action_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_refuses_an_answer_without_the_identity_headers() {
     let upstream = Upstream::start().await;
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        extra: ["--forward-auth-session-id-header", "X-User-Session"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..Options::default()
-    });
-    server.wait_ready().await;
+    let (server, _dir) =
+        ready_on_sqlite(&["--forward-auth-session-id-header", "X-User-Session"]).await;
     let (token, _) = server.create(Uuid::new_v4()).await;
     let gateway = Gateway::haproxy(server.address, upstream.address);
     let bearer = format!("Bearer {token}");
@@ -370,22 +353,15 @@ fn the_documented_configurations_are_the_tested_ones() {
 /// The options name the cookie and the identity headers of the real binary.
 #[tokio::test]
 async fn the_cookie_and_the_identity_headers_are_named_by_options() {
-    let dir = temp_dir();
-    let server = Server::start(Options {
-        database_url: sqlite_url(dir.path()),
-        extra: [
-            "--forward-auth-cookie",
-            "sid",
-            "--forward-auth-session-id-header",
-            "X-User-Session",
-            "--forward-auth-account-id-header",
-            "X-User",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        ..Options::default()
-    });
-    server.wait_ready().await;
+    let (server, _dir) = ready_on_sqlite(&[
+        "--forward-auth-cookie",
+        "sid",
+        "--forward-auth-session-id-header",
+        "X-User-Session",
+        "--forward-auth-account-id-header",
+        "X-User",
+    ])
+    .await;
     let account = Uuid::new_v4();
     let (token, session_id) = server.create(account).await;
     let check = |cookie: String| {

@@ -72,11 +72,21 @@ async fn caught_up(instance: &Instance) {
 
 /// Two instances on one shared `store`, both caught up.
 async fn pair_on<S: SessionStore + ChangeLog>(store: Arc<S>) -> (Arc<S>, Instance, Instance) {
+    let (a, b) = pair_reading(store.clone(), store.clone()).await;
+    (store, a, b)
+}
+
+/// Two instances on one shared `store`, B reading its change log through
+/// `b_log`, both caught up.
+async fn pair_reading<S: SessionStore + ChangeLog>(
+    store: Arc<S>,
+    b_log: Arc<dyn ChangeLog>,
+) -> (Instance, Instance) {
     let a = instance(store.clone(), store.clone());
-    let b = instance(store.clone(), store.clone());
+    let b = instance(store, b_log);
     caught_up(&a).await;
     caught_up(&b).await;
-    (store, a, b)
+    (a, b)
 }
 
 async fn pair() -> (Arc<MemoryStore>, Instance, Instance) {
@@ -587,14 +597,11 @@ async fn pair_with_slow_log(
     read_takes: std::time::Duration,
 ) -> (Arc<MemoryStore>, Instance, Instance) {
     let store = Arc::new(MemoryStore::new());
-    let a = instance(store.clone(), store.clone());
     let slow = Arc::new(SlowLog {
         inner: store.clone(),
         read_takes,
     });
-    let b = instance(store.clone(), slow);
-    caught_up(&a).await;
-    caught_up(&b).await;
+    let (a, b) = pair_reading(store.clone(), slow).await;
     (store, a, b)
 }
 
