@@ -17,7 +17,7 @@ use session_test_gateway::{Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site,
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::e2e::{Options, Server, http_client, ready_on_sqlite, sqlite_url, temp_dir};
+use crate::e2e::{http_client, ready_on_sqlite};
 
 /// The application behind the gateway: answers every request with the
 /// headers it received (and, under `body length`, how many body bytes),
