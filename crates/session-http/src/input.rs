@@ -13,16 +13,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::error::Category;
 use session_core::{AccountId, SessionId};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, MAX_BODY_BYTES};
 
 /// A JSON request body, with errors in the API's shape that never echo input.
 pub(crate) struct ApiJson<T>(pub T);
@@ -34,17 +34,23 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large()
-            } else {
-                ApiError::invalid_request("the request body could not be read")
-            }
-        })?;
+        // Cut at the limit as it is read, whatever the body declared: a
+        // chunked body has no length to refuse up front.
+        let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|error| {
+                if error.is::<LengthLimitError>() {
+                    ApiError::payload_too_large()
+                } else {
+                    ApiError::invalid_request("the request body could not be read")
+                }
+            })?
+            .to_bytes();
         parse_json(&bytes).map(Self)
     }
 }

@@ -80,7 +80,7 @@ mod store_metrics;
 mod wrap;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::routing::{any, get, post};
 use utoipa::OpenApi;
 
@@ -99,7 +99,7 @@ pub use store_metrics::{PoolReader, PoolUse, StoreMetrics};
 
 use error::ApiError;
 use openapi::LayerAnswers;
-use wrap::{CheckLayer, RequestLayer};
+use wrap::RequestLayer;
 
 /// Every route template, for metric and span labels.
 const ROUTES: &[&str] = &[
@@ -166,9 +166,13 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The whole API as an axum router, over `state`: every route, a JSON 404
-/// and 405 for the rest, and the layers around them.
+/// and 405 for the rest, and the one layer around them (see [`guard`] for
+/// the checks it runs before a route).
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
+    // Rendered once: the document never changes while the process runs.
+    let openapi = axum::body::Bytes::from(openapi().to_pretty_json().unwrap_or_default());
+
+    Router::new()
         .route("/v1/sessions", post(sessions::create_session))
         .route("/v1/sessions/resolve", post(sessions::resolve_session))
         .route(
@@ -179,12 +183,6 @@ pub fn router(state: ApiState) -> Router {
             "/v1/accounts/{account_id}/sessions",
             get(sessions::list_sessions).delete(sessions::revoke_account_sessions),
         )
-        .route_layer(CheckLayer::new(state.clone(), auth::require_api_key));
-    // Rendered once: the document never changes while the process runs.
-    let openapi = axum::body::Bytes::from(openapi().to_pretty_json().unwrap_or_default());
-
-    Router::new()
-        .merge(v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -200,24 +198,44 @@ pub fn router(state: ApiState) -> Router {
                 }
             }),
         )
-        .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        // Around every route above and the fallbacks, inside the layers
-        // below, so a refusal is logged, counted and marked `no-store` like
-        // any answer.
-        .layer(CheckLayer::new(state.clone(), |state, request| {
-            host::require_loopback_host(state, request)?;
-            refuse_declared_oversized_bodies(request)
-        }))
-        // Added after that layer, so it does not wrap them: forward auth
-        // never reads a body, and answers under the client's `Host` that
-        // gateways forward (see `forward_auth.rs` for why that is safe).
         .route(FORWARD_AUTH, any(forward_auth::forward_auth))
         .route(FORWARD_AUTH_SLASH, any(forward_auth::forward_auth))
         .route(FORWARD_AUTH_BELOW, any(forward_auth::forward_auth))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestLayer::new(state.clone()))
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // One layer, wrapping every route and the fallbacks: axum boxes each
+        // route again for every layer added here (a clone and a boxed future
+        // per request and layer), so the checks below run inside it instead
+        // of as layers of their own.
+        .layer(RequestLayer::new(state.clone(), guard))
         .with_state(state)
+}
+
+/// The checks a request passes before its route runs, by the route template
+/// it matched (`None` for the fallbacks). A refusal is the answer, logged,
+/// counted and marked `no-store` like any other.
+///
+/// - Forward auth passes unchecked: it never reads a body, and answers under
+///   the client's `Host` that gateways forward (see `forward_auth.rs` for
+///   why that is safe).
+/// - Every other request, unmatched ones included, must name a loopback host
+///   when no API key is configured, and is refused 413 when it declares a
+///   body over the limit.
+/// - The `/v1` routes need an API key, when keys are configured.
+fn guard(state: &ApiState, route: Option<&str>, request: &Request) -> Result<(), ApiError> {
+    let Some(route) = route else {
+        host::require_loopback_host(state, request)?;
+        return refuse_declared_oversized_bodies(request);
+    };
+    if [FORWARD_AUTH, FORWARD_AUTH_SLASH, FORWARD_AUTH_BELOW].contains(&route) {
+        return Ok(());
+    }
+    host::require_loopback_host(state, request)?;
+    refuse_declared_oversized_bodies(request)?;
+    if route.starts_with("/v1/") {
+        auth::require_api_key(state, request)?;
+    }
+    Ok(())
 }
 
 /// Answers 413 to a request whose `Content-Length` is over the limit before

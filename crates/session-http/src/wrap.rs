@@ -1,13 +1,12 @@
-//! What wraps every request, as two hand-written tower layers instead of a
-//! stack of `from_fn` middlewares (each of which boxes a future per
-//! request):
-//!
-//! - [`RequestLayer`], around every route: the request id, the request
-//!   span, the access log line, the log line of a failure's cause (the
-//!   only place one is logged), the duration metric and `Cache-Control:
-//!   no-store` on every answer, with one clock read at each end.
-//! - [`CheckLayer`], a check that may answer before the route runs (the
-//!   API key, the loopback name, a declared oversized body).
+//! What wraps every request: one hand-written tower layer, [`RequestLayer`],
+//! instead of a stack of `from_fn` middlewares or layers of their own (axum
+//! boxes every route again for each layer, a clone and a boxed future per
+//! request and layer). Around every route it adds the request id, the
+//! request span, the access log line, the log line of a failure's cause
+//! (the only place one is logged), the duration metric and `Cache-Control:
+//! no-store` on every answer, with one clock read at each end; and it runs
+//! the route's [`Guard`] (the API key, the loopback name, a declared
+//! oversized body), whose refusal is the answer.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -29,17 +28,25 @@ use crate::request_metrics::RequestKind;
 /// The request id header, read from the client and sent back.
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The checks a request must pass before its route runs, given the route
+/// template it matched (`None` when none did): `Err` is the answer, and the
+/// route is not called.
+pub(crate) type Guard = fn(&ApiState, Option<&str>, &Request) -> Result<(), ApiError>;
+
 /// Adds request ids, the request span and log line, the duration metric and
-/// `no-store` to every request of the service it wraps.
+/// `no-store` to every request of the service it wraps, and runs a
+/// [`Guard`] before it.
 #[derive(Clone)]
 pub(crate) struct RequestLayer {
     state: ApiState,
+    guard: Guard,
 }
 
 impl RequestLayer {
-    /// The layer, counting into `state`'s metrics.
-    pub(crate) fn new(state: ApiState) -> Self {
-        Self { state }
+    /// The layer, counting into `state`'s metrics and running `guard`
+    /// before each request.
+    pub(crate) fn new(state: ApiState, guard: Guard) -> Self {
+        Self { state, guard }
     }
 }
 
@@ -50,6 +57,7 @@ impl<S> Layer<S> for RequestLayer {
         RequestService {
             inner,
             state: self.state.clone(),
+            guard: self.guard,
         }
     }
 }
@@ -59,6 +67,7 @@ impl<S> Layer<S> for RequestLayer {
 pub(crate) struct RequestService<S> {
     inner: S,
     state: ApiState,
+    guard: Guard,
 }
 
 impl<S> Service<Request> for RequestService<S>
@@ -67,7 +76,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = RequestFuture<S::Future>;
+    type Future = RequestFuture<Guarded<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,8 +86,11 @@ where
         let started = Instant::now();
         let request_id = request_id(request.headers_mut());
         let durations = self.state.metrics().request_durations();
-        let matched = request.extensions().get::<MatchedPath>();
-        let kind = durations.kind(request.method(), matched.map(MatchedPath::as_str));
+        let matched = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let kind = durations.kind(request.method(), matched);
         let span = request_span(
             kind.method_label(),
             durations.route_label(kind),
@@ -87,7 +99,14 @@ where
         );
         let inner = {
             let _entered = span.enter();
-            self.inner.call(request)
+            match (self.guard)(&self.state, matched, &request) {
+                Ok(()) => Guarded::Passed {
+                    inner: self.inner.call(request),
+                },
+                Err(refusal) => Guarded::Refused {
+                    response: Some(refusal.into_response()),
+                },
+            }
         };
         RequestFuture {
             inner,
@@ -275,78 +294,16 @@ impl std::fmt::Display for SpanName {
     }
 }
 
-/// A check run before the wrapped route: `Err` is the answer, and the route
-/// is not called.
-pub(crate) type Check = fn(&ApiState, &Request) -> Result<(), ApiError>;
-
-/// Runs a [`Check`] in front of a service, with no boxed future.
-#[derive(Clone)]
-pub(crate) struct CheckLayer {
-    state: ApiState,
-    check: Check,
-}
-
-impl CheckLayer {
-    /// The layer, running `check` with `state` before each request.
-    pub(crate) fn new(state: ApiState, check: Check) -> Self {
-        Self { state, check }
-    }
-}
-
-impl<S> Layer<S> for CheckLayer {
-    type Service = CheckService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CheckService {
-            inner,
-            state: self.state.clone(),
-            check: self.check,
-        }
-    }
-}
-
-/// The service [`CheckLayer`] makes.
-#[derive(Clone)]
-pub(crate) struct CheckService<S> {
-    inner: S,
-    state: ApiState,
-    check: Check,
-}
-
-impl<S> Service<Request> for CheckService<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = CheckFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match (self.check)(&self.state, &request) {
-            Ok(()) => CheckFuture::Passed {
-                inner: self.inner.call(request),
-            },
-            Err(refusal) => CheckFuture::Refused {
-                response: Some(refusal.into_response()),
-            },
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
-    /// The route's answer, or the check's refusal.
-    #[project = CheckFutureProj]
-    pub(crate) enum CheckFuture<F> {
+    /// The route's answer, or the guard's refusal.
+    #[project = GuardedProj]
+    pub(crate) enum Guarded<F> {
         Passed { #[pin] inner: F },
         Refused { response: Option<Response> },
     }
 }
 
-impl<F, E> Future for CheckFuture<F>
+impl<F, E> Future for Guarded<F>
 where
     F: Future<Output = Result<Response, E>>,
 {
@@ -354,8 +311,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            CheckFutureProj::Passed { inner } => inner.poll(cx),
-            CheckFutureProj::Refused { response } => Poll::Ready(Ok(response
+            GuardedProj::Passed { inner } => inner.poll(cx),
+            GuardedProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| unreachable!("a refusal is polled once")))),
         }
