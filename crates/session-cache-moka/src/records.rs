@@ -36,7 +36,7 @@ fn weight(session: &Session) -> u32 {
 }
 
 /// A [`RecordCache`] on `moka::sync::Cache`: at most `max_bytes` of whole
-/// records (by [`weight`]: the record, its text and moka's own entry), the
+/// records (each weighed as the record, its text and moka's own entry), the
 /// least likely to be asked for again evicted first (TinyLFU).
 ///
 /// Eviction is what it is for: a compact cache's index decides whether a
