@@ -144,11 +144,22 @@ pub struct ServeArgs {
     pub max_connections: u32,
 
     /// The session cache: `map` (session-core's sharded hash map, the
-    /// default) or `moka`. Both keep every active session and evict nothing;
-    /// `map` resolves several times faster and needs under half the memory
-    /// per session (docs/BENCHMARKS.md).
+    /// default), `moka`, or `compact`. `map` and `moka` keep every active
+    /// session's whole record; `map` resolves several times faster and needs
+    /// under half the memory per session (docs/BENCHMARKS.md). `compact`
+    /// keeps an exact index of every active session's id and account (about
+    /// 54 bytes a session) and whole records only in a bounded cache
+    /// (`--record-cache-mib`): resolve and forward auth then answer the id
+    /// and the account alone (README, "Cache modes").
     #[arg(long, env = "SESSION_CACHE", value_enum, default_value = "map")]
     pub cache: CacheKind,
+
+    /// With `--cache compact`: the most memory, in MiB, the cache of whole
+    /// session records may take (each record counted with its text and the
+    /// cache's own bookkeeping, about 550 bytes without text). Records past
+    /// it are evicted and read from the store when asked for again.
+    #[arg(long, env = "SESSION_RECORD_CACHE_MIB", default_value_t = 64)]
+    pub record_cache_mib: u64,
 
     /// With several instances on one PostgreSQL: the most this instance's
     /// cache may lag behind the change log while it reports ready. Every
@@ -259,6 +270,9 @@ pub enum CacheKind {
     Map,
     /// session-cache-moka's `MokaSessionCache`.
     Moka,
+    /// session-core's `CompactCache`, with session-cache-moka's
+    /// `MokaRecordCache` of whole records.
+    Compact,
 }
 
 /// How the session commands reach the service.

@@ -320,12 +320,13 @@ fn sessions_table(sessions: &[Value]) -> String {
         ("LABEL", "label"),
         ("USER AGENT", "user_agent"),
     ];
-    // Only answers read from the store (get, list) say when a session was
-    // last seen; create and resolve answers have no such column.
+    // A column only when some answer has the field: only answers read from
+    // the store (get, list) say when a session was last seen, and a compact
+    // cache's resolve answers the id and the account alone.
     let columns: Vec<(&str, &str)> = COLUMNS
         .into_iter()
         .filter(|(_, key)| {
-            *key != "last_seen_at" || sessions.iter().any(|session| session.get(key).is_some())
+            *key == "id" || sessions.iter().any(|session| session.get(key).is_some())
         })
         .collect();
     let rows: Vec<Vec<Cow<'_, str>>> = sessions

@@ -12,10 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use session_cache_moka::MokaSessionCache;
+use session_cache_moka::{MokaRecordCache, MokaSessionCache};
 use session_core::config::LastSeenSettings;
 use session_core::port::cache::SessionCache;
-use session_core::{MemoryCache, SessionService};
+use session_core::{CompactCache, MemoryCache, SessionService};
 use session_http::{ApiKeys, ApiState, StoreMetrics};
 use tokio::net::TcpListener;
 
@@ -62,6 +62,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cache: Arc<dyn SessionCache> = match args.cache {
         CacheKind::Map => Arc::new(MemoryCache::new()),
         CacheKind::Moka => Arc::new(MokaSessionCache::new()),
+        CacheKind::Compact => Arc::new(CompactCache::new().with_records(Arc::new(
+            MokaRecordCache::new(args.record_cache_mib.saturating_mul(1 << 20)),
+        ))),
     };
     // Every store call is timed and its failures counted, on its way to the adapter.
     let store_metrics = StoreMetrics::new(Some(store.pools));

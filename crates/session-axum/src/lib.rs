@@ -1,11 +1,17 @@
 //! Sessions for axum and tower applications that embed [`SessionService`].
 //!
-//! - [`CurrentSession`]: the extractor. Required, it refuses the request
+//! - [`CurrentSession`]: the extractor, giving the session's
+//!   [`SessionIdentity`] (its id and account) from the cache alone, in
+//!   either cache mode. Required, it refuses the request
 //!   ([`SessionRejection`], RFC 6750 §3); as `Option<CurrentSession>`, a
 //!   missing, malformed, unknown or revoked token is `None` (a stale cookie
 //!   does not break a public page) and only "the service cannot answer" (not
 //!   ready, busy, store down) is an error. It finds [`SessionAuth`] in the
 //!   router's state through [`FromRef`], so no layer is needed.
+//! - [`CurrentSessionRecord`]: the same, with the session's whole record
+//!   (created at, user agent, IP, label), which a compact cache may have to
+//!   read from the store; or [`SessionAuth::record`] from a
+//!   [`CurrentSession`] already extracted.
 //! - [`SessionLayer`]: resolves once per request and leaves the result in
 //!   the request's extensions (the extractor then uses it), or refuses
 //!   requests without a session for a whole router or a non-axum stack.
@@ -24,8 +30,8 @@
 //! use axum::{Router, routing::get};
 //! use session_axum::{CurrentSession, SessionAuth};
 //!
-//! async fn me(CurrentSession(session): CurrentSession) -> String {
-//!     session.account_id.to_string()
+//! async fn me(CurrentSession(me): CurrentSession) -> String {
+//!     me.account_id.to_string()
 //! }
 //!
 //! # fn app(service: session_core::SessionService) -> Router {
@@ -44,7 +50,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
-use session_core::{Error, Session, SessionService};
+use session_core::{Error, Session, SessionIdentity, SessionService};
 
 pub use crate::cookie::{DEFAULT_COOKIE_NAME, MAX_COOKIE_AGE_SECS, SessionCookie};
 pub use crate::credentials::{
@@ -195,13 +201,28 @@ impl SessionAuth {
         SessionLayer::new(self.clone(), true)
     }
 
+    /// The whole record of a session [`CurrentSession`] extracted:
+    /// [`SessionService::session`], its errors as rejections.
+    ///
+    /// # Errors
+    ///
+    /// A [`SessionRejection`] of the matching [`RejectionKind`]: invalid
+    /// when the session was revoked since it was extracted, unavailable when
+    /// a compact cache had to read the record and the store did not answer.
+    pub async fn record(&self, current: &CurrentSession) -> Result<Arc<Session>, SessionRejection> {
+        self.service
+            .session(&current.0)
+            .await
+            .map_err(|error| self.policy.challenges.reject(kind_of(&error)))
+    }
+
     /// The request's active session: finds its token, checks a
     /// cookie-only unsafe request's origin, and resolves it.
     ///
     /// # Errors
     ///
     /// A [`SessionRejection`] of the matching [`RejectionKind`].
-    pub async fn authenticate(&self, parts: &Parts) -> Result<Arc<Session>, SessionRejection> {
+    pub async fn authenticate(&self, parts: &Parts) -> Result<SessionIdentity, SessionRejection> {
         let reject = |kind| self.policy.challenges.reject(kind);
         let token = match self.policy.sources.find(&parts.headers) {
             Presented::Token(token) => token,
@@ -229,7 +250,9 @@ fn kind_of(error: &Error) -> RejectionKind {
     }
 }
 
-/// The request's active session.
+/// The request's active session: its [`SessionIdentity`], which needs no
+/// store read in either cache mode. Its whole record is
+/// [`SessionAuth::record`] away, or extract [`CurrentSessionRecord`].
 ///
 /// As `CurrentSession`, a request without one is refused with a
 /// [`SessionRejection`]. As `Option<CurrentSession>`, a request with no
@@ -243,19 +266,33 @@ fn kind_of(error: &Error) -> RejectionKind {
 /// was made from the [`SessionAuth`] in the state (or a clone of it);
 /// otherwise, an outcome of another `SessionAuth` (another cookie, realm or
 /// policy) included, resolves with the one in the state.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentSession(pub SessionIdentity);
+
+/// The request's active session with its whole record: [`CurrentSession`],
+/// then [`SessionAuth::record`]. With a compact cache the record may come
+/// from the store, so a store outage refuses the request (503) even though
+/// [`CurrentSession`] would have let it through; extract that instead where
+/// the id and the account are enough.
+///
+/// Optional as [`CurrentSession`] is: `None` for no valid session, a
+/// rejection only when the service cannot answer.
 #[derive(Debug, Clone)]
-pub struct CurrentSession(pub Arc<Session>);
+pub struct CurrentSessionRecord(pub Arc<Session>);
 
 /// What a [`SessionLayer`] leaves in a request's extensions: the outcome,
 /// and the policy of the [`SessionAuth`] that decided it.
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticated {
     by: Arc<Policy>,
-    outcome: Result<Arc<Session>, SessionRejection>,
+    outcome: Result<SessionIdentity, SessionRejection>,
 }
 
 impl Authenticated {
-    pub(crate) fn new(auth: &SessionAuth, outcome: Result<Arc<Session>, SessionRejection>) -> Self {
+    pub(crate) fn new(
+        auth: &SessionAuth,
+        outcome: Result<SessionIdentity, SessionRejection>,
+    ) -> Self {
         Self {
             by: Arc::clone(&auth.policy),
             outcome,
@@ -296,15 +333,59 @@ where
     ) -> Result<Option<Self>, Self::Rejection> {
         match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
             Ok(session) => Ok(Some(session)),
-            Err(rejection) => match rejection.kind() {
-                RejectionKind::MissingToken
-                | RejectionKind::InvalidToken
-                | RejectionKind::ConflictingTokens
-                | RejectionKind::CrossSite => Ok(None),
-                _ => Err(rejection),
-            },
+            Err(rejection) if is_no_session(&rejection) => Ok(None),
+            Err(rejection) => Err(rejection),
         }
     }
+}
+
+impl<S> FromRequestParts<S> for CurrentSessionRecord
+where
+    SessionAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let current =
+            <CurrentSession as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        SessionAuth::from_ref(state)
+            .record(&current)
+            .await
+            .map(Self)
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for CurrentSessionRecord
+where
+    SessionAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(record) => Ok(Some(record)),
+            Err(rejection) if is_no_session(&rejection) => Ok(None),
+            Err(rejection) => Err(rejection),
+        }
+    }
+}
+
+/// Whether a rejection says the request has no valid session (so an
+/// optional extractor answers `None`), rather than that the service could
+/// not answer.
+fn is_no_session(rejection: &SessionRejection) -> bool {
+    matches!(
+        rejection.kind(),
+        RejectionKind::MissingToken
+            | RejectionKind::InvalidToken
+            | RejectionKind::ConflictingTokens
+            | RejectionKind::CrossSite
+    )
 }
 
 /// The Rust snippets of README.md, compiled as this crate's doctests (it

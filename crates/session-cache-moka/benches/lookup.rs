@@ -140,13 +140,13 @@ trait Lookup: Sync {
 
 impl Lookup for MemoryCache {
     fn lookup(&self, hash: &TokenHash) -> Option<Arc<Session>> {
-        self.get(hash)
+        self.record(hash)
     }
 }
 
 impl Lookup for MokaSessionCache {
     fn lookup(&self, hash: &TokenHash) -> Option<Arc<Session>> {
-        self.get(hash)
+        self.record(hash)
     }
 }
 

@@ -1,4 +1,7 @@
-//! A [`SessionCache`] on [moka](https://docs.rs/moka)'s concurrent cache.
+//! Session caches on [moka](https://docs.rs/moka)'s concurrent cache:
+//! [`MokaSessionCache`], a full-mode [`SessionCache`], and
+//! [`MokaRecordCache`], the bounded [`RecordCache`] of whole records beside
+//! session-core's `CompactCache`.
 //!
 //! [`MokaSessionCache`] keeps every active session keyed by its [`TokenHash`],
 //! with no time-to-live, no time-to-idle and no size bound: a miss means "no
@@ -31,6 +34,10 @@
 //! the write that makes it present happen under the same per-key lock, so the
 //! counter is exact whenever no write is in flight and never goes negative.
 
+mod records;
+
+pub use records::MokaRecordCache;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::{fmt, thread};
@@ -38,9 +45,12 @@ use std::{fmt, thread};
 use arc_swap::ArcSwap;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
-use session_core::Session;
-use session_core::port::cache::{PreparedContents, SessionCache};
+use session_core::port::cache::{CacheMode, PreparedContents, SessionCache};
 use session_core::token::{TokenHash, TokenHashState};
+use session_core::{Session, SessionIdentity};
+
+#[cfg(doc)]
+use session_core::port::cache::RecordCache;
 
 /// A [`SessionCache`] on `moka::sync::Cache`, keyed by token hash, evicting
 /// nothing, whose contents are replaced whole and atomically on each warm.
@@ -77,8 +87,20 @@ impl fmt::Debug for MokaSessionCache {
 }
 
 impl SessionCache for MokaSessionCache {
-    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+    fn get(&self, hash: &TokenHash) -> Option<SessionIdentity> {
+        self.current
+            .load()
+            .sessions
+            .get(hash)
+            .map(|session| SessionIdentity::from(&*session))
+    }
+
+    fn record(&self, hash: &TokenHash) -> Option<Arc<Session>> {
         self.current.load().sessions.get(hash)
+    }
+
+    fn mode(&self) -> CacheMode {
+        CacheMode::Full
     }
 
     fn insert(&self, session: Arc<Session>) {

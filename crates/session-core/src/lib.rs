@@ -13,8 +13,10 @@
 //!
 //! - **A host backend** uses the crate root: [`SessionService`] and its
 //!   builder, the [`BackgroundTasks`] it starts, [`Error`], the session and
-//!   its fields, [`SessionToken`], the list types, and [`MemoryCache`], the
-//!   in-process cache.
+//!   its fields, [`SessionIdentity`] (what a resolve answers), [`SessionToken`],
+//!   the list types, and the two in-process caches: [`MemoryCache`] (full
+//!   records) and [`CompactCache`] (an index of identities, for sessions
+//!   that would not fit in memory with their metadata).
 //! - **Adapter authors** implement [`port::store`], [`port::change_log`] or
 //!   [`port::cache`] (time comes through [`port::clock`]), and run the
 //!   contract suites of `testkit` (the `testkit` feature).
@@ -57,11 +59,14 @@
 //! let token = created.token.expose_secret().to_owned();
 //!
 //! // Each request: the token the client sent back names its session.
-//! let session = service.resolve(&token).await?;
-//! assert_eq!(session.account_id, account);
+//! let identity = service.resolve(&token).await?;
+//! assert_eq!(identity.account_id, account);
+//! // Its whole record (created at, user agent, IP, label), when needed.
+//! let session = service.session(&identity).await?;
+//! assert_eq!(session.id, identity.id);
 //!
 //! // Sign out: the token stops working at once.
-//! assert_eq!(service.revoke(session.id).await?, Revocation::Revoked);
+//! assert_eq!(service.revoke(identity.id).await?, Revocation::Revoked);
 //! assert!(matches!(service.resolve(&token).await, Err(Error::InvalidToken)));
 //!
 //! // Stops the tasks, then writes the last-seen marks still pending.
@@ -70,6 +75,7 @@
 //! # }
 //! ```
 
+mod compact_cache;
 pub mod config;
 mod last_seen;
 mod list;
@@ -86,10 +92,13 @@ pub mod validation;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use compact_cache::CompactCache;
 pub use list::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
 pub use memory_cache::MemoryCache;
 pub use service::{
     BackgroundTasks, Error, NewSession, Revocation, SessionService, SessionServiceBuilder,
 };
-pub use session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
+pub use session::{
+    AccountId, ClientMetadata, Label, Session, SessionId, SessionIdentity, UserAgent,
+};
 pub use token::session_token::SessionToken;

@@ -1,6 +1,6 @@
 //! The in-process cache: the plain concurrent hash map behind
-//! [`MemoryCache`], the production cache and the baseline other caches are
-//! measured against.
+//! [`MemoryCache`], the full-mode cache `session-app` uses by default and
+//! the baseline other caches are measured against.
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -8,8 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use crate::port::cache::{PreparedContents, SessionCache};
-use crate::session::Session;
+use crate::port::cache::{CacheMode, PreparedContents, SessionCache};
+use crate::session::{Session, SessionIdentity};
 use crate::token::{TokenHash, TokenHashState};
 
 const SHARDS: usize = 64;
@@ -20,15 +20,11 @@ struct PreparedShards(Vec<Shard>);
 impl PreparedContents for PreparedShards {
     fn insert(&mut self, session: Arc<Session>) {
         let shard = MemoryCache::shard_of(&session.token_hash);
-        upsert(&mut self.0[shard], session);
+        self.0[shard].upsert(session);
     }
 
     fn remove(&mut self, hash: &TokenHash) {
-        let shard = &mut self.0[MemoryCache::shard_of(hash)];
-        if let Ok(cached) = shard.find_entry(table_hash(hash), |cached| cached.token_hash == *hash)
-        {
-            cached.remove();
-        }
+        self.0[MemoryCache::shard_of(hash)].remove(hash);
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
@@ -39,10 +35,82 @@ impl PreparedContents for PreparedShards {
 /// One shard: the cached sessions themselves, found by the token hash each
 /// one holds. Storing only the `Arc` (8 bytes a slot, not a 32-byte key
 /// beside it) keeps the table small: the key is already in the session.
-type Shard = HashTable<Arc<Session>>;
+#[derive(Default)]
+struct Shard {
+    sessions: HashTable<Arc<Session>>,
+    /// The bytes of the records the table points to ([`record_bytes`]),
+    /// kept under the shard's lock with every insert and removal.
+    record_bytes: usize,
+}
+
+/// The bytes one cached record occupies: the `Arc`'s allocation (its two
+/// counts and the session) and the session's text. Allocator rounding is
+/// not counted.
+pub(crate) fn record_bytes(session: &Session) -> usize {
+    2 * size_of::<usize>()
+        + size_of::<Session>()
+        + session
+            .metadata
+            .user_agent
+            .as_ref()
+            .map_or(0, |a| a.as_str().len())
+        + session
+            .metadata
+            .label
+            .as_ref()
+            .map_or(0, |l| l.as_str().len())
+}
+
+impl Shard {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            sessions: HashTable::with_capacity(capacity),
+            record_bytes: 0,
+        }
+    }
+
+    fn find(&self, hash: &TokenHash) -> Option<&Arc<Session>> {
+        self.sessions
+            .find(table_hash(hash), |cached| cached.token_hash == *hash)
+    }
+
+    /// Inserts or replaces the session with the same token hash.
+    fn upsert(&mut self, session: Arc<Session>) {
+        let key = session.token_hash;
+        self.record_bytes += record_bytes(&session);
+        match self.sessions.entry(
+            table_hash(&key),
+            |cached| cached.token_hash == key,
+            |cached| table_hash(&cached.token_hash),
+        ) {
+            Entry::Occupied(mut cached) => {
+                let old = std::mem::replace(cached.get_mut(), session);
+                self.record_bytes -= record_bytes(&old);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(session);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        if let Ok(cached) = self
+            .sessions
+            .find_entry(table_hash(hash), |cached| cached.token_hash == *hash)
+        {
+            let (old, _) = cached.remove();
+            self.record_bytes -= record_bytes(&old);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.sessions.allocation_size() + self.record_bytes
+    }
+}
 
 /// A [`SessionCache`] on a sharded `RwLock` over hash tables: no eviction,
-/// no bookkeeping per read. The cache `session-app` uses by default, and the
+/// no bookkeeping per read, every session's whole record
+/// ([`CacheMode::Full`]). The cache `session-app` uses by default, and the
 /// baseline other caches are benchmarked against.
 pub struct MemoryCache {
     shards: Box<[RwLock<Shard>]>,
@@ -65,21 +133,6 @@ impl Default for MemoryCache {
 /// The table hash of a token hash: its first eight bytes, already uniform.
 fn table_hash(hash: &TokenHash) -> u64 {
     TokenHashState.hash_one(hash)
-}
-
-/// Inserts or replaces the session with the same token hash.
-fn upsert(shard: &mut Shard, session: Arc<Session>) {
-    let key = session.token_hash;
-    match shard.entry(
-        table_hash(&key),
-        |cached| cached.token_hash == key,
-        |cached| table_hash(&cached.token_hash),
-    ) {
-        Entry::Occupied(mut cached) => *cached.get_mut() = session,
-        Entry::Vacant(slot) => {
-            slot.insert(session);
-        }
-    }
 }
 
 impl MemoryCache {
@@ -107,26 +160,38 @@ impl MemoryCache {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Every shard's read lock at once, so what is summed over them is one
+    /// consistent snapshot.
+    fn read_all(&self) -> Vec<RwLockReadGuard<'_, Shard>> {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner))
+            .collect()
+    }
 }
 
 impl SessionCache for MemoryCache {
-    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+    fn get(&self, hash: &TokenHash) -> Option<SessionIdentity> {
         self.read(hash)
-            .find(table_hash(hash), |cached| cached.token_hash == *hash)
-            .cloned()
+            .find(hash)
+            .map(|session| SessionIdentity::from(&**session))
+    }
+
+    fn record(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.read(hash).find(hash).cloned()
+    }
+
+    fn mode(&self) -> CacheMode {
+        CacheMode::Full
     }
 
     fn insert(&self, session: Arc<Session>) {
-        let mut shard = self.write(&session.token_hash);
-        upsert(&mut shard, session);
+        self.write(&session.token_hash).upsert(session);
     }
 
     fn remove(&self, hash: &TokenHash) {
-        let mut shard = self.write(hash);
-        if let Ok(cached) = shard.find_entry(table_hash(hash), |cached| cached.token_hash == *hash)
-        {
-            cached.remove();
-        }
+        self.write(hash).remove(hash);
     }
 
     fn remove_many(&self, hashes: &[TokenHash]) {
@@ -140,7 +205,7 @@ impl SessionCache for MemoryCache {
             .map(|_| Shard::with_capacity(sessions.len() / SHARDS + 1))
             .collect();
         for session in sessions {
-            upsert(&mut shards[Self::shard_of(&session.token_hash)], session);
+            shards[Self::shard_of(&session.token_hash)].upsert(session);
         }
         Box::new(PreparedShards(shards))
     }
@@ -166,12 +231,14 @@ impl SessionCache for MemoryCache {
     }
 
     fn len(&self) -> usize {
-        // Hold every read lock at once so the count is one consistent snapshot.
-        let guards: Vec<_> = self
-            .shards
+        self.read_all()
             .iter()
-            .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner))
-            .collect();
-        guards.iter().map(|shard| shard.len()).sum()
+            .map(|shard| shard.sessions.len())
+            .sum()
+    }
+
+    fn bytes(&self) -> Option<usize> {
+        let shards = self.read_all();
+        Some(size_of_val(&*self.shards) + shards.iter().map(|shard| shard.bytes()).sum::<usize>())
     }
 }

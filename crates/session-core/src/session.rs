@@ -62,6 +62,12 @@ impl AccountId {
     pub const fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+
+    /// Wraps a UUID that was an `AccountId` before (the compact cache keeps
+    /// accounts as bytes), without checking it again.
+    pub(crate) const fn from_checked(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
 }
 
 macro_rules! uuid_text {
@@ -263,5 +269,35 @@ impl Session {
     #[must_use]
     pub const fn is_active(&self) -> bool {
         self.revoked_at.is_none()
+    }
+}
+
+/// Who an active session is: what resolving its token answers in every
+/// cache mode, and all a gateway or a request extractor needs.
+///
+/// A [`SessionCache`](crate::port::cache::SessionCache) answers lookups
+/// with it, in full mode from the cached record and in compact mode from its
+/// index, which holds nothing else. The whole [`Session`] (created at, user
+/// agent, IP, label) is one call away:
+/// [`SessionService::session`](crate::SessionService::session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionIdentity {
+    /// The session's id.
+    pub id: SessionId,
+    /// The account the session logs in.
+    pub account_id: AccountId,
+    /// The SHA-256 of the session's token: the key under which
+    /// [`SessionService::session`](crate::SessionService::session) finds the
+    /// whole record in memory, without asking the store by id.
+    pub token_hash: TokenHash,
+}
+
+impl From<&Session> for SessionIdentity {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id,
+            account_id: session.account_id,
+            token_hash: session.token_hash,
+        }
     }
 }

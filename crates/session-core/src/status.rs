@@ -7,6 +7,7 @@
 //! store's health check, the one part of readiness that needs a round trip,
 //! is [`SessionService::check_store`](crate::SessionService::check_store).
 
+use crate::port::cache::CacheMode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -19,6 +20,12 @@ pub struct ServiceStatus {
     pub cache_warm: bool,
     /// Active sessions in the cache.
     pub cached_sessions: usize,
+    /// What the cache holds beyond each session's identity.
+    pub cache_mode: CacheMode,
+    /// The bytes the cache occupies
+    /// ([`SessionCache::bytes`](crate::port::cache::SessionCache::bytes)),
+    /// when it can tell.
+    pub cache_bytes: Option<usize>,
     /// The last completed warm, if any.
     pub last_warm: Option<WarmReport>,
     /// With a change log, how far the cache is behind it; `None` without one.

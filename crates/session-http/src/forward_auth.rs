@@ -27,7 +27,7 @@ use session_core::{Error, SessionToken};
 use crate::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::ForwardAuthOutcome;
-use crate::sessions::envelope;
+use crate::sessions::resolved;
 
 /// The header a client may carry its token in when it can set neither
 /// `Authorization` nor a cookie.
@@ -229,7 +229,7 @@ pub(crate) fn presented_token(
     responses(
         (status = 200, description = "An active session. The identity headers carry its ids \
 (names set by `--forward-auth-session-id-header` and `--forward-auth-account-id-header`); \
-the body is the resolve response", body = crate::sessions::SessionEnvelope,
+the body is the resolve response", body = crate::sessions::ResolvedEnvelope,
             headers(
                 ("X-Session-Id" = String, description = "The session id (UUID)"),
                 ("X-Account-Id" = String, description = "The account id (UUID)"),
@@ -268,10 +268,9 @@ pub(crate) async fn forward_auth(State(state): State<ApiState>, headers: HeaderM
             return challenge(Error::InvalidToken.into(), INVALID_TOKEN_CHALLENGE);
         }
     };
-    match state.service().resolve(token.expose_secret()).await {
-        Ok(session) => {
+    match resolved(state.service(), token.expose_secret()).await {
+        Ok((session, mut response)) => {
             metrics.forward_auth(ForwardAuthOutcome::Active);
-            let mut response = envelope(&session);
             let headers = response.headers_mut();
             for (name, id) in [
                 (&config.session_id_header, session.id.as_uuid()),

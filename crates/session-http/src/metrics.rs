@@ -165,6 +165,15 @@ impl Collector for ServiceCollector {
             "Active sessions in the cache",
             cached,
         )?;
+        if let Some(bytes) = status.cache_bytes {
+            gauge(
+                &mut encoder,
+                "cache_bytes",
+                "Bytes the cache occupies as allocated: its tables and the records it holds \
+                 (in compact mode the index and the bounded record cache)",
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            )?;
+        }
         let warm = i64::from(status.cache_warm);
         gauge(
             &mut encoder,

@@ -9,11 +9,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use session_core::port::cache::CacheMode;
 use session_core::port::store::SeenAt;
 use session_core::validation::parse_ip;
 use session_core::{
-    AccountId, ClientMetadata, Label, ListPosition, ListScope, PageLimit, PageRequest, Session,
-    SessionId, UserAgent,
+    AccountId, ClientMetadata, Error, Label, ListPosition, ListScope, PageLimit, PageRequest,
+    Session, SessionId, SessionIdentity, SessionService, UserAgent,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -60,11 +61,88 @@ impl<'a> From<&'a Session> for SessionView<'a> {
     }
 }
 
-/// One session.
+/// What resolve and forward auth answer about a session: its identity in
+/// every cache mode, and the rest of its record in full mode only. Which
+/// one depends on the service's cache mode alone, never on what a cache
+/// happens to hold: with `--cache compact` the body is exactly `id` and
+/// `account_id`, so the answer needs no store read.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct SessionEnvelope<'a> {
-    /// The session.
-    session: SessionView<'a>,
+pub(crate) struct ResolvedView<'a> {
+    /// The session id (UUIDv7).
+    id: Uuid,
+    /// The account the session belongs to.
+    account_id: Uuid,
+    /// When the session was created (RFC 3339). Absent in compact mode.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Option<OffsetDateTime>,
+    /// Null (a resolved session is active). Absent in compact mode.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "null_or_rfc3339"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<Option<OffsetDateTime>>,
+    /// The client's user agent, if given at creation. Absent in compact mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    user_agent: Option<Option<&'a str>>,
+    /// The client's IP address, if given at creation. Absent in compact mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    ip: Option<Option<IpAddr>>,
+    /// The session's label, if given at creation. Absent in compact mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    label: Option<Option<&'a str>>,
+}
+
+/// A present field that may be null: the instant as RFC 3339, or null.
+fn null_or_rfc3339<S: serde::Serializer>(
+    value: &Option<Option<OffsetDateTime>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    time::serde::rfc3339::option::serialize(&value.flatten(), serializer)
+}
+
+impl<'a> ResolvedView<'a> {
+    /// A full-mode answer: the whole record.
+    fn full(session: &'a Session) -> Self {
+        let view = SessionView::from(session);
+        Self {
+            id: view.id,
+            account_id: view.account_id,
+            created_at: Some(view.created_at),
+            revoked_at: Some(view.revoked_at),
+            user_agent: Some(view.user_agent),
+            ip: Some(view.ip),
+            label: Some(view.label),
+        }
+    }
+
+    /// A compact-mode answer: the identity alone.
+    fn identity(identity: &SessionIdentity) -> Self {
+        Self {
+            id: *identity.id.as_uuid(),
+            account_id: *identity.account_id.as_uuid(),
+            created_at: None,
+            revoked_at: None,
+            user_agent: None,
+            ip: None,
+            label: None,
+        }
+    }
+}
+
+/// One resolved session.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ResolvedEnvelope<'a> {
+    /// The session: every field in full cache mode, `id` and `account_id`
+    /// only in compact mode.
+    session: ResolvedView<'a>,
 }
 
 /// A session as read from the store by `GET` and list: with its last-seen time.
@@ -337,7 +415,9 @@ pub(crate) async fn create_session(
     post, path = "/v1/sessions/resolve", tag = "sessions",
     request_body = ResolveRequest,
     responses(
-        (status = 200, description = "The active session", body = SessionEnvelope),
+        (status = 200, description = "The active session. With a full cache (`--cache map`, the \
+default, or `moka`) every field of the session; with `--cache compact`, exactly `id` and `account_id`, \
+whatever the bounded record cache holds (`GET /v1/sessions/{id}` has the rest)", body = ResolvedEnvelope),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "`invalid_token`: malformed, unknown or revoked; or a missing API key", body = ErrorBody),
         (status = 503, description = "Retry after `Retry-After` seconds; never a reason to log the user out. \
@@ -352,8 +432,8 @@ pub(crate) async fn resolve_session(
     State(state): State<ApiState>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Response, ApiError> {
-    let session = state.resolve(request.token()).await?;
-    Ok(envelope(&session))
+    let (_, answer) = resolved(state.service(), request.token()).await?;
+    Ok(answer)
 }
 
 /// Read a session by id, active or revoked.
@@ -470,12 +550,29 @@ pub(crate) async fn revoke_account_sessions(
     Ok(Json(RevokedCount { revoked }))
 }
 
-/// A session as the JSON of a 200 answer, as resolve renders it.
-pub(crate) fn envelope(session: &Session) -> Response {
-    json(
-        StatusCode::OK,
-        &SessionEnvelope {
-            session: SessionView::from(session),
-        },
-    )
+/// Resolves a token and renders the 200 answer resolve and forward auth
+/// give: the whole record with a full cache (in memory, never the store),
+/// the identity alone with a compact one. session-core counts the resolve's
+/// outcome, so nothing is counted here.
+pub(crate) async fn resolved(
+    service: &SessionService,
+    token: &str,
+) -> Result<(SessionIdentity, Response), Error> {
+    let identity = service.resolve(token).await?;
+    let answer = match service.cache_mode() {
+        CacheMode::Full => {
+            let session = service.session(&identity).await?;
+            let body = ResolvedEnvelope {
+                session: ResolvedView::full(&session),
+            };
+            json(StatusCode::OK, &body)
+        }
+        CacheMode::Compact => json(
+            StatusCode::OK,
+            &ResolvedEnvelope {
+                session: ResolvedView::identity(&identity),
+            },
+        ),
+    };
+    Ok((identity, answer))
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
 
-use crate::error::ApiError;
 use crate::health::StoreProbe;
 use crate::metrics::Metrics;
 use crate::{ApiKeys, ForwardAuth, StoreMetrics};
@@ -69,16 +68,6 @@ impl ApiState {
     /// The store check behind `/readyz`, and how long it may take.
     pub(crate) fn store_probe(&self) -> (&StoreProbe, Duration) {
         (&self.inner.store_probe, self.inner.readiness_timeout)
-    }
-
-    /// Resolves a token. session-core counts its outcome (see
-    /// `SessionService::resolve_counts`), and store calls are counted by the
-    /// store's decorator, so nothing is counted here.
-    pub(crate) async fn resolve(
-        &self,
-        token: &str,
-    ) -> Result<Arc<session_core::Session>, ApiError> {
-        Ok(self.service().resolve(token).await?)
     }
 }
 

@@ -11,12 +11,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use session_core::port::cache::{PreparedContents, SessionCache};
+use session_core::port::cache::{CacheMode, PreparedContents, SessionCache};
 use session_core::port::change_log::ChangeLog;
 use session_core::port::store::SessionStore;
 use session_core::testkit::{account, epoch, session_at};
 use session_core::token::TokenHash;
-use session_core::{ClientMetadata, MemoryCache, Session, SessionService};
+use session_core::{ClientMetadata, MemoryCache, Session, SessionIdentity, SessionService};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -213,8 +213,16 @@ struct TimedCache {
 }
 
 impl SessionCache for TimedCache {
-    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+    fn get(&self, hash: &TokenHash) -> Option<SessionIdentity> {
         self.inner.get(hash)
+    }
+
+    fn record(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.inner.record(hash)
+    }
+
+    fn mode(&self) -> CacheMode {
+        self.inner.mode()
     }
 
     fn insert(&self, session: Arc<Session>) {

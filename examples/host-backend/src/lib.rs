@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use session_axum::{CurrentSession, SessionAuth};
 use session_core::{
     AccountId, ClientMetadata, Label, ListScope, MemoryCache, PageRequest, SessionId,
-    SessionService, UserAgent,
+    SessionIdentity, SessionService, UserAgent,
 };
 
 /// Opens the store `database_url` names (`sqlite://PATH` or `postgres://…`),
@@ -98,7 +98,7 @@ async fn login(
     let account = AccountId::new(account).map_err(|_| Error::BadRequest("account"))?;
     let created = auth.service().create(account, metadata).await?;
     let set_cookie = auth.cookie().set_cookie(&created.token);
-    let body = Json(Me::from(&*created.session));
+    let body = Json(Me::from(SessionIdentity::from(&*created.session)));
     Ok(([(header::SET_COOKIE, set_cookie)], body).into_response())
 }
 
@@ -108,8 +108,8 @@ struct Me {
     session_id: String,
 }
 
-impl From<&session_core::Session> for Me {
-    fn from(session: &session_core::Session) -> Self {
+impl From<SessionIdentity> for Me {
+    fn from(session: SessionIdentity) -> Self {
         Self {
             account_id: session.account_id.to_string(),
             session_id: session.id.to_string(),
@@ -117,8 +117,10 @@ impl From<&session_core::Session> for Me {
     }
 }
 
+// The session's id and account come from the cache alone, in either cache
+// mode; `CurrentSessionRecord` would give its whole record.
 async fn me(CurrentSession(session): CurrentSession) -> Json<Me> {
-    Json(Me::from(&*session))
+    Json(Me::from(session))
 }
 
 #[derive(Serialize)]

@@ -30,8 +30,13 @@ fn start(database: &TestDatabase, extra: &[&str]) -> Server {
 }
 
 async fn pair(database: &TestDatabase) -> (Server, Server) {
+    pair_with(database, &[]).await
+}
+
+/// A pair whose second instance serves with `b_args`.
+async fn pair_with(database: &TestDatabase, b_args: &[&str]) -> (Server, Server) {
     let a = start(database, &[]);
-    let b = start(database, &[]);
+    let b = start(database, b_args);
     a.wait_ready().await;
     b.wait_ready().await;
     (a, b)
@@ -74,6 +79,60 @@ async fn created_on_a_resolves_on_b_and_revoked_on_a_is_rejected_by_b() {
     );
     assert_eq!(a.revoke(&id).await, 204);
     rejected_within_the_bound(&b, &token).await;
+}
+
+/// A compact-cache instance beside a map one: a creation on A resolves on B
+/// at once (a consistent read from B's index), B answers the identity alone,
+/// and revocations on A, one and all of an account, reach B's index.
+#[tokio::test]
+async fn a_compact_instance_follows_the_change_log_as_a_map_one_does() {
+    let database = TestDatabase::create();
+    let (a, b) = pair_with(&database, &["--cache", "compact"]).await;
+    let account = Uuid::new_v4();
+    let (token, id) = a.create(account).await;
+    let (status, body) = b
+        .call(
+            Method::POST,
+            "/v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({ "session": { "id": id, "account_id": account } })
+        ),
+        "at once: a miss waits for B to catch up with the change log"
+    );
+    assert_eq!(a.revoke(&id).await, 204);
+    rejected_within_the_bound(&b, &token).await;
+
+    let tokens: Vec<String> = create_many(&a, account, 20).await;
+    for token in &tokens {
+        eventually(&b, token, 200).await;
+    }
+    let (status, _) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for token in &tokens {
+        eventually(&b, token, 401).await;
+    }
+    assert_eq!(b.metric("session_cache_sessions").await, 0.0);
+}
+
+/// Creates `count` sessions of `account` on `server`, one after another.
+async fn create_many(server: &Server, account: Uuid, count: usize) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        tokens.push(server.create(account).await.0);
+    }
+    tokens
 }
 
 /// The staleness bound an instance states (`--max-staleness`, 2 s by default):

@@ -216,3 +216,70 @@ pub(crate) async fn cli_round_trip(database_url: &str) {
     assert_eq!(ids.len(), 201, "every session once");
     assert_no_tokens(&server.log(), &[token]);
 }
+
+/// With `--cache compact`: resolve and forward auth answer exactly the id
+/// and the account, `GET` and the list the whole record (from the store),
+/// the CLI prints what resolve answered, a revocation holds, and the cache
+/// reports its bytes.
+pub(crate) async fn compact_mode_answers(database_url: &str) {
+    let server = Server::start(options_with(database_url, &["--cache", "compact"]));
+    server.wait_ready().await;
+    let account = Uuid::new_v4();
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account, "label": "phone" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let identity = json!({ "session": { "id": id, "account_id": account } });
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await;
+    assert_eq!((status, body), (200, identity.clone()));
+    let forwarded = crate::e2e::http_client()
+        .get(server.url("/v1/forward-auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 200);
+    assert_eq!(
+        forwarded.json::<serde_json::Value>().await.unwrap(),
+        identity
+    );
+    let (_, read) = server
+        .call(Method::GET, &format!("/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(read["session"]["label"], "phone");
+    let (_, list) = server
+        .call(
+            Method::GET,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(list["sessions"][0]["label"], "phone");
+    let url = server.url("");
+    let env = [("SESSION_SERVER", url.as_str()), ("SESSION_API_KEY", KEY)];
+    let (status, out, stderr) = cli(&["resolve"], &env, &format!("{token}\n"));
+    assert!(status.success(), "{stderr}");
+    assert!(out.starts_with("ID") && out.contains(&id), "{out}");
+    assert!(
+        !out.contains("LABEL"),
+        "no column compact mode does not answer: {out}"
+    );
+    assert!(server.metric("session_cache_bytes").await > 0.0);
+
+    assert_eq!(server.revoke(&id).await, 204);
+    assert_eq!(server.resolve(&token).await, 401);
+    let log = server.log();
+    assert_no_tokens(&log, &[token]);
+}

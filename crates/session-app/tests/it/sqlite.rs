@@ -33,6 +33,18 @@ async fn restart_keeps_sessions_with_the_moka_cache() {
     scenarios::restart_keeps_sessions_with(&sqlite_url(dir.path()), &["--cache", "moka"]).await;
 }
 
+#[tokio::test]
+async fn restart_keeps_sessions_with_the_compact_cache() {
+    let dir = temp_dir();
+    scenarios::restart_keeps_sessions_with(&sqlite_url(dir.path()), &["--cache", "compact"]).await;
+}
+
+#[tokio::test]
+async fn compact_mode_resolves_to_the_identity_and_reads_keep_the_record() {
+    let dir = temp_dir();
+    scenarios::compact_mode_answers(&sqlite_url(dir.path())).await;
+}
+
 /// A second `serve` on the file of a running one exits with a message naming
 /// the file and the first server's pid, and never listens: the store is
 /// opened before the port is bound. The test holds the port it gives the

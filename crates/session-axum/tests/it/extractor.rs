@@ -214,3 +214,51 @@ fn a_realm_that_needs_escaping_is_a_configuration_error() {
     let service = runtime.block_on(support::service());
     let _ = SessionAuth::builder(service).realm("a\"b").build();
 }
+
+/// With a compact cache (no record cache), `CurrentSession` needs only the
+/// index, and `CurrentSessionRecord` reads the record from the store: a
+/// store outage refuses only the latter, and as "retry", never "signed out".
+#[tokio::test]
+async fn with_a_compact_cache_only_the_record_extractor_needs_the_store() {
+    use std::sync::Arc;
+
+    let store = Arc::new(session_core::memory::MemoryStore::new());
+    let service =
+        SessionService::builder(store.clone(), Arc::new(session_core::CompactCache::new())).build();
+    service.warm().await.unwrap();
+    let account = session_core::testkit::account();
+    let metadata = session_core::ClientMetadata {
+        label: session_core::Label::new("phone").ok(),
+        ..session_core::ClientMetadata::default()
+    };
+    let created = service.create(account, metadata).await.unwrap();
+    let header = bearer(created.token.expose_secret());
+    let auth = auth(service.clone());
+
+    let answer = get(&auth, "/label", std::slice::from_ref(&header)).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "phone")
+    );
+
+    store.set_unavailable(true);
+    let answer = get(&auth, "/me", std::slice::from_ref(&header)).await;
+    assert_eq!(
+        (answer.status, answer.body),
+        (StatusCode::OK, account.to_string())
+    );
+    let answer = get(&auth, "/label", std::slice::from_ref(&header)).await;
+    assert_refused(&answer, StatusCode::SERVICE_UNAVAILABLE, None);
+    let answer = get(&auth, "/maybe-label", std::slice::from_ref(&header)).await;
+    assert_refused(&answer, StatusCode::SERVICE_UNAVAILABLE, None);
+
+    store.set_unavailable(false);
+    service.revoke(created.session.id).await.unwrap();
+    let answer = get(&auth, "/maybe-label", std::slice::from_ref(&header)).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "anonymous")
+    );
+    let answer = get(&auth, "/label", &[header]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use session_axum::{CurrentSession, SessionAuth};
+use session_axum::{CurrentSession, CurrentSessionRecord, SessionAuth};
 use session_core::memory::MemoryStore;
 use session_core::{
     AccountId, BackgroundTasks, ClientMetadata, MemoryCache, SessionService, SessionToken,
@@ -56,8 +56,9 @@ fn uuid() -> uuid::Uuid {
 }
 
 /// `/me` requires a session and answers its account id; `/maybe` takes an
-/// optional one and answers `anonymous` or the account id. Every route
-/// answers any method.
+/// optional one and answers `anonymous` or the account id; `/label`
+/// requires the session's record and answers its label, `/maybe-label` an
+/// optional one. Every route answers any method.
 pub(crate) fn router(auth: SessionAuth) -> Router {
     async fn me(CurrentSession(session): CurrentSession) -> String {
         session.account_id.to_string()
@@ -65,8 +66,24 @@ pub(crate) fn router(auth: SessionAuth) -> Router {
     async fn maybe(session: Option<CurrentSession>) -> String {
         session.map_or_else(|| "anonymous".to_owned(), |s| s.0.account_id.to_string())
     }
+    async fn label(CurrentSessionRecord(session): CurrentSessionRecord) -> String {
+        session
+            .metadata
+            .label
+            .as_ref()
+            .map_or("", |l| l.as_str())
+            .to_owned()
+    }
+    async fn maybe_label(session: Option<CurrentSessionRecord>) -> String {
+        session.map_or_else(
+            || "anonymous".to_owned(),
+            |s| format!("{:?}", s.0.metadata.label),
+        )
+    }
     Router::new()
         .route("/me", get(me).post(me).delete(me))
+        .route("/label", get(label))
+        .route("/maybe-label", get(maybe_label))
         .route("/maybe", get(maybe).post(maybe))
         .with_state(auth)
 }

@@ -26,7 +26,7 @@ fn lookups_return_the_cached_value_itself() {
     let cache = MokaSessionCache::new();
     let session = sessions(1).remove(0);
     cache.insert(Arc::clone(&session));
-    let found = cache.get(&session.token_hash).unwrap();
+    let found = cache.record(&session.token_hash).unwrap();
     assert!(Arc::ptr_eq(&found, &session), "a lookup copied the session");
 }
 
@@ -55,7 +55,7 @@ fn replace_all_keeps_the_last_of_a_repeated_hash_and_counts_it_once() {
         Arc::clone(&last),
     ]);
     assert_eq!(cache.len(), 3);
-    assert!(Arc::ptr_eq(&cache.get(&last.token_hash).unwrap(), &last));
+    assert!(Arc::ptr_eq(&cache.record(&last.token_hash).unwrap(), &last));
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn replacing_a_value_keeps_the_count_and_returns_the_new_value() {
     cache.remove(&TokenHash::from_bytes([7; 32]));
     assert_eq!(cache.len(), 1);
     assert!(Arc::ptr_eq(
-        &cache.get(&session.token_hash).unwrap(),
+        &cache.record(&session.token_hash).unwrap(),
         &newer
     ));
 }

@@ -2,4 +2,5 @@
 
 mod behaviour;
 mod contract;
+mod records;
 mod stress;

@@ -66,7 +66,7 @@ fn threads_inserting_removing_and_reading_the_same_keys_end_exact() {
                                 cache.remove_many(&batch);
                             }
                             _ => {
-                                if let Some(found) = cache.get(&session.token_hash) {
+                                if let Some(found) = cache.record(&session.token_hash) {
                                     assert_eq!(found.token_hash, session.token_hash);
                                     assert!(
                                         versions.iter().any(|v| Arc::ptr_eq(&v[k], &found)),
@@ -100,7 +100,7 @@ fn threads_inserting_removing_and_reading_the_same_keys_end_exact() {
     }
 
     for k in 0..KEYS {
-        let found = cache.get(&keys[k].token_hash);
+        let found = cache.record(&keys[k].token_hash);
         if k % 3 == 0 {
             assert!(found.is_none(), "key {k} should be removed");
         } else {

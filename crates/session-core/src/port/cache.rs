@@ -1,20 +1,73 @@
 //! The cache port: the in-memory projection of every active session.
+//!
+//! Two kinds of cache implement it. A *full* cache ([`CacheMode::Full`],
+//! [`MemoryCache`](crate::MemoryCache)) holds every active session's whole
+//! record. A *compact* cache ([`CacheMode::Compact`],
+//! [`CompactCache`](crate::CompactCache)) holds an exact index of every
+//! active session's [`SessionIdentity`] and only a bounded number of whole
+//! records, in a [`RecordCache`] that may evict. Membership is exact in both:
+//! what [`SessionCache::get`] answers is the set of active sessions.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::session::Session;
+use crate::session::{Session, SessionIdentity};
 use crate::token::TokenHash;
+
+/// What a cache holds beyond each active session's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Every cached session's whole record: [`SessionCache::record`] answers
+    /// for every session [`SessionCache::get`] finds.
+    Full,
+    /// An index of identities, and whole records for only some sessions:
+    /// [`SessionCache::record`] may answer `None` for a cached session, and
+    /// its record is then read from the store.
+    Compact,
+}
+
+impl CacheMode {
+    /// The mode's name, as `--cache` spells it and metrics label it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Compact => "compact",
+        }
+    }
+}
 
 /// The complete in-memory projection of active sessions, keyed by token hash.
 ///
 /// Synchronous on purpose: a lookup never awaits. A cache holds every active
-/// session and evicts nothing by itself (no time-to-live, no size bound),
-/// because a miss means "no such active session" and an evicted entry would
-/// log a user out.
+/// session's identity and evicts none by itself (no time-to-live, no size
+/// bound), because a miss in [`get`](Self::get) means "no such active
+/// session" and an evicted entry would log a user out. Whole records
+/// ([`record`](Self::record)) are another matter: a compact cache keeps a
+/// bounded number and may evict them, since a record not held is read from
+/// the store, never taken for "not found".
 pub trait SessionCache: Send + Sync + 'static {
-    /// The session with this token hash, if cached.
-    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>>;
+    /// The identity of the active session with this token hash, if cached:
+    /// the membership test every resolve makes.
+    fn get(&self, hash: &TokenHash) -> Option<SessionIdentity>;
+
+    /// The whole record of the cached session with this token hash, when the
+    /// cache holds it. `None` when the session is not cached, and, in a
+    /// [`CacheMode::Compact`] cache, also when its record is not held: never
+    /// a record of a session [`get`](Self::get) does not find.
+    fn record(&self, hash: &TokenHash) -> Option<Arc<Session>>;
+
+    /// Offers a cached session's record read from the store, after
+    /// [`record`](Self::record) answered `None` for it. A compact cache may
+    /// keep it, but never over a record it already holds (that one came from
+    /// a write and may be newer than the read); a full cache, which already
+    /// holds every record, ignores it.
+    fn keep_record(&self, session: Arc<Session>) {
+        drop(session);
+    }
+
+    /// Whether [`record`](Self::record) answers for every cached session.
+    fn mode(&self) -> CacheMode;
 
     /// Adds a session, replacing any entry with the same token hash.
     fn insert(&self, session: Arc<Session>);
@@ -55,6 +108,14 @@ pub trait SessionCache: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The bytes the cache occupies, in its tables and the records it holds,
+    /// as allocated (the allocator's own rounding and bookkeeping are not
+    /// counted), when the cache can tell cheaply; `None` otherwise. Read at
+    /// every metrics scrape, so it must not walk the entries.
+    fn bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A cache's next contents, built by [`SessionCache::prepare`] and not yet
@@ -69,4 +130,36 @@ pub trait PreparedContents: Send {
     /// The contents as [`Any`], for the cache that prepared them to take
     /// its own type back in [`SessionCache::install`].
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// A bounded cache of whole session records, beside a compact cache's index
+/// ([`CompactCache::with_records`](crate::CompactCache::with_records)).
+///
+/// Unlike [`SessionCache`], it may evict whatever it likes, whenever it
+/// likes: the index decides whether a session is active, and a record not
+/// held here is read from the store. It is asked only about sessions the
+/// index holds, so a record it keeps after its session was revoked is never
+/// handed out. Implemented outside this crate on a cache library
+/// (session-cache-moka's `MokaRecordCache`).
+pub trait RecordCache: Send + Sync + 'static {
+    /// The record with this token hash, if held.
+    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>>;
+
+    /// Holds `session`, replacing a record with the same token hash: a
+    /// write's record, the newest there is.
+    fn insert(&self, session: Arc<Session>);
+
+    /// Holds `session` unless a record with the same token hash is held: a
+    /// record read from the store, which a write applied meanwhile may have
+    /// superseded.
+    fn insert_if_absent(&self, session: Arc<Session>);
+
+    /// Drops the record with this token hash, if held.
+    fn remove(&self, hash: &TokenHash);
+
+    /// Drops every record (after the index's contents were replaced).
+    fn clear(&self);
+
+    /// The bytes the held records occupy, as the cache estimates them.
+    fn bytes(&self) -> usize;
 }

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{Error, Inner, lock};
 use crate::port::store::StoreError;
-use crate::session::Session;
+use crate::session::SessionIdentity;
 use crate::status::ResolveOutcome;
 use crate::token::TokenHash;
 
@@ -100,7 +100,7 @@ impl Inner {
     pub(super) async fn consistent_miss(
         self: &Arc<Self>,
         hash: TokenHash,
-    ) -> (Result<Arc<Session>, Error>, ResolveOutcome) {
+    ) -> (Result<SessionIdentity, Error>, ResolveOutcome) {
         let now = self.clock.monotonic();
         // Each lock is taken alone.
         if self.was_revoked(&hash, now) || lock(&self.absent).contains(&hash, now) {
@@ -113,7 +113,7 @@ impl Inner {
             return (Err(Error::Store(err)), ResolveOutcome::StoreUnavailable);
         }
         match self.cache.get(&hash) {
-            Some(session) => (Ok(session), ResolveOutcome::CaughtUpActive),
+            Some(identity) => (Ok(identity), ResolveOutcome::CaughtUpActive),
             None => {
                 // Absent once everything committed before the miss is
                 // applied: its session, if it ever existed, is revoked, and

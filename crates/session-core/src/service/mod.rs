@@ -33,12 +33,12 @@ use tracing::Instrument as _;
 
 use crate::config::LastSeenSettings;
 use crate::last_seen::{self, LastSeenMarks};
-use crate::port::cache::SessionCache;
+use crate::port::cache::{CacheMode, SessionCache};
 use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::recent::RecentHashes;
-use crate::session::{AccountId, ClientMetadata, Session, SessionId};
+use crate::session::{AccountId, ClientMetadata, Session, SessionId, SessionIdentity};
 use crate::status::{ChangeLogStats, ResolveCounters, ResolveOutcome, ServiceStatus, WarmReport};
 use crate::token::TokenHash;
 use crate::token::session_token::SessionToken;
@@ -310,7 +310,10 @@ impl SessionService {
         Ok(NewSession { token, session })
     }
 
-    /// The active session a token belongs to: parse, hash, cache lookup.
+    /// The identity of the active session a token belongs to: parse, hash,
+    /// cache lookup. The same answer, at the same cost, in either
+    /// [`CacheMode`]: the cache's index alone decides. The whole record is
+    /// one call away: [`session`](Self::session).
     ///
     /// Without a change log a miss is final and the store is never touched.
     /// With one, a miss may be a session another process just created: it
@@ -329,7 +332,7 @@ impl SessionService {
     /// Every call that returns is counted under one [`ResolveOutcome`]
     /// (see [`ServiceStatus::resolves`]), at the cost of one relaxed atomic
     /// increment.
-    pub async fn resolve(&self, token: &str) -> Result<Arc<Session>, Error> {
+    pub async fn resolve(&self, token: &str) -> Result<SessionIdentity, Error> {
         // Never the token, nor its hash: the span learns the session only once found.
         let span = tracing::info_span!("session.resolve", session.id = tracing::field::Empty);
         // The resolve path is a few hundred nanoseconds: without a subscriber
@@ -338,8 +341,8 @@ impl SessionService {
             return self.resolve_untraced(token).await;
         }
         let found = self.resolve_untraced(token).instrument(span.clone()).await;
-        if let Ok(session) = &found {
-            span.record("session.id", tracing::field::display(session.id));
+        if let Ok(identity) = &found {
+            span.record("session.id", tracing::field::display(identity.id));
         }
         found
     }
@@ -347,7 +350,7 @@ impl SessionService {
     /// Each way out counts its [`ResolveOutcome`] once, where it is known. A
     /// caller that stops waiting during a miss is not counted: it was given
     /// no answer.
-    async fn resolve_untraced(&self, token: &str) -> Result<Arc<Session>, Error> {
+    async fn resolve_untraced(&self, token: &str) -> Result<SessionIdentity, Error> {
         let counters = &self.inner.resolves;
         if !self.inner.is_warm() {
             counters.count(ResolveOutcome::NotReady);
@@ -357,10 +360,10 @@ impl SessionService {
             counters.count(ResolveOutcome::Malformed);
             return Err(Error::InvalidToken);
         };
-        if let Some(session) = self.inner.cache.get(&hash) {
+        if let Some(identity) = self.inner.cache.get(&hash) {
             counters.count(ResolveOutcome::Hit);
-            self.mark_seen(&session);
-            return Ok(session);
+            self.mark_seen(identity.id);
+            return Ok(identity);
         }
         if self.inner.change_log.is_none() {
             // The cache holds every active session: a miss is final.
@@ -369,17 +372,68 @@ impl SessionService {
         }
         let (found, outcome) = self.inner.consistent_miss(hash).await;
         counters.count(outcome);
-        let session = found?;
-        self.mark_seen(&session);
-        Ok(session)
+        let identity = found?;
+        self.mark_seen(identity.id);
+        Ok(identity)
     }
 
-    /// With last-seen activity on, marks `session` seen this minute: no
+    /// The whole record of a resolved session: its creation time and client
+    /// metadata beside its identity.
+    ///
+    /// With a [`CacheMode::Full`] cache, always from memory. With a
+    /// [`CacheMode::Compact`] one, from its bounded record cache when that
+    /// holds the record, else from the store (one read by token hash, after
+    /// which the record cache may keep it). Either way the cache's index
+    /// first confirms the session is still active, so a session revoked
+    /// since `identity` was resolved answers [`Error::InvalidToken`], with
+    /// no store read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] before the first warm completes;
+    /// [`Error::InvalidToken`] when `identity` is no longer (or never was)
+    /// an active session; [`Error::Store`] when the record had to be read
+    /// and the store failed (compact mode only).
+    pub async fn session(&self, identity: &SessionIdentity) -> Result<Arc<Session>, Error> {
+        let inner = &self.inner;
+        if !inner.is_warm() {
+            return Err(Error::NotReady);
+        }
+        let hash = &identity.token_hash;
+        if let Some(session) = inner.cache.record(hash) {
+            return if session.id == identity.id {
+                Ok(session)
+            } else {
+                Err(Error::InvalidToken)
+            };
+        }
+        if inner.cache.get(hash).map(|cached| cached.id) != Some(identity.id) {
+            return Err(Error::InvalidToken);
+        }
+        match inner.store.find_active_by_hash(hash).await? {
+            Some(session) if session.id == identity.id => {
+                let session = Arc::new(session);
+                inner.cache.keep_record(Arc::clone(&session));
+                Ok(session)
+            }
+            // Revoked since the index was read.
+            _ => Err(Error::InvalidToken),
+        }
+    }
+
+    /// What the cache holds beyond each session's identity, which decides
+    /// whether [`session`](Self::session) can read the store.
+    #[must_use]
+    pub fn cache_mode(&self) -> CacheMode {
+        self.inner.cache.mode()
+    }
+
+    /// With last-seen activity on, marks session `id` seen this minute: no
     /// lock, no await, no allocation once it is marked this minute.
     #[inline]
-    fn mark_seen(&self, session: &Session) {
+    fn mark_seen(&self, id: SessionId) {
         if let Some((marks, _)) = &self.inner.last_seen {
-            marks.mark(session.id);
+            marks.mark(id);
         }
     }
 
@@ -547,6 +601,8 @@ impl SessionService {
         ServiceStatus {
             cache_warm: inner.is_warm(),
             cached_sessions: inner.cache.len(),
+            cache_mode: inner.cache.mode(),
+            cache_bytes: inner.cache.bytes(),
             last_warm: *lock(&inner.last_warm),
             change_log: inner.change_log.as_ref().map(|_| inner.change_log_lag()),
             change_log_stats: ChangeLogStats {

@@ -6,9 +6,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use super::{account, cached, epoch, session_at};
-use crate::port::cache::SessionCache;
-use crate::session::Session;
+use crate::port::cache::{CacheMode, SessionCache};
+use crate::session::{Label, Session, SessionIdentity};
 use crate::token::TokenHash;
+
+fn identity(session: &Session) -> Option<SessionIdentity> {
+    Some(SessionIdentity::from(session))
+}
+
+/// The record a cache answers for `session`'s hash is `session` itself in
+/// full mode, and `session` or nothing in compact mode: never another.
+fn assert_record(cache: &dyn SessionCache, session: &Arc<Session>) {
+    match (cache.mode(), cache.record(&session.token_hash)) {
+        (_, Some(found)) => assert_eq!(&found, session),
+        (CacheMode::Compact, None) => {}
+        (CacheMode::Full, None) => panic!("a full cache holds every cached session's record"),
+    }
+}
 
 fn sessions(n: usize) -> Vec<Arc<Session>> {
     (0..n)
@@ -20,7 +34,8 @@ fn sessions(n: usize) -> Vec<Arc<Session>> {
 pub fn insert_then_get(cache: Arc<dyn SessionCache>) {
     let session = sessions(1).remove(0);
     cache.insert(Arc::clone(&session));
-    assert_eq!(cache.get(&session.token_hash), Some(session));
+    assert_eq!(cache.get(&session.token_hash), identity(&session));
+    assert_record(&*cache, &session);
     assert_eq!(cache.len(), 1);
 }
 
@@ -29,6 +44,7 @@ pub fn missing_hash_is_absent(cache: Arc<dyn SessionCache>) {
     cache.insert(sessions(1).remove(0));
     let other = sessions(1).remove(0);
     assert_eq!(cache.get(&other.token_hash), None);
+    assert_eq!(cache.record(&other.token_hash), None);
     assert!(!cache.is_empty());
 }
 
@@ -36,11 +52,12 @@ pub fn missing_hash_is_absent(cache: Arc<dyn SessionCache>) {
 pub fn insert_replaces_the_same_hash(cache: Arc<dyn SessionCache>) {
     let first = sessions(1).remove(0);
     let mut second = (*first).clone();
-    second.metadata.label = crate::Label::new("replaced").ok();
+    second.metadata.label = Label::new("replaced").ok();
     let second = Arc::new(second);
     cache.insert(first);
     cache.insert(Arc::clone(&second));
-    assert_eq!(cache.get(&second.token_hash), Some(second));
+    assert_eq!(cache.get(&second.token_hash), identity(&second));
+    assert_record(&*cache, &second);
     assert_eq!(cache.len(), 1);
 }
 
@@ -94,7 +111,7 @@ pub fn replace_all_swaps_the_contents(cache: Arc<dyn SessionCache>) {
     assert_eq!(cache.len(), 71);
     assert!(old[1..].iter().all(|s| cache.get(&s.token_hash).is_none()));
     assert!(new.iter().all(|s| cache.get(&s.token_hash).is_some()));
-    assert_eq!(cache.get(&kept.token_hash), Some(kept));
+    assert_eq!(cache.get(&kept.token_hash), identity(&kept));
     cache.replace_all(Vec::new());
     assert!(cache.is_empty());
 }
@@ -181,7 +198,7 @@ pub fn concurrent_writers_end_in_the_expected_state(cache: Arc<dyn SessionCache>
                             1 => cache.remove(&session.token_hash),
                             _ => {
                                 if let Some(found) = cache.get(&session.token_hash) {
-                                    assert_eq!(found.token_hash, session.token_hash);
+                                    assert_eq!(Some(found), identity(session));
                                 }
                             }
                         }
@@ -245,7 +262,68 @@ pub fn prepared_contents_are_unseen_until_installed(cache: Arc<dyn SessionCache>
     assert_eq!(cache.len(), 3);
     assert!(cache.get(&live[0].token_hash).is_none());
     for present in [&next[0], &next[2], &late] {
-        assert_eq!(cache.get(&present.token_hash).as_ref(), Some(present));
+        assert_eq!(cache.get(&present.token_hash), identity(present));
     }
     assert!(cache.get(&next[1].token_hash).is_none());
+}
+
+/// A record is answered only for a session the cache holds: never after its
+/// removal, nor after contents without it are installed, even one offered
+/// with [`SessionCache::keep_record`] while it was cached.
+pub fn records_are_only_of_cached_sessions(cache: Arc<dyn SessionCache>) {
+    let all = sessions(3);
+    for session in &all {
+        cache.insert(Arc::clone(session));
+        cache.keep_record(Arc::clone(session));
+        assert_record(&*cache, session);
+    }
+    cache.remove(&all[0].token_hash);
+    assert_eq!(cache.record(&all[0].token_hash), None);
+    cache.remove_many(&[all[1].token_hash]);
+    assert_eq!(cache.record(&all[1].token_hash), None);
+    // Offered after its removal (a store read racing a revocation).
+    cache.keep_record(Arc::clone(&all[1]));
+    assert_eq!(cache.record(&all[1].token_hash), None);
+    assert_eq!(cache.get(&all[1].token_hash), None);
+    cache.replace_all(sessions(2));
+    assert_eq!(cache.record(&all[2].token_hash), None);
+    assert_eq!(cache.len(), 2);
+}
+
+/// A record read from the store and offered later cannot replace one a
+/// write put there (the write's may be newer: a rewritten label).
+pub fn a_kept_record_never_replaces_a_written_one(cache: Arc<dyn SessionCache>) {
+    let old = sessions(1).remove(0);
+    let mut new = (*old).clone();
+    new.metadata.label = Label::new("renamed").ok();
+    let new = Arc::new(new);
+    cache.insert(Arc::clone(&new));
+    cache.keep_record(Arc::clone(&old));
+    assert_record(&*cache, &new);
+    assert_eq!(cache.get(&old.token_hash), identity(&new));
+}
+
+/// When a cache reports its bytes, they grow with what it holds (at least
+/// the 32 bytes of each identity) and shrink when the contents are
+/// replaced by fewer.
+pub fn bytes_follow_the_contents(cache: Arc<dyn SessionCache>) {
+    let Some(empty) = cache.bytes() else {
+        return;
+    };
+    let all = sessions(2_000);
+    for session in &all {
+        cache.insert(Arc::clone(session));
+    }
+    let full = cache.bytes().expect("reported once, reported always");
+    assert!(
+        full >= empty + all.len() * 32,
+        "{full} bytes for {} sessions, {empty} empty",
+        all.len()
+    );
+    cache.replace_all(all[..10].to_vec());
+    let fewer = cache.bytes().expect("reported once, reported always");
+    assert!(
+        fewer < full,
+        "{fewer} bytes after replacing {full} by fewer"
+    );
 }

@@ -20,9 +20,11 @@
 pub mod cache;
 pub mod change_log;
 mod counting;
+mod records;
 pub mod store;
 
 pub use counting::CountingStore;
+pub use records::FifoRecords;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -170,6 +172,9 @@ macro_rules! cache_contract_tests {
             prepared_contents_are_unseen_until_installed,
             len_is_exact_after_bulk_inserts,
             concurrent_writers_end_in_the_expected_state,
+            records_are_only_of_cached_sessions,
+            a_kept_record_never_replaces_a_written_one,
+            bytes_follow_the_contents,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

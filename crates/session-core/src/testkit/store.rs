@@ -11,7 +11,7 @@ use crate::MemoryCache;
 use crate::port::clock::ManualClock;
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::service::{Error, Revocation, SessionService};
-use crate::session::{AccountId, ClientMetadata, Session, SessionId};
+use crate::session::{AccountId, ClientMetadata, Session, SessionId, SessionIdentity};
 use crate::token::TokenHash;
 use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
 
@@ -556,7 +556,7 @@ pub async fn service_round_trip(store: Arc<dyn SessionStore>) {
         .unwrap();
     assert_eq!(
         first.resolve(kept.token.expose_secret()).await.unwrap(),
-        kept.session
+        SessionIdentity::from(&*kept.session)
     );
 
     // Restart: a fresh cache warmed from the same store knows every active session.
@@ -586,10 +586,9 @@ pub async fn service_round_trip(store: Arc<dyn SessionStore>) {
         second.resolve(other.token.expose_secret()).await,
         Err(Error::InvalidToken)
     ));
-    assert_eq!(
-        second.resolve(kept.token.expose_secret()).await.unwrap(),
-        kept.session
-    );
+    let identity = second.resolve(kept.token.expose_secret()).await.unwrap();
+    assert_eq!(identity, SessionIdentity::from(&*kept.session));
+    assert_eq!(second.session(&identity).await.unwrap(), kept.session);
 
     let third = service(&store);
     assert_eq!(third.warm().await.unwrap().sessions, 1);

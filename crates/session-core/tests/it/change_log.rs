@@ -11,7 +11,7 @@ use session_core::port::clock::ManualClock;
 use session_core::port::store::SessionStore;
 use session_core::status::ResolveOutcome;
 use session_core::{
-    BackgroundTasks, ClientMetadata, Error, MemoryCache, SessionService, SessionToken,
+    BackgroundTasks, ClientMetadata, Error, SessionIdentity, SessionService, SessionToken,
 };
 
 use crate::gated::{GatedStore, Point};
@@ -19,7 +19,7 @@ use session_core::testkit::account;
 
 struct Instance {
     service: SessionService,
-    cache: Arc<MemoryCache>,
+    cache: Arc<dyn SessionCache>,
     /// Drives the lag; it moves only when a test advances it.
     clock: Arc<ManualClock>,
     /// Follows the change log for as long as the instance lives.
@@ -27,7 +27,7 @@ struct Instance {
 }
 
 fn instance(store: Arc<dyn SessionStore>, log: Arc<dyn ChangeLog>) -> Instance {
-    let cache = Arc::new(MemoryCache::new());
+    let cache = super::cache();
     let clock = Arc::new(ManualClock::new(session_core::testkit::epoch()));
     let service = SessionService::builder(store, cache.clone())
         .change_log(log)
@@ -111,14 +111,15 @@ async fn a_session_created_on_a_resolves_on_b_at_once_and_a_revocation_reaches_b
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    // Whether or not B has applied the creation yet, it resolves.
-    assert_eq!(
-        b.service
-            .resolve(created.token.expose_secret())
-            .await
-            .unwrap(),
-        created.session
-    );
+    // Whether or not B has applied the creation yet, it resolves, and its
+    // whole record is one call away.
+    let identity = b
+        .service
+        .resolve(created.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(identity, SessionIdentity::from(&*created.session));
+    assert_eq!(b.service.session(&identity).await.unwrap(), created.session);
     a.service.revoke(created.session.id).await.unwrap();
     until(|| b.cache.is_empty(), "B applies the revocation").await;
     assert!(matches!(
@@ -404,7 +405,9 @@ async fn a_miss_waits_for_the_log_and_finds_a_session_created_elsewhere() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(!resolving.is_finished(), "the miss waits for the log");
     gate.release();
-    assert_eq!(*resolving.await.unwrap().unwrap(), session);
+    let identity = resolving.await.unwrap().unwrap();
+    assert_eq!(identity, SessionIdentity::from(&session));
+    assert_eq!(*b.service.session(&identity).await.unwrap(), session);
     assert_eq!(
         b.service
             .status()

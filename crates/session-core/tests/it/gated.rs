@@ -131,15 +131,22 @@ impl ChangeLogDecorator for GatedStore {
     }
 }
 
-/// A [`MemoryCache`] whose next `prepare` stops once it has built the new
-/// contents, until the test lets it return: a warm's build, held open.
-#[derive(Default)]
+/// A cache whose next `prepare` stops once it has built the new contents,
+/// until the test lets it return: a warm's build, held open.
 pub(crate) struct GatedCache {
-    pub(crate) inner: session_core::MemoryCache,
+    pub(crate) inner: Arc<dyn session_core::port::cache::SessionCache>,
     armed: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 impl GatedCache {
+    /// Gates `inner`.
+    pub(crate) fn over(inner: Arc<dyn session_core::port::cache::SessionCache>) -> Self {
+        Self {
+            inner,
+            armed: Mutex::default(),
+        }
+    }
+
     /// Arms the gate: returns a receiver told when `prepare` stopped, and a
     /// sender that lets it return.
     pub(crate) fn arm(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
@@ -151,8 +158,20 @@ impl GatedCache {
 }
 
 impl session_core::port::cache::SessionCache for GatedCache {
-    fn get(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+    fn get(&self, hash: &TokenHash) -> Option<session_core::SessionIdentity> {
         self.inner.get(hash)
+    }
+
+    fn record(&self, hash: &TokenHash) -> Option<Arc<Session>> {
+        self.inner.record(hash)
+    }
+
+    fn keep_record(&self, session: Arc<Session>) {
+        self.inner.keep_record(session);
+    }
+
+    fn mode(&self) -> session_core::port::cache::CacheMode {
+        self.inner.mode()
     }
 
     fn insert(&self, session: Arc<Session>) {

@@ -121,7 +121,7 @@ async fn a_full_queue_drops_and_counts_while_resolves_still_answer() {
     for new in &sessions {
         assert_eq!(
             f.service.resolve(new.token.expose_secret()).await.unwrap(),
-            new.session
+            session_core::SessionIdentity::from(&*new.session)
         );
     }
     let stats = f.service.status().last_seen.unwrap();

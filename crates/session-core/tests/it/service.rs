@@ -8,7 +8,8 @@ use session_core::port::clock::ManualClock;
 use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{
-    ClientMetadata, Error, Label, ListScope, MemoryCache, PageRequest, Revocation, SessionService,
+    ClientMetadata, Error, Label, ListScope, PageRequest, Revocation, SessionIdentity,
+    SessionService,
 };
 use time::Duration;
 
@@ -16,14 +17,14 @@ use crate::gated::{GatedStore, Point};
 
 struct Fixture<S> {
     store: Arc<S>,
-    cache: Arc<MemoryCache>,
+    cache: Arc<dyn SessionCache>,
     clock: Arc<ManualClock>,
     service: SessionService,
 }
 
 fn fixture<S: SessionStore + Default>() -> Fixture<S> {
     let store = Arc::new(S::default());
-    let cache = Arc::new(MemoryCache::new());
+    let cache = super::cache();
     let clock = Arc::new(ManualClock::new(epoch()));
     let service = SessionService::builder(store.clone(), cache.clone())
         .clock(clock.clone())
@@ -72,7 +73,7 @@ async fn resolve_before_the_first_warm_is_not_ready_for_any_token() {
             .resolve(created.token.expose_secret())
             .await
             .unwrap(),
-        created.session
+        SessionIdentity::from(&*created.session)
     );
 }
 
@@ -89,7 +90,8 @@ async fn create_resolve_revoke_resolve() {
         .resolve(created.token.expose_secret())
         .await
         .unwrap();
-    assert_eq!(resolved, created.session);
+    assert_eq!(resolved, SessionIdentity::from(&*created.session));
+    assert_eq!(f.service.session(&resolved).await.unwrap(), created.session);
 
     f.clock.advance(Duration::minutes(3));
     assert_eq!(
@@ -428,7 +430,7 @@ async fn a_revoke_abandoned_by_its_caller_still_reaches_the_cache() {
     gate.release();
     // The write runs on its own task; give the single-threaded runtime turns to finish it.
     for _ in 0..100 {
-        if f.cache.len() == 0 {
+        if f.cache.is_empty() {
             break;
         }
         tokio::task::yield_now().await;
@@ -477,7 +479,7 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_a_warm_build_complete_and_hold_in_the_new_contents() {
     let store = Arc::new(MemoryStore::new());
-    let cache = Arc::new(crate::gated::GatedCache::default());
+    let cache = Arc::new(crate::gated::GatedCache::over(super::cache()));
     let service = SessionService::builder(store.clone(), cache.clone()).build();
     service.warm().await.unwrap();
     let doomed = service

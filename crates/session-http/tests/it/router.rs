@@ -25,8 +25,16 @@ pub(crate) struct App {
 }
 
 pub(crate) async fn app_with(keys: ApiKeys, warm: bool) -> App {
+    app_over(Arc::new(MemoryCache::new()), keys, warm).await
+}
+
+pub(crate) async fn app_over(
+    cache: Arc<dyn session_core::port::cache::SessionCache>,
+    keys: ApiKeys,
+    warm: bool,
+) -> App {
     let store = Arc::new(MemoryStore::new());
-    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new())).build();
+    let service = SessionService::builder(store.clone(), cache).build();
     if warm {
         service.warm().await.unwrap();
     }
@@ -637,6 +645,7 @@ async fn health_metrics_and_openapi() {
         "session_resolves_total{outcome=\"hit\"} 1",
         "session_resolves_total{outcome=\"malformed\"} 1",
         "session_cache_sessions 1",
+        "session_cache_bytes ",
         "session_cache_warm 1",
         "session_cache_warm_duration_seconds ",
         "session_miss_waits_total 0",
@@ -1528,4 +1537,78 @@ async fn the_openapi_document_describes_every_answer_of_the_layers() {
     }
     // Eight operations, and forward auth under each of its eight methods.
     assert_eq!(operations, 16);
+}
+
+/// In compact mode, resolve and forward auth answer exactly the session's
+/// id and account id, whether or not a record cache holds its record, while
+/// `GET` and the list keep the whole record; the OpenAPI document requires
+/// only those two fields of resolve's answer and describes every other one
+/// a full-mode answer holds.
+#[tokio::test]
+async fn compact_mode_resolves_to_exactly_the_identity_as_documented() {
+    let records = Arc::new(session_core::testkit::FifoRecords::new(10));
+    let cache = session_core::CompactCache::new().with_records(records);
+    let compact = app_over(Arc::new(cache), ApiKeys::none(), true).await;
+    let account = Uuid::new_v4();
+    let (token, session) = compact.create(account, "phone").await;
+    let identity =
+        json!({ "session": { "id": session["id"], "account_id": session["account_id"] } });
+    // The record cache holds the new session's record: the answer is the same.
+    let reply = compact.resolve(&token).await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (StatusCode::OK, &identity),
+        "{}",
+        reply.text
+    );
+    let forwarded = compact
+        .send(
+            Request::builder()
+                .uri("/v1/forward-auth")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (forwarded.status, &forwarded.body),
+        (StatusCode::OK, &identity)
+    );
+    let id = session["id"].as_str().unwrap();
+    let read = compact
+        .call(Method::GET, &format!("/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(read.body["session"]["label"], "phone");
+    let list = compact
+        .call(
+            Method::GET,
+            &format!("/v1/accounts/{account}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(list.body["sessions"][0]["label"], "phone");
+
+    let full = app().await;
+    let (token, _) = full.create(account, "laptop").await;
+    let full_body = full.resolve(&token).await.body;
+    let document = serde_json::to_value(session_http::openapi()).unwrap();
+    let schema = &document["components"]["schemas"]["ResolvedView"];
+    assert_eq!(schema["required"], json!(["id", "account_id"]));
+    let documented: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    let answered: Vec<&String> = full_body["session"].as_object().unwrap().keys().collect();
+    assert_eq!(answered.len(), 7, "{full_body}");
+    assert!(
+        answered.iter().all(|key| documented.contains(key)),
+        "{documented:?}"
+    );
+    for path in ["/v1/sessions/resolve", "/v1/forward-auth"] {
+        let operations = document["paths"][path].as_object().unwrap();
+        let (_, operation) = operations.iter().next().unwrap();
+        let ok = &operation["responses"]["200"];
+        assert_eq!(
+            ok["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ResolvedEnvelope",
+            "{path}"
+        );
+    }
 }

@@ -466,7 +466,7 @@ async fn two_services_follow_each_other_through_the_database() {
             .resolve(created.token.expose_secret())
             .await
             .unwrap(),
-        created.session
+        session_core::SessionIdentity::from(&*created.session)
     );
     until("B applies the creation", || {
         b.service.status().cached_sessions == 1

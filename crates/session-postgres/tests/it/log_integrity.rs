@@ -318,11 +318,12 @@ async fn a_label_rewritten_by_other_sql_reaches_every_instance() {
         .unwrap();
     for (name, instance) in [("A", &a), ("B", &b)] {
         let answers_the_new_label = async || {
-            let session = instance
+            let identity = instance
                 .service
                 .resolve(created.token.expose_secret())
                 .await
                 .unwrap();
+            let session = instance.service.session(&identity).await.unwrap();
             session.metadata.label.as_ref().map(Label::as_str) == Some("work laptop")
         };
         session_test_process::until_async(
