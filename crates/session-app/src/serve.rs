@@ -50,10 +50,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
     let limits = ConnectionLimits {
+        first_byte_timeout: args.first_byte_timeout,
         header_read_timeout: args.header_read_timeout,
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections as usize,
+        max_pending_connections: args.max_pending_connections as usize,
     };
 
     // Before the listener: a SQLite file another process holds fails the start
