@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::ConfigError;
 use crate::cli::{CacheKind, ServeArgs};
 use crate::connections::{self, ConnectionLimits, ConnectionMetrics};
-use crate::{secret, telemetry};
+use crate::{open_files, secret, telemetry};
 
 /// The environment variable holding a single API key.
 pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
@@ -57,6 +57,34 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         max_pending_connections: args.max_pending_connections as usize,
     };
+
+    // Before anything opens a file: the store's connections count too.
+    let pool = u64::from(args.database.pool.pg_pool_size);
+    let needed = u64::from(args.max_connections)
+        + u64::from(args.max_pending_connections)
+        + open_files::RESERVED
+        + pool;
+    match open_files::ensure(needed, || {
+        format!(
+            "--max-connections {} and --max-pending-connections {}, with {} for the \
+             service's own files (the store, the listener, the log),",
+            args.max_connections,
+            args.max_pending_connections,
+            open_files::RESERVED + pool,
+        )
+    })? {
+        open_files::Outcome::Enough { limit } => {
+            tracing::debug!(limit, needed, "the open-file limit is enough");
+        }
+        open_files::Outcome::Raised { from, to } => {
+            tracing::info!(
+                from,
+                to,
+                needed,
+                "raised the open-file limit (soft) to the hard limit"
+            );
+        }
+    }
 
     // Before the listener: a SQLite file another process holds fails the start
     // here, so the refused process never takes (or answers on) a port.

@@ -440,3 +440,77 @@ async fn a_create_that_cannot_finish_in_time_is_answered_503_timeout() {
         .await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// Runs `serve` under `sh -c "ulimit <ulimit> && exec …"` with `args`,
+/// and returns its exit status and what it wrote once it exits; a service
+/// still running after [`GIVE_UP`] is killed and the test fails.
+fn serve_under_ulimit(ulimit: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let dir = temp_dir();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("ulimit {ulimit} && exec \"$@\""), "sh"])
+        .arg(env!("CARGO_BIN_EXE_session-app"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(sqlite_url(dir.path()))
+        .args(args)
+        .env_remove("SESSION_MAX_PENDING_CONNECTIONS")
+        .env_remove("SESSION_MAX_CONNECTIONS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > GIVE_UP {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still serving after {GIVE_UP:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn an_open_file_limit_below_what_the_limits_need_refuses_the_start() {
+    // The hard limit too: it cannot be raised.
+    let (status, stderr) = serve_under_ulimit("-n 100", &["--max-connections", "64"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    for named in [
+        "--max-connections",
+        "--max-pending-connections",
+        "ulimit -n",
+    ] {
+        assert!(stderr.contains(named), "{named} not named: {stderr}");
+    }
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_soft_open_file_limit_below_what_the_limits_need_is_raised_to_the_hard_one() {
+    let dir = temp_dir();
+    let server = Server::start(Options {
+        database_url: sqlite_url(dir.path()),
+        extra: vec!["--max-connections=512".to_owned()],
+        soft_open_files: Some(100),
+        ..Options::default()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert!(
+        numbers[0] != "100" && numbers[0] == numbers[1],
+        "the soft limit was not raised to the hard one: {line}"
+    );
+}
