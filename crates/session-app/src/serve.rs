@@ -124,9 +124,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build();
     let app = session_http::router(state);
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("could not listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(
         %address,
@@ -173,6 +172,29 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(service);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connections the kernel completes and holds for the accept loop. The
+/// loop accepts every connection at once (admission comes later), so this
+/// only absorbs bursts of connects faster than it runs; past it the kernel
+/// drops a client's SYN and the client retries a second later. 128, the
+/// standard library's, filled under a burst of silent connects; nginx
+/// uses 511, Go the system's maximum (Linux caps this at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `address` with [`LISTEN_BACKLOG`], reusing the address as
+/// the standard library's listener does (a restart need not wait out the
+/// previous process's closed connections).
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {
