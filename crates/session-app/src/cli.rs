@@ -111,37 +111,61 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// The most a new connection may take to send its first byte. Past it
+    /// the connection is closed: clients send their request as soon as
+    /// they connect, so a socket still silent by then is not a client
+    /// about to speak, and it leaves the pending pool
+    /// (`--max-pending-connections`) to others. At most
+    /// `--header-read-timeout`, which bounds the whole first head anyway.
+    #[arg(long, env = "SESSION_FIRST_BYTE_TIMEOUT", default_value = "2s",
+        value_parser = positive_duration)]
+    pub first_byte_timeout: Duration,
+
     /// The most a client may take to send a request head: from the
     /// connection opening, or from the head's first byte on a kept-alive
     /// connection. Past it the connection is closed, so a client that sends
-    /// a head slowly (slowloris) holds a connection slot no longer.
+    /// a head slowly (slowloris) holds a place no longer.
     #[arg(long, env = "SESSION_HEADER_READ_TIMEOUT", default_value = "10s",
         value_parser = positive_duration)]
     pub header_read_timeout: Duration,
 
     /// The most a request may take from the first byte of its head until
-    /// its response is ready: reading the head and the body (a slow upload
-    /// ends here) and handling it. Past it the connection is closed without
-    /// a response. At least `--header-read-timeout`.
+    /// its response is ready: reading the head, waiting for a connection
+    /// slot, reading the body (a slow upload ends here) and handling it.
+    /// A request the service has not answered by then is answered 503
+    /// `timeout` and its connection closed; one whose body is still
+    /// arriving is closed without an answer. At least `--header-read-timeout`.
     #[arg(long, env = "SESSION_REQUEST_TIMEOUT", default_value = "30s",
         value_parser = positive_duration)]
     pub request_timeout: Duration,
 
     /// How long a kept-alive connection may wait for its next request
-    /// before it is closed. Keep it longer than the idle timeout of the
-    /// callers' connection pools, so they close first and never send on a
+    /// before it is closed (and how long a response may wait for its client
+    /// to read it). Keep it longer than the idle timeout of the callers'
+    /// connection pools, so they close first and never send on a
     /// connection as it closes.
     #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "120s",
         value_parser = positive_duration)]
     pub idle_timeout: Duration,
 
-    /// Client connections served at once. Past it a new client takes the
-    /// slot of the connection idle the longest, which is closed; with none
-    /// idle it waits in the listen backlog until one closes. Keep it below
-    /// the open-file limit (`ulimit -n`) less the database pool.
+    /// Client connections served at once. A connection takes a slot only
+    /// once it has sent a whole request head; with every slot taken, the
+    /// client waits and takes the slot of a kept-alive connection as soon
+    /// as one is idle (which is closed), or of one that closes. With
+    /// `--max-pending-connections`, it must fit the open-file limit
+    /// (`ulimit -n`): the start fails otherwise.
     #[arg(long, env = "SESSION_MAX_CONNECTIONS", default_value_t = 512,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Connections accepted that hold no slot yet, at once: those that
+    /// have not sent a whole request head, and those waiting for a slot.
+    /// When it is full, a new connection closes the one that has gone
+    /// longest without sending a whole head, so sockets that never speak
+    /// cannot keep new clients out.
+    #[arg(long, env = "SESSION_MAX_PENDING_CONNECTIONS", default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_connections: u32,
 
     /// The session cache: `map` (session-core's sharded hash map, the
     /// default), `moka`, or `compact`. `map` and `moka` keep every active

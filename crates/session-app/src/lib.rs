@@ -10,6 +10,7 @@ pub mod cli;
 mod client;
 mod connections;
 mod loopback;
+mod open_files;
 mod secret;
 mod serve;
 pub mod store;

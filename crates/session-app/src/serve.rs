@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::ConfigError;
 use crate::cli::{CacheKind, ServeArgs};
 use crate::connections::{self, ConnectionLimits, ConnectionMetrics};
-use crate::{secret, telemetry};
+use crate::{open_files, secret, telemetry};
 
 /// The environment variable holding a single API key.
 pub(crate) const API_KEY_ENV: &str = "SESSION_API_KEY";
@@ -50,11 +50,41 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
     let limits = ConnectionLimits {
+        first_byte_timeout: args.first_byte_timeout,
         header_read_timeout: args.header_read_timeout,
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections as usize,
+        max_pending_connections: args.max_pending_connections as usize,
     };
+
+    // Before anything opens a file: the store's connections count too.
+    let pool = u64::from(args.database.pool.pg_pool_size);
+    let needed = u64::from(args.max_connections)
+        + u64::from(args.max_pending_connections)
+        + open_files::RESERVED
+        + pool;
+    match open_files::ensure(needed, || {
+        format!(
+            "--max-connections {} and --max-pending-connections {}, with {} for the \
+             service's own files (the store, the listener, the log),",
+            args.max_connections,
+            args.max_pending_connections,
+            open_files::RESERVED + pool,
+        )
+    })? {
+        open_files::Outcome::Enough { limit } => {
+            tracing::debug!(limit, needed, "the open-file limit is enough");
+        }
+        open_files::Outcome::Raised { from, to } => {
+            tracing::info!(
+                from,
+                to,
+                needed,
+                "raised the open-file limit (soft) to the hard limit"
+            );
+        }
+    }
 
     // Before the listener: a SQLite file another process holds fails the start
     // here, so the refused process never takes (or answers on) a port.
@@ -97,9 +127,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build();
     let app = session_http::router(state);
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("could not listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(
         %address,
@@ -146,6 +175,29 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(service);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connections the kernel completes and holds for the accept loop. The
+/// loop accepts every connection at once (admission comes later), so this
+/// only absorbs bursts of connects faster than it runs; past it the kernel
+/// drops a client's SYN and the client retries a second later. 128, the
+/// standard library's, filled under a burst of silent connects; nginx
+/// uses 511, Go the system's maximum (Linux caps this at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `address` with [`LISTEN_BACKLOG`], reusing the address as
+/// the standard library's listener does (a restart need not wait out the
+/// previous process's closed connections).
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -105,10 +106,19 @@ impl Unread {
 }
 
 /// Where a connection's request body comes back when the router drops it
-/// before its end. One per connection: HTTP/1.1 serves one request at a
-/// time. Cheap to clone; clones share the slot.
+/// before its end, and whether the router is waiting for more of it. One
+/// per connection: HTTP/1.1 serves one request at a time. Cheap to clone;
+/// clones share the slot.
 #[derive(Clone, Default)]
-pub(crate) struct UnreadSlot(Arc<Mutex<Option<Unread>>>);
+pub(crate) struct UnreadSlot(Arc<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    unread: Mutex<Option<Unread>>,
+    /// The router asked for more of the body than has arrived: the request
+    /// waits on its client, not on the service.
+    awaiting_client: AtomicBool,
+}
 
 impl UnreadSlot {
     /// The body the router sees: `body`, coming back here if dropped unread.
@@ -127,7 +137,25 @@ impl UnreadSlot {
 
     /// The body dropped unread since [`Self::wrap`], if any.
     pub(crate) fn take(&self) -> Option<Unread> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.0
+            .unread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Whether the router is waiting for body bytes the client has not sent
+    /// yet: a request past its time limit then is the client's to finish,
+    /// and is closed rather than answered.
+    pub(crate) fn awaiting_client(&self) -> bool {
+        self.0.awaiting_client.load(Ordering::Relaxed)
+    }
+
+    fn set_awaiting_client(&self, waiting: bool) {
+        // Read first: a body that arrives at once never writes the flag.
+        if self.awaiting_client() != waiting {
+            self.0.awaiting_client.store(waiting, Ordering::Relaxed);
+        }
     }
 }
 
@@ -155,7 +183,11 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         this.polled = true;
-        let frame = ready!(Pin::new(body).poll_frame(cx));
+        let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) else {
+            this.slot.set_awaiting_client(true);
+            return Poll::Pending;
+        };
+        this.slot.set_awaiting_client(false);
         if !matches!(frame, Some(Ok(_))) {
             this.ended = true;
         }
@@ -175,11 +207,17 @@ impl Body for RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
+        self.slot.set_awaiting_client(false);
         if let Some(body) = self.body.take()
             && !self.ended
             && !body.is_end_stream()
         {
-            *self.slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Unread {
+            *self
+                .slot
+                .0
+                .unread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Unread {
                 body,
                 polled: self.polled,
                 expects_continue: self.expects_continue,

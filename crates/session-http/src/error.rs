@@ -90,6 +90,10 @@ pub enum ErrorCode {
     NotReady,
     /// 503: the store is unavailable; nothing was changed.
     Unavailable,
+    /// 503: the service did not answer within its time limit (session-app's
+    /// `--request-timeout`). Unlike `unavailable`, a write may still take
+    /// effect: retrying a create may leave a session whose token no one got.
+    Timeout,
     /// 500: a failure retrying will not fix; details are in the log.
     Internal,
 }
@@ -108,7 +112,7 @@ impl ErrorCode {
             Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotReady | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -299,6 +303,24 @@ impl From<PathRejection> for ApiError {
             rejection,
         ))
     }
+}
+
+/// The answer to a request its server gave up on: 503 `timeout`, with
+/// `Retry-After: 1` and `Cache-Control: no-store`, in the body every error
+/// has. For a server that bounds a request's time outside the router and
+/// drops the router's future when the bound passes, as session-app's accept
+/// loop does at `--request-timeout`; the router itself never answers it.
+#[must_use]
+pub fn timeout_response() -> Response {
+    let mut response = ApiError::new(
+        ErrorCode::Timeout,
+        "the service did not answer in time; a write may still take effect. Retry later",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The largest request body accepted, in bytes. Requests here are a few hundred bytes.

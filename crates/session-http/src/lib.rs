@@ -85,7 +85,7 @@ use axum::routing::{any, get, post};
 use utoipa::OpenApi;
 
 pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
-pub use error::{ErrorCode, MAX_BODY_BYTES};
+pub use error::{ErrorCode, MAX_BODY_BYTES, timeout_response};
 pub use forward_auth::{
     DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
     InvalidForwardAuth, SESSION_TOKEN_HEADER,

@@ -76,6 +76,23 @@ fn document_layers(operation: &mut Operation) {
             false,
         );
     }
+    add_timeout(operation);
+}
+
+/// What session-app's accept loop answers, around every route, to a request
+/// it has not answered within `--request-timeout`.
+const TIMEOUT_503: &str = "`timeout` (session-app): no answer within its `--request-timeout`; \
+    a write may still take effect. Retry after `Retry-After` seconds";
+
+/// Adds the accept loop's 503 `timeout` to `operation`'s 503, or documents
+/// one with it.
+fn add_timeout(operation: &mut Operation) {
+    use utoipa::openapi::RefOr;
+    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("503") {
+        response.description = format!("{}. Or {TIMEOUT_503}", response.description);
+        return;
+    }
+    add(operation, "503", TIMEOUT_503, true);
 }
 
 /// Documents `status` with an error body, unless the handler already does.

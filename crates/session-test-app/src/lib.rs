@@ -74,7 +74,8 @@ pub struct Launch {
     envs: Vec<(OsString, OsString)>,
     log_filter: String,
     keep_lines: Option<usize>,
-    open_files: Option<u32>,
+    /// The open-file limit (`ulimit` flags, limit) to run under, if any.
+    open_files: Option<(&'static str, u32)>,
     listen_ip: IpAddr,
 }
 
@@ -133,7 +134,15 @@ impl Launch {
     /// it does when descriptors run short.
     #[must_use]
     pub const fn open_files(mut self, limit: u32) -> Self {
-        self.open_files = Some(limit);
+        self.open_files = Some(("-n", limit));
+        self
+    }
+
+    /// Lowers only the service's soft open-file limit (`ulimit -Sn`),
+    /// leaving the hard limit it may raise the soft one to.
+    #[must_use]
+    pub const fn soft_open_files(mut self, limit: u32) -> Self {
+        self.open_files = Some(("-Sn", limit));
         self
     }
 
@@ -468,10 +477,11 @@ fn spawn(
 ) -> Result<(Running, SocketAddr), Error> {
     let mut command = match launch.open_files {
         // The shell lowers the limit, then becomes the service (same pid).
-        Some(limit) => {
+        Some((flags, limit)) => {
             let mut shell = Command::new("sh");
             shell
-                .args(["-c", "ulimit -n \"$1\" && shift && exec \"$@\"", "sh"])
+                .args(["-c", "ulimit $1 \"$2\" && shift 2 && exec \"$@\"", "sh"])
+                .arg(flags)
                 .arg(limit.to_string())
                 .arg(&launch.program);
             shell

@@ -37,17 +37,17 @@ pub(crate) struct Options {
     pub(crate) database_url: String,
     pub(crate) api_key: Option<String>,
     pub(crate) extra: Vec<String>,
-    /// The process's open-file limit (`ulimit -n`), if it must be lower
-    /// than the test runner's.
-    pub(crate) open_files: Option<u32>,
+    /// The process's soft open-file limit only (`ulimit -Sn`), below a
+    /// hard limit it may raise it to.
+    pub(crate) soft_open_files: Option<u32>,
 }
 
 impl Server {
     /// Starts the binary and waits until it listens (not until it is ready).
     pub(crate) fn start(options: Options) -> Self {
         let mut launch = Launch::new(BIN, &options.database_url).args(&options.extra);
-        if let Some(limit) = options.open_files {
-            launch = launch.open_files(limit);
+        if let Some(limit) = options.soft_open_files {
+            launch = launch.soft_open_files(limit);
         }
         if let Some(key) = &options.api_key {
             launch = launch.env("SESSION_API_KEY", key);

@@ -1,6 +1,7 @@
 //! session-app's tests: end-to-end tests that run the real binary (the
 //! router's in-process tests are session-http's).
 
+mod admission;
 mod bodies;
 mod cli_transport;
 mod config;
