@@ -46,6 +46,10 @@ fn is_addressed_to_loopback(request: &Request) -> bool {
         named = true;
     }
     for value in request.headers().get_all(header::HOST) {
+        if is_usual_loopback_host(value.as_bytes()) {
+            named = true;
+            continue;
+        }
         let parsed = value
             .to_str()
             .ok()
@@ -56,6 +60,26 @@ fn is_addressed_to_loopback(request: &Request) -> bool {
         named = true;
     }
     named || request.version() <= Version::HTTP_10
+}
+
+/// Whether a `Host` is `127.0.0.1` or `localhost` (any case), with or
+/// without a port of 1 to 65535: what local clients send, decided without
+/// parsing an authority. Everything it accepts, [`is_loopback`] accepts;
+/// anything else goes the whole way.
+fn is_usual_loopback_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+        None => (host, None),
+    };
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|port| port.parse::<u16>().ok())
+                .is_some_and(|port| port != 0)
+    });
+    port_ok && (name == b"127.0.0.1" || name.eq_ignore_ascii_case(b"localhost"))
 }
 
 /// Whether `authority` names this machine's loopback: `localhost` (any
@@ -86,4 +110,45 @@ fn is_loopback(authority: &Authority) -> bool {
         None => host.parse::<Ipv4Addr>().map(IpAddr::V4),
     };
     address.is_ok_and(|address| address.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::uri::Authority;
+
+    use super::{is_loopback, is_usual_loopback_host};
+
+    #[test]
+    fn the_fast_path_accepts_only_what_the_whole_check_accepts() {
+        let hosts = [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.0.0.1:1",
+            "127.0.0.1:65535",
+            "localhost",
+            "LocalHost:443",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.0.0.1:",
+            "127.0.0.1:+80",
+            "127.0.0.1:080808",
+            "user@127.0.0.1:80",
+            "127.0.0.1.nip.io:80",
+            "localhost.:80",
+            "127.1:80",
+            "[::1]:80",
+            "example.com:80",
+            ":80",
+            "",
+        ];
+        let mut accepted = 0;
+        for host in hosts {
+            if is_usual_loopback_host(host.as_bytes()) {
+                accepted += 1;
+                let authority: Authority = host.parse().unwrap();
+                assert!(is_loopback(&authority), "{host} passed the fast path only");
+            }
+        }
+        assert_eq!(accepted, 6, "the usual spellings take the fast path");
+    }
 }

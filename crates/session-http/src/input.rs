@@ -139,6 +139,10 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
+    // The spelling nearly every client sends, decided without parsing.
+    if value == "application/json" {
+        return true;
+    }
     let essence = value.split(';').next().unwrap_or_default().trim();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;

@@ -145,6 +145,97 @@ pub(crate) struct ResolvedEnvelope<'a> {
     session: ResolvedView<'a>,
 }
 
+impl ResolvedEnvelope<'_> {
+    /// The body as JSON: exactly the bytes `serde_json` writes for the
+    /// derived `Serialize` (a test holds the two equal), written by hand
+    /// because resolve and forward auth answer it on every request: ids,
+    /// times and addresses need no escaping and are written straight from
+    /// stack buffers, with no escaping scan and no `String` per time; only
+    /// the client's own text (user agent, label) goes through `serde_json`.
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        let view = &self.session;
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(br#"{"session":{"id":"#);
+        push_uuid(&mut out, &view.id);
+        out.extend_from_slice(br#","account_id":"#);
+        push_uuid(&mut out, &view.account_id);
+        if let Some(created_at) = view.created_at {
+            out.extend_from_slice(br#","created_at":"#);
+            push_time(&mut out, created_at);
+        }
+        if let Some(revoked_at) = view.revoked_at {
+            out.extend_from_slice(br#","revoked_at":"#);
+            match revoked_at {
+                Some(revoked_at) => push_time(&mut out, revoked_at),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        if let Some(user_agent) = view.user_agent {
+            out.extend_from_slice(br#","user_agent":"#);
+            push_text(&mut out, user_agent);
+        }
+        if let Some(ip) = view.ip {
+            out.extend_from_slice(br#","ip":"#);
+            match ip {
+                // Digits, dots, colons and hex: nothing JSON escapes.
+                Some(ip) => {
+                    use std::io::Write as _;
+                    // Writing to a `Vec` cannot fail.
+                    let _ = write!(out, "\"{ip}\"");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        if let Some(label) = view.label {
+            out.extend_from_slice(br#","label":"#);
+            push_text(&mut out, label);
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// A UUID as a JSON string, hyphenated in lower case as its `Serialize` writes it.
+fn push_uuid(out: &mut Vec<u8>, id: &Uuid) {
+    out.push(b'"');
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.push(b'"');
+}
+
+/// An instant as a JSON string in RFC 3339, as `time::serde::rfc3339`
+/// writes it, formatted on the stack. `null` for an instant RFC 3339
+/// cannot hold (a year past 9999), which no stored session has: the domain
+/// refuses them.
+fn push_time(out: &mut Vec<u8>, at: OffsetDateTime) {
+    // The longest RFC 3339 `time` writes: `-0001-01-01T00:00:00.123456789+00:00`
+    // cannot occur (years 0 to 9999 only), so 35 bytes hold any.
+    let mut buf = [0_u8; 40];
+    let mut cursor = &mut buf[..];
+    let capacity = cursor.len();
+    match at.format_into(&mut cursor, &time::format_description::well_known::Rfc3339) {
+        Ok(_) => {
+            let written = capacity - cursor.len();
+            out.push(b'"');
+            out.extend_from_slice(&buf[..written]);
+            out.push(b'"');
+        }
+        Err(_) => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The client's text (or null) as a JSON string, escaped by `serde_json`.
+fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        // Writing a string to a `Vec` cannot fail.
+        Some(text) => drop(serde_json::to_writer(&mut *out, text)),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 /// A session as read from the store by `GET` and list: with its last-seen time.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StoredSessionView<'a> {
@@ -559,20 +650,98 @@ pub(crate) async fn resolved(
     token: &str,
 ) -> Result<(SessionIdentity, Response), Error> {
     let identity = service.resolve(token).await?;
-    let answer = match service.cache_mode() {
+    let body = match service.cache_mode() {
         CacheMode::Full => {
             let session = service.session(&identity).await?;
-            let body = ResolvedEnvelope {
+            ResolvedEnvelope {
                 session: ResolvedView::full(&session),
-            };
-            json(StatusCode::OK, &body)
+            }
+            .to_json()
         }
-        CacheMode::Compact => json(
-            StatusCode::OK,
-            &ResolvedEnvelope {
-                session: ResolvedView::identity(&identity),
-            },
-        ),
+        CacheMode::Compact => ResolvedEnvelope {
+            session: ResolvedView::identity(&identity),
+        }
+        .to_json(),
     };
+    let answer = (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     Ok((identity, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use session_core::{ClientMetadata, Label, Session, SessionId, SessionIdentity, UserAgent};
+    use time::macros::datetime;
+
+    use super::{ResolvedEnvelope, ResolvedView};
+
+    fn sessions() -> Vec<Session> {
+        let token = session_core::SessionToken::generate();
+        let mut sessions = Vec::new();
+        let texts = [
+            "Mozilla/5.0 (X11; Linux x86_64)",
+            "quote \" backslash \\ slash /",
+            "non-ASCII: Undersøgelse, 日本語, emoji 🎉",
+        ];
+        let times = [
+            datetime!(2026-11-24 02:41:07.123456 UTC),
+            datetime!(2026-11-24 02:41:07 UTC),
+            datetime!(2026-11-24 02:41:07.1 UTC),
+            datetime!(2026-11-24 02:41:07.000001 UTC),
+            datetime!(0001-01-01 00:00:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+            datetime!(2026-11-24 02:41:07.5 +05:30),
+        ];
+        let ips = [
+            None,
+            Some(Ipv4Addr::new(203, 0, 113, 7).into()),
+            Some(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into()),
+            Some(Ipv6Addr::LOCALHOST.into()),
+        ];
+        for (i, created_at) in times.into_iter().enumerate() {
+            let text = texts[i % texts.len()];
+            let revoked_at = (i % 2 == 1).then_some(times[(i + 1) % times.len()]);
+            sessions.push(Session {
+                id: SessionId::new(),
+                account_id: session_core::AccountId::new(uuid::Uuid::new_v4()).unwrap(),
+                token_hash: token.hash(),
+                created_at,
+                revoked_at,
+                metadata: ClientMetadata {
+                    user_agent: (i % 3 != 0).then(|| UserAgent::new(text).unwrap()),
+                    ip: ips[i % ips.len()],
+                    label: (i % 2 == 0).then(|| Label::new(text).unwrap()),
+                },
+            });
+        }
+        sessions
+    }
+
+    #[test]
+    fn the_hand_written_body_is_what_serde_writes() {
+        for session in sessions() {
+            for envelope in [
+                ResolvedEnvelope {
+                    session: ResolvedView::full(&session),
+                },
+                ResolvedEnvelope {
+                    session: ResolvedView::identity(&SessionIdentity::from(&session)),
+                },
+            ] {
+                let expected = serde_json::to_vec(&envelope).unwrap();
+                assert_eq!(
+                    String::from_utf8(envelope.to_json()).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
+    }
 }
