@@ -464,7 +464,7 @@ impl ChangeLog for PgSessionStore {
 
     /// A connection listening on [`CHANGES_CHANNEL`] (to the direct URL
     /// when one is set), once a notification of its own sent from the pool
-    /// has reached it within [`PROBE_WAIT`]; with
+    /// has reached it within a second; with
     /// [`PgConfig::wake_ups`](crate::PgConfig::wake_ups) off, none, and
     /// hints that never come.
     ///
