@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations, print what was applied, and exit.
     Migrate(DatabaseArgs),
     /// Create a session for an account and print its token (shown only once).
@@ -519,7 +519,7 @@ fn password_on_command_line(matches: &ArgMatches, command: &Command) -> bool {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Serve(args) => crate::serve::serve(*args).await,
         Command::Migrate(args) => crate::store::migrate(&args).await,
         Command::Create(args) => crate::client::create(args).await,
         Command::Resolve(args) => crate::client::resolve(args).await,

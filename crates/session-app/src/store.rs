@@ -13,7 +13,7 @@ use clap::Args;
 use session_core::port::change_log::ChangeLog;
 use session_core::port::store::SessionStore;
 use session_http::{PoolReader, PoolUse};
-use session_postgres::{PgConfig, PgSessionStore};
+use session_postgres::{PgConfig, PgSessionStore, Statements};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 
 use crate::ConfigError;
@@ -146,6 +146,37 @@ pub struct PgPoolArgs {
     #[arg(long, env = "SESSION_PG_WAKE_UPS", default_value_t = true,
         action = clap::ArgAction::Set, value_name = "true|false")]
     pub pg_wake_ups: bool,
+
+    /// How statements are sent: `cached` (prepared once per connection:
+    /// direct connections, or a pooler in session mode) or `per-transaction`
+    /// (each call one transaction, nothing left on the server session:
+    /// behind a transaction pooler such as PgBouncer with `pool_mode =
+    /// transaction`).
+    #[arg(long, env = "SESSION_PG_STATEMENTS", default_value = "cached",
+        value_parser = ["cached", "per-transaction"])]
+    pub pg_statements: String,
+
+    /// A URL straight to PostgreSQL, bypassing a transaction pooler, for
+    /// what needs a session of its own: LISTEN for other instances' writes,
+    /// and migrations. Its password, if any, as `--database-url`'s. Without
+    /// it, behind a pooler, migrations still work and wake-ups fall back to
+    /// polling (`/readyz` says `polling`).
+    #[arg(long, env = "SESSION_PG_DIRECT_URL", value_parser = DatabaseUrlParser, hide_env_values = true)]
+    pub pg_direct_url: Option<DatabaseUrl>,
+
+    /// PostgreSQL's `statement_timeout` for each write (create, revoke,
+    /// last-seen marks): past it the write changes nothing and answers 503.
+    #[arg(long, env = "SESSION_PG_WRITE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pg_write_timeout: Duration,
+
+    /// PostgreSQL's `statement_timeout` for each read (lists, the warm, the change log).
+    #[arg(long, env = "SESSION_PG_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pg_read_timeout: Duration,
+
+    /// PostgreSQL's `lock_timeout`: how long a statement waits for a lock
+    /// other SQL holds on a session's row or the table before it fails.
+    #[arg(long, env = "SESSION_PG_LOCK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub pg_lock_timeout: Duration,
 }
 
 /// An opened store and how to describe it in logs (never with credentials).
@@ -292,15 +323,23 @@ async fn connect_postgres(
     } else {
         "--database-url"
     };
-    let mut config =
-        PgConfig::from_url(url).map_err(|err| ConfigError(format!("{flag}: {err}")))?;
-    // libpq's order: a password in the URL, then the environment's.
-    if !config.has_password()
-        && let Some(password) = std::env::var_os(PASSWORD_ENV).filter(|value| !value.is_empty())
-    {
-        config = config.password(password.as_encoded_bytes());
-    }
+    let config = pg_config(url, flag)?;
+    let statements = Statements::parse(&pool.pg_statements).unwrap_or_default();
+    let config = match &pool.pg_direct_url {
+        Some(DatabaseUrl::Postgres(direct)) => config.direct(pg_config(direct, "--pg-direct-url")?),
+        Some(DatabaseUrl::Sqlite(_)) => {
+            return Err(ConfigError(
+                "--pg-direct-url: expected postgres://… or postgresql://…".to_owned(),
+            )
+            .into());
+        }
+        None => config,
+    };
     let config = config
+        .statements(statements)
+        .write_timeout(pool.pg_write_timeout)
+        .read_timeout(pool.pg_read_timeout)
+        .lock_timeout(pool.pg_lock_timeout)
         .pool_size(pool.pg_pool_size as usize)
         .connect_timeout(pool.pg_connect_timeout)
         .checkout_timeout(pool.pg_checkout_timeout)
@@ -309,14 +348,27 @@ async fn connect_postgres(
         .trust_schema_owner(pool.pg_trust_schema_owner)
         .wake_ups(pool.pg_wake_ups);
     let description = format!(
-        "postgres (tls: {:?}, wake-ups: {})",
+        "postgres (tls: {:?}, wake-ups: {}, statements: {statements}, direct url: {})",
         config.ssl_mode(),
-        if pool.pg_wake_ups { "on" } else { "off" }
+        if pool.pg_wake_ups { "on" } else { "off" },
+        if config.has_direct() { "set" } else { "none" },
     );
     let store = PgSessionStore::connect(config)
         .await
         .context("could not connect to PostgreSQL")?;
     Ok((store, description))
+}
+
+/// A PostgreSQL URL's settings, with the password from `PGPASSWORD` when
+/// it has none (libpq's order). Errors name `flag`, never the URL.
+fn pg_config(url: &str, flag: &str) -> Result<PgConfig, ConfigError> {
+    let config = PgConfig::from_url(url).map_err(|err| ConfigError(format!("{flag}: {err}")))?;
+    if !config.has_password()
+        && let Some(password) = std::env::var_os(PASSWORD_ENV).filter(|value| !value.is_empty())
+    {
+        return Ok(config.password(password.as_encoded_bytes()));
+    }
+    Ok(config)
 }
 
 async fn migrate_postgres(store: &PgSessionStore) -> anyhow::Result<Vec<String>> {

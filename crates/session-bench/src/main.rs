@@ -18,6 +18,7 @@ mod http;
 mod load;
 mod measure;
 mod miss;
+mod pooler;
 mod postgres;
 mod propagation;
 mod report;
@@ -46,6 +47,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("cold-start", cold_start::run),
     ("propagation", propagation::run),
     ("miss", miss::run),
+    ("pooler", pooler::run),
     ("resume", resume::run),
 ];
 

@@ -39,6 +39,11 @@ pub struct ServiceStatus {
     pub resolves: ResolveCounts,
     /// Counters of last-seen activity; `None` with it off.
     pub last_seen: Option<LastSeenStats>,
+    /// With a change log, whether the follower listens for wake-ups now, so
+    /// others' writes reach the cache at once; `false` while it only polls
+    /// (wake-ups off, lost, or not delivered where the store is reached),
+    /// and without a change log.
+    pub wake_ups_listening: bool,
 }
 
 impl ServiceStatus {

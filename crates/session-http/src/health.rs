@@ -63,10 +63,15 @@ pub(crate) struct LogCheck {
     lag_ms: Option<u64>,
     /// The most lag at which the instance is ready, in milliseconds.
     max_staleness_ms: u64,
+    /// `listening` while other instances' writes wake this one at once;
+    /// `polling` while it learns of them only at each poll of the log
+    /// (wake-ups off, lost, or not delivered, as behind a transaction
+    /// pooler without a direct URL). Either mode may be ready.
+    wake_ups: &'static str,
 }
 
 impl LogCheck {
-    fn new(lag: ChangeLogLag) -> Self {
+    fn new(lag: ChangeLogLag, listening: bool) -> Self {
         let millis =
             |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Self {
@@ -77,6 +82,7 @@ impl LogCheck {
             },
             lag_ms: lag.lag.map(millis),
             max_staleness_ms: millis(lag.bound),
+            wake_ups: if listening { "listening" } else { "polling" },
         }
     }
 }
@@ -184,7 +190,9 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
                 sessions: status.cached_sessions,
             },
             store: store.check(),
-            change_log: status.change_log.map(LogCheck::new),
+            change_log: status
+                .change_log
+                .map(|lag| LogCheck::new(lag, status.wake_ups_listening)),
         },
     };
     let status = if ready {

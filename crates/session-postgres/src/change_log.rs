@@ -47,6 +47,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::call::Work;
 use crate::pool::{Connection, Pool};
 use crate::raw::RawInstant;
 use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
@@ -105,10 +106,15 @@ impl Drop for Waker {
 }
 
 async fn notify(pool: &Pool, limit: Duration) -> Result<(), BoxError> {
+    notify_on(pool, CHANGES_CHANNEL, limit).await
+}
+
+/// Sends an empty `NOTIFY channel` from a pooled connection, within `limit`.
+async fn notify_on(pool: &Pool, channel: &str, limit: Duration) -> Result<(), BoxError> {
     let mut connection = tokio::time::timeout(limit, pool.get()).await??;
     let sent = tokio::time::timeout(
         limit,
-        connection.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}")),
+        connection.batch_execute(&format!("NOTIFY {channel}")),
     )
     .await;
     match sent {
@@ -134,16 +140,18 @@ enum ListenError {
     Lost(#[source] diesel::result::Error),
     #[error("the wake-up connection was closed")]
     Closed,
-    #[error("the wake-up connection did not answer a check within {0:?}")]
-    Silent(Duration),
+    #[error(
+        "LISTEN delivers nothing here: a notification this instance sent did not arrive within \
+         {0:?} (a transaction pooler, such as PgBouncer with pool_mode = transaction, between \
+         this service and PostgreSQL?); reading the change log at each poll instead. Give a \
+         direct URL to PostgreSQL for LISTEN (--pg-direct-url) to be woken at once"
+    )]
+    NotDelivered(Duration),
+    #[error("cannot send the wake-up probe: {0}")]
+    Probe(#[source] BoxError),
     #[error("the wake-up listener has ended; listen again")]
     Ended,
 }
-
-/// A read of the log that did not finish within the checkout timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("reading the change log did not finish within {0:?}; the connection was closed")]
-struct ReadTimedOut(Duration);
 
 fn unavailable(err: ListenError) -> StoreError {
     StoreError::Unavailable(Box::new(err))
@@ -408,10 +416,11 @@ impl ChangeLog for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.changes"))]
     async fn head(&self) -> Result<LogCursor, StoreError> {
-        let mut connection = self.connection().await?;
-        let result = sql_query(HEAD).get_result::<Head>(&mut connection).await;
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = sql_query(HEAD).get_result::<Head>(&mut connection);
+        let outcome = self.bounded(Work::Read, statement).await;
         let head = self
-            .finish("read the change log's head", result, &mut connection)
+            .finish("read the change log's head", outcome, connection)
             .await?;
         Ok(LogCursor::new(
             head.epoch.cast_unsigned(),
@@ -434,8 +443,8 @@ impl ChangeLog for PgSessionStore {
             .iter()
             .map(|writer| (as_bigint(writer.id), as_bigint(writer.read_through)))
             .unzip();
-        let mut connection = self.connection().await?;
-        let query = ReadLog {
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = ReadLog {
             through: as_bigint(after.through()),
             xids,
             marks,
@@ -446,49 +455,60 @@ impl ChangeLog for PgSessionStore {
         // A read takes milliseconds; one that hangs (a peer gone silent
         // mid-reply) would stall the follower until TCP gives up, so it is
         // bounded, and its connection, perhaps mid-reply, is closed.
-        let Ok(result) = tokio::time::timeout(self.checkout_timeout, query).await else {
-            drop(Connection::take(connection));
-            return Err(StoreError::Unavailable(Box::new(ReadTimedOut(
-                self.checkout_timeout,
-            ))));
-        };
+        let outcome = self.bounded(Work::Read, statement).await;
         let rows = self
-            .finish("read the change log", result, &mut connection)
+            .finish("read the change log", outcome, connection)
             .await?;
-        drop(connection);
         Ok(page(after, limit, rows))
     }
 
-    /// A connection listening on [`CHANGES_CHANNEL`]; with
+    /// A connection listening on [`CHANGES_CHANNEL`] (to the direct URL
+    /// when one is set), once a notification of its own sent from the pool
+    /// has reached it within a second; with
     /// [`PgConfig::wake_ups`](crate::PgConfig::wake_ups) off, none, and
     /// hints that never come.
+    ///
+    /// Behind a transaction pooler LISTEN succeeds and then delivers nothing
+    /// (the server session that listens is handed to other clients), so it
+    /// is probed rather than trusted: a probe that does not arrive fails
+    /// this call, and the follower polls and tries again later. The probe is
+    /// sent again after each [`change_log_heartbeat`](crate::PgConfig::change_log_heartbeat)
+    /// of silence, which also finds a connection whose peer went silent.
     async fn wake_ups(&self) -> Result<Box<dyn WakeUps>, StoreError> {
         if !self.wake_ups {
             return Ok(Box::new(NoWakeUps));
         }
+        // A channel of this listener's own, so probes wake no other reader.
+        let probe = format!("session_probe_{}", Uuid::new_v4().simple());
         let listening = async {
-            let mut connection = self
-                .connector
-                .connect()
-                .await
-                .map_err(ListenError::Connect)?;
-            connection
-                .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
-                .await
-                .map_err(ListenError::Listen)?;
+            let mut connection = self.direct.connect().await.map_err(ListenError::Connect)?;
+            // The change log's channel last, so it is the listener's last
+            // statement, as `pg_stat_activity` shows it: probes come from
+            // the pool, so nothing else is run on this connection.
+            for channel in [probe.as_str(), CHANGES_CHANNEL] {
+                connection
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .await
+                    .map_err(ListenError::Listen)?;
+            }
             Ok(connection)
         };
-        let limit = self.connector.limit();
+        let limit = self.direct.limit();
         let connection = match tokio::time::timeout(limit, listening).await {
             Ok(listening) => listening.map_err(unavailable)?,
             Err(_) => return Err(unavailable(ListenError::TimedOut(limit))),
         };
-        Ok(Box::new(PgWakeUps {
+        let mut wake_ups = PgWakeUps {
             connection: Some(connection),
+            pool: self.pool.clone(),
+            probe,
+            probe_sent: None,
             heartbeat: self.change_log_heartbeat,
             check_limit: self.connect_timeout,
             heard_at: Instant::now(),
-        }))
+        };
+        wake_ups.probe_now().await?;
+        Ok(Box::new(wake_ups))
     }
 
     #[tracing::instrument(name = "DELETE session.changes", skip_all, fields(
@@ -498,14 +518,14 @@ impl ChangeLog for PgSessionStore {
         let retention = self.change_retention.as_secs_f64();
         let mut total = 0;
         loop {
-            let mut connection = self.connection().await?;
-            let result = sql_query(PRUNE_LOG)
+            let mut connection = self.connection(Work::Write).await?;
+            let statement = sql_query(PRUNE_LOG)
                 .bind::<diesel::sql_types::Double, _>(retention)
                 .bind::<BigInt, _>(PRUNE_BATCH)
-                .get_result::<Pruned>(&mut connection)
-                .await;
+                .get_result::<Pruned>(&mut connection);
+            let outcome = self.bounded(Work::Write, statement).await;
             let pruned = self
-                .finish("prune the change log", result, &mut connection)
+                .finish("prune the change log", outcome, connection)
                 .await?
                 .pruned;
             total += pruned.unsigned_abs();
@@ -655,87 +675,164 @@ impl WakeUps for NoWakeUps {
     async fn next(&mut self) -> Result<(), StoreError> {
         std::future::pending().await
     }
+
+    fn delivers(&self) -> bool {
+        false
+    }
 }
+
+/// How long a probe notification may take to arrive before LISTEN is taken
+/// not to deliver: on a working connection it arrives in milliseconds.
+pub(crate) const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// A listening connection. Dropping it closes the connection.
 struct PgWakeUps {
     /// `None` once it has failed: it never wakes again.
     connection: Option<AsyncPgConnection>,
-    /// Silence after which the connection is checked with a round trip.
+    /// Where probes are sent from: never the listening connection itself,
+    /// which a transaction pooler may hand the very server session that
+    /// listens, and so deliver a probe no other notification would follow.
+    pool: Pool,
+    /// This listener's own channel, for probes.
+    probe: String,
+    /// When the probe now awaited was sent.
+    probe_sent: Option<Instant>,
+    /// Silence after which a probe is sent.
     heartbeat: Duration,
-    /// How long that check may take.
+    /// How long sending a probe may take.
     check_limit: Duration,
     /// When the connection last proved alive.
     heard_at: Instant,
 }
 
-#[async_trait]
-impl WakeUps for PgWakeUps {
-    /// Cancel-safe: notifications wait in the connection's queue until a
-    /// call takes them, and a check cut short is simply made again.
-    async fn next(&mut self) -> Result<(), StoreError> {
-        let Some(connection) = self.connection.as_mut() else {
-            return Err(unavailable(ListenError::Ended));
-        };
-        let result = next_wake_up(
-            connection,
-            &mut self.heard_at,
-            self.heartbeat,
-            self.check_limit,
-        )
-        .await;
-        if result.is_err() {
-            self.connection = None;
+impl PgWakeUps {
+    /// Sends a probe and waits until it arrives; hints that arrive
+    /// meanwhile are dropped (the follower reads once after listening).
+    async fn probe_now(&mut self) -> Result<(), StoreError> {
+        self.send_probe().await?;
+        while self.probe_sent.is_some() {
+            self.hear().await?;
         }
-        result
+        Ok(())
+    }
+
+    async fn send_probe(&mut self) -> Result<(), StoreError> {
+        if let Err(err) = notify_on(&self.pool, &self.probe, self.check_limit).await {
+            self.fail().await;
+            return Err(unavailable(ListenError::Probe(err)));
+        }
+        self.probe_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Gives up the connection. Behind a pooler the LISTEN may have stayed
+    /// with a server session others now use: ask, best effort, that it
+    /// stop listening.
+    async fn fail(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            let _ignored =
+                tokio::time::timeout(self.check_limit, connection.batch_execute("UNLISTEN *"))
+                    .await;
+        }
     }
 }
 
-async fn next_wake_up(
-    connection: &mut AsyncPgConnection,
-    heard_at: &mut Instant,
-    heartbeat: Duration,
-    check_limit: Duration,
-) -> Result<(), StoreError> {
-    loop {
-        let received = {
-            let mut notifications = pin!(connection.notifications_stream());
-            let received = tokio::select! {
-                biased;
-                received = poll_fn(|cx| notifications.as_mut().poll_next(cx)) => Some(received),
-                () = tokio::time::sleep_until(*heard_at + heartbeat) => None,
-            };
-            if let Some(Some(Ok(_))) = &received {
-                // Coalesce: whatever else is already queued is the same hint.
-                // The payload is never read.
-                poll_fn(|cx| {
-                    loop {
-                        match notifications.as_mut().poll_next(cx) {
-                            Poll::Ready(Some(Ok(_))) => {}
-                            _ => return Poll::Ready(()),
-                        }
-                    }
-                })
-                .await;
-            }
-            received
+#[async_trait]
+impl WakeUps for PgWakeUps {
+    /// Cancel-safe: notifications wait in the connection's queue until a
+    /// call takes them, and a probe cut short is awaited by the next call.
+    async fn next(&mut self) -> Result<(), StoreError> {
+        while !self.hear().await? {}
+        Ok(())
+    }
+}
+
+impl PgWakeUps {
+    /// Waits for the next notification, or the next deadline: a probe that
+    /// did not arrive in time fails, and silence past the heartbeat sends
+    /// one. `true` for a hint.
+    async fn hear(&mut self) -> Result<bool, StoreError> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(unavailable(ListenError::Ended));
         };
-        match received {
-            Some(Some(Ok(_))) => {
-                *heard_at = Instant::now();
-                return Ok(());
+        let deadline = match self.probe_sent {
+            Some(sent) => sent + PROBE_WAIT,
+            None => self.heard_at + self.heartbeat,
+        };
+        match next_notification(connection, deadline, &self.probe).await {
+            Heard::Notified { hint, probe } => {
+                self.heard_at = Instant::now();
+                if probe {
+                    self.probe_sent = None;
+                }
+                Ok(hint)
             }
-            Some(Some(Err(err))) => return Err(unavailable(ListenError::Lost(err))),
-            Some(None) => return Err(unavailable(ListenError::Closed)),
+            Heard::Nothing if self.probe_sent.is_some() => {
+                self.fail().await;
+                Err(unavailable(ListenError::NotDelivered(PROBE_WAIT)))
+            }
             // Quiet for a while: a connection whose peer vanished without
-            // closing it would stay quiet for ever, so make it answer.
-            None => match tokio::time::timeout(check_limit, connection.batch_execute("SELECT 1"))
-                .await
-            {
-                Ok(Ok(())) => *heard_at = Instant::now(),
-                Ok(Err(err)) => return Err(unavailable(ListenError::Lost(err))),
-                Err(_) => return Err(unavailable(ListenError::Silent(check_limit))),
-            },
+            // closing it, or a LISTEN a pooler no longer delivers, would
+            // stay quiet for ever; probe it.
+            Heard::Nothing => self.send_probe().await.map(|()| false),
+            Heard::Failed(err) => {
+                self.connection = None;
+                Err(unavailable(err))
+            }
         }
+    }
+}
+
+/// What the listening connection brought.
+enum Heard {
+    /// Notifications: on the change log's channel (or any but the probe's),
+    /// a hint; on the probe's, the probe.
+    Notified {
+        hint: bool,
+        probe: bool,
+    },
+    /// Nothing before the deadline.
+    Nothing,
+    Failed(ListenError),
+}
+
+async fn next_notification(
+    connection: &mut AsyncPgConnection,
+    deadline: Instant,
+    probe: &str,
+) -> Heard {
+    let mut notifications = pin!(connection.notifications_stream());
+    let received = tokio::select! {
+        biased;
+        received = poll_fn(|cx| notifications.as_mut().poll_next(cx)) => received,
+        () = tokio::time::sleep_until(deadline) => return Heard::Nothing,
+    };
+    let (mut hint, mut probed) = (false, false);
+    let mut note = |channel: &str| {
+        if channel == probe {
+            probed = true;
+        } else {
+            hint = true;
+        }
+    };
+    match received {
+        Some(Ok(notification)) => note(&notification.channel),
+        Some(Err(err)) => return Heard::Failed(ListenError::Lost(err)),
+        None => return Heard::Failed(ListenError::Closed),
+    }
+    // Coalesce: whatever else is already queued is the same hint, or the
+    // probe. The payload is never read.
+    poll_fn(|cx| {
+        loop {
+            match notifications.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(notification))) => note(&notification.channel),
+                _ => return Poll::Ready(()),
+            }
+        }
+    })
+    .await;
+    Heard::Notified {
+        hint,
+        probe: probed,
     }
 }

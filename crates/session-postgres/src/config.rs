@@ -1,4 +1,6 @@
-//! Connection settings: the database URL, its TLS mode, and the pool's limits.
+//! Connection settings: the database URL, its TLS mode, the pool's limits,
+//! how statements reach the server (directly or through a transaction
+//! pooler), and the bounds on each statement.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -56,6 +58,53 @@ impl SslMode {
 }
 
 impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the store sends its statements: the one setting that must match what
+/// is between the service and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Statements {
+    /// Each connection prepares a statement once, under a name, and runs it
+    /// again by that name: one round trip a statement. Needs every message
+    /// of a connection to reach the same server session, so a direct
+    /// connection, or a pooler in session mode. The default.
+    #[default]
+    Cached,
+    /// Every store call is one transaction (`BEGIN`, the statement,
+    /// `COMMIT`), its statement prepared and closed inside it, and nothing
+    /// is left on the server session between calls: for a transaction
+    /// pooler (PgBouncer with `pool_mode = transaction` before 1.21, which
+    /// hands each transaction any server connection), at two more round
+    /// trips a call. A direct connection works this way too, only slower.
+    PerTransaction,
+}
+
+impl Statements {
+    /// Parses `cached` or `per-transaction`.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "cached" => Some(Self::Cached),
+            "per-transaction" => Some(Self::PerTransaction),
+            _ => None,
+        }
+    }
+
+    /// The setting's name, as [`parse`](Self::parse) reads it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Cached => "cached",
+            Self::PerTransaction => "per-transaction",
+        }
+    }
+}
+
+impl fmt::Display for Statements {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -166,6 +215,13 @@ pub struct PgConfig {
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) trust_schema_owner: bool,
     pub(crate) wake_ups: bool,
+    pub(crate) statements: Statements,
+    pub(crate) write_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
+    /// Where what needs a session of its own goes (LISTEN, migrations):
+    /// `None` for the same place as everything else.
+    pub(crate) direct: Option<Box<PgConfig>>,
 }
 
 impl PgConfig {
@@ -181,6 +237,23 @@ impl PgConfig {
     pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
     /// The default longest wait for the migration lock another process holds.
     pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The default `statement_timeout` of a write.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default `statement_timeout` of a read.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default `lock_timeout` of every statement.
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Idle time before the first TCP keepalive probe, when the URL sets no
+    /// `keepalives_idle` (the kernel's own default is two hours).
+    pub const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+    /// Time between TCP keepalive probes, when the URL sets no `keepalives_interval`.
+    pub const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+    /// Unanswered keepalive probes before the connection is dropped, when the
+    /// URL sets no `keepalives_count`.
+    pub const DEFAULT_KEEPALIVES_COUNT: u32 = 3;
+    /// How long sent data may go unacknowledged before the kernel drops the
+    /// connection, when the URL sets no `tcp_user_timeout`.
+    pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Parses a `postgres://` or `postgresql://` URL and loads the root
     /// certificates its TLS mode needs.
@@ -195,6 +268,7 @@ impl PgConfig {
         let mut postgres = tokio_postgres::Config::from_str(&driver_url)
             .map_err(|err| ConfigError::Invalid(driver_reason(&err)))?;
         check_host_names(&postgres)?;
+        socket_defaults(&mut postgres, &driver_url);
         if let Some(value) = own.target_session_attrs {
             postgres.target_session_attrs(match value.as_str() {
                 "any" => TargetSessionAttrs::Any,
@@ -260,7 +334,66 @@ impl PgConfig {
             migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             trust_schema_owner: false,
             wake_ups: true,
+            statements: Statements::Cached,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            read_timeout: Self::DEFAULT_READ_TIMEOUT,
+            lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
+            direct: None,
         })
+    }
+
+    /// Sets how statements are sent (default [`Statements::Cached`]);
+    /// [`Statements::PerTransaction`] behind a transaction pooler.
+    #[must_use]
+    pub fn statements(mut self, statements: Statements) -> Self {
+        self.statements = statements;
+        self
+    }
+
+    /// Sets where what needs a server session of its own goes, when the
+    /// main URL reaches a transaction pooler: the LISTEN of the change log's
+    /// wake-ups, and migrations. `direct` is parsed from another URL with
+    /// [`from_url`](Self::from_url) (its own TLS settings and password);
+    /// only its connection settings are used, never its pool or timeouts.
+    /// Without one, both use the main URL: migrations take a lock that
+    /// survives transaction pooling, and wake-ups are probed and fall back
+    /// to polling when LISTEN does not deliver.
+    #[must_use]
+    pub fn direct(mut self, direct: Self) -> Self {
+        self.direct = Some(Box::new(direct.statements(Statements::Cached)));
+        self
+    }
+
+    /// Sets PostgreSQL's `statement_timeout` for each write (insert,
+    /// revocations, last-seen marks, pruning; default 5 s, at least 1 ms).
+    /// A write past it is cancelled by the server, changes nothing, and
+    /// fails as unavailable. The store also stops waiting for an answer at
+    /// this plus a second, and closes the connection: a server or network
+    /// gone silent cannot send the cancellation.
+    #[must_use]
+    pub fn write_timeout(mut self, limit: Duration) -> Self {
+        self.write_timeout = limit.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets PostgreSQL's `statement_timeout` for each read (lookups, lists,
+    /// the warm's pages, the change log; default 5 s, at least 1 ms), with
+    /// the same client-side bound as [`write_timeout`](Self::write_timeout).
+    #[must_use]
+    pub fn read_timeout(mut self, limit: Duration) -> Self {
+        self.read_timeout = limit.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets PostgreSQL's `lock_timeout` for each statement (default 2 s, at
+    /// least 1 ms): how long a write waits for a row or table lock other SQL
+    /// holds (an operator's open transaction, a `LOCK TABLE`) before it
+    /// fails as unavailable, rather than queueing every other write behind
+    /// it up to the statement timeout.
+    #[must_use]
+    pub fn lock_timeout(mut self, limit: Duration) -> Self {
+        self.lock_timeout = limit.max(Duration::from_millis(1));
+        self
     }
 
     /// Sets how many connections the pool keeps at most (at least 1).
@@ -346,6 +479,18 @@ impl PgConfig {
         self
     }
 
+    /// How statements are sent.
+    #[must_use]
+    pub const fn statements_mode(&self) -> Statements {
+        self.statements
+    }
+
+    /// Whether a direct URL is set for what needs a session of its own.
+    #[must_use]
+    pub const fn has_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Whether a password is set, by the URL or [`password`](Self::password).
     #[must_use]
     pub fn has_password(&self) -> bool {
@@ -380,6 +525,11 @@ impl fmt::Debug for PgConfig {
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("trust_schema_owner", &self.trust_schema_owner)
             .field("wake_ups", &self.wake_ups)
+            .field("statements", &self.statements)
+            .field("write_timeout", &self.write_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("direct", &self.direct)
             .finish_non_exhaustive()
     }
 }
@@ -432,6 +582,32 @@ const LIBPQ_PARAMETERS: &[&str] = &[
     "tcp_user_timeout",
     "user",
 ];
+
+/// Keepalives and a TCP user timeout for a URL that sets none, so a
+/// connection whose peer went silent (a host or network gone, a stalled
+/// proxy) is dropped by the kernel within a minute rather than hours. What
+/// the URL sets is kept, `keepalives=0` included.
+fn socket_defaults(postgres: &mut tokio_postgres::Config, url: &str) {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let given = |name: &str| {
+        query
+            .split('&')
+            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == name)
+    };
+    if !given("keepalives_idle") {
+        postgres.keepalives_idle(PgConfig::DEFAULT_KEEPALIVES_IDLE);
+    }
+    if !given("keepalives_interval") {
+        postgres.keepalives_interval(PgConfig::DEFAULT_KEEPALIVES_INTERVAL);
+    }
+    // libpq's `keepalives_count` is the driver's `keepalives_retries`.
+    if !given("keepalives_retries") && !given("keepalives_count") {
+        postgres.keepalives_retries(PgConfig::DEFAULT_KEEPALIVES_COUNT);
+    }
+    if !given("tcp_user_timeout") {
+        postgres.tcp_user_timeout(PgConfig::DEFAULT_TCP_USER_TIMEOUT);
+    }
+}
 
 /// What the driver found wrong with a URL, without repeating any of it: its
 /// messages quote an unknown parameter's name and the character it stumbled

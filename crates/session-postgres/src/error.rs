@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::SimpleAsyncConnection;
 use session_core::port::store::StoreError;
 
-use crate::pool::{CheckoutError, Connection};
+use crate::pool::CheckoutError;
 
 /// The unique constraint on `token_hash` (see the first migration).
 const TOKEN_HASH_KEY: &str = "sessions_token_hash_key";
@@ -20,6 +19,49 @@ pub(crate) struct OperationError {
     source: DieselError,
 }
 
+/// A statement the server did not finish in time, or never answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TimedOut {
+    /// The server cancelled it (`statement_timeout`, `lock_timeout`), or it
+    /// failed only after one of them had passed.
+    #[error(
+        "{operation}: the database did not finish in time (statement or lock timeout): {source}"
+    )]
+    Cancelled {
+        operation: &'static str,
+        #[source]
+        source: DieselError,
+    },
+    /// No answer came: the connection was closed.
+    #[error("{operation}: no answer from the database within {limit:?}; the connection was closed")]
+    NoAnswer {
+        operation: &'static str,
+        limit: Duration,
+    },
+    /// The statement ran but its transaction could not be ended: a write
+    /// may or may not have been committed.
+    #[error(
+        "{operation}: the transaction could not be ended (a write may or may not have been \
+         committed); the connection was closed"
+    )]
+    NotEnded { operation: &'static str },
+}
+
+/// A statement prepared in one exchange was not found in the next: its
+/// connection's messages reach more than one server session.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{operation}: a statement this connection prepared is unknown to the server session that \
+     ran it, so its messages reach more than one session: a transaction pooler (PgBouncer \
+     with pool_mode = transaction) is between this service and PostgreSQL. Set the statement \
+     mode to per-transaction (--pg-statements per-transaction, PgConfig::statements): {source}"
+)]
+pub(crate) struct PoolerSuspected {
+    operation: &'static str,
+    #[source]
+    source: DieselError,
+}
+
 /// No working connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CheckoutFailed {
@@ -27,6 +69,8 @@ pub(crate) enum CheckoutFailed {
     Pool(#[source] CheckoutError),
     #[error("no working database connection within {0:?}")]
     TimedOut(Duration),
+    #[error("a new database connection could not be set up for the call: {0}")]
+    Setup(#[source] DieselError),
 }
 
 /// Why obtaining a connection failed. Everything but a misbuilt pool is the
@@ -46,17 +90,37 @@ pub(crate) fn checkout_timed_out(limit: Duration) -> StoreError {
     StoreError::Unavailable(Box::new(CheckoutFailed::TimedOut(limit)))
 }
 
+/// A connection whose call timeouts could not be set: the database is out
+/// of reach, or refuses work.
+pub(crate) fn setup(err: DieselError) -> StoreError {
+    StoreError::Unavailable(Box::new(CheckoutFailed::Setup(err)))
+}
+
+/// A statement with no answer within its bound.
+pub(crate) fn no_answer(operation: &'static str, limit: Duration) -> StoreError {
+    StoreError::Unavailable(Box::new(TimedOut::NoAnswer { operation, limit }))
+}
+
+/// A statement whose transaction could not be ended.
+pub(crate) fn not_ended(operation: &'static str) -> StoreError {
+    StoreError::Unavailable(Box::new(TimedOut::NotEnded { operation }))
+}
+
 /// Why a statement failed.
 ///
-/// An error the server reports without saying what kind it is may be the
-/// connection dying (an administrator's or a shutdown's "terminating
-/// connection"): if the connection no longer answers, the database is out of
-/// reach and the error is [`StoreError::Unavailable`].
-pub(crate) async fn statement(
+/// A timeout the server enforced (its message says so in English; in any
+/// language, it failed only after the shortest of its timeouts had passed:
+/// `timed_out`) is [`StoreError::Unavailable`]: the statement changed
+/// nothing and retrying later may work. An error the server reports
+/// without saying what kind it is may also be the connection dying (an
+/// administrator's or a shutdown's "terminating connection"): if the
+/// connection no longer `answers`, the database is out of reach and the
+/// error is [`StoreError::Unavailable`] too.
+pub(crate) fn statement(
     operation: &'static str,
     err: DieselError,
-    connection: &mut Connection,
-    liveness_limit: Duration,
+    timed_out: bool,
+    answers: bool,
 ) -> StoreError {
     let unavailable =
         |source| StoreError::Unavailable(Box::new(OperationError { operation, source }));
@@ -75,12 +139,24 @@ pub(crate) async fn statement(
             | DatabaseErrorKind::SerializationFailure,
             _,
         ) => unavailable(err),
-        DieselError::DatabaseError(_, _) => {
-            let answers = tokio::time::timeout(liveness_limit, connection.batch_execute("SELECT 1"))
-                .await
-                .is_ok_and(|ping| ping.is_ok());
-            if answers { failed(err) } else { unavailable(err) }
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+            if info.message().starts_with("prepared statement \"")
+                && info.message().ends_with("\" does not exist") =>
+        {
+            StoreError::Failed(Box::new(PoolerSuspected {
+                operation,
+                source: err,
+            }))
         }
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+            if timed_out || info.message().starts_with("canceling statement due to") =>
+        {
+            StoreError::Unavailable(Box::new(TimedOut::Cancelled {
+                operation,
+                source: err,
+            }))
+        }
+        DieselError::DatabaseError(_, _) if !answers => unavailable(err),
         _ => failed(err),
     }
 }

@@ -26,6 +26,7 @@
 //!   hash is `DuplicateTokenHash`; a database out of reach (refused, closed,
 //!   timed out) is the retryable `Unavailable`; anything else is `Failed`.
 
+mod call;
 mod change_log;
 mod config;
 mod error;
@@ -37,7 +38,7 @@ mod store;
 mod tls;
 
 pub use change_log::CHANGES_CHANNEL;
-pub use config::{ConfigError, PgConfig, SslMode};
+pub use config::{ConfigError, PgConfig, SslMode, Statements};
 pub use store::{PgSessionStore, PoolStatus};
 
 /// The change log's decoding, for the fuzz targets in `fuzz/`: not an API.

@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use deadpool::Runtime;
 use diesel::ConnectionError;
-use diesel_async::AsyncPgConnection;
+use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use session_core::port::store::StoreError;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::PgConfig;
+use crate::config::{PgConfig, Statements};
 
 pub(crate) type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
 pub(crate) type Connection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
@@ -37,6 +38,7 @@ pub(crate) struct Connector {
     random_start: bool,
     per_host: Duration,
     tls: Option<MakeRustlsConnect>,
+    statements: Statements,
 }
 
 /// The settings for connecting to one host of the URL (or, when the URL
@@ -77,6 +79,7 @@ impl Connector {
                 .tls
                 .as_deref()
                 .map(|tls| MakeRustlsConnect::new(tls.clone())),
+            statements: config.statements,
         }
     }
 
@@ -120,18 +123,62 @@ impl Connector {
         &self,
         postgres: &tokio_postgres::Config,
     ) -> Result<AsyncPgConnection, ConnectionError> {
-        let failed = |err: tokio_postgres::Error| ConnectionError::BadConnection(describe(&err));
         match &self.tls {
             None => {
                 let (client, connection) = postgres.connect(NoTls).await.map_err(failed)?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+                self.adopt(client, connection).await
             }
             Some(tls) => {
                 let (client, connection) = postgres.connect(tls.clone()).await.map_err(failed)?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+                self.adopt(client, connection).await
             }
         }
     }
+
+    /// The driver's connection as diesel-async's, set up for the statement mode.
+    ///
+    /// diesel-async's own setup runs two statements, each prepared under a
+    /// name in one exchange and run in the next. Through a transaction
+    /// pooler the second exchange may reach another server session, where
+    /// the name means nothing; per transaction, the setup runs inside one
+    /// (its `SET`s, committed, stay: PgBouncer keeps `TimeZone` and
+    /// `client_encoding` for its client), and the connection caches no
+    /// statement, so each is closed inside the call that prepared it.
+    async fn adopt<T>(
+        &self,
+        client: tokio_postgres::Client,
+        mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>,
+    ) -> Result<AsyncPgConnection, ConnectionError>
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        if self.statements == Statements::Cached {
+            return AsyncPgConnection::try_from_client_and_connection(client, connection).await;
+        }
+        // The connection is driven here until diesel-async takes it over.
+        tokio::select! {
+            biased;
+            begun = client.batch_execute("BEGIN") => begun.map_err(failed)?,
+            ended = &mut connection => {
+                return Err(ConnectionError::BadConnection(match ended {
+                    Ok(()) => "the server closed the connection".to_owned(),
+                    Err(err) => describe(&err),
+                }));
+            }
+        }
+        let mut adopted =
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await?;
+        adopted.set_prepared_statement_cache_size(CacheSize::Disabled);
+        adopted
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|err| ConnectionError::BadConnection(describe(&err)))?;
+        Ok(adopted)
+    }
+}
+
+fn failed(err: tokio_postgres::Error) -> ConnectionError {
+    ConnectionError::BadConnection(describe(&err))
 }
 
 fn timed_out(limit: Duration) -> ConnectionError {
@@ -274,10 +321,10 @@ pub(crate) fn describe(err: &dyn std::error::Error) -> String {
 pub(crate) fn build(config: &PgConfig, connector: Arc<Connector>) -> Result<Pool, StoreError> {
     let connect_limit = connector.limit();
     let mut manager_config = ManagerConfig::default();
-    // A round-trip before each use finds connections the server closed while
-    // they sat in the pool (restart, failover, pg_terminate_backend), so they
-    // are replaced instead of failing the caller's operation.
-    manager_config.recycling_method = RecyclingMethod::Verified;
+    // The store's checkout makes a round trip before each use (it sets the
+    // call's timeouts), which finds connections the server closed while they
+    // sat in the pool; the pool itself only drops those it knows are broken.
+    manager_config.recycling_method = RecyclingMethod::Fast;
     manager_config.custom_setup = Box::new(move |_url| {
         let connector = Arc::clone(&connector);
         Box::pin(async move { connector.connect().await })

@@ -26,10 +26,10 @@ use session_core::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::call::{Limits, Work};
 use crate::change_log::Waker;
-use crate::config::PgConfig;
-use crate::error;
-use crate::pool::{self, Connection, Connector, Pool};
+use crate::config::{PgConfig, Statements};
+use crate::pool::{self, Connector, Pool};
 use crate::raw::{AS_STORED, RawInstant, convert_to};
 use crate::schema::sessions;
 
@@ -44,9 +44,13 @@ use crate::schema::sessions;
 /// [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL)).
 #[derive(Clone)]
 pub struct PgSessionStore {
-    pool: Pool,
-    /// Opens the change log's connections, with the pool's settings and TLS.
-    pub(crate) connector: Arc<Connector>,
+    pub(crate) pool: Pool,
+    /// Opens connections for what needs a server session of its own (the
+    /// change log's LISTEN, migrations): to the direct URL when one is set,
+    /// else as the pool does.
+    pub(crate) direct: Arc<Connector>,
+    /// The bounds of every call, and how statements are sent.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) connect_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
     pub(crate) change_log_heartbeat: Duration,
@@ -105,11 +109,23 @@ impl PgSessionStore {
     /// configured timeouts.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
         let connector = Arc::new(Connector::new(&config));
-        let pool = pool::build(&config, Arc::clone(&connector))?;
+        let direct = match config.direct.as_deref() {
+            Some(direct) => Arc::new(Connector::new(
+                &direct.clone().connect_timeout(config.connect_timeout),
+            )),
+            None => Arc::clone(&connector),
+        };
+        let pool = pool::build(&config, connector)?;
         let store = Self {
             waker: Arc::new(Waker::start(pool.clone(), config.checkout_timeout)),
             pool,
-            connector,
+            direct,
+            limits: Arc::new(Limits::new(
+                config.statements,
+                config.read_timeout,
+                config.write_timeout,
+                config.lock_timeout,
+            )),
             connect_timeout: config.connect_timeout,
             checkout_timeout: config.checkout_timeout,
             change_log_heartbeat: config.change_log_heartbeat,
@@ -122,30 +138,10 @@ impl PgSessionStore {
         Ok(store)
     }
 
-    /// A working connection from the pool, within the checkout timeout.
-    pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
-        // The pool's own timeouts bound each step; this bounds the sum, since
-        // the pool may try several stale connections before opening a new one.
-        match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(err)) => Err(error::checkout(err)),
-            Err(_) => Err(error::checkout_timed_out(self.checkout_timeout)),
-        }
-    }
-
-    /// Maps a statement's result, checking the connection when the cause is unclear.
-    pub(crate) async fn finish<T>(
-        &self,
-        operation: &'static str,
-        result: QueryResult<T>,
-        connection: &mut Connection,
-    ) -> Result<T, StoreError> {
-        match result {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                Err(error::statement(operation, err, connection, self.connect_timeout).await)
-            }
-        }
+    /// How statements are sent.
+    #[must_use]
+    pub fn statements(&self) -> Statements {
+        self.limits.statements
     }
 }
 
@@ -367,13 +363,12 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
-        let result = diesel::insert_into(sessions::table)
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::insert_into(sessions::table)
             .values(NewSessionRow::from(session))
-            .execute(&mut connection)
-            .await;
-        self.finish("insert session", result, &mut connection)
-            .await?;
+            .execute(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        self.finish("insert session", outcome, connection).await?;
         self.waker.wake();
         Ok(())
     }
@@ -382,15 +377,16 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
-        let mut connection = self.connection().await?;
-        let result = sessions::table
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = sessions::table
             .filter(sessions::token_hash.eq(hash.as_bytes().as_slice()))
             .filter(sessions::revoked_at.is_null())
             .select(SessionRow::as_select())
-            .get_result(&mut connection)
-            .await
-            .optional();
-        self.finish("find session by token hash", result, &mut connection)
+            .get_result(&mut connection);
+        let outcome = self
+            .bounded(Work::Read, async { statement.await.optional() })
+            .await;
+        self.finish("find session by token hash", outcome, connection)
             .await?
             .map(SessionRow::into_session)
             .transpose()
@@ -400,14 +396,15 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let mut connection = self.connection().await?;
-        let result = sessions::table
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = sessions::table
             .find(id.as_uuid())
             .select(SessionRow::as_select())
-            .get_result(&mut connection)
-            .await
-            .optional();
-        self.finish("get session", result, &mut connection)
+            .get_result(&mut connection);
+        let outcome = self
+            .bounded(Work::Read, async { statement.await.optional() })
+            .await;
+        self.finish("get session", outcome, connection)
             .await?
             .map(SessionRow::into_session)
             .transpose()
@@ -417,16 +414,15 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
     async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
-        let mut connection = self.connection().await?;
-        let result = RevokeOne {
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = RevokeOne {
             id: *id.as_uuid(),
             at,
         }
-        .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection)
-        .await;
-        let (revoked_hash, stored_hash) = self
-            .finish("revoke session", result, &mut connection)
-            .await?;
+        .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        let (revoked_hash, stored_hash) =
+            self.finish("revoke session", outcome, connection).await?;
         Ok(match (revoked_hash, stored_hash) {
             (Some(bytes), _) => {
                 self.waker.wake();
@@ -450,9 +446,9 @@ impl SessionStore for PgSessionStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
     ) -> Result<Vec<TokenHash>, StoreError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection(Work::Write).await?;
         // One statement: the sessions it revokes are exactly the ones it returns.
-        let result = diesel::update(sessions::table)
+        let statement = diesel::update(sessions::table)
             .filter(sessions::account_id.eq(account.as_uuid()))
             .filter(sessions::revoked_at.is_null())
             .filter(
@@ -462,10 +458,10 @@ impl SessionStore for PgSessionStore {
             )
             .set(sessions::revoked_at.eq(at))
             .returning((sessions::id, sessions::token_hash))
-            .get_results::<(Uuid, Vec<u8>)>(&mut connection)
-            .await;
+            .get_results::<(Uuid, Vec<u8>)>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
         let revoked = self
-            .finish("revoke all sessions of an account", result, &mut connection)
+            .finish("revoke all sessions of an account", outcome, connection)
             .await?;
         if !revoked.is_empty() {
             self.waker.wake();
@@ -485,7 +481,7 @@ impl SessionStore for PgSessionStore {
         scope: ListScope,
         page: PageRequest,
     ) -> Result<AccountPage, StoreError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection(Work::Read).await?;
         // Served by `sessions_account_created_idx` (account_id, created_at
         // DESC, id DESC): the keyset condition is a range scan of it. Only
         // rows whose `created_at` the domain accepts are read: a row's
@@ -512,9 +508,9 @@ impl SessionStore for PgSessionStore {
                         .and(sessions::id.lt(id))),
             );
         }
-        let result = query.load(&mut connection).await;
+        let outcome = self.bounded(Work::Read, query.load(&mut connection)).await;
         let rows = self
-            .finish("list sessions of an account", result, &mut connection)
+            .finish("list sessions of an account", outcome, connection)
             .await?
             .into_iter()
             .map(|row| {
@@ -533,7 +529,7 @@ impl SessionStore for PgSessionStore {
         after: Option<SessionId>,
         limit: u32,
     ) -> Result<ActivePage, StoreError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection(Work::Read).await?;
         // Keyset pagination over the partial index of active rows: each page
         // is an index range scan, however deep into the table it starts.
         let active = sessions::table
@@ -541,17 +537,20 @@ impl SessionStore for PgSessionStore {
             .order(sessions::id.asc())
             .limit(i64::from(limit))
             .select(SessionRow::as_select());
-        let result = match after {
-            None => active.load(&mut connection).await,
-            Some(after) => {
-                active
-                    .filter(sessions::id.gt(after.as_uuid()))
-                    .load(&mut connection)
-                    .await
+        let statement = async {
+            match after {
+                None => active.load(&mut connection).await,
+                Some(after) => {
+                    active
+                        .filter(sessions::id.gt(after.as_uuid()))
+                        .load(&mut connection)
+                        .await
+                }
             }
         };
+        let outcome = self.bounded(Work::Read, statement).await;
         let rows = self
-            .finish("read a page of active sessions", result, &mut connection)
+            .finish("read a page of active sessions", outcome, connection)
             .await?;
         Ok(active_page(rows, limit))
     }
@@ -560,9 +559,11 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
     async fn health_check(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
-        let result = connection.batch_execute("SELECT 1").await;
-        self.finish("health check", result, &mut connection).await
+        let mut connection = self.connection(Work::Read).await?;
+        let outcome = self
+            .bounded(Work::Read, connection.batch_execute("SELECT 1"))
+            .await;
+        self.finish("health check", outcome, connection).await
     }
 
     #[tracing::instrument(name = "INSERT session.session_activity", skip_all, fields(
@@ -574,14 +575,14 @@ impl SessionStore for PgSessionStore {
         }
         let ids: Vec<Uuid> = seen.iter().map(|mark| *mark.id.as_uuid()).collect();
         let times: Vec<OffsetDateTime> = seen.iter().map(|mark| mark.at).collect();
-        let mut connection = self.connection().await?;
-        let result = diesel::sql_query(RECORD_LAST_SEEN)
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(RECORD_LAST_SEEN)
             .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
             .bind::<Array<Timestamptz>, _>(times)
-            .execute(&mut connection)
-            .await;
+            .execute(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
         // No wake-up: activity is not a change the log reports.
-        self.finish("record last seen", result, &mut connection)
+        self.finish("record last seen", outcome, connection)
             .await
             .map(drop)
     }
@@ -594,16 +595,16 @@ impl SessionStore for PgSessionStore {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
-        let mut connection = self.connection().await?;
-        let result = diesel::sql_query(
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = diesel::sql_query(
             "SELECT session_id, last_seen_at FROM session.session_activity \
              WHERE session_id = ANY($1)",
         )
         .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
-        .load::<ActivityRow>(&mut connection)
-        .await;
+        .load::<ActivityRow>(&mut connection);
+        let outcome = self.bounded(Work::Read, statement).await;
         Ok(self
-            .finish("read last seen", result, &mut connection)
+            .finish("read last seen", outcome, connection)
             .await?
             .into_iter()
             .filter_map(seen_at)

@@ -15,16 +15,26 @@
 //! A server that happens to run on the machine is never used. When no server
 //! can be had, tests fail with a message naming what to install; they never
 //! skip. PostgreSQL 14 or later is needed.
+//!
+//! [`PgBouncer`] puts a throwaway PgBouncer in transaction pooling mode in
+//! front of a server (Debian's `pgbouncer` package, 1.18 on Debian 12), and
+//! [`StallingProxy`] a TCP proxy that can stop forwarding without closing,
+//! as a database or network that hangs instead of failing.
 
 mod admin;
 mod binaries;
 mod certificate;
+mod pgbouncer;
 mod server;
+mod stall;
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub use pgbouncer::{PGBOUNCER_SETTINGS, PgBouncer};
 pub use server::TestServer;
+pub use stall::StallingProxy;
 
 /// The environment variable naming a server to use instead of a throwaway one.
 pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
@@ -39,6 +49,10 @@ enum SharedServer {
 }
 
 static SHARED: OnceLock<Result<SharedServer, String>> = OnceLock::new();
+
+/// The PgBouncers [`TestDatabase::through_pgbouncer`] uses, by the port of
+/// the server each is in front of, started once per test process each.
+static BOUNCERS: Mutex<BTreeMap<u16, Arc<PgBouncer>>> = Mutex::new(BTreeMap::new());
 
 /// A fresh, empty database for one test, dropped (with any connections still
 /// open to it) when this value is dropped.
@@ -91,6 +105,32 @@ impl TestDatabase {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A URL for the database through a PgBouncer in transaction pooling
+    /// mode ([`PGBOUNCER_SETTINGS`]), one per server, shared by the test
+    /// process and started on first use in front of this database's server
+    /// (which must listen on 127.0.0.1).
+    ///
+    /// # Panics
+    ///
+    /// If PgBouncer is not installed or does not start.
+    #[must_use]
+    pub fn through_pgbouncer(&self) -> String {
+        let port = self
+            .url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|config| config.get_ports().first().copied())
+            .unwrap_or(5432);
+        let bouncer = Arc::clone(
+            BOUNCERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(port)
+                .or_insert_with(|| Arc::new(PgBouncer::start(port))),
+        );
+        bouncer.url(self)
     }
 
     /// The database's name.

@@ -9,6 +9,7 @@ mod e2e;
 mod edge;
 mod faults;
 mod gateways;
+mod hangs;
 mod last_seen;
 mod launcher;
 mod limits;

@@ -318,4 +318,10 @@ pub trait WakeUps: Send {
     ///
     /// [`StoreError::Unavailable`] once the source is lost; listen again.
     async fn next(&mut self) -> Result<(), StoreError>;
+
+    /// Whether hints can come at all: `false` for a source that never
+    /// yields (wake-ups turned off), so the service reports that it polls.
+    fn delivers(&self) -> bool {
+        true
+    }
 }

@@ -231,10 +231,21 @@ impl SessionService {
 /// lost. Polling goes on meanwhile, so a lost source only slows propagation.
 async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infallible {
     let mut retry = FIRST_RETRY;
+    // Whether the last attempt failed: a store where wake-ups cannot work
+    // (behind a transaction pooler) fails every attempt, and says so once.
+    let mut failing = false;
     loop {
         match log.wake_ups().await {
             Ok(mut wake_ups) => {
                 retry = FIRST_RETRY;
+                failing = false;
+                let delivers = wake_ups.delivers();
+                inner.stats.listening.store(delivers, Ordering::Relaxed);
+                if delivers {
+                    tracing::info!("listening for the change log's wake-ups");
+                } else {
+                    tracing::info!("wake-ups are off; polling the change log");
+                }
                 // Hints sent while not listening were lost: read once now.
                 hint.notify_one();
                 let err = loop {
@@ -246,10 +257,17 @@ async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infal
                         Err(err) => break err,
                     }
                 };
+                inner.stats.listening.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %err, "lost the change log's wake-ups; polling meanwhile");
             }
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?retry, "cannot listen for the change log's wake-ups; polling meanwhile");
+                inner.stats.listening.store(false, Ordering::Relaxed);
+                if failing {
+                    tracing::debug!(error = %err, retry_in = ?retry, "still cannot listen for the change log's wake-ups; polling meanwhile");
+                } else {
+                    tracing::warn!(error = %err, retry_in = ?retry, "cannot listen for the change log's wake-ups; polling meanwhile");
+                }
+                failing = true;
             }
         }
         tokio::time::sleep(retry).await;

@@ -246,6 +246,8 @@ struct Stats {
     wake_ups: AtomicU64,
     reads: AtomicU64,
     miss_waits: AtomicU64,
+    /// Whether the follower listens for wake-ups now.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -616,6 +618,7 @@ impl SessionService {
             },
             resolves: inner.resolves.read(),
             last_seen: inner.last_seen.as_ref().map(|(marks, _)| marks.stats()),
+            wake_ups_listening: stats.listening.load(Ordering::Relaxed),
         }
     }
 

@@ -9,6 +9,7 @@ mod last_seen;
 mod log_integrity;
 mod migrations;
 mod poison;
+mod pooler;
 mod reload_race;
 mod resilience;
 mod storage;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_postgres::{PgConfig, PgSessionStore};
-use session_test_postgres::{TestDatabase, TestServer};
+use session_postgres::{PgConfig, PgSessionStore, Statements};
+use session_test_postgres::{StallingProxy, TestDatabase, TestServer};
 
 use crate::support::{chain, migrated_store};
 
@@ -166,4 +166,151 @@ async fn pool_status_shows_connections_in_use_and_calls_waiting() {
     }
     let status = store.pool_status();
     assert_eq!((status.in_use, status.waiting), (0, 0), "{status:?}");
+}
+
+/// Another session holds a lock on the sessions table that writes wait
+/// for: creates and revokes fail within the lock timeout, as unavailable,
+/// and leave the cache as it was; reads and resolves go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_on_the_sessions_table_fails_writes_within_the_lock_timeout() {
+    for statements in [Statements::Cached, Statements::PerTransaction] {
+        let database = TestDatabase::create();
+        let url = match statements {
+            Statements::PerTransaction => database.through_pgbouncer(),
+            _ => database.url().to_owned(),
+        };
+        let instance = crate::support::instance_configured(database.url(), "locked", |_| {
+            PgConfig::from_url(&url)
+                .unwrap()
+                .statements(statements)
+                .direct(PgConfig::from_url(database.url()).unwrap())
+                .lock_timeout(Duration::from_millis(300))
+        })
+        .await;
+        crate::support::ready(&instance).await;
+        let kept = instance
+            .service
+            .create(account(), Default::default())
+            .await
+            .unwrap();
+
+        let locker = crate::support::sql_client(database.url()).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE session.sessions IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let created = within_a_minute(instance.service.create(account(), Default::default())).await;
+        assert!(
+            matches!(
+                created,
+                Err(session_core::Error::Store(StoreError::Unavailable(_)))
+            ),
+            "{statements}: {created:?}"
+        );
+        let revoked = within_a_minute(instance.service.revoke(kept.session.id)).await;
+        assert!(
+            matches!(
+                revoked,
+                Err(session_core::Error::Store(StoreError::Unavailable(_)))
+            ),
+            "{statements}: {revoked:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{statements}: both failed within their lock timeouts, not {:?}",
+            started.elapsed()
+        );
+        assert_eq!(instance.service.status().cached_sessions, 1);
+        instance
+            .service
+            .resolve(kept.token.expose_secret())
+            .await
+            .expect("the session whose revoke failed still resolves");
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        instance.service.revoke(kept.session.id).await.unwrap();
+    }
+}
+
+/// A network that stops forwarding both ways without closing (a host that
+/// froze): writes and reads fail within their bound instead of waiting for
+/// TCP, resolves of cached sessions go on, and once it forwards again the
+/// same store works, its pool renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_fails_calls_within_their_bound_and_recovers() {
+    let database = TestDatabase::create();
+    let proxy = StallingProxy::start(port_of(database.url()));
+    let through_proxy = database.url().replacen(
+        &format!(":{}/", port_of(database.url())),
+        &format!(":{}/", proxy.port()),
+        1,
+    );
+    let instance = crate::support::instance_configured(&through_proxy, "stalled", |config| {
+        config
+            .write_timeout(Duration::from_millis(500))
+            .read_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(500))
+            .checkout_timeout(Duration::from_secs(1))
+    })
+    .await;
+    crate::support::ready(&instance).await;
+    let kept = instance
+        .service
+        .create(account(), Default::default())
+        .await
+        .unwrap();
+
+    proxy.stall();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let created = within_a_minute(instance.service.create(account(), Default::default())).await;
+        assert!(
+            matches!(
+                created,
+                Err(session_core::Error::Store(StoreError::Unavailable(_)))
+            ),
+            "{created:?}"
+        );
+        let revoked = within_a_minute(instance.service.revoke(kept.session.id)).await;
+        assert!(
+            matches!(
+                revoked,
+                Err(session_core::Error::Store(StoreError::Unavailable(_)))
+            ),
+            "{revoked:?}"
+        );
+        assert_unavailable(
+            within_a_minute(instance.store.health_check()).await,
+            "health_check",
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "three calls within their bounds, not {:?}",
+            started.elapsed()
+        );
+        instance
+            .service
+            .resolve(kept.token.expose_secret())
+            .await
+            .expect("a cached session resolves while the database hangs");
+    }
+    proxy.resume();
+    within_a_minute(async {
+        while instance.store.health_check().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    instance
+        .service
+        .create(account(), Default::default())
+        .await
+        .unwrap();
+    instance.service.revoke(kept.session.id).await.unwrap();
+}
+
+/// The port of a URL's only host.
+fn port_of(url: &str) -> u16 {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    config.get_ports()[0]
 }

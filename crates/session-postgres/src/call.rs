@@ -1,0 +1,302 @@
+//! One store call, bounded from checkout to answer: a connection from the
+//! pool with the call's timeouts set on it (which also proves it alive),
+//! the statement within its timeout plus a grace, and, per transaction, the
+//! `COMMIT` or `ROLLBACK` that ends it.
+//!
+//! Each call does the same three steps, in this order:
+//!
+//! ```text
+//! let mut connection = self.connection(Work::Write).await?;
+//! let outcome = self.bounded(Work::Write, statement.execute(&mut connection)).await;
+//! self.finish("what the call does", outcome, connection).await
+//! ```
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use diesel::QueryResult;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use session_core::port::store::StoreError;
+use tokio::time::Instant;
+
+use crate::config::Statements;
+use crate::error;
+use crate::pool::Connection;
+use crate::store::PgSessionStore;
+
+/// How long the store waits for an answer past a statement's own timeout
+/// before it takes the server or the network to be gone and closes the
+/// connection: a server that cancelled the statement says so at once, so
+/// only a silence lasts this long.
+pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// What a call does, which decides its statement timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Reads: lookups, lists, the warm's pages, the change log, health.
+    Read,
+    /// Writes: insert, revocations, last-seen marks, pruning.
+    Write,
+}
+
+/// The bounds of every call, and the SQL that sets them on a connection.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub(crate) statements: Statements,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    lock_timeout: Duration,
+    /// Sent at checkout before a read: the timeouts (and, per transaction, `BEGIN`).
+    read_setup: String,
+    /// Sent at checkout before a write.
+    write_setup: String,
+}
+
+impl Limits {
+    pub(crate) fn new(
+        statements: Statements,
+        read_timeout: Duration,
+        write_timeout: Duration,
+        lock_timeout: Duration,
+    ) -> Self {
+        // Per transaction, `SET LOCAL` ends with it, so nothing is left on a
+        // server session a pooler hands to others; on a connection of its
+        // own, a plain `SET` stays until the next call sets it again.
+        let setup = |statement: Duration| {
+            let (begin, set) = match statements {
+                Statements::Cached => ("", "SET"),
+                Statements::PerTransaction => ("BEGIN; ", "SET LOCAL"),
+            };
+            format!(
+                "{begin}{set} statement_timeout = {}; {set} lock_timeout = {}",
+                millis(statement),
+                millis(lock_timeout)
+            )
+        };
+        Self {
+            statements,
+            read_setup: setup(read_timeout),
+            write_setup: setup(write_timeout),
+            read_timeout,
+            write_timeout,
+            lock_timeout,
+        }
+    }
+
+    /// The statement timeout of `work`.
+    pub(crate) const fn timeout(&self, work: Work) -> Duration {
+        match work {
+            Work::Read => self.read_timeout,
+            Work::Write => self.write_timeout,
+        }
+    }
+
+    /// The shortest time after which the server itself cancels a statement
+    /// of `work`: an error that took this long is taken as a timeout.
+    fn first_cancel(&self, work: Work) -> Duration {
+        self.timeout(work).min(self.lock_timeout)
+    }
+
+    fn setup(&self, work: Work) -> &str {
+        match work {
+            Work::Read => &self.read_setup,
+            Work::Write => &self.write_setup,
+        }
+    }
+}
+
+/// Whole milliseconds, at least 1 (0 would mean no timeout to PostgreSQL).
+fn millis(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
+}
+
+/// A connection checked out for one call. Dropped before
+/// [`finish`](PgSessionStore::finish) ends it (a caller gone mid-call), a
+/// connection with a transaction still open is closed, never handed to the
+/// next call, whose `COMMIT` would otherwise end this one's work too.
+pub(crate) struct Checkout {
+    /// `None` only once [`close`](Self::close) or [`release`](Self::release) took it.
+    connection: Option<Connection>,
+    in_transaction: bool,
+}
+
+impl Checkout {
+    fn connection(&mut self) -> &mut Connection {
+        self.connection
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a checkout is used only until it is let go"))
+    }
+
+    /// Closes the connection instead of returning it to the pool: it may be
+    /// mid-reply, or in a transaction that could not be ended.
+    fn close(mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(Connection::take(connection));
+        }
+    }
+
+    /// Returns the connection to the pool.
+    fn release(mut self) {
+        self.in_transaction = false;
+        drop(self.connection.take());
+    }
+}
+
+impl Deref for Checkout {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a checkout is used only until it is let go"))
+    }
+}
+
+impl DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.connection()
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if self.in_transaction
+            && let Some(connection) = self.connection.take()
+        {
+            drop(Connection::take(connection));
+        }
+    }
+}
+
+/// A statement's result within its bound, or none if the bound passed first.
+pub(crate) struct Outcome<T> {
+    work: Work,
+    answer: Option<QueryResult<T>>,
+    took: Duration,
+}
+
+impl PgSessionStore {
+    /// A working connection from the pool, within the checkout timeout,
+    /// with `work`'s timeouts set on it and, per transaction, a transaction
+    /// begun. The round trip that sets them also proves a pooled connection
+    /// alive: one the server closed while it sat in the pool (a restart, a
+    /// failover, `pg_terminate_backend`), or that no longer answers, is
+    /// dropped and another taken, so the call does not fail for it.
+    pub(crate) async fn connection(&self, work: Work) -> Result<Checkout, StoreError> {
+        let deadline = Instant::now() + self.checkout_timeout;
+        loop {
+            let mut connection = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(err)) => return Err(error::checkout(err)),
+                Err(_) => return Err(error::checkout_timed_out(self.checkout_timeout)),
+            };
+            let reused = deadpool::managed::Object::metrics(&connection).recycle_count > 0;
+            let limit = self
+                .connect_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let set =
+                tokio::time::timeout(limit, connection.batch_execute(self.limits.setup(work)))
+                    .await;
+            match set {
+                Ok(Ok(())) => {
+                    return Ok(Checkout {
+                        connection: Some(connection),
+                        in_transaction: self.limits.statements == Statements::PerTransaction,
+                    });
+                }
+                Ok(Err(err)) => {
+                    drop(Connection::take(connection));
+                    if !reused || Instant::now() >= deadline {
+                        return Err(error::setup(err));
+                    }
+                }
+                Err(_) => {
+                    drop(Connection::take(connection));
+                    if !reused || Instant::now() >= deadline {
+                        return Err(error::checkout_timed_out(self.checkout_timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `statement` for at most `work`'s statement timeout plus
+    /// [`ANSWER_GRACE`]. The server cancels it at its timeout; the grace is
+    /// for a server or network that has gone silent and cannot say so.
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: Work,
+        statement: impl Future<Output = QueryResult<T>>,
+    ) -> Outcome<T> {
+        let started = Instant::now();
+        let limit = self.limits.timeout(work) + ANSWER_GRACE;
+        let answer = tokio::time::timeout(limit, statement).await.ok();
+        Outcome {
+            work,
+            answer,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Ends the call: commits (per transaction) and returns the value, or
+    /// maps the failure, named by `operation`. A connection that did not
+    /// answer in time, or whose transaction could not be ended, is closed
+    /// (it may be mid-reply); any other goes back to the pool.
+    pub(crate) async fn finish<T>(
+        &self,
+        operation: &'static str,
+        outcome: Outcome<T>,
+        mut checkout: Checkout,
+    ) -> Result<T, StoreError> {
+        let Outcome { work, answer, took } = outcome;
+        let per_transaction = checkout.in_transaction;
+        match answer {
+            None => {
+                checkout.close();
+                Err(error::no_answer(
+                    operation,
+                    self.limits.timeout(work) + ANSWER_GRACE,
+                ))
+            }
+            Some(Ok(value)) => {
+                if per_transaction && !self.end(&mut checkout, "COMMIT").await {
+                    checkout.close();
+                    // A write may have committed or not: the caller must not
+                    // take it as done, and retrying is safe for every write.
+                    return Err(error::not_ended(operation));
+                }
+                checkout.release();
+                Ok(value)
+            }
+            Some(Err(err)) => {
+                let timed_out = took >= self.limits.first_cancel(work);
+                // Per transaction, the rollback ends the failed transaction
+                // and proves the connection alive; otherwise a round trip does.
+                let check = if per_transaction {
+                    "ROLLBACK"
+                } else {
+                    "SELECT 1"
+                };
+                let answers = self.end(&mut checkout, check).await;
+                if answers {
+                    checkout.release();
+                } else {
+                    checkout.close();
+                }
+                Err(error::statement(operation, err, timed_out, answers))
+            }
+        }
+    }
+
+    /// Runs `sql` (ending the transaction, or checking the connection)
+    /// within the connect timeout; whether it answered without error.
+    async fn end(&self, checkout: &mut Checkout, sql: &str) -> bool {
+        tokio::time::timeout(
+            self.connect_timeout,
+            checkout.connection().batch_execute(sql),
+        )
+        .await
+        .is_ok_and(|done| done.is_ok())
+    }
+}
