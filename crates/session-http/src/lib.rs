@@ -166,7 +166,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The whole API as an axum router, over `state`: every route, a JSON 404
-/// and 405 for the rest, and the one layer around them (see [`guard`] for
+/// and 405 for the rest, and the one layer around them (see `guard` for
 /// the checks it runs before a route).
 pub fn router(state: ApiState) -> Router {
     // Rendered once: the document never changes while the process runs.
