@@ -14,7 +14,7 @@ use session_core::port::store::SeenAt;
 use session_core::validation::parse_ip;
 use session_core::{
     AccountId, ClientMetadata, Error, Label, ListPosition, ListScope, PageLimit, PageRequest,
-    Session, SessionId, SessionIdentity, SessionService, UserAgent,
+    RevocationReason, Session, SessionId, SessionIdentity, SessionService, UserAgent,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -45,6 +45,12 @@ pub(crate) struct SessionView<'a> {
     ip: Option<IpAddr>,
     /// The session's label, if given at creation.
     label: Option<&'a str>,
+    /// Why the session was revoked, or null while active. One of `logout`,
+    /// `admin`, `idle`, `limit`, or a reason the caller named for its own
+    /// flow: a lowercase identifier of at most 32 bytes. Also null for a
+    /// session revoked before reasons were recorded.
+    #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    revocation_reason: Option<&'a str>,
 }
 
 impl<'a> From<&'a Session> for SessionView<'a> {
@@ -57,6 +63,10 @@ impl<'a> From<&'a Session> for SessionView<'a> {
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip,
             label: session.metadata.label.as_ref().map(Label::as_str),
+            revocation_reason: session
+                .revocation_reason
+                .as_ref()
+                .map(RevocationReason::as_str),
         }
     }
 }
@@ -363,6 +373,18 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
+/// Options for revoking one session.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeParams {
+    /// Why the session is revoked (default `logout`): `logout`, `admin`,
+    /// `idle`, `limit`, or a reason of the caller's own, a lowercase
+    /// identifier (a letter, then up to 31 letters, digits or `_`).
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    reason: Option<String>,
+}
+
 /// Options for revoking an account's sessions.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -371,6 +393,11 @@ pub(crate) struct RevokeAllParams {
     /// A session to keep ("log out everywhere else").
     #[param(format = Uuid)]
     except: Option<String>,
+    /// Why the sessions are revoked (default `logout`): `logout`, `admin`,
+    /// `idle`, `limit`, or a reason of the caller's own, a lowercase
+    /// identifier (a letter, then up to 31 letters, digits or `_`).
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    reason: Option<String>,
 }
 
 /// How many sessions a revoke-all revoked.
@@ -444,7 +471,27 @@ impl ListParams {
     }
 }
 
+/// The reason a revoke names, `logout` when it names none. A refusal says
+/// which rule the text breaks, never the text.
+fn revocation_reason(reason: Option<String>) -> Result<RevocationReason, ApiError> {
+    reason.map_or(Ok(RevocationReason::LOGOUT), |text| {
+        Ok(RevocationReason::new(text)?)
+    })
+}
+
+impl RevokeParams {
+    /// Why the session is revoked.
+    pub(crate) fn reason(self) -> Result<RevocationReason, ApiError> {
+        revocation_reason(self.reason)
+    }
+}
+
 impl RevokeAllParams {
+    /// Why the sessions are revoked.
+    pub(crate) fn reason(&mut self) -> Result<RevocationReason, ApiError> {
+        revocation_reason(self.reason.take())
+    }
+
     /// The session to keep, if any.
     pub(crate) fn except(self) -> Result<Option<SessionId>, ApiError> {
         self.except
@@ -554,13 +601,14 @@ pub(crate) async fn get_session(
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Revoke a session. Idempotent: revoking a revoked session is a success.
+/// Revoke a session, recording why. Idempotent: revoking a revoked session
+/// is a success, and keeps its first time and reason.
 #[utoipa::path(
     delete, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = Uuid, Path, description = "Session id")),
+    params(("id" = Uuid, Path, description = "Session id"), RevokeParams),
     responses(
         (status = 204, description = "Revoked now or before"),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 400, description = "Not a UUID, or an invalid parameter", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 503, description = "Store unavailable; nothing was revoked", body = ErrorBody),
     ),
@@ -569,8 +617,14 @@ pub(crate) async fn get_session(
 pub(crate) async fn revoke_session(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<SessionId>,
+    ApiQuery(params): ApiQuery<RevokeParams>,
 ) -> Result<StatusCode, ApiError> {
-    state.service().revoke(id).await.map_err(ApiError::from)?;
+    let reason = params.reason()?;
+    state
+        .service()
+        .revoke(id, reason)
+        .await
+        .map_err(ApiError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -616,7 +670,8 @@ pub(crate) async fn list_sessions(
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Revoke every active session of an account, optionally except one.
+/// Revoke every active session of an account, optionally except one,
+/// recording why. Sessions revoked before keep their time and reason.
 #[utoipa::path(
     delete, path = "/v1/accounts/{account_id}/sessions", tag = "accounts",
     params(("account_id" = Uuid, Path, description = "Account id"), RevokeAllParams),
@@ -630,12 +685,13 @@ pub(crate) async fn list_sessions(
 pub(crate) async fn revoke_account_sessions(
     State(state): State<ApiState>,
     ApiPath(account): ApiPath<AccountId>,
-    ApiQuery(params): ApiQuery<RevokeAllParams>,
+    ApiQuery(mut params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
+    let reason = params.reason()?;
     let except = params.except()?;
     let revoked = state
         .service()
-        .revoke_all(account, except)
+        .revoke_all(account, except, reason)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(RevokedCount { revoked }))
@@ -715,6 +771,7 @@ mod tests {
                 token_hash: token.hash(),
                 created_at,
                 revoked_at,
+                revocation_reason: None,
                 metadata: ClientMetadata {
                     user_agent: (i % 3 != 0).then(|| UserAgent::new(text).unwrap()),
                     ip: ips[i % ips.len()],

@@ -408,7 +408,10 @@ async fn a_poison_row_does_not_stop_the_change_log() {
         .await
         .unwrap();
 
-    a.service.revoke(created.session.id).await.unwrap();
+    a.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     within_a_minute(async {
         while !rejected(&b, &created.token).await {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -553,7 +556,12 @@ async fn the_schema_refuses_instants_out_of_range() {
     client.batch_execute(&beside.insert()).await.unwrap();
     client.batch_execute(UP).await.unwrap();
     let revoked = store
-        .revoke_all_for_account(owner, None, session_core::testkit::epoch())
+        .revoke_all_for_account(
+            owner,
+            None,
+            session_core::testkit::epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await
         .unwrap();
     assert_eq!(revoked.len(), 2, "the old row and the one beside it");
