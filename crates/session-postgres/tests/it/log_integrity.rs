@@ -142,7 +142,8 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
 }
 
 /// An UPDATE of a session's id, account, token hash or creation time is
-/// refused, whoever runs it, and so is undoing or moving a revocation; the
+/// refused, whoever runs it, and so is undoing or moving a revocation or
+/// rewriting its reason; the
 /// row and the log stay as they were. Revoking, and the store's revoke of a
 /// session already revoked, still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +186,23 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
                     "{statement}"
                 );
             }
+        }
+        for rewrite in [
+            "SET revocation_reason = 'admin'",
+            "SET revocation_reason = NULL",
+        ] {
+            let statement = format!(
+                "UPDATE session.sessions {rewrite} WHERE id = '{}'",
+                revoked.id
+            );
+            assert_eq!(
+                refusal(client, &statement).await,
+                (
+                    SqlState::CHECK_VIOLATION,
+                    Some("sessions_revocation_reason_set_once".to_owned())
+                ),
+                "{statement}"
+            );
         }
         for unrevoke in [
             "SET revoked_at = NULL",

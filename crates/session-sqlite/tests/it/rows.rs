@@ -374,7 +374,10 @@ async fn a_stored_reason_the_domain_refuses_is_skipped_and_counted() {
 
     let err = store.get(poison).await.unwrap_err();
     let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(text.contains("revocation_reason"), "names the column: {text}");
+    assert!(
+        text.contains("revocation_reason"),
+        "names the column: {text}"
+    );
     assert!(!text.contains("Secret"), "never the value: {text}");
 
     let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
