@@ -45,12 +45,6 @@ pub(crate) struct SessionView<'a> {
     ip: Option<IpAddr>,
     /// The session's label, if given at creation.
     label: Option<&'a str>,
-    /// Why the session was revoked, or null while active. One of `logout`,
-    /// `admin`, `idle`, `limit`, or a reason the caller named for its own
-    /// flow: a lowercase identifier of at most 32 bytes. Also null for a
-    /// session revoked before reasons were recorded.
-    #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
-    revocation_reason: Option<&'a str>,
 }
 
 impl<'a> From<&'a Session> for SessionView<'a> {
@@ -63,10 +57,6 @@ impl<'a> From<&'a Session> for SessionView<'a> {
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip,
             label: session.metadata.label.as_ref().map(Label::as_str),
-            revocation_reason: session
-                .revocation_reason
-                .as_ref()
-                .map(RevocationReason::as_str),
         }
     }
 }
@@ -246,7 +236,8 @@ fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
-/// A session as read from the store by `GET` and list: with its last-seen time.
+/// A session as read from the store by `GET` and list: with its last-seen
+/// time and why it was revoked.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StoredSessionView<'a> {
     #[serde(flatten)]
@@ -257,12 +248,22 @@ pub(crate) struct StoredSessionView<'a> {
     /// was never seen while last-seen activity was on, or when it is off.
     #[serde(with = "time::serde::rfc3339::option")]
     last_seen_at: Option<OffsetDateTime>,
+    /// Why the session was revoked, or null while active. One of `logout`,
+    /// `admin`, `idle`, `limit`, or a reason the caller named for its own
+    /// flow: a lowercase identifier of at most 32 bytes. Also null for a
+    /// session revoked before reasons were recorded.
+    #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    revocation_reason: Option<&'a str>,
 }
 
 impl<'a> StoredSessionView<'a> {
     fn new(session: &'a Session, seen: &[SeenAt]) -> Self {
         Self {
             session: SessionView::from(session),
+            revocation_reason: session
+                .revocation_reason
+                .as_ref()
+                .map(RevocationReason::as_str),
             last_seen_at: seen
                 .iter()
                 .find(|mark| mark.id == session.id)
