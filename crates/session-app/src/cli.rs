@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use session_core::RevocationReason;
 use uuid::Uuid;
 
 use crate::ConfigError;
@@ -347,12 +348,23 @@ pub struct CreateArgs {
     pub client: ClientArgs,
 }
 
+/// A revocation reason as the service checks it, so a bad one is refused
+/// before any request.
+fn parse_reason(text: &str) -> Result<RevocationReason, String> {
+    RevocationReason::new(text).map_err(|err| err.reason.to_string())
+}
+
 /// Options of `revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The session to revoke.
     #[arg(value_name = "SESSION_ID")]
     pub id: Uuid,
+    /// Why: `logout` (the default), `admin`, `idle`, `limit`, or a reason of
+    /// your own flow, a lowercase identifier of at most 32 bytes (a letter,
+    /// then letters, digits or `_`), such as `password_change`.
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub reason: Option<RevocationReason>,
     /// The service.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -367,6 +379,9 @@ pub struct RevokeAllArgs {
     /// A session to keep.
     #[arg(long, value_name = "SESSION_ID")]
     pub except: Option<Uuid>,
+    /// Why, as `revoke --reason` takes it (default `logout`).
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub reason: Option<RevocationReason>,
     /// The service.
     #[command(flatten)]
     pub client: ClientArgs,

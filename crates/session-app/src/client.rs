@@ -158,9 +158,12 @@ pub(crate) async fn resolve(args: ClientArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let client = Client::new(args.client)?;
-    client
-        .call(Method::DELETE, &format!("v1/sessions/{}", args.id), None)
-        .await?;
+    let mut path = format!("v1/sessions/{}", args.id);
+    // A checked reason is an identifier: nothing in it needs escaping.
+    if let Some(reason) = &args.reason {
+        path.push_str(&format!("?reason={reason}"));
+    }
+    client.call(Method::DELETE, &path, None).await?;
     client.print(&json!({ "revoked": args.id }), |_| {
         format!("session {} is revoked", args.id)
     })
@@ -169,8 +172,16 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 pub(crate) async fn revoke_all(args: RevokeAllArgs) -> anyhow::Result<()> {
     let client = Client::new(args.client)?;
     let mut path = format!("v1/accounts/{}/sessions", args.account);
+    let mut query = Vec::new();
     if let Some(except) = args.except {
-        path.push_str(&format!("?except={except}"));
+        query.push(format!("except={except}"));
+    }
+    // A checked reason is an identifier: nothing in it needs escaping.
+    if let Some(reason) = &args.reason {
+        query.push(format!("reason={reason}"));
+    }
+    if !query.is_empty() {
+        path.push_str(&format!("?{}", query.join("&")));
     }
     let revoked = client.call(Method::DELETE, &path, None).await?;
     client.print(&revoked, |revoked| {
@@ -311,17 +322,19 @@ fn text(value: &Value) -> &str {
 
 /// Sessions as an aligned table.
 fn sessions_table(sessions: &[Value]) -> String {
-    const COLUMNS: [(&str, &str); 7] = [
+    const COLUMNS: [(&str, &str); 8] = [
         ("ID", "id"),
         ("CREATED", "created_at"),
         ("REVOKED", "revoked_at"),
+        ("REASON", "revocation_reason"),
         ("LAST SEEN", "last_seen_at"),
         ("IP", "ip"),
         ("LABEL", "label"),
         ("USER AGENT", "user_agent"),
     ];
     // A column only when some answer has the field: only answers read from
-    // the store (get, list) say when a session was last seen, and a compact
+    // the store (get, list) say when a session was last seen and why it was
+    // revoked, and a compact
     // cache's resolve answers the id and the account alone.
     let columns: Vec<(&str, &str)> = COLUMNS
         .into_iter()

@@ -623,7 +623,9 @@ impl Probe {
                         continue;
                     }
                     let started = Instant::now();
-                    runtime.block_on(writer.revoke(created.session.id))?;
+                    runtime.block_on(
+                        writer.revoke(created.session.id, session_core::RevocationReason::LOGOUT),
+                    )?;
                     let revoked = started.elapsed();
                     let mut reached = Vec::with_capacity(followers.len());
                     let mut waiting: Vec<&SessionService> = followers.iter().collect();

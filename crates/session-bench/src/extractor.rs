@@ -65,6 +65,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
             token_hash: token.hash(),
             created_at,
             revoked_at: None,
+            revocation_reason: None,
             metadata: ClientMetadata::default(),
         }));
         tokens.push(token);

@@ -64,6 +64,7 @@ type Columns = (
     Option<String>,
     Option<IpNet>,
     Option<String>,
+    Option<String>,
 );
 
 /// The point read a service without a cache would make for every token:

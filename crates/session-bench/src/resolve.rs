@@ -243,6 +243,7 @@ impl Bench {
                 token_hash: token.hash(),
                 created_at,
                 revoked_at: None,
+                revocation_reason: None,
                 metadata: ClientMetadata::default(),
             }));
         }

@@ -247,7 +247,13 @@ async fn revoke(url: &str, plan: &Plan) -> anyhow::Result<()> {
         let (store, chunk) = (store.clone(), chunk.to_vec());
         tasks.push(tokio::spawn(async move {
             for id in chunk {
-                let outcome = store.revoke(id, time::OffsetDateTime::now_utc()).await?;
+                let outcome = store
+                    .revoke(
+                        id,
+                        time::OffsetDateTime::now_utc(),
+                        session_core::RevocationReason::LOGOUT,
+                    )
+                    .await?;
                 anyhow::ensure!(
                     matches!(outcome, RevokeOutcome::Revoked { .. }),
                     "revoking {id}: {outcome:?}"

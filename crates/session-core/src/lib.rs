@@ -37,7 +37,8 @@
 //!
 //! use session_core::memory::MemoryStore;
 //! use session_core::{
-//!     AccountId, ClientMetadata, Error, MemoryCache, Revocation, SessionService,
+//!     AccountId, ClientMetadata, Error, MemoryCache, Revocation, RevocationReason,
+//!     SessionService,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -65,8 +66,11 @@
 //! let session = service.session(&identity).await?;
 //! assert_eq!(session.id, identity.id);
 //!
-//! // Sign out: the token stops working at once.
-//! assert_eq!(service.revoke(identity.id).await?, Revocation::Revoked);
+//! // Sign out: the token stops working at once, and the session records why.
+//! let revoked = service.revoke(identity.id, RevocationReason::LOGOUT).await?;
+//! assert_eq!(revoked, Revocation::Revoked);
+//! let revoked = service.get(identity.id).await?;
+//! assert_eq!(revoked.revocation_reason, Some(RevocationReason::LOGOUT));
 //! assert!(matches!(service.resolve(&token).await, Err(Error::InvalidToken)));
 //!
 //! // Stops the tasks, then writes the last-seen marks still pending.
@@ -99,6 +103,7 @@ pub use service::{
     BackgroundTasks, Error, NewSession, Revocation, SessionService, SessionServiceBuilder,
 };
 pub use session::{
-    AccountId, ClientMetadata, Label, Session, SessionId, SessionIdentity, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, SessionIdentity,
+    UserAgent,
 };
 pub use token::session_token::SessionToken;

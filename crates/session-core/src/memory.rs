@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
 use crate::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
-use crate::session::{AccountId, Session, SessionId};
+use crate::session::{AccountId, RevocationReason, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
 use crate::{AccountPage, ListPosition, ListScope, PageRequest};
 
@@ -165,7 +165,12 @@ impl SessionStore for MemoryStore {
         Ok(self.state()?.sessions.get(&id).cloned())
     }
 
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError> {
         let mut state = self.state()?;
         let outcome = match state.sessions.get_mut(&id) {
             None => RevokeOutcome::NotFound,
@@ -174,6 +179,7 @@ impl SessionStore for MemoryStore {
             },
             Some(session) => {
                 session.revoked_at = Some(at);
+                session.revocation_reason = Some(reason);
                 RevokeOutcome::Revoked {
                     token_hash: session.token_hash,
                 }
@@ -190,6 +196,7 @@ impl SessionStore for MemoryStore {
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut state = self.state()?;
         let revoked: Vec<TokenHash> = state
@@ -198,6 +205,7 @@ impl SessionStore for MemoryStore {
             .filter(|s| s.account_id == account && s.is_active() && Some(s.id) != except)
             .map(|session| {
                 session.revoked_at = Some(at);
+                session.revocation_reason = Some(reason.clone());
                 session.token_hash
             })
             .collect();

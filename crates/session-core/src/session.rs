@@ -1,5 +1,6 @@
 //! Sessions, their identifiers and the client metadata recorded with them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -216,6 +217,108 @@ macro_rules! text_debug {
 text_debug!(UserAgent);
 text_debug!(Label);
 
+/// Why a session was revoked: one of the built-in reasons ([`LOGOUT`],
+/// [`ADMIN`], [`IDLE`], [`LIMIT`]) or one a host names for its own flows,
+/// such as `password_change`.
+///
+/// Every reason, built-in or not, is a lowercase identifier: a letter `a`
+/// to `z`, then up to 31 of `a` to `z`, `0` to `9` and `_` ([`PATTERN`],
+/// at most [`MAX_LEN`] bytes). The grammar is strict because a reason
+/// travels where free text is a hazard: log lines and span attributes
+/// (no spaces, quotes or control characters to forge or break a line),
+/// metrics labels (a short identifier, one series per reason a host
+/// defines), HTTP query strings and headers (nothing to escape), and the
+/// SQL schemas, which enforce the same grammar with a `CHECK`. Upper case
+/// is refused rather than folded, so a reason has one spelling.
+///
+/// [`LOGOUT`]: Self::LOGOUT
+/// [`ADMIN`]: Self::ADMIN
+/// [`IDLE`]: Self::IDLE
+/// [`LIMIT`]: Self::LIMIT
+/// [`PATTERN`]: Self::PATTERN
+/// [`MAX_LEN`]: Self::MAX_LEN
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RevocationReason(Cow<'static, str>);
+
+impl RevocationReason {
+    /// The holder logged out: the HTTP API's default.
+    pub const LOGOUT: Self = Self(Cow::Borrowed("logout"));
+    /// An operator or an administrator revoked it.
+    pub const ADMIN: Self = Self(Cow::Borrowed("admin"));
+    /// It was not used for longer than the host allows.
+    pub const IDLE: Self = Self(Cow::Borrowed("idle"));
+    /// Its account reached the most sessions it may hold, and this one made room.
+    pub const LIMIT: Self = Self(Cow::Borrowed("limit"));
+
+    /// The built-in reasons, in the order above.
+    pub const BUILT_IN: [Self; 4] = [Self::LOGOUT, Self::ADMIN, Self::IDLE, Self::LIMIT];
+
+    /// The longest reason, in bytes (every byte is ASCII).
+    pub const MAX_LEN: usize = 32;
+
+    /// The grammar of every reason as a regular expression, for schemas
+    /// (OpenAPI, SQL `CHECK`s) that state it; [`new`](Self::new) is the
+    /// check itself.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9_]{0,31}$";
+
+    /// Checks and wraps a reason: a built-in one by its name, or one of the
+    /// caller's own in the same grammar.
+    ///
+    /// # Errors
+    ///
+    /// Empty, longer than [`Self::MAX_LEN`] bytes, or not a lowercase
+    /// identifier (see the type's docs). The error never holds the text.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = text.into();
+        let field = Field::RevocationReason;
+        if text.is_empty() {
+            return Err(ValidationError::new(field, Reason::Empty));
+        }
+        if text.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                field,
+                Reason::TooLong {
+                    max: Self::MAX_LEN,
+                    actual: text.len(),
+                },
+            ));
+        }
+        let mut bytes = text.bytes();
+        let first_is_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+        let rest_is_identifier =
+            bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !(first_is_letter && rest_is_identifier) {
+            return Err(ValidationError::new(field, Reason::NotAnIdentifier));
+        }
+        Ok(Self::BUILT_IN
+            .into_iter()
+            .find(|built_in| built_in.as_str() == text)
+            .unwrap_or(Self(Cow::Owned(text))))
+    }
+
+    /// Whether this is one of [`Self::BUILT_IN`].
+    #[must_use]
+    pub fn is_built_in(&self) -> bool {
+        Self::BUILT_IN.contains(self)
+    }
+
+    /// The reason's text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RevocationReason {
+    type Err = ValidationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::new(text)
+    }
+}
+
+text_debug!(RevocationReason);
+
 fn bounded_text(text: String, field: Field, max: usize) -> Result<Box<str>, ValidationError> {
     if text.is_empty() {
         return Err(ValidationError::new(field, Reason::Empty));
@@ -260,6 +363,11 @@ pub struct Session {
     pub created_at: OffsetDateTime,
     /// When the session was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// Why the session was revoked: set with `revoked_at`, in the same
+    /// write, and never changed after. `None` while the session is active,
+    /// and for sessions revoked before reasons were recorded (their stored
+    /// reason is null; the API shows it as null).
+    pub revocation_reason: Option<RevocationReason>,
     /// Client metadata recorded at creation.
     pub metadata: ClientMetadata,
 }

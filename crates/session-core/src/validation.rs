@@ -43,6 +43,8 @@ pub enum Field {
     CreatedAt,
     /// A session's `revoked_at`, as a store holds it.
     RevokedAt,
+    /// [`RevocationReason`](crate::RevocationReason): why a session was revoked.
+    RevocationReason,
 }
 
 impl Field {
@@ -57,6 +59,7 @@ impl Field {
             Self::Label => "label",
             Self::CreatedAt => "created_at",
             Self::RevokedAt => "revoked_at",
+            Self::RevocationReason => "reason",
         }
     }
 }
@@ -102,6 +105,13 @@ pub enum Reason {
     /// [`stored_instant`](crate::port::store::stored_instant)), or infinite.
     #[error("must be an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z")]
     InstantOutOfRange,
+    /// The text is not a lowercase identifier: the grammar of
+    /// [`RevocationReason::new`](crate::RevocationReason::new).
+    #[error("must be a lowercase identifier: a letter a-z, then up to 31 of a-z, 0-9 and _")]
+    NotAnIdentifier,
+    /// A stored revocation reason on a session that is not revoked.
+    #[error("must be null while the session is active")]
+    ReasonWithoutRevocation,
 }
 
 /// Parses a client IP address, naming the field on failure.

@@ -14,7 +14,7 @@ use session_core::port::store::SeenAt;
 use session_core::validation::parse_ip;
 use session_core::{
     AccountId, ClientMetadata, Error, Label, ListPosition, ListScope, PageLimit, PageRequest,
-    Session, SessionId, SessionIdentity, SessionService, UserAgent,
+    RevocationReason, Session, SessionId, SessionIdentity, SessionService, UserAgent,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -236,7 +236,8 @@ fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
-/// A session as read from the store by `GET` and list: with its last-seen time.
+/// A session as read from the store by `GET` and list: with its last-seen
+/// time and why it was revoked.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StoredSessionView<'a> {
     #[serde(flatten)]
@@ -247,12 +248,22 @@ pub(crate) struct StoredSessionView<'a> {
     /// was never seen while last-seen activity was on, or when it is off.
     #[serde(with = "time::serde::rfc3339::option")]
     last_seen_at: Option<OffsetDateTime>,
+    /// Why the session was revoked, or null while active. One of `logout`,
+    /// `admin`, `idle`, `limit`, or a reason the caller named for its own
+    /// flow: a lowercase identifier of at most 32 bytes. Also null for a
+    /// session revoked before reasons were recorded.
+    #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    revocation_reason: Option<&'a str>,
 }
 
 impl<'a> StoredSessionView<'a> {
     fn new(session: &'a Session, seen: &[SeenAt]) -> Self {
         Self {
             session: SessionView::from(session),
+            revocation_reason: session
+                .revocation_reason
+                .as_ref()
+                .map(RevocationReason::as_str),
             last_seen_at: seen
                 .iter()
                 .find(|mark| mark.id == session.id)
@@ -363,6 +374,18 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
+/// Options for revoking one session.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeParams {
+    /// Why the session is revoked (default `logout`): `logout`, `admin`,
+    /// `idle`, `limit`, or a reason of the caller's own, a lowercase
+    /// identifier (a letter, then up to 31 letters, digits or `_`).
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    reason: Option<String>,
+}
+
 /// Options for revoking an account's sessions.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -371,6 +394,11 @@ pub(crate) struct RevokeAllParams {
     /// A session to keep ("log out everywhere else").
     #[param(format = Uuid)]
     except: Option<String>,
+    /// Why the sessions are revoked (default `logout`): `logout`, `admin`,
+    /// `idle`, `limit`, or a reason of the caller's own, a lowercase
+    /// identifier (a letter, then up to 31 letters, digits or `_`).
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    reason: Option<String>,
 }
 
 /// How many sessions a revoke-all revoked.
@@ -444,7 +472,27 @@ impl ListParams {
     }
 }
 
+/// The reason a revoke names, `logout` when it names none. A refusal says
+/// which rule the text breaks, never the text.
+fn revocation_reason(reason: Option<String>) -> Result<RevocationReason, ApiError> {
+    reason.map_or(Ok(RevocationReason::LOGOUT), |text| {
+        Ok(RevocationReason::new(text)?)
+    })
+}
+
+impl RevokeParams {
+    /// Why the session is revoked.
+    pub(crate) fn reason(self) -> Result<RevocationReason, ApiError> {
+        revocation_reason(self.reason)
+    }
+}
+
 impl RevokeAllParams {
+    /// Why the sessions are revoked.
+    pub(crate) fn reason(&mut self) -> Result<RevocationReason, ApiError> {
+        revocation_reason(self.reason.take())
+    }
+
     /// The session to keep, if any.
     pub(crate) fn except(self) -> Result<Option<SessionId>, ApiError> {
         self.except
@@ -554,13 +602,14 @@ pub(crate) async fn get_session(
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Revoke a session. Idempotent: revoking a revoked session is a success.
+/// Revoke a session, recording why. Idempotent: revoking a revoked session
+/// is a success, and keeps its first time and reason.
 #[utoipa::path(
     delete, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = Uuid, Path, description = "Session id")),
+    params(("id" = Uuid, Path, description = "Session id"), RevokeParams),
     responses(
         (status = 204, description = "Revoked now or before"),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 400, description = "Not a UUID, or an invalid parameter", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 503, description = "Store unavailable; nothing was revoked", body = ErrorBody),
     ),
@@ -569,8 +618,14 @@ pub(crate) async fn get_session(
 pub(crate) async fn revoke_session(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<SessionId>,
+    ApiQuery(params): ApiQuery<RevokeParams>,
 ) -> Result<StatusCode, ApiError> {
-    state.service().revoke(id).await.map_err(ApiError::from)?;
+    let reason = params.reason()?;
+    state
+        .service()
+        .revoke(id, reason)
+        .await
+        .map_err(ApiError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -616,7 +671,8 @@ pub(crate) async fn list_sessions(
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Revoke every active session of an account, optionally except one.
+/// Revoke every active session of an account, optionally except one,
+/// recording why. Sessions revoked before keep their time and reason.
 #[utoipa::path(
     delete, path = "/v1/accounts/{account_id}/sessions", tag = "accounts",
     params(("account_id" = Uuid, Path, description = "Account id"), RevokeAllParams),
@@ -630,12 +686,13 @@ pub(crate) async fn list_sessions(
 pub(crate) async fn revoke_account_sessions(
     State(state): State<ApiState>,
     ApiPath(account): ApiPath<AccountId>,
-    ApiQuery(params): ApiQuery<RevokeAllParams>,
+    ApiQuery(mut params): ApiQuery<RevokeAllParams>,
 ) -> Result<Json<RevokedCount>, ApiError> {
+    let reason = params.reason()?;
     let except = params.except()?;
     let revoked = state
         .service()
-        .revoke_all(account, except)
+        .revoke_all(account, except, reason)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(RevokedCount { revoked }))
@@ -715,6 +772,7 @@ mod tests {
                 token_hash: token.hash(),
                 created_at,
                 revoked_at,
+                revocation_reason: None,
                 metadata: ClientMetadata {
                     user_agent: (i % 3 != 0).then(|| UserAgent::new(text).unwrap()),
                     ip: ips[i % ips.len()],

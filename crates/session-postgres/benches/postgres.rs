@@ -57,7 +57,10 @@ async fn run(database: &TestDatabase, writes: usize, active: usize) {
     let mut timings = Vec::with_capacity(writes);
     for session in &sessions {
         let start = Instant::now();
-        store.revoke(session.id, epoch()).await.unwrap();
+        store
+            .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         timings.push(start.elapsed());
     }
     report("revoke, one connection", &mut timings);
@@ -295,7 +298,9 @@ async fn propagation(url: &str, count: usize) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let called = Instant::now();
-        a.revoke(created.session.id).await.unwrap();
+        a.revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         let returned = Instant::now();
         let gone = loop {
             let found = b_cache

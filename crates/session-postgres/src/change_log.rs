@@ -662,6 +662,8 @@ fn created(row: LogRow) -> Option<Result<session_core::Session, InvalidRow>> {
         user_agent: row.user_agent,
         ip: row.ip,
         label: row.label,
+        // Active, so none: a reason is written only with `revoked_at`.
+        revocation_reason: None,
     };
     Some(stored.into_stored().into_session(SESSIONS_TABLE))
 }

@@ -19,5 +19,8 @@ diesel::table! {
         ip -> Nullable<Inet>,
         /// As given at creation.
         label -> Nullable<Text>,
+        /// Why it was revoked, set with `revoked_at`; NULL while active and
+        /// for sessions revoked before reasons were recorded.
+        revocation_reason -> Nullable<Text>,
     }
 }

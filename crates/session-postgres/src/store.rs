@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bytea, Nullable, Timestamptz};
+use diesel::sql_types::{Array, Bytea, Nullable, Text, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::port::store::{
@@ -20,8 +20,8 @@ use session_core::port::store::{
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
 use session_core::{
-    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, Session, SessionId,
-    UserAgent,
+    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, RevocationReason, Session,
+    SessionId, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -168,6 +168,12 @@ pub(crate) struct SessionRow {
         select_expression_type = convert_to<sessions::label, &'static str>,
     )]
     pub(crate) label: Option<Vec<u8>>,
+    /// The bytes as stored, UTF-8 or not.
+    #[diesel(
+        select_expression = convert_to(sessions::revocation_reason, AS_STORED),
+        select_expression_type = convert_to<sessions::revocation_reason, &'static str>,
+    )]
+    pub(crate) revocation_reason: Option<Vec<u8>>,
 }
 
 /// Records last-seen times in one statement: only for sessions that exist,
@@ -213,6 +219,7 @@ impl SessionRow {
             user_agent: self.user_agent,
             ip: self.ip.map(|net| net.addr()),
             label: self.label,
+            revocation_reason: self.revocation_reason,
         }
     }
 
@@ -297,6 +304,7 @@ struct NewSessionRow<'a> {
     user_agent: Option<&'a str>,
     ip: Option<IpNet>,
     label: Option<&'a str>,
+    revocation_reason: Option<&'a str>,
 }
 
 impl<'a> From<&'a Session> for NewSessionRow<'a> {
@@ -310,6 +318,10 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip.map(IpNet::from),
             label: session.metadata.label.as_ref().map(Label::as_str),
+            revocation_reason: session
+                .revocation_reason
+                .as_ref()
+                .map(RevocationReason::as_str),
         }
     }
 }
@@ -318,7 +330,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
 ///
 /// ```sql
 /// WITH revoked AS (
-///     UPDATE session.sessions SET revoked_at = $1
+///     UPDATE session.sessions SET revoked_at = $1, revocation_reason = $3
 ///     WHERE id = $2 AND revoked_at IS NULL
 ///     RETURNING token_hash)
 /// SELECT (SELECT token_hash FROM revoked),
@@ -326,7 +338,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
 /// ```
 ///
 /// `revoked_at IS NULL` makes it idempotent and keeps the first revocation
-/// time; the `EXISTS` sees the row as it was before the update, so "already
+/// time and reason; the `EXISTS` sees the row as it was before the update, so "already
 /// revoked" and "not found" need no second round-trip. Written as a query
 /// fragment with a static id, not `sql_query`, so its prepared statement is
 /// cached per connection like the DSL queries are.
@@ -334,6 +346,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
 struct RevokeOne {
     id: Uuid,
     at: OffsetDateTime,
+    reason: RevocationReason,
 }
 
 impl Query for RevokeOne {
@@ -344,6 +357,8 @@ impl QueryFragment<Pg> for RevokeOne {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH revoked AS (UPDATE session.sessions SET revoked_at = ");
         out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(", revocation_reason = ");
+        out.push_bind_param::<Text, _>(self.reason.as_str())?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
         out.push_sql(
@@ -413,11 +428,17 @@ impl SessionStore for PgSessionStore {
     #[tracing::instrument(name = "UPDATE session.sessions", skip_all, fields(
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         let statement = RevokeOne {
             id: *id.as_uuid(),
             at,
+            reason,
         }
         .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;
@@ -445,6 +466,7 @@ impl SessionStore for PgSessionStore {
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         // One statement: the sessions it revokes are exactly the ones it returns.
@@ -456,7 +478,10 @@ impl SessionStore for PgSessionStore {
                     .nullable()
                     .is_distinct_from(except.map(|id| *id.as_uuid())),
             )
-            .set(sessions::revoked_at.eq(at))
+            .set((
+                sessions::revoked_at.eq(at),
+                sessions::revocation_reason.eq(reason.as_str()),
+            ))
             .returning((sessions::id, sessions::token_hash))
             .get_results::<(Uuid, Vec<u8>)>(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;

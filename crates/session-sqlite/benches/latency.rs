@@ -51,7 +51,10 @@ async fn run(path: &std::path::Path, writes: usize, reads_per_task: usize) {
     let mut timings = Vec::with_capacity(writes / 2);
     for session in sessions.iter().step_by(2) {
         let start = Instant::now();
-        store.revoke(session.id, epoch()).await.unwrap();
+        store
+            .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         timings.push(start.elapsed());
     }
     report("revoke (sequential)", &mut timings);

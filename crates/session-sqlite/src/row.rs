@@ -43,6 +43,8 @@ pub struct SessionRow {
     pub ip: Option<String>,
     /// As given at creation; its bytes, UTF-8 or not.
     pub label: Option<RawText>,
+    /// Why it was revoked; its bytes, UTF-8 or not.
+    pub revocation_reason: Option<RawText>,
 }
 
 /// A TEXT value's bytes as stored, UTF-8 or not: SQLite stores whatever
@@ -75,6 +77,7 @@ pub(crate) struct NewSessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     label: Option<String>,
+    revocation_reason: Option<String>,
 }
 
 impl NewSessionRow {
@@ -95,6 +98,10 @@ impl NewSessionRow {
                 .label
                 .as_ref()
                 .map(|label| label.as_str().to_owned()),
+            revocation_reason: session
+                .revocation_reason
+                .as_ref()
+                .map(|reason| reason.as_str().to_owned()),
         })
     }
 }
@@ -132,6 +139,7 @@ impl SessionRow {
                 .transpose()
                 .map_err(|err| InvalidRow::new(TABLE, "ip", row, err))?,
             label: self.label.map(|text| text.0),
+            revocation_reason: self.revocation_reason.map(|text| text.0),
         };
         stored.into_session(TABLE)
     }

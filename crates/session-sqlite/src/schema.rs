@@ -20,5 +20,8 @@ diesel::table! {
         ip -> Nullable<Text>,
         /// As given at creation.
         label -> Nullable<Text>,
+        /// Why it was revoked, set with `revoked_at`; NULL while active and
+        /// for sessions revoked before reasons were recorded.
+        revocation_reason -> Nullable<Text>,
     }
 }

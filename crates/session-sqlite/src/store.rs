@@ -14,7 +14,9 @@ use session_core::port::store::{
     StoreError,
 };
 use session_core::token::TokenHash;
-use session_core::{AccountId, AccountPage, ListScope, PageRequest, Session, SessionId};
+use session_core::{
+    AccountId, AccountPage, ListScope, PageRequest, RevocationReason, Session, SessionId,
+};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -283,9 +285,15 @@ impl SessionStore for SqliteSessionStore {
     #[tracing::instrument(name = "UPDATE sessions", skip_all, fields(
         otel.kind = "client", db.system.name = "sqlite",
         db.operation.name = "UPDATE", db.collection.name = "sessions"))]
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError> {
         let id = id_bytes(id);
         let at = row::micros(at)?;
+        let reason = reason.as_str().to_owned();
         let (revoked, stored) = self
             .write(move |conn| {
                 // One transaction, so "not revoked by this call" and "exists"
@@ -296,7 +304,10 @@ impl SessionStore for SqliteSessionStore {
                             .filter(sessions::id.eq(&id))
                             .filter(sessions::revoked_at.is_null()),
                     )
-                    .set(sessions::revoked_at.eq(at))
+                    .set((
+                        sessions::revoked_at.eq(at),
+                        sessions::revocation_reason.eq(&reason),
+                    ))
                     .returning(sessions::token_hash)
                     .get_result(conn)
                     .optional()?;
@@ -332,23 +343,29 @@ impl SessionStore for SqliteSessionStore {
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let account = account_bytes(account);
         let except = except.map(id_bytes);
         let at = row::micros(at)?;
+        let reason = reason.as_str().to_owned();
         let hashes: Vec<Vec<u8>> = self
             .write(move |conn| {
                 // One statement: every matching session is revoked, or none.
                 let active = sessions::table
                     .filter(sessions::account_id.eq(account))
                     .filter(sessions::revoked_at.is_null());
+                let revoke = (
+                    sessions::revoked_at.eq(at),
+                    sessions::revocation_reason.eq(&reason),
+                );
                 match except {
                     Some(except) => diesel::update(active.filter(sessions::id.ne(except)))
-                        .set(sessions::revoked_at.eq(at))
+                        .set(revoke)
                         .returning(sessions::token_hash)
                         .get_results(conn),
                     None => diesel::update(active)
-                        .set(sessions::revoked_at.eq(at))
+                        .set(revoke)
                         .returning(sessions::token_hash)
                         .get_results(conn),
                 }

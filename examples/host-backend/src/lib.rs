@@ -176,7 +176,9 @@ async fn sign_out_device(
         Ok(_) | Err(session_core::Error::NotFound) => return Err(Error::NotFound),
         Err(error) => return Err(error.into()),
     }
-    auth.service().revoke(id).await?;
+    auth.service()
+        .revoke(id, session_core::RevocationReason::LOGOUT)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,7 +186,9 @@ async fn logout(
     State(auth): State<SessionAuth>,
     CurrentSession(current): CurrentSession,
 ) -> Result<Response, Error> {
-    auth.service().revoke(current.id).await?;
+    auth.service()
+        .revoke(current.id, session_core::RevocationReason::LOGOUT)
+        .await?;
     Ok(signed_out(&auth))
 }
 
@@ -194,7 +198,11 @@ async fn logout_others(
 ) -> Result<Json<usize>, Error> {
     let revoked = auth
         .service()
-        .revoke_all(current.account_id, Some(current.id))
+        .revoke_all(
+            current.account_id,
+            Some(current.id),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await?;
     Ok(Json(revoked))
 }
@@ -203,7 +211,13 @@ async fn logout_everywhere(
     State(auth): State<SessionAuth>,
     CurrentSession(current): CurrentSession,
 ) -> Result<Response, Error> {
-    auth.service().revoke_all(current.account_id, None).await?;
+    auth.service()
+        .revoke_all(
+            current.account_id,
+            None,
+            session_core::RevocationReason::LOGOUT,
+        )
+        .await?;
     Ok(signed_out(&auth))
 }
 

@@ -23,7 +23,7 @@ use session_core::memory::MemoryStore;
 use session_core::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use session_core::port::store::SessionStore;
 use session_core::token::TokenHash;
-use session_core::{AccountId, ClientMetadata, Session, SessionId};
+use session_core::{AccountId, ClientMetadata, RevocationReason, Session, SessionId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -134,6 +134,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     token_hash: hash,
                     created_at: at,
                     revoked_at: None,
+                    revocation_reason: None,
                     metadata: ClientMetadata::default(),
                 };
                 now(store.insert(&session)).expect("a new hash");
@@ -141,13 +142,19 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Revoke { pick } => {
                 if let Some(id) = ids.get(usize::from(pick) % ids.len().max(1)) {
-                    now(store.revoke(*id, at)).expect("available");
+                    now(store.revoke(*id, at, RevocationReason::LOGOUT)).expect("available");
                 }
             }
             Op::RevokeAll { account: n, except } => {
                 let except =
                     except.and_then(|pick| ids.get(usize::from(pick) % ids.len().max(1)).copied());
-                now(store.revoke_all_for_account(account(n % 4), except, at)).expect("available");
+                now(store.revoke_all_for_account(
+                    account(n % 4),
+                    except,
+                    at,
+                    RevocationReason::LOGOUT,
+                ))
+                .expect("available");
             }
             Op::Truncate => store.truncate(),
             Op::PruneLog => store.prune_log(),

@@ -109,6 +109,7 @@ fuzz_target!(|row: Row| match row {
             user_agent: user_agent.as_ref().map(Text::get),
             ip,
             label: label.as_ref().map(Text::get),
+            revocation_reason: None,
         };
         check_stored(stored.clone(), stored.into_session(TABLE));
     }
@@ -135,6 +136,7 @@ fuzz_target!(|row: Row| match row {
             user_agent: user_agent.clone().map(RawText),
             ip: ip.clone(),
             label: label.clone().map(RawText),
+            revocation_reason: None,
         };
         let decoded = row.into_session();
         // What the SQLite columns mean, decoded independently: the ids'
@@ -167,6 +169,7 @@ fuzz_target!(|row: Row| match row {
             user_agent,
             ip: ip.map(|ip| ip.parse().expect("checked")),
             label,
+            revocation_reason: None,
         };
         let decoded = decoded.map_err(|invalid| {
             assert_eq!(invalid.table, "sessions");

@@ -236,7 +236,10 @@ async fn a_write_made_through_the_library_by_a_third_process_is_seen_by_both() {
     let token = created.token.expose_secret();
     eventually(&a, token, 200).await;
     eventually(&b, token, 200).await;
-    third.revoke(created.session.id).await.unwrap();
+    third
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     eventually(&a, token, 401).await;
     eventually(&b, token, 401).await;
 }

@@ -31,6 +31,12 @@ async fn cli_round_trip() {
     scenarios::cli_round_trip(database.url()).await;
 }
 
+#[tokio::test]
+async fn revocation_reasons_round_trip() {
+    let database = TestDatabase::create();
+    scenarios::revocation_reasons_round_trip(database.url()).await;
+}
+
 /// While the warm cannot read (a transaction holds the sessions table
 /// locked), the service is live, not ready, and resolves answer 503
 /// `not_ready`, never 401; once the warm completes, the same token resolves.

@@ -283,3 +283,121 @@ pub(crate) async fn compact_mode_answers(database_url: &str) {
     let log = server.log();
     assert_no_tokens(&log, &[token]);
 }
+
+/// Revocation reasons through the real binary and its store: the API's
+/// `reason` parameter (default `logout`) on both revoke routes, read back by
+/// `GET` and the list after a restart (so from the store, not a cache), and
+/// the CLI's `--reason` and its table's REASON column.
+pub(crate) async fn revocation_reasons_round_trip(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let account = Uuid::new_v4();
+    let (_, plain) = server.create(account).await;
+    let (_, changed) = server.create(account).await;
+    let (_, kept) = server.create(account).await;
+    let (_, evicted) = server.create(account).await;
+    assert_eq!(server.revoke(&plain).await, 204);
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{changed}?reason=password_change"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{changed}?reason=Not%20Allowed"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.to_string().contains("Not"), "never echoed: {body}");
+
+    let url = server.url("");
+    let env = [("SESSION_SERVER", url.as_str()), ("SESSION_API_KEY", KEY)];
+    let (status, _, stderr) = cli(&["revoke", &evicted, "--reason", "limit"], &env, "");
+    assert!(status.success(), "{stderr}");
+    let (status, _, stderr) = cli(&["revoke", &kept, "--reason", "Bad Reason"], &env, "");
+    assert!(
+        !status.success(),
+        "a bad reason is refused before any request"
+    );
+    assert!(stderr.contains("--reason"), "{stderr}");
+    let (status, stdout, stderr) = cli(
+        &[
+            "revoke-all",
+            "--account",
+            &account.to_string(),
+            "--except",
+            &evicted,
+            "--reason",
+            "admin",
+            "--json",
+        ],
+        &env,
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!({ "revoked": 1 }),
+        "only `kept` was still active"
+    );
+
+    server.kill();
+    server.restart();
+    server.wait_ready().await;
+    for (id, reason) in [
+        (&plain, "logout"),
+        (&changed, "password_change"),
+        (&kept, "admin"),
+        (&evicted, "limit"),
+    ] {
+        let (status, body) = server
+            .call(Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["session"]["revocation_reason"], reason, "{body}");
+    }
+    let (_, active) = server.create(account).await;
+    let (status, stdout, stderr) = cli(
+        &[
+            "list",
+            "--account",
+            &account.to_string(),
+            "--include-revoked",
+            "--json",
+        ],
+        &env,
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let reasons: std::collections::HashMap<&str, &serde_json::Value> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), &s["revocation_reason"]))
+        .collect();
+    assert_eq!(reasons[active.as_str()], &serde_json::Value::Null);
+    assert_eq!(reasons[changed.as_str()], "password_change");
+    let (status, stdout, _) = cli(
+        &[
+            "list",
+            "--account",
+            &account.to_string(),
+            "--include-revoked",
+        ],
+        &env,
+        "",
+    );
+    assert!(status.success());
+    assert!(
+        stdout.lines().next().unwrap().contains("REASON"),
+        "{stdout}"
+    );
+    let changed_line = stdout.lines().find(|line| line.contains(&changed)).unwrap();
+    assert!(changed_line.contains("password_change"), "{stdout}");
+}

@@ -28,6 +28,12 @@ async fn cli_round_trip() {
 }
 
 #[tokio::test]
+async fn revocation_reasons_round_trip() {
+    let dir = temp_dir();
+    scenarios::revocation_reasons_round_trip(&sqlite_url(dir.path())).await;
+}
+
+#[tokio::test]
 async fn restart_keeps_sessions_with_the_moka_cache() {
     let dir = temp_dir();
     scenarios::restart_keeps_sessions_with(&sqlite_url(dir.path()), &["--cache", "moka"]).await;

@@ -80,7 +80,10 @@ async fn malformed_unknown_and_revoked_tokens_are_one_invalid_token_401() {
     let service = support::service().await;
     let revoked = login(&service).await;
     let id = service.resolve(revoked.expose_secret()).await.unwrap().id;
-    service.revoke(id).await.unwrap();
+    service
+        .revoke(id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let unknown = SessionToken::generate();
     let mut flipped = revoked.expose_secret().to_owned();
     flipped.replace_range(10..11, if &flipped[10..11] == "a" { "b" } else { "a" });
@@ -253,7 +256,10 @@ async fn with_a_compact_cache_only_the_record_extractor_needs_the_store() {
     assert_refused(&answer, StatusCode::SERVICE_UNAVAILABLE, None);
 
     store.set_unavailable(false);
-    service.revoke(created.session.id).await.unwrap();
+    service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let answer = get(&auth, "/maybe-label", std::slice::from_ref(&header)).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::session::{AccountId, ClientMetadata, Label, Session, SessionId, UserAgent};
+use crate::session::{
+    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, UserAgent,
+};
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};
 use crate::{AccountPage, ListScope, PageRequest};
@@ -39,17 +41,26 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session with this id, active or revoked.
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
-    /// Revokes one session at `at`. Idempotent: an already revoked session keeps
-    /// its first `revoked_at`.
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError>;
+    /// Revokes one session at `at` for `reason`, both stored by the one
+    /// statement that revokes it. Idempotent: an already revoked session
+    /// keeps its first `revoked_at` and its first reason (none, if it was
+    /// revoked before reasons were recorded).
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError>;
 
-    /// Revokes every active session of `account` at `at`, except `except` if
-    /// given, and returns the token hashes it revoked.
+    /// Revokes every active session of `account` at `at` for `reason`,
+    /// except `except` if given, and returns the token hashes it revoked.
+    /// Sessions revoked before keep their time and reason.
     async fn revoke_all_for_account(
         &self,
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> Result<Vec<TokenHash>, StoreError>;
 
     /// One page of an account's sessions, newest first (by `created_at`,
@@ -187,7 +198,7 @@ const _: () = {
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
-/// use session_core::SessionId;
+/// use session_core::{RevocationReason, SessionId};
 /// use session_core::memory::MemoryStore;
 /// use session_core::port::store::{
 ///     RevokeOutcome, SessionStore, StoreDecorator, StoreError, StoreOperation,
@@ -217,7 +228,12 @@ const _: () = {
 ///         result
 ///     }
 ///
-///     async fn revoke(&self, _: SessionId, _: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+///     async fn revoke(
+///         &self,
+///         _: SessionId,
+///         _: OffsetDateTime,
+///         _: RevocationReason,
+///     ) -> Result<RevokeOutcome, StoreError> {
 ///         Err(StoreError::Failed("revocations are refused here".into()))
 ///     }
 /// }
@@ -228,7 +244,9 @@ const _: () = {
 ///     failures: AtomicU64::new(0),
 /// };
 /// let store: &dyn SessionStore = &decorated;
-/// let revoked = store.revoke(SessionId::new(), OffsetDateTime::now_utc()).await;
+/// let revoked = store
+///     .revoke(SessionId::new(), OffsetDateTime::now_utc(), RevocationReason::LOGOUT)
+///     .await;
 /// assert!(revoked.is_err());
 /// assert_eq!(decorated.failures.load(Ordering::Relaxed), 1, "counted in `around`");
 /// # });
@@ -281,8 +299,9 @@ pub trait StoreDecorator: Send + Sync + 'static {
         &self,
         id: SessionId,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send {
-        self.inner_store().revoke(id, at)
+        self.inner_store().revoke(id, at, reason)
     }
 
     /// [`SessionStore::revoke_all_for_account`], forwarded by default.
@@ -291,9 +310,10 @@ pub trait StoreDecorator: Send + Sync + 'static {
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
         self.inner_store()
-            .revoke_all_for_account(account, except, at)
+            .revoke_all_for_account(account, except, at, reason)
     }
 
     /// [`SessionStore::list_for_account`], forwarded by default.
@@ -354,8 +374,13 @@ impl<D: StoreDecorator> SessionStore for D {
         self.around(StoreOperation::Get, call).await
     }
 
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
-        let call = StoreDecorator::revoke(self, id, at);
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let call = StoreDecorator::revoke(self, id, at, reason);
         self.around(StoreOperation::Revoke, call).await
     }
 
@@ -364,8 +389,9 @@ impl<D: StoreDecorator> SessionStore for D {
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
+        reason: RevocationReason,
     ) -> Result<Vec<TokenHash>, StoreError> {
-        let call = StoreDecorator::revoke_all_for_account(self, account, except, at);
+        let call = StoreDecorator::revoke_all_for_account(self, account, except, at, reason);
         self.around(StoreOperation::RevokeAllForAccount, call).await
     }
 
@@ -535,13 +561,19 @@ pub struct StoredSession {
     pub ip: Option<IpAddr>,
     /// `label`'s bytes, UTF-8 or not.
     pub label: Option<Vec<u8>>,
+    /// `revocation_reason`'s bytes, UTF-8 or not; null for an active
+    /// session and for one revoked before reasons were recorded.
+    pub revocation_reason: Option<Vec<u8>>,
 }
 
 impl StoredSession {
     /// The session, if the domain accepts every column: a valid account id
     /// (not nil), a 32-byte token hash, instants [`stored_instant`] accepts,
-    /// and user agent and label text that is UTF-8 and that
-    /// [`UserAgent::new`] and [`Label::new`] accept.
+    /// user agent and label text that is UTF-8 and that
+    /// [`UserAgent::new`] and [`Label::new`] accept, and a revocation
+    /// reason that [`RevocationReason::new`] accepts, on a revoked session
+    /// only (a revoked session without one was revoked before reasons were
+    /// recorded, and reads as `None`).
     ///
     /// # Errors
     ///
@@ -576,12 +608,26 @@ impl StoredSession {
             .map(|bytes| text(bytes, Field::Label).and_then(Label::new))
             .transpose()
             .map_err(|err| invalid("label", err))?;
+        let revocation_reason = self
+            .revocation_reason
+            .map(|bytes| {
+                if revoked_at.is_none() {
+                    return Err(ValidationError::new(
+                        Field::RevocationReason,
+                        Reason::ReasonWithoutRevocation,
+                    ));
+                }
+                text(bytes, Field::RevocationReason).and_then(RevocationReason::new)
+            })
+            .transpose()
+            .map_err(|err| invalid("revocation_reason", err))?;
         Ok(Session {
             id,
             account_id,
             token_hash,
             created_at,
             revoked_at,
+            revocation_reason,
             metadata: ClientMetadata {
                 user_agent,
                 // As `parse_ip` does for clients: an IPv4 client seen

@@ -38,7 +38,9 @@ use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::recent::RecentHashes;
-use crate::session::{AccountId, ClientMetadata, Session, SessionId, SessionIdentity};
+use crate::session::{
+    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+};
 use crate::status::{ChangeLogStats, ResolveCounters, ResolveOutcome, ServiceStatus, WarmReport};
 use crate::token::TokenHash;
 use crate::token::session_token::SessionToken;
@@ -297,6 +299,7 @@ impl SessionService {
             token_hash: token.hash(),
             created_at: to_micros(self.inner.clock.now()),
             revoked_at: None,
+            revocation_reason: None,
             metadata,
         };
         tracing::Span::current().record("session.id", tracing::field::display(session.id));
@@ -499,17 +502,26 @@ impl SessionService {
         self.inner.store.get(id).await?.ok_or(Error::NotFound)
     }
 
-    /// Revokes one session. Idempotent.
+    /// Revokes one session for `reason`. Idempotent: a session revoked
+    /// before keeps its first time and reason.
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] if no session has this id; [`Error::Store`] if the
     /// store did not commit, in which case the cache is unchanged.
-    #[tracing::instrument(name = "session.revoke", skip_all, fields(session.id = %id))]
-    pub async fn revoke(&self, id: SessionId) -> Result<Revocation, Error> {
+    #[tracing::instrument(
+        name = "session.revoke",
+        skip_all,
+        fields(session.id = %id, session.revocation_reason = %reason)
+    )]
+    pub async fn revoke(
+        &self,
+        id: SessionId,
+        reason: RevocationReason,
+    ) -> Result<Revocation, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
-            match inner.store.revoke(id, at).await? {
+            match inner.store.revoke(id, at, reason).await? {
                 RevokeOutcome::Revoked { token_hash } => {
                     inner.apply_removals(&[token_hash]);
                     Ok(Revocation::Revoked)
@@ -526,23 +538,29 @@ impl SessionService {
         .await
     }
 
-    /// Revokes every active session of an account, except `except` if given
-    /// ("log out everywhere else"). Returns how many were revoked.
+    /// Revokes every active session of an account for `reason`, except
+    /// `except` if given ("log out everywhere else"). Returns how many were
+    /// revoked; sessions revoked before keep their time and reason.
     ///
     /// # Errors
     ///
     /// [`Error::Store`] if the store did not commit; the cache is unchanged.
-    #[tracing::instrument(name = "session.revoke_all", skip_all, fields(account.id = %account))]
+    #[tracing::instrument(
+        name = "session.revoke_all",
+        skip_all,
+        fields(account.id = %account, session.revocation_reason = %reason)
+    )]
     pub async fn revoke_all(
         &self,
         account: AccountId,
         except: Option<SessionId>,
+        reason: RevocationReason,
     ) -> Result<usize, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
             let hashes = inner
                 .store
-                .revoke_all_for_account(account, except, at)
+                .revoke_all_for_account(account, except, at, reason)
                 .await?;
             inner.apply_removals(&hashes);
             Ok(hashes.len())

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{account, epoch, session_at, session_with_metadata};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore};
-use crate::session::{AccountId, Session, SessionId};
+use crate::session::{AccountId, RevocationReason, Session, SessionId};
 use crate::token::TokenHash;
 
 /// Fails a case that would otherwise hang; not a measure of speed.
@@ -150,7 +150,10 @@ pub async fn a_revocation_is_logged_with_its_hash(
     let bystander = insert(&store, account()).await;
     let start = head(&log).await;
     assert_eq!(
-        store.revoke(session.id, epoch()).await.unwrap(),
+        store
+            .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::Revoked {
             token_hash: session.token_hash
         }
@@ -182,12 +185,15 @@ pub async fn revoke_all_is_logged_with_exactly_the_revoked_hashes(
     }
     let kept = sessions.pop().unwrap();
     let earlier = sessions.pop().unwrap();
-    store.revoke(earlier.id, epoch()).await.unwrap();
+    store
+        .revoke(earlier.id, epoch(), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let bystander = insert(&store, account()).await;
 
     let start = head(&log).await;
     let returned: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(target, Some(kept.id), epoch())
+        .revoke_all_for_account(target, Some(kept.id), epoch(), RevocationReason::LOGOUT)
         .await
         .unwrap()
         .into_iter()
@@ -222,24 +228,33 @@ pub async fn writes_that_change_nothing_log_nothing(
 ) {
     let owner = account();
     let session = insert(&store, owner).await;
-    store.revoke(session.id, epoch()).await.unwrap();
+    store
+        .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let start = head(&log).await;
 
     assert_eq!(
-        store.revoke(session.id, epoch()).await.unwrap(),
+        store
+            .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::AlreadyRevoked {
             token_hash: session.token_hash
         }
     );
     assert!(
         store
-            .revoke_all_for_account(owner, None, epoch())
+            .revoke_all_for_account(owner, None, epoch(), RevocationReason::LOGOUT)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        store.revoke(SessionId::new(), epoch()).await.unwrap(),
+        store
+            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::NotFound
     );
     assert_eq!(
@@ -260,7 +275,10 @@ pub async fn entries_are_in_commit_order_and_creations_read_as_they_are_now(
     let start = head(&log).await;
     let a = insert(&store, account()).await;
     let b = insert(&store, account()).await;
-    store.revoke(a.id, epoch()).await.unwrap();
+    store
+        .revoke(a.id, epoch(), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let c = insert(&store, account()).await;
     let changes = read_all(&log, &start).await;
     assert_eq!(

@@ -57,6 +57,7 @@ pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionTok
         token_hash: token.hash(),
         created_at,
         revoked_at: None,
+        revocation_reason: None,
         metadata: ClientMetadata::default(),
     };
     (token, session)
@@ -97,6 +98,8 @@ macro_rules! store_contract_tests {
             duplicate_token_hash_is_rejected,
             metadata_round_trips_at_the_limits,
             revoke_is_idempotent_and_hides_the_session,
+            revocation_reason_round_trips_for_each_revoke_form,
+            the_first_revocation_reason_stays,
             revoke_unknown_id_is_not_found,
             revoke_all_revokes_only_that_accounts_active_sessions,
             revoke_all_keeps_the_exception,

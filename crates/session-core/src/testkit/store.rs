@@ -11,7 +11,9 @@ use crate::MemoryCache;
 use crate::port::clock::ManualClock;
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::service::{Error, Revocation, SessionService};
-use crate::session::{AccountId, ClientMetadata, Session, SessionId, SessionIdentity};
+use crate::session::{
+    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+};
 use crate::token::TokenHash;
 use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
 
@@ -72,14 +74,21 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
     store.insert(&session).await.unwrap();
     let first_at = epoch() + Duration::minutes(1);
     assert_eq!(
-        store.revoke(session.id, first_at).await.unwrap(),
+        store
+            .revoke(session.id, first_at, RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::Revoked {
             token_hash: session.token_hash
         }
     );
     assert_eq!(
         store
-            .revoke(session.id, first_at + Duration::minutes(1))
+            .revoke(
+                session.id,
+                first_at + Duration::minutes(1),
+                RevocationReason::LOGOUT
+            )
             .await
             .unwrap(),
         RevokeOutcome::AlreadyRevoked {
@@ -103,9 +112,11 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
         Some(first_at),
         "the first revocation time stays"
     );
+    assert_eq!(read.revocation_reason, Some(RevocationReason::LOGOUT));
     assert_eq!(
         Session {
             revoked_at: None,
+            revocation_reason: None,
             ..read
         },
         session,
@@ -113,12 +124,101 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
     );
 }
 
+/// Each revoke form stores the reason it is given with the revocation,
+/// built-in and caller-defined alike, and a session that stays active has
+/// none: the one kept by "everywhere else", and one of another account.
+pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn SessionStore>) {
+    let at = epoch() + Duration::minutes(1);
+    let own = RevocationReason::new("password_change").unwrap();
+    let (one, all, all_but, bystander) = (account(), account(), account(), account());
+    let mut stored = Vec::new();
+    for owner in [one, all, all, all_but, all_but, bystander] {
+        let (_, session) = session_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        stored.push(session);
+    }
+    store.revoke(stored[0].id, at, own.clone()).await.unwrap();
+    store
+        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN)
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(all_but, Some(stored[4].id), at, RevocationReason::LIMIT)
+        .await
+        .unwrap();
+
+    let expected = [
+        Some(own),
+        Some(RevocationReason::ADMIN),
+        Some(RevocationReason::ADMIN),
+        Some(RevocationReason::LIMIT),
+        None,
+        None,
+    ];
+    for (session, reason) in stored.iter().zip(expected) {
+        let read = store.get(session.id).await.unwrap().expect("stored");
+        assert_eq!(read.revocation_reason, reason, "get {:?}", session.id);
+        assert_eq!(
+            read.revoked_at.is_some(),
+            reason.is_some(),
+            "revoked iff a reason"
+        );
+        let listed = list_all(&*store, session.account_id, ListScope::IncludeRevoked).await;
+        let listed = listed.iter().find(|s| s.id == session.id).expect("listed");
+        assert_eq!(listed.revocation_reason, reason, "list {:?}", session.id);
+    }
+    for active in [&stored[4], &stored[5]] {
+        let found = store
+            .find_active_by_hash(&active.token_hash)
+            .await
+            .unwrap()
+            .expect("still active");
+        assert_eq!(found.revocation_reason, None);
+    }
+}
+
+/// A revocation is final, reason included: a later revoke, or a revoke-all
+/// of its account, leaves the first reason (and time) in place.
+pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let (_, session) = session_at(owner, epoch());
+    store.insert(&session).await.unwrap();
+    let first_at = epoch() + Duration::minutes(1);
+    store
+        .revoke(session.id, first_at, RevocationReason::IDLE)
+        .await
+        .unwrap();
+    let later = epoch() + Duration::minutes(2);
+    assert_eq!(
+        store
+            .revoke(session.id, later, RevocationReason::ADMIN)
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked {
+            token_hash: session.token_hash
+        }
+    );
+    assert!(
+        store
+            .revoke_all_for_account(owner, None, later, RevocationReason::LIMIT)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let read = store.get(session.id).await.unwrap().expect("stored");
+    assert_eq!(read.revocation_reason, Some(RevocationReason::IDLE));
+    assert_eq!(read.revoked_at, Some(first_at));
+}
+
 /// Revoking an id that was never stored says so and changes nothing.
 pub async fn revoke_unknown_id_is_not_found(store: Arc<dyn SessionStore>) {
     let (_, stored) = session_at(account(), epoch());
     store.insert(&stored).await.unwrap();
     assert_eq!(
-        store.revoke(SessionId::new(), epoch()).await.unwrap(),
+        store
+            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::NotFound
     );
     assert_eq!(store.get(stored.id).await.unwrap(), Some(stored));
@@ -137,13 +237,16 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     let (_, earlier) = session_at(target, epoch());
     store.insert(&earlier).await.unwrap();
     let earlier_at = epoch() + Duration::seconds(30);
-    store.revoke(earlier.id, earlier_at).await.unwrap();
+    store
+        .revoke(earlier.id, earlier_at, RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let (_, other) = session_at(bystander, epoch());
     store.insert(&other).await.unwrap();
 
     let at = epoch() + Duration::minutes(5);
     let revoked: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(target, None, at)
+        .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
         .await
         .unwrap()
         .into_iter()
@@ -168,7 +271,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     );
     assert!(
         store
-            .revoke_all_for_account(target, None, at)
+            .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
             .await
             .unwrap()
             .is_empty(),
@@ -187,7 +290,12 @@ pub async fn revoke_all_keeps_the_exception(store: Arc<dyn SessionStore>) {
     }
     let keep = sessions[2].clone();
     let revoked: HashSet<TokenHash> = store
-        .revoke_all_for_account(target, Some(keep.id), epoch() + Duration::minutes(1))
+        .revoke_all_for_account(
+            target,
+            Some(keep.id),
+            epoch() + Duration::minutes(1),
+            RevocationReason::LOGOUT,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -212,8 +320,12 @@ pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStor
     let (_, foreign) = session_at(account(), epoch());
     store.insert(&foreign).await.unwrap();
     let revoked_at = epoch() + Duration::minutes(1);
-    store.revoke(sessions[0].id, revoked_at).await.unwrap();
+    store
+        .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     sessions[0].revoked_at = Some(revoked_at);
+    sessions[0].revocation_reason = Some(RevocationReason::LOGOUT);
 
     let mut newest_first = sessions.clone();
     newest_first.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
@@ -373,8 +485,12 @@ pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn Se
     }
     let revoked_at = epoch() + Duration::minutes(1);
     for session in sessions.iter_mut().step_by(2) {
-        store.revoke(session.id, revoked_at).await.unwrap();
+        store
+            .revoke(session.id, revoked_at, RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         session.revoked_at = Some(revoked_at);
+        session.revocation_reason = Some(RevocationReason::LOGOUT);
     }
     sessions.reverse();
     let active: Vec<Session> = sessions.iter().filter(|s| s.is_active()).cloned().collect();
@@ -430,7 +546,11 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
         store.insert(&session).await.unwrap();
         if i % 5 == 0 {
             store
-                .revoke(session.id, epoch() + Duration::hours(1))
+                .revoke(
+                    session.id,
+                    epoch() + Duration::hours(1),
+                    RevocationReason::LOGOUT,
+                )
                 .await
                 .unwrap();
         } else {
@@ -481,7 +601,10 @@ pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn Sessio
                 let (_, session) = session_at(shared, epoch() + Duration::milliseconds(i as i64));
                 store.insert(&session).await.unwrap();
                 if (task + i) % 2 == 0 {
-                    let outcome = store.revoke(session.id, epoch()).await.unwrap();
+                    let outcome = store
+                        .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+                        .await
+                        .unwrap();
                     assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
                     revoked.push(session);
                 } else {
@@ -564,16 +687,22 @@ pub async fn service_round_trip(store: Arc<dyn SessionStore>) {
     let report = second.warm().await.unwrap();
     assert_eq!(report.sessions, 3);
     assert_eq!(
-        second.revoke(gone.session.id).await.unwrap(),
+        second
+            .revoke(gone.session.id, RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::Revoked
     );
     assert_eq!(
-        second.revoke(gone.session.id).await.unwrap(),
+        second
+            .revoke(gone.session.id, RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::AlreadyRevoked
     );
     assert_eq!(
         second
-            .revoke_all(owner, Some(kept.session.id))
+            .revoke_all(owner, Some(kept.session.id), RevocationReason::LOGOUT)
             .await
             .unwrap(),
         1
@@ -654,7 +783,10 @@ pub async fn last_seen_ignores_unknown_ids_and_keeps_revoked_ones(store: Arc<dyn
     let (_, revoked) = session_at(owner, epoch());
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
-    store.revoke(revoked.id, epoch()).await.unwrap();
+    store
+        .revoke(revoked.id, epoch(), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let unknown = SessionId::new();
     let mut batch = vec![
         SeenAt {

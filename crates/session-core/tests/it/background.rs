@@ -78,7 +78,10 @@ async fn dropping_the_guard_stops_following_the_change_log() {
     let applied = b.status().change_log_stats.changes_applied;
 
     drop(b_tasks);
-    writer.revoke(first.session.id).await.unwrap();
+    writer
+        .revoke(first.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let second = create(&writer).await;
     until(
         || {

@@ -120,7 +120,10 @@ async fn a_session_created_on_a_resolves_on_b_at_once_and_a_revocation_reaches_b
         .unwrap();
     assert_eq!(identity, SessionIdentity::from(&*created.session));
     assert_eq!(b.service.session(&identity).await.unwrap(), created.session);
-    a.service.revoke(created.session.id).await.unwrap();
+    a.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until(|| b.cache.is_empty(), "B applies the revocation").await;
     assert!(matches!(
         b.service.resolve(created.token.expose_secret()).await,
@@ -144,7 +147,13 @@ async fn a_revoke_all_of_5000_sessions_on_a_is_rejected_on_b() {
     }
     until(|| b.cache.len() == 5_000, "B holds every session").await;
     let before = applied(&b);
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 5_000);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        5_000
+    );
     until(|| applied(&b) > before, "B applies the revoke-all").await;
     assert_eq!(b.cache.len(), 0);
     let waits = b.service.status().change_log_stats.miss_waits;
@@ -192,7 +201,11 @@ async fn a_write_made_directly_in_the_store_is_seen_by_both() {
         "inserted by the change, not a miss read"
     );
     store
-        .revoke(session.id, session_core::testkit::epoch())
+        .revoke(
+            session.id,
+            session_core::testkit::epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await
         .unwrap();
     until(|| a.cache.is_empty() && b.cache.is_empty(), "both drop it").await;
@@ -221,7 +234,10 @@ async fn a_gap_in_reading_the_log_fails_readiness_and_resumes_without_a_reload()
 
     gated.set_log_down(true);
     // Revoked while no instance can read the log.
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until(
         || b.service.status().change_log_stats.read_failures >= 1,
         "B tries to read and fails",
@@ -265,7 +281,10 @@ async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
     until(|| b.cache.len() == 1, "B holds it").await;
 
     gated.set_log_down(true);
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let kept = a
         .service
         .create(account(), ClientMetadata::default())
@@ -288,7 +307,10 @@ async fn a_cursor_the_log_no_longer_covers_makes_a_full_reload() {
             .is_err()
     );
     // After the reload B follows the log again.
-    a.service.revoke(kept.session.id).await.unwrap();
+    a.service
+        .revoke(kept.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until(|| b.cache.is_empty(), "B applies a later revocation").await;
     assert_eq!(b.service.status().change_log_stats.full_loads, 2);
 }
@@ -436,7 +458,10 @@ async fn a_warm_page_read_before_a_revocation_does_not_resurrect() {
     });
     gate.reached().await;
     let before = applied(&b);
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until(|| applied(&b) > before, "B applies the revocation").await;
     gate.release();
     warming.await.unwrap().unwrap();
@@ -464,7 +489,10 @@ async fn a_creation_read_before_a_revocation_does_not_resurrect() {
         .await
         .unwrap();
     gate.reached().await;
-    b.service.revoke(created.session.id).await.unwrap();
+    b.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     assert_eq!(b.cache.len(), 0);
     gate.release();
     until(
@@ -500,7 +528,13 @@ async fn create_on_b_revoked_on_a_unseen(
         async move { service.create(owner, ClientMetadata::default()).await }
     });
     gate.reached().await;
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 1);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        1
+    );
     (gate, creating)
 }
 
@@ -563,7 +597,10 @@ async fn a_change_right_after_another_is_read_without_a_gap() {
         .unwrap();
     until(|| b.cache.len() == 1, "B applies the creation").await;
     let revoked_at = tokio::time::Instant::now();
-    a.service.revoke(created.session.id).await.unwrap();
+    a.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until(|| b.cache.is_empty(), "B applies the revocation").await;
     let took = revoked_at.elapsed();
     assert!(
@@ -666,7 +703,10 @@ async fn at_200_writes_a_second_a_revocation_is_read_at_once() {
         )
         .await;
         let revoked_at = tokio::time::Instant::now();
-        a.service.revoke(created.session.id).await.unwrap();
+        a.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         until(
             || b.cache.get(&created.session.token_hash).is_none(),
             "B applies the revocation",

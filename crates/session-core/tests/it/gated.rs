@@ -95,8 +95,13 @@ impl StoreDecorator for GatedStore {
         Ok(())
     }
 
-    async fn revoke(&self, id: SessionId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
-        let outcome = self.inner.revoke(id, at).await?;
+    async fn revoke(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+        reason: session_core::RevocationReason,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let outcome = self.inner.revoke(id, at, reason).await?;
         self.pass(Point::Revoke).await;
         Ok(outcome)
     }

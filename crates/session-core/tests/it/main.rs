@@ -15,5 +15,6 @@ mod last_seen;
 mod map;
 mod metadata;
 mod outcomes;
+mod reasons;
 mod stored;
 mod token;

@@ -85,7 +85,10 @@ async fn with_a_change_log_misses_are_counted_by_what_catching_up_found() {
     assert_eq!(counted, [(ResolveOutcome::CaughtUpInactive, 1)]);
 
     // Revoked here recently: answered at once from the tombstones.
-    service.revoke(session.id).await.unwrap();
+    service
+        .revoke(session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let (result, counted) = resolve_counted(&service, token.expose_secret()).await;
     assert!(matches!(result, Err(Error::InvalidToken)));
     assert_eq!(counted, [(ResolveOutcome::Negative, 1)]);

@@ -95,7 +95,10 @@ async fn create_resolve_revoke_resolve() {
 
     f.clock.advance(Duration::minutes(3));
     assert_eq!(
-        f.service.revoke(created.session.id).await.unwrap(),
+        f.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::Revoked
     );
     assert!(matches!(
@@ -115,7 +118,10 @@ async fn malformed_unknown_and_revoked_tokens_get_the_same_error() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    f.service.revoke(revoked.session.id).await.unwrap();
+    f.service
+        .revoke(revoked.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let unknown = session_core::SessionToken::generate();
     let mut typo = revoked.token.expose_secret().to_owned();
     typo.replace_range(10..11, if &typo[10..11] == "a" { "b" } else { "a" });
@@ -193,14 +199,14 @@ async fn a_failed_revoke_leaves_the_session_resolvable_and_active() {
     f.store.set_unavailable(true);
     assert!(
         f.service
-            .revoke(created.session.id)
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
             .await
             .unwrap_err()
             .is_store_unavailable()
     );
     assert!(
         f.service
-            .revoke_all(owner, None)
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
             .await
             .unwrap_err()
             .is_store_unavailable()
@@ -223,7 +229,12 @@ async fn a_failed_revoke_leaves_the_session_resolvable_and_active() {
 async fn revoke_of_an_unknown_id_is_not_found_and_repeat_is_already_revoked() {
     let f = warm_fixture().await;
     assert!(matches!(
-        f.service.revoke(session_core::SessionId::new()).await,
+        f.service
+            .revoke(
+                session_core::SessionId::new(),
+                session_core::RevocationReason::LOGOUT
+            )
+            .await,
         Err(Error::NotFound)
     ));
     assert!(matches!(
@@ -236,11 +247,17 @@ async fn revoke_of_an_unknown_id_is_not_found_and_repeat_is_already_revoked() {
         .await
         .unwrap();
     assert_eq!(
-        f.service.revoke(created.session.id).await.unwrap(),
+        f.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::Revoked
     );
     assert_eq!(
-        f.service.revoke(created.session.id).await.unwrap(),
+        f.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::AlreadyRevoked
     );
 }
@@ -267,7 +284,11 @@ async fn revoke_all_except_the_current_session() {
     let current = &tokens[1];
     assert_eq!(
         f.service
-            .revoke_all(owner, Some(current.session.id))
+            .revoke_all(
+                owner,
+                Some(current.session.id),
+                session_core::RevocationReason::LOGOUT
+            )
             .await
             .unwrap(),
         3
@@ -288,7 +309,13 @@ async fn revoke_all_except_the_current_session() {
         .map(|s| s.metadata.label.as_ref().unwrap().as_str())
         .collect();
     assert_eq!(labels, ["device 3", "device 2", "device 1", "device 0"]);
-    assert_eq!(f.service.revoke_all(owner, None).await.unwrap(), 1);
+    assert_eq!(
+        f.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(f.cache.len(), 1);
 }
 
@@ -300,7 +327,10 @@ async fn warm_loads_every_active_session_across_pages_and_rewarm_replaces() {
         let (token, session) = session_at(account(), epoch());
         f.store.insert(&session).await.unwrap();
         if i % 4 == 0 {
-            f.store.revoke(session.id, epoch()).await.unwrap();
+            f.store
+                .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+                .await
+                .unwrap();
         } else {
             active.push(token);
         }
@@ -363,7 +393,13 @@ async fn a_create_racing_revoke_all_does_not_resurrect_the_session() {
         async move { service.create(owner, ClientMetadata::default()).await }
     });
     gate.reached().await;
-    assert_eq!(f.service.revoke_all(owner, None).await.unwrap(), 1);
+    assert_eq!(
+        f.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        1
+    );
     gate.release();
     let created = creating.await.unwrap().unwrap();
     assert!(matches!(
@@ -389,7 +425,10 @@ async fn writes_during_a_warm_are_replayed_onto_it() {
         async move { service.warm().await }
     });
     gate.reached().await;
-    f.service.revoke(doomed_id).await.unwrap();
+    f.service
+        .revoke(doomed_id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let created = f
         .service
         .create(account(), ClientMetadata::default())
@@ -422,7 +461,11 @@ async fn a_revoke_abandoned_by_its_caller_still_reaches_the_cache() {
     let revoking = tokio::spawn({
         let service = f.service.clone();
         let id = created.session.id;
-        async move { service.revoke(id).await }
+        async move {
+            service
+                .revoke(id, session_core::RevocationReason::LOGOUT)
+                .await
+        }
     });
     gate.reached().await;
     revoking.abort();
@@ -453,7 +496,14 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    f.store.revoke(created.session.id, epoch()).await.unwrap();
+    f.store
+        .revoke(
+            created.session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
+        .await
+        .unwrap();
     assert!(
         f.service
             .resolve(created.token.expose_secret())
@@ -462,7 +512,10 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
         "the cache missed the revocation"
     );
     assert_eq!(
-        f.service.revoke(created.session.id).await.unwrap(),
+        f.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         Revocation::AlreadyRevoked
     );
     assert!(f.cache.get(&created.session.token_hash).is_none());
@@ -507,7 +560,10 @@ async fn writes_during_a_warm_build_complete_and_hold_in_the_new_contents() {
                 .build()
                 .unwrap();
             let created = runtime.block_on(async {
-                service.revoke(doomed).await.unwrap();
+                service
+                    .revoke(doomed, session_core::RevocationReason::LOGOUT)
+                    .await
+                    .unwrap();
                 service
                     .create(account(), ClientMetadata::default())
                     .await

@@ -29,6 +29,7 @@ fn valid() -> StoredSession {
         user_agent: Some(b"curl/8.5".to_vec()),
         ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
         label: Some("laptop".as_bytes().to_vec()),
+        revocation_reason: None,
     }
 }
 

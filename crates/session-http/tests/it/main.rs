@@ -4,5 +4,6 @@
 
 mod forward_auth;
 mod logs;
+mod reasons;
 mod router;
 mod store_metrics;

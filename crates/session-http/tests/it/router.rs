@@ -422,6 +422,7 @@ async fn get_and_revoke_by_id() {
     // As created, and never seen (last-seen activity is off here).
     let mut expected = session.clone();
     expected["last_seen_at"] = serde_json::Value::Null;
+    expected["revocation_reason"] = serde_json::Value::Null;
     assert_eq!(reply.body["session"], expected);
 
     for _ in 0..2 {

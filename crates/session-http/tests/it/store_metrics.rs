@@ -71,9 +71,17 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .await
         .unwrap();
     store.get(session.id).await.unwrap();
-    store.revoke(session.id, epoch()).await.unwrap();
     store
-        .revoke_all_for_account(session.account_id, None, epoch())
+        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(
+            session.account_id,
+            None,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await
         .unwrap();
     store

@@ -258,7 +258,7 @@ async fn a_revoke_all_of_5000_is_logged_whole() {
     insert_directly(database.url(), owner, SESSIONS).await;
     let start = store.head().await.unwrap();
     let revoked: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(owner, None, epoch())
+        .revoke_all_for_account(owner, None, epoch(), session_core::RevocationReason::LOGOUT)
         .await
         .unwrap()
         .into_iter()
@@ -481,7 +481,10 @@ async fn two_services_follow_each_other_through_the_database() {
 
     // Revoked on A: rejected by B once B applied it (the cache held it
     // from the miss read, and perhaps the log's creation is applied later).
-    a.service.revoke(created.session.id).await.unwrap();
+    a.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until("B applies the revocation", || {
         b.service.status().cached_sessions == 0
     })
@@ -497,7 +500,13 @@ async fn two_services_follow_each_other_through_the_database() {
     })
     .await;
     assert!(b.service.resolve(tokens[0].expose_secret()).await.is_ok());
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 5_000);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        5_000
+    );
     until("B drops the 5,000", || {
         b.service.status().cached_sessions == 0
     })
@@ -520,7 +529,10 @@ async fn two_services_follow_each_other_through_the_database() {
         .await
         .unwrap();
     until("B holds it", || b.service.status().cached_sessions == 1).await;
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until("B drops it", || b.service.status().cached_sessions == 0).await;
     assert!(rejected(&b, &doomed.token).await);
     let stats = b.service.status().change_log_stats;
@@ -551,7 +563,10 @@ async fn a_follower_without_wake_ups_applies_revocations_by_polling() {
         b.service.status().cached_sessions == 1
     })
     .await;
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     until("B applies the revocation", || {
         b.service.status().cached_sessions == 0
     })
@@ -720,7 +735,13 @@ async fn a_follower_cut_off_for_ten_seconds_resumes_from_its_cursor() {
     .await;
 
     proxy.cut();
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), SESSIONS);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        SESSIONS
+    );
     until("B is not ready past its bound", || {
         !b.service.status().change_log.unwrap().within_bound()
     })
@@ -906,7 +927,10 @@ async fn the_documented_grants_are_enough_to_serve() {
     store.record_last_seen(&seen).await.unwrap();
     store.record_last_seen(&seen).await.unwrap();
     assert_eq!(store.last_seen(&[session.id]).await.unwrap(), seen);
-    store.revoke(session.id, epoch()).await.unwrap();
+    store
+        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     assert_eq!(
         changes_since(&store, &start).await,
         vec![Change::Revoked(vec![session.token_hash])],
@@ -974,7 +998,10 @@ async fn writes_wake_readers_after_their_commit_never_from_it() {
     let (_, session) = session_at(account(), epoch());
     store.insert(&session).await.unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
-    store.revoke(session.id, epoch()).await.unwrap();
+    store
+        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
 }
 
@@ -1071,7 +1098,10 @@ async fn transactions_held_open_past_the_retention_hold_nothing_back() {
                 .create(account(), ClientMetadata::default())
                 .await
                 .unwrap();
-            a.service.revoke(created.session.id).await.unwrap();
+            a.service
+                .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+                .await
+                .unwrap();
             revoked.push(created.token);
         }
         // Each read from where the last ended finds this round's entries
@@ -1131,7 +1161,13 @@ async fn after_a_restart_every_revoked_token_is_invalid_at_once() {
     let a = instance_on(database.url(), "instance_a").await;
     ready(&a).await;
     let tokens = insert_directly(database.url(), owner, SESSIONS).await;
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), SESSIONS);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        SESSIONS
+    );
     let restarted = instance_on(database.url(), "restarted").await;
     ready(&restarted).await;
     // As the browsers of logged-out users would: all at once, then again.

@@ -136,7 +136,10 @@ async fn write_until(instance: &Instance, stop: &AtomicBool, acknowledged: &Atom
         }
         if ledger.created.len() > 2 * next_to_revoke {
             let id = ledger.created[next_to_revoke].0.session.id;
-            match service.revoke(id).await {
+            match service
+                .revoke(id, session_core::RevocationReason::LOGOUT)
+                .await
+            {
                 Ok(_) => {
                     ledger.revoked.push((id, Instant::now()));
                     acknowledged.fetch_add(1, Ordering::SeqCst);
@@ -426,7 +429,10 @@ async fn a_revocation_behind_a_reused_transaction_id_reaches_followers() {
         standby.promote();
     });
 
-    a.service.revoke(doomed.session.id).await.unwrap();
+    a.service
+        .revoke(doomed.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     caught_up_since(&b, Instant::now()).await;
     assert!(
         rejected(&b, &doomed.token).await,

@@ -63,7 +63,10 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
     store.insert(&revoked).await.unwrap();
     store.insert(&relabelled).await.unwrap();
     assert!(matches!(
-        store.revoke(revoked.id, epoch()).await.unwrap(),
+        store
+            .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::Revoked { .. }
     ));
     app.batch_execute(&format!(
@@ -139,7 +142,8 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
 }
 
 /// An UPDATE of a session's id, account, token hash or creation time is
-/// refused, whoever runs it, and so is undoing or moving a revocation; the
+/// refused, whoever runs it, and so is undoing or moving a revocation or
+/// rewriting its reason; the
 /// row and the log stay as they were. Revoking, and the store's revoke of a
 /// session already revoked, still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +155,10 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
     let (_, revoked) = session_at(account(), epoch());
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
-    store.revoke(revoked.id, epoch()).await.unwrap();
+    store
+        .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let revoked = store.get(revoked.id).await.unwrap().unwrap();
     let start = past_every_entry(&store).await;
 
@@ -179,6 +186,23 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
                     "{statement}"
                 );
             }
+        }
+        for rewrite in [
+            "SET revocation_reason = 'admin'",
+            "SET revocation_reason = NULL",
+        ] {
+            let statement = format!(
+                "UPDATE session.sessions {rewrite} WHERE id = '{}'",
+                revoked.id
+            );
+            assert_eq!(
+                refusal(client, &statement).await,
+                (
+                    SqlState::CHECK_VIOLATION,
+                    Some("sessions_revocation_reason_set_once".to_owned())
+                ),
+                "{statement}"
+            );
         }
         for unrevoke in [
             "SET revoked_at = NULL",
@@ -220,12 +244,20 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
     assert_eq!(changes_since(&store, &start).await, Vec::new());
     // What the store does is allowed: revoke, and revoke again.
     assert!(matches!(
-        store.revoke(revoked.id, epoch()).await.unwrap(),
+        store
+            .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
         RevokeOutcome::AlreadyRevoked { .. }
     ));
     assert_eq!(
         store
-            .revoke_all_for_account(active.account_id, None, epoch())
+            .revoke_all_for_account(
+                active.account_id,
+                None,
+                epoch(),
+                session_core::RevocationReason::LOGOUT
+            )
             .await
             .unwrap(),
         vec![active.token_hash]
@@ -242,7 +274,10 @@ async fn a_metadata_rewrite_of_an_active_session_is_logged() {
     let (_, revoked) = session_at(account(), epoch());
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
-    store.revoke(revoked.id, epoch()).await.unwrap();
+    store
+        .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     let start = past_every_entry(&store).await;
 
     let client = sql_client(database.url()).await;

@@ -408,7 +408,10 @@ async fn a_poison_row_does_not_stop_the_change_log() {
         .await
         .unwrap();
 
-    a.service.revoke(created.session.id).await.unwrap();
+    a.service
+        .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
     within_a_minute(async {
         while !rejected(&b, &created.token).await {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -553,8 +556,113 @@ async fn the_schema_refuses_instants_out_of_range() {
     client.batch_execute(&beside.insert()).await.unwrap();
     client.batch_execute(UP).await.unwrap();
     let revoked = store
-        .revoke_all_for_account(owner, None, session_core::testkit::epoch())
+        .revoke_all_for_account(
+            owner,
+            None,
+            session_core::testkit::epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await
         .unwrap();
     assert_eq!(revoked.len(), 2, "the old row and the one beside it");
+}
+
+/// The schema holds a revocation reason to the domain's grammar, and to
+/// revoked sessions; a row holding one the domain refuses anyway (its
+/// checks dropped, as under a schema without them) is skipped and counted
+/// by a list and named by a read by id, never with its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reason_the_domain_refuses_is_refused_or_skipped() {
+    let (database, store) = fresh_store().await;
+    let client = sql_client(database.url()).await;
+    let insert = |id: SessionId, owner: AccountId, revoked_at: &str, reason: &str| {
+        format!(
+            "INSERT INTO session.sessions \
+             (id, account_id, token_hash, created_at, revoked_at, revocation_reason) \
+             VALUES ('{id}', '{owner}', {}, now(), {revoked_at}, {reason})",
+            fresh_hash()
+        )
+    };
+    let too_long = format!("'{}'", "a".repeat(33));
+    for (revoked_at, reason, constraint) in [
+        ("now()", "''", "sessions_revocation_reason_grammar"),
+        ("now()", "'Logout'", "sessions_revocation_reason_grammar"),
+        ("now()", "'pass word'", "sessions_revocation_reason_grammar"),
+        (
+            "now()",
+            "'idle' || chr(10)",
+            "sessions_revocation_reason_grammar",
+        ),
+        (
+            "now()",
+            "'d' || chr(233)",
+            "sessions_revocation_reason_grammar",
+        ),
+        (
+            "now()",
+            too_long.as_str(),
+            "sessions_revocation_reason_grammar",
+        ),
+        ("NULL", "'logout'", "sessions_revocation_reason_revoked"),
+    ] {
+        let statement = insert(SessionId::new(), account(), revoked_at, reason);
+        let err = client.batch_execute(&statement).await.unwrap_err();
+        let refused_by = err.as_db_error().and_then(|db| db.constraint());
+        assert_eq!(refused_by, Some(constraint), "{statement}");
+    }
+    let old = SessionId::new();
+    client
+        .batch_execute(&insert(old, account(), "now()", "NULL"))
+        .await
+        .unwrap();
+    let read = store.get(old).await.unwrap().expect("stored");
+    assert!(read.revoked_at.is_some());
+    assert_eq!(
+        read.revocation_reason, None,
+        "revoked before reasons were recorded"
+    );
+
+    let owner = account();
+    let good = SessionId::new();
+    client
+        .batch_execute(&insert(good, owner, "now()", "'password_change'"))
+        .await
+        .unwrap();
+    let poison = SessionId::new();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE session.sessions DROP CONSTRAINT sessions_revocation_reason_grammar; {}",
+            insert(poison, owner, "now()", "'Secret Words'")
+        ))
+        .await
+        .unwrap();
+    let text = chain(&store.get(poison).await.unwrap_err());
+    assert!(
+        text.contains("revocation_reason"),
+        "names the column: {text}"
+    );
+    assert!(!text.contains("Secret"), "never the value: {text}");
+    let service =
+        SessionService::builder(Arc::new(store.clone()), Arc::new(MemoryCache::new())).build();
+    let page = service
+        .list(
+            owner,
+            ListScope::IncludeRevoked,
+            PageRequest {
+                after: None,
+                limit: PageLimit::DEFAULT,
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<SessionId> = page.sessions.iter().map(|s| s.id).collect();
+    assert_eq!(listed, vec![good]);
+    assert_eq!(
+        page.sessions[0]
+            .revocation_reason
+            .as_ref()
+            .map(|r| r.as_str()),
+        Some("password_change")
+    );
+    assert_eq!(service.status().change_log_stats.rows_skipped, 1);
 }

@@ -219,7 +219,10 @@ async fn two_instances_through_pgbouncer_follow_each_other() {
             }
         })
         .await;
-        b.service.revoke(created.session.id).await.unwrap();
+        b.service
+            .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
         within_a_minute(async {
             while !rejected(&a, &created.token).await {
                 tokio::time::sleep(Duration::from_millis(5)).await;

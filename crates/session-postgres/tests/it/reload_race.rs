@@ -91,7 +91,13 @@ async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect()
     });
     // Committed, and not yet in B's cache; A revokes it.
     gate.reached.notified().await;
-    assert_eq!(a.service.revoke_all(owner, None).await.unwrap(), 1);
+    assert_eq!(
+        a.service
+            .revoke_all(owner, None, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap(),
+        1
+    );
     // The log pruned past B's cursor: a mark now, and what it saw deleted
     // once it is older than the retention window.
     store.prune().await.unwrap();

@@ -35,7 +35,10 @@ async fn a_connection_the_server_killed_is_replaced() {
 
     assert_eq!(database.terminate_connections(), 1, "the pooled connection");
     assert_eq!(store.get(session.id).await.unwrap(), Some(session.clone()));
-    store.revoke(session.id, epoch()).await.unwrap();
+    store
+        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +63,12 @@ async fn a_stopped_server_is_unavailable_until_it_is_back() {
             store.find_active_by_hash(&before.token_hash).await,
             "find_active_by_hash",
         );
-        assert_unavailable(store.revoke(before.id, epoch()).await, "revoke");
+        assert_unavailable(
+            store
+                .revoke(before.id, epoch(), session_core::RevocationReason::LOGOUT)
+                .await,
+            "revoke",
+        );
         assert_unavailable(store.active_page(None, 10).await, "active_page");
         assert_unavailable(store.health_check().await, "health_check");
     })
@@ -208,7 +216,12 @@ async fn a_lock_held_on_the_sessions_table_fails_writes_within_the_lock_timeout(
             ),
             "{statements}: {created:?}"
         );
-        let revoked = within_a_minute(instance.service.revoke(kept.session.id)).await;
+        let revoked = within_a_minute(
+            instance
+                .service
+                .revoke(kept.session.id, session_core::RevocationReason::LOGOUT),
+        )
+        .await;
         assert!(
             matches!(
                 revoked,
@@ -228,7 +241,11 @@ async fn a_lock_held_on_the_sessions_table_fails_writes_within_the_lock_timeout(
             .await
             .expect("the session whose revoke failed still resolves");
         locker.batch_execute("ROLLBACK").await.unwrap();
-        instance.service.revoke(kept.session.id).await.unwrap();
+        instance
+            .service
+            .revoke(kept.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
     }
 }
 
@@ -271,7 +288,12 @@ async fn a_database_that_stops_answering_fails_calls_within_their_bound_and_reco
             ),
             "{created:?}"
         );
-        let revoked = within_a_minute(instance.service.revoke(kept.session.id)).await;
+        let revoked = within_a_minute(
+            instance
+                .service
+                .revoke(kept.session.id, session_core::RevocationReason::LOGOUT),
+        )
+        .await;
         assert!(
             matches!(
                 revoked,
@@ -306,7 +328,11 @@ async fn a_database_that_stops_answering_fails_calls_within_their_bound_and_reco
         .create(account(), Default::default())
         .await
         .unwrap();
-    instance.service.revoke(kept.session.id).await.unwrap();
+    instance
+        .service
+        .revoke(kept.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
 }
 
 /// The port of a URL's only host.

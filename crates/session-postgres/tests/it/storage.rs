@@ -27,7 +27,13 @@ async fn the_database_never_holds_a_raw_token() {
         };
         created.push(service.create(owner, metadata).await.unwrap());
     }
-    service.revoke(created[0].session.id).await.unwrap();
+    service
+        .revoke(
+            created[0].session.id,
+            session_core::RevocationReason::LOGOUT,
+        )
+        .await
+        .unwrap();
 
     let client = sql_client(database.url()).await;
     let dump: Vec<String> = client

@@ -189,7 +189,11 @@ async fn write_until_killed(path: &Path) {
         }
         if let (2, Some(id)) = (i % 3, previous) {
             store
-                .revoke(id, epoch() + Duration::hours(1))
+                .revoke(
+                    id,
+                    epoch() + Duration::hours(1),
+                    session_core::RevocationReason::LOGOUT,
+                )
                 .await
                 .unwrap();
             if !acknowledge(&format!("ack revoked {id}")) {

@@ -288,8 +288,110 @@ async fn the_schema_refuses_instants_out_of_range_in_the_columns_written() {
         ))
         .unwrap();
     let revoked = store
-        .revoke_all_for_account(session.account_id, None, epoch())
+        .revoke_all_for_account(
+            session.account_id,
+            None,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+        )
         .await
         .unwrap();
     assert_eq!(revoked, [session.token_hash]);
+}
+
+/// The schema holds revocation reasons to the domain's grammar, so other
+/// SQL cannot store one the domain refuses, nor a reason on an active
+/// session; a revoked row with no reason (one revoked before reasons were
+/// recorded) is stored and reads as `None`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_a_revocation_reason_the_domain_refuses() {
+    let store = TempStore::new().await;
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    let insert = |other: &mut SqliteConnection, revoked_at: &str, reason: &str| {
+        other.batch_execute(&format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at, revoked_at, \
+             revocation_reason) VALUES (randomblob(16), randomblob(16), randomblob(32), 0, \
+             {revoked_at}, {reason})"
+        ))
+    };
+    let too_long = format!("'{}'", "a".repeat(33));
+    for reason in [
+        "''",
+        "'Logout'",
+        "'1st'",
+        "'_x'",
+        "'pass word'",
+        "'a-b'",
+        "'idle' || char(10)",
+        "'d' || char(233)",
+        too_long.as_str(),
+    ] {
+        let refused = insert(&mut other, "60", reason);
+        assert!(refused.is_err(), "{reason} was stored");
+    }
+    assert!(
+        insert(&mut other, "NULL", "'logout'").is_err(),
+        "a reason on an active session was stored"
+    );
+    let longest = format!("'a{}'", "b_9".repeat(10) + "z");
+    for reason in ["'logout'", "'password_change'", longest.as_str(), "NULL"] {
+        insert(&mut other, "60", reason).unwrap();
+    }
+
+    let old = SessionId::from_uuid(Uuid::now_v7());
+    other
+        .batch_execute(&format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at, revoked_at) \
+             VALUES (x'{}', randomblob(16), randomblob(32), 0, 60)",
+            hex(old.as_uuid().as_bytes()),
+        ))
+        .unwrap();
+    let read = store.get(old).await.unwrap().expect("stored");
+    assert!(read.revoked_at.is_some());
+    assert_eq!(read.revocation_reason, None);
+}
+
+/// A row holding a reason the domain refuses (the schema's check turned
+/// off to write it) is skipped and counted by a list, like any other
+/// rejected row, and named by a read by id without its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_reason_the_domain_refuses_is_skipped_and_counted() {
+    let store = TempStore::new().await;
+    let owner = account();
+    let (_, good) = session_at(owner, epoch());
+    store.insert(&good).await.unwrap();
+    let poison = SessionId::from_uuid(Uuid::now_v7());
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    other
+        .batch_execute(&format!(
+            "PRAGMA ignore_check_constraints = ON; \
+             INSERT INTO sessions (id, account_id, token_hash, created_at, revoked_at, \
+             revocation_reason) VALUES (x'{}', x'{}', randomblob(32), 0, 60, 'Secret Words');",
+            hex(poison.as_uuid().as_bytes()),
+            hex(owner.as_uuid().as_bytes()),
+        ))
+        .unwrap();
+
+    let err = store.get(poison).await.unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains("revocation_reason"),
+        "names the column: {text}"
+    );
+    assert!(!text.contains("Secret"), "never the value: {text}");
+
+    let service = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
+    let page = service
+        .list(
+            owner,
+            ListScope::IncludeRevoked,
+            PageRequest {
+                after: None,
+                limit: session_core::PageLimit::DEFAULT,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.sessions, vec![good]);
+    assert_eq!(service.status().change_log_stats.rows_skipped, 1);
 }
