@@ -19,7 +19,7 @@ const MIGRATIONS: [&str; 9] = [
     "2026-12-06-000000_change_log_cursor",
     "2026-12-06-000001_log_written_by_triggers",
     "2026-12-06-000002_finite_times",
-    "2026-12-07-000000_revocation_reason",
+    "2026-12-06-000003_revocation_reason",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +174,7 @@ const AFTER_THE_CHANGE_LOG: [(&str, &str); 5] = [
     (
         "20261207000000",
         include_str!(
-            "../../../../migrations/postgres/2026-12-07-000000_revocation_reason/down.sql"
+            "../../../../migrations/postgres/2026-12-06-000003_revocation_reason/down.sql"
         ),
     ),
     (
