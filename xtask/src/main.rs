@@ -164,7 +164,7 @@ impl std::fmt::Display for Steps {
 
 /// Seconds `ci` runs each fuzz target: enough to catch a regression of
 /// what the seeds reach, within CI's budget; `cargo xtask fuzz` runs longer.
-const CI_FUZZ_SECS: u32 = 15;
+const CI_FUZZ_SECS: u32 = 10;
 
 fn bench(root: &Path, quick: bool) -> Result<()> {
     let results = target_dir(root).join("bench").join("results.json");
