@@ -27,11 +27,11 @@
 //! stored.
 //!
 //! **Memory.** A segment's slots live in chunks that are allocated one at a
-//! time and never move: a chunk is 1/16 to 1/32 of what the segment holds,
+//! time and never move: a chunk is 1/32 to 1/64 of what the segment holds,
 //! and growing adds one and spreads the keys over every slot allocated, so
-//! the load stays between about 0.87 and 0.92 and nothing is freed while
+//! the load stays between about 0.89 and 0.92 and nothing is freed while
 //! the index grows (no holes left in the allocator's heap, no moment with
-//! two copies of anything but one segment's keys). About 54 bytes a session.
+//! two copies of anything but one segment's keys). About 53 bytes a session.
 //! [`prepare`](SessionCache::prepare) sizes each segment for the count it
 //! is given (load 0.9) before filling it. An empty segment allocates
 //! nothing; the smallest chunk is 16 slots (768 bytes).
@@ -141,7 +141,7 @@ fn insert_growing(writer: &mut Writer<'_>, key: &Key, record: &Record) -> (bool,
 }
 
 /// A [`SessionCache`] of [`CacheMode::Compact`]: an exact index of every
-/// active session's [`SessionIdentity`] in 48 bytes a slot (about 54 bytes
+/// active session's [`SessionIdentity`] in 48 bytes a slot (about 53 bytes
 /// a session), read without a lock, and, optionally, a bounded
 /// [`RecordCache`] of whole records.
 ///
