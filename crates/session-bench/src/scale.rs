@@ -114,8 +114,9 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         "One child process per row. Bytes per session: the whole process's VmRSS growth over \
          the inserts / sessions, the compact mode's record cache at its default 64 MiB bound \
          and counted. Peak: VmHWM over the same start. Lookups: TokenHash::of_token_text and \
-         the cache's get, median ns per lookup over 11 interleaved rounds of 100,000, \
-         random order over 2,097,152 sampled sessions (or all, if fewer).",
+         the cache's get, median ns per lookup over 11 interleaved rounds of 100,000 \
+         (3 of 5,000 in quick mode), random order over 2,097,152 sampled sessions (or all, \
+         if fewer).",
     );
     for &(mode, sessions) in runs {
         eprintln!("  scale: {mode}, {sessions} sessions");
@@ -150,7 +151,13 @@ fn rows(section: &mut Section, mode: &str, m: &Measured) {
     } else {
         (176.0, MAP_BYTES_TARGET)
     };
-    let at_target_size = m.sessions >= 100_000_000 || mode == "map";
+    // The targets are set for 100M in compact mode and for 1M and more in
+    // full mode; smaller runs report the figures alone.
+    let at_target_size = if mode == "compact" {
+        m.sessions >= 100_000_000
+    } else {
+        m.sessions >= 1_000_000
+    };
     let ns = |v: f64| Figure::new(v, Unit::Nanoseconds);
     section.rows.push(
         Row::new(
@@ -162,7 +169,8 @@ fn rows(section: &mut Section, mode: &str, m: &Measured) {
         .target(at_target_size.then(|| {
             Target::below(
                 Figure::new(per_session, Unit::Bytes),
-                Figure::new(bytes_target + 0.5, Unit::Bytes),
+                // "At most": a hair over, so that the target itself passes.
+                Figure::new(bytes_target + 0.05, Unit::Bytes),
             )
         }))
         .detail("growth", Figure::new(m.growth_s, Unit::Seconds))
