@@ -24,6 +24,7 @@ mod propagation;
 mod report;
 mod resolve;
 mod resume;
+mod scale;
 mod sqlite;
 mod steady;
 
@@ -49,6 +50,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("miss", miss::run),
     ("pooler", pooler::run),
     ("resume", resume::run),
+    ("scale", scale::run),
 ];
 
 /// Runs the session benchmarks and writes their results.
@@ -95,6 +97,12 @@ fn main() -> anyhow::Result<()> {
     // beside the service, run as a process of its own.
     if std::env::args().nth(1).as_deref() == Some(floor::FLOOR_SERVER_ARG) {
         return floor::serve();
+    }
+    // Not a section either: one cache mode at one size, measured in a
+    // process of its own by the `scale` section.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(scale::CHILD_ARG) {
+        return scale::child(&args[2..]);
     }
     let cli = Cli::parse();
     let began = Instant::now();

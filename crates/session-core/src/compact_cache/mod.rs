@@ -4,11 +4,11 @@
 //! # The index
 //!
 //! 4,096 segments, chosen by the token hash's first 12 bits, each an
-//! independent table of ordered linear probing (`table.rs`) under its own
-//! `RwLock`. A slot is 47 bytes, in two arrays: the 8-byte *order word*
-//! (hash bits 16 to 79, lowest bit forced to 1 so that 0 marks a free slot),
-//! which lookups scan, and a 39-byte record: 7 more hash bytes (bits 80 to
-//! 135), the session id and the account id. No per-session allocation.
+//! independent table of ordered linear probing (`segment.rs`). A slot is 48
+//! bytes, 6 atomic words: the 8-byte *order word* (hash bits 16 to 79,
+//! lowest bit forced to 1 so that 0 marks a free slot), which lookups scan,
+//! and a 40-byte record: 7 more hash bytes (bits 80 to 135) and a spare
+//! byte, the session id and the account id. No per-session allocation.
 //!
 //! **Exactness.** A lookup matches a slot when the segment, the order word
 //! and the 7 stored bytes all equal the token hash's: 12 + 63 + 56 = 131 bits
@@ -26,58 +26,59 @@
 //! 131 bits clears it by the same cost, since the 12 segment bits are not
 //! stored.
 //!
-//! **Memory.** A table grows by one eighth (at least 4 homes) when one more
-//! key would take its load past 0.92, so its load stays between 0.82 and
-//! 0.92 (about 0.87 on average over segments at random points of their
-//! growth): about 54 bytes a session, never a doubling. Growing copies one
-//! segment, 1/4,096 of the index, so no moment holds two indexes' worth;
+//! **Memory.** A segment's slots live in chunks that are allocated one at a
+//! time and never move: a chunk is 1/32 to 1/64 of what the segment holds,
+//! and growing adds one and spreads the keys over every slot allocated, so
+//! the load stays between about 0.89 and 0.92 and nothing is freed while
+//! the index grows (no holes left in the allocator's heap, no moment with
+//! two copies of anything but one segment's keys). About 53 bytes a session.
 //! [`prepare`](SessionCache::prepare) sizes each segment for the count it
 //! is given (load 0.9) before filling it. An empty segment allocates
-//! nothing.
+//! nothing; the smallest chunk is 16 slots (768 bytes).
 //!
-//! **Locks.** One `RwLock` per segment, taken alone by every operation but
-//! [`install`](SessionCache::install), which takes all 4,096 write locks in
-//! segment order, swaps, and releases them, so a reader sees the old
-//! contents or the new ones, never a mix. The count and the slot count are
-//! atomics changed while the segment's write lock is held, so with all
-//! write locks held the count is exact. The record cache is only ever
-//! touched after the index's lock is released: it is not ordered against it.
+//! **Reads and writes.** A lookup takes no lock and writes nothing: it
+//! reads the segment under a sequence number and reads again if a write
+//! overlapped (`segment.rs` has the protocol and its orderings). Writers
+//! take the segment's mutex, so they are serialized per segment.
+//! [`install`](SessionCache::install) takes all 4,096 mutexes in segment
+//! order, makes every sequence number odd, moves the prepared chunks in
+//! (copying into chunks the live segment already has), then makes every
+//! number even: a reader sees the old contents or the new ones, never a
+//! mix. Chunks are freed only with the cache, since a reader may be reading
+//! any of them; so the index keeps the room it grew to even when replaced
+//! by fewer sessions. The count and the slot count are atomics changed
+//! under the segment's mutex, so with all mutexes held the count is exact.
+//! The record cache is only ever touched after the segment's mutex is
+//! released: it is not ordered against it.
 
-mod table;
+mod segment;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
 use uuid::Uuid;
 
 use crate::port::cache::{CacheMode, PreparedContents, RecordCache, SessionCache};
 use crate::session::{AccountId, Session, SessionId, SessionIdentity};
 use crate::token::TokenHash;
-use table::{NoRoom, Table};
+use segment::{NoRoom, Record, SLOT_BYTES, Segment, Writer};
 
 const SEGMENT_BITS: u32 = 12;
 const SEGMENTS: usize = 1 << SEGMENT_BITS;
 /// Hash bytes kept in a record beyond the segment and the order word.
 const LO_LEN: usize = 7;
-/// A record: those bytes, the session id and the account id.
-const RECORD_LEN: usize = LO_LEN + 16 + 16;
-type Record = [u8; RECORD_LEN];
-/// The bytes of one slot: its order word and its record.
-const SLOT_BYTES: usize = size_of::<u64>() + RECORD_LEN;
 /// A table grows when one more key would take its load past 23/25 = 0.92.
 const MAX_LOAD: (usize, usize) = (23, 25);
 /// [`prepare`](SessionCache::prepare) sizes tables for a load of 9/10.
 const BUILD_LOAD: (usize, usize) = (9, 10);
-/// The fewest homes a table grows by.
-const MIN_GROWTH: usize = 4;
 
 /// Where a token hash lives in the index and what identifies it there.
 struct Key {
     segment: usize,
     /// Bits 16 to 79 of the hash, the lowest forced to 1.
     hi: u64,
-    /// Bits 80 to 135.
-    lo: [u8; LO_LEN],
+    /// Bits 80 to 135, in a record's first word (its last byte 0).
+    lo: u64,
 }
 
 impl Key {
@@ -87,80 +88,62 @@ impl Key {
         let segment = (usize::from(bytes[0]) << 4) | usize::from(bytes[1] >> 4);
         let mut hi = [0; 8];
         hi.copy_from_slice(&bytes[2..10]);
-        let mut lo = [0; LO_LEN];
-        lo.copy_from_slice(&bytes[10..10 + LO_LEN]);
+        let mut lo = [0; 8];
+        lo[..LO_LEN].copy_from_slice(&bytes[10..10 + LO_LEN]);
         Self {
             segment,
             hi: u64::from_be_bytes(hi) | 1,
-            lo,
+            lo: u64::from_le_bytes(lo),
         }
     }
 }
 
-fn record(key: &Key, value: &[u8; 32]) -> Record {
-    let mut record = [0; RECORD_LEN];
-    record[..LO_LEN].copy_from_slice(&key.lo);
-    record[LO_LEN..].copy_from_slice(value);
-    record
-}
-
-/// A session's value in the index: its id, then its account.
-fn value_of(session: &Session) -> [u8; 32] {
-    let mut value = [0; 32];
-    value[..16].copy_from_slice(session.id.as_uuid().as_bytes());
-    value[16..].copy_from_slice(session.account_id.as_uuid().as_bytes());
-    value
+/// A session's record in the index: the key's stored bytes, its id, then
+/// its account.
+fn record_of(key: &Key, session: &Session) -> Record {
+    let words = |uuid: &Uuid| {
+        let (high, low) = uuid.as_u64_pair();
+        [high, low]
+    };
+    let [id_high, id_low] = words(session.id.as_uuid());
+    let [account_high, account_low] = words(session.account_id.as_uuid());
+    [key.lo, id_high, id_low, account_high, account_low]
 }
 
 fn identity(record: &Record, hash: &TokenHash) -> SessionIdentity {
-    let uuid_at = |at: usize| {
-        let mut bytes = [0; 16];
-        bytes.copy_from_slice(&record[at..at + 16]);
-        Uuid::from_bytes(bytes)
-    };
     SessionIdentity {
-        id: SessionId::from_uuid(uuid_at(LO_LEN)),
+        id: SessionId::from_uuid(Uuid::from_u64_pair(record[1], record[2])),
         // Stored from an `AccountId`, so never nil.
-        account_id: AccountId::from_checked(uuid_at(LO_LEN + 16)),
+        account_id: AccountId::from_checked(Uuid::from_u64_pair(record[3], record[4])),
         token_hash: *hash,
     }
 }
 
 /// The homes a table needs to hold `count` keys at the build load.
 fn homes_for(count: usize) -> usize {
-    if count == 0 {
-        0
-    } else {
-        count * BUILD_LOAD.1 / BUILD_LOAD.0 + MIN_GROWTH
-    }
+    count * BUILD_LOAD.1 / BUILD_LOAD.0
 }
 
-/// Inserts into a table, growing it first when it is full or the key's run
-/// has no room. Returns whether the key was added and how many slots the
-/// table gained.
-fn insert_growing(table: &mut Table, key: &Key, value: &[u8; 32]) -> (bool, usize) {
-    let before = table.slots();
-    if table.is_full() {
-        grow(table);
+/// Inserts into a segment, growing it first when it is full or the key's
+/// run has no room. Returns whether the key was added and how many slots
+/// the segment gained.
+fn insert_growing(writer: &mut Writer<'_>, key: &Key, record: &Record) -> (bool, usize) {
+    let mut grown = 0;
+    if writer.is_full() {
+        grown += writer.grow(0);
     }
-    let added = loop {
-        match table.insert(key, value) {
-            Ok(added) => break added,
-            Err(NoRoom) => grow(table),
+    loop {
+        match writer.insert(key, record) {
+            Ok(added) => return (added, grown),
+            Err(NoRoom) => grown += writer.grow(0),
         }
-    };
-    // Tables only grow.
-    (added, table.slots() - before)
-}
-
-fn grow(table: &mut Table) {
-    let homes = table.homes();
-    *table = table.rebuilt(homes + (homes / 8).max(MIN_GROWTH));
+    }
 }
 
 /// A [`SessionCache`] of [`CacheMode::Compact`]: an exact index of every
-/// active session's [`SessionIdentity`] in 47 bytes a slot (about 54 bytes
-/// a session), and, optionally, a bounded [`RecordCache`] of whole records.
+/// active session's [`SessionIdentity`] in 48 bytes a slot (about 53 bytes
+/// a session), read without a lock, and, optionally, a bounded
+/// [`RecordCache`] of whole records.
 ///
 /// Resolving a token needs only the index; the whole record
 /// ([`SessionService::session`](crate::SessionService::session)) comes from
@@ -168,9 +151,9 @@ fn grow(table: &mut Table) {
 /// [`MemoryCache`](crate::MemoryCache) (about 200 bytes a session) when the
 /// active sessions would not fit in memory with their metadata. See the
 /// module source for the layout, the 131 bits a lookup compares and why
-/// they make a false match infeasible, the growth and the locks.
+/// they make a false match infeasible, the growth and the read protocol.
 pub struct CompactCache {
-    segments: Box<[RwLock<Table>]>,
+    segments: Box<[Segment]>,
     /// The exact count, changed under the segment's write lock.
     len: AtomicUsize,
     /// Slots allocated over every segment, for [`SessionCache::bytes`].
@@ -200,7 +183,7 @@ impl CompactCache {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            segments: (0..SEGMENTS).map(|_| RwLock::default()).collect(),
+            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
             len: AtomicUsize::new(0),
             slots: AtomicUsize::new(0),
             records: None,
@@ -216,17 +199,14 @@ impl CompactCache {
         self
     }
 
-    fn segment(&self, key: &Key) -> &RwLock<Table> {
+    fn segment(&self, key: &Key) -> &Segment {
         &self.segments[key.segment]
     }
 
     fn index_insert(&self, session: &Session) {
         let key = Key::of(&session.token_hash);
-        let mut table = self
-            .segment(&key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (added, grown) = insert_growing(&mut table, &key, &value_of(session));
+        let mut writer = self.segment(&key).lock();
+        let (added, grown) = insert_growing(&mut writer, &key, &record_of(&key, session));
         if added {
             self.len.fetch_add(1, Ordering::AcqRel);
         }
@@ -237,11 +217,7 @@ impl CompactCache {
 
     fn index_remove(&self, hash: &TokenHash) {
         let key = Key::of(hash);
-        let mut table = self
-            .segment(&key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if table.remove(&key) {
+        if self.segment(&key).lock().remove(&key) {
             self.len.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -251,12 +227,8 @@ impl SessionCache for CompactCache {
     #[inline]
     fn get(&self, hash: &TokenHash) -> Option<SessionIdentity> {
         let key = Key::of(hash);
-        let table = self
-            .segment(&key)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let at = table.find(&key)?;
-        Some(identity(table.record(at), hash))
+        let record = self.segment(&key).find(&key)?;
+        Some(identity(&record, hash))
     }
 
     fn record(&self, hash: &TokenHash) -> Option<Arc<Session>> {
@@ -302,14 +274,17 @@ impl SessionCache for CompactCache {
         for session in &sessions {
             counts[Key::of(&session.token_hash).segment] += 1;
         }
-        let mut prepared = PreparedIndex {
-            tables: counts
-                .iter()
-                .map(|&n| Table::with_homes(homes_for(n)))
-                .collect(),
+        let prepared = PreparedIndex {
+            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
             len: 0,
         };
+        for (segment, &count) in prepared.segments.iter().zip(&counts) {
+            if count != 0 {
+                segment.lock().grow(homes_for(count));
+            }
+        }
         drop(counts);
+        let mut prepared = prepared;
         for session in sessions {
             prepared.insert(session);
         }
@@ -320,26 +295,30 @@ impl SessionCache for CompactCache {
         let Ok(prepared) = contents.into_any().downcast::<PreparedIndex>() else {
             panic!("CompactCache::install: the contents were prepared by another cache type");
         };
-        let PreparedIndex { mut tables, len } = *prepared;
-        let slots = tables.iter().map(Table::slots).sum();
-        let mut guards: Vec<_> = self
-            .segments
-            .iter()
-            .map(|segment| segment.write().unwrap_or_else(PoisonError::into_inner))
-            .collect();
-        for (guard, table) in guards.iter_mut().zip(tables.iter_mut()) {
-            std::mem::swap(&mut **guard, table);
+        let PreparedIndex { mut segments, len } = *prepared;
+        let mut writers: Vec<Writer<'_>> = self.segments.iter().map(Segment::lock).collect();
+        // Every segment odd before any changes, every one even only after
+        // all changed: a reader sees the old contents or the new ones.
+        for writer in &writers {
+            writer.begin();
         }
+        for (writer, from) in writers.iter_mut().zip(segments.iter_mut()) {
+            writer.take_from(from);
+        }
+        for writer in &writers {
+            writer.end();
+        }
+        let slots = writers.iter().map(Writer::capacity).sum();
         self.len.store(len, Ordering::Release);
         self.slots.store(slots, Ordering::Relaxed);
-        drop(guards);
+        drop(writers);
         // Records of the old contents may be stale (a session's metadata
         // rewritten while the contents were rebuilt): read them again.
         if let Some(records) = &self.records {
             records.clear();
         }
-        // The old tables are freed here, outside the locks.
-        drop(tables);
+        // Chunks copied from are freed here, outside the locks.
+        drop(segments);
     }
 
     fn len(&self) -> usize {
@@ -352,22 +331,23 @@ impl SessionCache for CompactCache {
     }
 }
 
-/// [`CompactCache`]'s next contents: its tables, built apart.
+/// [`CompactCache`]'s next contents: its segments, built apart.
 struct PreparedIndex {
-    tables: Vec<Table>,
+    segments: Box<[Segment]>,
     len: usize,
 }
 
 impl PreparedContents for PreparedIndex {
     fn insert(&mut self, session: Arc<Session>) {
         let key = Key::of(&session.token_hash);
-        let (added, _) = insert_growing(&mut self.tables[key.segment], &key, &value_of(&session));
+        let mut writer = self.segments[key.segment].lock();
+        let (added, _) = insert_growing(&mut writer, &key, &record_of(&key, &session));
         self.len += usize::from(added);
     }
 
     fn remove(&mut self, hash: &TokenHash) {
         let key = Key::of(hash);
-        self.len -= usize::from(self.tables[key.segment].remove(&key));
+        self.len -= usize::from(self.segments[key.segment].lock().remove(&key));
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {

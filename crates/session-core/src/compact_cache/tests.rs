@@ -1,13 +1,16 @@
-//! The table's rule and the index's answers against a model, over random
+//! The table's rule and a segment's answers against a model, over random
 //! operations, with keys crowded on purpose (few distinct order words, tiny
-//! tables) so runs are long, meet the tail and tie.
+//! tables) so runs are long, meet the tail and tie; and lock-free readers
+//! racing writers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 
 use proptest::prelude::*;
 
-use super::table::Table;
-use super::{Key, LO_LEN, MIN_GROWTH, grow, insert_growing};
+use super::segment::{RECORD_WORDS, Record, Segment};
+use super::{Key, insert_growing};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -21,8 +24,15 @@ fn key(hi: u8, lo: u8) -> Key {
     Key {
         segment: 0,
         hi: (u64::from(hi) << 56) | (u64::from(hi) << 3) | 1,
-        lo: [lo; LO_LEN],
+        lo: u64::from(lo) + 1,
     }
+}
+
+/// A record for `key` whose other words all hold `value`.
+fn record(key: &Key, value: u64) -> Record {
+    let mut record = [value; RECORD_WORDS];
+    record[0] = key.lo;
+    record
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,60 +46,166 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn a_table_answers_as_a_map_does(ops in prop::collection::vec(op(), 1..400)) {
-        let mut table = Table::default();
+    fn a_segment_answers_as_a_map_does(ops in prop::collection::vec(op(), 1..400)) {
+        let segment = Segment::default();
         let mut model: HashMap<(u8, u8), u8> = HashMap::new();
         for op in ops {
+            let mut writer = segment.lock();
             match op {
                 Op::Insert(hi, lo, value) => {
-                    let (added, _) = insert_growing(&mut table, &key(hi, lo), &[value; 32]);
+                    let key = key(hi, lo);
+                    let (added, _) =
+                        insert_growing(&mut writer, &key, &record(&key, u64::from(value)));
                     prop_assert_eq!(added, model.insert((hi, lo), value).is_none());
                 }
                 Op::Remove(hi, lo) => {
-                    prop_assert_eq!(table.remove(&key(hi, lo)), model.remove(&(hi, lo)).is_some());
+                    prop_assert_eq!(writer.remove(&key(hi, lo)), model.remove(&(hi, lo)).is_some());
                 }
             }
-            table.check();
-            prop_assert_eq!(table.len(), model.len());
+            writer.check();
+            prop_assert_eq!(writer.len(), model.len());
         }
         for hi in 0..=255u8 {
             for lo in 0..3u8 {
-                let found = table.find(&key(hi, lo)).map(|at| table.record(at)[LO_LEN]);
+                let key = key(hi, lo);
+                let found = segment.find(&key).map(|record| record[1] as u8);
                 prop_assert_eq!(found, model.get(&(hi, lo)).copied());
             }
         }
     }
 }
 
+/// Keys spread like hash output: a multiplicative scramble of `i`.
+fn spread(i: u64) -> Key {
+    Key {
+        segment: 0,
+        hi: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        lo: i % 251 + 1,
+    }
+}
+
 #[test]
 fn growth_keeps_every_key_and_the_load_in_bounds() {
-    let mut table = Table::default();
-    let keys: Vec<Key> = (0..20_000u64)
-        .map(|i| Key {
-            segment: 0,
-            // Spread like hash output: a multiplicative scramble of i.
-            hi: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-            lo: [(i % 251) as u8; LO_LEN],
-        })
-        .collect();
+    let segment = Segment::default();
+    let keys: Vec<Key> = (0..20_000u64).map(spread).collect();
+    let mut writer = segment.lock();
     for (i, key) in keys.iter().enumerate() {
-        insert_growing(&mut table, key, &[1; 32]);
+        insert_growing(&mut writer, key, &record(key, i as u64));
         if i > 1_000 {
-            let load = table.len() as f64 / table.homes() as f64;
-            assert!((0.80..=0.921).contains(&load), "load {load} at {i}");
+            let load = writer.len() as f64 / writer.table_homes() as f64;
+            assert!((0.85..=0.921).contains(&load), "load {load} at {i}");
+            // Homes and tail fill the chunks: the tail is 8 + 1/256 of them.
+            let used = writer.table_homes() as f64 / writer.capacity() as f64;
+            assert!(used > 0.98, "{used} of the slots allocated are homes");
         }
     }
-    table.check();
-    assert!(keys.iter().all(|key| table.find(key).is_some()));
-    // One more growth step is one eighth, never a doubling.
-    let before = table.homes();
-    grow(&mut table);
-    assert_eq!(table.homes(), before + (before / 8).max(MIN_GROWTH));
-    table.check();
-    for key in &keys[..10_000] {
-        assert!(table.remove(key));
+    writer.check();
+    drop(writer);
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(segment.find(key), Some(record(key, i as u64)));
     }
-    table.check();
-    assert!(keys[..10_000].iter().all(|key| table.find(key).is_none()));
-    assert!(keys[10_000..].iter().all(|key| table.find(key).is_some()));
+    let mut writer = segment.lock();
+    for key in &keys[..10_000] {
+        assert!(writer.remove(key));
+    }
+    writer.check();
+    drop(writer);
+    assert!(keys[..10_000].iter().all(|key| segment.find(key).is_none()));
+    assert!(keys[10_000..].iter().all(|key| segment.find(key).is_some()));
+}
+
+#[test]
+fn a_segment_taken_from_another_holds_exactly_its_keys() {
+    let (live, smaller, larger) = (Segment::default(), Segment::default(), Segment::default());
+    let fill = |segment: &Segment, keys: std::ops::Range<u64>| {
+        let mut writer = segment.lock();
+        for i in keys {
+            let key = spread(i);
+            insert_growing(&mut writer, &key, &record(&key, i));
+        }
+    };
+    fill(&live, 0..3_000);
+    // Fewer chunks than the live segment: its extra chunks are cleared.
+    fill(&smaller, 5_000..5_100);
+    // More: the live segment copies into its chunks and adopts the rest.
+    fill(&larger, 10_000..20_000);
+    for (mut from, keys) in [(smaller, 5_000..5_100), (larger, 10_000..20_000)] {
+        let mut writer = live.lock();
+        writer.begin();
+        assert_eq!(writer.take_from(&mut from), keys.clone().count());
+        writer.end();
+        writer.check();
+        drop(writer);
+        for i in 0..20_000 {
+            let expected = keys.contains(&i).then(|| record(&spread(i), i));
+            assert_eq!(live.find(&spread(i)), expected, "key {i}");
+        }
+    }
+}
+
+/// Readers run while a writer inserts, removes and grows the same segment.
+/// Keys that stay put must always be found with their own record; keys
+/// never inserted must never be; keys that come and go must be found with
+/// their own record or not at all. A torn read would show as a record
+/// mixing two keys' words, or as a stable key missing mid-shift.
+#[test]
+fn lock_free_readers_see_whole_records_and_stable_keys_throughout() {
+    const STABLE: u64 = 2_000;
+    const CHURN: u64 = 6_000;
+    let segment = Segment::default();
+    {
+        let mut writer = segment.lock();
+        for i in 0..STABLE {
+            let key = spread(i);
+            insert_growing(&mut writer, &key, &record(&key, i));
+        }
+    }
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|reader| {
+                let (segment, done) = (&segment, &done);
+                scope.spawn(move || {
+                    let mut lookups = 0u64;
+                    let mut i = reader;
+                    while !done.load(Ordering::Relaxed) || lookups < 100_000 {
+                        i = (i + 7) % (STABLE + CHURN + 1_000);
+                        let key = spread(i);
+                        let found = segment.find(&key);
+                        if i < STABLE {
+                            assert_eq!(found, Some(record(&key, i)), "stable key {i}");
+                        } else if i < STABLE + CHURN {
+                            if let Some(found) = found {
+                                assert_eq!(found, record(&key, i), "churning key {i}");
+                            }
+                        } else {
+                            assert_eq!(found, None, "key {i} was never inserted");
+                        }
+                        lookups += 1;
+                    }
+                    lookups
+                })
+            })
+            .collect();
+        // Grows the segment several times over, then empties the churn and
+        // fills it again: every path that moves slots.
+        for round in 0..3 {
+            for i in STABLE..STABLE + CHURN {
+                let key = spread(i);
+                let mut writer = segment.lock();
+                insert_growing(&mut writer, &key, &record(&key, i));
+            }
+            for i in (STABLE..STABLE + CHURN).filter(|i| i % 3 != round) {
+                assert!(segment.lock().remove(&spread(i)));
+            }
+            for i in (STABLE..STABLE + CHURN).filter(|i| i % 3 == round) {
+                assert!(segment.lock().remove(&spread(i)));
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().expect("a reader panicked") >= 100_000);
+        }
+    });
+    segment.lock().check();
 }

@@ -1,0 +1,591 @@
+//! One segment of the index: ordered linear probing over fixed-size slots,
+//! read without a lock under a sequence number, stored in chunks that never
+//! move.
+//!
+//! # The table's rule
+//!
+//! A key's *home* is `hi × homes / 2^64` (multiply-shift: the hash's bits
+//! already are uniform, so they place the key with no further hashing), and
+//! the table keeps one rule: every key sits at its home or after it, with
+//! every slot in between occupied, and the keys of each run of occupied
+//! slots in increasing `hi`. Because the home grows with `hi`, the whole
+//! table is then in increasing `hi` order. So:
+//!
+//! - a lookup scans from the home and stops at an empty slot or a larger
+//!   `hi`: a miss costs what a hit does (Amble and Knuth's ordered hash
+//!   table, 1974), about 1 + 1/(1 − load) / 2 slots, 8 bytes each;
+//! - an insert shifts the rest of its run one slot on, and a removal shifts
+//!   the displaced keys after it one slot back: no tombstones;
+//! - a rebuild at another size is one pass in slot order.
+//!
+//! Runs never wrap around: the slots have a tail past the last home for the
+//! runs that end there, and a run that would leave the tail makes the table
+//! grow.
+//!
+//! # Storage: chunks that never move
+//!
+//! Slots live in chunks allocated one at a time and freed only with the
+//! segment (or handed over whole by [`Writer::take_from`]). Chunk sizes come
+//! in groups of [`CHUNKS_PER_GROUP`]: group `g`'s chunks hold
+//! `FIRST_CHUNK << g` slots, so a chunk is 1/32 to 1/64 of what the segment
+//! already holds, and a slot's chunk is found by arithmetic, no search.
+//! Growing adds one chunk and then uses every slot allocated (the homes are
+//! set so that homes plus tail fill the chunks): the load falls by a chunk's
+//! share per growth and stays between about 0.89 and 0.92. Nothing is freed
+//! while the segment grows, so the allocator is left no holes, and since a
+//! chunk never moves or goes away, a reader holding a stale picture of the
+//! segment reads stale words, never freed memory.
+//!
+//! A slot is 6 atomic words, 48 bytes: its order word (what lookups
+//! compare), then its record of 5 words (the 7 stored hash bytes and a spare
+//! byte, the session id, the account id). Order word and record side by
+//! side: a hit finds its record in the line it matched in (or the next,
+//! which the scan's loads already asked for), not in a line of its own that
+//! only the match can name, one dependent cache miss fewer. A scan reads
+//! 48 bytes a slot instead of 8, but in consecutive lines whose loads the
+//! processor issues together.
+//!
+//! # Reads and writes
+//!
+//! Writers are serialized by the segment's mutex. Each change happens
+//! between [`Writer::begin`] (the sequence number turns odd) and
+//! [`Writer::end`] (even again, two more than before). A reader loads the
+//! sequence number (Acquire), retries while it is odd, reads the words it
+//! needs with Relaxed loads, fences (Acquire) and loads the sequence number
+//! again: the same value means no change overlapped its reads, so what it
+//! read is one consistent state; otherwise it reads again. This is Boehm's
+//! sequence lock ("Can seqlocks get along with programming language memory
+//! models?", 2012): the writer's odd store is ordered before its data
+//! stores by a Release fence, so a reader whose loads saw any of a change's
+//! stores sees the odd or a later number on its second load. A reader takes
+//! no lock and writes nothing shared, so lookups of one thread overlap their
+//! cache misses and lookups of different threads never contend on a line.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use super::{Key, MAX_LOAD};
+
+/// An empty slot's order word. Real keys have their lowest bit set
+/// ([`Key::of`](super::Key::of)), so none is ever 0.
+const EMPTY: u64 = 0;
+
+/// A slot's record: the 7 stored hash bytes (and a spare 0 byte) as one
+/// word, then the session id and the account id, two words each.
+pub(super) type Record = [u64; RECORD_WORDS];
+/// Words in a record.
+pub(super) const RECORD_WORDS: usize = 5;
+/// Words in a slot: its order word, then its record.
+const SLOT_WORDS: usize = 1 + RECORD_WORDS;
+/// Bytes a slot takes.
+pub(super) const SLOT_BYTES: usize = 8 * SLOT_WORDS;
+
+/// Slots in each chunk of group 0.
+const FIRST_CHUNK: usize = 16;
+/// Chunks in each group; group `g`'s hold `FIRST_CHUNK << g` slots.
+const CHUNKS_PER_GROUP: usize = 32;
+/// Groups: 16 hold 33.5 million slots a segment, far past any memory.
+const GROUPS: usize = 16;
+/// Slots in group 0.
+const GROUP_SLOTS: usize = FIRST_CHUNK * CHUNKS_PER_GROUP;
+
+type Chunk = Box<[AtomicU64]>;
+type Group = Box<[OnceLock<Chunk>; CHUNKS_PER_GROUP]>;
+
+/// Where slot `at` is: its group, its chunk in the group, its index in the
+/// chunk, and the chunk's slot count.
+#[inline]
+fn locate(at: usize) -> (usize, usize, usize, usize) {
+    let group = (at / GROUP_SLOTS + 1).ilog2();
+    let offset = at - GROUP_SLOTS * ((1 << group) - 1);
+    // Shifts, not divisions: chunk sizes are powers of two.
+    let shift = FIRST_CHUNK.trailing_zeros() + group;
+    (
+        group as usize,
+        offset >> shift,
+        offset & ((1 << shift) - 1),
+        1 << shift,
+    )
+}
+
+/// The slots past the last home, for runs that end there.
+fn tail(homes: usize) -> usize {
+    8 + homes / 256
+}
+
+/// The most homes `capacity` slots hold with their tail.
+fn homes_within(capacity: usize) -> usize {
+    if capacity <= tail(0) {
+        return 0;
+    }
+    let mut homes = (capacity - tail(0)) * 256 / 257;
+    while homes + tail(homes) > capacity {
+        homes -= 1;
+    }
+    homes
+}
+
+#[inline]
+fn home(hi: u64, homes: usize) -> usize {
+    // The product is below homes × 2^64, so the shifted value is below
+    // `homes` and fits.
+    ((u128::from(hi) * homes as u128) >> 64) as usize
+}
+
+thread_local! {
+    /// A rebuild's keys, copied aside. Kept per thread, so that growing
+    /// frees nothing: a buffer allocated and freed at every growth (1.2 MB
+    /// at 100 million sessions) can leave holes in the allocator's heap
+    /// when small long-lived allocations (the record cache's) land in it
+    /// between growths. It holds the largest segment a thread rebuilt,
+    /// rounded up to a power of two.
+    static REBUILD: RefCell<Vec<(u64, Record)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// No room for the key: grow the table and insert again.
+#[derive(Debug)]
+pub(super) struct NoRoom;
+
+/// A read that overlapped a change: read again.
+struct Torn;
+
+/// What only writers touch, under the segment's mutex.
+#[derive(Debug, Default)]
+struct State {
+    len: usize,
+    /// Slots in the chunks allocated.
+    capacity: usize,
+    /// Chunks allocated, in slot order.
+    chunks: usize,
+}
+
+/// One segment: see the module documentation.
+#[derive(Default)]
+pub(super) struct Segment {
+    /// Odd while a writer changes the segment.
+    seq: AtomicU64,
+    /// Homes of the table; slots in use are homes plus [`tail`]. 0 when the
+    /// segment holds nothing and has never held anything.
+    homes: AtomicUsize,
+    groups: [OnceLock<Group>; GROUPS],
+    state: Mutex<State>,
+}
+
+impl Segment {
+    /// The chunk holding slot `at`, with `at`'s index in it and the chunk's
+    /// slot count; `None` if it is not allocated (only in a torn read).
+    #[inline]
+    fn chunk(&self, at: usize) -> Option<(&[AtomicU64], usize, usize)> {
+        let (group, chunk, index, slots) = locate(at);
+        let chunk = self.groups.get(group)?.get()?.get(chunk)?.get()?;
+        Some((chunk, index, slots))
+    }
+
+    /// The record of `key`, if the segment holds it: the lock-free read.
+    #[inline]
+    pub(super) fn find(&self, key: &Key) -> Option<Record> {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let found = self.scan(key);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before
+                && let Ok(found) = found
+            {
+                return found;
+            }
+        }
+    }
+
+    /// One attempt at [`find`](Self::find): its answer is meaningful only if
+    /// no change overlapped it.
+    #[inline]
+    fn scan(&self, key: &Key) -> Result<Option<Record>, Torn> {
+        let homes = self.homes.load(Ordering::Relaxed);
+        if homes == 0 {
+            return Ok(None);
+        }
+        let slots = homes + tail(homes);
+        let mut at = home(key.hi, homes);
+        while at < slots {
+            let (chunk, start, n) = self.chunk(at).ok_or(Torn)?;
+            let end = n.min(start + slots - at);
+            for slot in chunk[start * SLOT_WORDS..end * SLOT_WORDS].chunks_exact(SLOT_WORDS) {
+                let here = slot[0].load(Ordering::Relaxed);
+                if here == key.hi {
+                    if slot[1].load(Ordering::Relaxed) == key.lo {
+                        return Ok(Some(std::array::from_fn(|word| {
+                            slot[1 + word].load(Ordering::Relaxed)
+                        })));
+                    }
+                } else if here > key.hi || here == EMPTY {
+                    return Ok(None);
+                }
+            }
+            at += n - start;
+        }
+        Ok(None)
+    }
+
+    /// The segment's writer: waits for other writers.
+    pub(super) fn lock(&self) -> Writer<'_> {
+        Writer {
+            segment: self,
+            state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+/// A segment's only writer, holding its mutex.
+pub(super) struct Writer<'a> {
+    segment: &'a Segment,
+    state: MutexGuard<'a, State>,
+}
+
+impl Writer<'_> {
+    /// Readers will read again until [`end`](Self::end).
+    pub(super) fn begin(&self) {
+        let seq = self.segment.seq.load(Ordering::Relaxed);
+        debug_assert!(seq & 1 == 0, "a change inside a change");
+        self.segment.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
+    /// The change is complete: readers may use what they read from here on.
+    pub(super) fn end(&self) {
+        let seq = self.segment.seq.load(Ordering::Relaxed);
+        self.segment.seq.store(seq + 1, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.state.len
+    }
+
+    /// Slots allocated.
+    pub(super) fn capacity(&self) -> usize {
+        self.state.capacity
+    }
+
+    fn homes(&self) -> usize {
+        self.segment.homes.load(Ordering::Relaxed)
+    }
+
+    fn slots(&self) -> usize {
+        let homes = self.homes();
+        if homes == 0 { 0 } else { homes + tail(homes) }
+    }
+
+    fn words(&self, at: usize) -> (&AtomicU64, &[AtomicU64]) {
+        let Some((chunk, index, _)) = self.segment.chunk(at) else {
+            panic!("slot {at} is below the homes and tail, so its chunk is allocated");
+        };
+        let (hi, record) = chunk[index * SLOT_WORDS..][..SLOT_WORDS].split_at(1);
+        (&hi[0], record)
+    }
+
+    fn hi(&self, at: usize) -> u64 {
+        self.words(at).0.load(Ordering::Relaxed)
+    }
+
+    fn lo(&self, at: usize) -> u64 {
+        self.words(at).1[0].load(Ordering::Relaxed)
+    }
+
+    fn read(&self, at: usize) -> (u64, Record) {
+        let (hi, record) = self.words(at);
+        (
+            hi.load(Ordering::Relaxed),
+            std::array::from_fn(|word| record[word].load(Ordering::Relaxed)),
+        )
+    }
+
+    fn write(&self, at: usize, hi: u64, record: &Record) {
+        let (hi_word, words) = self.words(at);
+        hi_word.store(hi, Ordering::Relaxed);
+        for (word, value) in words.iter().zip(record) {
+            word.store(*value, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot holding `key`, if any.
+    fn position(&self, key: &Key) -> Option<usize> {
+        let slots = self.slots();
+        if slots == 0 {
+            return None;
+        }
+        let mut at = home(key.hi, self.homes());
+        while at < slots {
+            let here = self.hi(at);
+            if here == key.hi {
+                if self.lo(at) == key.lo {
+                    return Some(at);
+                }
+            } else if here > key.hi || here == EMPTY {
+                return None;
+            }
+            at += 1;
+        }
+        None
+    }
+
+    /// Whether one more key would take the load past its bound.
+    pub(super) fn is_full(&self) -> bool {
+        (self.state.len + 1) * MAX_LOAD.1 > self.homes() * MAX_LOAD.0
+    }
+
+    /// Adds `key` with `record` (whose first word is `key.lo`), or replaces
+    /// the record of the same key. `Ok(true)` when added.
+    ///
+    /// # Errors
+    ///
+    /// [`NoRoom`] when the run it joins would leave the slots; nothing is
+    /// changed.
+    pub(super) fn insert(&mut self, key: &Key, record: &Record) -> Result<bool, NoRoom> {
+        let slots = self.slots();
+        if slots == 0 {
+            return Err(NoRoom);
+        }
+        let mut at = home(key.hi, self.homes());
+        loop {
+            if at >= slots {
+                return Err(NoRoom);
+            }
+            let here = self.hi(at);
+            if here == EMPTY || here > key.hi {
+                break;
+            }
+            if here == key.hi && self.lo(at) == key.lo {
+                self.begin();
+                self.write(at, key.hi, record);
+                self.end();
+                return Ok(false);
+            }
+            at += 1;
+        }
+        // The rest of the run moves one slot on, into the first free one.
+        let mut free = at;
+        while self.hi(free) != EMPTY {
+            free += 1;
+            if free >= slots {
+                return Err(NoRoom);
+            }
+        }
+        self.begin();
+        for to in (at + 1..=free).rev() {
+            let (hi, moved) = self.read(to - 1);
+            self.write(to, hi, &moved);
+        }
+        self.write(at, key.hi, record);
+        self.end();
+        self.state.len += 1;
+        Ok(true)
+    }
+
+    /// Drops `key`; `true` when it was there.
+    pub(super) fn remove(&mut self, key: &Key) -> bool {
+        let Some(at) = self.position(key) else {
+            return false;
+        };
+        let slots = self.slots();
+        let homes = self.homes();
+        // Every key after it that is not at its home moves one slot back.
+        let mut end = at + 1;
+        while end < slots {
+            let hi = self.hi(end);
+            if hi == EMPTY || home(hi, homes) == end {
+                break;
+            }
+            end += 1;
+        }
+        self.begin();
+        for to in at..end - 1 {
+            let (hi, moved) = self.read(to + 1);
+            self.write(to, hi, &moved);
+        }
+        self.write(end - 1, EMPTY, &[0; RECORD_WORDS]);
+        self.end();
+        self.state.len -= 1;
+        true
+    }
+
+    /// Allocates the next chunk; returns its slot count.
+    fn add_chunk(&mut self) -> usize {
+        let index = self.state.chunks;
+        let (group, chunk, _, slots) = locate(self.state.capacity);
+        debug_assert_eq!(index, group * CHUNKS_PER_GROUP + chunk);
+        let group = self.segment.groups[group].get_or_init(Default::default);
+        let words: Chunk = (0..slots * SLOT_WORDS)
+            .map(|_| AtomicU64::new(EMPTY))
+            .collect();
+        assert!(
+            group[chunk].set(words).is_ok(),
+            "chunk {index} is allocated once"
+        );
+        self.state.chunks += 1;
+        self.state.capacity += slots;
+        slots
+    }
+
+    /// Adds chunks until the homes can pass both their count and
+    /// `min_homes` (a chunk is enough unless `min_homes` asks for more),
+    /// and places every key again over homes that fill the chunks. Returns
+    /// the slots added.
+    pub(super) fn grow(&mut self, min_homes: usize) -> usize {
+        let before = self.state.capacity;
+        let target = min_homes.max(self.homes() + 1);
+        while homes_within(self.state.capacity) < target {
+            self.add_chunk();
+        }
+        let slots = self.slots();
+        REBUILD.with_borrow_mut(|keys| {
+            keys.clear();
+            // Powers of two: the buffer is reallocated a few times in the
+            // thread's life, not at every growth of a larger segment.
+            keys.reserve(self.state.len.next_power_of_two());
+            for at in 0..slots {
+                let (hi, record) = self.read(at);
+                if hi != EMPTY {
+                    keys.push((hi, record));
+                }
+            }
+            self.begin();
+            // Placing can only fail for a run far longer than the load makes
+            // likely; then one more chunk and again.
+            while !self.place_in_order(keys) {
+                self.add_chunk();
+            }
+            self.end();
+        });
+        self.state.capacity - before
+    }
+
+    /// Clears the slots and places `keys`, in increasing `hi`, each at its
+    /// home or just after the one before, over homes that fill the chunks:
+    /// the table's rule holds by construction. `false` if a key would land
+    /// past the slots (then the slots are left cleared). Inside a change.
+    fn place_in_order(&self, keys: &[(u64, Record)]) -> bool {
+        let homes = homes_within(self.state.capacity);
+        let slots = homes + tail(homes);
+        for at in 0..slots {
+            self.write(at, EMPTY, &[0; RECORD_WORDS]);
+        }
+        let mut next = 0;
+        for (hi, record) in keys {
+            let to = home(*hi, homes).max(next);
+            if to >= slots {
+                for at in 0..slots {
+                    self.write(at, EMPTY, &[0; RECORD_WORDS]);
+                }
+                return false;
+            }
+            self.write(to, *hi, record);
+            next = to + 1;
+        }
+        self.segment.homes.store(homes, Ordering::Relaxed);
+        true
+    }
+
+    /// Makes this segment hold exactly what `from` holds, inside a change
+    /// the caller began: chunks this one lacks are taken from `from`
+    /// whole, the others copied into. Returns how many keys `from` held.
+    pub(super) fn take_from(&mut self, from: &mut Segment) -> usize {
+        let from_state = from.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let (len, from_chunks) = (from_state.len, from_state.chunks);
+        let from_homes = *from.homes.get_mut();
+        let mut at = 0;
+        for index in 0..from_chunks.max(self.state.chunks) {
+            let (group, chunk, _, slots) = locate(at);
+            at += slots;
+            let theirs = from.groups[group]
+                .get_mut()
+                .and_then(|chunks| chunks[chunk].take());
+            if index >= self.state.chunks {
+                let Some(theirs) = theirs else { break };
+                let ours = self.segment.groups[group].get_or_init(Default::default);
+                assert!(ours[chunk].set(theirs).is_ok(), "chunk {index} is free");
+                self.state.chunks += 1;
+                self.state.capacity += slots;
+                continue;
+            }
+            let Some((ours, _, _)) = self.segment.chunk(at - slots) else {
+                unreachable!("chunk {index} is allocated");
+            };
+            match theirs {
+                Some(theirs) => {
+                    for (word, value) in ours.iter().zip(theirs.iter()) {
+                        word.store(value.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    for word in ours {
+                        word.store(EMPTY, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.segment.homes.store(from_homes, Ordering::Relaxed);
+        self.state.len = len;
+        len
+    }
+
+    /// Checks the table's rule; for tests.
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        let mut count = 0;
+        let mut previous = 0;
+        let homes = self.homes();
+        let slots = self.slots();
+        assert!(slots <= self.state.capacity);
+        for at in 0..slots {
+            let hi = self.hi(at);
+            if hi == EMPTY {
+                continue;
+            }
+            count += 1;
+            let home = home(hi, homes);
+            assert!(home <= at, "slot {at} before its home {home}");
+            assert!(
+                (home..at).all(|h| self.hi(h) != EMPTY),
+                "a gap between slot {at} and its home {home}"
+            );
+            assert!(hi >= previous, "slot {at} out of order");
+            previous = hi;
+        }
+        assert_eq!(count, self.state.len);
+    }
+
+    /// Homes of the table; for tests.
+    #[cfg(test)]
+    pub(super) fn table_homes(&self) -> usize {
+        self.homes()
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use super::{CHUNKS_PER_GROUP, FIRST_CHUNK, GROUPS, locate};
+
+    #[test]
+    fn consecutive_slots_fill_each_chunk_then_the_next() {
+        let mut expected = (0, 0, 0);
+        let end = FIRST_CHUNK * CHUNKS_PER_GROUP * ((1 << 6) - 1);
+        for at in 0..end {
+            let (group, chunk, index, slots) = locate(at);
+            assert_eq!((group, chunk, index), expected, "slot {at}");
+            assert_eq!(slots, FIRST_CHUNK << group);
+            expected.2 += 1;
+            if expected.2 == slots {
+                expected = (group, chunk + 1, 0);
+                if expected.1 == CHUNKS_PER_GROUP {
+                    expected = (group + 1, 0, 0);
+                }
+            }
+        }
+        assert!(expected.0 < GROUPS);
+    }
+}
