@@ -305,6 +305,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             token_hash,
             created_at,
             revoked_at: None,
+            revocation_reason: None,
             metadata: ClientMetadata::default(),
         }));
     }
