@@ -11,7 +11,9 @@ use session_core::{AccountId, SessionId};
 
 use crate::error::ErrorCode;
 use crate::input::{parse_json, parse_query, path_id};
-use crate::sessions::{CreateSessionRequest, ListParams, ResolveRequest, RevokeAllParams};
+use crate::sessions::{
+    CreateSessionRequest, ListParams, ResolveRequest, RevokeAllParams, RevokeParams,
+};
 
 /// A place a client's text is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +30,20 @@ pub enum Input {
     SessionIdPath,
     /// The `{account_id}` of `/v1/accounts/{account_id}/sessions`, percent-decoded.
     AccountIdPath,
+    /// The query string of `DELETE /v1/sessions/{id}`.
+    RevokeQuery,
 }
 
 impl Input {
     /// Every input, in a fixed order, so a fuzzer can pick one by index.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::CreateBody,
         Self::ResolveBody,
         Self::ListQuery,
         Self::RevokeAllQuery,
         Self::SessionIdPath,
         Self::AccountIdPath,
+        Self::RevokeQuery,
     ];
 
     /// The names the API defines for this input: the only client-visible
@@ -49,9 +54,10 @@ impl Input {
             Self::CreateBody => &["account_id", "user_agent", "ip", "label"],
             Self::ResolveBody => &["token"],
             Self::ListQuery => &["include_revoked", "limit", "cursor"],
-            Self::RevokeAllQuery => &["except"],
+            Self::RevokeAllQuery => &["except", "reason"],
             Self::SessionIdPath => &["session_id in the path"],
             Self::AccountIdPath => &["account_id in the path"],
+            Self::RevokeQuery => &["reason"],
         }
     }
 }
@@ -87,7 +93,7 @@ pub fn decode(input: Input, bytes: &[u8]) -> Outcome {
                 .map(drop)
                 .map_err(|_| session_core::Error::InvalidToken.into())
         }),
-        Input::ListQuery | Input::RevokeAllQuery => {
+        Input::ListQuery | Input::RevokeAllQuery | Input::RevokeQuery => {
             let Some(query) = query(bytes) else {
                 return Outcome::Unreachable;
             };
@@ -101,8 +107,14 @@ pub fn decode(input: Input, bytes: &[u8]) -> Outcome {
                     params.after(account, scope)?;
                     Ok(())
                 })
+            } else if input == Input::RevokeAllQuery {
+                // In the handler's order: the reason, then the session kept.
+                parse_query::<RevokeAllParams>(&query).and_then(|mut params| {
+                    params.reason()?;
+                    params.except().map(drop)
+                })
             } else {
-                parse_query::<RevokeAllParams>(&query).and_then(|params| params.except().map(drop))
+                parse_query::<RevokeParams>(&query).and_then(|params| params.reason().map(drop))
             }
         }
         Input::SessionIdPath | Input::AccountIdPath => {

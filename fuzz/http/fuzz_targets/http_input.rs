@@ -49,6 +49,7 @@ const FIELD_REASONS: &[&str] = &[
     "must be an IPv4 or IPv6 address",
     "must be `true` or `false`",
     "must be a whole number from # to #",
+    "must be a lowercase identifier: a letter a-z, then up to # of a-z, #-# and _",
     "not a cursor of this listing; use `next_cursor` as given, with the same account and \
      `include_revoked`, or start again without one",
 ];
