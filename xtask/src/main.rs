@@ -117,7 +117,13 @@ fn ci(root: &Path) -> Result<()> {
             tidy::SuiteChecks::LeaveToTheSuite,
         )
     })?;
-    steps.run("test", || cargo(root, &["test", "--workspace"]))?;
+    // With the fuzzing feature, so the fuzz inputs' own tests run too.
+    steps.run("test", || {
+        cargo(
+            root,
+            &["test", "--workspace", "--features", "session-http/fuzzing"],
+        )
+    })?;
     steps.run("schemathesis", || schemathesis(root))?;
     steps.run("bench --quick", || bench(root, true))?;
     steps.run("fuzz", || {

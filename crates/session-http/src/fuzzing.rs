@@ -5,9 +5,15 @@
 //! and query extractors of [`input`](crate::input), the request types'
 //! `Deserialize` impls and their conversions into domain values.
 
+use std::sync::OnceLock;
+
 use axum::http::Uri;
 use session_core::token::TokenHash;
 use session_core::{AccountId, SessionId};
+
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema};
 
 use crate::error::ErrorCode;
 use crate::input::{parse_json, parse_query, path_id};
@@ -47,17 +53,44 @@ impl Input {
     ];
 
     /// The names the API defines for this input: the only client-visible
-    /// names an error about it may contain.
+    /// names an error about it may contain. Read from the same derives the
+    /// OpenAPI document is built from (the request types' schemas and
+    /// query parameters), so a field a route gains is known here at once.
     #[must_use]
-    pub const fn fields(self) -> &'static [&'static str] {
+    pub fn fields(self) -> &'static [&'static str] {
+        static FIELDS: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+        let all = FIELDS.get_or_init(|| Self::ALL.iter().map(|input| input.names()).collect());
+        let index = Self::ALL
+            .iter()
+            .position(|input| *input == self)
+            .unwrap_or(0);
+        &all[index]
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        let query = |params: Vec<utoipa::openapi::path::Parameter>| {
+            params
+                .into_iter()
+                .map(|param| &*Box::leak(param.name.into_boxed_str()))
+                .collect()
+        };
+        let body = |schema: RefOr<Schema>| match schema {
+            RefOr::T(Schema::Object(object)) => object
+                .properties
+                .into_keys()
+                .map(|name| &*Box::leak(name.into_boxed_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let in_query = || Some(ParameterIn::Query);
         match self {
-            Self::CreateBody => &["account_id", "user_agent", "ip", "label"],
-            Self::ResolveBody => &["token"],
-            Self::ListQuery => &["include_revoked", "limit", "cursor"],
-            Self::RevokeAllQuery => &["except", "reason"],
-            Self::SessionIdPath => &["session_id in the path"],
-            Self::AccountIdPath => &["account_id in the path"],
-            Self::RevokeQuery => &["reason"],
+            Self::CreateBody => body(CreateSessionRequest::schema()),
+            Self::ResolveBody => body(ResolveRequest::schema()),
+            Self::ListQuery => query(ListParams::into_params(in_query)),
+            Self::RevokeAllQuery => query(RevokeAllParams::into_params(in_query)),
+            Self::RevokeQuery => query(RevokeParams::into_params(in_query)),
+            Self::SessionIdPath => vec!["session_id in the path"],
+            Self::AccountIdPath => vec!["account_id in the path"],
         }
     }
 }
@@ -151,4 +184,29 @@ fn query(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
     let uri: Uri = format!("/v1/accounts/a/sessions?{text}").parse().ok()?;
     Some(uri.query().unwrap_or_default().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Input;
+
+    #[test]
+    fn each_input_knows_the_names_its_route_defines() {
+        let names = |input: Input| {
+            let mut names = input.fields().to_vec();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(
+            names(Input::CreateBody),
+            ["account_id", "ip", "label", "user_agent"]
+        );
+        assert_eq!(names(Input::ResolveBody), ["token"]);
+        assert_eq!(
+            names(Input::ListQuery),
+            ["cursor", "include_revoked", "limit"]
+        );
+        assert_eq!(names(Input::RevokeAllQuery), ["except", "reason"]);
+        assert_eq!(names(Input::RevokeQuery), ["reason"]);
+    }
 }
