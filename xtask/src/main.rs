@@ -117,13 +117,7 @@ fn ci(root: &Path) -> Result<()> {
             tidy::SuiteChecks::LeaveToTheSuite,
         )
     })?;
-    // With the fuzzing feature, so the fuzz inputs' own tests run too.
-    steps.run("test", || {
-        cargo(
-            root,
-            &["test", "--workspace", "--features", "session-http/fuzzing"],
-        )
-    })?;
+    steps.run("test", || cargo(root, &["test", "--workspace"]))?;
     steps.run("schemathesis", || schemathesis(root))?;
     steps.run("bench --quick", || bench(root, true))?;
     steps.run("fuzz", || {

@@ -110,7 +110,7 @@ where
 }
 
 /// A decoded path segment as the id `T`, refused as [`ApiPath`] refuses it.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn path_id<T: PathParam>(segment: &str) -> Result<T, ApiError> {
     segment
         .parse()

@@ -65,7 +65,8 @@ mod auth;
 mod cursor;
 mod error;
 mod forward_auth;
-#[cfg(feature = "fuzzing")]
+// Also in the unit tests, so its own test runs with the suite.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
