@@ -18,62 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::e2e::{Options, Server, sqlite_url, temp_dir};
-use crate::limits::{GIVE_UP, HEALTHZ, closed_at, start_with};
-
-/// One answer as the client read it.
-#[derive(Debug)]
-struct Answer {
-    status: String,
-    /// Whether the answer said `Connection: close`.
-    close: bool,
-    headers: String,
-    body: String,
-}
-
-/// Reads one whole answer with a `Content-Length` from `stream`, or panics
-/// naming `who` if the connection closes first or nothing comes within
-/// [`GIVE_UP`].
-async fn answer(stream: &mut TcpStream, who: &str) -> Answer {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout(GIVE_UP, stream.read(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("{who}: no answer within {GIVE_UP:?}"))
-            .unwrap_or_else(|error| panic!("{who}: the connection failed: {error}"));
-        assert_ne!(
-            read,
-            0,
-            "{who}: the connection closed before a whole answer: {}",
-            String::from_utf8_lossy(&received)
-        );
-        received.extend_from_slice(&buf[..read]);
-        let text = String::from_utf8_lossy(&received);
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let header = |wanted: &str| {
-            text[..end].lines().find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case(wanted)
-                    .then(|| value.trim().to_ascii_lowercase())
-            })
-        };
-        let length: usize = header("content-length")
-            .expect("a Content-Length")
-            .parse()
-            .unwrap();
-        if received.len() < end + 4 + length {
-            continue;
-        }
-        return Answer {
-            status: text.lines().next().unwrap().to_owned(),
-            close: header("connection").is_some_and(|value| value.contains("close")),
-            headers: text[..end].to_owned(),
-            body: text[end + 4..end + 4 + length].to_owned(),
-        };
-    }
-}
+use crate::limits::{Answer, GIVE_UP, HEALTHZ, closed_at, read_answer, start_with};
 
 /// Sends `request` on `stream` and reads its answer.
 async fn ask(stream: &mut TcpStream, request: &[u8], who: &str) -> Answer {
@@ -81,7 +26,7 @@ async fn ask(stream: &mut TcpStream, request: &[u8], who: &str) -> Answer {
         .write_all(request)
         .await
         .unwrap_or_else(|error| panic!("{who}: could not send: {error}"));
-    answer(stream, who).await
+    read_answer(stream, who).await
 }
 
 /// A new client: connects, asks for `/healthz` and closes. Returns how long
@@ -273,10 +218,10 @@ async fn a_client_waiting_for_a_slot_takes_each_connection_that_turns_idle() {
     // answer (`Connection: close`), and one idle when a client starts
     // waiting closes at once.
     first.write_all(THE_BODY).await.unwrap();
-    answer(&mut first, "first busy connection").await;
-    let served = answer(&mut early, "the client that waited longest").await;
+    read_answer(&mut first, "first busy connection").await;
+    let served = read_answer(&mut early, "the client that waited longest").await;
     assert_eq!(served.status, "HTTP/1.1 200 OK", "{served:?}");
-    let served = answer(&mut late, "the other waiting client").await;
+    let served = read_answer(&mut late, "the other waiting client").await;
     assert_eq!(served.status, "HTTP/1.1 200 OK", "{served:?}");
     // No one waits now: the last answer keeps its connection.
     assert!(!served.close, "{served:?}");
@@ -288,7 +233,7 @@ async fn a_client_waiting_for_a_slot_takes_each_connection_that_turns_idle() {
 
     // The second busy connection was never idle, and was left alone.
     second.write_all(THE_BODY).await.unwrap();
-    let answered = answer(&mut second, "second busy connection").await;
+    let answered = read_answer(&mut second, "second busy connection").await;
     assert!(!answered.close, "{answered:?}");
     let metrics = ask(
         &mut second,

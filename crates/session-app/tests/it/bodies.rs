@@ -18,28 +18,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use uuid::Uuid;
 
 use crate::e2e::{Server, ready_on_sqlite};
+use crate::limits::{self, Answer, GIVE_UP};
 
 /// The upload a gateway relays: 1 MiB, far over what the service drains.
 const UPLOAD: usize = 1 << 20;
 /// The size of each write, as gateways relay a body.
 const WRITE: usize = 32 << 10;
-/// How long a test waits for an answer, a write or an end of stream before
-/// it calls the connection stuck.
-const GIVE_UP: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     ContentLength,
     Chunked,
-}
-
-/// One answer as the client read it.
-#[derive(Debug)]
-struct Answer {
-    status: String,
-    /// Whether the answer said `Connection: close`.
-    close: bool,
-    body: String,
 }
 
 /// Sends `head` (without its framing header and blank line) and a body of
@@ -99,56 +88,15 @@ async fn upload(
     (answer, reader, writer)
 }
 
-/// Reads one answer with a `Content-Length`.
+/// Reads one answer with a `Content-Length`, and nothing after it.
 async fn read_answer(reader: &mut OwnedReadHalf) -> Answer {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout(GIVE_UP, reader.read(&mut buf))
-            .await
-            .expect("an answer in time")
-            .unwrap_or_else(|error| {
-                panic!(
-                    "reading the answer failed: {error}; read so far: {}",
-                    String::from_utf8_lossy(&received)
-                )
-            });
-        assert_ne!(
-            read,
-            0,
-            "closed before a whole answer: {}",
-            String::from_utf8_lossy(&received)
-        );
-        received.extend_from_slice(&buf[..read]);
-        let text = String::from_utf8_lossy(&received);
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let header = |wanted: &str| {
-            text[..end].lines().find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case(wanted)
-                    .then(|| value.trim().to_ascii_lowercase())
-            })
-        };
-        let length: usize = header("content-length")
-            .expect("a Content-Length")
-            .parse()
-            .unwrap();
-        if received.len() < end + 4 + length {
-            continue;
-        }
-        assert_eq!(
-            received.len(),
-            end + 4 + length,
-            "bytes after the answer: {text}"
-        );
-        return Answer {
-            status: text.lines().next().unwrap().to_owned(),
-            close: header("connection").is_some_and(|value| value.contains("close")),
-            body: text[end + 4..].to_owned(),
-        };
-    }
+    let answer = limits::read_answer(reader, "the client").await;
+    assert_eq!(
+        answer.after, 0,
+        "bytes after the answer: {}\r\n\r\n{}",
+        answer.headers, answer.body
+    );
+    answer
 }
 
 /// What the client sees after an answer: the clean end of stream an answer

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::e2e::{Options, Server, sqlite_url, temp_dir};
@@ -268,5 +268,69 @@ async fn a_full_server_closes_its_longest_idle_connection_for_a_new_client() {
             metrics.lines().any(|l| l == line),
             "no {line} in:\n{metrics}"
         );
+    }
+}
+
+/// One answer as the client read it off the socket.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: String,
+    /// Whether the answer said `Connection: close`.
+    pub(crate) close: bool,
+    pub(crate) headers: String,
+    pub(crate) body: String,
+    /// Bytes read past the answer's end (none, unless the server sent more
+    /// than one answer to one request).
+    pub(crate) after: usize,
+}
+
+/// Reads one whole answer with a `Content-Length` from `reader`, or panics
+/// naming `who` if the connection fails or closes first, or nothing comes
+/// within [`GIVE_UP`].
+pub(crate) async fn read_answer(reader: &mut (impl AsyncRead + Unpin), who: &str) -> Answer {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(GIVE_UP, reader.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{who}: no answer within {GIVE_UP:?}"))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{who}: reading the answer failed: {error}; read so far: {}",
+                    String::from_utf8_lossy(&received)
+                )
+            });
+        assert_ne!(
+            read,
+            0,
+            "{who}: the connection closed before a whole answer: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&received);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let header = |wanted: &str| {
+            text[..end].lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case(wanted)
+                    .then(|| value.trim().to_ascii_lowercase())
+            })
+        };
+        let length: usize = header("content-length")
+            .expect("a Content-Length")
+            .parse()
+            .unwrap();
+        if received.len() < end + 4 + length {
+            continue;
+        }
+        return Answer {
+            status: text.lines().next().unwrap().to_owned(),
+            close: header("connection").is_some_and(|value| value.contains("close")),
+            headers: text[..end].to_owned(),
+            body: text[end + 4..end + 4 + length].to_owned(),
+            after: received.len() - (end + 4 + length),
+        };
     }
 }
