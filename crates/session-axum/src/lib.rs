@@ -331,11 +331,7 @@ where
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
-            Ok(session) => Ok(Some(session)),
-            Err(rejection) if is_no_session(&rejection) => Ok(None),
-            Err(rejection) => Err(rejection),
-        }
+        optional(<Self as FromRequestParts<S>>::from_request_parts(parts, state).await)
     }
 }
 
@@ -367,11 +363,18 @@ where
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
-            Ok(record) => Ok(Some(record)),
-            Err(rejection) if is_no_session(&rejection) => Ok(None),
-            Err(rejection) => Err(rejection),
-        }
+        optional(<Self as FromRequestParts<S>>::from_request_parts(parts, state).await)
+    }
+}
+
+/// What an optional extractor answers for its required form's `result`:
+/// `None` when the request has no valid session, the rejection when the
+/// service could not answer.
+fn optional<T>(result: Result<T, SessionRejection>) -> Result<Option<T>, SessionRejection> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(rejection) if is_no_session(&rejection) => Ok(None),
+        Err(rejection) => Err(rejection),
     }
 }
 
