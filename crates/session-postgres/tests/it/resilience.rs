@@ -25,6 +25,36 @@ fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, operati
     }
 }
 
+/// A create and a revoke of `kept` on `instance` both fail as unavailable
+/// (the messages name `context`).
+async fn writes_are_unavailable(
+    instance: &crate::support::Instance,
+    kept: session_core::SessionId,
+    context: &str,
+) {
+    let created = within_a_minute(instance.service.create(account(), Default::default())).await;
+    assert!(
+        matches!(
+            created,
+            Err(session_core::Error::Store(StoreError::Unavailable(_)))
+        ),
+        "{context}: {created:?}"
+    );
+    let revoked = within_a_minute(
+        instance
+            .service
+            .revoke(kept, session_core::RevocationReason::LOGOUT),
+    )
+    .await;
+    assert!(
+        matches!(
+            revoked,
+            Err(session_core::Error::Store(StoreError::Unavailable(_)))
+        ),
+        "{context}: {revoked:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_killed_is_replaced() {
     let database = TestDatabase::create();
@@ -208,27 +238,7 @@ async fn a_lock_held_on_the_sessions_table_fails_writes_within_the_lock_timeout(
             .await
             .unwrap();
         let started = std::time::Instant::now();
-        let created = within_a_minute(instance.service.create(account(), Default::default())).await;
-        assert!(
-            matches!(
-                created,
-                Err(session_core::Error::Store(StoreError::Unavailable(_)))
-            ),
-            "{statements}: {created:?}"
-        );
-        let revoked = within_a_minute(
-            instance
-                .service
-                .revoke(kept.session.id, session_core::RevocationReason::LOGOUT),
-        )
-        .await;
-        assert!(
-            matches!(
-                revoked,
-                Err(session_core::Error::Store(StoreError::Unavailable(_)))
-            ),
-            "{statements}: {revoked:?}"
-        );
+        writes_are_unavailable(&instance, kept.session.id, &statements.to_string()).await;
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{statements}: both failed within their lock timeouts, not {:?}",
@@ -280,27 +290,7 @@ async fn a_database_that_stops_answering_fails_calls_within_their_bound_and_reco
     proxy.stall();
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let created = within_a_minute(instance.service.create(account(), Default::default())).await;
-        assert!(
-            matches!(
-                created,
-                Err(session_core::Error::Store(StoreError::Unavailable(_)))
-            ),
-            "{created:?}"
-        );
-        let revoked = within_a_minute(
-            instance
-                .service
-                .revoke(kept.session.id, session_core::RevocationReason::LOGOUT),
-        )
-        .await;
-        assert!(
-            matches!(
-                revoked,
-                Err(session_core::Error::Store(StoreError::Unavailable(_)))
-            ),
-            "{revoked:?}"
-        );
+        writes_are_unavailable(&instance, kept.session.id, "stalled").await;
         assert_unavailable(
             within_a_minute(instance.store.health_check()).await,
             "health_check",
