@@ -35,6 +35,20 @@ fn port_of(url: &str) -> u16 {
 /// closing anything: writes answer 503 within their bound, cached sessions
 /// resolve 200 throughout, readiness names the store, and once it forwards
 /// again the same process recovers.
+/// A session of other SQL, straight to PostgreSQL at `url`, holding a lock
+/// on the sessions table that every write waits for until it rolls back.
+async fn lock_the_sessions_table(url: &str) -> tokio_postgres::Client {
+    let (locker, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE session.sessions IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_hangs_for_twenty_seconds() {
     let database = TestDatabase::create();
@@ -68,14 +82,7 @@ async fn a_database_that_hangs_for_twenty_seconds() {
 
     // A create in flight when the network stalls: held on a lock another
     // session takes (straight to PostgreSQL), so its answer is still to come.
-    let (locker, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute("BEGIN; LOCK TABLE session.sessions IN EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_the_sessions_table(database.url()).await;
     let in_flight = tokio::spawn({
         let (client, url) = (crate::e2e::http_client(), server.url("/v1/sessions"));
         async move {
@@ -161,14 +168,7 @@ async fn a_lock_on_the_sessions_table_fails_writes_within_the_lock_timeout() {
     });
     server.wait_ready().await;
     let (token, id) = server.create(Uuid::new_v4()).await;
-    let (locker, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute("BEGIN; LOCK TABLE session.sessions IN EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_the_sessions_table(database.url()).await;
     let started = Instant::now();
     let created = answered(server.call(
         reqwest::Method::POST,
