@@ -192,23 +192,32 @@ pub(crate) fn sessions_label(size: usize) -> String {
 }
 
 /// Token texts stored back to back, so a million of them are one allocation.
-struct TokenTexts(Vec<u8>);
+pub(crate) struct TokenTexts(Vec<u8>);
 
 impl TokenTexts {
-    fn with_capacity(count: usize) -> Self {
+    pub(crate) fn with_capacity(count: usize) -> Self {
         Self(Vec::with_capacity(count * TOKEN_LEN))
     }
 
-    fn push(&mut self, text: &str) {
+    /// Room for `count` texts, touched, so that it is resident before a
+    /// measurement of the process's memory starts.
+    pub(crate) fn touched(count: usize) -> Self {
+        let mut bytes = Vec::with_capacity(count * TOKEN_LEN);
+        bytes.resize(count * TOKEN_LEN, b'x');
+        bytes.clear();
+        Self(bytes)
+    }
+
+    pub(crate) fn push(&mut self, text: &str) {
         debug_assert_eq!(text.len(), TOKEN_LEN);
         self.0.extend_from_slice(text.as_bytes());
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len() / TOKEN_LEN
     }
 
-    fn get(&self, index: usize) -> &str {
+    pub(crate) fn get(&self, index: usize) -> &str {
         let bytes = &self.0[index * TOKEN_LEN..(index + 1) * TOKEN_LEN];
         // Only ASCII token texts are ever pushed.
         std::str::from_utf8(bytes).unwrap_or_default()

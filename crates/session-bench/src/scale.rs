@@ -51,6 +51,7 @@ use sha2::{Digest as _, Sha256};
 use crate::Context;
 use crate::measure::Rounds;
 use crate::report::{Figure, Row, Section, Target, Unit};
+use crate::resolve::TokenTexts;
 
 /// The first argument that makes this binary a scale child.
 pub(crate) const CHILD_ARG: &str = "__scale-child";
@@ -218,34 +219,6 @@ fn rows(section: &mut Section, mode: &str, m: &Measured) {
     );
 }
 
-/// Token texts, back to back, with no allocation each.
-struct TokenTexts(Vec<u8>);
-
-impl TokenTexts {
-    /// Room for `count` texts, touched, so that it is resident before the
-    /// measurement starts.
-    fn with_capacity(count: usize) -> Self {
-        let mut bytes = Vec::with_capacity(count * TOKEN_LEN);
-        bytes.resize(count * TOKEN_LEN, b'x');
-        bytes.clear();
-        Self(bytes)
-    }
-
-    fn push(&mut self, text: &str) {
-        self.0.extend_from_slice(text.as_bytes());
-    }
-
-    fn len(&self) -> usize {
-        self.0.len() / TOKEN_LEN
-    }
-
-    fn get(&self, index: usize) -> &str {
-        let bytes = &self.0[index * TOKEN_LEN..(index + 1) * TOKEN_LEN];
-        // Only ASCII token texts are ever pushed.
-        std::str::from_utf8(bytes).unwrap_or_default()
-    }
-}
-
 /// `count` texts from `from` on, cycling.
 fn cycled(texts: &TokenTexts, from: usize, count: usize) -> Vec<&str> {
     (from..from + count)
@@ -265,9 +238,9 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
     let quick = speed == "quick";
     let began = Instant::now();
     let sample = sessions.min(HIT_SAMPLE);
-    let mut hits = TokenTexts::with_capacity(sample);
-    let mut misses = TokenTexts::with_capacity(OTHER_SAMPLE);
-    let mut malformed = TokenTexts::with_capacity(OTHER_SAMPLE);
+    let mut hits = TokenTexts::touched(sample);
+    let mut misses = TokenTexts::touched(OTHER_SAMPLE);
+    let mut malformed = TokenTexts::touched(OTHER_SAMPLE);
     for _ in 0..OTHER_SAMPLE {
         let token = SessionToken::generate();
         misses.push(token.expose_secret());
