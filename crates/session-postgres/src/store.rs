@@ -13,9 +13,10 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Bytea, Nullable, Text, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
+use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, RevokeOutcome, RowId,
-    SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
+    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, LimitedInsert,
+    RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
@@ -187,6 +188,56 @@ const RECORD_LAST_SEEN: &str = "\
     ORDER BY seen.id \
     ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at \
     WHERE activity.last_seen_at < EXCLUDED.last_seen_at";
+
+/// The first key of the advisory lock [`insert_within_limit`] takes per
+/// account (the two-key form, whose keys no single-key lock, such as the
+/// migrations', shares): "sess" in ASCII.
+///
+/// [`insert_within_limit`]: SessionStore::insert_within_limit
+const ACCOUNT_LOCK_SPACE: i32 = 0x7365_7373;
+
+/// Serializes the limited inserts of one account until the transaction
+/// ends (so it works through a transaction pooler, unlike a session lock).
+/// Two accounts may share a key: they then wait on each other, never
+/// more.
+const LOCK_ACCOUNT: &str = "SELECT pg_advisory_xact_lock($1, $2)";
+
+/// Revokes, with reason `$4` (`limit`), the `$3` least recently seen active
+/// sessions of account `$2` at `$1`: by last-seen time, a session never seen
+/// counting as seen at its creation, then by creation time, then by id.
+/// Run under [`LOCK_ACCOUNT`], in a statement of its own, so its snapshot
+/// includes every insert committed before the lock was granted.
+const EVICT_LEAST_RECENTLY_SEEN: &str = "\
+    UPDATE session.sessions SET revoked_at = $1, revocation_reason = $4 \
+    WHERE revoked_at IS NULL AND id IN ( \
+        SELECT s.id FROM session.sessions AS s \
+        LEFT JOIN session.session_activity AS a ON a.session_id = s.id \
+        WHERE s.account_id = $2 AND s.revoked_at IS NULL \
+        ORDER BY coalesce(a.last_seen_at, s.created_at), s.created_at, s.id \
+        LIMIT $3) \
+    RETURNING id, token_hash";
+
+/// The second key of an account's advisory lock: its id folded to 32 bits.
+fn account_lock_key(account: AccountId) -> i32 {
+    let id = account.as_uuid().as_u128();
+    let folded = (id ^ (id >> 64)) as u64;
+    // Truncation is the point: any fold of the id serializes that account.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "folding to the lock's 32 bits"
+    )]
+    let key = (folded ^ (folded >> 32)) as u32;
+    key.cast_signed()
+}
+
+/// A session a statement revoked.
+#[derive(QueryableByName)]
+struct RevokedRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = Bytea)]
+    token_hash: Vec<u8>,
+}
 
 /// A row of `session.session_activity`.
 #[derive(QueryableByName)]
@@ -386,6 +437,72 @@ impl SessionStore for PgSessionStore {
         self.finish("insert session", outcome, connection).await?;
         self.waker.wake();
         Ok(())
+    }
+
+    #[tracing::instrument(name = "INSERT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        let account = *session.account_id.as_uuid();
+        let max = i64::from(limit.max.get());
+        let mut connection = self.write_transaction().await?;
+        let statements = async {
+            diesel::sql_query(LOCK_ACCOUNT)
+                .bind::<diesel::sql_types::Integer, _>(ACCOUNT_LOCK_SPACE)
+                .bind::<diesel::sql_types::Integer, _>(account_lock_key(session.account_id))
+                .execute(&mut connection)
+                .await?;
+            // Read committed: each statement from here on sees every insert
+            // committed by the holders of the lock before this one.
+            let active: i64 = sessions::table
+                .filter(sessions::account_id.eq(account))
+                .filter(sessions::revoked_at.is_null())
+                .count()
+                .get_result(&mut connection)
+                .await?;
+            let excess = (active + 1 - max).max(0);
+            if excess > 0 && limit.policy == LimitPolicy::Refuse {
+                return Ok(None);
+            }
+            let evicted = if excess > 0 {
+                diesel::sql_query(EVICT_LEAST_RECENTLY_SEEN)
+                    .bind::<Timestamptz, _>(session.created_at)
+                    .bind::<diesel::sql_types::Uuid, _>(account)
+                    .bind::<diesel::sql_types::BigInt, _>(excess)
+                    .bind::<Text, _>(RevocationReason::LIMIT.as_str())
+                    .load::<RevokedRow>(&mut connection)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            diesel::insert_into(sessions::table)
+                .values(NewSessionRow::from(session))
+                .execute(&mut connection)
+                .await?;
+            Ok(Some(evicted))
+        };
+        let outcome = self.bounded(Work::Write, statements).await;
+        let evicted = self
+            .finish(
+                "insert session within its account's limit",
+                outcome,
+                connection,
+            )
+            .await?;
+        let Some(evicted) = evicted else {
+            return Ok(LimitedInsert::Refused);
+        };
+        self.waker.wake();
+        Ok(LimitedInsert::Inserted {
+            evicted: evicted
+                .into_iter()
+                .map(|row| token_hash(row.id, &row.token_hash))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(

@@ -222,6 +222,13 @@ pub(crate) struct ActivityRow {
     last_seen_at: i64,
 }
 
+/// A token hash a statement returns, as stored.
+#[derive(QueryableByName)]
+pub(crate) struct HashRow {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    pub(crate) token_hash: Vec<u8>,
+}
+
 /// The table activity rows are read from, as errors name it.
 const ACTIVITY_TABLE: &str = "session_activity";
 

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::config::SessionLimit;
 use crate::session::{
     AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, UserAgent,
 };
@@ -34,6 +35,32 @@ pub trait SessionStore: Send + Sync + 'static {
     ///
     /// [`StoreError::DuplicateTokenHash`] if a session with the same token hash exists.
     async fn insert(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// Stores a new active session unless its account would then hold more
+    /// than `limit.max` active sessions, in one transaction serialized per
+    /// account: concurrent calls for one account, from any number of
+    /// processes, run one after another, so the account never holds more
+    /// than `limit.max` active sessions. With
+    /// [`LimitPolicy::EvictLeastRecentlySeen`](crate::config::LimitPolicy::EvictLeastRecentlySeen)
+    /// it first revokes, with reason [`RevocationReason::LIMIT`] at the new
+    /// session's `created_at`, the fewest sessions that make room: those
+    /// with the oldest last-seen time ([`record_last_seen`](Self::record_last_seen);
+    /// a session never seen counts as seen at its `created_at`), ties broken
+    /// by `created_at`, then by id. With
+    /// [`Refuse`](crate::config::LimitPolicy::Refuse) it changes nothing
+    /// and answers [`LimitedInsert::Refused`]. A failed call changes
+    /// nothing, evictions included. Only this method counts: sessions
+    /// stored by [`insert`](Self::insert) are counted here, but `insert`
+    /// itself checks no limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert).
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError>;
 
     /// The active session with this token hash, if there is one.
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError>;
@@ -117,6 +144,8 @@ pub trait SessionStore: Send + Sync + 'static {
 pub enum StoreOperation {
     /// [`SessionStore::insert`].
     Insert,
+    /// [`SessionStore::insert_within_limit`].
+    InsertWithinLimit,
     /// [`SessionStore::find_active_by_hash`].
     FindActiveByHash,
     /// [`SessionStore::get`].
@@ -140,8 +169,9 @@ pub enum StoreOperation {
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Insert,
+        Self::InsertWithinLimit,
         Self::FindActiveByHash,
         Self::Get,
         Self::Revoke,
@@ -158,6 +188,7 @@ impl StoreOperation {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Insert => "insert",
+            Self::InsertWithinLimit => "insert_within_limit",
             Self::FindActiveByHash => "find_active_by_hash",
             Self::Get => "get",
             Self::Revoke => "revoke",
@@ -278,6 +309,15 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store().insert(session)
     }
 
+    /// [`SessionStore::insert_within_limit`], forwarded by default.
+    fn insert_within_limit<'a>(
+        &'a self,
+        session: &'a Session,
+        limit: SessionLimit,
+    ) -> impl Future<Output = Result<LimitedInsert, StoreError>> + Send + 'a {
+        self.inner_store().insert_within_limit(session, limit)
+    }
+
     /// [`SessionStore::find_active_by_hash`], forwarded by default.
     fn find_active_by_hash<'a>(
         &'a self,
@@ -362,6 +402,15 @@ impl<D: StoreDecorator> SessionStore for D {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
         let call = StoreDecorator::insert(self, session);
         self.around(StoreOperation::Insert, call).await
+    }
+
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        let call = StoreDecorator::insert_within_limit(self, session, limit);
+        self.around(StoreOperation::InsertWithinLimit, call).await
     }
 
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
@@ -642,6 +691,21 @@ impl StoredSession {
 /// Stored bytes as text, if they are UTF-8.
 fn text(bytes: Vec<u8>, field: Field) -> Result<String, ValidationError> {
     String::from_utf8(bytes).map_err(|_| ValidationError::new(field, Reason::NotUtf8))
+}
+
+/// What [`SessionStore::insert_within_limit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitedInsert {
+    /// The session is stored; `evicted` are the token hashes of the
+    /// sessions revoked to make room for it (empty if there was room), to
+    /// drop them from caches.
+    Inserted {
+        /// The hashes of the sessions revoked with reason
+        /// [`RevocationReason::LIMIT`], in no particular order.
+        evicted: Vec<TokenHash>,
+    },
+    /// The account holds its limit and the policy refuses: nothing changed.
+    Refused,
 }
 
 /// What revoking one session did.

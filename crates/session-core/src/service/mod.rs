@@ -31,12 +31,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::config::LastSeenSettings;
+use crate::config::{LastSeenSettings, SessionLimit};
 use crate::last_seen::{self, LastSeenMarks};
 use crate::port::cache::{CacheMode, SessionCache};
 use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
-use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
+use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::{
     AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
@@ -68,6 +68,11 @@ pub enum Error {
     /// No session has this id.
     #[error("session not found")]
     NotFound,
+    /// The account holds the most active sessions it may (see
+    /// [`SessionServiceBuilder::session_limit`]) and the policy refuses
+    /// new ones: nothing was changed. Not retryable until one is revoked.
+    #[error("the account holds the most sessions it may")]
+    SessionLimitReached,
     /// The store failed; nothing was changed, in the store or the cache.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -132,9 +137,23 @@ pub struct SessionServiceBuilder {
     change_log: Option<Arc<dyn ChangeLog>>,
     pacing: change_log::Pacing,
     last_seen: Option<LastSeenSettings>,
+    limit: Option<SessionLimit>,
 }
 
 impl SessionServiceBuilder {
+    /// Caps each account's active sessions (off by default): every
+    /// [`create`](SessionService::create) goes through
+    /// [`SessionStore::insert_within_limit`], which evicts the least
+    /// recently seen sessions or refuses, as `limit.policy` says. Last-seen
+    /// times count as the store has them: marks not yet flushed (see
+    /// [`last_seen`](Self::last_seen)) do not. Every process writing to one
+    /// store should be given the same limit: one without it inserts
+    /// without counting.
+    pub fn session_limit(mut self, limit: SessionLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Turns on last-seen activity (off by default): each resolve marks its
     /// session seen in the current minute, in memory, and the
     /// [`BackgroundTasks`] write the marks to the store in batches. See
@@ -209,6 +228,7 @@ impl SessionServiceBuilder {
                 resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
                 last_seen,
+                limit: self.limit,
             }),
         }
     }
@@ -237,6 +257,8 @@ struct Inner {
     last_warm: Mutex<Option<WarmReport>>,
     /// With last-seen activity on: the marks, and how often they are flushed.
     last_seen: Option<(LastSeenMarks, Duration)>,
+    /// With a per-account limit: the limit every create is stored within.
+    limit: Option<SessionLimit>,
 }
 
 #[derive(Default)]
@@ -277,14 +299,22 @@ impl SessionService {
             change_log: None,
             pacing: change_log::Pacing::default(),
             last_seen: None,
+            limit: None,
         }
     }
 
     /// Issues a new session for `account_id`.
     ///
+    /// With a [`session_limit`](SessionServiceBuilder::session_limit), the
+    /// sessions evicted to make room are dropped from this process's cache
+    /// once the store has committed; other processes learn of them from the
+    /// change log, as of any revocation.
+    ///
     /// # Errors
     ///
-    /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    /// [`Error::SessionLimitReached`] when the limit's policy refuses;
+    /// [`Error::Store`] if the store did not commit. Either way the store
+    /// and the cache are unchanged.
     #[tracing::instrument(name = "session.create", skip_all,
         fields(session.id = tracing::field::Empty, account.id = %account_id))]
     pub async fn create(
@@ -306,7 +336,23 @@ impl SessionService {
         let session = self
             .run_to_completion(|inner| async move {
                 let pending = inner.begin_insert(session.token_hash);
-                inner.store.insert(&session).await?;
+                let evicted = match inner.limit {
+                    None => {
+                        inner.store.insert(&session).await?;
+                        Vec::new()
+                    }
+                    Some(limit) => match inner.store.insert_within_limit(&session, limit).await? {
+                        LimitedInsert::Inserted { evicted } => evicted,
+                        LimitedInsert::Refused => return Err(Error::SessionLimitReached),
+                    },
+                };
+                inner.apply_removals(&evicted);
+                if !evicted.is_empty() {
+                    tracing::info!(
+                        evicted = evicted.len(),
+                        "revoked the least recently seen sessions of an account at its limit"
+                    );
+                }
                 let session = Arc::new(session);
                 pending.finish(&session);
                 Ok(session)
