@@ -82,6 +82,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 421: without an API key, a request not addressed to a loopback name.
     MisdirectedRequest,
+    /// 409 on create: the account holds the most active sessions it may
+    /// (session-app's `--max-sessions-per-account`) and the policy is
+    /// `refuse`; nothing was changed. Show it to the user: a session must be
+    /// revoked before another login.
+    SessionLimitReached,
     /// 413: the body is over [`MAX_BODY_BYTES`].
     PayloadTooLarge,
     /// 415: the body is not declared JSON.
@@ -110,6 +115,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            Self::SessionLimitReached => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotReady | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -264,6 +270,10 @@ impl From<session_core::Error> for ApiError {
                 "the session cache is still warming; retry shortly",
             ),
             Error::NotFound => Self::new(ErrorCode::NotFound, "no such session"),
+            Error::SessionLimitReached => Self::new(
+                ErrorCode::SessionLimitReached,
+                "the account holds the most sessions it may; revoke one before creating another",
+            ),
             Error::Store(err) => err.into(),
             other => Self::internal(Cause::new("unexpected service error", false, other)),
         }

@@ -524,6 +524,9 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         (status = 201, description = "Created; the token is shown only here", body = CreatedSession),
         (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "`session_limit_reached`: the account holds the most active \
+sessions it may (`--max-sessions-per-account` with `--session-limit-policy refuse`); nothing was \
+created. Show it to the user", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 503, description = "Store unavailable; nothing was created", body = ErrorBody),

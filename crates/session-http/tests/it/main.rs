@@ -3,6 +3,7 @@
 //! cache. No socket, no database, no binary.
 
 mod forward_auth;
+mod limits;
 mod logs;
 mod reasons;
 mod router;
