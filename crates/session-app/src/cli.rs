@@ -220,6 +220,28 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub last_seen_queue: u32,
 
+    /// Cap each account's active sessions at this many (off by default).
+    /// A login past the cap evicts or is refused, as
+    /// `--session-limit-policy` says; concurrent logins on several instances
+    /// never leave more. Give every instance on one database the same cap:
+    /// one without it creates sessions without counting.
+    #[arg(long, env = "SESSION_MAX_SESSIONS_PER_ACCOUNT", value_name = "N")]
+    pub max_sessions_per_account: Option<std::num::NonZeroU32>,
+
+    /// With `--max-sessions-per-account`: `evict-least-recently-seen` (the
+    /// default) revokes the sessions least recently seen (never-seen ones
+    /// by creation time) with reason `limit`, in the login's transaction;
+    /// `refuse` answers the login 409 `session_limit_reached` and changes
+    /// nothing. Last-seen times count only with `--last-seen`, as flushed.
+    #[arg(
+        long,
+        env = "SESSION_LIMIT_POLICY",
+        value_enum,
+        default_value = "evict-least-recently-seen",
+        requires = "max_sessions_per_account"
+    )]
+    pub session_limit_policy: LimitPolicyArg,
+
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
     pub forward_auth: ForwardAuthArgs,
@@ -298,6 +320,26 @@ pub enum CacheKind {
     /// session-core's `CompactCache`, with session-cache-moka's
     /// `MokaRecordCache` of whole records.
     Compact,
+}
+
+/// What a login past `--max-sessions-per-account` does: session-core's
+/// [`LimitPolicy`](session_core::config::LimitPolicy), spelled for the
+/// command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitPolicyArg {
+    /// Revoke the least recently seen sessions to make room.
+    EvictLeastRecentlySeen,
+    /// Refuse the login.
+    Refuse,
+}
+
+impl From<LimitPolicyArg> for session_core::config::LimitPolicy {
+    fn from(policy: LimitPolicyArg) -> Self {
+        match policy {
+            LimitPolicyArg::EvictLeastRecentlySeen => Self::EvictLeastRecentlySeen,
+            LimitPolicyArg::Refuse => Self::Refuse,
+        }
+    }
 }
 
 /// How the session commands reach the service.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::{MokaRecordCache, MokaSessionCache};
-use session_core::config::LastSeenSettings;
+use session_core::config::{LastSeenSettings, SessionLimit};
 use session_core::port::cache::SessionCache;
 use session_core::{CompactCache, MemoryCache, SessionService};
 use session_http::{ApiKeys, ApiState, StoreMetrics};
@@ -109,6 +109,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         builder = builder.last_seen(LastSeenSettings {
             queue_capacity: args.last_seen_queue as usize,
             flush_interval: args.last_seen_flush_interval,
+        });
+    }
+    if let Some(max) = args.max_sessions_per_account {
+        builder = builder.session_limit(SessionLimit {
+            max,
+            policy: args.session_limit_policy.into(),
         });
     }
     let service = builder.build();
