@@ -102,9 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_NO_MIGRATE")]
     pub no_migrate: bool,
 
-    /// File of API keys, one per line (several allow rotation). The `/v1`
-    /// routes then require `Authorization: Bearer <key>`. A single key can
-    /// also be given in the environment variable `SESSION_API_KEY`.
+    /// File of API keys, one per line (several allow rotation): a bare
+    /// `KEY`, which may do anything, or `NAME SCOPES KEY`, with `SCOPES`
+    /// `all` or a comma-separated list of `read`, `events` and `write`
+    /// (README, "API keys"). The `/v1` routes then require
+    /// `Authorization: Bearer <key>`. A single key can also be given in the
+    /// environment variable `SESSION_API_KEY`.
     #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 
@@ -360,8 +363,9 @@ pub struct ClientArgs {
     #[arg(long, env = "SESSION_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
 
-    /// File holding the API key to send (its first line). The environment
-    /// variable `SESSION_API_KEY` works too.
+    /// File holding the API key to send: the key of its first line, bare or
+    /// named as the service's key file has it. The environment variable
+    /// `SESSION_API_KEY` works too.
     #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 

@@ -43,7 +43,10 @@ struct ErrorDetail {
 impl Client {
     fn new(args: ClientArgs) -> anyhow::Result<Self> {
         let key = match &args.api_key_file {
-            Some(path) => read_key_file(path)?.into_iter().next(),
+            Some(path) => read_key_file(path)?
+                .into_iter()
+                .next()
+                .map(|key| key.secret),
             None => std::env::var(API_KEY_ENV)
                 .ok()
                 .map(|key| key.trim_ascii().to_owned()),

@@ -7,4 +7,5 @@ mod limits;
 mod logs;
 mod reasons;
 mod router;
+mod scopes;
 mod store_metrics;
