@@ -15,7 +15,7 @@ use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, Wa
 use crate::port::store::{
     ActivePage, LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError,
 };
-use crate::session::{AccountId, RevocationReason, Session, SessionId};
+use crate::session::{AccountId, RevocationReason, Revoker, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
 use crate::{AccountPage, ListPosition, ListScope, PageRequest};
 
@@ -222,6 +222,7 @@ impl SessionStore for MemoryStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut state = self.state()?;
         let outcome = match state.sessions.get_mut(&id) {
@@ -232,6 +233,7 @@ impl SessionStore for MemoryStore {
             Some(session) => {
                 session.revoked_at = Some(at);
                 session.revocation_reason = Some(reason);
+                session.revoked_by = by;
                 RevokeOutcome::Revoked {
                     token_hash: session.token_hash,
                 }
@@ -249,6 +251,7 @@ impl SessionStore for MemoryStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut state = self.state()?;
         let revoked: Vec<TokenHash> = state
@@ -258,6 +261,7 @@ impl SessionStore for MemoryStore {
             .map(|session| {
                 session.revoked_at = Some(at);
                 session.revocation_reason = Some(reason.clone());
+                session.revoked_by.clone_from(&by);
                 session.token_hash
             })
             .collect();

@@ -423,6 +423,11 @@ pub struct Session {
     /// and for sessions revoked before reasons were recorded (their stored
     /// reason is null; the API shows it as null).
     pub revocation_reason: Option<RevocationReason>,
+    /// Who revoked it: the name of the API key that asked, set with
+    /// `revoked_at`. `None` while active, and for a revocation no key made
+    /// (an embedding host's own call, an eviction for the limit, an API
+    /// without keys) or made before this was recorded.
+    pub revoked_by: Option<Revoker>,
     /// Client metadata recorded at creation.
     pub metadata: ClientMetadata,
 }

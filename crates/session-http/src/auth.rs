@@ -163,6 +163,11 @@ impl std::fmt::Debug for Scopes {
     }
 }
 
+/// The key a request presented, put in its extensions by the guard when
+/// keys are configured: revocations record its name.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) Revoker);
+
 /// Why a configured API key is refused. Never holds the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -276,7 +281,7 @@ fn digest(key: &str) -> [u8; 32] {
 
 /// When keys are configured: rejects a request without a valid
 /// `Authorization: Bearer <key>` (401), and one whose key lacks the scope
-/// its route needs (403).
+/// its route needs (403), and tells the route which key it was.
 pub(crate) fn require_api_key(
     state: &ApiState,
     route: &str,
@@ -301,6 +306,7 @@ pub(crate) fn require_api_key(
             scope.challenge(),
         ));
     }
+    request.extensions_mut().insert(Caller(key.name.clone()));
     Ok(())
 }
 

@@ -21,8 +21,8 @@ use session_core::port::store::{
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
 use session_core::{
-    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, RevocationReason, Session,
-    SessionId, UserAgent,
+    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, RevocationReason, Revoker,
+    Session, SessionId, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -175,6 +175,12 @@ pub(crate) struct SessionRow {
         select_expression_type = convert_to<sessions::revocation_reason, &'static str>,
     )]
     pub(crate) revocation_reason: Option<Vec<u8>>,
+    /// The bytes as stored, UTF-8 or not.
+    #[diesel(
+        select_expression = convert_to(sessions::revoked_by, AS_STORED),
+        select_expression_type = convert_to<sessions::revoked_by, &'static str>,
+    )]
+    pub(crate) revoked_by: Option<Vec<u8>>,
 }
 
 /// Records last-seen times in one statement: only for sessions that exist,
@@ -271,6 +277,7 @@ impl SessionRow {
             ip: self.ip.map(|net| net.addr()),
             label: self.label,
             revocation_reason: self.revocation_reason,
+            revoked_by: self.revoked_by,
         }
     }
 
@@ -356,6 +363,7 @@ struct NewSessionRow<'a> {
     ip: Option<IpNet>,
     label: Option<&'a str>,
     revocation_reason: Option<&'a str>,
+    revoked_by: Option<&'a str>,
 }
 
 impl<'a> From<&'a Session> for NewSessionRow<'a> {
@@ -373,6 +381,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
                 .revocation_reason
                 .as_ref()
                 .map(RevocationReason::as_str),
+            revoked_by: session.revoked_by.as_ref().map(Revoker::as_str),
         }
     }
 }
@@ -381,7 +390,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
 ///
 /// ```sql
 /// WITH revoked AS (
-///     UPDATE session.sessions SET revoked_at = $1, revocation_reason = $3
+///     UPDATE session.sessions SET revoked_at = $1, revocation_reason = $3, revoked_by = $4
 ///     WHERE id = $2 AND revoked_at IS NULL
 ///     RETURNING token_hash)
 /// SELECT (SELECT token_hash FROM revoked),
@@ -398,6 +407,8 @@ struct RevokeOne {
     id: Uuid,
     at: OffsetDateTime,
     reason: RevocationReason,
+    /// The revoker's name.
+    by: Option<String>,
 }
 
 impl Query for RevokeOne {
@@ -410,6 +421,8 @@ impl QueryFragment<Pg> for RevokeOne {
         out.push_bind_param::<Timestamptz, _>(&self.at)?;
         out.push_sql(", revocation_reason = ");
         out.push_bind_param::<Text, _>(self.reason.as_str())?;
+        out.push_sql(", revoked_by = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.by)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
         out.push_sql(
@@ -550,12 +563,14 @@ impl SessionStore for PgSessionStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         let statement = RevokeOne {
             id: *id.as_uuid(),
             at,
             reason,
+            by: by.map(|by| by.as_str().to_owned()),
         }
         .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;
@@ -584,6 +599,7 @@ impl SessionStore for PgSessionStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         // One statement: the sessions it revokes are exactly the ones it returns.
@@ -598,6 +614,7 @@ impl SessionStore for PgSessionStore {
             .set((
                 sessions::revoked_at.eq(at),
                 sessions::revocation_reason.eq(reason.as_str()),
+                sessions::revoked_by.eq(by.as_ref().map(Revoker::as_str)),
             ))
             .returning((sessions::id, sessions::token_hash))
             .get_results::<(Uuid, Vec<u8>)>(&mut connection);

@@ -16,7 +16,7 @@ use session_core::port::store::{
 };
 use session_core::token::TokenHash;
 use session_core::{
-    AccountId, AccountPage, ListScope, PageRequest, RevocationReason, Session, SessionId,
+    AccountId, AccountPage, ListScope, PageRequest, RevocationReason, Revoker, Session, SessionId,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -360,10 +360,12 @@ impl SessionStore for SqliteSessionStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let id = id_bytes(id);
         let at = row::micros(at)?;
         let reason = reason.as_str().to_owned();
+        let by = by.map(|by| by.as_str().to_owned());
         let (revoked, stored) = self
             .write(move |conn| {
                 // One transaction, so "not revoked by this call" and "exists"
@@ -377,6 +379,7 @@ impl SessionStore for SqliteSessionStore {
                     .set((
                         sessions::revoked_at.eq(at),
                         sessions::revocation_reason.eq(&reason),
+                        sessions::revoked_by.eq(&by),
                     ))
                     .returning(sessions::token_hash)
                     .get_result(conn)
@@ -414,11 +417,13 @@ impl SessionStore for SqliteSessionStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let account = account_bytes(account);
         let except = except.map(id_bytes);
         let at = row::micros(at)?;
         let reason = reason.as_str().to_owned();
+        let by = by.map(|by| by.as_str().to_owned());
         let hashes: Vec<Vec<u8>> = self
             .write(move |conn| {
                 // One statement: every matching session is revoked, or none.
@@ -428,6 +433,7 @@ impl SessionStore for SqliteSessionStore {
                 let revoke = (
                     sessions::revoked_at.eq(at),
                     sessions::revocation_reason.eq(&reason),
+                    sessions::revoked_by.eq(&by),
                 );
                 match except {
                     Some(except) => diesel::update(active.filter(sessions::id.ne(except)))

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::config::SessionLimit;
 use crate::session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId, UserAgent,
 };
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};
@@ -68,26 +68,29 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session with this id, active or revoked.
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
-    /// Revokes one session at `at` for `reason`, both stored by the one
-    /// statement that revokes it. Idempotent: an already revoked session
-    /// keeps its first `revoked_at` and its first reason (none, if it was
-    /// revoked before reasons were recorded).
+    /// Revokes one session at `at` for `reason`, by `by` if a key asked,
+    /// all stored by the one statement that revokes it. Idempotent: an
+    /// already revoked session keeps its first `revoked_at`, reason and
+    /// revoker (none, if it was revoked before they were recorded).
     async fn revoke(
         &self,
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError>;
 
-    /// Revokes every active session of `account` at `at` for `reason`,
-    /// except `except` if given, and returns the token hashes it revoked.
-    /// Sessions revoked before keep their time and reason.
+    /// Revokes every active session of `account` at `at` for `reason`, by
+    /// `by` if a key asked, except `except` if given, and returns the token
+    /// hashes it revoked. Sessions revoked before keep their time, reason
+    /// and revoker.
     async fn revoke_all_for_account(
         &self,
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError>;
 
     /// One page of an account's sessions, newest first (by `created_at`,
@@ -229,7 +232,7 @@ const _: () = {
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
-/// use session_core::{RevocationReason, SessionId};
+/// use session_core::{RevocationReason, Revoker, SessionId};
 /// use session_core::memory::MemoryStore;
 /// use session_core::port::store::{
 ///     RevokeOutcome, SessionStore, StoreDecorator, StoreError, StoreOperation,
@@ -264,6 +267,7 @@ const _: () = {
 ///         _: SessionId,
 ///         _: OffsetDateTime,
 ///         _: RevocationReason,
+///         _: Option<Revoker>,
 ///     ) -> Result<RevokeOutcome, StoreError> {
 ///         Err(StoreError::Failed("revocations are refused here".into()))
 ///     }
@@ -276,7 +280,7 @@ const _: () = {
 /// };
 /// let store: &dyn SessionStore = &decorated;
 /// let revoked = store
-///     .revoke(SessionId::new(), OffsetDateTime::now_utc(), RevocationReason::LOGOUT)
+///     .revoke(SessionId::new(), OffsetDateTime::now_utc(), RevocationReason::LOGOUT, None)
 ///     .await;
 /// assert!(revoked.is_err());
 /// assert_eq!(decorated.failures.load(Ordering::Relaxed), 1, "counted in `around`");
@@ -340,8 +344,9 @@ pub trait StoreDecorator: Send + Sync + 'static {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send {
-        self.inner_store().revoke(id, at, reason)
+        self.inner_store().revoke(id, at, reason, by)
     }
 
     /// [`SessionStore::revoke_all_for_account`], forwarded by default.
@@ -351,9 +356,10 @@ pub trait StoreDecorator: Send + Sync + 'static {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
         self.inner_store()
-            .revoke_all_for_account(account, except, at, reason)
+            .revoke_all_for_account(account, except, at, reason, by)
     }
 
     /// [`SessionStore::list_for_account`], forwarded by default.
@@ -428,8 +434,9 @@ impl<D: StoreDecorator> SessionStore for D {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
-        let call = StoreDecorator::revoke(self, id, at, reason);
+        let call = StoreDecorator::revoke(self, id, at, reason, by);
         self.around(StoreOperation::Revoke, call).await
     }
 
@@ -439,8 +446,9 @@ impl<D: StoreDecorator> SessionStore for D {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
-        let call = StoreDecorator::revoke_all_for_account(self, account, except, at, reason);
+        let call = StoreDecorator::revoke_all_for_account(self, account, except, at, reason, by);
         self.around(StoreOperation::RevokeAllForAccount, call).await
     }
 
@@ -613,6 +621,9 @@ pub struct StoredSession {
     /// `revocation_reason`'s bytes, UTF-8 or not; null for an active
     /// session and for one revoked before reasons were recorded.
     pub revocation_reason: Option<Vec<u8>>,
+    /// `revoked_by`'s bytes, UTF-8 or not; null for an active session and
+    /// for a revocation no key made.
+    pub revoked_by: Option<Vec<u8>>,
 }
 
 impl StoredSession {
@@ -620,9 +631,9 @@ impl StoredSession {
     /// (not nil), a 32-byte token hash, instants [`stored_instant`] accepts,
     /// user agent and label text that is UTF-8 and that
     /// [`UserAgent::new`] and [`Label::new`] accept, and a revocation
-    /// reason that [`RevocationReason::new`] accepts, on a revoked session
-    /// only (a revoked session without one was revoked before reasons were
-    /// recorded, and reads as `None`).
+    /// reason that [`RevocationReason::new`] accepts and a revoker that
+    /// [`Revoker::new`] accepts, each on a revoked session only (a revoked
+    /// session without one reads as `None`).
     ///
     /// # Errors
     ///
@@ -670,6 +681,19 @@ impl StoredSession {
             })
             .transpose()
             .map_err(|err| invalid("revocation_reason", err))?;
+        let revoked_by = self
+            .revoked_by
+            .map(|bytes| {
+                if revoked_at.is_none() {
+                    return Err(ValidationError::new(
+                        Field::RevokedBy,
+                        Reason::ReasonWithoutRevocation,
+                    ));
+                }
+                text(bytes, Field::RevokedBy).and_then(Revoker::new)
+            })
+            .transpose()
+            .map_err(|err| invalid("revoked_by", err))?;
         Ok(Session {
             id,
             account_id,
@@ -677,6 +701,7 @@ impl StoredSession {
             created_at,
             revoked_at,
             revocation_reason,
+            revoked_by,
             metadata: ClientMetadata {
                 user_agent,
                 // As `parse_ip` does for clients: an IPv4 client seen

@@ -39,7 +39,7 @@ use crate::port::clock::{Clock, SystemClock, to_micros};
 use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::{
-    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+    AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
 };
 use crate::status::{ChangeLogStats, ResolveCounters, ResolveOutcome, ServiceStatus, WarmReport};
 use crate::token::TokenHash;
@@ -330,6 +330,7 @@ impl SessionService {
             created_at: to_micros(self.inner.clock.now()),
             revoked_at: None,
             revocation_reason: None,
+            revoked_by: None,
             metadata,
         };
         tracing::Span::current().record("session.id", tracing::field::display(session.id));
@@ -548,8 +549,24 @@ impl SessionService {
         self.inner.store.get(id).await?.ok_or(Error::NotFound)
     }
 
-    /// Revokes one session for `reason`. Idempotent: a session revoked
-    /// before keeps its first time and reason.
+    /// Revokes one session for `reason`, recording no revoker. Idempotent:
+    /// a session revoked before keeps its first time and reason. See
+    /// [`revoke_as`](Self::revoke_as).
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_as`](Self::revoke_as).
+    pub async fn revoke(
+        &self,
+        id: SessionId,
+        reason: RevocationReason,
+    ) -> Result<Revocation, Error> {
+        self.revoke_as(id, reason, None).await
+    }
+
+    /// Revokes one session for `reason`, recording `by` (the API key that
+    /// asked, if one did) as its revoker. Idempotent: a session revoked
+    /// before keeps its first time, reason and revoker.
     ///
     /// # Errors
     ///
@@ -560,14 +577,15 @@ impl SessionService {
         skip_all,
         fields(session.id = %id, session.revocation_reason = %reason)
     )]
-    pub async fn revoke(
+    pub async fn revoke_as(
         &self,
         id: SessionId,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Revocation, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
-            match inner.store.revoke(id, at, reason).await? {
+            match inner.store.revoke(id, at, reason, by).await? {
                 RevokeOutcome::Revoked { token_hash } => {
                     inner.apply_removals(&[token_hash]);
                     Ok(Revocation::Revoked)
@@ -585,8 +603,25 @@ impl SessionService {
     }
 
     /// Revokes every active session of an account for `reason`, except
-    /// `except` if given ("log out everywhere else"). Returns how many were
-    /// revoked; sessions revoked before keep their time and reason.
+    /// `except` if given ("log out everywhere else"), recording no revoker.
+    /// See [`revoke_all_as`](Self::revoke_all_as).
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_all_as`](Self::revoke_all_as).
+    pub async fn revoke_all(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        reason: RevocationReason,
+    ) -> Result<usize, Error> {
+        self.revoke_all_as(account, except, reason, None).await
+    }
+
+    /// Revokes every active session of an account for `reason`, except
+    /// `except` if given, recording `by` (the API key that asked, if one
+    /// did) as their revoker. Returns how many were revoked; sessions
+    /// revoked before keep their time, reason and revoker.
     ///
     /// # Errors
     ///
@@ -596,17 +631,18 @@ impl SessionService {
         skip_all,
         fields(account.id = %account, session.revocation_reason = %reason)
     )]
-    pub async fn revoke_all(
+    pub async fn revoke_all_as(
         &self,
         account: AccountId,
         except: Option<SessionId>,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<usize, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
             let hashes = inner
                 .store
-                .revoke_all_for_account(account, except, at, reason)
+                .revoke_all_for_account(account, except, at, reason, by)
                 .await?;
             inner.apply_removals(&hashes);
             Ok(hashes.len())

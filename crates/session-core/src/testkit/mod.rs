@@ -58,6 +58,7 @@ pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionTok
         created_at,
         revoked_at: None,
         revocation_reason: None,
+        revoked_by: None,
         metadata: ClientMetadata::default(),
     };
     (token, session)
@@ -119,6 +120,7 @@ macro_rules! store_contract_tests {
             a_refused_insert_changes_nothing,
             a_failed_limited_insert_evicts_nothing,
             concurrent_limited_inserts_end_at_the_cap,
+            the_revoker_round_trips_and_the_first_stays,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -13,7 +13,7 @@ use crate::port::clock::ManualClock;
 use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{
-    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+    AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
 };
 use crate::token::TokenHash;
 use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
@@ -76,7 +76,7 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
     let first_at = epoch() + Duration::minutes(1);
     assert_eq!(
         store
-            .revoke(session.id, first_at, RevocationReason::LOGOUT)
+            .revoke(session.id, first_at, RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::Revoked {
@@ -88,7 +88,8 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
             .revoke(
                 session.id,
                 first_at + Duration::minutes(1),
-                RevocationReason::LOGOUT
+                RevocationReason::LOGOUT,
+                None
             )
             .await
             .unwrap(),
@@ -138,13 +139,22 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
         store.insert(&session).await.unwrap();
         stored.push(session);
     }
-    store.revoke(stored[0].id, at, own.clone()).await.unwrap();
     store
-        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN)
+        .revoke(stored[0].id, at, own.clone(), None)
         .await
         .unwrap();
     store
-        .revoke_all_for_account(all_but, Some(stored[4].id), at, RevocationReason::LIMIT)
+        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN, None)
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(
+            all_but,
+            Some(stored[4].id),
+            at,
+            RevocationReason::LIMIT,
+            None,
+        )
         .await
         .unwrap();
 
@@ -186,13 +196,13 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
     store.insert(&session).await.unwrap();
     let first_at = epoch() + Duration::minutes(1);
     store
-        .revoke(session.id, first_at, RevocationReason::IDLE)
+        .revoke(session.id, first_at, RevocationReason::IDLE, None)
         .await
         .unwrap();
     let later = epoch() + Duration::minutes(2);
     assert_eq!(
         store
-            .revoke(session.id, later, RevocationReason::ADMIN)
+            .revoke(session.id, later, RevocationReason::ADMIN, None)
             .await
             .unwrap(),
         RevokeOutcome::AlreadyRevoked {
@@ -201,7 +211,7 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
     );
     assert!(
         store
-            .revoke_all_for_account(owner, None, later, RevocationReason::LIMIT)
+            .revoke_all_for_account(owner, None, later, RevocationReason::LIMIT, None)
             .await
             .unwrap()
             .is_empty()
@@ -217,7 +227,7 @@ pub async fn revoke_unknown_id_is_not_found(store: Arc<dyn SessionStore>) {
     store.insert(&stored).await.unwrap();
     assert_eq!(
         store
-            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT)
+            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::NotFound
@@ -239,7 +249,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     store.insert(&earlier).await.unwrap();
     let earlier_at = epoch() + Duration::seconds(30);
     store
-        .revoke(earlier.id, earlier_at, RevocationReason::LOGOUT)
+        .revoke(earlier.id, earlier_at, RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let (_, other) = session_at(bystander, epoch());
@@ -247,7 +257,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
 
     let at = epoch() + Duration::minutes(5);
     let revoked: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
+        .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT, None)
         .await
         .unwrap()
         .into_iter()
@@ -272,7 +282,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     );
     assert!(
         store
-            .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
+            .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT, None)
             .await
             .unwrap()
             .is_empty(),
@@ -296,6 +306,7 @@ pub async fn revoke_all_keeps_the_exception(store: Arc<dyn SessionStore>) {
             Some(keep.id),
             epoch() + Duration::minutes(1),
             RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap()
@@ -322,7 +333,7 @@ pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStor
     store.insert(&foreign).await.unwrap();
     let revoked_at = epoch() + Duration::minutes(1);
     store
-        .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT)
+        .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     sessions[0].revoked_at = Some(revoked_at);
@@ -487,7 +498,7 @@ pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn Se
     let revoked_at = epoch() + Duration::minutes(1);
     for session in sessions.iter_mut().step_by(2) {
         store
-            .revoke(session.id, revoked_at, RevocationReason::LOGOUT)
+            .revoke(session.id, revoked_at, RevocationReason::LOGOUT, None)
             .await
             .unwrap();
         session.revoked_at = Some(revoked_at);
@@ -551,6 +562,7 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
                     session.id,
                     epoch() + Duration::hours(1),
                     RevocationReason::LOGOUT,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -603,7 +615,7 @@ pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn Sessio
                 store.insert(&session).await.unwrap();
                 if (task + i) % 2 == 0 {
                     let outcome = store
-                        .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+                        .revoke(session.id, epoch(), RevocationReason::LOGOUT, None)
                         .await
                         .unwrap();
                     assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
@@ -785,7 +797,7 @@ pub async fn last_seen_ignores_unknown_ids_and_keeps_revoked_ones(store: Arc<dyn
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
     store
-        .revoke(revoked.id, epoch(), RevocationReason::LOGOUT)
+        .revoke(revoked.id, epoch(), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let unknown = SessionId::new();
@@ -1030,6 +1042,7 @@ pub async fn a_refused_insert_changes_nothing(store: Arc<dyn SessionStore>) {
             kept[0].id,
             epoch() + Duration::seconds(6),
             RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();
@@ -1079,5 +1092,63 @@ pub async fn concurrent_limited_inserts_end_at_the_cap(store: Arc<dyn SessionSto
             .await
             .len(),
         16
+    );
+}
+
+/// Each revoke form stores who revoked with the revocation, and keeps the
+/// first: a key's name, or none when no key asked. An eviction for the
+/// limit records none.
+pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionStore>) {
+    let at = epoch() + Duration::minutes(1);
+    let writer = Revoker::new("writer").unwrap();
+    let ops = Revoker::new("ops").unwrap();
+    let (one, all, anonymous) = (account(), account(), account());
+    let mut stored = Vec::new();
+    for owner in [one, all, all, anonymous] {
+        let (_, session) = session_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        stored.push(session);
+    }
+    store
+        .revoke(
+            stored[0].id,
+            at,
+            RevocationReason::LOGOUT,
+            Some(writer.clone()),
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN, Some(ops.clone()))
+        .await
+        .unwrap();
+    store
+        .revoke(stored[3].id, at, RevocationReason::LOGOUT, None)
+        .await
+        .unwrap();
+    // Again, by another: the first revoker stays.
+    store
+        .revoke(stored[0].id, at, RevocationReason::ADMIN, Some(ops.clone()))
+        .await
+        .unwrap();
+    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by;
+    assert_eq!(by(stored[0].id).await, Some(writer));
+    assert_eq!(by(stored[1].id).await, Some(ops.clone()));
+    assert_eq!(by(stored[2].id).await, Some(ops));
+    assert_eq!(by(stored[3].id).await, None);
+
+    let (_, held) = session_at(one, epoch());
+    store.insert(&held).await.unwrap();
+    let (_, newcomer) = session_at(one, epoch() + Duration::seconds(1));
+    insert_evicting(&*store, &newcomer, 1).await;
+    assert_eq!(by(held.id).await, None, "an eviction is no key's");
+    assert_eq!(
+        list_all(&*store, one, ListScope::IncludeRevoked)
+            .await
+            .iter()
+            .find(|session| session.id == stored[0].id)
+            .and_then(|session| session.revoked_by.clone()),
+        Some(Revoker::new("writer").unwrap()),
+        "lists show it too"
     );
 }

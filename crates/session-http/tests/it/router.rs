@@ -435,6 +435,7 @@ async fn get_and_revoke_by_id() {
     let mut expected = session.clone();
     expected["last_seen_at"] = serde_json::Value::Null;
     expected["revocation_reason"] = serde_json::Value::Null;
+    expected["revoked_by"] = serde_json::Value::Null;
     assert_eq!(reply.body["session"], expected);
 
     for _ in 0..2 {

@@ -215,3 +215,75 @@ async fn the_openapi_document_states_each_routes_scope() {
     }
     assert!(doc["paths"]["/v1/sessions/resolve"]["post"]["responses"]["403"].is_null());
 }
+
+/// Each revocation records the name of the key that made it, shown by
+/// `GET` and the list: a named key's name, `default` for a lone key, and
+/// null without keys.
+#[tokio::test]
+async fn a_revocation_records_which_key_made_it() {
+    let app = scoped_app().await;
+    let account = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = call_as(
+            &app,
+            WRITER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
+        ids.push(created.body["session"]["id"].as_str().unwrap().to_owned());
+    }
+    let one = format!("/v1/sessions/{}", ids[0]);
+    let revoked_by = async |uri: &str| {
+        call_as(&app, READER, Method::GET, uri, None).await.body["session"]["revoked_by"].clone()
+    };
+    assert_eq!(revoked_by(&one).await, Value::Null, "active");
+    call_as(&app, WRITER, Method::DELETE, &one, None).await;
+    assert_eq!(revoked_by(&one).await, "writer");
+    let all = format!("/v1/accounts/{account}/sessions");
+    call_as(&app, WRITER, Method::DELETE, &all, None).await;
+    let list = call_as(
+        &app,
+        READER,
+        Method::GET,
+        &format!("{all}?include_revoked=true"),
+        None,
+    )
+    .await;
+    let names: Vec<&Value> = list.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| &session["revoked_by"])
+        .collect();
+    assert_eq!(names, [&json!("writer"), &json!("writer")], "{}", list.text);
+
+    let lone = app_with(ApiKeys::new([READER]).unwrap(), true).await;
+    let created = call_as(
+        &lone,
+        READER,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": account })),
+    )
+    .await;
+    let id = created.body["session"]["id"].as_str().unwrap();
+    let uri = format!("/v1/sessions/{id}");
+    call_as(&lone, READER, Method::DELETE, &uri, None).await;
+    let got = call_as(&lone, READER, Method::GET, &uri, None).await;
+    assert_eq!(got.body["session"]["revoked_by"], "default", "{}", got.text);
+
+    let open = crate::router::app().await;
+    let (_, session) = open.create(account, "open").await;
+    let uri = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
+    open.call(Method::DELETE, &uri, None).await;
+    let got = open.call(Method::GET, &uri, None).await;
+    assert_eq!(
+        got.body["session"]["revoked_by"],
+        Value::Null,
+        "{}",
+        got.text
+    );
+}

@@ -79,7 +79,12 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .unwrap();
     store.get(session.id).await.unwrap();
     store
-        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     store
@@ -88,6 +93,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
             None,
             epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();
