@@ -226,12 +226,8 @@ const EVICT_LEAST_RECENTLY_SEEN: &str = "\
 /// The second key of an account's advisory lock: its id folded to 32 bits.
 fn account_lock_key(account: AccountId) -> i32 {
     let id = account.as_uuid().as_u128();
-    let folded = (id ^ (id >> 64)) as u64;
     // Truncation is the point: any fold of the id serializes that account.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "folding to the lock's 32 bits"
-    )]
+    let folded = (id ^ (id >> 64)) as u64;
     let key = (folded ^ (folded >> 32)) as u32;
     key.cast_signed()
 }
