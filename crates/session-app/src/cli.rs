@@ -245,6 +245,16 @@ pub struct ServeArgs {
     )]
     pub session_limit_policy: LimitPolicyArg,
 
+    /// Refuse every session created before this instant (RFC 3339, such as
+    /// `2026-12-06T22:00:00Z`), whatever the database holds: after a
+    /// restore of a backup older than an incident's mass revocation, start
+    /// every instance with the incident's time so the restored copy cannot
+    /// bring those tokens back. Judged by each session id's own timestamp
+    /// (UUIDv7, to the millisecond), with no store read. Off by default.
+    #[arg(long, env = "SESSION_SESSIONS_NOT_BEFORE", value_name = "RFC3339",
+        value_parser = parse_instant)]
+    pub sessions_not_before: Option<time::OffsetDateTime>,
+
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
     pub forward_auth: ForwardAuthArgs,
@@ -323,6 +333,13 @@ pub enum CacheKind {
     /// session-core's `CompactCache`, with session-cache-moka's
     /// `MokaRecordCache` of whole records.
     Compact,
+}
+
+/// An RFC 3339 instant, such as `2026-12-06T22:00:00Z`.
+fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map(time::OffsetDateTime::from)
+        .map_err(|err| format!("{err}: expected an RFC 3339 instant such as 2026-12-06T22:00:00Z"))
 }
 
 /// What a login past `--max-sessions-per-account` does: session-core's
@@ -587,5 +604,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => crate::client::revoke(args).await,
         Command::RevokeAll(args) => crate::client::revoke_all(args).await,
         Command::List(args) => crate::client::list(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instant_is_rfc3339_or_refused_saying_so() {
+        assert_eq!(
+            parse_instant("2026-12-06T22:00:00Z").unwrap(),
+            time::macros::datetime!(2026-12-06 22:00:00 UTC)
+        );
+        assert_eq!(
+            parse_instant("2026-12-06T22:00:00.250Z").unwrap(),
+            time::macros::datetime!(2026-12-06 22:00:00.25 UTC)
+        );
+        for bad in ["yesterday", "2026-12-06", ""] {
+            let err = parse_instant(bad).unwrap_err();
+            assert!(err.contains("RFC 3339"), "{bad:?}: {err}");
+        }
     }
 }

@@ -118,6 +118,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             policy: args.session_limit_policy.into(),
         });
     }
+    if let Some(at) = args.sessions_not_before {
+        builder = builder.not_before(at);
+        tracing::info!(not_before = %at, "refusing every session created before --sessions-not-before");
+    }
     let service = builder.build();
     let connection_metrics = ConnectionMetrics::default();
     let state = ApiState::builder(service.clone())

@@ -38,6 +38,22 @@ impl SessionId {
     pub const fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+
+    /// When the id was made, to the millisecond, from the timestamp a
+    /// UUIDv7 carries: a session's creation time with no store read, in
+    /// either cache mode. `None` for an id of another version (written by
+    /// other code: this crate makes only UUIDv7s).
+    #[must_use]
+    pub fn minted_at(&self) -> Option<OffsetDateTime> {
+        if self.0.get_version_num() != 7 {
+            return None;
+        }
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        let seconds = i64::try_from(seconds).ok()?;
+        OffsetDateTime::from_unix_timestamp(seconds)
+            .ok()
+            .map(|at| at + time::Duration::nanoseconds(i64::from(nanos)))
+    }
 }
 
 /// The account a session belongs to. Accounts are owned by the host

@@ -26,7 +26,7 @@ mod miss_path;
 mod writes;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
@@ -138,9 +138,18 @@ pub struct SessionServiceBuilder {
     pacing: change_log::Pacing,
     last_seen: Option<LastSeenSettings>,
     limit: Option<SessionLimit>,
+    not_before: Option<time::OffsetDateTime>,
 }
 
 impl SessionServiceBuilder {
+    /// Starts with a "not before" mark (none by default): every session
+    /// whose id was minted before `at` resolves as invalid, whatever the
+    /// store and the cache hold. See [`SessionService::raise_not_before`].
+    pub fn not_before(mut self, at: time::OffsetDateTime) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
     /// Caps each account's active sessions (off by default): every
     /// [`create`](SessionService::create) goes through
     /// [`SessionStore::insert_within_limit`], which evicts the least
@@ -229,6 +238,7 @@ impl SessionServiceBuilder {
                 last_warm: Mutex::new(None),
                 last_seen,
                 limit: self.limit,
+                not_before: AtomicI64::new(self.not_before.map_or(NO_MARK, micros_since_epoch)),
             }),
         }
     }
@@ -259,6 +269,18 @@ struct Inner {
     last_seen: Option<(LastSeenMarks, Duration)>,
     /// With a per-account limit: the limit every create is stored within.
     limit: Option<SessionLimit>,
+    /// The "not before" mark, in microseconds since the Unix epoch:
+    /// sessions minted earlier resolve as invalid. [`NO_MARK`] when none.
+    /// Only ever raised.
+    not_before: AtomicI64,
+}
+
+/// No "not before" mark.
+const NO_MARK: i64 = i64::MIN;
+
+/// `at` in microseconds since the Unix epoch, saturating.
+fn micros_since_epoch(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 #[derive(Default)]
@@ -279,6 +301,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Whether session `id` was minted before the "not before" mark: one
+    /// atomic load when there is none.
+    #[inline]
+    fn is_before_the_mark(&self, id: SessionId) -> bool {
+        let mark = self.not_before.load(Ordering::Acquire);
+        mark != NO_MARK
+            && id
+                .minted_at()
+                .is_none_or(|minted| micros_since_epoch(minted) < mark)
+    }
+
     /// Whether a warm has completed, so resolves are authoritative.
     fn is_warm(&self) -> bool {
         self.warm.load(Ordering::Acquire)
@@ -300,7 +333,37 @@ impl SessionService {
             pacing: change_log::Pacing::default(),
             last_seen: None,
             limit: None,
+            not_before: None,
         }
+    }
+
+    /// Raises the "not before" mark to `at`: from now on, every session
+    /// whose id was minted before `at` (its UUIDv7 timestamp, to the
+    /// millisecond; an id of another version counts as minted before any
+    /// mark) resolves as [`Error::InvalidToken`] in this process, at once
+    /// and with no store read, whatever the cache or a restored store
+    /// holds. A mark never moves back: a lower `at` than the one applied
+    /// changes nothing. Returns the mark in force.
+    ///
+    /// This is the in-process half of a fleet-wide revocation; the rows
+    /// are still active in the store until revoked.
+    pub fn raise_not_before(&self, at: time::OffsetDateTime) -> time::OffsetDateTime {
+        let wanted = micros_since_epoch(at);
+        let applied = self
+            .inner
+            .not_before
+            .fetch_max(wanted, Ordering::AcqRel)
+            .max(wanted);
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(applied) * 1_000).unwrap_or(at)
+    }
+
+    /// The "not before" mark in force, if any.
+    #[must_use]
+    pub fn not_before(&self) -> Option<time::OffsetDateTime> {
+        let mark = self.inner.not_before.load(Ordering::Acquire);
+        (mark != NO_MARK)
+            .then(|| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(mark) * 1_000).ok())
+            .flatten()
     }
 
     /// Issues a new session for `account_id`.
@@ -413,6 +476,10 @@ impl SessionService {
             return Err(Error::InvalidToken);
         };
         if let Some(identity) = self.inner.cache.get(&hash) {
+            if self.inner.is_before_the_mark(identity.id) {
+                counters.count(ResolveOutcome::Negative);
+                return Err(Error::InvalidToken);
+            }
             counters.count(ResolveOutcome::Hit);
             self.mark_seen(identity.id);
             return Ok(identity);
@@ -423,6 +490,13 @@ impl SessionService {
             return Err(Error::InvalidToken);
         }
         let (found, outcome) = self.inner.consistent_miss(hash).await;
+        if found
+            .as_ref()
+            .is_ok_and(|identity| self.inner.is_before_the_mark(identity.id))
+        {
+            counters.count(ResolveOutcome::CaughtUpInactive);
+            return Err(Error::InvalidToken);
+        }
         counters.count(outcome);
         let identity = found?;
         self.mark_seen(identity.id);

@@ -15,6 +15,7 @@ mod last_seen;
 mod limits;
 mod map;
 mod metadata;
+mod not_before;
 mod outcomes;
 mod reasons;
 mod stored;
