@@ -102,9 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_NO_MIGRATE")]
     pub no_migrate: bool,
 
-    /// File of API keys, one per line (several allow rotation). The `/v1`
-    /// routes then require `Authorization: Bearer <key>`. A single key can
-    /// also be given in the environment variable `SESSION_API_KEY`.
+    /// File of API keys, one per line (several allow rotation): a bare
+    /// `KEY`, which may do anything, or `NAME SCOPES KEY`, with `SCOPES`
+    /// `all` or a comma-separated list of `read`, `events` and `write`
+    /// (README, "API keys"). The `/v1` routes then require
+    /// `Authorization: Bearer <key>`. A single key can also be given in the
+    /// environment variable `SESSION_API_KEY`.
     #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 
@@ -220,6 +223,38 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub last_seen_queue: u32,
 
+    /// Cap each account's active sessions at this many (off by default).
+    /// A login past the cap evicts or is refused, as
+    /// `--session-limit-policy` says; concurrent logins on several instances
+    /// never leave more. Give every instance on one database the same cap:
+    /// one without it creates sessions without counting.
+    #[arg(long, env = "SESSION_MAX_SESSIONS_PER_ACCOUNT", value_name = "N")]
+    pub max_sessions_per_account: Option<std::num::NonZeroU32>,
+
+    /// With `--max-sessions-per-account`: `evict-least-recently-seen` (the
+    /// default) revokes the sessions least recently seen (never-seen ones
+    /// by creation time) with reason `limit`, in the login's transaction;
+    /// `refuse` answers the login 409 `session_limit_reached` and changes
+    /// nothing. Last-seen times count only with `--last-seen`, as flushed.
+    #[arg(
+        long,
+        env = "SESSION_LIMIT_POLICY",
+        value_enum,
+        default_value = "evict-least-recently-seen",
+        requires = "max_sessions_per_account"
+    )]
+    pub session_limit_policy: LimitPolicyArg,
+
+    /// Refuse every session created before this instant (RFC 3339, such as
+    /// `2026-12-06T22:00:00Z`), whatever the database holds: after a
+    /// restore of a backup older than an incident's mass revocation, start
+    /// every instance with the incident's time so the restored copy cannot
+    /// bring those tokens back. Judged by each session id's own timestamp
+    /// (UUIDv7, to the millisecond), with no store read. Off by default.
+    #[arg(long, env = "SESSION_SESSIONS_NOT_BEFORE", value_name = "RFC3339",
+        value_parser = parse_instant)]
+    pub sessions_not_before: Option<time::OffsetDateTime>,
+
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
     pub forward_auth: ForwardAuthArgs,
@@ -300,6 +335,33 @@ pub enum CacheKind {
     Compact,
 }
 
+/// An RFC 3339 instant, such as `2026-12-06T22:00:00Z`.
+fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map(time::OffsetDateTime::from)
+        .map_err(|err| format!("{err}: expected an RFC 3339 instant such as 2026-12-06T22:00:00Z"))
+}
+
+/// What a login past `--max-sessions-per-account` does: session-core's
+/// [`LimitPolicy`](session_core::config::LimitPolicy), spelled for the
+/// command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitPolicyArg {
+    /// Revoke the least recently seen sessions to make room.
+    EvictLeastRecentlySeen,
+    /// Refuse the login.
+    Refuse,
+}
+
+impl From<LimitPolicyArg> for session_core::config::LimitPolicy {
+    fn from(policy: LimitPolicyArg) -> Self {
+        match policy {
+            LimitPolicyArg::EvictLeastRecentlySeen => Self::EvictLeastRecentlySeen,
+            LimitPolicyArg::Refuse => Self::Refuse,
+        }
+    }
+}
+
 /// How the session commands reach the service.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -318,8 +380,9 @@ pub struct ClientArgs {
     #[arg(long, env = "SESSION_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
 
-    /// File holding the API key to send (its first line). The environment
-    /// variable `SESSION_API_KEY` works too.
+    /// File holding the API key to send: the key of its first line, bare or
+    /// named as the service's key file has it. The environment variable
+    /// `SESSION_API_KEY` works too.
     #[arg(long, env = "SESSION_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 
@@ -541,5 +604,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => crate::client::revoke(args).await,
         Command::RevokeAll(args) => crate::client::revoke_all(args).await,
         Command::List(args) => crate::client::list(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instant_is_rfc3339_or_refused_saying_so() {
+        assert_eq!(
+            parse_instant("2026-12-06T22:00:00Z").unwrap(),
+            time::macros::datetime!(2026-12-06 22:00:00 UTC)
+        );
+        assert_eq!(
+            parse_instant("2026-12-06T22:00:00.250Z").unwrap(),
+            time::macros::datetime!(2026-12-06 22:00:00.25 UTC)
+        );
+        for bad in ["yesterday", "2026-12-06", ""] {
+            let err = parse_instant(bad).unwrap_err();
+            assert!(err.contains("RFC 3339"), "{bad:?}: {err}");
+        }
     }
 }

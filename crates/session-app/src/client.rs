@@ -43,7 +43,10 @@ struct ErrorDetail {
 impl Client {
     fn new(args: ClientArgs) -> anyhow::Result<Self> {
         let key = match &args.api_key_file {
-            Some(path) => read_key_file(path)?.into_iter().next(),
+            Some(path) => read_key_file(path)?
+                .into_iter()
+                .next()
+                .map(|key| key.secret),
             None => std::env::var(API_KEY_ENV)
                 .ok()
                 .map(|key| key.trim_ascii().to_owned()),
@@ -322,19 +325,20 @@ fn text(value: &Value) -> &str {
 
 /// Sessions as an aligned table.
 fn sessions_table(sessions: &[Value]) -> String {
-    const COLUMNS: [(&str, &str); 8] = [
+    const COLUMNS: [(&str, &str); 9] = [
         ("ID", "id"),
         ("CREATED", "created_at"),
         ("REVOKED", "revoked_at"),
         ("REASON", "revocation_reason"),
+        ("REVOKED BY", "revoked_by"),
         ("LAST SEEN", "last_seen_at"),
         ("IP", "ip"),
         ("LABEL", "label"),
         ("USER AGENT", "user_agent"),
     ];
     // A column only when some answer has the field: only answers read from
-    // the store (get, list) say when a session was last seen and why it was
-    // revoked, and a compact
+    // the store (get, list) say when a session was last seen, why it was
+    // revoked and by which key, and a compact
     // cache's resolve answers the id and the account alone.
     let columns: Vec<(&str, &str)> = COLUMNS
         .into_iter()

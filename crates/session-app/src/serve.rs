@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use session_cache_moka::{MokaRecordCache, MokaSessionCache};
-use session_core::config::LastSeenSettings;
+use session_core::Revoker;
+use session_core::config::{LastSeenSettings, SessionLimit};
 use session_core::port::cache::SessionCache;
 use session_core::{CompactCache, MemoryCache, SessionService};
-use session_http::{ApiKeys, ApiState, StoreMetrics};
+use session_http::{ApiKey, ApiKeys, ApiState, Scopes, StoreMetrics};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
@@ -110,6 +111,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             queue_capacity: args.last_seen_queue as usize,
             flush_interval: args.last_seen_flush_interval,
         });
+    }
+    if let Some(max) = args.max_sessions_per_account {
+        builder = builder.session_limit(SessionLimit {
+            max,
+            policy: args.session_limit_policy.into(),
+        });
+    }
+    if let Some(at) = args.sessions_not_before {
+        builder = builder.not_before(at);
+        tracing::info!(not_before = %at, "refusing every session created before --sessions-not-before");
     }
     let service = builder.build();
     let connection_metrics = ConnectionMetrics::default();
@@ -232,19 +243,39 @@ fn server_keys(file: Option<&Path>) -> anyhow::Result<ApiKeys> {
     if let Ok(key) = std::env::var(API_KEY_ENV) {
         let key = key.trim_ascii();
         ApiKeys::check(key).map_err(|err| ConfigError(format!("{API_KEY_ENV}: {err}")))?;
-        keys.push(key.to_owned());
+        keys.push(KeyLine {
+            name: Revoker::DEFAULT,
+            scopes: Scopes::ALL,
+            secret: key.to_owned(),
+        });
     }
     // Every key was checked above, each error naming where the key came from.
-    ApiKeys::new(keys.iter().map(String::as_str)).map_err(|err| {
-        ConfigError(format!("{err} (check --api-key-file and {API_KEY_ENV})")).into()
-    })
+    let keys = keys
+        .iter()
+        .map(|line| ApiKey::new(line.name.clone(), line.scopes, &line.secret))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| ConfigError(format!("{err} (check --api-key-file and {API_KEY_ENV})")))?;
+    Ok(ApiKeys::scoped(keys))
 }
 
-/// The keys in a key file: one per line; blank lines and `#` comments are
-/// skipped, and so is a UTF-8 byte-order mark that an editor put first.
-/// A line that is not a valid key fails, naming the file and the line but
-/// never showing the line.
-pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<String>> {
+/// One key of a key file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct KeyLine {
+    /// Its name: [`Revoker::DEFAULT`] for a bare key.
+    pub(crate) name: Revoker,
+    /// What it may do: every scope for a bare key.
+    pub(crate) scopes: Scopes,
+    /// The key itself.
+    pub(crate) secret: String,
+}
+
+/// The keys in a key file, in file order: one per line, either a bare
+/// `KEY` (named `default`, every scope: the format from before keys had
+/// names) or `NAME SCOPES KEY`; blank lines and `#` comments are skipped,
+/// and so is a UTF-8 byte-order mark that an editor put first. A line that
+/// is not valid fails, naming the file and the line but never showing the
+/// line.
+pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<KeyLine>> {
     const FLAG: &str = "--api-key-file";
     let text = secret::read_file(path, FLAG)?;
     Ok(parse_key_file(&text)
@@ -252,34 +283,145 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// The keys in the text of a key file (its byte-order mark already gone),
-/// or what is wrong with it.
-fn parse_key_file(text: &str) -> Result<Vec<String>, String> {
-    let mut keys = Vec::new();
+/// or what is wrong with it. A name may be on several lines (a key being
+/// rotated), with the same scopes on each; a key may be on one line only.
+fn parse_key_file(text: &str) -> Result<Vec<KeyLine>, String> {
+    let mut keys: Vec<(usize, KeyLine)> = Vec::new();
     for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
         // ASCII whitespace only: a non-breaking space pasted at the end of a
         // key is refused by name rather than silently dropped.
         let line = line.trim_ascii();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        ApiKeys::check(line).map_err(|err| format!("line {}: {err}", index + 1))?;
-        keys.push(line.to_owned());
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let key = match fields[..] {
+            [secret] => KeyLine {
+                name: Revoker::DEFAULT,
+                scopes: Scopes::ALL,
+                secret: secret.to_owned(),
+            },
+            [name, scopes, secret] => KeyLine {
+                name: Revoker::new(name)
+                    .map_err(|err| format!("line {number}: the name {}", err.reason))?,
+                scopes: Scopes::parse(scopes).ok_or_else(|| {
+                    format!(
+                        "line {number}: the scopes must be `all` or a comma-separated list of \
+                         `read`, `events` and `write`, each at most once"
+                    )
+                })?,
+                secret: secret.to_owned(),
+            },
+            _ => {
+                return Err(format!(
+                    "line {number}: expected `KEY` or `NAME SCOPES KEY`, separated by spaces; \
+                     found {} fields",
+                    fields.len()
+                ));
+            }
+        };
+        ApiKeys::check(&key.secret).map_err(|err| format!("line {number}: {err}"))?;
+        for (earlier, seen) in &keys {
+            if seen.secret == key.secret {
+                return Err(format!("line {number}: the same key as line {earlier}"));
+            }
+            if seen.name == key.name && seen.scopes != key.scopes {
+                return Err(format!(
+                    "line {number}: the name is on line {earlier} with other scopes"
+                ));
+            }
+        }
+        keys.push((number, key));
     }
     if keys.is_empty() {
         return Err("holds no key".to_owned());
     }
-    Ok(keys)
+    Ok(keys.into_iter().map(|(_, key)| key).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use session_http::Scope;
+
     use super::*;
 
     const KEY: &str = "0123456789abcdef-key";
 
-    /// As [`read_key_file`] reads a file's text.
+    /// As [`read_key_file`] reads a file's text: the keys' secrets.
     fn parse(text: &str) -> Result<Vec<String>, String> {
+        parse_lines(text).map(|keys| keys.into_iter().map(|key| key.secret).collect())
+    }
+
+    fn parse_lines(text: &str) -> Result<Vec<KeyLine>, String> {
         parse_key_file(secret::without_byte_order_mark(text))
+    }
+
+    #[test]
+    fn named_keys_carry_their_scopes_and_bare_keys_hold_every_scope() {
+        let text = format!(
+            "# name scopes key\nfeed events {KEY}-1\nadmin read,write {KEY}-2\n{KEY}-3\n\
+             feed events {KEY}-4\n"
+        );
+        let keys = parse_lines(&text).unwrap();
+        let summary: Vec<(&str, Scopes)> = keys
+            .iter()
+            .map(|key| (key.name.as_str(), key.scopes))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("feed", Scopes::of(&[Scope::Events])),
+                ("admin", Scopes::of(&[Scope::Read, Scope::Write])),
+                ("default", Scopes::ALL),
+                ("feed", Scopes::of(&[Scope::Events])),
+            ]
+        );
+        assert_eq!(
+            parse_lines(&format!("ops all {KEY}")).unwrap()[0].scopes,
+            Scopes::ALL
+        );
+    }
+
+    #[test]
+    fn a_named_line_that_is_not_valid_is_refused_by_line_without_showing_it() {
+        for (text, line, says) in [
+            (format!("{KEY}\nfeed {KEY}-2"), 2, "found 2 fields"),
+            (format!("feed events {KEY} extra"), 1, "found 4 fields"),
+            (
+                format!("Feed events {KEY}"),
+                1,
+                "the name must be a lowercase identifier",
+            ),
+            (
+                format!("feed-1 events {KEY}"),
+                1,
+                "the name must be a lowercase identifier",
+            ),
+            (format!("feed event {KEY}"), 1, "the scopes must be"),
+            (format!("feed read,read {KEY}"), 1, "the scopes must be"),
+            (format!("feed read, {KEY}"), 1, "the scopes must be"),
+            (format!("feed {KEY} events"), 1, "the scopes must be"),
+            ("feed events short".to_owned(), 1, "at least 16"),
+            (
+                format!("a read {KEY}\nb write {KEY}"),
+                2,
+                "the same key as line 1",
+            ),
+            (
+                format!("a read {KEY}-1\n\na write {KEY}-2"),
+                3,
+                "on line 1 with other scopes",
+            ),
+        ] {
+            let err = parse_lines(&text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("line {line}: ")),
+                "{text:?}: {err}"
+            );
+            assert!(err.contains(says), "{text:?}: {err}");
+            assert!(!err.contains(KEY), "{err}");
+        }
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
             created_at,
             revoked_at: None,
             revocation_reason: None,
+            revoked_by: None,
             metadata: ClientMetadata::default(),
         }));
         tokens.push(token);

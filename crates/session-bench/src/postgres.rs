@@ -65,6 +65,7 @@ type Columns = (
     Option<IpNet>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 /// The point read a service without a cache would make for every token:

@@ -253,6 +253,7 @@ impl Bench {
                 created_at,
                 revoked_at: None,
                 revocation_reason: None,
+                revoked_by: None,
                 metadata: ClientMetadata::default(),
             }));
         }

@@ -252,6 +252,7 @@ async fn revoke(url: &str, plan: &Plan) -> anyhow::Result<()> {
                         id,
                         time::OffsetDateTime::now_utc(),
                         session_core::RevocationReason::LOGOUT,
+                        None,
                     )
                     .await?;
                 anyhow::ensure!(

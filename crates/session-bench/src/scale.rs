@@ -279,6 +279,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             created_at,
             revoked_at: None,
             revocation_reason: None,
+            revoked_by: None,
             metadata: ClientMetadata::default(),
         }));
     }

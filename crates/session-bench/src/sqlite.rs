@@ -119,6 +119,7 @@ pub(crate) fn read_active(path: &Path, page: i64) -> anyhow::Result<usize> {
         Option<String>,
         Option<String>,
         Option<String>,
+        Option<String>,
     );
     let mut connection = connect(path)?;
     let mut after: Option<Vec<u8>> = None;

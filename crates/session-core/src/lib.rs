@@ -103,7 +103,7 @@ pub use service::{
     BackgroundTasks, Error, NewSession, Revocation, SessionService, SessionServiceBuilder,
 };
 pub use session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, SessionIdentity,
-    UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId,
+    SessionIdentity, UserAgent,
 };
 pub use token::session_token::SessionToken;

@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
-use crate::port::store::{ActivePage, RevokeOutcome, SeenAt, SessionStore, StoreError};
-use crate::session::{AccountId, RevocationReason, Session, SessionId};
+use crate::port::store::{
+    ActivePage, LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError,
+};
+use crate::session::{AccountId, RevocationReason, Revoker, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
 use crate::{AccountPage, ListPosition, ListScope, PageRequest};
 
@@ -77,6 +80,28 @@ impl MemoryState {
         self.wake.send_replace(());
     }
 
+    /// Refuses a session whose token hash or id is stored already.
+    fn check_new(&self, session: &Session) -> Result<(), StoreError> {
+        if self.by_hash.contains_key(&session.token_hash) {
+            return Err(StoreError::DuplicateTokenHash);
+        }
+        if self.sessions.contains_key(&session.id) {
+            return Err(StoreError::Failed(
+                "a session with this id already exists".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores a session [`check_new`](Self::check_new) accepted.
+    fn store_new(&mut self, session: &Session) {
+        self.by_hash.insert(session.token_hash, session.id);
+        self.sessions.insert(session.id, session.clone());
+        if session.is_active() {
+            self.record(Logged::Created(session.token_hash));
+        }
+    }
+
     fn head(&self) -> LogCursor {
         LogCursor::new(0, self.pruned + self.log.len() as u64, Vec::new())
     }
@@ -135,20 +160,47 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
         let mut state = self.state()?;
-        if state.by_hash.contains_key(&session.token_hash) {
-            return Err(StoreError::DuplicateTokenHash);
-        }
-        if state.sessions.contains_key(&session.id) {
-            return Err(StoreError::Failed(
-                "a session with this id already exists".into(),
-            ));
-        }
-        state.by_hash.insert(session.token_hash, session.id);
-        state.sessions.insert(session.id, session.clone());
-        if session.is_active() {
-            state.record(Logged::Created(session.token_hash));
-        }
+        state.check_new(session)?;
+        state.store_new(session);
         Ok(())
+    }
+
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        // One lock over count, evictions and insert: the transaction.
+        let mut state = self.state()?;
+        state.check_new(session)?;
+        let mut active: Vec<(OffsetDateTime, OffsetDateTime, SessionId)> = state
+            .sessions
+            .values()
+            .filter(|s| s.account_id == session.account_id && s.is_active())
+            .map(|s| {
+                let seen = state.last_seen.get(&s.id).copied();
+                (seen.unwrap_or(s.created_at), s.created_at, s.id)
+            })
+            .collect();
+        let max = limit.max.get() as usize;
+        let excess = (active.len() + 1).saturating_sub(max);
+        if excess > 0 && limit.policy == LimitPolicy::Refuse {
+            return Ok(LimitedInsert::Refused);
+        }
+        active.sort_unstable();
+        let mut evicted = Vec::with_capacity(excess);
+        for &(_, _, id) in &active[..excess] {
+            if let Some(victim) = state.sessions.get_mut(&id) {
+                victim.revoked_at = Some(session.created_at);
+                victim.revocation_reason = Some(RevocationReason::LIMIT);
+                evicted.push(victim.token_hash);
+            }
+        }
+        if !evicted.is_empty() {
+            state.record(Logged::Revoked(evicted.clone()));
+        }
+        state.store_new(session);
+        Ok(LimitedInsert::Inserted { evicted })
     }
 
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
@@ -170,6 +222,7 @@ impl SessionStore for MemoryStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut state = self.state()?;
         let outcome = match state.sessions.get_mut(&id) {
@@ -180,6 +233,7 @@ impl SessionStore for MemoryStore {
             Some(session) => {
                 session.revoked_at = Some(at);
                 session.revocation_reason = Some(reason);
+                session.revoked_by = by;
                 RevokeOutcome::Revoked {
                     token_hash: session.token_hash,
                 }
@@ -197,6 +251,7 @@ impl SessionStore for MemoryStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut state = self.state()?;
         let revoked: Vec<TokenHash> = state
@@ -206,6 +261,7 @@ impl SessionStore for MemoryStore {
             .map(|session| {
                 session.revoked_at = Some(at);
                 session.revocation_reason = Some(reason.clone());
+                session.revoked_by.clone_from(&by);
                 session.token_hash
             })
             .collect();

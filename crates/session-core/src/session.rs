@@ -38,6 +38,22 @@ impl SessionId {
     pub const fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+
+    /// When the id was made, to the millisecond, from the timestamp a
+    /// UUIDv7 carries: a session's creation time with no store read, in
+    /// either cache mode. `None` for an id of another version (written by
+    /// other code: this crate makes only UUIDv7s).
+    #[must_use]
+    pub fn minted_at(&self) -> Option<OffsetDateTime> {
+        if self.0.get_version_num() != 7 {
+            return None;
+        }
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        let seconds = i64::try_from(seconds).ok()?;
+        OffsetDateTime::from_unix_timestamp(seconds)
+            .ok()
+            .map(|at| at + time::Duration::nanoseconds(i64::from(nanos)))
+    }
 }
 
 /// The account a session belongs to. Accounts are owned by the host
@@ -269,27 +285,7 @@ impl RevocationReason {
     /// Empty, longer than [`Self::MAX_LEN`] bytes, or not a lowercase
     /// identifier (see the type's docs). The error never holds the text.
     pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
-        let text = text.into();
-        let field = Field::RevocationReason;
-        if text.is_empty() {
-            return Err(ValidationError::new(field, Reason::Empty));
-        }
-        if text.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(
-                field,
-                Reason::TooLong {
-                    max: Self::MAX_LEN,
-                    actual: text.len(),
-                },
-            ));
-        }
-        let mut bytes = text.bytes();
-        let first_is_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
-        let rest_is_identifier =
-            bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !(first_is_letter && rest_is_identifier) {
-            return Err(ValidationError::new(field, Reason::NotAnIdentifier));
-        }
+        let text = identifier(text.into(), Field::RevocationReason)?;
         Ok(Self::BUILT_IN
             .into_iter()
             .find(|built_in| built_in.as_str() == text)
@@ -318,6 +314,81 @@ impl FromStr for RevocationReason {
 }
 
 text_debug!(RevocationReason);
+
+/// Text checked against the identifier grammar of [`RevocationReason`] and
+/// [`Revoker`]: a letter `a` to `z`, then up to 31 of `a` to `z`, `0` to
+/// `9` and `_`.
+fn identifier(text: String, field: Field) -> Result<String, ValidationError> {
+    if text.is_empty() {
+        return Err(ValidationError::new(field, Reason::Empty));
+    }
+    if text.len() > RevocationReason::MAX_LEN {
+        return Err(ValidationError::new(
+            field,
+            Reason::TooLong {
+                max: RevocationReason::MAX_LEN,
+                actual: text.len(),
+            },
+        ));
+    }
+    let mut bytes = text.bytes();
+    let first_is_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+    let rest_is_identifier =
+        bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !(first_is_letter && rest_is_identifier) {
+        return Err(ValidationError::new(field, Reason::NotAnIdentifier));
+    }
+    Ok(text)
+}
+
+/// Who revoked a session: the name of the API key that asked for it. In
+/// the grammar of [`RevocationReason`] ([`PATTERN`](Self::PATTERN)), for
+/// the same reasons: it goes into logs, span attributes and SQL `CHECK`s.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Revoker(Cow<'static, str>);
+
+impl Revoker {
+    /// The name of every key given without one (a lone key, or a key file
+    /// of bare keys), which holds every scope.
+    pub const DEFAULT: Self = Self(Cow::Borrowed("default"));
+
+    /// The longest name, in bytes.
+    pub const MAX_LEN: usize = RevocationReason::MAX_LEN;
+
+    /// The grammar, as [`RevocationReason::PATTERN`].
+    pub const PATTERN: &'static str = RevocationReason::PATTERN;
+
+    /// Checks and wraps a name.
+    ///
+    /// # Errors
+    ///
+    /// As [`RevocationReason::new`], naming the field `revoked_by`; the
+    /// error never holds the text.
+    pub fn new(text: impl Into<String>) -> Result<Self, ValidationError> {
+        let text = identifier(text.into(), Field::RevokedBy)?;
+        Ok(if text == Self::DEFAULT.as_str() {
+            Self::DEFAULT
+        } else {
+            Self(Cow::Owned(text))
+        })
+    }
+
+    /// The name's text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Revoker {
+    type Err = ValidationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::new(text)
+    }
+}
+
+text_debug!(Revoker);
 
 fn bounded_text(text: String, field: Field, max: usize) -> Result<Box<str>, ValidationError> {
     if text.is_empty() {
@@ -368,6 +439,11 @@ pub struct Session {
     /// and for sessions revoked before reasons were recorded (their stored
     /// reason is null; the API shows it as null).
     pub revocation_reason: Option<RevocationReason>,
+    /// Who revoked it: the name of the API key that asked, set with
+    /// `revoked_at`. `None` while active, and for a revocation no key made
+    /// (an embedding host's own call, an eviction for the limit, an API
+    /// without keys) or made before this was recorded.
+    pub revoked_by: Option<Revoker>,
     /// Client metadata recorded at creation.
     pub metadata: ClientMetadata,
 }

@@ -45,6 +45,8 @@ pub enum Field {
     RevokedAt,
     /// [`RevocationReason`](crate::RevocationReason): why a session was revoked.
     RevocationReason,
+    /// [`Revoker`](crate::Revoker): who revoked a session (an API key's name).
+    RevokedBy,
 }
 
 impl Field {
@@ -60,6 +62,7 @@ impl Field {
             Self::CreatedAt => "created_at",
             Self::RevokedAt => "revoked_at",
             Self::RevocationReason => "reason",
+            Self::RevokedBy => "revoked_by",
         }
     }
 }
@@ -106,7 +109,8 @@ pub enum Reason {
     #[error("must be an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z")]
     InstantOutOfRange,
     /// The text is not a lowercase identifier: the grammar of
-    /// [`RevocationReason::new`](crate::RevocationReason::new).
+    /// [`RevocationReason::new`](crate::RevocationReason::new) and
+    /// [`Revoker::new`](crate::Revoker::new).
     #[error("must be a lowercase identifier: a letter a-z, then up to 31 of a-z, 0-9 and _")]
     NotAnIdentifier,
     /// A stored revocation reason on a session that is not revoked.

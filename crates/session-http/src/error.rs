@@ -28,6 +28,9 @@ pub(crate) struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
     cause: Option<Cause>,
+    /// The `WWW-Authenticate` challenge, when it is not the plain `Bearer`
+    /// of a 401.
+    challenge: Option<&'static str>,
 }
 
 /// Why an answer failed when the client is told only that it did: what the
@@ -76,12 +79,21 @@ pub enum ErrorCode {
     Unauthorized,
     /// 401 from forward auth: the request presents no session token.
     MissingToken,
+    /// 403: a valid API key without the scope the route needs (`read`,
+    /// `events` or `write`); `WWW-Authenticate` names it, as RFC 6750
+    /// §3.1 says.
+    InsufficientScope,
     /// 404: no such session, or no such route.
     NotFound,
     /// 405: the route exists with other methods.
     MethodNotAllowed,
     /// 421: without an API key, a request not addressed to a loopback name.
     MisdirectedRequest,
+    /// 409 on create: the account holds the most active sessions it may
+    /// (session-app's `--max-sessions-per-account`) and the policy is
+    /// `refuse`; nothing was changed. Show it to the user: a session must be
+    /// revoked before another login.
+    SessionLimitReached,
     /// 413: the body is over [`MAX_BODY_BYTES`].
     PayloadTooLarge,
     /// 415: the body is not declared JSON.
@@ -107,9 +119,11 @@ impl ErrorCode {
             Self::InvalidToken | Self::Unauthorized | Self::MissingToken => {
                 StatusCode::UNAUTHORIZED
             }
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            Self::SessionLimitReached => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotReady | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +155,7 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            challenge: None,
         }
     }
 
@@ -176,6 +191,18 @@ impl ApiError {
             ErrorCode::Unauthorized,
             "a valid API key is required: send `Authorization: Bearer <key>`",
         )
+    }
+
+    /// 403: the key is valid but lacks `scope`; `challenge` is RFC 6750's
+    /// `insufficient_scope` naming it.
+    pub(crate) fn insufficient_scope(scope: &'static str, challenge: &'static str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(
+                ErrorCode::InsufficientScope,
+                format!("this API key lacks the `{scope}` scope this route needs"),
+            )
+        }
     }
 
     /// 401 from forward auth: the request presents no session token.
@@ -238,7 +265,12 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        if matches!(self.code, ErrorCode::Unauthorized | ErrorCode::MissingToken) {
+        if let Some(challenge) = self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        } else if matches!(self.code, ErrorCode::Unauthorized | ErrorCode::MissingToken) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -264,6 +296,10 @@ impl From<session_core::Error> for ApiError {
                 "the session cache is still warming; retry shortly",
             ),
             Error::NotFound => Self::new(ErrorCode::NotFound, "no such session"),
+            Error::SessionLimitReached => Self::new(
+                ErrorCode::SessionLimitReached,
+                "the account holds the most sessions it may; revoke one before creating another",
+            ),
             Error::Store(err) => err.into(),
             other => Self::internal(Cause::new("unexpected service error", false, other)),
         }

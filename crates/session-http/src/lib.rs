@@ -85,7 +85,7 @@ use axum::extract::Request;
 use axum::routing::{any, get, post};
 use utoipa::OpenApi;
 
-pub use auth::{ApiKeys, InvalidApiKey, MIN_KEY_LEN};
+pub use auth::{ApiKey, ApiKeys, InvalidApiKey, MIN_KEY_LEN, Scope, Scopes};
 pub use error::{ErrorCode, MAX_BODY_BYTES, timeout_response};
 pub use forward_auth::{
     DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
@@ -222,8 +222,9 @@ pub fn router(state: ApiState) -> Router {
 /// - Every other request, unmatched ones included, must name a loopback host
 ///   when no API key is configured, and is refused 413 when it declares a
 ///   body over the limit.
-/// - The `/v1` routes need an API key, when keys are configured.
-fn guard(state: &ApiState, route: Option<&str>, request: &Request) -> Result<(), ApiError> {
+/// - The `/v1` routes need an API key, when keys are configured, with the
+///   scope the route and method need (see `auth.rs`).
+fn guard(state: &ApiState, route: Option<&str>, request: &mut Request) -> Result<(), ApiError> {
     let Some(route) = route else {
         host::require_loopback_host(state, request)?;
         return refuse_declared_oversized_bodies(request);
@@ -234,7 +235,7 @@ fn guard(state: &ApiState, route: Option<&str>, request: &Request) -> Result<(),
     host::require_loopback_host(state, request)?;
     refuse_declared_oversized_bodies(request)?;
     if route.starts_with("/v1/") {
-        auth::require_api_key(state, request)?;
+        auth::require_api_key(state, route, request)?;
     }
     Ok(())
 }

@@ -6,6 +6,9 @@
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
+use axum::http::Method;
+
+use crate::auth::Scope;
 use crate::error::MAX_BODY_BYTES;
 
 /// Adds to every operation the answers of the layers around it.
@@ -18,17 +21,19 @@ impl utoipa::Modify for LayerAnswers {
             if path.starts_with(crate::FORWARD_AUTH) {
                 continue;
             }
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                document_layers(operation);
+            for (method, operation) in [
+                (Method::GET, &mut item.get),
+                (Method::POST, &mut item.post),
+                (Method::PUT, &mut item.put),
+                (Method::PATCH, &mut item.patch),
+                (Method::DELETE, &mut item.delete),
+            ] {
+                if let Some(operation) = operation {
+                    document_layers(operation);
+                    if let Some(scope) = crate::auth::required_scope(path, &method) {
+                        document_scope(operation, scope);
+                    }
+                }
             }
         }
     }
@@ -77,6 +82,20 @@ fn document_layers(operation: &mut Operation) {
         );
     }
     add_timeout(operation);
+}
+
+/// The 403 of a key without the scope `operation` needs.
+fn document_scope(operation: &mut Operation, scope: Scope) {
+    let scope = scope.as_str();
+    add(
+        operation,
+        "403",
+        &format!(
+            "`insufficient_scope`: the API key lacks the `{scope}` scope (with \
+             `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"{scope}\"`)"
+        ),
+        false,
+    );
 }
 
 /// What session-app's accept loop answers, around every route, to a request

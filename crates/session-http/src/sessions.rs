@@ -4,23 +4,24 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use session_core::port::cache::CacheMode;
 use session_core::port::store::SeenAt;
 use session_core::validation::parse_ip;
 use session_core::{
     AccountId, ClientMetadata, Error, Label, ListPosition, ListScope, PageLimit, PageRequest,
-    RevocationReason, Session, SessionId, SessionIdentity, SessionService, UserAgent,
+    RevocationReason, Revoker, Session, SessionId, SessionIdentity, SessionService, UserAgent,
 };
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{ApiJson, ApiPath, ApiQuery};
@@ -254,6 +255,13 @@ pub(crate) struct StoredSessionView<'a> {
     /// session revoked before reasons were recorded.
     #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
     revocation_reason: Option<&'a str>,
+    /// The name of the API key that revoked the session (`default` for a
+    /// key configured without a name), or null: while active, for a
+    /// revocation no key made (an eviction for the per-account limit, the
+    /// API without keys, a host's own call) or made before this was
+    /// recorded.
+    #[schema(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,31}$", min_length = 1, max_length = 32)]
+    revoked_by: Option<&'a str>,
 }
 
 impl<'a> StoredSessionView<'a> {
@@ -264,6 +272,7 @@ impl<'a> StoredSessionView<'a> {
                 .revocation_reason
                 .as_ref()
                 .map(RevocationReason::as_str),
+            revoked_by: session.revoked_by.as_ref().map(Revoker::as_str),
             last_seen_at: seen
                 .iter()
                 .find(|mark| mark.id == session.id)
@@ -524,6 +533,9 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         (status = 201, description = "Created; the token is shown only here", body = CreatedSession),
         (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "`session_limit_reached`: the account holds the most active \
+sessions it may (`--max-sessions-per-account` with `--session-limit-policy refuse`); nothing was \
+created. Show it to the user", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 503, description = "Store unavailable; nothing was created", body = ErrorBody),
@@ -619,11 +631,12 @@ pub(crate) async fn revoke_session(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<SessionId>,
     ApiQuery(params): ApiQuery<RevokeParams>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<StatusCode, ApiError> {
     let reason = params.reason()?;
     state
         .service()
-        .revoke(id, reason)
+        .revoke_as(id, reason, caller.map(|Extension(Caller(name))| name))
         .await
         .map_err(ApiError::from)?;
     Ok(StatusCode::NO_CONTENT)
@@ -687,12 +700,14 @@ pub(crate) async fn revoke_account_sessions(
     State(state): State<ApiState>,
     ApiPath(account): ApiPath<AccountId>,
     ApiQuery(mut params): ApiQuery<RevokeAllParams>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let reason = params.reason()?;
     let except = params.except()?;
+    let by = caller.map(|Extension(Caller(name))| name);
     let revoked = state
         .service()
-        .revoke_all(account, except, reason)
+        .revoke_all_as(account, except, reason, by)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(RevokedCount { revoked }))
@@ -773,6 +788,7 @@ mod tests {
                 created_at,
                 revoked_at,
                 revocation_reason: None,
+                revoked_by: None,
                 metadata: ClientMetadata {
                     user_agent: (i % 3 != 0).then(|| UserAgent::new(text).unwrap()),
                     ip: ips[i % ips.len()],

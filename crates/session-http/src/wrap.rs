@@ -31,7 +31,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The checks a request must pass before its route runs, given the route
 /// template it matched (`None` when none did): `Err` is the answer, and the
 /// route is not called.
-pub(crate) type Guard = fn(&ApiState, Option<&str>, &Request) -> Result<(), ApiError>;
+pub(crate) type Guard = fn(&ApiState, Option<&str>, &mut Request) -> Result<(), ApiError>;
 
 /// Adds request ids, the request span and log line, the duration metric and
 /// `no-store` to every request of the service it wraps, and runs a
@@ -86,10 +86,9 @@ where
         let started = Instant::now();
         let request_id = request_id(request.headers_mut());
         let durations = self.state.metrics().request_durations();
-        let matched = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
+        // An `Arc<str>` clone, so the guard may change the request.
+        let matched_path = request.extensions().get::<MatchedPath>().cloned();
+        let matched = matched_path.as_ref().map(MatchedPath::as_str);
         let kind = durations.kind(request.method(), matched);
         let span = request_span(
             kind.method_label(),
@@ -99,7 +98,7 @@ where
         );
         let inner = {
             let _entered = span.enter();
-            match (self.guard)(&self.state, matched, &request) {
+            match (self.guard)(&self.state, matched, &mut request) {
                 Ok(()) => Guarded::Passed {
                     inner: self.inner.call(request),
                 },

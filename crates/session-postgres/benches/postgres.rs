@@ -58,7 +58,12 @@ async fn run(database: &TestDatabase, writes: usize, active: usize) {
     for session in &sessions {
         let start = Instant::now();
         store
-            .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .revoke(
+                session.id,
+                epoch(),
+                session_core::RevocationReason::LOGOUT,
+                None,
+            )
             .await
             .unwrap();
         timings.push(start.elapsed());

@@ -51,6 +51,9 @@ pub(crate) struct Limits {
     read_setup: String,
     /// Sent at checkout before a write.
     write_setup: String,
+    /// Sent at checkout before a write of several statements: always in a
+    /// transaction, whatever `statements` says.
+    write_transaction_setup: String,
 }
 
 impl Limits {
@@ -63,10 +66,11 @@ impl Limits {
         // Per transaction, `SET LOCAL` ends with it, so nothing is left on a
         // server session a pooler hands to others; on a connection of its
         // own, a plain `SET` stays until the next call sets it again.
-        let setup = |statement: Duration| {
-            let (begin, set) = match statements {
-                Statements::Cached => ("", "SET"),
-                Statements::PerTransaction => ("BEGIN; ", "SET LOCAL"),
+        let setup = |statement: Duration, transaction: bool| {
+            let (begin, set) = if transaction {
+                ("BEGIN; ", "SET LOCAL")
+            } else {
+                ("", "SET")
             };
             format!(
                 "{begin}{set} statement_timeout = {}; {set} lock_timeout = {}",
@@ -74,10 +78,12 @@ impl Limits {
                 millis(lock_timeout)
             )
         };
+        let per_transaction = statements == Statements::PerTransaction;
         Self {
             statements,
-            read_setup: setup(read_timeout),
-            write_setup: setup(write_timeout),
+            read_setup: setup(read_timeout, per_transaction),
+            write_setup: setup(write_timeout, per_transaction),
+            write_transaction_setup: setup(write_timeout, true),
             read_timeout,
             write_timeout,
             lock_timeout,
@@ -98,8 +104,9 @@ impl Limits {
         self.timeout(work).min(self.lock_timeout)
     }
 
-    fn setup(&self, work: Work) -> &str {
+    fn setup(&self, work: Work, transaction: bool) -> &str {
         match work {
+            Work::Write if transaction => &self.write_transaction_setup,
             Work::Read => &self.read_setup,
             Work::Write => &self.write_setup,
         }
@@ -184,6 +191,18 @@ impl PgSessionStore {
     /// failover, `pg_terminate_backend`), or that no longer answers, is
     /// dropped and another taken, so the call does not fail for it.
     pub(crate) async fn connection(&self, work: Work) -> Result<Checkout, StoreError> {
+        let per_transaction = self.limits.statements == Statements::PerTransaction;
+        self.checkout(work, per_transaction).await
+    }
+
+    /// As [`connection`](Self::connection), with a write transaction begun
+    /// whatever the statement mode: for a write of several statements, which
+    /// [`finish`](Self::finish) commits together or rolls back.
+    pub(crate) async fn write_transaction(&self) -> Result<Checkout, StoreError> {
+        self.checkout(Work::Write, true).await
+    }
+
+    async fn checkout(&self, work: Work, transaction: bool) -> Result<Checkout, StoreError> {
         let deadline = Instant::now() + self.checkout_timeout;
         loop {
             let mut connection = match tokio::time::timeout_at(deadline, self.pool.get()).await {
@@ -195,14 +214,16 @@ impl PgSessionStore {
             let limit = self
                 .connect_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            let set =
-                tokio::time::timeout(limit, connection.batch_execute(self.limits.setup(work)))
-                    .await;
+            let set = tokio::time::timeout(
+                limit,
+                connection.batch_execute(self.limits.setup(work, transaction)),
+            )
+            .await;
             match set {
                 Ok(Ok(())) => {
                     return Ok(Checkout {
                         connection: Some(connection),
-                        in_transaction: self.limits.statements == Statements::PerTransaction,
+                        in_transaction: transaction,
                     });
                 }
                 Ok(Err(err)) => {

@@ -664,6 +664,7 @@ fn created(row: LogRow) -> Option<Result<session_core::Session, InvalidRow>> {
         label: row.label,
         // Active, so none: a reason is written only with `revoked_at`.
         revocation_reason: None,
+        revoked_by: None,
     };
     Some(stored.into_stored().into_session(SESSIONS_TABLE))
 }

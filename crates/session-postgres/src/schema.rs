@@ -22,5 +22,8 @@ diesel::table! {
         /// Why it was revoked, set with `revoked_at`; NULL while active and
         /// for sessions revoked before reasons were recorded.
         revocation_reason -> Nullable<Text>,
+        /// Who revoked it (an API key's name), set with `revoked_at`; NULL
+        /// while active and for revocations no key made.
+        revoked_by -> Nullable<Text>,
     }
 }

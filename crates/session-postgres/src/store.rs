@@ -13,15 +13,16 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Bytea, Nullable, Text, Timestamptz};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
+use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, RevokeOutcome, RowId,
-    SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
+    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, LimitedInsert,
+    RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
 use session_core::{
-    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, RevocationReason, Session,
-    SessionId, UserAgent,
+    AccountId, AccountPage, Label, ListPosition, ListScope, PageRequest, RevocationReason, Revoker,
+    Session, SessionId, UserAgent,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -174,6 +175,12 @@ pub(crate) struct SessionRow {
         select_expression_type = convert_to<sessions::revocation_reason, &'static str>,
     )]
     pub(crate) revocation_reason: Option<Vec<u8>>,
+    /// The bytes as stored, UTF-8 or not.
+    #[diesel(
+        select_expression = convert_to(sessions::revoked_by, AS_STORED),
+        select_expression_type = convert_to<sessions::revoked_by, &'static str>,
+    )]
+    pub(crate) revoked_by: Option<Vec<u8>>,
 }
 
 /// Records last-seen times in one statement: only for sessions that exist,
@@ -187,6 +194,52 @@ const RECORD_LAST_SEEN: &str = "\
     ORDER BY seen.id \
     ON CONFLICT (session_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at \
     WHERE activity.last_seen_at < EXCLUDED.last_seen_at";
+
+/// The first key of the advisory lock [`insert_within_limit`] takes per
+/// account (the two-key form, whose keys no single-key lock, such as the
+/// migrations', shares): "sess" in ASCII.
+///
+/// [`insert_within_limit`]: SessionStore::insert_within_limit
+const ACCOUNT_LOCK_SPACE: i32 = 0x7365_7373;
+
+/// Serializes the limited inserts of one account until the transaction
+/// ends (so it works through a transaction pooler, unlike a session lock).
+/// Two accounts may share a key: they then wait on each other, never
+/// more.
+const LOCK_ACCOUNT: &str = "SELECT pg_advisory_xact_lock($1, $2)";
+
+/// Revokes, with reason `$4` (`limit`), the `$3` least recently seen active
+/// sessions of account `$2` at `$1`: by last-seen time, a session never seen
+/// counting as seen at its creation, then by creation time, then by id.
+/// Run under [`LOCK_ACCOUNT`], in a statement of its own, so its snapshot
+/// includes every insert committed before the lock was granted.
+const EVICT_LEAST_RECENTLY_SEEN: &str = "\
+    UPDATE session.sessions SET revoked_at = $1, revocation_reason = $4 \
+    WHERE revoked_at IS NULL AND id IN ( \
+        SELECT s.id FROM session.sessions AS s \
+        LEFT JOIN session.session_activity AS a ON a.session_id = s.id \
+        WHERE s.account_id = $2 AND s.revoked_at IS NULL \
+        ORDER BY coalesce(a.last_seen_at, s.created_at), s.created_at, s.id \
+        LIMIT $3) \
+    RETURNING id, token_hash";
+
+/// The second key of an account's advisory lock: its id folded to 32 bits.
+fn account_lock_key(account: AccountId) -> i32 {
+    let id = account.as_uuid().as_u128();
+    // Truncation is the point: any fold of the id serializes that account.
+    let folded = (id ^ (id >> 64)) as u64;
+    let key = (folded ^ (folded >> 32)) as u32;
+    key.cast_signed()
+}
+
+/// A session a statement revoked.
+#[derive(QueryableByName)]
+struct RevokedRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = Bytea)]
+    token_hash: Vec<u8>,
+}
 
 /// A row of `session.session_activity`.
 #[derive(QueryableByName)]
@@ -220,6 +273,7 @@ impl SessionRow {
             ip: self.ip.map(|net| net.addr()),
             label: self.label,
             revocation_reason: self.revocation_reason,
+            revoked_by: self.revoked_by,
         }
     }
 
@@ -305,6 +359,7 @@ struct NewSessionRow<'a> {
     ip: Option<IpNet>,
     label: Option<&'a str>,
     revocation_reason: Option<&'a str>,
+    revoked_by: Option<&'a str>,
 }
 
 impl<'a> From<&'a Session> for NewSessionRow<'a> {
@@ -322,6 +377,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
                 .revocation_reason
                 .as_ref()
                 .map(RevocationReason::as_str),
+            revoked_by: session.revoked_by.as_ref().map(Revoker::as_str),
         }
     }
 }
@@ -330,7 +386,7 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
 ///
 /// ```sql
 /// WITH revoked AS (
-///     UPDATE session.sessions SET revoked_at = $1, revocation_reason = $3
+///     UPDATE session.sessions SET revoked_at = $1, revocation_reason = $3, revoked_by = $4
 ///     WHERE id = $2 AND revoked_at IS NULL
 ///     RETURNING token_hash)
 /// SELECT (SELECT token_hash FROM revoked),
@@ -347,6 +403,8 @@ struct RevokeOne {
     id: Uuid,
     at: OffsetDateTime,
     reason: RevocationReason,
+    /// The revoker's name.
+    by: Option<String>,
 }
 
 impl Query for RevokeOne {
@@ -359,6 +417,8 @@ impl QueryFragment<Pg> for RevokeOne {
         out.push_bind_param::<Timestamptz, _>(&self.at)?;
         out.push_sql(", revocation_reason = ");
         out.push_bind_param::<Text, _>(self.reason.as_str())?;
+        out.push_sql(", revoked_by = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.by)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
         out.push_sql(
@@ -386,6 +446,72 @@ impl SessionStore for PgSessionStore {
         self.finish("insert session", outcome, connection).await?;
         self.waker.wake();
         Ok(())
+    }
+
+    #[tracing::instrument(name = "INSERT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        let account = *session.account_id.as_uuid();
+        let max = i64::from(limit.max.get());
+        let mut connection = self.write_transaction().await?;
+        let statements = async {
+            diesel::sql_query(LOCK_ACCOUNT)
+                .bind::<diesel::sql_types::Integer, _>(ACCOUNT_LOCK_SPACE)
+                .bind::<diesel::sql_types::Integer, _>(account_lock_key(session.account_id))
+                .execute(&mut connection)
+                .await?;
+            // Read committed: each statement from here on sees every insert
+            // committed by the holders of the lock before this one.
+            let active: i64 = sessions::table
+                .filter(sessions::account_id.eq(account))
+                .filter(sessions::revoked_at.is_null())
+                .count()
+                .get_result(&mut connection)
+                .await?;
+            let excess = (active + 1 - max).max(0);
+            if excess > 0 && limit.policy == LimitPolicy::Refuse {
+                return Ok(None);
+            }
+            let evicted = if excess > 0 {
+                diesel::sql_query(EVICT_LEAST_RECENTLY_SEEN)
+                    .bind::<Timestamptz, _>(session.created_at)
+                    .bind::<diesel::sql_types::Uuid, _>(account)
+                    .bind::<diesel::sql_types::BigInt, _>(excess)
+                    .bind::<Text, _>(RevocationReason::LIMIT.as_str())
+                    .load::<RevokedRow>(&mut connection)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            diesel::insert_into(sessions::table)
+                .values(NewSessionRow::from(session))
+                .execute(&mut connection)
+                .await?;
+            Ok(Some(evicted))
+        };
+        let outcome = self.bounded(Work::Write, statements).await;
+        let evicted = self
+            .finish(
+                "insert session within its account's limit",
+                outcome,
+                connection,
+            )
+            .await?;
+        let Some(evicted) = evicted else {
+            return Ok(LimitedInsert::Refused);
+        };
+        self.waker.wake();
+        Ok(LimitedInsert::Inserted {
+            evicted: evicted
+                .into_iter()
+                .map(|row| token_hash(row.id, &row.token_hash))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
@@ -433,12 +559,14 @@ impl SessionStore for PgSessionStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         let statement = RevokeOne {
             id: *id.as_uuid(),
             at,
             reason,
+            by: by.map(|by| by.as_str().to_owned()),
         }
         .get_result::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;
@@ -467,6 +595,7 @@ impl SessionStore for PgSessionStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         // One statement: the sessions it revokes are exactly the ones it returns.
@@ -481,6 +610,7 @@ impl SessionStore for PgSessionStore {
             .set((
                 sessions::revoked_at.eq(at),
                 sessions::revocation_reason.eq(reason.as_str()),
+                sessions::revoked_by.eq(by.as_ref().map(Revoker::as_str)),
             ))
             .returning((sessions::id, sessions::token_hash))
             .get_results::<(Uuid, Vec<u8>)>(&mut connection);

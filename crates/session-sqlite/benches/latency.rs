@@ -52,7 +52,12 @@ async fn run(path: &std::path::Path, writes: usize, reads_per_task: usize) {
     for session in sessions.iter().step_by(2) {
         let start = Instant::now();
         store
-            .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .revoke(
+                session.id,
+                epoch(),
+                session_core::RevocationReason::LOGOUT,
+                None,
+            )
             .await
             .unwrap();
         timings.push(start.elapsed());

@@ -45,6 +45,8 @@ pub struct SessionRow {
     pub label: Option<RawText>,
     /// Why it was revoked; its bytes, UTF-8 or not.
     pub revocation_reason: Option<RawText>,
+    /// Who revoked it; its bytes, UTF-8 or not.
+    pub revoked_by: Option<RawText>,
 }
 
 /// A TEXT value's bytes as stored, UTF-8 or not: SQLite stores whatever
@@ -78,6 +80,7 @@ pub(crate) struct NewSessionRow {
     ip: Option<String>,
     label: Option<String>,
     revocation_reason: Option<String>,
+    revoked_by: Option<String>,
 }
 
 impl NewSessionRow {
@@ -102,6 +105,7 @@ impl NewSessionRow {
                 .revocation_reason
                 .as_ref()
                 .map(|reason| reason.as_str().to_owned()),
+            revoked_by: session.revoked_by.as_ref().map(|by| by.as_str().to_owned()),
         })
     }
 }
@@ -140,6 +144,7 @@ impl SessionRow {
                 .map_err(|err| InvalidRow::new(TABLE, "ip", row, err))?,
             label: self.label.map(|text| text.0),
             revocation_reason: self.revocation_reason.map(|text| text.0),
+            revoked_by: self.revoked_by.map(|text| text.0),
         };
         stored.into_session(TABLE)
     }
@@ -220,6 +225,13 @@ pub(crate) struct ActivityRow {
     session_id: Vec<u8>,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     last_seen_at: i64,
+}
+
+/// A token hash a statement returns, as stored.
+#[derive(QueryableByName)]
+pub(crate) struct HashRow {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    pub(crate) token_hash: Vec<u8>,
 }
 
 /// The table activity rows are read from, as errors name it.

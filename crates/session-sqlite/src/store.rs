@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use deadpool::unmanaged::Pool;
 use diesel::dsl::exists;
 use diesel::prelude::*;
+use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, LATEST_STORED_MICROS, RevokeOutcome, SeenAt, SessionStore,
-    StoreError,
+    ActivePage, EARLIEST_STORED_MICROS, LATEST_STORED_MICROS, LimitedInsert, RevokeOutcome, SeenAt,
+    SessionStore, StoreError,
 };
 use session_core::token::TokenHash;
 use session_core::{
-    AccountId, AccountPage, ListScope, PageRequest, RevocationReason, Session, SessionId,
+    AccountId, AccountPage, ListScope, PageRequest, RevocationReason, Revoker, Session, SessionId,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -220,6 +221,19 @@ pub struct SqlitePoolStatus {
     pub writer: PoolStatus,
 }
 
+/// Revokes, with reason `?4` (`limit`), the `?3` least recently seen active
+/// sessions of account `?2` at `?1`: by last-seen time, a session never seen
+/// counting as seen at its creation, then by creation time, then by id.
+const EVICT_LEAST_RECENTLY_SEEN: &str = "\
+    UPDATE sessions SET revoked_at = ?1, revocation_reason = ?4 \
+    WHERE id IN ( \
+        SELECT s.id FROM sessions AS s \
+        LEFT JOIN session_activity AS a ON a.session_id = s.id \
+        WHERE s.account_id = ?2 AND s.revoked_at IS NULL \
+        ORDER BY coalesce(a.last_seen_at, s.created_at), s.created_at, s.id \
+        LIMIT ?3) \
+    RETURNING token_hash";
+
 fn id_bytes(id: SessionId) -> Vec<u8> {
     id.as_uuid().as_bytes().to_vec()
 }
@@ -243,6 +257,62 @@ impl SessionStore for SqliteSessionStore {
                 .map_err(store_error)
         })
         .await
+    }
+
+    #[tracing::instrument(name = "INSERT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "INSERT", db.collection.name = "sessions"))]
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        let row = NewSessionRow::new(session)?;
+        let account = account_bytes(session.account_id);
+        let at = row::micros(session.created_at)?;
+        let max = i64::from(limit.max.get());
+        let evicted: Option<Vec<row::HashRow>> = self
+            .write(move |conn| {
+                // IMMEDIATE: the write lock is taken at BEGIN, so no other
+                // connection (another process, despite the file lock) can
+                // write between the count and the insert.
+                conn.immediate_transaction(|conn| {
+                    let active: i64 = sessions::table
+                        .filter(sessions::account_id.eq(&account))
+                        .filter(sessions::revoked_at.is_null())
+                        .count()
+                        .get_result(conn)?;
+                    let excess = (active + 1 - max).max(0);
+                    if excess > 0 && limit.policy == LimitPolicy::Refuse {
+                        return Ok(None);
+                    }
+                    let evicted = if excess > 0 {
+                        diesel::sql_query(EVICT_LEAST_RECENTLY_SEEN)
+                            .bind::<diesel::sql_types::BigInt, _>(at)
+                            .bind::<diesel::sql_types::Binary, _>(&account)
+                            .bind::<diesel::sql_types::BigInt, _>(excess)
+                            .bind::<diesel::sql_types::Text, _>(RevocationReason::LIMIT.as_str())
+                            .load(conn)?
+                    } else {
+                        Vec::new()
+                    };
+                    diesel::insert_into(sessions::table)
+                        .values(&row)
+                        .execute(conn)?;
+                    Ok(Some(evicted))
+                })
+                .map_err(store_error)
+            })
+            .await?;
+        let Some(evicted) = evicted else {
+            return Ok(LimitedInsert::Refused);
+        };
+        Ok(LimitedInsert::Inserted {
+            evicted: evicted
+                .iter()
+                .map(|row| row::token_hash(&row.token_hash))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
@@ -290,10 +360,12 @@ impl SessionStore for SqliteSessionStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
         let id = id_bytes(id);
         let at = row::micros(at)?;
         let reason = reason.as_str().to_owned();
+        let by = by.map(|by| by.as_str().to_owned());
         let (revoked, stored) = self
             .write(move |conn| {
                 // One transaction, so "not revoked by this call" and "exists"
@@ -307,6 +379,7 @@ impl SessionStore for SqliteSessionStore {
                     .set((
                         sessions::revoked_at.eq(at),
                         sessions::revocation_reason.eq(&reason),
+                        sessions::revoked_by.eq(&by),
                     ))
                     .returning(sessions::token_hash)
                     .get_result(conn)
@@ -344,11 +417,13 @@ impl SessionStore for SqliteSessionStore {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let account = account_bytes(account);
         let except = except.map(id_bytes);
         let at = row::micros(at)?;
         let reason = reason.as_str().to_owned();
+        let by = by.map(|by| by.as_str().to_owned());
         let hashes: Vec<Vec<u8>> = self
             .write(move |conn| {
                 // One statement: every matching session is revoked, or none.
@@ -358,6 +433,7 @@ impl SessionStore for SqliteSessionStore {
                 let revoke = (
                     sessions::revoked_at.eq(at),
                     sessions::revocation_reason.eq(&reason),
+                    sessions::revoked_by.eq(&by),
                 );
                 match except {
                     Some(except) => diesel::update(active.filter(sessions::id.ne(except)))

@@ -135,6 +135,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     created_at: at,
                     revoked_at: None,
                     revocation_reason: None,
+                    revoked_by: None,
                     metadata: ClientMetadata::default(),
                 };
                 now(store.insert(&session)).expect("a new hash");
@@ -142,7 +143,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Revoke { pick } => {
                 if let Some(id) = ids.get(usize::from(pick) % ids.len().max(1)) {
-                    now(store.revoke(*id, at, RevocationReason::LOGOUT)).expect("available");
+                    now(store.revoke(*id, at, RevocationReason::LOGOUT, None)).expect("available");
                 }
             }
             Op::RevokeAll { account: n, except } => {
@@ -153,6 +154,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     except,
                     at,
                     RevocationReason::LOGOUT,
+                    None,
                 ))
                 .expect("available");
             }

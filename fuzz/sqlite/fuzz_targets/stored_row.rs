@@ -110,6 +110,7 @@ fuzz_target!(|row: Row| match row {
             ip,
             label: label.as_ref().map(Text::get),
             revocation_reason: None,
+            revoked_by: None,
         };
         check_stored(stored.clone(), stored.into_session(TABLE));
     }
@@ -137,6 +138,7 @@ fuzz_target!(|row: Row| match row {
             ip: ip.clone(),
             label: label.clone().map(RawText),
             revocation_reason: None,
+            revoked_by: None,
         };
         let decoded = row.into_session();
         // What the SQLite columns mean, decoded independently: the ids'
@@ -170,6 +172,7 @@ fuzz_target!(|row: Row| match row {
             ip: ip.map(|ip| ip.parse().expect("checked")),
             label,
             revocation_reason: None,
+            revoked_by: None,
         };
         let decoded = decoded.map_err(|invalid| {
             assert_eq!(invalid.table, "sessions");

@@ -272,3 +272,60 @@ async fn request_lines_carry_the_request_and_are_all_written_by_exit() {
         "the last line is written before exit"
     );
 }
+
+/// A copy of the database taken before an incident's revocation, restored,
+/// brings the revoked session back, unless the instance is started with
+/// `--sessions-not-before` the incident's time: then it answers 401 for
+/// every session created before it, and sessions created since resolve.
+#[tokio::test]
+async fn a_restored_copy_cannot_bring_back_sessions_from_before_the_mark() {
+    let dir = temp_dir();
+    let url = sqlite_url(dir.path());
+    let start = |extra: Vec<String>| {
+        Server::start(Options {
+            database_url: url.clone(),
+            extra,
+            ..Options::default()
+        })
+    };
+    let server = start(Vec::new());
+    server.wait_ready().await;
+    let (old, id) = server.create(uuid::Uuid::new_v4()).await;
+    assert!(server.terminate().success());
+    // The backup: the file (and its write-ahead log, if any) as it is now.
+    let backup = temp_dir();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with("sessions.db"))
+        .collect();
+    for name in &files {
+        std::fs::copy(dir.path().join(name), backup.path().join(name)).unwrap();
+    }
+
+    // The incident: the session is revoked, at a time after it was created.
+    let server = start(Vec::new());
+    server.wait_ready().await;
+    assert_eq!(server.revoke(&id).await, 204);
+    let incident = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    assert!(server.terminate().success());
+
+    // The restore.
+    for name in &files {
+        std::fs::copy(backup.path().join(name), dir.path().join(name)).unwrap();
+    }
+    let server = start(Vec::new());
+    server.wait_ready().await;
+    assert_eq!(
+        server.resolve(&old).await,
+        200,
+        "the restored copy has it active"
+    );
+    assert!(server.terminate().success());
+
+    let server = start(vec!["--sessions-not-before".to_owned(), incident]);
+    server.wait_ready().await;
+    assert_eq!(server.resolve(&old).await, 401, "created before the mark");
+    let (new, _) = server.create(uuid::Uuid::new_v4()).await;
+    assert_eq!(server.resolve(&new).await, 200, "created after it");
+}

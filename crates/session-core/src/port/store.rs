@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::config::SessionLimit;
 use crate::session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId, UserAgent,
 };
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};
@@ -35,32 +36,61 @@ pub trait SessionStore: Send + Sync + 'static {
     /// [`StoreError::DuplicateTokenHash`] if a session with the same token hash exists.
     async fn insert(&self, session: &Session) -> Result<(), StoreError>;
 
+    /// Stores a new active session unless its account would then hold more
+    /// than `limit.max` active sessions, in one transaction serialized per
+    /// account: concurrent calls for one account, from any number of
+    /// processes, run one after another, so the account never holds more
+    /// than `limit.max` active sessions. With
+    /// [`LimitPolicy::EvictLeastRecentlySeen`](crate::config::LimitPolicy::EvictLeastRecentlySeen)
+    /// it first revokes, with reason [`RevocationReason::LIMIT`] at the new
+    /// session's `created_at`, the fewest sessions that make room: those
+    /// with the oldest last-seen time ([`record_last_seen`](Self::record_last_seen);
+    /// a session never seen counts as seen at its `created_at`), ties broken
+    /// by `created_at`, then by id. With
+    /// [`Refuse`](crate::config::LimitPolicy::Refuse) it changes nothing
+    /// and answers [`LimitedInsert::Refused`]. A failed call changes
+    /// nothing, evictions included. Only this method counts: sessions
+    /// stored by [`insert`](Self::insert) are counted here, but `insert`
+    /// itself checks no limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert).
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError>;
+
     /// The active session with this token hash, if there is one.
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError>;
 
     /// The session with this id, active or revoked.
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
-    /// Revokes one session at `at` for `reason`, both stored by the one
-    /// statement that revokes it. Idempotent: an already revoked session
-    /// keeps its first `revoked_at` and its first reason (none, if it was
-    /// revoked before reasons were recorded).
+    /// Revokes one session at `at` for `reason`, by `by` if a key asked,
+    /// all stored by the one statement that revokes it. Idempotent: an
+    /// already revoked session keeps its first `revoked_at`, reason and
+    /// revoker (none, if it was revoked before they were recorded).
     async fn revoke(
         &self,
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError>;
 
-    /// Revokes every active session of `account` at `at` for `reason`,
-    /// except `except` if given, and returns the token hashes it revoked.
-    /// Sessions revoked before keep their time and reason.
+    /// Revokes every active session of `account` at `at` for `reason`, by
+    /// `by` if a key asked, except `except` if given, and returns the token
+    /// hashes it revoked. Sessions revoked before keep their time, reason
+    /// and revoker.
     async fn revoke_all_for_account(
         &self,
         account: AccountId,
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError>;
 
     /// One page of an account's sessions, newest first (by `created_at`,
@@ -117,6 +147,8 @@ pub trait SessionStore: Send + Sync + 'static {
 pub enum StoreOperation {
     /// [`SessionStore::insert`].
     Insert,
+    /// [`SessionStore::insert_within_limit`].
+    InsertWithinLimit,
     /// [`SessionStore::find_active_by_hash`].
     FindActiveByHash,
     /// [`SessionStore::get`].
@@ -140,8 +172,9 @@ pub enum StoreOperation {
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Insert,
+        Self::InsertWithinLimit,
         Self::FindActiveByHash,
         Self::Get,
         Self::Revoke,
@@ -158,6 +191,7 @@ impl StoreOperation {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Insert => "insert",
+            Self::InsertWithinLimit => "insert_within_limit",
             Self::FindActiveByHash => "find_active_by_hash",
             Self::Get => "get",
             Self::Revoke => "revoke",
@@ -198,7 +232,7 @@ const _: () = {
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
-/// use session_core::{RevocationReason, SessionId};
+/// use session_core::{RevocationReason, Revoker, SessionId};
 /// use session_core::memory::MemoryStore;
 /// use session_core::port::store::{
 ///     RevokeOutcome, SessionStore, StoreDecorator, StoreError, StoreOperation,
@@ -233,6 +267,7 @@ const _: () = {
 ///         _: SessionId,
 ///         _: OffsetDateTime,
 ///         _: RevocationReason,
+///         _: Option<Revoker>,
 ///     ) -> Result<RevokeOutcome, StoreError> {
 ///         Err(StoreError::Failed("revocations are refused here".into()))
 ///     }
@@ -245,7 +280,7 @@ const _: () = {
 /// };
 /// let store: &dyn SessionStore = &decorated;
 /// let revoked = store
-///     .revoke(SessionId::new(), OffsetDateTime::now_utc(), RevocationReason::LOGOUT)
+///     .revoke(SessionId::new(), OffsetDateTime::now_utc(), RevocationReason::LOGOUT, None)
 ///     .await;
 /// assert!(revoked.is_err());
 /// assert_eq!(decorated.failures.load(Ordering::Relaxed), 1, "counted in `around`");
@@ -278,6 +313,15 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store().insert(session)
     }
 
+    /// [`SessionStore::insert_within_limit`], forwarded by default.
+    fn insert_within_limit<'a>(
+        &'a self,
+        session: &'a Session,
+        limit: SessionLimit,
+    ) -> impl Future<Output = Result<LimitedInsert, StoreError>> + Send + 'a {
+        self.inner_store().insert_within_limit(session, limit)
+    }
+
     /// [`SessionStore::find_active_by_hash`], forwarded by default.
     fn find_active_by_hash<'a>(
         &'a self,
@@ -300,8 +344,9 @@ pub trait StoreDecorator: Send + Sync + 'static {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send {
-        self.inner_store().revoke(id, at, reason)
+        self.inner_store().revoke(id, at, reason, by)
     }
 
     /// [`SessionStore::revoke_all_for_account`], forwarded by default.
@@ -311,9 +356,10 @@ pub trait StoreDecorator: Send + Sync + 'static {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
         self.inner_store()
-            .revoke_all_for_account(account, except, at, reason)
+            .revoke_all_for_account(account, except, at, reason, by)
     }
 
     /// [`SessionStore::list_for_account`], forwarded by default.
@@ -364,6 +410,15 @@ impl<D: StoreDecorator> SessionStore for D {
         self.around(StoreOperation::Insert, call).await
     }
 
+    async fn insert_within_limit(
+        &self,
+        session: &Session,
+        limit: SessionLimit,
+    ) -> Result<LimitedInsert, StoreError> {
+        let call = StoreDecorator::insert_within_limit(self, session, limit);
+        self.around(StoreOperation::InsertWithinLimit, call).await
+    }
+
     async fn find_active_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
         let call = StoreDecorator::find_active_by_hash(self, hash);
         self.around(StoreOperation::FindActiveByHash, call).await
@@ -379,8 +434,9 @@ impl<D: StoreDecorator> SessionStore for D {
         id: SessionId,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
-        let call = StoreDecorator::revoke(self, id, at, reason);
+        let call = StoreDecorator::revoke(self, id, at, reason, by);
         self.around(StoreOperation::Revoke, call).await
     }
 
@@ -390,8 +446,9 @@ impl<D: StoreDecorator> SessionStore for D {
         except: Option<SessionId>,
         at: OffsetDateTime,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
-        let call = StoreDecorator::revoke_all_for_account(self, account, except, at, reason);
+        let call = StoreDecorator::revoke_all_for_account(self, account, except, at, reason, by);
         self.around(StoreOperation::RevokeAllForAccount, call).await
     }
 
@@ -564,6 +621,9 @@ pub struct StoredSession {
     /// `revocation_reason`'s bytes, UTF-8 or not; null for an active
     /// session and for one revoked before reasons were recorded.
     pub revocation_reason: Option<Vec<u8>>,
+    /// `revoked_by`'s bytes, UTF-8 or not; null for an active session and
+    /// for a revocation no key made.
+    pub revoked_by: Option<Vec<u8>>,
 }
 
 impl StoredSession {
@@ -571,9 +631,9 @@ impl StoredSession {
     /// (not nil), a 32-byte token hash, instants [`stored_instant`] accepts,
     /// user agent and label text that is UTF-8 and that
     /// [`UserAgent::new`] and [`Label::new`] accept, and a revocation
-    /// reason that [`RevocationReason::new`] accepts, on a revoked session
-    /// only (a revoked session without one was revoked before reasons were
-    /// recorded, and reads as `None`).
+    /// reason that [`RevocationReason::new`] accepts and a revoker that
+    /// [`Revoker::new`] accepts, each on a revoked session only (a revoked
+    /// session without one reads as `None`).
     ///
     /// # Errors
     ///
@@ -621,6 +681,19 @@ impl StoredSession {
             })
             .transpose()
             .map_err(|err| invalid("revocation_reason", err))?;
+        let revoked_by = self
+            .revoked_by
+            .map(|bytes| {
+                if revoked_at.is_none() {
+                    return Err(ValidationError::new(
+                        Field::RevokedBy,
+                        Reason::ReasonWithoutRevocation,
+                    ));
+                }
+                text(bytes, Field::RevokedBy).and_then(Revoker::new)
+            })
+            .transpose()
+            .map_err(|err| invalid("revoked_by", err))?;
         Ok(Session {
             id,
             account_id,
@@ -628,6 +701,7 @@ impl StoredSession {
             created_at,
             revoked_at,
             revocation_reason,
+            revoked_by,
             metadata: ClientMetadata {
                 user_agent,
                 // As `parse_ip` does for clients: an IPv4 client seen
@@ -642,6 +716,21 @@ impl StoredSession {
 /// Stored bytes as text, if they are UTF-8.
 fn text(bytes: Vec<u8>, field: Field) -> Result<String, ValidationError> {
     String::from_utf8(bytes).map_err(|_| ValidationError::new(field, Reason::NotUtf8))
+}
+
+/// What [`SessionStore::insert_within_limit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitedInsert {
+    /// The session is stored; `evicted` are the token hashes of the
+    /// sessions revoked to make room for it (empty if there was room), to
+    /// drop them from caches.
+    Inserted {
+        /// The hashes of the sessions revoked with reason
+        /// [`RevocationReason::LIMIT`], in no particular order.
+        evicted: Vec<TokenHash>,
+    },
+    /// The account holds its limit and the policy refuses: nothing changed.
+    Refused,
 }
 
 /// What revoking one session did.

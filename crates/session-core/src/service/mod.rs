@@ -26,20 +26,20 @@ mod miss_path;
 mod writes;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::config::LastSeenSettings;
+use crate::config::{LastSeenSettings, SessionLimit};
 use crate::last_seen::{self, LastSeenMarks};
 use crate::port::cache::{CacheMode, SessionCache};
 use crate::port::change_log::ChangeLog;
 use crate::port::clock::{Clock, SystemClock, to_micros};
-use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
+use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::{
-    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+    AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
 };
 use crate::status::{ChangeLogStats, ResolveCounters, ResolveOutcome, ServiceStatus, WarmReport};
 use crate::token::TokenHash;
@@ -68,6 +68,11 @@ pub enum Error {
     /// No session has this id.
     #[error("session not found")]
     NotFound,
+    /// The account holds the most active sessions it may (see
+    /// [`SessionServiceBuilder::session_limit`]) and the policy refuses
+    /// new ones: nothing was changed. Not retryable until one is revoked.
+    #[error("the account holds the most sessions it may")]
+    SessionLimitReached,
     /// The store failed; nothing was changed, in the store or the cache.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -132,9 +137,32 @@ pub struct SessionServiceBuilder {
     change_log: Option<Arc<dyn ChangeLog>>,
     pacing: change_log::Pacing,
     last_seen: Option<LastSeenSettings>,
+    limit: Option<SessionLimit>,
+    not_before: Option<time::OffsetDateTime>,
 }
 
 impl SessionServiceBuilder {
+    /// Starts with a "not before" mark (none by default): every session
+    /// whose id was minted before `at` resolves as invalid, whatever the
+    /// store and the cache hold. See [`SessionService::raise_not_before`].
+    pub fn not_before(mut self, at: time::OffsetDateTime) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Caps each account's active sessions (off by default): every
+    /// [`create`](SessionService::create) goes through
+    /// [`SessionStore::insert_within_limit`], which evicts the least
+    /// recently seen sessions or refuses, as `limit.policy` says. Last-seen
+    /// times count as the store has them: marks not yet flushed (see
+    /// [`last_seen`](Self::last_seen)) do not. Every process writing to one
+    /// store should be given the same limit: one without it inserts
+    /// without counting.
+    pub fn session_limit(mut self, limit: SessionLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Turns on last-seen activity (off by default): each resolve marks its
     /// session seen in the current minute, in memory, and the
     /// [`BackgroundTasks`] write the marks to the store in batches. See
@@ -209,6 +237,8 @@ impl SessionServiceBuilder {
                 resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
                 last_seen,
+                limit: self.limit,
+                not_before: AtomicI64::new(self.not_before.map_or(NO_MARK, micros_since_epoch)),
             }),
         }
     }
@@ -237,6 +267,20 @@ struct Inner {
     last_warm: Mutex<Option<WarmReport>>,
     /// With last-seen activity on: the marks, and how often they are flushed.
     last_seen: Option<(LastSeenMarks, Duration)>,
+    /// With a per-account limit: the limit every create is stored within.
+    limit: Option<SessionLimit>,
+    /// The "not before" mark, in microseconds since the Unix epoch:
+    /// sessions minted earlier resolve as invalid. [`NO_MARK`] when none.
+    /// Only ever raised.
+    not_before: AtomicI64,
+}
+
+/// No "not before" mark.
+const NO_MARK: i64 = i64::MIN;
+
+/// `at` in microseconds since the Unix epoch, saturating.
+fn micros_since_epoch(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 #[derive(Default)]
@@ -257,6 +301,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Whether session `id` was minted before the "not before" mark: one
+    /// atomic load when there is none.
+    #[inline]
+    fn is_before_the_mark(&self, id: SessionId) -> bool {
+        let mark = self.not_before.load(Ordering::Acquire);
+        mark != NO_MARK
+            && id
+                .minted_at()
+                .is_none_or(|minted| micros_since_epoch(minted) < mark)
+    }
+
     /// Whether a warm has completed, so resolves are authoritative.
     fn is_warm(&self) -> bool {
         self.warm.load(Ordering::Acquire)
@@ -277,14 +332,52 @@ impl SessionService {
             change_log: None,
             pacing: change_log::Pacing::default(),
             last_seen: None,
+            limit: None,
+            not_before: None,
         }
+    }
+
+    /// Raises the "not before" mark to `at`: from now on, every session
+    /// whose id was minted before `at` (its UUIDv7 timestamp, to the
+    /// millisecond; an id of another version counts as minted before any
+    /// mark) resolves as [`Error::InvalidToken`] in this process, at once
+    /// and with no store read, whatever the cache or a restored store
+    /// holds. A mark never moves back: a lower `at` than the one applied
+    /// changes nothing. Returns the mark in force.
+    ///
+    /// This is the in-process half of a fleet-wide revocation; the rows
+    /// are still active in the store until revoked.
+    pub fn raise_not_before(&self, at: time::OffsetDateTime) -> time::OffsetDateTime {
+        let wanted = micros_since_epoch(at);
+        let applied = self
+            .inner
+            .not_before
+            .fetch_max(wanted, Ordering::AcqRel)
+            .max(wanted);
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(applied) * 1_000).unwrap_or(at)
+    }
+
+    /// The "not before" mark in force, if any.
+    #[must_use]
+    pub fn not_before(&self) -> Option<time::OffsetDateTime> {
+        let mark = self.inner.not_before.load(Ordering::Acquire);
+        (mark != NO_MARK)
+            .then(|| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(mark) * 1_000).ok())
+            .flatten()
     }
 
     /// Issues a new session for `account_id`.
     ///
+    /// With a [`session_limit`](SessionServiceBuilder::session_limit), the
+    /// sessions evicted to make room are dropped from this process's cache
+    /// once the store has committed; other processes learn of them from the
+    /// change log, as of any revocation.
+    ///
     /// # Errors
     ///
-    /// [`Error::Store`] if the store did not commit; the cache is unchanged.
+    /// [`Error::SessionLimitReached`] when the limit's policy refuses;
+    /// [`Error::Store`] if the store did not commit. Either way the store
+    /// and the cache are unchanged.
     #[tracing::instrument(name = "session.create", skip_all,
         fields(session.id = tracing::field::Empty, account.id = %account_id))]
     pub async fn create(
@@ -300,13 +393,30 @@ impl SessionService {
             created_at: to_micros(self.inner.clock.now()),
             revoked_at: None,
             revocation_reason: None,
+            revoked_by: None,
             metadata,
         };
         tracing::Span::current().record("session.id", tracing::field::display(session.id));
         let session = self
             .run_to_completion(|inner| async move {
                 let pending = inner.begin_insert(session.token_hash);
-                inner.store.insert(&session).await?;
+                let evicted = match inner.limit {
+                    None => {
+                        inner.store.insert(&session).await?;
+                        Vec::new()
+                    }
+                    Some(limit) => match inner.store.insert_within_limit(&session, limit).await? {
+                        LimitedInsert::Inserted { evicted } => evicted,
+                        LimitedInsert::Refused => return Err(Error::SessionLimitReached),
+                    },
+                };
+                inner.apply_removals(&evicted);
+                if !evicted.is_empty() {
+                    tracing::info!(
+                        evicted = evicted.len(),
+                        "revoked the least recently seen sessions of an account at its limit"
+                    );
+                }
                 let session = Arc::new(session);
                 pending.finish(&session);
                 Ok(session)
@@ -366,6 +476,10 @@ impl SessionService {
             return Err(Error::InvalidToken);
         };
         if let Some(identity) = self.inner.cache.get(&hash) {
+            if self.inner.is_before_the_mark(identity.id) {
+                counters.count(ResolveOutcome::Negative);
+                return Err(Error::InvalidToken);
+            }
             counters.count(ResolveOutcome::Hit);
             self.mark_seen(identity.id);
             return Ok(identity);
@@ -376,6 +490,13 @@ impl SessionService {
             return Err(Error::InvalidToken);
         }
         let (found, outcome) = self.inner.consistent_miss(hash).await;
+        if found
+            .as_ref()
+            .is_ok_and(|identity| self.inner.is_before_the_mark(identity.id))
+        {
+            counters.count(ResolveOutcome::CaughtUpInactive);
+            return Err(Error::InvalidToken);
+        }
         counters.count(outcome);
         let identity = found?;
         self.mark_seen(identity.id);
@@ -502,8 +623,24 @@ impl SessionService {
         self.inner.store.get(id).await?.ok_or(Error::NotFound)
     }
 
-    /// Revokes one session for `reason`. Idempotent: a session revoked
-    /// before keeps its first time and reason.
+    /// Revokes one session for `reason`, recording no revoker. Idempotent:
+    /// a session revoked before keeps its first time and reason. See
+    /// [`revoke_as`](Self::revoke_as).
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_as`](Self::revoke_as).
+    pub async fn revoke(
+        &self,
+        id: SessionId,
+        reason: RevocationReason,
+    ) -> Result<Revocation, Error> {
+        self.revoke_as(id, reason, None).await
+    }
+
+    /// Revokes one session for `reason`, recording `by` (the API key that
+    /// asked, if one did) as its revoker. Idempotent: a session revoked
+    /// before keeps its first time, reason and revoker.
     ///
     /// # Errors
     ///
@@ -514,14 +651,15 @@ impl SessionService {
         skip_all,
         fields(session.id = %id, session.revocation_reason = %reason)
     )]
-    pub async fn revoke(
+    pub async fn revoke_as(
         &self,
         id: SessionId,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<Revocation, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
-            match inner.store.revoke(id, at, reason).await? {
+            match inner.store.revoke(id, at, reason, by).await? {
                 RevokeOutcome::Revoked { token_hash } => {
                     inner.apply_removals(&[token_hash]);
                     Ok(Revocation::Revoked)
@@ -539,8 +677,25 @@ impl SessionService {
     }
 
     /// Revokes every active session of an account for `reason`, except
-    /// `except` if given ("log out everywhere else"). Returns how many were
-    /// revoked; sessions revoked before keep their time and reason.
+    /// `except` if given ("log out everywhere else"), recording no revoker.
+    /// See [`revoke_all_as`](Self::revoke_all_as).
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_all_as`](Self::revoke_all_as).
+    pub async fn revoke_all(
+        &self,
+        account: AccountId,
+        except: Option<SessionId>,
+        reason: RevocationReason,
+    ) -> Result<usize, Error> {
+        self.revoke_all_as(account, except, reason, None).await
+    }
+
+    /// Revokes every active session of an account for `reason`, except
+    /// `except` if given, recording `by` (the API key that asked, if one
+    /// did) as their revoker. Returns how many were revoked; sessions
+    /// revoked before keep their time, reason and revoker.
     ///
     /// # Errors
     ///
@@ -550,17 +705,18 @@ impl SessionService {
         skip_all,
         fields(account.id = %account, session.revocation_reason = %reason)
     )]
-    pub async fn revoke_all(
+    pub async fn revoke_all_as(
         &self,
         account: AccountId,
         except: Option<SessionId>,
         reason: RevocationReason,
+        by: Option<Revoker>,
     ) -> Result<usize, Error> {
         self.run_to_completion(move |inner| async move {
             let at = to_micros(inner.clock.now());
             let hashes = inner
                 .store
-                .revoke_all_for_account(account, except, at, reason)
+                .revoke_all_for_account(account, except, at, reason, by)
                 .await?;
             inner.apply_removals(&hashes);
             Ok(hashes.len())

@@ -151,7 +151,7 @@ pub async fn a_revocation_is_logged_with_its_hash(
     let start = head(&log).await;
     assert_eq!(
         store
-            .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+            .revoke(session.id, epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::Revoked {
@@ -186,14 +186,20 @@ pub async fn revoke_all_is_logged_with_exactly_the_revoked_hashes(
     let kept = sessions.pop().unwrap();
     let earlier = sessions.pop().unwrap();
     store
-        .revoke(earlier.id, epoch(), RevocationReason::LOGOUT)
+        .revoke(earlier.id, epoch(), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let bystander = insert(&store, account()).await;
 
     let start = head(&log).await;
     let returned: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(target, Some(kept.id), epoch(), RevocationReason::LOGOUT)
+        .revoke_all_for_account(
+            target,
+            Some(kept.id),
+            epoch(),
+            RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -229,14 +235,14 @@ pub async fn writes_that_change_nothing_log_nothing(
     let owner = account();
     let session = insert(&store, owner).await;
     store
-        .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+        .revoke(session.id, epoch(), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let start = head(&log).await;
 
     assert_eq!(
         store
-            .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+            .revoke(session.id, epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::AlreadyRevoked {
@@ -245,14 +251,14 @@ pub async fn writes_that_change_nothing_log_nothing(
     );
     assert!(
         store
-            .revoke_all_for_account(owner, None, epoch(), RevocationReason::LOGOUT)
+            .revoke_all_for_account(owner, None, epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT)
+            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::NotFound
@@ -276,7 +282,7 @@ pub async fn entries_are_in_commit_order_and_creations_read_as_they_are_now(
     let a = insert(&store, account()).await;
     let b = insert(&store, account()).await;
     store
-        .revoke(a.id, epoch(), RevocationReason::LOGOUT)
+        .revoke(a.id, epoch(), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let c = insert(&store, account()).await;

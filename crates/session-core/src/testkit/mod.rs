@@ -58,6 +58,7 @@ pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionTok
         created_at,
         revoked_at: None,
         revocation_reason: None,
+        revoked_by: None,
         metadata: ClientMetadata::default(),
     };
     (token, session)
@@ -114,6 +115,12 @@ macro_rules! store_contract_tests {
             last_seen_never_moves_back,
             last_seen_ignores_unknown_ids_and_keeps_revoked_ones,
             concurrent_last_seen_batches_never_conflict,
+            a_limited_insert_keeps_the_account_at_its_cap,
+            a_limited_insert_evicts_the_least_recently_seen_first,
+            a_refused_insert_changes_nothing,
+            a_failed_limited_insert_evicts_nothing,
+            concurrent_limited_inserts_end_at_the_cap,
+            the_revoker_round_trips_and_the_first_stays,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

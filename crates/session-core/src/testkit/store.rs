@@ -8,11 +8,12 @@ use time::Duration;
 
 use super::{account, epoch, session_at, session_with_metadata};
 use crate::MemoryCache;
+use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::clock::ManualClock;
-use crate::port::store::{RevokeOutcome, SeenAt, SessionStore, StoreError};
+use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{
-    AccountId, ClientMetadata, RevocationReason, Session, SessionId, SessionIdentity,
+    AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
 };
 use crate::token::TokenHash;
 use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
@@ -75,7 +76,7 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
     let first_at = epoch() + Duration::minutes(1);
     assert_eq!(
         store
-            .revoke(session.id, first_at, RevocationReason::LOGOUT)
+            .revoke(session.id, first_at, RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::Revoked {
@@ -87,7 +88,8 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
             .revoke(
                 session.id,
                 first_at + Duration::minutes(1),
-                RevocationReason::LOGOUT
+                RevocationReason::LOGOUT,
+                None
             )
             .await
             .unwrap(),
@@ -137,13 +139,22 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
         store.insert(&session).await.unwrap();
         stored.push(session);
     }
-    store.revoke(stored[0].id, at, own.clone()).await.unwrap();
     store
-        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN)
+        .revoke(stored[0].id, at, own.clone(), None)
         .await
         .unwrap();
     store
-        .revoke_all_for_account(all_but, Some(stored[4].id), at, RevocationReason::LIMIT)
+        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN, None)
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(
+            all_but,
+            Some(stored[4].id),
+            at,
+            RevocationReason::LIMIT,
+            None,
+        )
         .await
         .unwrap();
 
@@ -185,13 +196,13 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
     store.insert(&session).await.unwrap();
     let first_at = epoch() + Duration::minutes(1);
     store
-        .revoke(session.id, first_at, RevocationReason::IDLE)
+        .revoke(session.id, first_at, RevocationReason::IDLE, None)
         .await
         .unwrap();
     let later = epoch() + Duration::minutes(2);
     assert_eq!(
         store
-            .revoke(session.id, later, RevocationReason::ADMIN)
+            .revoke(session.id, later, RevocationReason::ADMIN, None)
             .await
             .unwrap(),
         RevokeOutcome::AlreadyRevoked {
@@ -200,7 +211,7 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
     );
     assert!(
         store
-            .revoke_all_for_account(owner, None, later, RevocationReason::LIMIT)
+            .revoke_all_for_account(owner, None, later, RevocationReason::LIMIT, None)
             .await
             .unwrap()
             .is_empty()
@@ -216,7 +227,7 @@ pub async fn revoke_unknown_id_is_not_found(store: Arc<dyn SessionStore>) {
     store.insert(&stored).await.unwrap();
     assert_eq!(
         store
-            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT)
+            .revoke(SessionId::new(), epoch(), RevocationReason::LOGOUT, None)
             .await
             .unwrap(),
         RevokeOutcome::NotFound
@@ -238,7 +249,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     store.insert(&earlier).await.unwrap();
     let earlier_at = epoch() + Duration::seconds(30);
     store
-        .revoke(earlier.id, earlier_at, RevocationReason::LOGOUT)
+        .revoke(earlier.id, earlier_at, RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let (_, other) = session_at(bystander, epoch());
@@ -246,7 +257,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
 
     let at = epoch() + Duration::minutes(5);
     let revoked: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
+        .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT, None)
         .await
         .unwrap()
         .into_iter()
@@ -271,7 +282,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
     );
     assert!(
         store
-            .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT)
+            .revoke_all_for_account(target, None, at, RevocationReason::LOGOUT, None)
             .await
             .unwrap()
             .is_empty(),
@@ -295,6 +306,7 @@ pub async fn revoke_all_keeps_the_exception(store: Arc<dyn SessionStore>) {
             Some(keep.id),
             epoch() + Duration::minutes(1),
             RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap()
@@ -321,7 +333,7 @@ pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStor
     store.insert(&foreign).await.unwrap();
     let revoked_at = epoch() + Duration::minutes(1);
     store
-        .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT)
+        .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     sessions[0].revoked_at = Some(revoked_at);
@@ -486,7 +498,7 @@ pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn Se
     let revoked_at = epoch() + Duration::minutes(1);
     for session in sessions.iter_mut().step_by(2) {
         store
-            .revoke(session.id, revoked_at, RevocationReason::LOGOUT)
+            .revoke(session.id, revoked_at, RevocationReason::LOGOUT, None)
             .await
             .unwrap();
         session.revoked_at = Some(revoked_at);
@@ -550,6 +562,7 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
                     session.id,
                     epoch() + Duration::hours(1),
                     RevocationReason::LOGOUT,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -602,7 +615,7 @@ pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn Sessio
                 store.insert(&session).await.unwrap();
                 if (task + i) % 2 == 0 {
                     let outcome = store
-                        .revoke(session.id, epoch(), RevocationReason::LOGOUT)
+                        .revoke(session.id, epoch(), RevocationReason::LOGOUT, None)
                         .await
                         .unwrap();
                     assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
@@ -784,7 +797,7 @@ pub async fn last_seen_ignores_unknown_ids_and_keeps_revoked_ones(store: Arc<dyn
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
     store
-        .revoke(revoked.id, epoch(), RevocationReason::LOGOUT)
+        .revoke(revoked.id, epoch(), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     let unknown = SessionId::new();
@@ -864,4 +877,278 @@ pub async fn concurrent_last_seen_batches_never_conflict(store: Arc<dyn SessionS
     assert_eq!(found.len(), SESSIONS);
     let latest = minute((ROUNDS - 1) * 4 + 3);
     assert!(found.iter().all(|mark| mark.at == latest), "{found:?}");
+}
+
+/// A limit of `max` with `policy`.
+fn limit(max: u32, policy: LimitPolicy) -> SessionLimit {
+    SessionLimit {
+        max: std::num::NonZeroU32::new(max).unwrap(),
+        policy,
+    }
+}
+
+/// The ids of an account's active sessions, sorted.
+async fn active_ids(store: &dyn SessionStore, account: AccountId) -> BTreeSet<SessionId> {
+    list_all(store, account, ListScope::Active)
+        .await
+        .iter()
+        .map(|session| session.id)
+        .collect()
+}
+
+/// Inserts within a limit that evicts, expecting the insert to succeed.
+async fn insert_evicting(
+    store: &dyn SessionStore,
+    session: &Session,
+    max: u32,
+) -> BTreeSet<TokenHash> {
+    match store
+        .insert_within_limit(session, limit(max, LimitPolicy::EvictLeastRecentlySeen))
+        .await
+        .unwrap()
+    {
+        LimitedInsert::Inserted { evicted } => evicted.into_iter().collect(),
+        LimitedInsert::Refused => panic!("an evicting limit never refuses"),
+    }
+}
+
+/// Under an evicting limit an account never holds more than `max` active
+/// sessions: each insert past it revokes exactly as many as make room
+/// (none before), the newest stay, and other accounts are untouched.
+pub async fn a_limited_insert_keeps_the_account_at_its_cap(store: Arc<dyn SessionStore>) {
+    let (owner, bystander) = (account(), account());
+    let (_, other) = session_at(bystander, epoch());
+    store.insert(&other).await.unwrap();
+    let mut created = Vec::new();
+    for step in 0..6 {
+        let (_, session) = session_at(owner, epoch() + Duration::seconds(step));
+        let evicted = insert_evicting(&*store, &session, 3).await;
+        created.push(session);
+        let expected: BTreeSet<TokenHash> = if created.len() > 3 {
+            [created[created.len() - 4].token_hash].into()
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(
+            evicted, expected,
+            "step {step}: exactly the oldest makes room"
+        );
+        let active = active_ids(&*store, owner).await;
+        assert_eq!(active.len(), created.len().min(3), "step {step}");
+    }
+    let newest: BTreeSet<SessionId> = created[3..].iter().map(|s| s.id).collect();
+    assert_eq!(active_ids(&*store, owner).await, newest);
+    assert_eq!(active_ids(&*store, bystander).await, [other.id].into());
+}
+
+/// Sessions are evicted least recently seen first: a session never seen
+/// counts as seen when created, ties go to the older creation, then to the
+/// lower id. Each evicted session is revoked with reason `limit` at the new
+/// session's creation time, and nothing else about it changes.
+pub async fn a_limited_insert_evicts_the_least_recently_seen_first(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    // Created at minutes 0, 1, 2, and two more at minute 3 (a tie, broken by id).
+    let mut sessions = Vec::new();
+    for at in [0, 1, 2, 3, 3] {
+        let (_, session) = session_at(owner, minute(at));
+        store.insert(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let [first, second, third, tied_a, tied_b] = <[Session; 5]>::try_from(sessions).unwrap();
+    let (low, high) = if tied_a.id < tied_b.id {
+        (tied_a, tied_b)
+    } else {
+        (tied_b, tied_a)
+    };
+    // Seen: the first at 10, the third at 4 (so the third counts at 4, the
+    // second at 1 as never seen, the tied pair at 3).
+    store
+        .record_last_seen(&{
+            let mut marks = vec![
+                SeenAt {
+                    id: first.id,
+                    at: minute(10),
+                },
+                SeenAt {
+                    id: third.id,
+                    at: minute(4),
+                },
+            ];
+            marks.sort_by_key(|mark| mark.id);
+            marks
+        })
+        .await
+        .unwrap();
+    // Order of eviction: second (1), low (3, lower id), high (3), third (4), first (10).
+    let expected = [&second, &low, &high, &third, &first];
+    for (step, victim) in expected.iter().enumerate() {
+        let (_, newcomer) = session_at(owner, minute(20 + step as i64));
+        // The newcomers are seen at once, so they are never the oldest.
+        let evicted = insert_evicting(&*store, &newcomer, 5).await;
+        store
+            .record_last_seen(&[SeenAt {
+                id: newcomer.id,
+                at: minute(30),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(evicted, [victim.token_hash].into(), "step {step}");
+        let revoked = store.get(victim.id).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at, Some(newcomer.created_at), "step {step}");
+        assert_eq!(revoked.revocation_reason, Some(RevocationReason::LIMIT));
+        assert_eq!(
+            Session {
+                revoked_at: None,
+                revocation_reason: None,
+                ..revoked
+            },
+            **victim,
+            "nothing else changed"
+        );
+    }
+}
+
+/// A refusing limit refuses the insert that would pass it and changes
+/// nothing; it counts only active sessions, so a revocation makes room.
+pub async fn a_refused_insert_changes_nothing(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let refuse = limit(2, LimitPolicy::Refuse);
+    let mut kept = Vec::new();
+    for step in 0..2 {
+        let (_, session) = session_at(owner, epoch() + Duration::seconds(step));
+        assert_eq!(
+            store.insert_within_limit(&session, refuse).await.unwrap(),
+            LimitedInsert::Inserted {
+                evicted: Vec::new()
+            }
+        );
+        kept.push(session);
+    }
+    let (_, refused) = session_at(owner, epoch() + Duration::seconds(5));
+    assert_eq!(
+        store.insert_within_limit(&refused, refuse).await.unwrap(),
+        LimitedInsert::Refused
+    );
+    assert_eq!(store.get(refused.id).await.unwrap(), None, "not stored");
+    for session in &kept {
+        assert_eq!(
+            store.get(session.id).await.unwrap().as_ref(),
+            Some(session),
+            "untouched"
+        );
+    }
+    store
+        .revoke(
+            kept[0].id,
+            epoch() + Duration::seconds(6),
+            RevocationReason::LOGOUT,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.insert_within_limit(&refused, refuse).await.unwrap(),
+        LimitedInsert::Inserted {
+            evicted: Vec::new()
+        },
+        "a revoked session does not count"
+    );
+}
+
+/// A limited insert that fails (a duplicate token hash) changes nothing:
+/// the eviction it would have made is undone with it.
+pub async fn a_failed_limited_insert_evicts_nothing(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let (_, held) = session_at(owner, epoch());
+    store.insert(&held).await.unwrap();
+    let (_, mut clash) = session_at(owner, epoch() + Duration::seconds(1));
+    clash.token_hash = held.token_hash;
+    let err = store
+        .insert_within_limit(&clash, limit(1, LimitPolicy::EvictLeastRecentlySeen))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateTokenHash), "got {err:?}");
+    assert_eq!(store.get(held.id).await.unwrap(), Some(held), "not evicted");
+    assert_eq!(store.get(clash.id).await.unwrap(), None);
+}
+
+/// Concurrent limited inserts for one account end with exactly `max`
+/// active sessions, every insert having succeeded.
+pub async fn concurrent_limited_inserts_end_at_the_cap(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let inserts = (0..16).map(|step| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let (_, session) = session_at(owner, epoch() + Duration::milliseconds(step));
+            insert_evicting(&*store, &session, 4).await;
+        })
+    });
+    for insert in inserts.collect::<Vec<_>>() {
+        insert.await.unwrap();
+    }
+    assert_eq!(active_ids(&*store, owner).await.len(), 4);
+    assert_eq!(
+        list_all(&*store, owner, ListScope::IncludeRevoked)
+            .await
+            .len(),
+        16
+    );
+}
+
+/// Each revoke form stores who revoked with the revocation, and keeps the
+/// first: a key's name, or none when no key asked. An eviction for the
+/// limit records none.
+pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionStore>) {
+    let at = epoch() + Duration::minutes(1);
+    let writer = Revoker::new("writer").unwrap();
+    let ops = Revoker::new("ops").unwrap();
+    let (one, all, anonymous) = (account(), account(), account());
+    let mut stored = Vec::new();
+    for owner in [one, all, all, anonymous] {
+        let (_, session) = session_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        stored.push(session);
+    }
+    store
+        .revoke(
+            stored[0].id,
+            at,
+            RevocationReason::LOGOUT,
+            Some(writer.clone()),
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_all_for_account(all, None, at, RevocationReason::ADMIN, Some(ops.clone()))
+        .await
+        .unwrap();
+    store
+        .revoke(stored[3].id, at, RevocationReason::LOGOUT, None)
+        .await
+        .unwrap();
+    // Again, by another: the first revoker stays.
+    store
+        .revoke(stored[0].id, at, RevocationReason::ADMIN, Some(ops.clone()))
+        .await
+        .unwrap();
+    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by;
+    assert_eq!(by(stored[0].id).await, Some(writer));
+    assert_eq!(by(stored[1].id).await, Some(ops.clone()));
+    assert_eq!(by(stored[2].id).await, Some(ops));
+    assert_eq!(by(stored[3].id).await, None);
+
+    let (_, held) = session_at(one, epoch());
+    store.insert(&held).await.unwrap();
+    let (_, newcomer) = session_at(one, epoch() + Duration::seconds(1));
+    insert_evicting(&*store, &newcomer, 1).await;
+    assert_eq!(by(held.id).await, None, "an eviction is no key's");
+    assert_eq!(
+        list_all(&*store, one, ListScope::IncludeRevoked)
+            .await
+            .iter()
+            .find(|session| session.id == stored[0].id)
+            .and_then(|session| session.revoked_by.clone()),
+        Some(Revoker::new("writer").unwrap()),
+        "lists show it too"
+    );
 }

@@ -205,6 +205,7 @@ async fn a_write_made_directly_in_the_store_is_seen_by_both() {
             session.id,
             session_core::testkit::epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();

@@ -100,8 +100,9 @@ impl StoreDecorator for GatedStore {
         id: SessionId,
         at: OffsetDateTime,
         reason: session_core::RevocationReason,
+        by: Option<session_core::Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
-        let outcome = self.inner.revoke(id, at, reason).await?;
+        let outcome = self.inner.revoke(id, at, reason, by).await?;
         self.pass(Point::Revoke).await;
         Ok(outcome)
     }

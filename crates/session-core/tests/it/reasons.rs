@@ -1,10 +1,10 @@
 //! Revocation reasons: the grammar every reason keeps, and how a stored one reads.
 
 use proptest::prelude::*;
-use session_core::RevocationReason;
 use session_core::SessionId;
 use session_core::port::store::{RowId, StoredSession};
 use session_core::validation::{Field, Reason, ValidationError};
+use session_core::{RevocationReason, Revoker};
 use uuid::Uuid;
 
 #[test]
@@ -91,6 +91,7 @@ fn revoked_row(reason: Option<&[u8]>) -> StoredSession {
         ip: None,
         label: None,
         revocation_reason: reason.map(<[u8]>::to_vec),
+        revoked_by: None,
     }
 }
 
@@ -135,5 +136,42 @@ fn a_stored_reason_the_domain_refuses_names_the_column_not_the_value() {
             .expect("a validation error");
         assert_eq!(source.reason, reason);
         assert!(!invalid.to_string().contains("Not Allowed"));
+    }
+}
+
+#[test]
+fn a_stored_revoker_reads_back_and_one_the_domain_refuses_names_its_column() {
+    let session = StoredSession {
+        revoked_by: Some(b"writer".to_vec()),
+        ..revoked_row(Some(b"logout"))
+    }
+    .into_session("sessions")
+    .unwrap();
+    assert_eq!(session.revoked_by, Some(Revoker::new("writer").unwrap()));
+    for (row, reason) in [
+        (
+            StoredSession {
+                revoked_by: Some(b"Key One".to_vec()),
+                ..revoked_row(Some(b"logout"))
+            },
+            Reason::NotAnIdentifier,
+        ),
+        (
+            StoredSession {
+                revoked_at: None,
+                revoked_by: Some(b"writer".to_vec()),
+                ..revoked_row(None)
+            },
+            Reason::ReasonWithoutRevocation,
+        ),
+    ] {
+        let invalid = row.into_session("sessions").expect_err("rejected");
+        assert_eq!(invalid.column, "revoked_by");
+        let source = invalid
+            .reason
+            .downcast_ref::<ValidationError>()
+            .expect("a validation error");
+        assert_eq!(*source, ValidationError::new(Field::RevokedBy, reason));
+        assert!(!invalid.to_string().contains("Key One"), "{invalid}");
     }
 }

@@ -328,7 +328,12 @@ async fn warm_loads_every_active_session_across_pages_and_rewarm_replaces() {
         f.store.insert(&session).await.unwrap();
         if i % 4 == 0 {
             f.store
-                .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+                .revoke(
+                    session.id,
+                    epoch(),
+                    session_core::RevocationReason::LOGOUT,
+                    None,
+                )
                 .await
                 .unwrap();
         } else {
@@ -501,6 +506,7 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
             created.session.id,
             epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();

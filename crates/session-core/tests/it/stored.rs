@@ -30,6 +30,7 @@ fn valid() -> StoredSession {
         ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
         label: Some("laptop".as_bytes().to_vec()),
         revocation_reason: None,
+        revoked_by: None,
     }
 }
 

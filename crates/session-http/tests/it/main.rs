@@ -3,7 +3,9 @@
 //! cache. No socket, no database, no binary.
 
 mod forward_auth;
+mod limits;
 mod logs;
 mod reasons;
 mod router;
+mod scopes;
 mod store_metrics;

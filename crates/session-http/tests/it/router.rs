@@ -9,7 +9,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_core::memory::MemoryStore;
 use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
-use session_core::{AccountId, ListScope, MemoryCache, Session, SessionService, SessionToken};
+use session_core::{
+    AccountId, ListScope, MemoryCache, Session, SessionService, SessionServiceBuilder, SessionToken,
+};
 use session_http::{
     ApiKeys, ApiState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, StoreMetrics, router,
 };
@@ -33,8 +35,18 @@ pub(crate) async fn app_over(
     keys: ApiKeys,
     warm: bool,
 ) -> App {
+    app_built(cache, keys, warm, |builder| builder).await
+}
+
+/// As [`app_over`], with the service's settings adjusted by `build`.
+pub(crate) async fn app_built(
+    cache: Arc<dyn session_core::port::cache::SessionCache>,
+    keys: ApiKeys,
+    warm: bool,
+    build: impl FnOnce(SessionServiceBuilder) -> SessionServiceBuilder,
+) -> App {
     let store = Arc::new(MemoryStore::new());
-    let service = SessionService::builder(store.clone(), cache).build();
+    let service = build(SessionService::builder(store.clone(), cache)).build();
     if warm {
         service.warm().await.unwrap();
     }
@@ -423,6 +435,7 @@ async fn get_and_revoke_by_id() {
     let mut expected = session.clone();
     expected["last_seen_at"] = serde_json::Value::Null;
     expected["revocation_reason"] = serde_json::Value::Null;
+    expected["revoked_by"] = serde_json::Value::Null;
     assert_eq!(reply.body["session"], expected);
 
     for _ in 0..2 {

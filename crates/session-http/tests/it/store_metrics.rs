@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::memory::MemoryStore;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor};
 use session_core::port::store::{SeenAt, SessionStore, StoreDecorator};
@@ -66,13 +67,24 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     let (store, log) = (&measured.store, &measured.log);
     let (_, session) = session_at(account(), epoch());
     store.insert(&session).await.unwrap();
+    let (_, limited) = session_at(account(), epoch());
+    let limit = SessionLimit {
+        max: std::num::NonZeroU32::MIN,
+        policy: LimitPolicy::Refuse,
+    };
+    store.insert_within_limit(&limited, limit).await.unwrap();
     store
         .find_active_by_hash(&session.token_hash)
         .await
         .unwrap();
     store.get(session.id).await.unwrap();
     store
-        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     store
@@ -81,6 +93,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
             None,
             epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();
@@ -119,6 +132,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     let text = String::from_utf8(body.to_vec()).unwrap();
     for operation in [
         "insert",
+        "insert_within_limit",
         "find_active_by_hash",
         "get",
         "revoke",
@@ -140,7 +154,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     assert_eq!(
         text.matches("session_store_call_duration_seconds_count{")
             .count(),
-        14,
+        15,
         "a label the README does not list:\n{text}"
     );
 }

@@ -258,7 +258,13 @@ async fn a_revoke_all_of_5000_is_logged_whole() {
     insert_directly(database.url(), owner, SESSIONS).await;
     let start = store.head().await.unwrap();
     let revoked: BTreeSet<TokenHash> = store
-        .revoke_all_for_account(owner, None, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke_all_for_account(
+            owner,
+            None,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -928,7 +934,12 @@ async fn the_documented_grants_are_enough_to_serve() {
     store.record_last_seen(&seen).await.unwrap();
     assert_eq!(store.last_seen(&[session.id]).await.unwrap(), seen);
     store
-        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -999,7 +1010,12 @@ async fn writes_wake_readers_after_their_commit_never_from_it() {
     store.insert(&session).await.unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();
     store
-        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     within_a_minute(wake_ups.next()).await.unwrap();

@@ -64,7 +64,12 @@ async fn the_service_role_cannot_write_the_log_yet_its_writes_are_logged() {
     store.insert(&relabelled).await.unwrap();
     assert!(matches!(
         store
-            .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .revoke(
+                revoked.id,
+                epoch(),
+                session_core::RevocationReason::LOGOUT,
+                None
+            )
             .await
             .unwrap(),
         RevokeOutcome::Revoked { .. }
@@ -156,7 +161,12 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
     store
-        .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            revoked.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     let revoked = store.get(revoked.id).await.unwrap().unwrap();
@@ -245,7 +255,12 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
     // What the store does is allowed: revoke, and revoke again.
     assert!(matches!(
         store
-            .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+            .revoke(
+                revoked.id,
+                epoch(),
+                session_core::RevocationReason::LOGOUT,
+                None
+            )
             .await
             .unwrap(),
         RevokeOutcome::AlreadyRevoked { .. }
@@ -256,7 +271,8 @@ async fn rewriting_a_sessions_identity_or_undoing_its_revocation_is_refused() {
                 active.account_id,
                 None,
                 epoch(),
-                session_core::RevocationReason::LOGOUT
+                session_core::RevocationReason::LOGOUT,
+                None
             )
             .await
             .unwrap(),
@@ -275,7 +291,12 @@ async fn a_metadata_rewrite_of_an_active_session_is_logged() {
     store.insert(&active).await.unwrap();
     store.insert(&revoked).await.unwrap();
     store
-        .revoke(revoked.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            revoked.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
     let start = past_every_entry(&store).await;

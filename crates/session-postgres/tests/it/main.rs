@@ -6,6 +6,7 @@ mod config;
 mod contract;
 mod failover;
 mod last_seen;
+mod limits;
 mod log_integrity;
 mod migrations;
 mod poison;

@@ -561,6 +561,7 @@ async fn the_schema_refuses_instants_out_of_range() {
             None,
             session_core::testkit::epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();
@@ -665,4 +666,44 @@ async fn a_revocation_reason_the_domain_refuses_is_refused_or_skipped() {
         Some("password_change")
     );
     assert_eq!(service.status().change_log_stats.rows_skipped, 1);
+}
+
+/// The schema holds who revoked a session to the same grammar, on revoked
+/// sessions only, and never lets a revoked session's revoker be rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoker_the_domain_refuses_or_a_rewritten_one_is_refused() {
+    let (database, _store) = fresh_store().await;
+    let client = sql_client(database.url()).await;
+    let insert = |revoked_at: &str, by: &str| {
+        format!(
+            "INSERT INTO session.sessions \
+             (id, account_id, token_hash, created_at, revoked_at, revocation_reason, revoked_by) \
+             VALUES ('{}', '{}', {}, now(), {revoked_at}, \
+             CASE WHEN {revoked_at} IS NULL THEN NULL ELSE 'logout' END, {by})",
+            SessionId::new(),
+            account(),
+            fresh_hash()
+        )
+    };
+    for (revoked_at, by, constraint) in [
+        ("now()", "''", "sessions_revoked_by_grammar"),
+        ("now()", "'Writer'", "sessions_revoked_by_grammar"),
+        ("now()", "'key one'", "sessions_revoked_by_grammar"),
+        ("NULL", "'writer'", "sessions_revoked_by_revoked"),
+    ] {
+        let statement = insert(revoked_at, by);
+        let err = client.batch_execute(&statement).await.unwrap_err();
+        let refused_by = err.as_db_error().and_then(|db| db.constraint());
+        assert_eq!(refused_by, Some(constraint), "{statement}");
+    }
+    client
+        .batch_execute(&insert("now()", "'writer'"))
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("UPDATE session.sessions SET revoked_by = 'other'")
+        .await
+        .unwrap_err();
+    let refused_by = err.as_db_error().and_then(|db| db.constraint());
+    assert_eq!(refused_by, Some("sessions_revoked_by_set_once"));
 }

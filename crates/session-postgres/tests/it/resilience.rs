@@ -66,7 +66,12 @@ async fn a_connection_the_server_killed_is_replaced() {
     assert_eq!(database.terminate_connections(), 1, "the pooled connection");
     assert_eq!(store.get(session.id).await.unwrap(), Some(session.clone()));
     store
-        .revoke(session.id, epoch(), session_core::RevocationReason::LOGOUT)
+        .revoke(
+            session.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
         .await
         .unwrap();
 }
@@ -95,7 +100,12 @@ async fn a_stopped_server_is_unavailable_until_it_is_back() {
         );
         assert_unavailable(
             store
-                .revoke(before.id, epoch(), session_core::RevocationReason::LOGOUT)
+                .revoke(
+                    before.id,
+                    epoch(),
+                    session_core::RevocationReason::LOGOUT,
+                    None,
+                )
                 .await,
             "revoke",
         );

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{BackgroundTasks, Error, MemoryCache, SessionService, SessionToken};
+use session_core::{
+    BackgroundTasks, Error, MemoryCache, SessionService, SessionServiceBuilder, SessionToken,
+};
 use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use tokio_postgres::NoTls;
@@ -81,6 +83,16 @@ pub(crate) async fn instance_configured(
     name: &str,
     configure: impl FnOnce(PgConfig) -> PgConfig,
 ) -> Instance {
+    instance_built(url, name, configure, |builder| builder).await
+}
+
+/// As [`instance_configured`], with the service's settings adjusted by `build`.
+pub(crate) async fn instance_built(
+    url: &str,
+    name: &str,
+    configure: impl FnOnce(PgConfig) -> PgConfig,
+    build: impl FnOnce(SessionServiceBuilder) -> SessionServiceBuilder,
+) -> Instance {
     let url = with_param(url, &format!("application_name={name}"));
     let config = configure(
         PgConfig::from_url(&url)
@@ -89,9 +101,11 @@ pub(crate) async fn instance_configured(
             .checkout_timeout(Duration::from_secs(2)),
     );
     let store = Arc::new(migrated_store(config).await);
-    let service = SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
-        .change_log(store.clone())
-        .build();
+    let service = build(
+        SessionService::builder(store.clone(), Arc::new(MemoryCache::new()))
+            .change_log(store.clone()),
+    )
+    .build();
     let tasks = service.start();
     Instance {
         service,

@@ -193,6 +193,7 @@ async fn write_until_killed(path: &Path) {
                     id,
                     epoch() + Duration::hours(1),
                     session_core::RevocationReason::LOGOUT,
+                    None,
                 )
                 .await
                 .unwrap();

@@ -293,6 +293,7 @@ async fn the_schema_refuses_instants_out_of_range_in_the_columns_written() {
             None,
             epoch(),
             session_core::RevocationReason::LOGOUT,
+            None,
         )
         .await
         .unwrap();
@@ -394,4 +395,30 @@ async fn a_stored_reason_the_domain_refuses_is_skipped_and_counted() {
         .unwrap();
     assert_eq!(page.sessions, vec![good]);
     assert_eq!(service.status().change_log_stats.rows_skipped, 1);
+}
+
+/// The schema holds who revoked a session to the grammar of a reason, on
+/// revoked sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_a_revoker_the_domain_refuses() {
+    let store = TempStore::new().await;
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    let insert = |other: &mut SqliteConnection, revoked_at: &str, by: &str| {
+        other.batch_execute(&format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at, revoked_at, \
+             revoked_by) VALUES (randomblob(16), randomblob(16), randomblob(32), 0, \
+             {revoked_at}, {by})"
+        ))
+    };
+    for (revoked_at, by) in [
+        ("60", "''"),
+        ("60", "'Writer'"),
+        ("60", "'key one'"),
+        ("60", "'d' || char(233)"),
+        ("NULL", "'writer'"),
+    ] {
+        let refused = insert(&mut other, revoked_at, by);
+        assert!(refused.is_err(), "{revoked_at} {by}");
+    }
+    insert(&mut other, "60", "'writer'").unwrap();
 }

@@ -1,0 +1,289 @@
+//! Scoped API keys: each route refuses a key without its scope with `403
+//! insufficient_scope` and RFC 6750's challenge, a key with it passes,
+//! resolve takes any valid key, and a lone key of the old configuration
+//! may do everything.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use session_core::Revoker;
+use session_http::{ApiKey, ApiKeys, ErrorCode, Scope, Scopes};
+use uuid::Uuid;
+
+use crate::router::{App, Reply, app_with, assert_error};
+
+const READER: &str = "reader-key-0123456789";
+const FEED: &str = "feed-key-0123456789ab";
+const WRITER: &str = "writer-key-0123456789";
+
+fn key(name: &str, scopes: &[Scope], secret: &str) -> ApiKey {
+    ApiKey::new(Revoker::new(name).unwrap(), Scopes::of(scopes), secret).unwrap()
+}
+
+async fn scoped_app() -> App {
+    let keys = ApiKeys::scoped([
+        key("reader", &[Scope::Read], READER),
+        key("feed", &[Scope::Events], FEED),
+        key("writer", &[Scope::Write], WRITER),
+    ]);
+    app_with(keys, true).await
+}
+
+async fn call_as(app: &App, secret: &str, method: Method, uri: &str, body: Option<Value>) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"));
+    let body = match body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    app.send(request.body(body).unwrap()).await
+}
+
+/// Each route, by the scope it needs: what a key without it gets, and what
+/// a key with it gets.
+#[tokio::test]
+async fn each_route_refuses_a_key_without_its_scope() {
+    let app = scoped_app().await;
+    let account = Uuid::new_v4();
+    let created = call_as(
+        &app,
+        WRITER,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": account })),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let token = created.body["token"].as_str().unwrap().to_owned();
+
+    let one = format!("/v1/sessions/{id}");
+    let all = format!("/v1/accounts/{account}/sessions");
+    let create = || Some(json!({ "account_id": account }));
+    let routes: [(Method, &str, Option<Value>, Scope, StatusCode); 5] = [
+        (Method::GET, &one, None, Scope::Read, StatusCode::OK),
+        (Method::GET, &all, None, Scope::Read, StatusCode::OK),
+        (
+            Method::POST,
+            "/v1/sessions",
+            create(),
+            Scope::Write,
+            StatusCode::CREATED,
+        ),
+        (Method::DELETE, &all, None, Scope::Write, StatusCode::OK),
+        (
+            Method::DELETE,
+            &one,
+            None,
+            Scope::Write,
+            StatusCode::NO_CONTENT,
+        ),
+    ];
+    for (method, uri, body, scope, allowed) in routes {
+        for (secret, holds) in [
+            (READER, Scope::Read),
+            (FEED, Scope::Events),
+            (WRITER, Scope::Write),
+        ] {
+            let reply = call_as(&app, secret, method.clone(), uri, body.clone()).await;
+            if holds == scope {
+                assert_eq!(reply.status, allowed, "{method} {uri}: {}", reply.text);
+                continue;
+            }
+            assert_error(&reply, StatusCode::FORBIDDEN, ErrorCode::InsufficientScope);
+            assert_eq!(
+                reply.headers[header::WWW_AUTHENTICATE],
+                format!(
+                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    scope.as_str()
+                ),
+                "{method} {uri}"
+            );
+            assert!(!reply.text.contains(secret), "{}", reply.text);
+        }
+    }
+    // Resolve keeps its rule: any valid key.
+    for secret in [READER, FEED, WRITER] {
+        let reply = call_as(
+            &app,
+            secret,
+            Method::POST,
+            "/v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
+    }
+    // A wrong key is still 401, whatever the route.
+    let reply = call_as(&app, "wrong-key-0123456789", Method::GET, &one, None).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
+}
+
+/// A refused write changes nothing.
+#[tokio::test]
+async fn a_write_refused_for_its_scope_changes_nothing() {
+    let app = scoped_app().await;
+    let account = Uuid::new_v4();
+    let created = call_as(
+        &app,
+        WRITER,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": account })),
+    )
+    .await;
+    let token = created.body["token"].as_str().unwrap().to_owned();
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let reply = call_as(
+        &app,
+        READER,
+        Method::DELETE,
+        &format!("/v1/sessions/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let resolved = call_as(
+        &app,
+        READER,
+        Method::POST,
+        "/v1/sessions/resolve",
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(
+        resolved.status,
+        StatusCode::OK,
+        "still active: {}",
+        resolved.text
+    );
+}
+
+/// The configuration from before scopes: a lone key may do everything.
+#[tokio::test]
+async fn a_lone_key_holds_every_scope() {
+    let app = app_with(ApiKeys::new([READER]).unwrap(), true).await;
+    let account = Uuid::new_v4();
+    let created = call_as(
+        &app,
+        READER,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": account })),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["session"]["id"].as_str().unwrap();
+    let one = format!("/v1/sessions/{id}");
+    assert_eq!(
+        call_as(&app, READER, Method::GET, &one, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_as(&app, READER, Method::DELETE, &one, None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_each_routes_scope() {
+    let app = scoped_app().await;
+    let doc = call_as(&app, READER, Method::GET, "/openapi.json", None)
+        .await
+        .body;
+    for (path, method, scope) in [
+        ("/v1/sessions", "post", "write"),
+        ("/v1/sessions/{id}", "get", "read"),
+        ("/v1/sessions/{id}", "delete", "write"),
+        ("/v1/accounts/{account_id}/sessions", "get", "read"),
+        ("/v1/accounts/{account_id}/sessions", "delete", "write"),
+    ] {
+        let forbidden = &doc["paths"][path][method]["responses"]["403"]["description"];
+        assert!(
+            forbidden
+                .as_str()
+                .is_some_and(|text| text.contains(&format!("`{scope}` scope"))),
+            "{method} {path}: {forbidden}"
+        );
+    }
+    assert!(doc["paths"]["/v1/sessions/resolve"]["post"]["responses"]["403"].is_null());
+}
+
+/// Each revocation records the name of the key that made it, shown by
+/// `GET` and the list: a named key's name, `default` for a lone key, and
+/// null without keys.
+#[tokio::test]
+async fn a_revocation_records_which_key_made_it() {
+    let app = scoped_app().await;
+    let account = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = call_as(
+            &app,
+            WRITER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
+        ids.push(created.body["session"]["id"].as_str().unwrap().to_owned());
+    }
+    let one = format!("/v1/sessions/{}", ids[0]);
+    let revoked_by = async |uri: &str| {
+        call_as(&app, READER, Method::GET, uri, None).await.body["session"]["revoked_by"].clone()
+    };
+    assert_eq!(revoked_by(&one).await, Value::Null, "active");
+    call_as(&app, WRITER, Method::DELETE, &one, None).await;
+    assert_eq!(revoked_by(&one).await, "writer");
+    let all = format!("/v1/accounts/{account}/sessions");
+    call_as(&app, WRITER, Method::DELETE, &all, None).await;
+    let list = call_as(
+        &app,
+        READER,
+        Method::GET,
+        &format!("{all}?include_revoked=true"),
+        None,
+    )
+    .await;
+    let names: Vec<&Value> = list.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| &session["revoked_by"])
+        .collect();
+    assert_eq!(names, [&json!("writer"), &json!("writer")], "{}", list.text);
+
+    let lone = app_with(ApiKeys::new([READER]).unwrap(), true).await;
+    let created = call_as(
+        &lone,
+        READER,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({ "account_id": account })),
+    )
+    .await;
+    let id = created.body["session"]["id"].as_str().unwrap();
+    let uri = format!("/v1/sessions/{id}");
+    call_as(&lone, READER, Method::DELETE, &uri, None).await;
+    let got = call_as(&lone, READER, Method::GET, &uri, None).await;
+    assert_eq!(got.body["session"]["revoked_by"], "default", "{}", got.text);
+
+    let open = crate::router::app().await;
+    let (_, session) = open.create(account, "open").await;
+    let uri = format!("/v1/sessions/{}", session["id"].as_str().unwrap());
+    open.call(Method::DELETE, &uri, None).await;
+    let got = open.call(Method::GET, &uri, None).await;
+    assert_eq!(
+        got.body["session"]["revoked_by"],
+        Value::Null,
+        "{}",
+        got.text
+    );
+}
