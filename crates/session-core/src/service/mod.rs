@@ -22,6 +22,7 @@
 
 mod background;
 mod change_log;
+mod maintenance;
 mod miss_path;
 mod writes;
 
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::config::LastSeenSettings;
+use crate::config::{IdleRevocation, LastSeenSettings, Retention};
 use crate::last_seen::{self, LastSeenMarks};
 use crate::port::cache::{CacheMode, SessionCache};
 use crate::port::change_log::ChangeLog;
@@ -47,6 +48,7 @@ use crate::token::session_token::SessionToken;
 use crate::{AccountPage, ListScope, PageRequest};
 
 pub use background::BackgroundTasks;
+pub use maintenance::{Round, RoundEnd};
 
 /// Token hashes remembered as absent after a miss, so a token sent again
 /// (a logged-out tab that keeps its cookie) costs no further wait: about
@@ -132,9 +134,27 @@ pub struct SessionServiceBuilder {
     change_log: Option<Arc<dyn ChangeLog>>,
     pacing: change_log::Pacing,
     last_seen: Option<LastSeenSettings>,
+    idle_revocation: Option<IdleRevocation>,
+    retention: Option<Retention>,
 }
 
 impl SessionServiceBuilder {
+    /// Turns on idle revocation (off by default): the [`BackgroundTasks`]
+    /// run [`SessionService::revoke_idle`] every
+    /// [`IdleRevocation::interval`], the first round at start.
+    pub fn idle_revocation(mut self, idle: IdleRevocation) -> Self {
+        self.idle_revocation = Some(idle);
+        self
+    }
+
+    /// Turns on retention of revoked sessions (off by default): the
+    /// [`BackgroundTasks`] run [`SessionService::retain_revoked`] every
+    /// [`Retention::interval`], the first round at start.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Turns on last-seen activity (off by default): each resolve marks its
     /// session seen in the current minute, in memory, and the
     /// [`BackgroundTasks`] write the marks to the store in batches. See
@@ -209,6 +229,10 @@ impl SessionServiceBuilder {
                 resolves: ResolveCounters::default(),
                 last_warm: Mutex::new(None),
                 last_seen,
+                idle_revocation: self.idle_revocation,
+                retention: self.retention,
+                idle_stats: maintenance::JobCounters::default(),
+                retention_stats: maintenance::JobCounters::default(),
             }),
         }
     }
@@ -237,6 +261,12 @@ struct Inner {
     last_warm: Mutex<Option<WarmReport>>,
     /// With last-seen activity on: the marks, and how often they are flushed.
     last_seen: Option<(LastSeenMarks, Duration)>,
+    /// Idle revocation's settings, when the background tasks run it.
+    idle_revocation: Option<IdleRevocation>,
+    /// Retention's settings, when the background tasks run it.
+    retention: Option<Retention>,
+    idle_stats: maintenance::JobCounters,
+    retention_stats: maintenance::JobCounters,
 }
 
 #[derive(Default)]
@@ -277,6 +307,8 @@ impl SessionService {
             change_log: None,
             pacing: change_log::Pacing::default(),
             last_seen: None,
+            idle_revocation: None,
+            retention: None,
         }
     }
 
@@ -637,6 +669,8 @@ impl SessionService {
             resolves: inner.resolves.read(),
             last_seen: inner.last_seen.as_ref().map(|(marks, _)| marks.stats()),
             wake_ups_listening: stats.listening.load(Ordering::Relaxed),
+            idle_revocation: inner.idle_revocation.map(|_| inner.idle_stats.read()),
+            retention: inner.retention.map(|_| inner.retention_stats.read()),
         }
     }
 

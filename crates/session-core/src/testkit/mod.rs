@@ -114,6 +114,10 @@ macro_rules! store_contract_tests {
             last_seen_never_moves_back,
             last_seen_ignores_unknown_ids_and_keeps_revoked_ones,
             concurrent_last_seen_batches_never_conflict,
+            revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen,
+            revoke_idle_batches_are_bounded_and_resume_after,
+            purge_revoked_erases_or_deletes_only_old_revocations,
+            purge_revoked_batches_are_bounded,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -12,6 +12,7 @@ mod compact;
 mod contract;
 mod gated;
 mod last_seen;
+mod maintenance;
 mod map;
 mod metadata;
 mod outcomes;

@@ -7,6 +7,7 @@ mod contract;
 mod failover;
 mod last_seen;
 mod log_integrity;
+mod maintenance;
 mod migrations;
 mod poison;
 mod pooler;
