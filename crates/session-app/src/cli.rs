@@ -1,6 +1,9 @@
-//! Command-line interface: `serve` and `migrate` run against the database;
-//! the session commands are clients of a running service's HTTP API, so the
-//! service's cache stays the single truth.
+//! Command-line interface: `serve`, `migrate` and `revoke-idle` run against
+//! the database (`revoke-idle` is fleet-wide maintenance, which running
+//! instances learn of through PostgreSQL's change log, and a SQLite file's
+//! lock refuses while a server holds it); the session commands are clients
+//! of a running service's HTTP API, so the service's cache stays the single
+//! truth.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
