@@ -200,14 +200,29 @@ pub const RETENTION_JOB_LOCK: i64 = 0x7365_7373_7265_746e;
 /// The idle sessions after `$2` (none: from the first), last seen, or never
 /// seen and created, before `$3`, at most `$4`, in id order: a range scan of
 /// `sessions_active_id_idx`, each row looked up in `session_activity` by its
-/// key. `$1` is the job's lock; without it the scan does not run.
-const IDLE: &str = "\
-    SELECT s.id FROM session.sessions AS s \
-    LEFT JOIN session.session_activity AS a ON a.session_id = s.id \
-    WHERE (SELECT held FROM worker) AND s.revoked_at IS NULL \
-      AND ($2::uuid IS NULL OR s.id > $2::uuid) \
-      AND coalesce(a.last_seen_at, s.created_at) < $3 \
-    ORDER BY s.id LIMIT $4";
+/// key. The scan runs only if `worker` holds the job's lock.
+fn idle(after: bool) -> String {
+    format!(
+        "SELECT s.id FROM session.sessions AS s \
+         LEFT JOIN session.session_activity AS a ON a.session_id = s.id \
+         WHERE (SELECT held FROM worker) AND s.revoked_at IS NULL AND {} \
+           AND coalesce(a.last_seen_at, s.created_at) < $3 \
+         ORDER BY s.id LIMIT $4",
+        after_condition(after)
+    )
+}
+
+/// Where a keyset batch starts: after `$2`, or (`$2` null) at the first
+/// row. Two texts, not `($2 IS NULL OR s.id > $2)`: a prepared statement's
+/// generic plan could not turn that into an index range, and each batch
+/// would scan again every index entry the batches before it left behind.
+fn after_condition(after: bool) -> &'static str {
+    if after {
+        "s.id > $2::uuid"
+    } else {
+        "$2::uuid IS NULL"
+    }
+}
 
 /// One batch of a maintenance job, in one statement, so one transaction in
 /// either statement mode: the transaction-scoped advisory lock first (tried,
@@ -716,7 +731,8 @@ impl SessionStore for PgSessionStore {
         let mut connection = self.connection(Work::Read).await?;
         // A dry run takes no lock: `$1` only stands where the job's is.
         let statement = diesel::sql_query(format!(
-            "WITH worker AS (SELECT $1::boolean AS held) {IDLE}"
+            "WITH worker AS (SELECT $1::boolean AS held) {}",
+            idle(after.is_some())
         ))
         .bind::<diesel::sql_types::Bool, _>(true)
         .bind::<Nullable<diesel::sql_types::Uuid>, _>(after.map(|id| *id.as_uuid()))
@@ -745,7 +761,7 @@ impl SessionStore for PgSessionStore {
     ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
         let mut connection = self.connection(Work::Write).await?;
         let statement = diesel::sql_query(job_batch(
-            IDLE,
+            &idle(after.is_some()),
             "UPDATE session.sessions AS s SET revoked_at = $5, revocation_reason = $6 \
              FROM chosen WHERE s.id = chosen.id AND s.revoked_at IS NULL",
         ))
@@ -805,9 +821,10 @@ impl SessionStore for PgSessionStore {
         };
         let chosen = format!(
             "SELECT s.id FROM session.sessions AS s \
-             WHERE (SELECT held FROM worker) AND ($2::uuid IS NULL OR s.id > $2::uuid) \
+             WHERE (SELECT held FROM worker) AND {} \
                AND s.revoked_at < $3 {holding} \
-             ORDER BY s.id LIMIT $4"
+             ORDER BY s.id LIMIT $4",
+            after_condition(after.is_some())
         );
         let mut connection = self.connection(Work::Write).await?;
         let statement = diesel::sql_query(job_batch(&chosen, change))
