@@ -122,17 +122,29 @@ impl SessionService {
     /// [`IdleRevocation::interval`] when the builder was given one; the
     /// CLI's `revoke-idle` runs one.
     pub async fn revoke_idle(&self, idle: &IdleRevocation, dry_run: bool) -> Round {
-        if let Err(err) = self.flush_last_seen().await {
-            return Round {
+        let started = Instant::now();
+        let round = match self.flush_last_seen().await {
+            Ok(_) => self.revoke_idle_batches(idle, dry_run).await,
+            // Without this instance's own marks, its recent resolves would look idle.
+            Err(err) => Round {
                 batches: Vec::new(),
                 end: RoundEnd::Failed(err),
-            };
+            },
+        };
+        if !dry_run {
+            self.inner
+                .idle_stats
+                .count(&round, self.inner.clock.now(), started.elapsed());
         }
-        let started = Instant::now();
+        round
+    }
+
+    /// The batches of [`revoke_idle`](Self::revoke_idle), once the marks are written.
+    async fn revoke_idle_batches(&self, idle: &IdleRevocation, dry_run: bool) -> Round {
         let now = to_micros(self.inner.clock.now());
         let cutoff = idle.cutoff(now);
         let limit = idle.batch.max(1);
-        let round = walk(limit, |after| async move {
+        walk(limit, |after| async move {
             if dry_run {
                 return Ok(Exclusive::Done(
                     self.inner.store.idle_sessions(cutoff, after, limit).await?,
@@ -154,13 +166,7 @@ impl SessionService {
             })
             .await
         })
-        .await;
-        if !dry_run {
-            self.inner
-                .idle_stats
-                .count(&round, self.inner.clock.now(), started.elapsed());
-        }
-        round
+        .await
     }
 
     /// One round of retention now (by the service's clock): applies

@@ -17,8 +17,9 @@
 //!    change that must be ordered against others happens under it);
 //! 3. `absent` (hashes a miss found absent).
 //!
-//! `caught_up_at`, `last_warm` and the last-seen flush state
-//! (taken by flushes only, never by a resolve) are leaves: taken alone.
+//! `caught_up_at`, `last_warm`, the last-seen flush state
+//! (taken by flushes only, never by a resolve) and the maintenance jobs'
+//! counters are leaves: taken alone.
 
 mod background;
 mod change_log;
