@@ -1,6 +1,9 @@
-//! Command-line interface: `serve` and `migrate` run against the database;
-//! the session commands are clients of a running service's HTTP API, so the
-//! service's cache stays the single truth.
+//! Command-line interface: `serve`, `migrate` and `revoke-idle` run against
+//! the database (`revoke-idle` is fleet-wide maintenance, which running
+//! instances learn of through PostgreSQL's change log, and a SQLite file's
+//! lock refuses while a server holds it); the session commands are clients
+//! of a running service's HTTP API, so the service's cache stays the single
+//! truth.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +13,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use session_core::RevocationReason;
+use session_core::port::store::RetentionAction;
 use uuid::Uuid;
 
 use crate::ConfigError;
@@ -58,6 +62,11 @@ pub enum Command {
     RevokeAll(RevokeAllArgs),
     /// List an account's sessions, newest first.
     List(ListArgs),
+    /// Revoke sessions not seen for a while, in batches, printing each
+    /// batch's count. Works on the database, as `migrate` does: on
+    /// PostgreSQL running instances learn of the revocations through the
+    /// change log; a SQLite file is refused while a server holds it.
+    RevokeIdle(RevokeIdleArgs),
 }
 
 /// Where the sessions are stored.
@@ -254,6 +263,39 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_SESSIONS_NOT_BEFORE", value_name = "RFC3339",
         value_parser = parse_instant)]
     pub sessions_not_before: Option<time::OffsetDateTime>,
+    /// Revoke active sessions not seen for this long (for example `90d`),
+    /// with reason `idle`; never seen: created that long ago. Needs
+    /// `--last-seen`, and at least ten times `--last-seen-flush-interval`
+    /// plus a minute (the most a stored last-seen time may be behind, which
+    /// is added to this). Off by default.
+    #[arg(long, env = "SESSION_REVOKE_IDLE_AFTER", value_name = "DURATION",
+        value_parser = positive_duration)]
+    pub revoke_idle_after: Option<Duration>,
+
+    /// Apply `--retention-action` to revoked sessions revoked longer ago
+    /// than this (for example `30d`). Off by default: revoked sessions are
+    /// kept, with their user agent and IP address.
+    #[arg(long, env = "SESSION_RETAIN_REVOKED_FOR", value_name = "DURATION",
+        value_parser = positive_duration)]
+    pub retain_revoked_for: Option<Duration>,
+
+    /// With `--retain-revoked-for`: `delete` the revoked sessions, or
+    /// `erase` their user agent and IP address and keep the rest (times,
+    /// reason, label) for history.
+    #[arg(
+        long,
+        env = "SESSION_RETENTION_ACTION",
+        value_enum,
+        default_value = "delete"
+    )]
+    pub retention_action: RetentionActionArg,
+
+    /// How often idle revocation and retention each run a round, the first
+    /// at start. With several instances on one PostgreSQL, each batch runs
+    /// in one instance at a time.
+    #[arg(long, env = "SESSION_MAINTENANCE_INTERVAL", default_value = "10m",
+        value_parser = positive_duration)]
+    pub maintenance_interval: Duration,
 
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
@@ -360,6 +402,53 @@ impl From<LimitPolicyArg> for session_core::config::LimitPolicy {
             LimitPolicyArg::Refuse => Self::Refuse,
         }
     }
+}
+
+/// What retention does to a revoked session past its age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetentionActionArg {
+    /// Delete the row and its last-seen activity.
+    Delete,
+    /// Erase the user agent and IP address; keep the row.
+    Erase,
+}
+
+impl From<RetentionActionArg> for RetentionAction {
+    fn from(action: RetentionActionArg) -> Self {
+        match action {
+            RetentionActionArg::Delete => Self::Delete,
+            RetentionActionArg::Erase => Self::Erase,
+        }
+    }
+}
+
+/// Options of `revoke-idle`.
+#[derive(Debug, Args)]
+pub struct RevokeIdleArgs {
+    /// Revoke active sessions not seen for this long (for example `90d`);
+    /// never seen: created that long ago. At least ten times
+    /// `--last-seen-flush-interval` plus a minute, which is added to it.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub older_than: Duration,
+
+    /// Print how many sessions each batch would revoke, and revoke none.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The running instances' `--last-seen-flush-interval`: their
+    /// last-seen times may be this much (and a minute) behind.
+    #[arg(long, env = "SESSION_LAST_SEEN_FLUSH_INTERVAL", default_value = "10s",
+        value_parser = positive_duration)]
+    pub last_seen_flush_interval: Duration,
+
+    /// Sessions revoked per statement.
+    #[arg(long, default_value_t = session_core::config::MAINTENANCE_BATCH,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// How the session commands reach the service.
@@ -585,6 +674,7 @@ fn password_on_command_line(matches: &ArgMatches, command: &Command) -> bool {
     let database = match command {
         Command::Serve(args) => &args.database,
         Command::Migrate(args) => args,
+        Command::RevokeIdle(args) => &args.database,
         _ => return false,
     };
     matches.subcommand().is_some_and(|(_, matches)| {
@@ -604,6 +694,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => crate::client::revoke(args).await,
         Command::RevokeAll(args) => crate::client::revoke_all(args).await,
         Command::List(args) => crate::client::list(args).await,
+        Command::RevokeIdle(args) => crate::store::revoke_idle(args).await,
     }
 }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use session_cache_moka::{MokaRecordCache, MokaSessionCache};
 use session_core::Revoker;
-use session_core::config::{LastSeenSettings, SessionLimit};
+use session_core::config::{
+    IdleRevocation, IdleRevocationError, LastSeenSettings, Retention, SessionLimit,
+};
 use session_core::port::cache::SessionCache;
 use session_core::{CompactCache, MemoryCache, SessionService};
 use session_http::{ApiKey, ApiKeys, ApiState, Scopes, StoreMetrics};
@@ -50,6 +52,32 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let last_seen = args.last_seen.then_some(LastSeenSettings {
+        queue_capacity: args.last_seen_queue as usize,
+        flush_interval: args.last_seen_flush_interval,
+    });
+    let idle = args
+        .revoke_idle_after
+        .map(|after| {
+            let mut idle = IdleRevocation::new(after, last_seen.as_ref()).map_err(|err| {
+                ConfigError(format!(
+                    "--revoke-idle-after {}: {err}{}",
+                    humantime::format_duration(after),
+                    match err {
+                        IdleRevocationError::LastSeenOff => "; add --last-seen",
+                        _ => " (see --last-seen-flush-interval)",
+                    }
+                ))
+            })?;
+            idle.interval = args.maintenance_interval;
+            Ok::<_, ConfigError>(idle)
+        })
+        .transpose()?;
+    let retention = args.retain_revoked_for.map(|after| {
+        let mut retention = Retention::new(after, args.retention_action.into());
+        retention.interval = args.maintenance_interval;
+        retention
+    });
     let limits = ConnectionLimits {
         first_byte_timeout: args.first_byte_timeout,
         header_read_timeout: args.header_read_timeout,
@@ -106,11 +134,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(log) = store.change_log {
         builder = builder.change_log(store_metrics.change_log(log));
     }
-    if args.last_seen {
-        builder = builder.last_seen(LastSeenSettings {
-            queue_capacity: args.last_seen_queue as usize,
-            flush_interval: args.last_seen_flush_interval,
-        });
+    if let Some(settings) = last_seen {
+        builder = builder.last_seen(settings);
+    }
+    if let Some(idle) = idle {
+        builder = builder.idle_revocation(idle);
+    }
+    if let Some(retention) = retention {
+        builder = builder.retention(retention);
     }
     if let Some(max) = args.max_sessions_per_account {
         builder = builder.session_limit(SessionLimit {

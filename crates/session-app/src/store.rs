@@ -288,6 +288,72 @@ pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `session-app revoke-idle`: one round of idle revocation on the
+/// database, printing each batch's count.
+///
+/// It opens the store as `serve` does, without migrating. On PostgreSQL
+/// the change log's triggers record each revocation, so running instances
+/// drop the sessions within their staleness bound, and each batch takes
+/// the job's lock, so it never runs a batch at the same time as an
+/// instance's idle revocation. A SQLite file is held by the server that
+/// serves it, whose cache no other process could update: opening it fails
+/// while a server runs, so stop the server first (its own
+/// `--revoke-idle-after` needs no stop).
+///
+/// # Errors
+///
+/// A configuration mistake (a limit too short), the database cannot be
+/// opened, a batch failed (those before it stand), or another process was
+/// running idle revocation.
+pub async fn revoke_idle(args: crate::cli::RevokeIdleArgs) -> anyhow::Result<()> {
+    use session_core::config::{IdleRevocation, LastSeenSettings};
+    use session_core::status::RoundEnd;
+    let last_seen = LastSeenSettings {
+        flush_interval: args.last_seen_flush_interval,
+        ..LastSeenSettings::default()
+    };
+    let mut idle = IdleRevocation::new(args.older_than, Some(&last_seen)).map_err(|err| {
+        ConfigError(format!(
+            "--older-than {}: {err} (see --last-seen-flush-interval)",
+            humantime::format_duration(args.older_than)
+        ))
+    })?;
+    idle.batch = args.batch_size;
+    let opened = open(&args.database, false).await?;
+    // No cache to keep: the service only orders the batches. Running
+    // instances learn of the revocations from the store.
+    let service = session_core::SessionService::builder(
+        opened.store,
+        Arc::new(session_core::MemoryCache::new()),
+    )
+    .build();
+    let round = service.revoke_idle(&idle, args.dry_run).await;
+    let verb = if args.dry_run {
+        "would revoke"
+    } else {
+        "revoked"
+    };
+    for (index, count) in round.batches.iter().enumerate() {
+        println!("batch {}: {verb} {count}", index + 1);
+    }
+    println!(
+        "{}: {verb} {} sessions idle for over {}",
+        opened.description,
+        round.total(),
+        humantime::format_duration(args.older_than)
+    );
+    match round.end {
+        RoundEnd::Complete => Ok(()),
+        RoundEnd::Busy => Err(anyhow::anyhow!(
+            "stopped: another instance is running idle revocation now; run again later"
+        )),
+        RoundEnd::Failed(err) => {
+            Err(anyhow::Error::new(err)
+                .context("stopped at a batch that failed and changed nothing"))
+        }
+    }
+}
+
 fn report_migrations(target: &str, applied: &[String]) {
     if applied.is_empty() {
         println!("{target}: schema already up to date");

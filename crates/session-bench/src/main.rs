@@ -15,6 +15,7 @@ mod create;
 mod extractor;
 mod floor;
 mod http;
+mod idle;
 mod load;
 mod measure;
 mod miss;
@@ -51,6 +52,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("pooler", pooler::run),
     ("resume", resume::run),
     ("scale", scale::run),
+    ("idle", idle::run),
 ];
 
 /// Runs the session benchmarks and writes their results.

@@ -66,3 +66,129 @@ impl LimitPolicy {
         }
     }
 }
+
+/// Sessions a maintenance batch takes at most: one store statement each.
+pub const MAINTENANCE_BATCH: u32 = 1_000;
+
+/// How far behind a stored last-seen time may be, beyond the flush
+/// interval: marks are recorded to the minute, so a session seen at 10:00:59
+/// is stored as seen at 10:00.
+const MARK_GRAIN: Duration = Duration::from_secs(60);
+
+/// How many times the last-seen margin (flush interval plus a minute) an
+/// idle limit must be at least, so the margin is at most a tenth of it.
+const IDLE_MARGIN_RATIO: u32 = 10;
+
+/// Idle revocation: revoke active sessions not seen for [`after`](Self::after).
+///
+/// Made only by [`new`](Self::new), which checks that last-seen activity
+/// is on and the limit is long against its flush interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleRevocation {
+    after: Duration,
+    margin: Duration,
+    /// How often a round runs (default 10 minutes).
+    pub interval: Duration,
+    /// Sessions revoked per store statement (default [`MAINTENANCE_BATCH`]).
+    pub batch: u32,
+}
+
+/// Why [`IdleRevocation::new`] refused its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdleRevocationError {
+    /// Last-seen activity is off, so a session in use and one never used
+    /// look alike: every session would be judged by its creation time.
+    #[error(
+        "idle revocation needs last-seen activity: without it a session in use looks idle \
+         once it is old enough"
+    )]
+    LastSeenOff,
+    /// The limit is shorter than ten times the last-seen margin.
+    #[error(
+        "the idle limit must be at least {} s: ten times the last-seen flush interval plus \
+         the minute marks are rounded to, by which a stored last-seen time may be behind",
+        minimum.as_secs()
+    )]
+    TooShort {
+        /// The shortest limit allowed with this flush interval.
+        minimum: Duration,
+    },
+}
+
+impl IdleRevocation {
+    /// Idle revocation of sessions not seen for `after`, given the
+    /// last-seen settings in force (`None`: last-seen activity is off).
+    ///
+    /// # Errors
+    ///
+    /// [`IdleRevocationError::LastSeenOff`] without last-seen activity;
+    /// [`IdleRevocationError::TooShort`] when `after` is under ten times
+    /// the flush interval plus a minute.
+    pub fn new(
+        after: Duration,
+        last_seen: Option<&LastSeenSettings>,
+    ) -> Result<Self, IdleRevocationError> {
+        let last_seen = last_seen.ok_or(IdleRevocationError::LastSeenOff)?;
+        let margin = Self::margin(last_seen.flush_interval);
+        let minimum = margin.saturating_mul(IDLE_MARGIN_RATIO);
+        if after < minimum {
+            return Err(IdleRevocationError::TooShort { minimum });
+        }
+        Ok(Self {
+            after,
+            margin,
+            interval: Duration::from_secs(600),
+            batch: MAINTENANCE_BATCH,
+        })
+    }
+
+    /// How far a stored last-seen time may be behind the last resolve:
+    /// one flush interval (another instance's marks not yet written) and
+    /// the minute they are rounded down to.
+    #[must_use]
+    pub const fn margin(flush_interval: Duration) -> Duration {
+        flush_interval.saturating_add(MARK_GRAIN)
+    }
+
+    /// The limit: sessions not seen for this long are revoked.
+    #[must_use]
+    pub const fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// The cutoff at `now`: sessions last seen (or, never seen, created)
+    /// before it are idle. `now` less the limit and the margin, so a
+    /// session is revoked only after going unseen for the whole limit,
+    /// whatever marks are not yet stored.
+    #[must_use]
+    pub fn cutoff(&self, now: time::OffsetDateTime) -> time::OffsetDateTime {
+        now - self.after.saturating_add(self.margin)
+    }
+}
+
+/// What retention does to revoked sessions, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Revoked sessions whose `revoked_at` is older than this are taken.
+    pub after: Duration,
+    /// Delete them, or erase their user agent and IP address.
+    pub action: crate::port::store::RetentionAction,
+    /// How often a round runs (default 10 minutes).
+    pub interval: Duration,
+    /// Sessions per store statement (default [`MAINTENANCE_BATCH`]).
+    pub batch: u32,
+}
+
+impl Retention {
+    /// Retention of revoked sessions older than `after`, doing `action`.
+    #[must_use]
+    pub const fn new(after: Duration, action: crate::port::store::RetentionAction) -> Self {
+        Self {
+            after,
+            action,
+            interval: Duration::from_secs(600),
+            batch: MAINTENANCE_BATCH,
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! benchmarks; hosts use it in their own tests in place of a database.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -13,7 +14,8 @@ use tokio::sync::watch;
 use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
 use crate::port::store::{
-    ActivePage, LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError,
+    ActivePage, Exclusive, LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, SeenAt,
+    SessionStore, StoreError,
 };
 use crate::session::{AccountId, RevocationReason, Revoker, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
@@ -344,6 +346,107 @@ impl SessionStore for MemoryStore {
             .iter()
             .filter_map(|&id| state.last_seen.get(&id).map(|&at| SeenAt { id, at }))
             .collect())
+    }
+
+    async fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let state = self.state()?;
+        Ok(state.idle(cutoff, after, limit))
+    }
+
+    async fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        // One lock over the choice and the revocation: one statement.
+        let mut state = self.state()?;
+        let revoked: Vec<RevokedSession> = state
+            .idle(cutoff, after, limit)
+            .into_iter()
+            .filter_map(|id| {
+                let session = state.sessions.get_mut(&id)?;
+                session.revoked_at = Some(at);
+                session.revocation_reason = Some(reason.clone());
+                Some(RevokedSession {
+                    id,
+                    token_hash: session.token_hash,
+                })
+            })
+            .collect();
+        if !revoked.is_empty() {
+            state.record(Logged::Revoked(
+                revoked.iter().map(|session| session.token_hash).collect(),
+            ));
+        }
+        Ok(Exclusive::Done(revoked))
+    }
+
+    async fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> Result<Exclusive<Vec<SessionId>>, StoreError> {
+        let mut state = self.state()?;
+        let chosen: Vec<SessionId> = state
+            .sessions
+            .range((
+                after.map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+            ))
+            .filter(|(_, s)| s.revoked_at.is_some_and(|revoked| revoked < before))
+            .filter(|(_, s)| {
+                action == RetentionAction::Delete
+                    || s.metadata.user_agent.is_some()
+                    || s.metadata.ip.is_some()
+            })
+            .take(limit as usize)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &chosen {
+            match action {
+                RetentionAction::Delete => {
+                    if let Some(session) = state.sessions.remove(id) {
+                        state.by_hash.remove(&session.token_hash);
+                    }
+                    state.last_seen.remove(id);
+                }
+                RetentionAction::Erase => {
+                    if let Some(session) = state.sessions.get_mut(id) {
+                        session.metadata.user_agent = None;
+                        session.metadata.ip = None;
+                    }
+                }
+            }
+        }
+        // A revoked session was in no cache: nothing for the change log.
+        Ok(Exclusive::Done(chosen))
+    }
+}
+
+impl MemoryState {
+    /// Active sessions after `after`, in id order, last seen (or, never
+    /// seen, created) before `cutoff`: at most `limit`.
+    fn idle(&self, cutoff: OffsetDateTime, after: Option<SessionId>, limit: u32) -> Vec<SessionId> {
+        self.sessions
+            .range((
+                after.map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+            ))
+            .filter(|(_, s)| s.is_active())
+            .filter(|(id, s)| *self.last_seen.get(id).unwrap_or(&s.created_at) < cutoff)
+            .take(limit as usize)
+            .map(|(&id, _)| id)
+            .collect()
     }
 }
 

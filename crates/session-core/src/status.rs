@@ -8,6 +8,7 @@
 //! is [`SessionService::check_store`](crate::SessionService::check_store).
 
 use crate::port::cache::CacheMode;
+pub use crate::service::{Round, RoundEnd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -44,6 +45,10 @@ pub struct ServiceStatus {
     /// (wake-ups off, lost, or not delivered where the store is reached),
     /// and without a change log.
     pub wake_ups_listening: bool,
+    /// Idle revocation's counters; `None` with it off.
+    pub idle_revocation: Option<JobStats>,
+    /// Retention's counters; `None` with it off.
+    pub retention: Option<JobStats>,
 }
 
 impl ServiceStatus {
@@ -124,6 +129,25 @@ pub struct LastSeenStats {
     pub dropped: u64,
     /// Flushes whose store call failed; their batch is kept for the next.
     pub flush_failures: u64,
+}
+
+/// Counters of a maintenance job (idle revocation, retention) since the
+/// service was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// Sessions the job changed (revoked, deleted or erased), each counted
+    /// once, by the one process whose statement changed it.
+    pub sessions: u64,
+    /// Rounds run to their end (every batch done).
+    pub rounds: u64,
+    /// Rounds that stopped because another process was running the job.
+    pub busy_rounds: u64,
+    /// Rounds that stopped at a failed batch (retried at the next round).
+    pub failed_rounds: u64,
+    /// When the last round ended, however it ended, by the service's clock.
+    pub last_round_end: Option<time::OffsetDateTime>,
+    /// How long the last round took.
+    pub last_round: std::time::Duration,
 }
 
 /// How a resolve ended, as the caller sees it: each outcome maps to one

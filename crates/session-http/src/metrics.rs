@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use session_core::SessionService;
-use session_core::status::ResolveCounts;
+use session_core::status::{JobStats, ResolveCounts};
 
 use crate::request_metrics::{self, RequestDurations};
 use crate::store_metrics::StoreMetrics;
@@ -279,6 +279,30 @@ impl Collector for ServiceCollector {
                 counter.encode(metric)?;
             }
         }
+        if let Some(stats) = status.idle_revocation {
+            job(
+                &mut encoder,
+                &stats,
+                [
+                    "idle_revoked",
+                    "Sessions idle revocation revoked, by this instance",
+                ],
+                "idle",
+                "idle revocation",
+            )?;
+        }
+        if let Some(stats) = status.retention {
+            job(
+                &mut encoder,
+                &stats,
+                [
+                    "retention_sessions",
+                    "Revoked sessions retention deleted or erased, by this instance",
+                ],
+                "retention",
+                "retention",
+            )?;
+        }
         Ok(())
     }
 }
@@ -385,4 +409,57 @@ fn gauge(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+/// A maintenance job's families: the sessions it changed, its rounds by
+/// how they ended, and its last round's end and duration.
+fn job(
+    encoder: &mut DescriptorEncoder<'_>,
+    stats: &JobStats,
+    [sessions, sessions_help]: [&str; 2],
+    prefix: &str,
+    job: &str,
+) -> Result<(), std::fmt::Error> {
+    let rounds = [
+        (
+            format!("{prefix}_rounds"),
+            format!("Rounds of {job} this instance ran to their end"),
+            stats.rounds,
+        ),
+        (
+            format!("{prefix}_rounds_busy"),
+            format!("Rounds of {job} this instance stopped because another instance ran it"),
+            stats.busy_rounds,
+        ),
+        (
+            format!("{prefix}_rounds_failed"),
+            format!("Rounds of {job} stopped by a failed batch, retried at the next round"),
+            stats.failed_rounds,
+        ),
+    ];
+    let counter = ConstCounter::new(stats.sessions);
+    let metric = encoder.encode_descriptor(sessions, sessions_help, None, counter.metric_type())?;
+    counter.encode(metric)?;
+    for (name, help, value) in rounds {
+        let counter = ConstCounter::new(value);
+        let metric = encoder.encode_descriptor(&name, &help, None, counter.metric_type())?;
+        counter.encode(metric)?;
+    }
+    if let Some(ended) = stats.last_round_end {
+        let at = ConstGauge::new(ended.unix_timestamp_nanos() as f64 / 1e9);
+        let (name, help) = (
+            format!("{prefix}_last_round_timestamp_seconds"),
+            format!("When the last round of {job} ended, in seconds since 1970"),
+        );
+        let metric = encoder.encode_descriptor(&name, &help, None, at.metric_type())?;
+        at.encode(metric)?;
+        let took = ConstGauge::new(stats.last_round.as_secs_f64());
+        let (name, help) = (
+            format!("{prefix}_last_round_duration_seconds"),
+            format!("How long the last round of {job} took"),
+        );
+        let metric = encoder.encode_descriptor(&name, &help, None, took.metric_type())?;
+        took.encode(metric)?;
+    }
+    Ok(())
 }

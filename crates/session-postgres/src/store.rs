@@ -15,8 +15,9 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, InvalidRow, LATEST_STORED_MICROS, LimitedInsert,
-    RevokeOutcome, RowId, SeenAt, SessionStore, StoreError, StoredSession, stored_instant,
+    ActivePage, EARLIEST_STORED_MICROS, Exclusive, InvalidRow, LATEST_STORED_MICROS,
+    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore,
+    StoreError, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
@@ -239,6 +240,83 @@ struct RevokedRow {
     id: Uuid,
     #[diesel(sql_type = Bytea)]
     token_hash: Vec<u8>,
+}
+
+/// The advisory lock a batch of idle revocation holds for its statement:
+/// "sessidle" in ASCII. See [`revoke_idle`](SessionStore::revoke_idle).
+pub const IDLE_JOB_LOCK: i64 = 0x7365_7373_6964_6c65;
+
+/// The advisory lock a batch of retention holds for its statement:
+/// "sessretn" in ASCII.
+pub const RETENTION_JOB_LOCK: i64 = 0x7365_7373_7265_746e;
+
+/// The idle sessions after `$2` (none: from the first), last seen, or never
+/// seen and created, before `$3`, at most `$4`, in id order: a range scan of
+/// `sessions_active_id_idx`, each row looked up in `session_activity` by its
+/// key. The scan runs only if `worker` holds the job's lock.
+fn idle(after: bool) -> String {
+    format!(
+        "SELECT s.id FROM session.sessions AS s \
+         LEFT JOIN session.session_activity AS a ON a.session_id = s.id \
+         WHERE (SELECT held FROM worker) AND s.revoked_at IS NULL AND {} \
+           AND coalesce(a.last_seen_at, s.created_at) < $3 \
+         ORDER BY s.id LIMIT $4",
+        after_condition(after)
+    )
+}
+
+/// Where a keyset batch starts: after `$2`, or (`$2` null) at the first
+/// row. Two texts, not `($2 IS NULL OR s.id > $2)`: a prepared statement's
+/// generic plan could not turn that into an index range, and each batch
+/// would scan again every index entry the batches before it left behind.
+fn after_condition(after: bool) -> &'static str {
+    if after {
+        "s.id > $2::uuid"
+    } else {
+        "$2::uuid IS NULL"
+    }
+}
+
+/// One batch of a maintenance job, in one statement, so one transaction in
+/// either statement mode: the transaction-scoped advisory lock first (tried,
+/// never waited for: it is released at the statement's commit or rollback,
+/// so a transaction pooler can hand the connection on, and a process that
+/// dies holds nothing), then the rows, locked and skipped if another
+/// statement holds them, then the change. Always one row with `held` and
+/// no id, or one row per session taken.
+fn job_batch(chosen: &str, change: &str) -> String {
+    format!(
+        "WITH worker AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1) AS held), \
+         chosen AS ({chosen} FOR UPDATE OF s SKIP LOCKED), \
+         taken AS ({change} RETURNING s.id, s.token_hash) \
+         SELECT worker.held, taken.id, taken.token_hash FROM worker LEFT JOIN taken ON true"
+    )
+}
+
+/// A row of a maintenance batch: whether the job's lock was held, and a
+/// session taken, if any.
+#[derive(QueryableByName)]
+struct TakenRow {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    held: bool,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    token_hash: Option<Vec<u8>>,
+}
+
+/// The sessions a batch took, in id order, or busy when another process
+/// held the lock.
+fn taken(rows: Vec<TakenRow>) -> Exclusive<Vec<(Uuid, Option<Vec<u8>>)>> {
+    if !<[TakenRow]>::first(&rows).is_some_and(|row| row.held) {
+        return Exclusive::Busy;
+    }
+    let mut taken: Vec<_> = rows
+        .into_iter()
+        .filter_map(|row| Some((row.id?, row.token_hash)))
+        .collect();
+    taken.sort_by_key(|(id, _)| *id);
+    Exclusive::Done(taken)
 }
 
 /// A row of `session.session_activity`.
@@ -764,5 +842,139 @@ impl SessionStore for PgSessionStore {
             .into_iter()
             .filter_map(seen_at)
             .collect())
+    }
+
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
+    async fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        #[derive(QueryableByName)]
+        struct IdRow {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: Uuid,
+        }
+        let mut connection = self.connection(Work::Read).await?;
+        // A dry run takes no lock: `$1` only stands where the job's is.
+        let statement = diesel::sql_query(format!(
+            "WITH worker AS (SELECT $1::boolean AS held) {}",
+            idle(after.is_some())
+        ))
+        .bind::<diesel::sql_types::Bool, _>(true)
+        .bind::<Nullable<diesel::sql_types::Uuid>, _>(after.map(|id| *id.as_uuid()))
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+        .load::<IdRow>(&mut connection);
+        let outcome = self.bounded(Work::Read, statement).await;
+        Ok(self
+            .finish("find idle sessions", outcome, connection)
+            .await?
+            .into_iter()
+            .map(|row| SessionId::from_uuid(row.id))
+            .collect())
+    }
+
+    #[tracing::instrument(name = "UPDATE session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
+    async fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(job_batch(
+            &idle(after.is_some()),
+            "UPDATE session.sessions AS s SET revoked_at = $5, revocation_reason = $6 \
+             FROM chosen WHERE s.id = chosen.id AND s.revoked_at IS NULL",
+        ))
+        .bind::<diesel::sql_types::BigInt, _>(IDLE_JOB_LOCK)
+        .bind::<Nullable<diesel::sql_types::Uuid>, _>(after.map(|id| *id.as_uuid()))
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+        .bind::<Timestamptz, _>(at)
+        .bind::<Text, _>(reason.as_str())
+        .load::<TakenRow>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        let rows = self
+            .finish("revoke idle sessions", outcome, connection)
+            .await?;
+        let Exclusive::Done(taken) = taken(rows) else {
+            return Ok(Exclusive::Busy);
+        };
+        if !taken.is_empty() {
+            self.waker.wake();
+        }
+        taken
+            .into_iter()
+            .map(|(id, hash)| {
+                Ok(RevokedSession {
+                    id: SessionId::from_uuid(id),
+                    token_hash: token_hash(id, hash.as_deref().unwrap_or_default())?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()
+            .map(Exclusive::Done)
+    }
+
+    #[tracing::instrument(name = "DELETE session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "DELETE", db.collection.name = "session.sessions"))]
+    async fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> Result<Exclusive<Vec<SessionId>>, StoreError> {
+        // Revoked rows are in no cache: the change log's triggers log
+        // neither their deletion nor their erasure (they log rows that
+        // leave or change in the active set), and the activity trigger
+        // deletes a deleted session's activity.
+        let (holding, change) = match action {
+            RetentionAction::Delete => (
+                "",
+                "DELETE FROM session.sessions AS s USING chosen WHERE s.id = chosen.id",
+            ),
+            RetentionAction::Erase => (
+                "AND (s.user_agent IS NOT NULL OR s.ip IS NOT NULL)",
+                "UPDATE session.sessions AS s SET user_agent = NULL, ip = NULL \
+                 FROM chosen WHERE s.id = chosen.id",
+            ),
+        };
+        let chosen = format!(
+            "SELECT s.id FROM session.sessions AS s \
+             WHERE (SELECT held FROM worker) AND {} \
+               AND s.revoked_at < $3 {holding} \
+             ORDER BY s.id LIMIT $4",
+            after_condition(after.is_some())
+        );
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(job_batch(&chosen, change))
+            .bind::<diesel::sql_types::BigInt, _>(RETENTION_JOB_LOCK)
+            .bind::<Nullable<diesel::sql_types::Uuid>, _>(after.map(|id| *id.as_uuid()))
+            .bind::<Timestamptz, _>(before)
+            .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+            .load::<TakenRow>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        let rows = self
+            .finish("apply retention to revoked sessions", outcome, connection)
+            .await?;
+        Ok(match taken(rows) {
+            Exclusive::Done(taken) => Exclusive::Done(
+                taken
+                    .into_iter()
+                    .map(|(id, _)| SessionId::from_uuid(id))
+                    .collect(),
+            ),
+            Exclusive::Busy => Exclusive::Busy,
+        })
     }
 }

@@ -262,3 +262,20 @@ pub(crate) fn seen_at(row: ActivityRow) -> Option<SeenAt> {
         })
         .ok()
 }
+
+/// A row of `sessions` a maintenance statement took: its id and, for a
+/// revocation, its token hash.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct TakenRow {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    pub(crate) id: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    pub(crate) token_hash: Option<Vec<u8>>,
+}
+
+/// A stored session id, as the domain reads it.
+pub(crate) fn session_id(bytes: &[u8]) -> Result<SessionId, StoreError> {
+    Uuid::from_slice(bytes)
+        .map(SessionId::from_uuid)
+        .map_err(|err| InvalidRow::new("sessions", "id", RowId::Unknown, err).into())
+}

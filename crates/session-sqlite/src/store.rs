@@ -11,8 +11,8 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, LATEST_STORED_MICROS, LimitedInsert, RevokeOutcome, SeenAt,
-    SessionStore, StoreError,
+    ActivePage, EARLIEST_STORED_MICROS, Exclusive, LATEST_STORED_MICROS, LimitedInsert,
+    RetentionAction, RevokeOutcome, RevokedSession, SeenAt, SessionStore, StoreError,
 };
 use session_core::token::TokenHash;
 use session_core::{
@@ -595,4 +595,132 @@ impl SessionStore for SqliteSessionStore {
         })
         .await
     }
+
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
+    async fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let cutoff = row::micros(cutoff)?;
+        let after = after.map(id_bytes).unwrap_or_default();
+        let rows = self
+            .read(move |conn| {
+                diesel::sql_query(format!("SELECT s.id, NULL AS token_hash {IDLE}"))
+                    .bind::<diesel::sql_types::Binary, _>(after)
+                    .bind::<diesel::sql_types::BigInt, _>(cutoff)
+                    .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+                    .load::<row::TakenRow>(conn)
+                    .map_err(store_error)
+            })
+            .await?;
+        rows.iter()
+            .map(|taken| row::session_id(&taken.id))
+            .collect()
+    }
+
+    #[tracing::instrument(name = "UPDATE sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "UPDATE", db.collection.name = "sessions"))]
+    async fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let cutoff = row::micros(cutoff)?;
+        let at = row::micros(at)?;
+        let after = after.map(id_bytes).unwrap_or_default();
+        let reason = reason.as_str().to_owned();
+        // One statement, on the one writer: idleness is decided as the rows
+        // are revoked, and this process is the file's only writer, so the
+        // job is never busy here.
+        let rows = self
+            .write(move |conn| {
+                diesel::sql_query(format!(
+                    "UPDATE sessions SET revoked_at = ?, revocation_reason = ? \
+                     WHERE id IN (SELECT s.id {IDLE}) AND revoked_at IS NULL \
+                     RETURNING id, token_hash"
+                ))
+                .bind::<diesel::sql_types::BigInt, _>(at)
+                .bind::<diesel::sql_types::Text, _>(reason)
+                .bind::<diesel::sql_types::Binary, _>(after)
+                .bind::<diesel::sql_types::BigInt, _>(cutoff)
+                .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+                .load::<row::TakenRow>(conn)
+                .map_err(store_error)
+            })
+            .await?;
+        let mut revoked = rows
+            .iter()
+            .map(|taken| {
+                Ok(RevokedSession {
+                    id: row::session_id(&taken.id)?,
+                    token_hash: row::token_hash(taken.token_hash.as_deref().unwrap_or_default())?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING's order is SQLite's; the port's is the ids'.
+        revoked.sort_by_key(|session| session.id);
+        Ok(Exclusive::Done(revoked))
+    }
+
+    #[tracing::instrument(name = "DELETE sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "DELETE", db.collection.name = "sessions"))]
+    async fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> Result<Exclusive<Vec<SessionId>>, StoreError> {
+        let before = row::micros(before)?;
+        let after = after.map(id_bytes).unwrap_or_default();
+        let (change, holding) = match action {
+            // The activity trigger deletes the session's activity with it.
+            RetentionAction::Delete => ("DELETE FROM sessions", ""),
+            RetentionAction::Erase => (
+                "UPDATE sessions SET user_agent = NULL, ip = NULL",
+                "AND (user_agent IS NOT NULL OR ip IS NOT NULL)",
+            ),
+        };
+        let rows = self
+            .write(move |conn| {
+                diesel::sql_query(format!(
+                    "{change} WHERE id IN (\
+                         SELECT id FROM sessions \
+                         WHERE id > ? AND revoked_at IS NOT NULL AND revoked_at < ? {holding} \
+                         ORDER BY id LIMIT ?) \
+                     RETURNING id, NULL AS token_hash"
+                ))
+                .bind::<diesel::sql_types::Binary, _>(after)
+                .bind::<diesel::sql_types::BigInt, _>(before)
+                .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+                .load::<row::TakenRow>(conn)
+                .map_err(store_error)
+            })
+            .await?;
+        let mut taken = rows
+            .iter()
+            .map(|taken| row::session_id(&taken.id))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        taken.sort();
+        Ok(Exclusive::Done(taken))
+    }
 }
+
+/// The idle sessions after `?` (an id; the empty blob, which sorts first,
+/// for none), last seen, or never seen and created, before `?`, at most
+/// `?`, in id order: a range scan of `sessions_active_by_id`, each row
+/// looked up in `session_activity` by its key.
+const IDLE: &str = "\
+    FROM sessions AS s LEFT JOIN session_activity AS a ON a.session_id = s.id \
+    WHERE s.revoked_at IS NULL AND s.id > ? \
+      AND coalesce(a.last_seen_at, s.created_at) < ? \
+    ORDER BY s.id LIMIT ?";

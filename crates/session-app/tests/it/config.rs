@@ -252,3 +252,40 @@ fn a_bad_otlp_setting_is_refused_by_name_without_its_value() {
         );
     }
 }
+
+#[test]
+fn idle_revocation_without_last_seen_or_with_a_short_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database that cannot be opened: were the settings wrongly accepted,
+    // the start would fail there (exit 1) rather than run on.
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("not-a-dir").join("s.db").display()
+    );
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--database-url", &url];
+        args.extend_from_slice(extra);
+        cli(&args, &[], "")
+    };
+    let (status, _, stderr) = serve(&["--revoke-idle-after", "90d"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--revoke-idle-after") && stderr.contains("--last-seen"),
+        "{stderr}"
+    );
+    // Ten times (10 s + 1 min) is 700 s.
+    let (status, _, stderr) = serve(&["--last-seen", "--revoke-idle-after", "11m"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--revoke-idle-after 11m") && stderr.contains("at least 700 s"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = cli(
+        &["revoke-idle", "--database-url", &url, "--older-than", "1m"],
+        &[],
+        "",
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--older-than 1m"), "{stderr}");
+}

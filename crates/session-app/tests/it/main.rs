@@ -13,6 +13,7 @@ mod hangs;
 mod last_seen;
 mod launcher;
 mod limits;
+mod maintenance;
 mod multi;
 mod postgres;
 mod scenarios;

@@ -140,6 +140,89 @@ pub trait SessionStore: Send + Sync + 'static {
     /// When each of `ids` was last seen, as recorded; sessions never
     /// recorded (and unknown ids) are absent. In no particular order.
     async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError>;
+
+    /// The ids of *idle* sessions with ids greater than `after`, in id
+    /// order, at most `limit`: active sessions last seen before `cutoff`,
+    /// or never seen and created before it. What
+    /// [`revoke_idle`](Self::revoke_idle) would revoke, for a dry run.
+    async fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Revokes at `at`, for `reason`, the idle sessions (as
+    /// [`idle_sessions`](Self::idle_sessions) defines them) with ids
+    /// greater than `after`, in id order, at most `limit`, in one
+    /// statement that decides idleness as it revokes: a session seen or
+    /// revoked by then is left alone. Returns exactly the sessions it
+    /// revoked, in id order.
+    ///
+    /// A store several processes share answers [`Exclusive::Busy`], and
+    /// changes nothing, while another process runs a batch of this job:
+    /// one worker at a time, so no batch is done twice.
+    async fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError>;
+
+    /// Applies `action` to at most `limit` sessions revoked before
+    /// `before`, with ids greater than `after`, in id order, in one
+    /// statement, and returns their ids in id order. [`RetentionAction::Erase`]
+    /// takes only sessions that still hold a user agent or an IP address.
+    /// Active sessions are never touched. [`Exclusive::Busy`] as for
+    /// [`revoke_idle`](Self::revoke_idle).
+    async fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> Result<Exclusive<Vec<SessionId>>, StoreError>;
+}
+
+/// The answer of a batch only one process may run at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusive<T> {
+    /// This process ran the batch.
+    Done(T),
+    /// Another process is running a batch of the same job now: nothing was
+    /// done. Try again at the next round.
+    Busy,
+}
+
+/// A session [`SessionStore::revoke_idle`] revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokedSession {
+    /// Its id.
+    pub id: SessionId,
+    /// Its token's hash, to drop it from caches.
+    pub token_hash: TokenHash,
+}
+
+/// What retention does to a revoked session past its age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionAction {
+    /// Delete the row (and its last-seen activity).
+    Delete,
+    /// Keep the row, but erase its user agent and IP address.
+    Erase,
+}
+
+impl RetentionAction {
+    /// The action's name, as flags and logs spell it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Erase => "erase",
+        }
+    }
 }
 
 /// A [`SessionStore`] method, as a [`StoreDecorator`] sees each call.
@@ -167,12 +250,18 @@ pub enum StoreOperation {
     RecordLastSeen,
     /// [`SessionStore::last_seen`].
     LastSeen,
+    /// [`SessionStore::idle_sessions`].
+    IdleSessions,
+    /// [`SessionStore::revoke_idle`].
+    RevokeIdle,
+    /// [`SessionStore::purge_revoked`].
+    PurgeRevoked,
 }
 
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::Insert,
         Self::InsertWithinLimit,
         Self::FindActiveByHash,
@@ -184,6 +273,9 @@ impl StoreOperation {
         Self::HealthCheck,
         Self::RecordLastSeen,
         Self::LastSeen,
+        Self::IdleSessions,
+        Self::RevokeIdle,
+        Self::PurgeRevoked,
     ];
 
     /// The method's name. Stable: metrics label store calls with it.
@@ -201,6 +293,9 @@ impl StoreOperation {
             Self::HealthCheck => "health_check",
             Self::RecordLastSeen => "record_last_seen",
             Self::LastSeen => "last_seen",
+            Self::IdleSessions => "idle_sessions",
+            Self::RevokeIdle => "revoke_idle",
+            Self::PurgeRevoked => "purge_revoked",
         }
     }
 }
@@ -401,6 +496,41 @@ pub trait StoreDecorator: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<SeenAt>, StoreError>> + Send + 'a {
         self.inner_store().last_seen(ids)
     }
+
+    /// [`SessionStore::idle_sessions`], forwarded by default.
+    fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send {
+        self.inner_store().idle_sessions(cutoff, after, limit)
+    }
+
+    /// [`SessionStore::revoke_idle`], forwarded by default.
+    fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> impl Future<Output = Result<Exclusive<Vec<RevokedSession>>, StoreError>> + Send {
+        self.inner_store()
+            .revoke_idle(cutoff, after, limit, at, reason)
+    }
+
+    /// [`SessionStore::purge_revoked`], forwarded by default.
+    fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> impl Future<Output = Result<Exclusive<Vec<SessionId>>, StoreError>> + Send {
+        self.inner_store()
+            .purge_revoked(before, after, limit, action)
+    }
 }
 
 #[async_trait]
@@ -484,6 +614,39 @@ impl<D: StoreDecorator> SessionStore for D {
     async fn last_seen(&self, ids: &[SessionId]) -> Result<Vec<SeenAt>, StoreError> {
         let call = StoreDecorator::last_seen(self, ids);
         self.around(StoreOperation::LastSeen, call).await
+    }
+
+    async fn idle_sessions(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let call = StoreDecorator::idle_sessions(self, cutoff, after, limit);
+        self.around(StoreOperation::IdleSessions, call).await
+    }
+
+    async fn revoke_idle(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let call = StoreDecorator::revoke_idle(self, cutoff, after, limit, at, reason);
+        self.around(StoreOperation::RevokeIdle, call).await
+    }
+
+    async fn purge_revoked(
+        &self,
+        before: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        action: RetentionAction,
+    ) -> Result<Exclusive<Vec<SessionId>>, StoreError> {
+        let call = StoreDecorator::purge_revoked(self, before, after, limit, action);
+        self.around(StoreOperation::PurgeRevoked, call).await
     }
 }
 

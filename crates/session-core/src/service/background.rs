@@ -10,7 +10,37 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{Error, SessionService};
+use super::{Error, Round, RoundEnd, SessionService};
+use crate::config::{IdleRevocation, Retention};
+
+/// One line per round: the counts, never a session.
+fn log_round(job: &'static str, verb: &'static str, round: &Round) {
+    let sessions = round.total();
+    let batches = round.batches.len();
+    match &round.end {
+        RoundEnd::Complete => {
+            tracing::info!(
+                job,
+                sessions,
+                batches,
+                "{job} round done: {verb} {sessions}"
+            );
+        }
+        RoundEnd::Busy => tracing::info!(
+            job,
+            sessions,
+            batches,
+            "{job} round stopped: another instance is running it"
+        ),
+        RoundEnd::Failed(err) => tracing::warn!(
+            job,
+            sessions,
+            batches,
+            error = %err,
+            "{job} round failed; retrying at the next round"
+        ),
+    }
+}
 
 /// The service's background tasks, running until [`shutdown`](Self::shutdown)
 /// or until this guard is dropped.
@@ -32,6 +62,10 @@ pub struct BackgroundTasks {
     /// With last-seen activity on, tells its task to stop between two
     /// flushes, so that shutdown never cuts a flush short.
     stop_last_seen: Option<oneshot::Sender<()>>,
+    /// The maintenance jobs' loops: aborted at shutdown. Each batch runs on
+    /// a task of its own, so an abort never parts a commit from its cache
+    /// change.
+    jobs: Vec<AbortHandle>,
 }
 
 impl BackgroundTasks {
@@ -50,6 +84,9 @@ impl BackgroundTasks {
     /// [`flush_last_seen`](SessionService::flush_last_seen).
     pub async fn shutdown(mut self) -> Result<usize, Error> {
         self.cache.abort();
+        for job in &self.jobs {
+            job.abort();
+        }
         if let Some(stop) = self.stop_last_seen.take() {
             // The task has ended already if the send fails.
             let _ = stop.send(());
@@ -98,11 +135,44 @@ impl SessionService {
             });
             stop
         });
+        let mut jobs = Vec::new();
+        if let Some(idle) = self.inner.idle_revocation {
+            let service = self.clone();
+            jobs.push(tasks.spawn(async move { service.keep_revoking_idle(idle).await }));
+        }
+        if let Some(retention) = self.inner.retention {
+            let service = self.clone();
+            jobs.push(tasks.spawn(async move { service.keep_retaining(retention).await }));
+        }
         BackgroundTasks {
             service: self.clone(),
             tasks,
             cache,
             stop_last_seen,
+            jobs,
+        }
+    }
+
+    /// Runs a round of idle revocation at once and then every interval,
+    /// logging each round's counts at `info` (a failure at `warn`).
+    async fn keep_revoking_idle(&self, idle: IdleRevocation) {
+        let mut tick = tokio::time::interval(idle.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let round = self.revoke_idle(&idle, false).await;
+            log_round("idle revocation", "revoked", &round);
+        }
+    }
+
+    /// Runs a round of retention at once and then every interval.
+    async fn keep_retaining(&self, retention: Retention) {
+        let mut tick = tokio::time::interval(retention.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let round = self.retain_revoked(&retention).await;
+            log_round("retention", retention.action.as_str(), &round);
         }
     }
 

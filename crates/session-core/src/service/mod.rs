@@ -17,11 +17,13 @@
 //!    change that must be ordered against others happens under it);
 //! 3. `absent` (hashes a miss found absent).
 //!
-//! `caught_up_at`, `last_warm` and the last-seen flush state
-//! (taken by flushes only, never by a resolve) are leaves: taken alone.
+//! `caught_up_at`, `last_warm`, the last-seen flush state
+//! (taken by flushes only, never by a resolve) and the maintenance jobs'
+//! counters are leaves: taken alone.
 
 mod background;
 mod change_log;
+mod maintenance;
 mod miss_path;
 mod writes;
 
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-use crate::config::{LastSeenSettings, SessionLimit};
+use crate::config::{IdleRevocation, LastSeenSettings, Retention, SessionLimit};
 use crate::last_seen::{self, LastSeenMarks};
 use crate::port::cache::{CacheMode, SessionCache};
 use crate::port::change_log::ChangeLog;
@@ -47,6 +49,7 @@ use crate::token::session_token::SessionToken;
 use crate::{AccountPage, ListScope, PageRequest};
 
 pub use background::BackgroundTasks;
+pub use maintenance::{Round, RoundEnd};
 
 /// Token hashes remembered as absent after a miss, so a token sent again
 /// (a logged-out tab that keeps its cookie) costs no further wait: about
@@ -139,6 +142,8 @@ pub struct SessionServiceBuilder {
     last_seen: Option<LastSeenSettings>,
     limit: Option<SessionLimit>,
     not_before: Option<time::OffsetDateTime>,
+    idle_revocation: Option<IdleRevocation>,
+    retention: Option<Retention>,
 }
 
 impl SessionServiceBuilder {
@@ -160,6 +165,22 @@ impl SessionServiceBuilder {
     /// without counting.
     pub fn session_limit(mut self, limit: SessionLimit) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    /// Turns on idle revocation (off by default): the [`BackgroundTasks`]
+    /// run [`SessionService::revoke_idle`] every
+    /// [`IdleRevocation::interval`], the first round at start.
+    pub fn idle_revocation(mut self, idle: IdleRevocation) -> Self {
+        self.idle_revocation = Some(idle);
+        self
+    }
+
+    /// Turns on retention of revoked sessions (off by default): the
+    /// [`BackgroundTasks`] run [`SessionService::retain_revoked`] every
+    /// [`Retention::interval`], the first round at start.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
         self
     }
 
@@ -239,6 +260,10 @@ impl SessionServiceBuilder {
                 last_seen,
                 limit: self.limit,
                 not_before: AtomicI64::new(self.not_before.map_or(NO_MARK, micros_since_epoch)),
+                idle_revocation: self.idle_revocation,
+                retention: self.retention,
+                idle_stats: maintenance::JobCounters::default(),
+                retention_stats: maintenance::JobCounters::default(),
             }),
         }
     }
@@ -273,6 +298,12 @@ struct Inner {
     /// sessions minted earlier resolve as invalid. [`NO_MARK`] when none.
     /// Only ever raised.
     not_before: AtomicI64,
+    /// Idle revocation's settings, when the background tasks run it.
+    idle_revocation: Option<IdleRevocation>,
+    /// Retention's settings, when the background tasks run it.
+    retention: Option<Retention>,
+    idle_stats: maintenance::JobCounters,
+    retention_stats: maintenance::JobCounters,
 }
 
 /// No "not before" mark.
@@ -334,6 +365,8 @@ impl SessionService {
             last_seen: None,
             limit: None,
             not_before: None,
+            idle_revocation: None,
+            retention: None,
         }
     }
 
@@ -793,6 +826,8 @@ impl SessionService {
             resolves: inner.resolves.read(),
             last_seen: inner.last_seen.as_ref().map(|(marks, _)| marks.stats()),
             wake_ups_listening: stats.listening.load(Ordering::Relaxed),
+            idle_revocation: inner.idle_revocation.map(|_| inner.idle_stats.read()),
+            retention: inner.retention.map(|_| inner.retention_stats.read()),
         }
     }
 

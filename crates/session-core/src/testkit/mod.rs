@@ -121,6 +121,10 @@ macro_rules! store_contract_tests {
             a_failed_limited_insert_evicts_nothing,
             concurrent_limited_inserts_end_at_the_cap,
             the_revoker_round_trips_and_the_first_stays,
+            revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen,
+            revoke_idle_batches_are_bounded_and_resume_after,
+            purge_revoked_erases_or_deletes_only_old_revocations,
+            purge_revoked_batches_are_bounded,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -10,7 +10,9 @@ use super::{account, epoch, session_at, session_with_metadata};
 use crate::MemoryCache;
 use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::clock::ManualClock;
-use crate::port::store::{LimitedInsert, RevokeOutcome, SeenAt, SessionStore, StoreError};
+use crate::port::store::{
+    Exclusive, LimitedInsert, RetentionAction, RevokeOutcome, SeenAt, SessionStore, StoreError,
+};
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{
     AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
@@ -1151,4 +1153,234 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
         Some(Revoker::new("writer").unwrap()),
         "lists show it too"
     );
+}
+
+/// Every id a store's idle batches of `limit` take, walking as the job does.
+async fn idle_walk(
+    store: &dyn SessionStore,
+    cutoff: time::OffsetDateTime,
+    limit: u32,
+) -> Vec<Vec<SessionId>> {
+    let mut batches = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = store.idle_sessions(cutoff, after, limit).await.unwrap();
+        assert!(batch.len() <= limit as usize, "a batch is bounded");
+        assert!(batch.is_sorted(), "in id order");
+        let done = batch.len() < limit as usize;
+        after = batch.last().copied();
+        batches.push(batch);
+        if done {
+            return batches;
+        }
+    }
+}
+
+/// Idle means active and last seen before the cutoff, or never seen and
+/// created before it: a session seen since is spared, however old, and a
+/// revoked one keeps its first time and reason. The statement revokes
+/// exactly what the dry run finds, for reason `idle`, and answers it.
+pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
+    store: Arc<dyn SessionStore>,
+) {
+    let owner = account();
+    let cutoff = minute(60);
+    let (_, never_seen_old) = session_at(owner, minute(10));
+    let (_, seen_before_cutoff) = session_at(owner, minute(10));
+    let (_, seen_after_cutoff) = session_at(owner, minute(10));
+    let (_, never_seen_new) = session_at(owner, minute(70));
+    let (_, revoked_old) = session_at(owner, minute(10));
+    for session in [
+        &never_seen_old,
+        &seen_before_cutoff,
+        &seen_after_cutoff,
+        &never_seen_new,
+        &revoked_old,
+    ] {
+        store.insert(session).await.unwrap();
+    }
+    store
+        .revoke(revoked_old.id, minute(20), RevocationReason::ADMIN)
+        .await
+        .unwrap();
+    let mut marks = vec![
+        SeenAt {
+            id: seen_before_cutoff.id,
+            at: minute(59),
+        },
+        SeenAt {
+            id: seen_after_cutoff.id,
+            at: minute(60),
+        },
+    ];
+    marks.sort_by_key(|mark| mark.id);
+    store.record_last_seen(&marks).await.unwrap();
+
+    let mut idle = vec![never_seen_old.id, seen_before_cutoff.id];
+    idle.sort();
+    assert_eq!(idle_walk(&*store, cutoff, 10).await, vec![idle.clone()]);
+    let revoked = store
+        .revoke_idle(cutoff, None, 10, minute(80), RevocationReason::IDLE)
+        .await
+        .unwrap();
+    let Exclusive::Done(revoked) = revoked else {
+        panic!("a store no other process shares is never busy");
+    };
+    assert_eq!(
+        revoked.iter().map(|s| s.id).collect::<Vec<_>>(),
+        idle,
+        "exactly the idle sessions, in id order"
+    );
+    for session in &revoked {
+        let stored = store.get(session.id).await.unwrap().unwrap();
+        assert_eq!(session.token_hash, stored.token_hash);
+        assert_eq!(stored.revoked_at, Some(minute(80)));
+        assert_eq!(stored.revocation_reason, Some(RevocationReason::IDLE));
+        assert_eq!(
+            store.find_active_by_hash(&stored.token_hash).await.unwrap(),
+            None
+        );
+    }
+    for spared in [&seen_after_cutoff, &never_seen_new] {
+        assert!(store.get(spared.id).await.unwrap().unwrap().is_active());
+    }
+    let untouched = store.get(revoked_old.id).await.unwrap().unwrap();
+    assert_eq!(untouched.revoked_at, Some(minute(20)));
+    assert_eq!(untouched.revocation_reason, Some(RevocationReason::ADMIN));
+    assert_eq!(
+        store
+            .revoke_idle(cutoff, None, 10, minute(81), RevocationReason::IDLE)
+            .await
+            .unwrap(),
+        Exclusive::Done(Vec::new()),
+        "nothing idle is left"
+    );
+}
+
+/// Idle batches hold at most their limit and resume after the last id
+/// taken: a walk revokes every idle session once.
+pub async fn revoke_idle_batches_are_bounded_and_resume_after(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let (_, session) = session_at(owner, minute(1));
+        store.insert(&session).await.unwrap();
+        idle.push(session.id);
+    }
+    idle.sort();
+    let batches: Vec<Vec<SessionId>> = idle_walk(&*store, minute(2), 2).await;
+    assert_eq!(batches.concat(), idle, "the dry run finds each once");
+    assert_eq!(batches.len(), 3);
+    let mut after = None;
+    let mut taken = Vec::new();
+    loop {
+        let Exclusive::Done(batch) = store
+            .revoke_idle(minute(2), after, 2, minute(3), RevocationReason::IDLE)
+            .await
+            .unwrap()
+        else {
+            panic!("never busy");
+        };
+        assert!(batch.len() <= 2, "bounded: {batch:?}");
+        taken.extend(batch.iter().map(|s| s.id));
+        if batch.len() < 2 {
+            break;
+        }
+        after = batch.last().map(|s| s.id);
+    }
+    assert_eq!(taken, idle, "each revoked once, in id order");
+}
+
+/// Retention takes revoked sessions older than its cutoff, never active
+/// ones or newer revocations. `Erase` keeps the row, its revocation and its
+/// label, and clears the user agent and IP address (a second pass finds
+/// nothing left to erase); `Delete` removes the row and its activity.
+pub async fn purge_revoked_erases_or_deletes_only_old_revocations(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let old = session_with_metadata(owner);
+    let recent = session_with_metadata(owner);
+    let active = session_with_metadata(owner);
+    for session in [&old, &recent, &active] {
+        store.insert(session).await.unwrap();
+    }
+    store
+        .revoke(old.id, minute(10), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
+    store
+        .revoke(recent.id, minute(30), RevocationReason::LOGOUT)
+        .await
+        .unwrap();
+    store
+        .record_last_seen(&[SeenAt {
+            id: old.id,
+            at: minute(5),
+        }])
+        .await
+        .unwrap();
+    let before = minute(20);
+
+    let erased = store
+        .purge_revoked(before, None, 10, RetentionAction::Erase)
+        .await
+        .unwrap();
+    assert_eq!(erased, Exclusive::Done(vec![old.id]));
+    let stored = store.get(old.id).await.unwrap().unwrap();
+    assert_eq!(stored.metadata.user_agent, None);
+    assert_eq!(stored.metadata.ip, None);
+    assert_eq!(stored.metadata.label, old.metadata.label, "the label stays");
+    assert_eq!(stored.revoked_at, Some(minute(10)));
+    assert_eq!(stored.revocation_reason, Some(RevocationReason::LOGOUT));
+    for untouched in [&recent, &active] {
+        let stored = store.get(untouched.id).await.unwrap().unwrap();
+        assert_eq!(stored.metadata, untouched.metadata);
+    }
+    assert_eq!(
+        store
+            .purge_revoked(before, None, 10, RetentionAction::Erase)
+            .await
+            .unwrap(),
+        Exclusive::Done(Vec::new()),
+        "nothing left to erase"
+    );
+
+    let deleted = store
+        .purge_revoked(before, None, 10, RetentionAction::Delete)
+        .await
+        .unwrap();
+    assert_eq!(deleted, Exclusive::Done(vec![old.id]));
+    assert_eq!(store.get(old.id).await.unwrap(), None);
+    assert_eq!(
+        seen(&*store, old.id).await,
+        None,
+        "its activity goes with it"
+    );
+    assert!(store.get(recent.id).await.unwrap().is_some());
+    assert!(store.get(active.id).await.unwrap().unwrap().is_active());
+}
+
+/// Retention batches hold at most their limit and resume after the last id.
+pub async fn purge_revoked_batches_are_bounded(store: Arc<dyn SessionStore>) {
+    let owner = account();
+    let mut revoked = Vec::new();
+    for _ in 0..3 {
+        let (_, session) = session_at(owner, minute(1));
+        store.insert(&session).await.unwrap();
+        store
+            .revoke(session.id, minute(2), RevocationReason::LOGOUT)
+            .await
+            .unwrap();
+        revoked.push(session.id);
+    }
+    revoked.sort();
+    let first = store
+        .purge_revoked(minute(3), None, 2, RetentionAction::Delete)
+        .await
+        .unwrap();
+    assert_eq!(first, Exclusive::Done(revoked[..2].to_vec()));
+    let rest = store
+        .purge_revoked(minute(3), Some(revoked[1]), 2, RetentionAction::Delete)
+        .await
+        .unwrap();
+    assert_eq!(rest, Exclusive::Done(revoked[2..].to_vec()));
 }

@@ -13,6 +13,7 @@ mod contract;
 mod gated;
 mod last_seen;
 mod limits;
+mod maintenance;
 mod map;
 mod metadata;
 mod not_before;

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::memory::MemoryStore;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor};
-use session_core::port::store::{SeenAt, SessionStore, StoreDecorator};
+use session_core::port::store::{RetentionAction, SeenAt, SessionStore, StoreDecorator};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::{ListScope, MemoryCache, PageRequest, SessionService};
 use session_http::{ApiState, StoreMetrics, router};
@@ -113,6 +113,21 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     }];
     store.record_last_seen(&seen).await.unwrap();
     store.last_seen(&[session.id]).await.unwrap();
+    store.idle_sessions(epoch(), None, 10).await.unwrap();
+    store
+        .revoke_idle(
+            epoch(),
+            None,
+            10,
+            epoch(),
+            session_core::RevocationReason::IDLE,
+        )
+        .await
+        .unwrap();
+    store
+        .purge_revoked(epoch(), None, 10, RetentionAction::Delete)
+        .await
+        .unwrap();
     log.head().await.unwrap();
     log.read(&LogCursor::default(), 10).await.unwrap();
     log.wake_ups().await.unwrap();
@@ -142,6 +157,9 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         "health_check",
         "record_last_seen",
         "last_seen",
+        "idle_sessions",
+        "revoke_idle",
+        "purge_revoked",
         "log_head",
         "log_read",
         "log_wake_ups",
@@ -154,7 +172,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     assert_eq!(
         text.matches("session_store_call_duration_seconds_count{")
             .count(),
-        15,
+        18,
         "a label the README does not list:\n{text}"
     );
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use session_core::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
-use session_core::port::store::{SeenAt, SessionStore, StoreError};
+use session_core::port::store::{Exclusive, RetentionAction, SeenAt, SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::token::TokenHash;
 use session_core::{AccountId, ClientMetadata, SessionToken};
@@ -952,6 +952,20 @@ async fn the_documented_grants_are_enough_to_serve() {
     assert_eq!(store.prune().await.unwrap(), 0);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.prune().await.unwrap(), 2);
+    // Idle revocation, then retention's erase and delete.
+    let (_, idle) = session_at(account(), epoch());
+    store.insert(&idle).await.unwrap();
+    let later = epoch() + time::Duration::days(1);
+    let revoked = store
+        .revoke_idle(later, None, 10, later, session_core::RevocationReason::IDLE)
+        .await
+        .unwrap();
+    assert!(matches!(revoked, Exclusive::Done(ref sessions) if sessions.len() == 1));
+    let after = later + time::Duration::days(1);
+    for action in [RetentionAction::Erase, RetentionAction::Delete] {
+        store.purge_revoked(after, None, 10, action).await.unwrap();
+    }
+    assert_eq!(store.get(idle.id).await.unwrap(), None);
 }
 
 /// A read of the log that stalls on the server (here behind a lock another

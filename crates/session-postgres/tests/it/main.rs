@@ -8,6 +8,7 @@ mod failover;
 mod last_seen;
 mod limits;
 mod log_integrity;
+mod maintenance;
 mod migrations;
 mod poison;
 mod pooler;
