@@ -220,6 +220,19 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub last_seen_queue: u32,
 
+    /// Subscribers of `GET /v1/events` (streams and long-polls) served at
+    /// once; past it a subscriber is answered 503 `too_many_subscribers`
+    /// with `Retry-After`.
+    #[arg(long, env = "SESSION_MAX_EVENT_SUBSCRIBERS", default_value_t = 64)]
+    pub max_event_subscribers: u32,
+
+    /// How long events are kept (by their time), for example `7d`: a
+    /// subscriber whose cursor is older gets 410 `cursor_expired` and lists
+    /// again. Pruned every ten minutes, in batches.
+    #[arg(long, env = "SESSION_EVENT_RETENTION", default_value = "7d",
+        value_parser = positive_duration)]
+    pub event_retention: Duration,
+
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
     pub forward_auth: ForwardAuthArgs,
