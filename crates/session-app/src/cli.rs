@@ -58,6 +58,9 @@ pub enum Command {
     RevokeAll(RevokeAllArgs),
     /// List an account's sessions, newest first.
     List(ListArgs),
+    /// Print session events (created, revoked with its reason) after a
+    /// cursor, one a line; with `--follow`, keep waiting for more.
+    Events(EventsArgs),
 }
 
 /// Where the sessions are stored.
@@ -414,6 +417,21 @@ pub struct ListArgs {
     pub client: ClientArgs,
 }
 
+/// Options of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this event id (the first column of a printed event);
+    /// without it, from now.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub after: Option<String>,
+    /// Keep following the feed until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
@@ -554,5 +572,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => crate::client::revoke(args).await,
         Command::RevokeAll(args) => crate::client::revoke_all(args).await,
         Command::List(args) => crate::client::list(args).await,
+        Command::Events(args) => crate::client::events(args).await,
     }
 }

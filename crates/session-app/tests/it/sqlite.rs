@@ -272,3 +272,9 @@ async fn request_lines_carry_the_request_and_are_all_written_by_exit() {
         "the last line is written before exit"
     );
 }
+
+#[tokio::test]
+async fn events_resume_across_restarts() {
+    let dir = temp_dir();
+    scenarios::events_resume_across_restarts(&sqlite_url(dir.path())).await;
+}
