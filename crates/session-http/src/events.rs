@@ -190,11 +190,11 @@ impl EventFeed {
 
     /// The cursor to start from: the newest position known, else the store's.
     async fn head(&self) -> Result<EventCursor, StoreError> {
-        match *self.inner.head.borrow() {
-            Some(head) => return Ok(head),
-            None => {}
+        let known = *self.inner.head.borrow();
+        match known {
+            Some(head) => Ok(head),
+            None => self.inner.log.head().await,
         }
-        self.inner.log.head().await
     }
 }
 
