@@ -65,7 +65,10 @@ SELECT ('x' || translate(gen_random_uuid()::text, '-', ''))::bit(64)::bigint,
 -- only EXECUTE here and SELECT on the feed; its search_path is pinned.
 CREATE FUNCTION session.sequence_events(batch bigint)
 RETURNS TABLE (history bigint, head bigint, added bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Planned with each step's cursor: a generic plan cannot know that the
+-- ranges past it are short, and could scan the whole log.
+SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
     state     session.event_log_state;
