@@ -67,6 +67,9 @@ pub enum Command {
     /// PostgreSQL running instances learn of the revocations through the
     /// change log; a SQLite file is refused while a server holds it.
     RevokeIdle(RevokeIdleArgs),
+    /// Print session events (created, revoked with its reason) after a
+    /// cursor, one a line; with `--follow`, keep waiting for more.
+    Events(EventsArgs),
 }
 
 /// Where the sessions are stored.
@@ -296,6 +299,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_MAINTENANCE_INTERVAL", default_value = "10m",
         value_parser = positive_duration)]
     pub maintenance_interval: Duration,
+    /// Subscribers of `GET /v1/events` (streams and long-polls) served at
+    /// once; past it a subscriber is answered 503 `too_many_subscribers`
+    /// with `Retry-After`.
+    #[arg(long, env = "SESSION_MAX_EVENT_SUBSCRIBERS", default_value_t = 64)]
+    pub max_event_subscribers: u32,
+
+    /// How long events are kept (by their time), for example `7d`: a
+    /// subscriber whose cursor is older gets 410 `cursor_expired` and lists
+    /// again. Pruned every ten minutes, in batches.
+    #[arg(long, env = "SESSION_EVENT_RETENTION", default_value = "7d",
+        value_parser = positive_duration)]
+    pub event_retention: Duration,
 
     /// How `/v1/forward-auth` finds the token and names the identity.
     #[command(flatten)]
@@ -553,6 +568,21 @@ pub struct ListArgs {
     pub client: ClientArgs,
 }
 
+/// Options of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this event id (the first column of a printed event);
+    /// without it, from now.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub after: Option<String>,
+    /// Keep following the feed until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
@@ -695,6 +725,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::RevokeAll(args) => crate::client::revoke_all(args).await,
         Command::List(args) => crate::client::list(args).await,
         Command::RevokeIdle(args) => crate::store::revoke_idle(args).await,
+        Command::Events(args) => crate::client::events(args).await,
     }
 }
 

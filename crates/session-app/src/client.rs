@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ConfigError;
-use crate::cli::{ClientArgs, CreateArgs, ListArgs, RevokeAllArgs, RevokeArgs};
+use crate::cli::{ClientArgs, CreateArgs, EventsArgs, ListArgs, RevokeAllArgs, RevokeArgs};
 use crate::loopback::is_loopback;
 use crate::secret::without_byte_order_mark;
 use crate::serve::{API_KEY_ENV, read_key_file};
@@ -226,6 +226,59 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
             sessions_table(sessions)
         }
     })
+}
+
+/// How long each long-poll of `events --follow` waits for an event, in
+/// seconds: under the client's 30 s timeout and the service's longest wait.
+const FOLLOW_WAIT_SECONDS: u64 = 20;
+
+pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    if args
+        .after
+        .as_deref()
+        .is_some_and(|after| after.len() != 32 || !after.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(
+            ConfigError("--after: not an event id (32 hexadecimal digits)".to_owned()).into(),
+        );
+    }
+    let client = Client::new(args.client)?;
+    let wait = if args.follow { FOLLOW_WAIT_SECONDS } else { 0 };
+    let mut after = args.after;
+    loop {
+        // An event id is 32 hexadecimal digits: it goes into the query as it is.
+        let path = match &after {
+            Some(cursor) => format!("v1/events?wait={wait}&limit=1000&after={cursor}"),
+            None => format!("v1/events?wait={wait}&limit=1000"),
+        };
+        let page = client.call(Method::GET, &path, None).await?;
+        let events = page["events"].as_array().map_or(&[][..], Vec::as_slice);
+        for event in events {
+            if client.args.json {
+                println!("{}", json_shown(serde_json::to_string(event)?));
+            } else {
+                println!("{}", event_line(event));
+            }
+        }
+        after = page["next"].as_str().map(str::to_owned);
+        if !args.follow && events.len() < 1000 {
+            return Ok(());
+        }
+    }
+}
+
+/// One event as a line: id, type, session, account, time, reason.
+fn event_line(event: &Value) -> String {
+    let field = |name: &str| shown(event[name].as_str().unwrap_or("-"));
+    format!(
+        "{}  {:<7}  {}  {}  {}  {}",
+        field("id"),
+        field("type"),
+        field("session_id"),
+        field("account_id"),
+        field("time"),
+        field("reason"),
+    )
 }
 
 /// The HTTP client for `args.server`: TLS through rustls (ring) with the

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use session_cache_moka::{MokaRecordCache, MokaSessionCache};
@@ -18,8 +19,9 @@ use session_core::config::{
     IdleRevocation, IdleRevocationError, LastSeenSettings, Retention, SessionLimit,
 };
 use session_core::port::cache::SessionCache;
+use session_core::port::change_log::ChangeLog;
 use session_core::{CompactCache, MemoryCache, SessionService};
-use session_http::{ApiKey, ApiKeys, ApiState, Scopes, StoreMetrics};
+use session_http::{ApiKey, ApiKeys, ApiState, EventFeed, Scopes, StoreMetrics};
 use tokio::net::TcpListener;
 
 use crate::ConfigError;
@@ -127,10 +129,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Every store call is timed and its failures counted, on its way to the adapter.
     let store_metrics = StoreMetrics::new(Some(store.pools));
-    let mut builder = SessionService::builder(store_metrics.store(store.store), cache)
-        .warm_page_size(args.warm_page_size)
-        .max_staleness(args.max_staleness)
-        .poll_interval(args.log_poll_interval);
+    let events = EventFeed::new(store.events, args.max_event_subscribers as usize);
+    // A write here wakes this instance's subscribers at once.
+    let mut builder =
+        SessionService::builder(events.store(store_metrics.store(store.store)), cache)
+            .warm_page_size(args.warm_page_size)
+            .max_staleness(args.max_staleness)
+            .poll_interval(args.log_poll_interval);
+    let event_wake_ups = store.change_log.clone().map(|log| {
+        let events = events.clone();
+        let poll = args.log_poll_interval;
+        tokio::spawn(async move { wake_feed_on_hints(&*log, &events, poll).await })
+    });
     if let Some(log) = store.change_log {
         builder = builder.change_log(store_metrics.change_log(log));
     }
@@ -159,6 +169,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .api_keys(keys)
         .forward_auth(forward_auth)
         .store_metrics(&store_metrics)
+        .events(events.clone())
         .register_metrics({
             let connection_metrics = connection_metrics.clone();
             move |registry| {
@@ -183,11 +194,23 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Warms (retrying with backoff), and with a change log keeps following
     // it; with --last-seen, writes the marks resolves make.
     let tasks = service.start();
+    let sequencer = tokio::spawn({
+        let events = events.clone();
+        let (poll, retention) = (args.log_poll_interval, args.event_retention);
+        async move {
+            events
+                .run(poll, Some(retention), EVENT_PRUNE_INTERVAL)
+                .await
+        }
+    });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
+    let closing = events.clone();
     let server = connections::serve(listener, app, limits, connection_metrics, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        // Event streams never finish on their own: end them now.
+        closing.close();
         let _ = stopping_tx.send(());
     });
     let deadline = args.shutdown_timeout;
@@ -213,10 +236,39 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "recording when sessions were last seen took too long at shutdown"
         ),
     }
+    events.close();
+    let _ = sequencer.await;
+    if let Some(wake_ups) = event_wake_ups {
+        wake_ups.abort();
+    }
     // Dropping the service closes the store's connections.
     drop(service);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often events past `--event-retention` are pruned.
+const EVENT_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Wakes the events feed whenever the change log hints that another
+/// process wrote, so this instance sequences (or learns of) its events at
+/// once; listens again after `poll` when the hints are lost. Without hints
+/// the feed's own poll bounds how late an event arrives.
+async fn wake_feed_on_hints(log: &dyn ChangeLog, events: &EventFeed, poll: Duration) {
+    loop {
+        match log.wake_ups().await {
+            Ok(mut hints) if hints.delivers() => {
+                while hints.next().await.is_ok() {
+                    events.wake();
+                }
+            }
+            Ok(_) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, "the events feed polls: no wake-ups");
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// Connections the kernel completes and holds for the accept loop. The

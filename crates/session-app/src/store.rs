@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use session_core::port::change_log::ChangeLog;
+use session_core::port::events::EventLog;
 use session_core::port::store::SessionStore;
 use session_http::{PoolReader, PoolUse};
 use session_postgres::{PgConfig, PgSessionStore, Statements};
@@ -185,6 +186,8 @@ pub struct OpenedStore {
     pub store: Arc<dyn SessionStore>,
     /// Its change log, when other processes may write to it too (PostgreSQL).
     pub change_log: Option<Arc<dyn ChangeLog>>,
+    /// Its feed of session events.
+    pub events: Arc<dyn EventLog>,
     /// For logs: the backend and, for SQLite, the file.
     pub description: String,
     /// Reads the store's connection pools, for metrics.
@@ -214,6 +217,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                         pool_use("sqlite_writer", status.writer),
                     ]
                 }),
+                events: store.clone(),
                 store,
                 // One process owns a SQLite file: its own writes keep its cache complete.
                 change_log: None,
@@ -247,6 +251,7 @@ pub async fn open(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<OpenedSt
                     }]
                 }),
                 store: store.clone(),
+                events: store.clone(),
                 // Other instances and host backends may write to the same database.
                 change_log: Some(store),
                 description,

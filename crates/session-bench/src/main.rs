@@ -12,6 +12,7 @@ mod api;
 mod app;
 mod cold_start;
 mod create;
+mod events;
 mod extractor;
 mod floor;
 mod http;
@@ -48,6 +49,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("create", create::run),
     ("cold-start", cold_start::run),
     ("propagation", propagation::run),
+    ("events", events::run),
     ("miss", miss::run),
     ("pooler", pooler::run),
     ("resume", resume::run),

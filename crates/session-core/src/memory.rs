@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
+use crate::port::events::{EventCursor, EventKind, EventLog, EventRead, SessionEvent};
 use crate::port::store::{
     ActivePage, Exclusive, LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, SeenAt,
     SessionStore, StoreError,
@@ -45,6 +46,9 @@ impl Default for MemoryStore {
                 pruned: 0,
                 wake: watch::channel(()).0,
                 last_seen: HashMap::new(),
+                events: Vec::new(),
+                events_pruned: 0,
+                history: random_history(),
             }),
             unavailable: AtomicBool::new(false),
             log_reads: AtomicU64::new(0),
@@ -65,6 +69,20 @@ struct MemoryState {
     wake: watch::Sender<()>,
     /// When each session was last seen; not a change the log reports.
     last_seen: HashMap<SessionId, OffsetDateTime>,
+    /// The events feed: event `i` is at position `events_pruned + i + 1`,
+    /// written with the change, under the one lock every write takes.
+    events: Vec<SessionEvent>,
+    /// Events dropped from the front of the feed.
+    events_pruned: u64,
+    /// The feed's history id.
+    history: u64,
+}
+
+/// A random history id for a new feed.
+fn random_history() -> u64 {
+    let mut bytes = [0; 8];
+    getrandom::fill(&mut bytes).expect("the OS CSPRNG is unavailable");
+    u64::from_le_bytes(bytes)
 }
 
 /// What the log records: hashes and what happened, never the session itself,
@@ -99,13 +117,44 @@ impl MemoryState {
     fn store_new(&mut self, session: &Session) {
         self.by_hash.insert(session.token_hash, session.id);
         self.sessions.insert(session.id, session.clone());
+        // As the change log: a session stored revoked (an import) is no event.
         if session.is_active() {
+            self.event(EventKind::Created, session, session.created_at);
             self.record(Logged::Created(session.token_hash));
+        }
+    }
+
+    /// Records the revoked events of the sessions `ids` (just revoked, at `at`).
+    fn revoked_events(&mut self, ids: &[SessionId], at: OffsetDateTime) {
+        for id in ids {
+            if let Some(session) = self.sessions.get(id).cloned() {
+                let reason = session.revocation_reason.clone();
+                self.event(EventKind::Revoked { reason }, &session, at);
+            }
         }
     }
 
     fn head(&self) -> LogCursor {
         LogCursor::new(0, self.pruned + self.log.len() as u64, Vec::new())
+    }
+
+    /// Appends an event about `session` to the feed.
+    fn event(&mut self, kind: EventKind, session: &Session, at: OffsetDateTime) {
+        let position = self.events_pruned + self.events.len() as u64 + 1;
+        self.events.push(SessionEvent {
+            position,
+            kind,
+            session_id: session.id,
+            account_id: session.account_id,
+            at,
+        });
+    }
+
+    fn events_head(&self) -> EventCursor {
+        EventCursor {
+            history: self.history,
+            position: self.events_pruned + self.events.len() as u64,
+        }
     }
 }
 
@@ -191,13 +240,15 @@ impl SessionStore for MemoryStore {
         }
         active.sort_unstable();
         let mut evicted = Vec::with_capacity(excess);
-        for &(_, _, id) in &active[..excess] {
-            if let Some(victim) = state.sessions.get_mut(&id) {
+        let victims: Vec<SessionId> = active[..excess].iter().map(|&(_, _, id)| id).collect();
+        for id in &victims {
+            if let Some(victim) = state.sessions.get_mut(id) {
                 victim.revoked_at = Some(session.created_at);
                 victim.revocation_reason = Some(RevocationReason::LIMIT);
                 evicted.push(victim.token_hash);
             }
         }
+        state.revoked_events(&victims, session.created_at);
         if !evicted.is_empty() {
             state.record(Logged::Revoked(evicted.clone()));
         }
@@ -242,6 +293,10 @@ impl SessionStore for MemoryStore {
             }
         };
         if let RevokeOutcome::Revoked { token_hash } = outcome {
+            if let Some(session) = state.sessions.get(&id).cloned() {
+                let reason = session.revocation_reason.clone();
+                state.event(EventKind::Revoked { reason }, &session, at);
+            }
             state.record(Logged::Revoked(vec![token_hash]));
         }
         Ok(outcome)
@@ -256,7 +311,7 @@ impl SessionStore for MemoryStore {
         by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
         let mut state = self.state()?;
-        let revoked: Vec<TokenHash> = state
+        let revoked: Vec<Session> = state
             .sessions
             .values_mut()
             .filter(|s| s.account_id == account && s.is_active() && Some(s.id) != except)
@@ -264,9 +319,14 @@ impl SessionStore for MemoryStore {
                 session.revoked_at = Some(at);
                 session.revocation_reason = Some(reason.clone());
                 session.revoked_by.clone_from(&by);
-                session.token_hash
+                session.clone()
             })
             .collect();
+        for session in &revoked {
+            let reason = Some(reason.clone());
+            state.event(EventKind::Revoked { reason }, session, at);
+        }
+        let revoked: Vec<TokenHash> = revoked.iter().map(|session| session.token_hash).collect();
         if !revoked.is_empty() {
             state.record(Logged::Revoked(revoked.clone()));
         }
@@ -381,6 +441,8 @@ impl SessionStore for MemoryStore {
                 })
             })
             .collect();
+        let ids: Vec<SessionId> = revoked.iter().map(|session| session.id).collect();
+        state.revoked_events(&ids, at);
         if !revoked.is_empty() {
             state.record(Logged::Revoked(
                 revoked.iter().map(|session| session.token_hash).collect(),
@@ -505,6 +567,50 @@ impl ChangeLog for MemoryStore {
     async fn prune(&self) -> Result<u64, StoreError> {
         // The memory log keeps everything until `prune_log` is called.
         self.state().map(|_| 0)
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn head(&self) -> Result<EventCursor, StoreError> {
+        Ok(self.state()?.events_head())
+    }
+
+    async fn read(&self, after: EventCursor, limit: u32) -> Result<EventRead, StoreError> {
+        let state = self.state()?;
+        let head = state.events_head();
+        if after.history != state.history
+            || after.position < state.events_pruned
+            || after.position > head.position
+        {
+            return Ok(EventRead::Gone);
+        }
+        let first = usize::try_from(after.position - state.events_pruned).unwrap_or(usize::MAX);
+        let events: Vec<SessionEvent> = state
+            .events
+            .iter()
+            .skip(first)
+            .take(limit.max(1) as usize)
+            .cloned()
+            .collect();
+        let next = events.last().map_or(after, |last| EventCursor {
+            history: state.history,
+            position: last.position,
+        });
+        Ok(EventRead::Page { events, next })
+    }
+
+    async fn prune(&self, before: OffsetDateTime, batch: u32) -> Result<u64, StoreError> {
+        let mut state = self.state()?;
+        let gone = state
+            .events
+            .iter()
+            .take(batch as usize)
+            .take_while(|event| event.at < before)
+            .count();
+        state.events.drain(..gone);
+        state.events_pruned += gone as u64;
+        Ok(gone as u64)
     }
 }
 

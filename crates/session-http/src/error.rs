@@ -108,6 +108,13 @@ pub enum ErrorCode {
     Timeout,
     /// 500: a failure retrying will not fix; details are in the log.
     Internal,
+    /// 410 from the events feed: the cursor is older than the feed's
+    /// retention, of another database (a new one, or a restored backup), or
+    /// past its head. List again, then follow from a fresh start.
+    CursorExpired,
+    /// 503 from the events feed: as many subscribers as it serves are
+    /// following it; retry after `Retry-After`.
+    TooManySubscribers,
 }
 
 impl ErrorCode {
@@ -126,7 +133,10 @@ impl ErrorCode {
             Self::SessionLimitReached => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotReady | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::Unavailable | Self::Timeout | Self::TooManySubscribers => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::CursorExpired => StatusCode::GONE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -245,6 +255,40 @@ impl ApiError {
         Self::new(ErrorCode::NotFound, "no such route")
     }
 
+    /// 410: the events feed cannot answer from this cursor.
+    pub(crate) fn cursor_expired() -> Self {
+        Self::new(
+            ErrorCode::CursorExpired,
+            "the event id is older than the feed's retention, of another database, or past its \
+             head: list the sessions again, then follow the feed from a fresh start",
+        )
+    }
+
+    /// 503: the events feed serves as many subscribers as it may.
+    pub(crate) fn too_many_subscribers() -> Self {
+        Self::new(
+            ErrorCode::TooManySubscribers,
+            "the events feed has as many subscribers as it serves; retry later",
+        )
+    }
+
+    /// 404: this service keeps no events feed.
+    pub(crate) fn no_events_feed() -> Self {
+        Self::new(ErrorCode::NotFound, "this service keeps no events feed")
+    }
+
+    /// The JSON body this error is answered with, for a stream that can no
+    /// longer change its status.
+    pub(crate) fn body_json(&self) -> String {
+        serde_json::to_string(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone().into_owned(),
+            },
+        })
+        .unwrap_or_default()
+    }
+
     /// 405 for a route that exists with another method.
     pub(crate) fn method_not_allowed() -> Self {
         Self::new(
@@ -273,7 +317,10 @@ impl IntoResponse for ApiError {
         } else if matches!(self.code, ErrorCode::Unauthorized | ErrorCode::MissingToken) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.code == ErrorCode::TooManySubscribers {
+            // A subscriber stays for long: a slot frees slowly.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(cause) = self.cause {

@@ -64,6 +64,7 @@
 mod auth;
 mod cursor;
 mod error;
+mod events;
 mod forward_auth;
 // Also in the unit tests, so its own test runs with the suite.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -87,6 +88,7 @@ use utoipa::OpenApi;
 
 pub use auth::{ApiKey, ApiKeys, InvalidApiKey, MIN_KEY_LEN, Scope, Scopes};
 pub use error::{ErrorCode, MAX_BODY_BYTES, timeout_response};
+pub use events::{EventFeed, HEARTBEAT, MAX_WAIT_SECONDS};
 pub use forward_auth::{
     DEFAULT_ACCOUNT_ID_HEADER, DEFAULT_COOKIE, DEFAULT_SESSION_ID_HEADER, ForwardAuth,
     InvalidForwardAuth, SESSION_TOKEN_HEADER,
@@ -108,6 +110,7 @@ const ROUTES: &[&str] = &[
     "/v1/sessions/resolve",
     "/v1/sessions/{id}",
     "/v1/accounts/{account_id}/sessions",
+    "/v1/events",
     FORWARD_AUTH,
     FORWARD_AUTH_SLASH,
     FORWARD_AUTH_BELOW,
@@ -137,6 +140,7 @@ const FORWARD_AUTH_BELOW: &str = "/v1/forward-auth/{*path}";
         sessions::revoke_session,
         sessions::list_sessions,
         sessions::revoke_account_sessions,
+        events::events,
         forward_auth::forward_auth,
         health::healthz,
         health::readyz,
@@ -184,6 +188,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/accounts/{account_id}/sessions",
             get(sessions::list_sessions).delete(sessions::revoke_account_sessions),
         )
+        .route("/v1/events", get(events::events))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -8,7 +8,7 @@ use session_core::SessionService;
 
 use crate::health::StoreProbe;
 use crate::metrics::Metrics;
-use crate::{ApiKeys, ForwardAuth, StoreMetrics};
+use crate::{ApiKeys, EventFeed, ForwardAuth, StoreMetrics};
 
 /// What every handler can reach: the service, the API keys, the
 /// forward-auth settings and the metrics. Cheap to clone.
@@ -24,6 +24,7 @@ struct StateInner {
     metrics: Metrics,
     readiness_timeout: Duration,
     store_probe: StoreProbe,
+    events: Option<EventFeed>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -46,6 +47,7 @@ impl ApiState {
             forward_auth: ForwardAuth::default(),
             store_metrics: StoreMetrics::default(),
             register: Vec::new(),
+            events: None,
         }
     }
 
@@ -66,6 +68,10 @@ impl ApiState {
     }
 
     /// The store check behind `/readyz`, and how long it may take.
+    pub(crate) fn events(&self) -> Option<&EventFeed> {
+        self.inner.events.as_ref()
+    }
+
     pub(crate) fn store_probe(&self) -> (&StoreProbe, Duration) {
         (&self.inner.store_probe, self.inner.readiness_timeout)
     }
@@ -83,6 +89,7 @@ pub struct ApiStateBuilder {
     forward_auth: ForwardAuth,
     store_metrics: StoreMetrics,
     register: Vec<Register>,
+    events: Option<EventFeed>,
 }
 
 impl std::fmt::Debug for ApiStateBuilder {
@@ -152,6 +159,14 @@ impl ApiStateBuilder {
         self
     }
 
+    /// Serves `GET /v1/events` from `feed` (without one, the route
+    /// answers 404). The caller runs [`EventFeed::run`] and closes the feed
+    /// at shutdown.
+    pub fn events(mut self, feed: EventFeed) -> Self {
+        self.events = Some(feed);
+        self
+    }
+
     /// The state, with every metric registered.
     #[must_use]
     pub fn build(self) -> ApiState {
@@ -164,6 +179,7 @@ impl ApiStateBuilder {
                 metrics,
                 readiness_timeout: Duration::from_secs(2),
                 store_probe: StoreProbe::default(),
+                events: self.events,
             }),
         }
     }

@@ -30,6 +30,7 @@ mod call;
 mod change_log;
 mod config;
 mod error;
+mod events;
 mod migrate;
 mod pool;
 mod raw;

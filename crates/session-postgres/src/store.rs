@@ -15,9 +15,9 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, Exclusive, InvalidRow, LATEST_STORED_MICROS,
-    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore,
-    StoreError, StoredSession, stored_instant,
+    ActivePage, EARLIEST_STORED_MICROS, Exclusive, InvalidRow, LATEST_STORED_MICROS, LimitedInsert,
+    RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore, StoreError,
+    StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;

@@ -67,6 +67,7 @@
 //! [`open`]: SqliteSessionStore::open
 
 mod error;
+mod events;
 mod lock;
 mod open;
 mod private;

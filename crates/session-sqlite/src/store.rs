@@ -150,7 +150,7 @@ impl SqliteSessionStore {
     }
 
     /// Runs `op` on the writer connection, after every earlier write.
-    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
@@ -167,7 +167,7 @@ impl SqliteSessionStore {
     }
 
     /// Runs `op` on a reader connection.
-    async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,

@@ -42,6 +42,14 @@ pub fn nginx_site(listen: &str, name: &str, session: &str, app: &str) -> String 
     render(include_str!("nginx.conf"), listen, name, session, app)
 }
 
+/// The nginx `server` block of docs/GATEWAYS.md that passes the events
+/// feed (`GET /v1/events`) on to the session service at `session`
+/// (`host:port`), unbuffered; `listen` and `name` are where it serves.
+#[must_use]
+pub fn nginx_events_site(listen: &str, name: &str, session: &str) -> String {
+    render(include_str!("nginx_events.conf"), listen, name, session, "")
+}
+
 /// The Caddyfile site block of docs/GATEWAYS.md: `site` is its address,
 /// `session` and `app` are `host:port` of the session service and of the
 /// application behind the gateway.
@@ -113,6 +121,17 @@ impl Gateway {
         Self::start(Kind::Nginx, session, app)
     }
 
+    /// Starts nginx passing the events feed of `session` on, configured as
+    /// [`nginx_events_site`].
+    ///
+    /// # Panics
+    ///
+    /// As [`nginx`](Self::nginx).
+    #[must_use]
+    pub fn nginx_events(session: SocketAddr) -> Self {
+        Self::launch(Kind::Nginx, session, session, HAPROXY_LUA, true)
+    }
+
     /// Starts Caddy in front of `app`, asking `session` with `forward_auth`.
     ///
     /// # Panics
@@ -143,7 +162,7 @@ impl Gateway {
     /// As [`nginx`](Self::nginx).
     #[must_use]
     pub fn haproxy_with_lua(session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
-        Self::launch(Kind::HAProxy, session, app, lua)
+        Self::launch(Kind::HAProxy, session, app, lua, false)
     }
 
     /// Which gateway this is.
@@ -165,11 +184,12 @@ impl Gateway {
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
-        Self::launch(kind, session, app, HAPROXY_LUA)
+        Self::launch(kind, session, app, HAPROXY_LUA, false)
     }
 
-    /// Starts `kind`; `lua` is the script HAProxy loads.
-    fn launch(kind: Kind, session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
+    /// Starts `kind`; `lua` is the script HAProxy loads; `events`: nginx
+    /// serves [`nginx_events_site`] instead of the forward-auth site.
+    fn launch(kind: Kind, session: SocketAddr, app: SocketAddr, lua: &str, events: bool) -> Self {
         let program = session_test_process::find_program(kind.program()).unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `{0}` is not installed (looked on PATH, in /usr/sbin and \
@@ -183,7 +203,11 @@ impl Gateway {
                 let server = Server::start(&program, "session-test-gateway-", address, |root| {
                     let (config, args) = match kind {
                         Kind::Nginx => (
-                            nginx_config(root, port, session, app),
+                            if events {
+                                nginx_events_config(root, port, session)
+                            } else {
+                                nginx_config(root, port, session, app)
+                            },
                             vec![
                                 "-p".into(),
                                 root.display().to_string(),
@@ -234,13 +258,24 @@ impl Gateway {
 /// A whole nginx configuration: the documented site inside the settings a
 /// server of its own needs (foreground, one process, every file in `root`).
 fn nginx_config(root: &Path, port: u16, session: SocketAddr, app: SocketAddr) -> String {
-    let root = root.display();
     let site = nginx_site(
         &format!("127.0.0.1:{port}"),
         "_",
         &session.to_string(),
         &app.to_string(),
     );
+    nginx_server(root, &site)
+}
+
+/// [`nginx_config`] with the documented events site.
+fn nginx_events_config(root: &Path, port: u16, session: SocketAddr) -> String {
+    let site = nginx_events_site(&format!("127.0.0.1:{port}"), "_", &session.to_string());
+    nginx_server(root, &site)
+}
+
+/// `site` inside the settings an nginx of its own needs.
+fn nginx_server(root: &Path, site: &str) -> String {
+    let root = root.display();
     format!(
         "daemon off;\nmaster_process off;\npid {root}/nginx.pid;\nerror_log {root}/error.log \
          info;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    \

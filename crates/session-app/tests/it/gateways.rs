@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use session_core::memory::MemoryStore;
 use session_core::{MemoryCache, SessionService};
 use session_http::{ApiState, router};
-use session_test_gateway::{Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site, nginx_site};
+use session_test_gateway::{
+    Gateway, HAPROXY_LUA, Kind, caddy_site, haproxy_site, nginx_events_site, nginx_site,
+};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -342,6 +344,10 @@ fn the_documented_configurations_are_the_tested_ones() {
             ),
         ),
         ("HAProxy Lua script", HAPROXY_LUA.to_owned()),
+        (
+            "nginx configuration of the events feed",
+            nginx_events_site("443 ssl", "sessions.example.com", "127.0.0.1:8080"),
+        ),
     ] {
         assert!(
             doc.contains(&text),
@@ -377,4 +383,43 @@ async fn the_cookie_and_the_identity_headers_are_named_by_options() {
     assert!(!response.headers().contains_key("x-session-id"));
     let response = check(format!("__Host-session={token}")).await.unwrap();
     assert_eq!(response.status(), 401, "only the configured cookie is read");
+}
+
+/// The events feed through nginx configured as docs/GATEWAYS.md says: a
+/// stream subscriber receives each event through the proxy while the
+/// stream stays open, not when nginx's buffers fill or the stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_reaches_its_subscriber_through_nginx_as_each_event_commits() {
+    let (server, _dir) = ready_on_sqlite(&[]).await;
+    let gateway = Gateway::nginx_events(server.address);
+    let mut stream = http_client()
+        .get(format!("http://{}/v1/events", gateway.address()))
+        .header(header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200, "{}", gateway.log());
+    assert_eq!(stream.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut received = String::new();
+    for round in 0..3 {
+        let (_, id) = server.create(Uuid::new_v4()).await;
+        // A hang guard, not a measure: a buffered event never arrives.
+        let arrived = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !received.contains(&id) {
+                let chunk = stream
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("the stream stays open");
+                received.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        })
+        .await;
+        assert!(
+            arrived.is_ok(),
+            "event {round} is held back:\n{received}\n{}",
+            gateway.log()
+        );
+    }
+    assert_eq!(received.matches("event: created").count(), 3, "{received}");
 }

@@ -366,3 +366,65 @@ async fn terminate(admin_url: &str, name: &str) -> usize {
         .unwrap()
         .len()
 }
+
+/// Every event after `start` that `server` serves, once it serves `count`
+/// (long-polls, each waiting up to a second for more), within the bound.
+async fn events_from(server: &Server, start: &str, count: usize) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut after = start.to_owned();
+    let served = until_async(
+        "the instance serves every event",
+        PROPAGATION_BOUND,
+        async || {
+            let (status, page) = server
+                .call(
+                    Method::GET,
+                    &format!("/v1/events?wait=1&after={after}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{page}");
+            events.extend(page["events"].as_array().unwrap().iter().cloned());
+            after = page["next"].as_str().unwrap().to_owned();
+            events.len() >= count
+        },
+    )
+    .await;
+    served.unwrap_or_else(|err| panic!("{err}: {} of {count}", events.len()));
+    events
+}
+
+/// Two instances that both take writes, at once, serve the same events in
+/// the same order, with the same ids: the order is fixed once in the
+/// database by whichever instance sequences first.
+#[tokio::test]
+async fn both_instances_serve_the_same_events_in_the_same_order() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let (_, start) = a.call(Method::GET, "/v1/events", None).await;
+    let start = start["next"].as_str().unwrap().to_owned();
+    let account = Uuid::new_v4();
+    async fn writes(server: &Server, account: Uuid) {
+        for _ in 0..10 {
+            server.create(account).await;
+        }
+    }
+    tokio::join!(writes(&a, account), writes(&b, account));
+    let (status, _) = b
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/sessions?reason=admin"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let on_a = events_from(&a, &start, 40).await;
+    let on_b = events_from(&b, &start, 40).await;
+    assert_eq!(on_a.len(), 40, "20 created, 20 revoked");
+    assert_eq!(on_a, on_b);
+    let revoked = on_a
+        .iter()
+        .filter(|event| event["reason"] == "admin")
+        .count();
+    assert_eq!(revoked, 20);
+}

@@ -129,3 +129,9 @@ fn serve_without_migrations_refuses_an_unmigrated_schema() {
         "refused before listening: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn events_resume_across_restarts() {
+    let database = TestDatabase::create();
+    scenarios::events_resume_across_restarts(database.url()).await;
+}

@@ -401,3 +401,79 @@ pub(crate) async fn revocation_reasons_round_trip(database_url: &str) {
     let changed_line = stdout.lines().find(|line| line.contains(&changed)).unwrap();
     assert!(changed_line.contains("password_change"), "{stdout}");
 }
+
+/// The events feed across restarts of the service and of the subscriber:
+/// a subscriber (the CLI, a new process each time) that resumes after the
+/// last event it printed gets every later event once, in commit order,
+/// after the service was killed and started again; a revoke-all is one
+/// event per session, with its reason.
+pub(crate) async fn events_resume_across_restarts(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let url = server.url("");
+    let env = [("SESSION_SERVER", url.as_str()), ("SESSION_API_KEY", KEY)];
+    let (_, start) = server.call(Method::GET, "/v1/events", None).await;
+    let start = start["next"].as_str().unwrap().to_owned();
+    let account = Uuid::new_v4();
+    let (token_a, a) = server.create(account).await;
+    let (token_b, b) = server.create(account).await;
+    let events = |after: &str| {
+        let (status, stdout, stderr) = cli(&["events", "--after", after, "--json"], &env, "");
+        assert!(status.success(), "{stderr}");
+        stdout
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = events(&start);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(
+        (
+            first[0]["session_id"].as_str(),
+            first[1]["session_id"].as_str()
+        ),
+        (Some(&*a), Some(&*b))
+    );
+    let last_read = first[1]["id"].as_str().unwrap().to_owned();
+
+    server.kill();
+    server.restart();
+    server.wait_ready().await;
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/sessions?reason=admin"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rest = events(&last_read);
+    let mut revoked: Vec<(&str, &str, &str)> = rest
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().unwrap(),
+                event["session_id"].as_str().unwrap(),
+                event["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    revoked.sort_unstable();
+    let mut expected = vec![("revoked", &*a, "admin"), ("revoked", &*b, "admin")];
+    expected.sort_unstable();
+    assert_eq!(revoked, expected);
+    assert_eq!(
+        events(rest[1]["id"].as_str().unwrap()),
+        Vec::<serde_json::Value>::new()
+    );
+    // The whole feed again from the start: the same events, no more.
+    let all = events(&start);
+    assert_eq!(all[..2], first[..]);
+    assert_eq!(all[2..], rest[..]);
+    let (status, stdout, _) = cli(&["events", "--after", &"0".repeat(32)], &env, "");
+    assert!(
+        !status.success(),
+        "another history's cursor is refused: {stdout}"
+    );
+    assert_no_tokens(&server.log(), &[token_a, token_b]);
+}

@@ -329,3 +329,9 @@ async fn a_restored_copy_cannot_bring_back_sessions_from_before_the_mark() {
     let (new, _) = server.create(uuid::Uuid::new_v4()).await;
     assert_eq!(server.resolve(&new).await, 200, "created after it");
 }
+
+#[tokio::test]
+async fn events_resume_across_restarts() {
+    let dir = temp_dir();
+    scenarios::events_resume_across_restarts(&sqlite_url(dir.path())).await;
+}

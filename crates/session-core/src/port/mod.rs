@@ -8,4 +8,5 @@
 pub mod cache;
 pub mod change_log;
 pub mod clock;
+pub mod events;
 pub mod store;

@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod change_log;
 mod counting;
+pub mod events;
 mod records;
 pub mod store;
 
@@ -165,6 +166,44 @@ macro_rules! change_log_contract_tests {
             async fn $case() {
                 let store = ::std::sync::Arc::new($make.await);
                 $crate::testkit::change_log::$case(store.clone(), store).await;
+            }
+        )*
+    };
+}
+
+/// Defines one `#[tokio::test]` per events-feed contract case, each calling
+/// `$make` (an expression evaluating to a future of a value that is both the
+/// [`SessionStore`](crate::port::store::SessionStore) and its
+/// [`EventLog`](crate::port::events::EventLog)) for a fresh store; the
+/// case about another history calls it twice.
+#[macro_export]
+macro_rules! event_log_contract_tests {
+    ($make:expr) => {
+        $crate::event_log_contract_tests!(@cases $make;
+            events_follow_writes_in_commit_order,
+            resuming_after_any_event_has_no_gap_or_duplicate,
+            revoke_all_is_one_event_per_session_with_its_reason,
+            writes_that_change_nothing_are_no_events,
+            a_cursor_before_pruned_events_is_gone,
+        );
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_cursor_of_another_history_or_past_the_head_is_gone() {
+            let store = ::std::sync::Arc::new($make.await);
+            let other = ::std::sync::Arc::new($make.await);
+            $crate::testkit::events::a_cursor_of_another_history_or_past_the_head_is_gone(
+                store.clone(),
+                store,
+                other,
+            )
+            .await;
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = ::std::sync::Arc::new($make.await);
+                $crate::testkit::events::$case(store.clone(), store).await;
             }
         )*
     };

@@ -1200,7 +1200,7 @@ pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
         store.insert(session).await.unwrap();
     }
     store
-        .revoke(revoked_old.id, minute(20), RevocationReason::ADMIN)
+        .revoke(revoked_old.id, minute(20), RevocationReason::ADMIN, None)
         .await
         .unwrap();
     let mut marks = vec![
@@ -1304,11 +1304,11 @@ pub async fn purge_revoked_erases_or_deletes_only_old_revocations(store: Arc<dyn
         store.insert(session).await.unwrap();
     }
     store
-        .revoke(old.id, minute(10), RevocationReason::LOGOUT)
+        .revoke(old.id, minute(10), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     store
-        .revoke(recent.id, minute(30), RevocationReason::LOGOUT)
+        .revoke(recent.id, minute(30), RevocationReason::LOGOUT, None)
         .await
         .unwrap();
     store
@@ -1367,7 +1367,7 @@ pub async fn purge_revoked_batches_are_bounded(store: Arc<dyn SessionStore>) {
         let (_, session) = session_at(owner, minute(1));
         store.insert(&session).await.unwrap();
         store
-            .revoke(session.id, minute(2), RevocationReason::LOGOUT)
+            .revoke(session.id, minute(2), RevocationReason::LOGOUT, None)
             .await
             .unwrap();
         revoked.push(session.id);

@@ -23,3 +23,7 @@ mod compact_cache_with_records {
 mod memory_feed {
     session_core::change_log_contract_tests!(async { session_core::memory::MemoryStore::new() });
 }
+
+mod memory_events {
+    session_core::event_log_contract_tests!(async { session_core::memory::MemoryStore::new() });
+}

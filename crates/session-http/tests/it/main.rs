@@ -2,6 +2,7 @@
 //! `tower::ServiceExt::oneshot`, over session-core's memory store and
 //! cache. No socket, no database, no binary.
 
+mod events;
 mod forward_auth;
 mod limits;
 mod logs;

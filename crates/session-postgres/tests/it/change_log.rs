@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use session_core::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
+use session_core::port::events::{self as feed, EventCursor, EventRead};
 use session_core::port::store::{Exclusive, RetentionAction, SeenAt, SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
 use session_core::token::TokenHash;
@@ -950,6 +951,24 @@ async fn the_documented_grants_are_enough_to_serve() {
     // Pruning marks what is visible now, and deletes it once the mark is
     // older than the retention window.
     assert_eq!(store.prune().await.unwrap(), 0);
+    // The events feed: sequenced, read and pruned with these grants alone.
+    let from = EventCursor {
+        position: 0,
+        ..feed::EventLog::head(&*store).await.unwrap()
+    };
+    let head = feed::EventLog::sequence(&*store).await.unwrap();
+    assert_eq!(head.position, 2, "created, then revoked");
+    let EventRead::Page { events, .. } = feed::EventLog::read(&*store, from, 10).await.unwrap()
+    else {
+        panic!("the feed refused its own start");
+    };
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        feed::EventLog::prune(&*store, epoch() + Duration::from_secs(1), 10)
+            .await
+            .unwrap(),
+        2
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.prune().await.unwrap(), 2);
     // Idle revocation, then retention's erase and delete.

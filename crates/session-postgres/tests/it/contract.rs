@@ -1,7 +1,8 @@
 //! The session-core store and change-log contracts, against PostgreSQL.
 
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator};
-use session_core::port::store::{SessionStore, StoreDecorator};
+use session_core::port::events::{EventCursor, EventLog, EventRead};
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_postgres::PgSessionStore;
 use session_test_postgres::TestDatabase;
 
@@ -23,6 +24,25 @@ impl ChangeLogDecorator for StoreOnTestDatabase {
     }
 }
 
+#[async_trait::async_trait]
+impl EventLog for StoreOnTestDatabase {
+    async fn head(&self) -> Result<EventCursor, StoreError> {
+        EventLog::head(&self.store).await
+    }
+
+    async fn read(&self, after: EventCursor, limit: u32) -> Result<EventRead, StoreError> {
+        EventLog::read(&self.store, after, limit).await
+    }
+
+    async fn sequence(&self) -> Result<EventCursor, StoreError> {
+        self.store.sequence().await
+    }
+
+    async fn prune(&self, before: time::OffsetDateTime, batch: u32) -> Result<u64, StoreError> {
+        EventLog::prune(&self.store, before, batch).await
+    }
+}
+
 async fn store_on_test_database() -> StoreOnTestDatabase {
     let (database, store) = crate::support::fresh_store().await;
     StoreOnTestDatabase {
@@ -37,4 +57,8 @@ mod store {
 
 mod change_log {
     session_core::change_log_contract_tests!(super::store_on_test_database());
+}
+
+mod events {
+    session_core::event_log_contract_tests!(super::store_on_test_database());
 }

@@ -10,7 +10,7 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
@@ -20,6 +20,7 @@ const MIGRATIONS: [&str; 10] = [
     "2026-12-06-000001_log_written_by_triggers",
     "2026-12-06-000002_finite_times",
     "2026-12-06-000003_revocation_reason",
+    "2026-12-06-000004_session_events",
     "2026-12-06-000006_revoked_by",
 ];
 
@@ -73,6 +74,8 @@ async fn migrating_twice_applies_each_migration_once() {
             "change_log_marks",
             "change_log_state",
             "changes",
+            "event_log_state",
+            "events",
             "session_activity",
             "sessions"
         ]
@@ -171,10 +174,14 @@ async fn migrate_as_child(url: &str) {
 
 /// The migrations after the change log's, newest first, with their
 /// `down.sql`: reverting it means reverting them first.
-const AFTER_THE_CHANGE_LOG: [(&str, &str); 6] = [
+const AFTER_THE_CHANGE_LOG: [(&str, &str); 7] = [
     (
         "20261206000006",
         include_str!("../../../../migrations/postgres/2026-12-06-000006_revoked_by/down.sql"),
+    ),
+    (
+        "20261206000004",
+        include_str!("../../../../migrations/postgres/2026-12-06-000004_session_events/down.sql"),
     ),
     (
         "20261206000003",

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use session_core::port::store::{SessionStore, StoreDecorator};
+use session_core::port::events::{EventCursor, EventLog, EventRead};
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_sqlite::{SqliteOptions, SqliteSessionStore};
 use tempfile::TempDir;
 
@@ -46,5 +47,20 @@ impl TempStore {
 impl StoreDecorator for TempStore {
     fn inner_store(&self) -> &dyn SessionStore {
         &self.store
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for TempStore {
+    async fn head(&self) -> Result<EventCursor, StoreError> {
+        self.store.head().await
+    }
+
+    async fn read(&self, after: EventCursor, limit: u32) -> Result<EventRead, StoreError> {
+        EventLog::read(&self.store, after, limit).await
+    }
+
+    async fn prune(&self, before: time::OffsetDateTime, batch: u32) -> Result<u64, StoreError> {
+        self.store.prune(before, batch).await
     }
 }

@@ -1,0 +1,351 @@
+//! `GET /v1/events`, in process over the memory store: the long-poll page,
+//! resuming, the header that wins, refused cursors, the subscriber bound,
+//! and a stream that follows writes, beats while idle and ends at close.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use session_core::memory::MemoryStore;
+use session_core::{MemoryCache, Revoker, SessionService};
+use session_http::{ApiKey, ApiKeys, ApiState, ErrorCode, EventFeed, Scope, Scopes, router};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::router::KEY;
+
+struct Feed {
+    router: Router,
+    feed: EventFeed,
+}
+
+async fn feed(max_subscribers: usize) -> Feed {
+    feed_with(max_subscribers, ApiKeys::new([KEY]).unwrap()).await
+}
+
+async fn feed_with(max_subscribers: usize, keys: ApiKeys) -> Feed {
+    let store = Arc::new(MemoryStore::new());
+    let feed = EventFeed::new(store.clone(), max_subscribers);
+    let service = SessionService::builder(feed.store(store), Arc::new(MemoryCache::new())).build();
+    service.warm().await.unwrap();
+    let state = ApiState::builder(service)
+        .api_keys(keys)
+        .events(feed.clone())
+        .build();
+    Feed {
+        router: router(state),
+        feed,
+    }
+}
+
+fn request(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+}
+
+impl Feed {
+    async fn send(&self, request: Request<Body>) -> axum::response::Response {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn json(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let response = self.send(request).await;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn page(&self, uri: &str) -> Value {
+        let (status, _, body) = self
+            .json(request(Method::GET, uri).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Creates a session through the API; returns its token and id.
+    async fn create(&self, account: Uuid) -> (String, String) {
+        let (status, _, body) = self
+            .json(
+                request(Method::POST, "/v1/sessions")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(json!({ "account_id": account }).to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["session"]["id"].as_str().unwrap().to_owned();
+        (body["token"].as_str().unwrap().to_owned(), id)
+    }
+
+    async fn revoke_all(&self, account: Uuid, reason: &str) {
+        let uri = format!("/v1/accounts/{account}/sessions?reason={reason}");
+        let (status, _, body) = self
+            .json(request(Method::DELETE, &uri).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    fn sse(&self, uri: &str) -> Request<Body> {
+        request(Method::GET, uri)
+            .header(header::ACCEPT, "text/event-stream")
+            .body(Body::empty())
+            .unwrap()
+    }
+}
+
+fn kinds(page: &Value) -> Vec<(String, String)> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().unwrap().to_owned(),
+                event["session_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn next_text(body: &mut Body) -> Option<String> {
+    loop {
+        let frame = body.frame().await?.unwrap();
+        if let Ok(data) = frame.into_data() {
+            return Some(String::from_utf8(data.to_vec()).unwrap());
+        }
+    }
+}
+
+/// Without a cursor the page starts at the head; from it, every later
+/// event comes once, in commit order, page after page; a revoke-all is
+/// one event per session with its reason; no token or hash is in any.
+#[tokio::test]
+async fn pages_resume_after_each_event_with_no_gap_or_duplicate() {
+    let feed = feed(4).await;
+    let start = feed.page("/v1/events").await;
+    assert_eq!(start["events"], json!([]));
+    let start = start["next"].as_str().unwrap().to_owned();
+    let account = Uuid::new_v4();
+    let (token_a, a) = feed.create(account).await;
+    let (token_b, b) = feed.create(account).await;
+    feed.revoke_all(account, "password_change").await;
+    feed.feed.step().await.unwrap();
+
+    let first = feed
+        .page(&format!("/v1/events?after={start}&limit=3"))
+        .await;
+    let after = first["next"].as_str().unwrap();
+    let rest = feed.page(&format!("/v1/events?after={after}")).await;
+    let mut all = kinds(&first);
+    all.extend(kinds(&rest));
+    assert_eq!(
+        &all[..2],
+        [("created".into(), a.clone()), ("created".into(), b.clone())]
+    );
+    let mut revoked = all[2..].to_vec();
+    revoked.sort();
+    let mut expected = vec![("revoked".to_owned(), a), ("revoked".to_owned(), b)];
+    expected.sort();
+    assert_eq!(revoked, expected);
+    assert_eq!(rest["events"][0]["reason"], "password_change");
+    assert_eq!(rest["events"][0]["account_id"], account.to_string());
+    assert_eq!(first["events"][0]["reason"], Value::Null);
+    let end = rest["next"].as_str().unwrap();
+    assert_eq!(
+        feed.page(&format!("/v1/events?after={end}")).await["events"],
+        json!([])
+    );
+    for page in [&first, &rest] {
+        let text = page.to_string();
+        assert!(!text.contains(&token_a) && !text.contains(&token_b));
+        assert!(!text.contains("hash"), "{text}");
+    }
+
+    // `Last-Event-ID` wins over `after`, as an EventSource reconnects with
+    // its first URL and its progress in the header.
+    let (status, _, resumed) = feed
+        .json(
+            request(Method::GET, &format!("/v1/events?after={start}"))
+                .header("last-event-id", after)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resumed, rest);
+}
+
+/// A cursor of another feed, or past the head, is 410 `cursor_expired`; a
+/// malformed one is 400 and is not repeated.
+#[tokio::test]
+async fn a_foreign_or_future_cursor_is_gone_and_a_malformed_one_is_refused() {
+    let feed = feed(4).await;
+    let head = feed.page("/v1/events").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = feed_cursor_of_another_feed().await;
+    let future = format!("{}{:016x}", &head[..16], 7);
+    for cursor in [other, future] {
+        let (status, _, body) = feed
+            .json(
+                request(Method::GET, &format!("/v1/events?after={cursor}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::GONE, "{body}");
+        assert_eq!(body["error"]["code"], json!(ErrorCode::CursorExpired));
+        let response = feed
+            .send(feed.sse(&format!("/v1/events?after={cursor}")))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::GONE,
+            "a stream is refused before it starts"
+        );
+    }
+    let (status, _, body) = feed
+        .json(
+            request(Method::GET, "/v1/events?after=not-a-cursor-XYZ")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.to_string().contains("XYZ"));
+}
+
+async fn feed_cursor_of_another_feed() -> String {
+    feed(1).await.page("/v1/events").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Past `max_subscribers`, 503 `too_many_subscribers` with `Retry-After`;
+/// a subscriber that leaves frees its place.
+#[tokio::test]
+async fn subscribers_past_the_bound_are_refused_until_one_leaves() {
+    let feed = feed(2).await;
+    let first = feed.send(feed.sse("/v1/events")).await;
+    let second = feed.send(feed.sse("/v1/events")).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let (status, headers, body) = feed
+        .json(
+            request(Method::GET, "/v1/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], json!(ErrorCode::TooManySubscribers));
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    drop(first);
+    assert_eq!(
+        feed.send(feed.sse("/v1/events")).await.status(),
+        StatusCode::OK
+    );
+    drop(second);
+}
+
+/// A stream sends each event as it is sequenced, with its id and type, a
+/// heartbeat comment while idle (time here is paused, and advances only
+/// while everything waits), and ends when the feed closes.
+#[tokio::test(start_paused = true)]
+async fn a_stream_follows_writes_beats_while_idle_and_ends_at_close() {
+    let feed = feed(2).await;
+    let response = feed.send(feed.sse("/v1/events")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut body = response.into_body();
+    let (_, id) = feed.create(Uuid::new_v4()).await;
+    feed.feed.step().await.unwrap();
+    let text = next_text(&mut body).await.unwrap();
+    assert!(text.contains("event: created\n"), "{text}");
+    assert!(
+        text.contains("\nid: ") || text.starts_with("id: "),
+        "{text}"
+    );
+    assert!(text.contains(&id), "{text}");
+    assert_eq!(next_text(&mut body).await.unwrap(), ": \n\n", "a heartbeat");
+    feed.feed.close();
+    assert_eq!(next_text(&mut body).await, None, "the stream ended");
+}
+
+/// The feed needs the `events` scope: a key holding only it follows the
+/// feed and can do nothing else; a key for reading or writing sessions is
+/// refused the feed, as the OpenAPI document says.
+#[tokio::test]
+async fn the_feed_needs_the_events_scope_and_the_events_scope_nothing_else() {
+    const FEED: &str = "feed-key-0123456789ab";
+    const READER: &str = "reader-key-0123456789";
+    const WRITER: &str = "writer-key-0123456789";
+    let key = |name: &str, scope: Scope, secret: &str| {
+        ApiKey::new(Revoker::new(name).unwrap(), Scopes::of(&[scope]), secret).unwrap()
+    };
+    let app = feed_with(
+        4,
+        ApiKeys::scoped([
+            key("feed", Scope::Events, FEED),
+            key("reader", Scope::Read, READER),
+            key("writer", Scope::Write, WRITER),
+        ]),
+    )
+    .await;
+    let call = |secret: &str, method: Method, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "localhost")
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, page) = app.json(call(FEED, Method::GET, "/v1/events?wait=0")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for secret in [READER, WRITER] {
+        let (status, headers, body) = app
+            .json(call(secret, Method::GET, "/v1/events?wait=0"))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let code: ErrorCode = serde_json::from_value(body["error"]["code"].clone()).unwrap();
+        assert_eq!(code, ErrorCode::InsufficientScope);
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            r#"Bearer error="insufficient_scope", scope="events""#
+        );
+    }
+    let one = format!("/v1/sessions/{}", Uuid::new_v4());
+    let (status, _, body) = app.json(call(FEED, Method::GET, &one)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, body) = app.json(call(FEED, Method::DELETE, &one)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let (_, _, doc) = app.json(call(FEED, Method::GET, "/openapi.json")).await;
+    let forbidden = &doc["paths"]["/v1/events"]["get"]["responses"]["403"]["description"];
+    assert!(
+        forbidden
+            .as_str()
+            .is_some_and(|text| text.contains("`events` scope")),
+        "{forbidden}"
+    );
+}
