@@ -118,6 +118,10 @@ impl SessionCache for MokaSessionCache {
         }
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        Box::new(PreparedGeneration(Generation::with_capacity(0)))
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
         Box::new(PreparedGeneration(Generation::filled(sessions)))
     }

@@ -269,15 +269,16 @@ impl SessionCache for CompactCache {
         }
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        Box::new(PreparedIndex::empty())
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
         let mut counts = vec![0usize; SEGMENTS];
         for session in &sessions {
             counts[Key::of(&session.token_hash).segment] += 1;
         }
-        let prepared = PreparedIndex {
-            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
-            len: 0,
-        };
+        let prepared = PreparedIndex::empty();
         for (segment, &count) in prepared.segments.iter().zip(&counts) {
             if count != 0 {
                 segment.lock().grow(homes_for(count));
@@ -335,6 +336,16 @@ impl SessionCache for CompactCache {
 struct PreparedIndex {
     segments: Box<[Segment]>,
     len: usize,
+}
+
+impl PreparedIndex {
+    /// No segment allocates before its first key; each grows in chunks.
+    fn empty() -> Self {
+        Self {
+            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
+            len: 0,
+        }
+    }
 }
 
 impl PreparedContents for PreparedIndex {

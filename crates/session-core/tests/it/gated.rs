@@ -136,8 +136,8 @@ impl ChangeLogDecorator for GatedStore {
     }
 }
 
-/// A cache whose next `prepare` stops once it has built the new contents,
-/// until the test lets it return: a warm's build, held open.
+/// A cache whose next prepared contents stop at their first insert, until
+/// the test lets it go on: a warm's build, held open.
 pub(crate) struct GatedCache {
     pub(crate) inner: Arc<dyn session_core::port::cache::SessionCache>,
     armed: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
@@ -191,17 +191,12 @@ impl session_core::port::cache::SessionCache for GatedCache {
         self.inner.remove_many(hashes);
     }
 
-    fn prepare(
-        &self,
-        sessions: Vec<Arc<Session>>,
-    ) -> Box<dyn session_core::port::cache::PreparedContents> {
-        let contents = self.inner.prepare(sessions);
-        let armed = self.armed.lock().unwrap().take();
-        if let Some((reached, release)) = armed {
-            reached.send(()).unwrap();
-            release.recv().unwrap();
-        }
-        contents
+    /// Armed, the contents stop at their first insert: the warm is building.
+    fn prepare_empty(&self) -> Box<dyn session_core::port::cache::PreparedContents> {
+        Box::new(GatedContents {
+            inner: self.inner.prepare_empty(),
+            gate: self.armed.lock().unwrap().take(),
+        })
     }
 
     fn install(&self, contents: Box<dyn session_core::port::cache::PreparedContents>) {
@@ -210,5 +205,29 @@ impl session_core::port::cache::SessionCache for GatedCache {
 
     fn len(&self) -> usize {
         self.inner.len()
+    }
+}
+
+/// [`GatedCache`]'s prepared contents: the first insert waits at the gate.
+struct GatedContents {
+    inner: Box<dyn session_core::port::cache::PreparedContents>,
+    gate: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+}
+
+impl session_core::port::cache::PreparedContents for GatedContents {
+    fn insert(&mut self, session: Arc<Session>) {
+        if let Some((reached, release)) = self.gate.take() {
+            reached.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        self.inner.insert(session);
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        self.inner.remove(hash);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self.inner.into_any()
     }
 }
