@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::{Error, Inner, WarmReport, lock};
-use crate::port::change_log::Change;
 use crate::port::cache::PreparedContents;
+use crate::port::change_log::Change;
 use crate::port::store::{ActivePage, InvalidRow, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::Session;
@@ -253,7 +253,9 @@ impl Inner {
         // The reader stopped before the last page without sending an error:
         // it panicked. Pass the panic on, as a read on this task would have.
         match reader.join_next().await {
-            Some(Err(failed)) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            Some(Err(failed)) if failed.is_panic() => {
+                std::panic::resume_unwind(failed.into_panic())
+            }
             _ => unreachable!("the warm's page reader ends only after its last page or an error"),
         }
     }

@@ -1,6 +1,6 @@
 //! A store that pauses at a chosen point, so tests drive races step by step.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use session_core::memory::MemoryStore;
@@ -49,6 +49,8 @@ pub(crate) struct GatedStore {
     pub(crate) inner: MemoryStore,
     armed: Mutex<Option<Arc<Gate>>>,
     log_down: AtomicBool,
+    /// Pages of active sessions read so far.
+    pub(crate) active_pages_read: AtomicUsize,
 }
 
 impl GatedStore {
@@ -112,6 +114,7 @@ impl StoreDecorator for GatedStore {
         limit: u32,
     ) -> Result<ActivePage, StoreError> {
         let page = self.inner.active_page(after, limit).await?;
+        self.active_pages_read.fetch_add(1, Ordering::SeqCst);
         if after.is_none() {
             self.pass(Point::FirstPage).await;
         }
