@@ -150,6 +150,10 @@ impl PreparedContents for PreparedGeneration {
         self.0.insert(session);
     }
 
+    fn insert_identity(&mut self, _: SessionIdentity) {
+        unreachable!("a full cache's warm reads whole sessions");
+    }
+
     fn remove(&mut self, hash: &TokenHash) {
         self.0.remove(hash);
     }

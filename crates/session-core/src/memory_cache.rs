@@ -23,6 +23,10 @@ impl PreparedContents for PreparedShards {
         self.0[shard].upsert(session);
     }
 
+    fn insert_identity(&mut self, _: SessionIdentity) {
+        unreachable!("a full cache's warm reads whole sessions");
+    }
+
     fn remove(&mut self, hash: &TokenHash) {
         self.0[MemoryCache::shard_of(hash)].remove(hash);
     }

@@ -100,13 +100,13 @@ impl Key {
 
 /// A session's record in the index: the key's stored bytes, its id, then
 /// its account.
-fn record_of(key: &Key, session: &Session) -> Record {
+fn record_of(key: &Key, id: SessionId, account_id: AccountId) -> Record {
     let words = |uuid: &Uuid| {
         let (high, low) = uuid.as_u64_pair();
         [high, low]
     };
-    let [id_high, id_low] = words(session.id.as_uuid());
-    let [account_high, account_low] = words(session.account_id.as_uuid());
+    let [id_high, id_low] = words(id.as_uuid());
+    let [account_high, account_low] = words(account_id.as_uuid());
     [key.lo, id_high, id_low, account_high, account_low]
 }
 
@@ -206,7 +206,11 @@ impl CompactCache {
     fn index_insert(&self, session: &Session) {
         let key = Key::of(&session.token_hash);
         let mut writer = self.segment(&key).lock();
-        let (added, grown) = insert_growing(&mut writer, &key, &record_of(&key, session));
+        let (added, grown) = insert_growing(
+            &mut writer,
+            &key,
+            &record_of(&key, session.id, session.account_id),
+        );
         if added {
             self.len.fetch_add(1, Ordering::AcqRel);
         }
@@ -350,9 +354,14 @@ impl PreparedIndex {
 
 impl PreparedContents for PreparedIndex {
     fn insert(&mut self, session: Arc<Session>) {
-        let key = Key::of(&session.token_hash);
+        self.insert_identity(SessionIdentity::from(&*session));
+    }
+
+    fn insert_identity(&mut self, identity: SessionIdentity) {
+        let key = Key::of(&identity.token_hash);
+        let record = record_of(&key, identity.id, identity.account_id);
         let mut writer = self.segments[key.segment].lock();
-        let (added, _) = insert_growing(&mut writer, &key, &record_of(&key, &session));
+        let (added, _) = insert_growing(&mut writer, &key, &record);
         self.len += usize::from(added);
     }
 

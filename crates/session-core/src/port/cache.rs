@@ -136,6 +136,18 @@ pub trait PreparedContents: Send {
     /// Adds a session, replacing any with the same token hash.
     fn insert(&mut self, session: Arc<Session>);
 
+    /// Adds an active session known by its identity alone, replacing any
+    /// with the same token hash: what a warm reads for a
+    /// [`CacheMode::Compact`] cache, whose index holds no more.
+    ///
+    /// No default, so a wrapper of contents cannot drop it by accident.
+    ///
+    /// # Panics
+    ///
+    /// May panic in contents of a [`CacheMode::Full`] cache, which must
+    /// hold whole records: a warm gives those only whole sessions.
+    fn insert_identity(&mut self, identity: SessionIdentity);
+
     /// Drops the session with this token hash, if present.
     fn remove(&mut self, hash: &TokenHash);
 

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Session, SessionId, SessionIdentity,
+    UserAgent,
 };
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};
@@ -93,6 +94,30 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<ActivePage, StoreError>;
 
+    /// [`active_page`](Self::active_page), narrowed to what a compact
+    /// cache keeps: the same rows, pages and resume points, but each row
+    /// only its [`SessionIdentity`] (id, account, token hash), so a store
+    /// reads, sends and decodes three columns instead of all. Only those
+    /// columns are checked: a row the domain rejects on them is left out
+    /// and reported in [`IdentityPage::rejected`]; a row with metadata the
+    /// domain rejects is an identity here, and an [`InvalidRow`] where its
+    /// whole record is read.
+    ///
+    /// By default, [`active_page`](Self::active_page)'s rows narrowed, for
+    /// a store with no cheaper read.
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let page = self.active_page(after, limit).await?;
+        Ok(IdentityPage {
+            identities: page.sessions.iter().map(SessionIdentity::from).collect(),
+            rejected: page.rejected,
+            resume_after: page.resume_after,
+        })
+    }
+
     /// Checks that the store answers.
     async fn health_check(&self) -> Result<(), StoreError>;
 
@@ -129,6 +154,8 @@ pub enum StoreOperation {
     ListForAccount,
     /// [`SessionStore::active_page`].
     ActivePage,
+    /// [`SessionStore::active_identity_page`].
+    ActiveIdentityPage,
     /// [`SessionStore::health_check`].
     HealthCheck,
     /// [`SessionStore::record_last_seen`].
@@ -140,7 +167,7 @@ pub enum StoreOperation {
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Insert,
         Self::FindActiveByHash,
         Self::Get,
@@ -148,6 +175,7 @@ impl StoreOperation {
         Self::RevokeAllForAccount,
         Self::ListForAccount,
         Self::ActivePage,
+        Self::ActiveIdentityPage,
         Self::HealthCheck,
         Self::RecordLastSeen,
         Self::LastSeen,
@@ -164,6 +192,7 @@ impl StoreOperation {
             Self::RevokeAllForAccount => "revoke_all_for_account",
             Self::ListForAccount => "list_for_account",
             Self::ActivePage => "active_page",
+            Self::ActiveIdentityPage => "active_identity_page",
             Self::HealthCheck => "health_check",
             Self::RecordLastSeen => "record_last_seen",
             Self::LastSeen => "last_seen",
@@ -335,6 +364,15 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store().active_page(after, limit)
     }
 
+    /// [`SessionStore::active_identity_page`], forwarded by default.
+    fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<IdentityPage, StoreError>> + Send {
+        self.inner_store().active_identity_page(after, limit)
+    }
+
     /// [`SessionStore::health_check`], forwarded by default.
     fn health_check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner_store().health_check()
@@ -414,6 +452,15 @@ impl<D: StoreDecorator> SessionStore for D {
         self.around(StoreOperation::ActivePage, call).await
     }
 
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let call = StoreDecorator::active_identity_page(self, after, limit);
+        self.around(StoreOperation::ActiveIdentityPage, call).await
+    }
+
     async fn health_check(&self) -> Result<(), StoreError> {
         let call = StoreDecorator::health_check(self);
         self.around(StoreOperation::HealthCheck, call).await
@@ -449,6 +496,55 @@ pub struct ActivePage {
     /// The id of the last row read, valid or not, when the page was full:
     /// the next page starts after it. `None` at the end.
     pub resume_after: Option<SessionId>,
+}
+
+/// One page of [`SessionStore::active_identity_page`].
+#[derive(Debug, Default)]
+pub struct IdentityPage {
+    /// The identities of the active sessions read, in id order.
+    pub identities: Vec<SessionIdentity>,
+    /// Rows read whose id, account or token hash the domain rejects, left
+    /// out of `identities`.
+    pub rejected: Vec<InvalidRow>,
+    /// As [`ActivePage::resume_after`]: the id of the last row read, valid
+    /// or not, when the page was full; `None` at the end.
+    pub resume_after: Option<SessionId>,
+}
+
+/// A stored row's identity columns, as a store decodes them for
+/// [`SessionStore::active_identity_page`], in raw forms any stored value
+/// fits.
+#[derive(Debug, Clone)]
+pub struct StoredIdentity {
+    /// `id`.
+    pub id: Uuid,
+    /// `account_id`.
+    pub account_id: Uuid,
+    /// `token_hash`, of any length; valid only at 32 bytes.
+    pub token_hash: Vec<u8>,
+}
+
+impl StoredIdentity {
+    /// The identity, if the domain accepts its columns: an account id that
+    /// is not nil and a 32-byte token hash, checked as
+    /// [`StoredSession::into_session`] checks them.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRow`] naming `table`, the first rejected column (account,
+    /// then hash) and the row, never the value.
+    pub fn into_identity(self, table: &'static str) -> Result<SessionIdentity, InvalidRow> {
+        let id = SessionId::from_uuid(self.id);
+        let account_id = AccountId::new(self.account_id)
+            .map_err(|err| InvalidRow::new(table, "account_id", RowId::Session(id), err))?;
+        let token_hash = TokenHash::try_from(self.token_hash.as_slice())
+            .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        Ok(SessionIdentity {
+            id,
+            account_id,
+            token_hash,
+        })
+    }
 }
 
 /// A stored row that does not make a valid [`Session`], written by other SQL

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::{Error, Inner, WarmReport, lock};
-use crate::port::cache::PreparedContents;
+use crate::port::cache::{CacheMode, PreparedContents};
 use crate::port::change_log::Change;
-use crate::port::store::{ActivePage, InvalidRow, SessionStore, StoreError};
+use crate::port::store::{ActivePage, IdentityPage, InvalidRow, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::Session;
 use crate::token::{TokenHash, TokenHashState};
@@ -224,6 +224,7 @@ impl Inner {
         let mut reader = JoinSet::new();
         reader.spawn(read_active_pages(
             Arc::clone(&self.store),
+            self.cache.mode(),
             self.warm_page_size,
             sender,
         ));
@@ -231,14 +232,26 @@ impl Inner {
         let mut pages = 0;
         let mut last_report = started;
         while let Some(page) = receiver.recv().await {
-            let page = page?;
             pages += 1;
-            self.reject(page.rejected);
-            loaded += page.sessions.len();
-            for session in page.sessions {
-                contents.insert(Arc::new(session));
-            }
-            if page.resume_after.is_none() {
+            let resume_after = match page? {
+                WarmPage::Sessions(page) => {
+                    self.reject(page.rejected);
+                    loaded += page.sessions.len();
+                    for session in page.sessions {
+                        contents.insert(Arc::new(session));
+                    }
+                    page.resume_after
+                }
+                WarmPage::Identities(page) => {
+                    self.reject(page.rejected);
+                    loaded += page.identities.len();
+                    for identity in page.identities {
+                        contents.insert_identity(identity);
+                    }
+                    page.resume_after
+                }
+            };
+            if resume_after.is_none() {
                 return Ok(pages);
             }
             if last_report.elapsed() >= PROGRESS_EVERY {
@@ -266,19 +279,38 @@ impl Inner {
 /// work at once and a warm holds at most a few pages beyond the contents.
 const PAGES_AHEAD: usize = 1;
 
+/// A page a warm reads: whole sessions for a [`CacheMode::Full`] cache,
+/// only their identities for a [`CacheMode::Compact`] one, which keeps no
+/// more (a narrower row: less for the store to send and to decode).
+enum WarmPage {
+    Sessions(ActivePage),
+    Identities(IdentityPage),
+}
+
 /// Reads active sessions from the start, page after page, into `pages`,
-/// until the last page or the first error (sent too), or until the
-/// receiver is gone.
+/// as `mode` needs them, until the last page or the first error (sent
+/// too), or until the receiver is gone.
 async fn read_active_pages(
     store: Arc<dyn SessionStore>,
+    mode: CacheMode,
     page_size: u32,
-    pages: tokio::sync::mpsc::Sender<Result<ActivePage, StoreError>>,
+    pages: tokio::sync::mpsc::Sender<Result<WarmPage, StoreError>>,
 ) {
     let mut after = None;
     loop {
-        let page = store.active_page(after, page_size).await;
+        let page = match mode {
+            CacheMode::Full => store
+                .active_page(after, page_size)
+                .await
+                .map(WarmPage::Sessions),
+            CacheMode::Compact => store
+                .active_identity_page(after, page_size)
+                .await
+                .map(WarmPage::Identities),
+        };
         let next = match &page {
-            Ok(page) => page.resume_after,
+            Ok(WarmPage::Sessions(page)) => page.resume_after,
+            Ok(WarmPage::Identities(page)) => page.resume_after,
             Err(_) => None,
         };
         if pages.send(page).await.is_err() {

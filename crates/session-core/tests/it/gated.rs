@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use session_core::memory::MemoryStore;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{
-    ActivePage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
+    ActivePage, IdentityPage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
 };
 use session_core::token::TokenHash;
 use session_core::{Session, SessionId};
@@ -114,11 +114,29 @@ impl StoreDecorator for GatedStore {
         limit: u32,
     ) -> Result<ActivePage, StoreError> {
         let page = self.inner.active_page(after, limit).await?;
+        self.page_read(after).await;
+        Ok(page)
+    }
+
+    /// A compact cache's warm reads these pages instead: gated alike.
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let page = self.inner.active_identity_page(after, limit).await?;
+        self.page_read(after).await;
+        Ok(page)
+    }
+}
+
+impl GatedStore {
+    /// Counts a page of active sessions read, and pauses after the first.
+    async fn page_read(&self, after: Option<SessionId>) {
         self.active_pages_read.fetch_add(1, Ordering::SeqCst);
         if after.is_none() {
             self.pass(Point::FirstPage).await;
         }
-        Ok(page)
     }
 }
 
@@ -217,13 +235,25 @@ struct GatedContents {
     gate: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
 }
 
-impl session_core::port::cache::PreparedContents for GatedContents {
-    fn insert(&mut self, session: Arc<Session>) {
+impl GatedContents {
+    /// Waits at the gate, the first time.
+    fn pass(&mut self) {
         if let Some((reached, release)) = self.gate.take() {
             reached.send(()).unwrap();
             release.recv().unwrap();
         }
+    }
+}
+
+impl session_core::port::cache::PreparedContents for GatedContents {
+    fn insert(&mut self, session: Arc<Session>) {
+        self.pass();
         self.inner.insert(session);
+    }
+
+    fn insert_identity(&mut self, identity: session_core::SessionIdentity) {
+        self.pass();
+        self.inner.insert_identity(identity);
     }
 
     fn remove(&mut self, hash: &TokenHash) {

@@ -93,6 +93,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .await
         .unwrap();
     store.active_page(None, 10).await.unwrap();
+    store.active_identity_page(None, 10).await.unwrap();
     store.health_check().await.unwrap();
     let seen = [SeenAt {
         id: session.id,
@@ -125,6 +126,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         "revoke_all_for_account",
         "list_for_account",
         "active_page",
+        "active_identity_page",
         "health_check",
         "record_last_seen",
         "last_seen",
