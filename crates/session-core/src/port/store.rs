@@ -526,8 +526,8 @@ pub struct StoredIdentity {
 
 impl StoredIdentity {
     /// The identity, if the domain accepts its columns: an account id that
-    /// is not nil and a 32-byte token hash, checked as
-    /// [`StoredSession::into_session`] checks them.
+    /// is not nil and a 32-byte token hash ([`StoredSession::into_session`]
+    /// checks them here too).
     ///
     /// # Errors
     ///
@@ -683,10 +683,16 @@ impl StoredSession {
         let instant = |micros, field| {
             stored_instant(micros).ok_or(ValidationError::new(field, Reason::InstantOutOfRange))
         };
-        let account_id =
-            AccountId::new(self.account_id).map_err(|err| invalid("account_id", err))?;
-        let token_hash = TokenHash::try_from(self.token_hash.as_slice())
-            .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        let SessionIdentity {
+            account_id,
+            token_hash,
+            ..
+        } = StoredIdentity {
+            id: self.id,
+            account_id: self.account_id,
+            token_hash: self.token_hash,
+        }
+        .into_identity(table)?;
         let created_at =
             instant(self.created_at, Field::CreatedAt).map_err(|err| invalid("created_at", err))?;
         let revoked_at = self
