@@ -27,6 +27,7 @@ mod resume;
 mod scale;
 mod sqlite;
 mod steady;
+mod warm;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,6 +52,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("pooler", pooler::run),
     ("resume", resume::run),
     ("scale", scale::run),
+    ("warm", warm::run),
 ];
 
 /// Runs the session benchmarks and writes their results.
@@ -103,6 +105,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(scale::CHILD_ARG) {
         return scale::child(&args[2..]);
+    }
+    // Nor is a warm of one store, measured by the `warm` section.
+    if args.get(1).map(String::as_str) == Some(warm::CHILD_ARG) {
+        return warm::child(&args[2..]);
     }
     let cli = Cli::parse();
     let began = Instant::now();
