@@ -32,6 +32,8 @@
 //! the load stays between about 0.89 and 0.92 and nothing is freed while
 //! the index grows (no holes left in the allocator's heap, no moment with
 //! two copies of anything but one segment's keys). About 53 bytes a session.
+//! A warm fills [`prepare_empty`](SessionCache::prepare_empty)'s contents
+//! page by page, each segment growing as its keys arrive;
 //! [`prepare`](SessionCache::prepare) sizes each segment for the count it
 //! is given (load 0.9) before filling it. An empty segment allocates
 //! nothing; the smallest chunk is 16 slots (768 bytes).
