@@ -90,10 +90,21 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
         anyhow::Ok(())
     })?;
     let (copy, copied) = runtime.block_on(postgres_copy(&url))?;
-    anyhow::ensure!(copied == sessions, "COPY read {copied} rows, loaded {sessions}");
+    anyhow::ensure!(
+        copied == sessions,
+        "COPY read {copied} rows, loaded {sessions}"
+    );
     let keyset = runtime.block_on(postgres_keyset(&url))?;
     let measured = warm_child("postgres", &url, sessions)?;
-    rows(&mut section, ctx, "PostgreSQL", &measured, copy, "COPY", keyset);
+    rows(
+        &mut section,
+        ctx,
+        "PostgreSQL",
+        &measured,
+        copy,
+        "COPY",
+        keyset,
+    );
     drop(database);
 
     eprintln!("  warm: SQLite, loading {sessions} sessions");
@@ -104,10 +115,21 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
     })?;
     crate::sqlite::bulk_load(&path, crate::sqlite::random_hashes(sessions, 13))?;
     let (select, selected) = sqlite_select(&path)?;
-    anyhow::ensure!(selected == sessions, "SELECT read {selected} rows, loaded {sessions}");
+    anyhow::ensure!(
+        selected == sessions,
+        "SELECT read {selected} rows, loaded {sessions}"
+    );
     let keyset = sqlite_keyset(&path, &runtime)?;
     let measured = warm_child("sqlite", path.to_str().context("a UTF-8 path")?, sessions)?;
-    rows(&mut section, ctx, "SQLite", &measured, select, "SELECT", keyset);
+    rows(
+        &mut section,
+        ctx,
+        "SQLite",
+        &measured,
+        select,
+        "SELECT",
+        keyset,
+    );
     Ok(vec![section])
 }
 
@@ -171,7 +193,10 @@ fn warm_child(store: &str, at: &str, sessions: usize) -> anyhow::Result<Measured
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().last().context("the warm child printed nothing")?;
+    let line = text
+        .lines()
+        .last()
+        .context("the warm child printed nothing")?;
     Ok(serde_json::from_str(line)?)
 }
 
@@ -234,8 +259,7 @@ async fn postgres_copy(url: &str) -> anyhow::Result<(Duration, usize)> {
         .await?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = CopyRows::default();
-    while let Some(chunk) =
-        std::future::poll_fn(|cx| Pin::as_mut(&mut stream).poll_next(cx)).await
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::as_mut(&mut stream).poll_next(cx)).await
     {
         rows.feed(&chunk?)?;
     }
@@ -268,8 +292,7 @@ impl CopyRows {
             self.header_read = true;
         }
         let data = &self.pending;
-        loop {
-            let Some(count) = data.get(at..at + 2) else { break };
+        while let Some(count) = data.get(at..at + 2) {
             let count = i16::from_be_bytes([count[0], count[1]]);
             if count < 0 {
                 at += 2;
@@ -314,7 +337,11 @@ async fn postgres_keyset(url: &str) -> anyhow::Result<Duration> {
             .select((sessions::id, sessions::account_id, sessions::token_hash));
         let rows: Vec<(uuid::Uuid, uuid::Uuid, Vec<u8>)> = match after {
             None => page.load(&mut connection).await?,
-            Some(after) => page.filter(sessions::id.gt(after)).load(&mut connection).await?,
+            Some(after) => {
+                page.filter(sessions::id.gt(after))
+                    .load(&mut connection)
+                    .await?
+            }
         };
         match rows.last() {
             Some(last) if rows.len() == PAGE as usize => after = Some(last.0),
@@ -330,13 +357,14 @@ fn sqlite_select(path: &Path) -> anyhow::Result<(Duration, usize)> {
     let mut connection = crate::sqlite::connect(path)?;
     let began = Instant::now();
     let mut rows = 0;
-    let query = table::table
-        .filter(table::revoked_at.is_null())
-        .select((table::token_hash, table::id, table::account_id));
-    for row in diesel::RunQueryDsl::load_iter::<(Vec<u8>, Vec<u8>, Vec<u8>), _>(
-        query,
-        &mut connection,
-    )? {
+    let query = table::table.filter(table::revoked_at.is_null()).select((
+        table::token_hash,
+        table::id,
+        table::account_id,
+    ));
+    for row in
+        diesel::RunQueryDsl::load_iter::<(Vec<u8>, Vec<u8>, Vec<u8>), _>(query, &mut connection)?
+    {
         std::hint::black_box(row?);
         rows += 1;
     }

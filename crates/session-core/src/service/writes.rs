@@ -9,6 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::{Error, Inner, WarmReport, lock};
 use crate::port::cache::{CacheMode, PreparedContents};
@@ -222,12 +223,16 @@ impl Inner {
         const PROGRESS_EVERY: Duration = Duration::from_secs(1);
         let (sender, mut receiver) = tokio::sync::mpsc::channel(PAGES_AHEAD);
         let mut reader = JoinSet::new();
-        reader.spawn(read_active_pages(
-            Arc::clone(&self.store),
-            self.cache.mode(),
-            self.warm_page_size,
-            sender,
-        ));
+        // In the warm's span, so each page's store call is the warm's child.
+        reader.spawn(
+            read_active_pages(
+                Arc::clone(&self.store),
+                self.cache.mode(),
+                self.warm_page_size,
+                sender,
+            )
+            .instrument(tracing::Span::current()),
+        );
         let mut loaded = 0;
         let mut pages = 0;
         let mut last_report = started;

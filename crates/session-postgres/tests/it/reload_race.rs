@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use session_core::port::cache::SessionCache;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_core::testkit::account;
-use session_core::port::cache::SessionCache;
 use session_core::{ClientMetadata, CompactCache, Error, MemoryCache, Session, SessionService};
 use session_postgres::PgConfig;
 use session_test_postgres::TestDatabase;
