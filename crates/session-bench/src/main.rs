@@ -29,6 +29,7 @@ mod resume;
 mod scale;
 mod sqlite;
 mod steady;
+mod warm;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,6 +56,7 @@ const SECTIONS: &[(&str, Run)] = &[
     ("resume", resume::run),
     ("scale", scale::run),
     ("idle", idle::run),
+    ("warm", warm::run),
 ];
 
 /// Runs the session benchmarks and writes their results.
@@ -107,6 +109,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(scale::CHILD_ARG) {
         return scale::child(&args[2..]);
+    }
+    // Nor is a warm of one store, measured by the `warm` section.
+    if args.get(1).map(String::as_str) == Some(warm::CHILD_ARG) {
+        return warm::child(&args[2..]);
     }
     let cli = Cli::parse();
     let began = Instant::now();

@@ -388,7 +388,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A size line of `/proc/self/status`, in bytes.
-fn status_bytes(name: &str) -> anyhow::Result<u64> {
+pub(crate) fn status_bytes(name: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     status
         .lines()

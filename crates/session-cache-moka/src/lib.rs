@@ -118,6 +118,10 @@ impl SessionCache for MokaSessionCache {
         }
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        Box::new(PreparedGeneration(Generation::with_capacity(0)))
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
         Box::new(PreparedGeneration(Generation::filled(sessions)))
     }
@@ -144,6 +148,10 @@ struct PreparedGeneration(Generation);
 impl PreparedContents for PreparedGeneration {
     fn insert(&mut self, session: Arc<Session>) {
         self.0.insert(session);
+    }
+
+    fn insert_identity(&mut self, _: SessionIdentity) {
+        unreachable!("a full cache's warm reads whole sessions");
     }
 
     fn remove(&mut self, hash: &TokenHash) {

@@ -23,6 +23,10 @@ impl PreparedContents for PreparedShards {
         self.0[shard].upsert(session);
     }
 
+    fn insert_identity(&mut self, _: SessionIdentity) {
+        unreachable!("a full cache's warm reads whole sessions");
+    }
+
     fn remove(&mut self, hash: &TokenHash) {
         self.0[MemoryCache::shard_of(hash)].remove(hash);
     }
@@ -144,6 +148,13 @@ impl MemoryCache {
         }
     }
 
+    /// Empty shards for the next contents, with room for `sessions` in all.
+    fn prepared_shards(&self, sessions: usize) -> Vec<Shard> {
+        (0..SHARDS)
+            .map(|_| Shard::with_capacity(sessions / SHARDS + 1))
+            .collect()
+    }
+
     fn shard_of(hash: &TokenHash) -> usize {
         // Byte 8 onwards: the table itself hashes with bytes 0..8.
         usize::from(hash.as_bytes()[8]) % SHARDS
@@ -200,10 +211,12 @@ impl SessionCache for MemoryCache {
         }
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        Box::new(PreparedShards(self.prepared_shards(0)))
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
-        let mut shards: Vec<Shard> = (0..SHARDS)
-            .map(|_| Shard::with_capacity(sessions.len() / SHARDS + 1))
-            .collect();
+        let mut shards = self.prepared_shards(sessions.len());
         for session in sessions {
             shards[Self::shard_of(&session.token_hash)].upsert(session);
         }

@@ -248,6 +248,10 @@ impl SessionCache for TimedCache {
         removed.extend(hashes.iter().map(|hash| (*hash, now)));
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        self.inner.prepare_empty()
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
         self.inner.prepare(sessions)
     }

@@ -15,9 +15,9 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use ipnet::IpNet;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, Exclusive, InvalidRow, LATEST_STORED_MICROS, LimitedInsert,
-    RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore, StoreError,
-    StoredSession, stored_instant,
+    ActivePage, EARLIEST_STORED_MICROS, Exclusive, IdentityPage, InvalidRow, LATEST_STORED_MICROS,
+    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore,
+    StoreError, StoredIdentity, StoredSession, stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
@@ -389,6 +389,30 @@ fn active_page(rows: Vec<SessionRow>, limit: u32) -> ActivePage {
     for row in rows {
         match row.into_stored().into_session(SESSIONS_TABLE) {
             Ok(session) => page.sessions.push(session),
+            Err(rejected) => page.rejected.push(rejected),
+        }
+    }
+    page
+}
+
+/// Splits the rows of a warm's identity page into identities and rows the
+/// domain rejects.
+fn identity_page(rows: Vec<(Uuid, Uuid, Vec<u8>)>, limit: u32) -> IdentityPage {
+    let resume_after = (rows.len() >= limit as usize)
+        .then(|| rows.last().map(|row| SessionId::from_uuid(row.0)))
+        .flatten();
+    let mut page = IdentityPage {
+        resume_after,
+        ..IdentityPage::default()
+    };
+    for (id, account_id, token_hash) in rows {
+        let stored = StoredIdentity {
+            id,
+            account_id,
+            token_hash,
+        };
+        match stored.into_identity(SESSIONS_TABLE) {
+            Ok(identity) => page.identities.push(identity),
             Err(rejected) => page.rejected.push(rejected),
         }
     }
@@ -786,6 +810,39 @@ impl SessionStore for PgSessionStore {
             .finish("read a page of active sessions", outcome, connection)
             .await?;
         Ok(active_page(rows, limit))
+    }
+
+    #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.sessions"))]
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let mut connection = self.connection(Work::Read).await?;
+        // The warm's keyset over the same partial index, three columns wide.
+        let active = sessions::table
+            .filter(sessions::revoked_at.is_null())
+            .order(sessions::id.asc())
+            .limit(i64::from(limit))
+            .select((sessions::id, sessions::account_id, sessions::token_hash));
+        let statement = async {
+            match after {
+                None => active.load(&mut connection).await,
+                Some(after) => {
+                    active
+                        .filter(sessions::id.gt(after.as_uuid()))
+                        .load(&mut connection)
+                        .await
+                }
+            }
+        };
+        let outcome = self.bounded(Work::Read, statement).await;
+        let rows: Vec<(Uuid, Uuid, Vec<u8>)> = self
+            .finish("read a page of active identities", outcome, connection)
+            .await?;
+        Ok(identity_page(rows, limit))
     }
 
     #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(

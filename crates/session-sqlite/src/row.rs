@@ -7,11 +7,12 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel::sqlite::{Sqlite, SqliteValue};
 use session_core::port::store::{
-    ActivePage, InvalidRow, RowId, SeenAt, StoreError, StoredSession, stored_instant,
+    ActivePage, IdentityPage, InvalidRow, RowId, SeenAt, StoreError, StoredIdentity, StoredSession,
+    stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
-use session_core::{AccountPage, ListPosition, PageLimit, Session, SessionId};
+use session_core::{AccountPage, ListPosition, PageLimit, Session, SessionId, SessionIdentity};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -202,6 +203,47 @@ pub(crate) fn active_page(rows: Vec<SessionRow>, limit: u32) -> ActivePage {
         }
     }
     page
+}
+
+/// A warm's identity row: `id`, `account_id` and `token_hash`, as stored.
+pub(crate) type IdentityRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Splits the rows of a warm's identity page into identities and rows the
+/// domain rejects.
+pub(crate) fn identity_page(rows: Vec<IdentityRow>, limit: u32) -> IdentityPage {
+    let resume_after = (rows.len() >= limit as usize)
+        .then(|| rows.last().and_then(|row| Uuid::from_slice(&row.0).ok()))
+        .flatten()
+        .map(SessionId::from_uuid);
+    let mut page = IdentityPage {
+        resume_after,
+        ..IdentityPage::default()
+    };
+    for (id, account_id, token_hash) in rows {
+        match identity(&id, &account_id, token_hash) {
+            Ok(identity) => page.identities.push(identity),
+            Err(rejected) => page.rejected.push(rejected),
+        }
+    }
+    page
+}
+
+/// One identity row, checked as [`SessionRow::into_session`] checks its columns.
+fn identity(
+    id: &[u8],
+    account_id: &[u8],
+    token_hash: Vec<u8>,
+) -> Result<SessionIdentity, InvalidRow> {
+    let id =
+        Uuid::from_slice(id).map_err(|err| InvalidRow::new(TABLE, "id", RowId::Unknown, err))?;
+    let row = RowId::Session(SessionId::from_uuid(id));
+    let stored = StoredIdentity {
+        id,
+        account_id: Uuid::from_slice(account_id)
+            .map_err(|err| InvalidRow::new(TABLE, "account_id", row, err))?,
+        token_hash,
+    };
+    stored.into_identity(TABLE)
 }
 
 /// Reads a stored token hash (from a `RETURNING` clause).

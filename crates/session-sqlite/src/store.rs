@@ -11,8 +11,9 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
-    ActivePage, EARLIEST_STORED_MICROS, Exclusive, LATEST_STORED_MICROS, LimitedInsert,
-    RetentionAction, RevokeOutcome, RevokedSession, SeenAt, SessionStore, StoreError,
+    ActivePage, EARLIEST_STORED_MICROS, Exclusive, IdentityPage, LATEST_STORED_MICROS,
+    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, SeenAt, SessionStore,
+    StoreError,
 };
 use session_core::token::TokenHash;
 use session_core::{
@@ -516,6 +517,33 @@ impl SessionStore for SqliteSessionStore {
             }
             Ok(row::active_page(
                 query.load(conn).map_err(store_error)?,
+                limit,
+            ))
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "SELECT sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "sessions"))]
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let after = after.map(id_bytes);
+        self.read(move |conn| {
+            let mut query = sessions::table
+                .filter(sessions::revoked_at.is_null())
+                .select((sessions::id, sessions::account_id, sessions::token_hash))
+                .order(sessions::id.asc())
+                .limit(i64::from(limit))
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(sessions::id.gt(after));
+            }
+            Ok(row::identity_page(
+                query.load::<row::IdentityRow>(conn).map_err(store_error)?,
                 limit,
             ))
         })

@@ -32,6 +32,8 @@
 //! the load stays between about 0.89 and 0.92 and nothing is freed while
 //! the index grows (no holes left in the allocator's heap, no moment with
 //! two copies of anything but one segment's keys). About 53 bytes a session.
+//! A warm fills [`prepare_empty`](SessionCache::prepare_empty)'s contents
+//! page by page, each segment growing as its keys arrive;
 //! [`prepare`](SessionCache::prepare) sizes each segment for the count it
 //! is given (load 0.9) before filling it. An empty segment allocates
 //! nothing; the smallest chunk is 16 slots (768 bytes).
@@ -100,13 +102,13 @@ impl Key {
 
 /// A session's record in the index: the key's stored bytes, its id, then
 /// its account.
-fn record_of(key: &Key, session: &Session) -> Record {
+fn record_of(key: &Key, id: SessionId, account_id: AccountId) -> Record {
     let words = |uuid: &Uuid| {
         let (high, low) = uuid.as_u64_pair();
         [high, low]
     };
-    let [id_high, id_low] = words(session.id.as_uuid());
-    let [account_high, account_low] = words(session.account_id.as_uuid());
+    let [id_high, id_low] = words(id.as_uuid());
+    let [account_high, account_low] = words(account_id.as_uuid());
     [key.lo, id_high, id_low, account_high, account_low]
 }
 
@@ -206,7 +208,11 @@ impl CompactCache {
     fn index_insert(&self, session: &Session) {
         let key = Key::of(&session.token_hash);
         let mut writer = self.segment(&key).lock();
-        let (added, grown) = insert_growing(&mut writer, &key, &record_of(&key, session));
+        let (added, grown) = insert_growing(
+            &mut writer,
+            &key,
+            &record_of(&key, session.id, session.account_id),
+        );
         if added {
             self.len.fetch_add(1, Ordering::AcqRel);
         }
@@ -269,15 +275,16 @@ impl SessionCache for CompactCache {
         }
     }
 
+    fn prepare_empty(&self) -> Box<dyn PreparedContents> {
+        Box::new(PreparedIndex::empty())
+    }
+
     fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
         let mut counts = vec![0usize; SEGMENTS];
         for session in &sessions {
             counts[Key::of(&session.token_hash).segment] += 1;
         }
-        let prepared = PreparedIndex {
-            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
-            len: 0,
-        };
+        let prepared = PreparedIndex::empty();
         for (segment, &count) in prepared.segments.iter().zip(&counts) {
             if count != 0 {
                 segment.lock().grow(homes_for(count));
@@ -337,11 +344,26 @@ struct PreparedIndex {
     len: usize,
 }
 
+impl PreparedIndex {
+    /// No segment allocates before its first key; each grows in chunks.
+    fn empty() -> Self {
+        Self {
+            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
+            len: 0,
+        }
+    }
+}
+
 impl PreparedContents for PreparedIndex {
     fn insert(&mut self, session: Arc<Session>) {
-        let key = Key::of(&session.token_hash);
+        self.insert_identity(SessionIdentity::from(&*session));
+    }
+
+    fn insert_identity(&mut self, identity: SessionIdentity) {
+        let key = Key::of(&identity.token_hash);
+        let record = record_of(&key, identity.id, identity.account_id);
         let mut writer = self.segments[key.segment].lock();
-        let (added, _) = insert_growing(&mut writer, &key, &record_of(&key, &session));
+        let (added, _) = insert_growing(&mut writer, &key, &record);
         self.len += usize::from(added);
     }
 

@@ -78,13 +78,25 @@ pub trait SessionCache: Send + Sync + 'static {
     /// Drops every session with one of these token hashes.
     fn remove_many(&self, hashes: &[TokenHash]);
 
-    /// Builds contents holding exactly `sessions` (the last wins for a
-    /// repeated hash), apart from the live ones: readers do not see them,
-    /// and they can still be changed, until [`install`](Self::install).
+    /// Starts empty contents apart from the live ones: readers do not see
+    /// them, and they can be filled and changed, until
+    /// [`install`](Self::install).
     ///
-    /// Building a million sessions takes a while; splitting it from the
+    /// A warm fills them page by page as the store reads, so it never holds
+    /// every session it read in any other form; building apart from the
     /// install lets a caller build without holding its own locks.
-    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents>;
+    fn prepare_empty(&self) -> Box<dyn PreparedContents>;
+
+    /// Builds contents holding exactly `sessions` (the last wins for a
+    /// repeated hash), apart from the live ones, as
+    /// [`prepare_empty`](Self::prepare_empty) filled with them.
+    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
+        let mut contents = self.prepare_empty();
+        for session in sessions {
+            contents.insert(session);
+        }
+        contents
+    }
 
     /// Makes contents from [`prepare`](Self::prepare) the live contents, at
     /// once: concurrent readers see either the old contents or the new ones,
@@ -123,6 +135,18 @@ pub trait SessionCache: Send + Sync + 'static {
 pub trait PreparedContents: Send {
     /// Adds a session, replacing any with the same token hash.
     fn insert(&mut self, session: Arc<Session>);
+
+    /// Adds an active session known by its identity alone, replacing any
+    /// with the same token hash: what a warm reads for a
+    /// [`CacheMode::Compact`] cache, whose index holds no more.
+    ///
+    /// No default, so a wrapper of contents cannot drop it by accident.
+    ///
+    /// # Panics
+    ///
+    /// May panic in contents of a [`CacheMode::Full`] cache, which must
+    /// hold whole records: a warm gives those only whole sessions.
+    fn insert_identity(&mut self, identity: SessionIdentity);
 
     /// Drops the session with this token hash, if present.
     fn remove(&mut self, hash: &TokenHash);

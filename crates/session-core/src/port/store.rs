@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::config::SessionLimit;
 use crate::session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId,
+    SessionIdentity, UserAgent,
 };
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};
@@ -122,6 +123,30 @@ pub trait SessionStore: Send + Sync + 'static {
         after: Option<SessionId>,
         limit: u32,
     ) -> Result<ActivePage, StoreError>;
+
+    /// [`active_page`](Self::active_page), narrowed to what a compact
+    /// cache keeps: the same rows, pages and resume points, but each row
+    /// only its [`SessionIdentity`] (id, account, token hash), so a store
+    /// reads, sends and decodes three columns instead of all. Only those
+    /// columns are checked: a row the domain rejects on them is left out
+    /// and reported in [`IdentityPage::rejected`]; a row with metadata the
+    /// domain rejects is an identity here, and an [`InvalidRow`] where its
+    /// whole record is read.
+    ///
+    /// By default, [`active_page`](Self::active_page)'s rows narrowed, for
+    /// a store with no cheaper read.
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let page = self.active_page(after, limit).await?;
+        Ok(IdentityPage {
+            identities: page.sessions.iter().map(SessionIdentity::from).collect(),
+            rejected: page.rejected,
+            resume_after: page.resume_after,
+        })
+    }
 
     /// Checks that the store answers.
     async fn health_check(&self) -> Result<(), StoreError>;
@@ -244,6 +269,8 @@ pub enum StoreOperation {
     ListForAccount,
     /// [`SessionStore::active_page`].
     ActivePage,
+    /// [`SessionStore::active_identity_page`].
+    ActiveIdentityPage,
     /// [`SessionStore::health_check`].
     HealthCheck,
     /// [`SessionStore::record_last_seen`].
@@ -261,7 +288,7 @@ pub enum StoreOperation {
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Insert,
         Self::InsertWithinLimit,
         Self::FindActiveByHash,
@@ -270,6 +297,7 @@ impl StoreOperation {
         Self::RevokeAllForAccount,
         Self::ListForAccount,
         Self::ActivePage,
+        Self::ActiveIdentityPage,
         Self::HealthCheck,
         Self::RecordLastSeen,
         Self::LastSeen,
@@ -290,6 +318,7 @@ impl StoreOperation {
             Self::RevokeAllForAccount => "revoke_all_for_account",
             Self::ListForAccount => "list_for_account",
             Self::ActivePage => "active_page",
+            Self::ActiveIdentityPage => "active_identity_page",
             Self::HealthCheck => "health_check",
             Self::RecordLastSeen => "record_last_seen",
             Self::LastSeen => "last_seen",
@@ -476,6 +505,15 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store().active_page(after, limit)
     }
 
+    /// [`SessionStore::active_identity_page`], forwarded by default.
+    fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<IdentityPage, StoreError>> + Send {
+        self.inner_store().active_identity_page(after, limit)
+    }
+
     /// [`SessionStore::health_check`], forwarded by default.
     fn health_check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner_store().health_check()
@@ -601,6 +639,15 @@ impl<D: StoreDecorator> SessionStore for D {
         self.around(StoreOperation::ActivePage, call).await
     }
 
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let call = StoreDecorator::active_identity_page(self, after, limit);
+        self.around(StoreOperation::ActiveIdentityPage, call).await
+    }
+
     async fn health_check(&self) -> Result<(), StoreError> {
         let call = StoreDecorator::health_check(self);
         self.around(StoreOperation::HealthCheck, call).await
@@ -669,6 +716,55 @@ pub struct ActivePage {
     /// The id of the last row read, valid or not, when the page was full:
     /// the next page starts after it. `None` at the end.
     pub resume_after: Option<SessionId>,
+}
+
+/// One page of [`SessionStore::active_identity_page`].
+#[derive(Debug, Default)]
+pub struct IdentityPage {
+    /// The identities of the active sessions read, in id order.
+    pub identities: Vec<SessionIdentity>,
+    /// Rows read whose id, account or token hash the domain rejects, left
+    /// out of `identities`.
+    pub rejected: Vec<InvalidRow>,
+    /// As [`ActivePage::resume_after`]: the id of the last row read, valid
+    /// or not, when the page was full; `None` at the end.
+    pub resume_after: Option<SessionId>,
+}
+
+/// A stored row's identity columns, as a store decodes them for
+/// [`SessionStore::active_identity_page`], in raw forms any stored value
+/// fits.
+#[derive(Debug, Clone)]
+pub struct StoredIdentity {
+    /// `id`.
+    pub id: Uuid,
+    /// `account_id`.
+    pub account_id: Uuid,
+    /// `token_hash`, of any length; valid only at 32 bytes.
+    pub token_hash: Vec<u8>,
+}
+
+impl StoredIdentity {
+    /// The identity, if the domain accepts its columns: an account id that
+    /// is not nil and a 32-byte token hash ([`StoredSession::into_session`]
+    /// checks them here too).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRow`] naming `table`, the first rejected column (account,
+    /// then hash) and the row, never the value.
+    pub fn into_identity(self, table: &'static str) -> Result<SessionIdentity, InvalidRow> {
+        let id = SessionId::from_uuid(self.id);
+        let account_id = AccountId::new(self.account_id)
+            .map_err(|err| InvalidRow::new(table, "account_id", RowId::Session(id), err))?;
+        let token_hash = TokenHash::try_from(self.token_hash.as_slice())
+            .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        Ok(SessionIdentity {
+            id,
+            account_id,
+            token_hash,
+        })
+    }
 }
 
 /// A stored row that does not make a valid [`Session`], written by other SQL
@@ -810,10 +906,16 @@ impl StoredSession {
         let instant = |micros, field| {
             stored_instant(micros).ok_or(ValidationError::new(field, Reason::InstantOutOfRange))
         };
-        let account_id =
-            AccountId::new(self.account_id).map_err(|err| invalid("account_id", err))?;
-        let token_hash = TokenHash::try_from(self.token_hash.as_slice())
-            .map_err(|err| InvalidRow::new(table, "token_hash", RowId::Session(id), err))?;
+        let SessionIdentity {
+            account_id,
+            token_hash,
+            ..
+        } = StoredIdentity {
+            id: self.id,
+            account_id: self.account_id,
+            token_hash: self.token_hash,
+        }
+        .into_identity(table)?;
         let created_at =
             instant(self.created_at, Field::CreatedAt).map_err(|err| invalid("created_at", err))?;
         let revoked_at = self

@@ -8,9 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
 use super::{Error, Inner, WarmReport, lock};
+use crate::port::cache::{CacheMode, PreparedContents};
 use crate::port::change_log::Change;
-use crate::port::store::InvalidRow;
+use crate::port::store::{ActivePage, IdentityPage, InvalidRow, SessionStore, StoreError};
 use crate::recent::RecentHashes;
 use crate::session::Session;
 use crate::token::{TokenHash, TokenHashState};
@@ -149,19 +153,27 @@ impl Inner {
 
     /// Loads every active session and installs them as the cache's contents.
     ///
+    /// The store's pages stream into contents the cache builds apart from
+    /// the live ones ([`SessionCache::prepare_empty`]): a task reads the next
+    /// pages (and decodes their rows) while this one inserts the page before,
+    /// and no page is held once inserted, so a warm holds the new contents
+    /// and at most [`PAGES_AHEAD`] pages more, never every session read.
+    ///
     /// Writes go on meanwhile: every cache change made while the warm runs
     /// is journaled. What was journaled during the load is replayed onto the
-    /// loaded sessions, and the new contents are built, without the `writes`
-    /// lock; only the last few journaled changes are replayed, and the
-    /// contents installed, under it, so creates and revokes wait for a swap,
-    /// never for a build, and no reader sees contents missing a change the
-    /// cache had already made.
+    /// new contents without the `writes` lock; only the last few journaled
+    /// changes are replayed, and the contents installed, under it, so
+    /// creates and revokes wait for a swap, never for a build, and no reader
+    /// sees contents missing a change the cache had already made.
+    ///
+    /// [`SessionCache::prepare_empty`]: crate::port::cache::SessionCache::prepare_empty
     pub(super) async fn warm(&self) -> Result<WarmReport, Error> {
         let _one_at_a_time = self.warming.lock().await;
         let started = Instant::now();
         // Journal before the first read: anything committed later is replayed.
         self.writes().journal = Some(Vec::new());
-        let loaded = self.load_active(started).await;
+        let mut contents = self.cache.prepare_empty();
+        let loaded = self.load_active(contents.as_mut(), started).await;
         let during_load = {
             let mut writes = self.writes();
             match &loaded {
@@ -170,9 +182,8 @@ impl Inner {
             }
             .unwrap_or_default()
         };
-        let (mut sessions, pages) = loaded?;
-        replay(&mut sessions, during_load);
-        let mut contents = self.cache.prepare(sessions);
+        let pages = loaded?;
+        replay(contents.as_mut(), during_load);
 
         let mut writes = self.writes();
         for op in writes.journal.take().unwrap_or_default() {
@@ -200,29 +211,119 @@ impl Inner {
         Ok(report)
     }
 
-    async fn load_active(&self, started: Instant) -> Result<(Vec<Arc<Session>>, usize), Error> {
+    /// Reads every active session into `contents`, page by page, and
+    /// returns how many pages it read. The reads run on a task of their own,
+    /// at most [`PAGES_AHEAD`] pages ahead of the inserts, and end with this
+    /// future: dropped (the warm cancelled), it stops them.
+    async fn load_active(
+        &self,
+        contents: &mut dyn PreparedContents,
+        started: Instant,
+    ) -> Result<usize, Error> {
         const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-        let mut sessions = Vec::new();
-        let mut after = None;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+        let mut reader = JoinSet::new();
+        // In the warm's span, so each page's store call is the warm's child.
+        reader.spawn(
+            read_active_pages(
+                Arc::clone(&self.store),
+                self.cache.mode(),
+                self.warm_page_size,
+                sender,
+            )
+            .instrument(tracing::Span::current()),
+        );
+        let mut loaded = 0;
         let mut pages = 0;
         let mut last_report = started;
-        loop {
-            let page = self.store.active_page(after, self.warm_page_size).await?;
+        while let Some(page) = receiver.recv().await {
             pages += 1;
-            self.reject(page.rejected);
-            sessions.extend(page.sessions.into_iter().map(Arc::new));
-            after = page.resume_after;
-            if after.is_none() {
-                return Ok((sessions, pages));
+            let resume_after = match page? {
+                WarmPage::Sessions(page) => {
+                    self.reject(page.rejected);
+                    loaded += page.sessions.len();
+                    for session in page.sessions {
+                        contents.insert(Arc::new(session));
+                    }
+                    page.resume_after
+                }
+                WarmPage::Identities(page) => {
+                    self.reject(page.rejected);
+                    loaded += page.identities.len();
+                    for identity in page.identities {
+                        contents.insert_identity(identity);
+                    }
+                    page.resume_after
+                }
+            };
+            if resume_after.is_none() {
+                return Ok(pages);
             }
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
                 tracing::info!(
-                    loaded = sessions.len(),
+                    loaded,
                     elapsed_ms = started.elapsed().as_millis(),
                     "warming session cache"
                 );
             }
+        }
+        // The reader stopped before the last page without sending an error:
+        // it panicked. Pass the panic on, as a read on this task would have.
+        match reader.join_next().await {
+            Some(Err(failed)) if failed.is_panic() => {
+                std::panic::resume_unwind(failed.into_panic())
+            }
+            _ => unreachable!("the warm's page reader ends only after its last page or an error"),
+        }
+    }
+}
+
+/// Pages a warm's reader may have read before the inserts took them: one
+/// being inserted, one waiting, one being read, so the store and the cache
+/// work at once and a warm holds at most a few pages beyond the contents.
+const PAGES_AHEAD: usize = 1;
+
+/// A page a warm reads: whole sessions for a [`CacheMode::Full`] cache,
+/// only their identities for a [`CacheMode::Compact`] one, which keeps no
+/// more (a narrower row: less for the store to send and to decode).
+enum WarmPage {
+    Sessions(ActivePage),
+    Identities(IdentityPage),
+}
+
+/// Reads active sessions from the start, page after page, into `pages`,
+/// as `mode` needs them, until the last page or the first error (sent
+/// too), or until the receiver is gone.
+async fn read_active_pages(
+    store: Arc<dyn SessionStore>,
+    mode: CacheMode,
+    page_size: u32,
+    pages: tokio::sync::mpsc::Sender<Result<WarmPage, StoreError>>,
+) {
+    let mut after = None;
+    loop {
+        let page = match mode {
+            CacheMode::Full => store
+                .active_page(after, page_size)
+                .await
+                .map(WarmPage::Sessions),
+            CacheMode::Compact => store
+                .active_identity_page(after, page_size)
+                .await
+                .map(WarmPage::Identities),
+        };
+        let next = match &page {
+            Ok(WarmPage::Sessions(page)) => page.resume_after,
+            Ok(WarmPage::Identities(page)) => page.resume_after,
+            Err(_) => None,
+        };
+        if pages.send(page).await.is_err() {
+            return;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => return,
         }
     }
 }
@@ -284,13 +385,10 @@ fn release(writes: &mut CacheWrites, hash: TokenHash) -> bool {
     revoked
 }
 
-/// Applies journaled cache changes, in order, to loaded sessions: a removal
-/// drops the hash whatever came before it; an insertion adds the session
-/// unless a removal of it follows.
-fn replay(sessions: &mut Vec<Arc<Session>>, journal: Vec<CacheOp>) {
-    if journal.is_empty() {
-        return;
-    }
+/// Applies the changes journaled while a warm loaded to the contents it
+/// loaded: a removal drops the hash whatever came before it; an insertion
+/// adds the session unless a removal of it follows.
+fn replay(contents: &mut dyn PreparedContents, journal: Vec<CacheOp>) {
     let mut removed = HashSet::with_hasher(TokenHashState);
     let mut inserted = Vec::new();
     for op in journal {
@@ -301,12 +399,12 @@ fn replay(sessions: &mut Vec<Arc<Session>>, journal: Vec<CacheOp>) {
             }
         }
     }
-    if !removed.is_empty() {
-        sessions.retain(|session| !removed.contains(&session.token_hash));
+    for session in inserted {
+        if !removed.contains(&session.token_hash) {
+            contents.insert(session);
+        }
     }
-    sessions.extend(
-        inserted
-            .into_iter()
-            .filter(|session| !removed.contains(&session.token_hash)),
-    );
+    for hash in &removed {
+        contents.remove(hash);
+    }
 }

@@ -110,6 +110,7 @@ macro_rules! store_contract_tests {
             list_pages_are_bounded_by_their_limit,
             list_pages_filter_revoked_and_stay_in_the_account,
             active_pages_cover_every_active_session_once,
+            identity_pages_are_the_active_pages_narrowed,
             concurrent_creates_and_revokes_end_consistent,
             service_round_trip,
             health_check_answers,

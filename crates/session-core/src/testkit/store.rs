@@ -601,6 +601,54 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
     assert!(pages >= 5, "32 rows at 7 a page take 5 pages, took {pages}");
 }
 
+/// Identity pages are the active pages narrowed: the same rows in the same
+/// pages, each the identity of the session the active page holds.
+pub async fn identity_pages_are_the_active_pages_narrowed(store: Arc<dyn SessionStore>) {
+    const PAGE: u32 = 4;
+    for i in 0..18 {
+        let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        if i % 3 == 0 {
+            store
+                .revoke(
+                    session.id,
+                    epoch() + Duration::hours(1),
+                    RevocationReason::LOGOUT,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let whole = store.active_page(after, PAGE).await.unwrap();
+        let narrow = store.active_identity_page(after, PAGE).await.unwrap();
+        pages += 1;
+        assert!(narrow.rejected.is_empty());
+        assert_eq!(
+            narrow.identities,
+            whole
+                .sessions
+                .iter()
+                .map(SessionIdentity::from)
+                .collect::<Vec<_>>(),
+            "page {pages}"
+        );
+        assert_eq!(narrow.resume_after, whole.resume_after, "page {pages}");
+        match narrow.resume_after {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages, 4,
+        "12 active rows at 4 a page, and the empty last page"
+    );
+}
+
 /// Many tasks creating and revoking at once leave exactly the expected sessions active.
 pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn SessionStore>) {
     const TASKS: usize = 16;

@@ -1,12 +1,12 @@
 //! A store that pauses at a chosen point, so tests drive races step by step.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use session_core::memory::MemoryStore;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{
-    ActivePage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
+    ActivePage, IdentityPage, RevokeOutcome, SessionStore, StoreDecorator, StoreError,
 };
 use session_core::token::TokenHash;
 use session_core::{Session, SessionId};
@@ -49,6 +49,8 @@ pub(crate) struct GatedStore {
     pub(crate) inner: MemoryStore,
     armed: Mutex<Option<Arc<Gate>>>,
     log_down: AtomicBool,
+    /// Pages of active sessions read so far.
+    pub(crate) active_pages_read: AtomicUsize,
 }
 
 impl GatedStore {
@@ -113,10 +115,29 @@ impl StoreDecorator for GatedStore {
         limit: u32,
     ) -> Result<ActivePage, StoreError> {
         let page = self.inner.active_page(after, limit).await?;
+        self.page_read(after).await;
+        Ok(page)
+    }
+
+    /// A compact cache's warm reads these pages instead: gated alike.
+    async fn active_identity_page(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<IdentityPage, StoreError> {
+        let page = self.inner.active_identity_page(after, limit).await?;
+        self.page_read(after).await;
+        Ok(page)
+    }
+}
+
+impl GatedStore {
+    /// Counts a page of active sessions read, and pauses after the first.
+    async fn page_read(&self, after: Option<SessionId>) {
+        self.active_pages_read.fetch_add(1, Ordering::SeqCst);
         if after.is_none() {
             self.pass(Point::FirstPage).await;
         }
-        Ok(page)
     }
 }
 
@@ -137,8 +158,8 @@ impl ChangeLogDecorator for GatedStore {
     }
 }
 
-/// A cache whose next `prepare` stops once it has built the new contents,
-/// until the test lets it return: a warm's build, held open.
+/// A cache whose next prepared contents stop at their first insert, until
+/// the test lets it go on: a warm's build, held open.
 pub(crate) struct GatedCache {
     pub(crate) inner: Arc<dyn session_core::port::cache::SessionCache>,
     armed: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
@@ -192,17 +213,12 @@ impl session_core::port::cache::SessionCache for GatedCache {
         self.inner.remove_many(hashes);
     }
 
-    fn prepare(
-        &self,
-        sessions: Vec<Arc<Session>>,
-    ) -> Box<dyn session_core::port::cache::PreparedContents> {
-        let contents = self.inner.prepare(sessions);
-        let armed = self.armed.lock().unwrap().take();
-        if let Some((reached, release)) = armed {
-            reached.send(()).unwrap();
-            release.recv().unwrap();
-        }
-        contents
+    /// Armed, the contents stop at their first insert: the warm is building.
+    fn prepare_empty(&self) -> Box<dyn session_core::port::cache::PreparedContents> {
+        Box::new(GatedContents {
+            inner: self.inner.prepare_empty(),
+            gate: self.armed.lock().unwrap().take(),
+        })
     }
 
     fn install(&self, contents: Box<dyn session_core::port::cache::PreparedContents>) {
@@ -211,5 +227,41 @@ impl session_core::port::cache::SessionCache for GatedCache {
 
     fn len(&self) -> usize {
         self.inner.len()
+    }
+}
+
+/// [`GatedCache`]'s prepared contents: the first insert waits at the gate.
+struct GatedContents {
+    inner: Box<dyn session_core::port::cache::PreparedContents>,
+    gate: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+}
+
+impl GatedContents {
+    /// Waits at the gate, the first time.
+    fn pass(&mut self) {
+        if let Some((reached, release)) = self.gate.take() {
+            reached.send(()).unwrap();
+            release.recv().unwrap();
+        }
+    }
+}
+
+impl session_core::port::cache::PreparedContents for GatedContents {
+    fn insert(&mut self, session: Arc<Session>) {
+        self.pass();
+        self.inner.insert(session);
+    }
+
+    fn insert_identity(&mut self, identity: session_core::SessionIdentity) {
+        self.pass();
+        self.inner.insert_identity(identity);
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        self.inner.remove(hash);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self.inner.into_any()
     }
 }

@@ -1,6 +1,7 @@
 //! The use cases' semantics, over the memory adapters.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use session_core::memory::MemoryStore;
 use session_core::port::cache::SessionCache;
@@ -529,6 +530,52 @@ async fn revoking_an_already_revoked_session_drops_it_from_the_cache() {
         f.service.resolve(created.token.expose_secret()).await,
         Err(Error::InvalidToken)
     ));
+}
+
+/// A warm streams the store's pages into the contents it builds: while the
+/// first session read is being inserted, the store has been asked for at
+/// most a few pages more, not for every active session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_inserts_each_page_while_the_store_reads_the_next() {
+    const SESSIONS: usize = 20;
+    let store = Arc::new(GatedStore::default());
+    let cache = Arc::new(crate::gated::GatedCache::over(super::cache()));
+    let service = SessionService::builder(store.clone(), cache.clone())
+        .warm_page_size(1)
+        .build();
+    service.warm().await.unwrap();
+    for _ in 0..SESSIONS {
+        service
+            .create(account(), ClientMetadata::default())
+            .await
+            .unwrap();
+    }
+
+    let (reached, release) = cache.arm();
+    let read_before = store.active_pages_read.load(Ordering::SeqCst);
+    let warming = tokio::spawn({
+        let service = service.clone();
+        async move { service.warm().await }
+    });
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    let read_ahead = store.active_pages_read.load(Ordering::SeqCst) - read_before;
+    release.send(()).unwrap();
+    let report = warming.await.unwrap().unwrap();
+
+    // The page being inserted, one waiting for it, one read and waiting
+    // for room.
+    assert!(
+        read_ahead <= 3,
+        "{read_ahead} pages read before the first insert"
+    );
+    assert_eq!(report.sessions, SESSIONS);
+    assert_eq!(
+        store.active_pages_read.load(Ordering::SeqCst) - read_before,
+        SESSIONS + 1,
+        "one page a session, and the empty last page"
+    );
 }
 
 /// A re-warm builds its new contents without the lock writes take: a revoke

@@ -106,6 +106,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .await
         .unwrap();
     store.active_page(None, 10).await.unwrap();
+    store.active_identity_page(None, 10).await.unwrap();
     store.health_check().await.unwrap();
     let seen = [SeenAt {
         id: session.id,
@@ -154,6 +155,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         "revoke_all_for_account",
         "list_for_account",
         "active_page",
+        "active_identity_page",
         "health_check",
         "record_last_seen",
         "last_seen",
@@ -172,7 +174,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     assert_eq!(
         text.matches("session_store_call_duration_seconds_count{")
             .count(),
-        18,
+        19,
         "a label the README does not list:\n{text}"
     );
 }

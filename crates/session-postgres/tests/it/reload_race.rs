@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use session_core::port::cache::SessionCache;
 use session_core::port::change_log::{ChangeLog, ChangeLogDecorator, LogCursor, LogRead};
 use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_core::testkit::account;
-use session_core::{ClientMetadata, Error, MemoryCache, Session, SessionService};
+use session_core::{ClientMetadata, CompactCache, Error, MemoryCache, Session, SessionService};
 use session_postgres::PgConfig;
 use session_test_postgres::TestDatabase;
 use tokio::sync::{Notify, Semaphore};
@@ -60,6 +61,16 @@ impl ChangeLogDecorator for Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect() {
+    straddle(Arc::new(MemoryCache::new())).await;
+}
+
+/// The same with a compact cache, whose reload reads identities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect_compact() {
+    straddle(Arc::new(CompactCache::new())).await;
+}
+
+async fn straddle(cache: Arc<dyn SessionCache>) {
     let database = TestDatabase::create();
     let config = PgConfig::from_url(database.url())
         .unwrap()
@@ -70,7 +81,7 @@ async fn a_create_straddling_a_revocation_and_a_full_reload_does_not_resurrect()
         hold: std::sync::Mutex::new(None),
         log_down: AtomicBool::new(false),
     });
-    let b = SessionService::builder(held.clone(), Arc::new(MemoryCache::new()))
+    let b = SessionService::builder(held.clone(), cache)
         .change_log(held.clone())
         .build();
     let _b_tasks = b.start();

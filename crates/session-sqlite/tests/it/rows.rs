@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
+use session_core::port::cache::SessionCache;
 use session_core::port::store::{SessionStore, StoreError};
 use session_core::testkit::{account, epoch, session_at};
-use session_core::{ListScope, MemoryCache, PageRequest, SessionId, SessionService};
+use session_core::{
+    CompactCache, ListScope, MemoryCache, PageRequest, SessionId, SessionIdentity, SessionService,
+};
 use uuid::Uuid;
 
 use crate::support::TempStore;
@@ -51,6 +54,43 @@ async fn a_row_the_domain_rejects_is_skipped_by_the_warm_and_named_by_get() {
     assert_eq!(report.sessions, 4, "every good row: {report:?}");
     assert_eq!(service.status().change_log_stats.rows_skipped, 1);
     assert!(service.resolve("sess_x").await.is_err());
+}
+
+/// A compact cache's warm reads only identities, and checks them as a
+/// whole row's are: a row with a nil account is skipped and counted, and
+/// paging goes on past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_warm_skips_and_counts_a_row_whose_identity_the_domain_rejects() {
+    let store = TempStore::new().await;
+    let good: Vec<_> = (0..3).map(|_| session_at(account(), epoch())).collect();
+    for (_, session) in &good {
+        store.insert(session).await.unwrap();
+    }
+    let poison = SessionId::from_uuid(Uuid::now_v7());
+    let mut other = SqliteConnection::establish(store.path().to_str().unwrap()).unwrap();
+    other
+        .batch_execute(&format!(
+            "INSERT INTO sessions (id, account_id, token_hash, created_at) \
+             VALUES (x'{}', zeroblob(16), randomblob(32), 0)",
+            hex(poison.as_uuid().as_bytes()),
+        ))
+        .unwrap();
+    let late = session_at(account(), epoch()).1;
+    store.insert(&late).await.unwrap();
+
+    let cache = Arc::new(CompactCache::new());
+    let service = SessionService::builder(Arc::new(store), cache.clone())
+        .warm_page_size(1)
+        .build();
+    let report = service.warm().await.unwrap();
+    assert_eq!(report.sessions, 4, "every good row: {report:?}");
+    assert_eq!(service.status().change_log_stats.rows_skipped, 1);
+    for session in good.iter().map(|(_, session)| session).chain([&late]) {
+        assert_eq!(
+            cache.get(&session.token_hash),
+            Some(SessionIdentity::from(session))
+        );
+    }
 }
 
 /// A list meets rejected rows as the warm does: skipped, counted, logged by
