@@ -3,6 +3,7 @@
 mod fuzz;
 mod prerequisites;
 mod server;
+mod suite;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ enum Task {
     /// dependency, the README's metrics table matches a live /metrics, the README's and
     /// ARCHITECTURE's Rust snippets compile, and the documented PostgreSQL grants suffice.
     Tidy,
+    /// Only the test step of `ci`: every test binary of the workspace at once, each one's
+    /// output in target/suite/, then the doctests.
+    Test,
     /// Only the schemathesis step of `ci`: the OpenAPI document against the
     /// real binary, every check, for about a minute.
     Schemathesis,
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
             &tools_dir(&root),
             tidy::SuiteChecks::Run,
         ),
+        Task::Test => suite::run(&root, &target_dir(&root)),
         Task::Schemathesis => schemathesis(&root),
         Task::Bench { quick } => bench(&root, quick),
         Task::Fuzz { time, target } => fuzz::fuzz(
@@ -117,7 +122,7 @@ fn ci(root: &Path) -> Result<()> {
             tidy::SuiteChecks::LeaveToTheSuite,
         )
     })?;
-    steps.run("test", || cargo(root, &["test", "--workspace"]))?;
+    steps.run("test", || suite::run(root, &target_dir(root)))?;
     steps.run("schemathesis", || schemathesis(root))?;
     steps.run("bench --quick", || bench(root, true))?;
     steps.run("fuzz", || {
@@ -162,6 +167,13 @@ impl std::fmt::Display for Steps {
     }
 }
 
+/// The build of the binaries a step runs (the service for tidy's metrics
+/// check and schemathesis, the bench harness): the same packages and
+/// targets `cargo test --workspace` builds, so whichever comes first builds
+/// for the others. A narrower selection (`--package session-app`) would
+/// resolve features differently and build most dependencies again.
+const SUITE_BUILD: &[&str] = &["build", "--workspace", "--bins", "--tests"];
+
 /// Seconds `ci` runs each fuzz target: enough to catch a regression of
 /// what the seeds reach, within CI's budget; `cargo xtask fuzz` runs longer.
 const CI_FUZZ_SECS: u32 = 10;
@@ -170,11 +182,7 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
     let results = target_dir(root).join("bench").join("results.json");
     let results = results.to_string_lossy();
     if quick {
-        // The same packages and targets `cargo test --workspace` builds, so
-        // after the tests only the harness itself is compiled: a narrower
-        // selection would resolve features differently and rebuild most
-        // dependencies.
-        cargo(root, &["build", "--workspace", "--bins", "--tests"])?;
+        cargo(root, SUITE_BUILD)?;
         return run(
             root,
             &target_dir(root).join("debug").join("session-bench"),
@@ -237,10 +245,7 @@ const SCHEMATHESIS_SECONDS: &str = "60";
 /// port, with the binary's own `/openapi.json`: the document must describe
 /// exactly what the service does. Any finding fails CI.
 fn schemathesis(root: &Path) -> Result<()> {
-    cargo(
-        root,
-        &["build", "--package", "session-app", "--bin", "session-app"],
-    )?;
+    cargo(root, SUITE_BUILD)?;
     let runner = schemathesis_venv(&tools_dir(root).join(SCHEMATHESIS.replace("==", "-")))?;
     let scratch = target_dir(root).join("schemathesis").join("run");
     if scratch.exists() {
@@ -428,10 +433,14 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     cargo_with_env(root, args, &[])
 }
 
+/// The cargo that runs this xtask, so every step uses the same toolchain.
+fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let status = Command::new(cargo_program())
         .args(args)
         .envs(env.iter().copied())
         .current_dir(root)

@@ -253,10 +253,7 @@ struct Family {
 fn metrics_table(root: &Path, target_dir: &Path) -> Result<()> {
     let readme = read(&root.join("README.md"))?;
     let documented = documented_families(&readme)?;
-    crate::cargo(
-        root,
-        &["build", "--package", "session-app", "--bin", "session-app"],
-    )?;
+    crate::cargo(root, crate::SUITE_BUILD)?;
     let scratch = target_dir.join("tidy");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
