@@ -10,7 +10,7 @@
 //! checks and debug assertions, which hold on stable, are what find faults
 //! here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -48,7 +48,7 @@ const INPUT_TIMEOUT_SECS: u32 = 10;
 /// Builds every fuzz target (or only `only`) and runs each for `seconds`,
 /// from its generated corpus and its committed seeds. Fails on the first
 /// crash, hang or broken invariant, naming the input saved under
-/// `fuzz/<package>/artifacts/`; prints how many inputs each target ran.
+/// `fuzz/artifacts/`; prints how many inputs each target ran.
 pub(crate) fn fuzz(
     root: &Path,
     target_dir: &Path,
@@ -60,83 +60,56 @@ pub(crate) fn fuzz(
     let cargo_fuzz = crate::install_crate(tools_dir, "cargo-fuzz", CARGO_FUZZ_VERSION)?;
     let fuzz_dir = root.join("fuzz");
     let fuzz_target_dir = target_dir.join("fuzz");
-    let common = |command: &str, package: &Path| {
+    let common = |command: &str| {
         let mut cmd = Command::new(&cargo_fuzz);
         cmd.arg(command)
             .arg("--fuzz-dir")
-            .arg(package)
+            .arg(&fuzz_dir)
             .current_dir(root);
         cmd
     };
 
-    // Every package's targets: (package folder, target).
-    let mut all: Vec<(PathBuf, String)> = Vec::new();
-    for package in packages(&fuzz_dir)? {
-        let listed = common("list", &package)
-            .output()
-            .context("could not list the fuzz targets")?;
-        if !listed.status.success() {
-            bail!(
-                "`cargo fuzz list` failed in {}: {}",
-                package.display(),
-                String::from_utf8_lossy(&listed.stderr)
-            );
-        }
-        for target in String::from_utf8_lossy(&listed.stdout).lines() {
-            all.push((package.clone(), target.to_owned()));
-        }
+    let listed = common("list")
+        .output()
+        .context("could not list the fuzz targets")?;
+    if !listed.status.success() {
+        bail!(
+            "`cargo fuzz list` failed: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
     }
-    let targets: Vec<&(PathBuf, String)> = match only {
-        Some(name) => {
-            let found: Vec<_> = all.iter().filter(|(_, t)| t == name).collect();
-            if found.is_empty() {
-                let names: Vec<&str> = all.iter().map(|(_, t)| t.as_str()).collect();
-                bail!(
-                    "no fuzz target `{name}`; the targets are {}",
-                    names.join(", ")
-                );
-            }
-            found
-        }
-        None => all.iter().collect(),
+    let all: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let targets: Vec<&str> = match only {
+        Some(name) if !all.iter().any(|t| t == name) => bail!(
+            "no fuzz target `{name}`; the targets are {}",
+            all.join(", ")
+        ),
+        Some(name) => vec![name],
+        None => all.iter().map(String::as_str).collect(),
     };
 
-    // One build per package, each of only the crates its targets fuzz; the
-    // packages share the fuzz workspace's lock file and target directory.
-    let mut built: Vec<&Path> = Vec::new();
-    for (package, _) in &targets {
-        if built.contains(&package.as_path()) {
-            continue;
-        }
-        built.push(package);
-        let mut build = common("build", package);
-        build
-            .args(profile.flags())
-            .arg("--target-dir")
-            .arg(&fuzz_target_dir);
-        if let Some(name) = only {
-            build.arg(name);
-        }
-        eprintln!(
-            "$ cargo fuzz build --fuzz-dir {} {}",
-            package.display(),
-            profile.flags().join(" ")
-        );
-        let status = build.status().context("could not run cargo fuzz build")?;
-        if !status.success() {
-            bail!(
-                "building the fuzz targets of {} failed ({status})",
-                package.display()
-            );
-        }
+    let mut build = common("build");
+    build
+        .args(profile.flags())
+        .arg("--target-dir")
+        .arg(&fuzz_target_dir);
+    if let Some(name) = only {
+        build.arg(name);
+    }
+    eprintln!("$ cargo fuzz build {}", profile.flags().join(" "));
+    let status = build.status().context("could not run cargo fuzz build")?;
+    if !status.success() {
+        bail!("building the fuzz targets failed ({status})");
     }
 
     let logs = fuzz_target_dir.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("could not create {}", logs.display()))?;
     let mut summary = Vec::new();
-    for (package, target) in targets {
-        let target = target.as_str();
+    for target in targets {
         let corpus = fuzz_dir.join("corpus").join(target);
         let seeds = fuzz_dir.join("seeds").join(target);
         for dir in [&corpus, &seeds] {
@@ -150,7 +123,7 @@ pub(crate) fn fuzz(
             "$ cargo fuzz run {target} ({seconds} s, log in {})",
             log.display()
         );
-        let status = common("run", package)
+        let status = common("run")
             .args(profile.flags())
             .arg("--target-dir")
             .arg(&fuzz_target_dir)
@@ -172,7 +145,7 @@ pub(crate) fn fuzz(
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!(
                 "fuzz target {target} failed ({status}); the input is saved under {}:\n{}",
-                package.join("artifacts").join(target).display(),
+                fuzz_dir.join("artifacts").join(target).display(),
                 tail.join("\n")
             );
         }
@@ -185,21 +158,6 @@ pub(crate) fn fuzz(
     }
     eprintln!("xtask fuzz: {}", summary.join("; "));
     Ok(())
-}
-
-/// The fuzz packages: each folder under `fuzz/` with a manifest, in name order.
-fn packages(fuzz_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut packages = Vec::new();
-    for entry in std::fs::read_dir(fuzz_dir)
-        .with_context(|| format!("could not read {}", fuzz_dir.display()))?
-    {
-        let path = entry?.path();
-        if path.join("Cargo.toml").is_file() {
-            packages.push(path);
-        }
-    }
-    packages.sort();
-    Ok(packages)
 }
 
 /// A figure from libFuzzer's final stats (`stat::<name>: <value>`).
