@@ -1,12 +1,15 @@
 //! The events feed of the real binary at its edges: shutdown ends every
-//! open stream.
+//! open stream; on PostgreSQL, one listening connection per instance.
 
 use std::time::Duration;
 
 use axum::http::header;
+use reqwest::Method;
+use session_test_postgres::TestDatabase;
+use session_test_process::until_async;
 use uuid::Uuid;
 
-use crate::e2e::ready_on_sqlite;
+use crate::e2e::{KEY, Options, Server, ready_on_sqlite};
 
 /// A bound on waiting for what a stream should deliver, not a timing.
 const STREAM_BOUND: Duration = Duration::from_secs(30);
@@ -71,4 +74,76 @@ async fn sigterm_ends_an_open_event_stream_cleanly() {
     for id in &ids {
         assert_eq!(received.matches(id.as_str()).count(), 1, "{id}: {received}");
     }
+}
+
+/// An instance on `database` with `extra` arguments, once ready.
+async fn ready_on(database: &TestDatabase, extra: &[&str]) -> Server {
+    let server = Server::start(Options {
+        database_url: database.url().to_owned(),
+        api_key: Some(KEY.to_owned()),
+        extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Options::default()
+    });
+    server.wait_ready().await;
+    server
+}
+
+/// Connections to `database` listening for the change log's wake-ups.
+async fn listening(database: &TestDatabase) -> i64 {
+    let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = $1",
+            &[&format!("LISTEN {}", session_postgres::CHANGES_CHANNEL)],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Each instance holds one listening connection, its change-log follower's,
+/// and its events feed learns of another instance's writes through it: with
+/// polling out of reach (an hour), an event written on A reaches a stream
+/// on B by the follower's wake-up alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_feed_wakes_through_the_followers_one_listening_connection() {
+    let database = TestDatabase::create();
+    let args = ["--log-poll-interval", "1h", "--max-staleness", "2h"];
+    let a = ready_on(&database, &args).await;
+    let b = ready_on(&database, &args).await;
+    let mut stream = crate::e2e::http_client()
+        .get(b.url("/v1/events"))
+        .bearer_auth(KEY)
+        .header(header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (_, id) = a.create(Uuid::new_v4()).await;
+    let mut received = String::new();
+    tokio::time::timeout(STREAM_BOUND, async {
+        while !received.contains(&id) {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            received.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("B's feed was never woken:\n{received}\n{}", b.log()));
+    for server in [&a, &b] {
+        let listens = until_async("the follower listens", STREAM_BOUND, async || {
+            let (_, ready) = server.call(Method::GET, "/readyz", None).await;
+            ready["checks"]["change_log"]["wake_ups"] == "listening"
+        })
+        .await;
+        listens.unwrap_or_else(|err| panic!("{err}\n{}", server.log()));
+    }
+    assert_eq!(listening(&database).await, 2, "one per instance");
 }
