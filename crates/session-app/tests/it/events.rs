@@ -1,10 +1,15 @@
 //! The events feed of the real binary at its edges: shutdown ends every
-//! open stream; on PostgreSQL, one listening connection per instance.
+//! open stream; on PostgreSQL, one listening connection per instance, and a
+//! change log pruned past the sequencer starts a new history.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
 use reqwest::Method;
+use serde_json::Value;
+use session_core::{AccountId, ClientMetadata, MemoryCache, SessionService};
+use session_postgres::{PgConfig, PgSessionStore};
 use session_test_postgres::TestDatabase;
 use session_test_process::until_async;
 use uuid::Uuid;
@@ -88,6 +93,36 @@ async fn ready_on(database: &TestDatabase, extra: &[&str]) -> Server {
     server
 }
 
+/// A long-poll page from `after` (`None`: from now): status and body.
+async fn page(server: &Server, after: Option<&str>) -> (u16, Value) {
+    let path = after.map_or_else(
+        || "/v1/events".to_owned(),
+        |after| format!("/v1/events?wait=1&after={after}"),
+    );
+    server.call(Method::GET, &path, None).await
+}
+
+/// Every event after `start` once `count` have arrived, within the bound.
+async fn events_after(server: &Server, start: &str, count: usize) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut after = start.to_owned();
+    let served = until_async("the events arrive", STREAM_BOUND, async || {
+        let (status, body) = page(server, Some(&after)).await;
+        assert_eq!(status, 200, "{body}");
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+        after = body["next"].as_str().unwrap().to_owned();
+        events.len() >= count
+    })
+    .await;
+    served.unwrap_or_else(|err| panic!("{err}: {events:?}"));
+    events
+}
+
+/// An event id's position: its last 16 hexadecimal digits.
+fn position(id: &str) -> u64 {
+    u64::from_str_radix(&id[16..], 16).unwrap()
+}
+
 /// Connections to `database` listening for the change log's wake-ups.
 async fn listening(database: &TestDatabase) -> i64 {
     let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
@@ -146,4 +181,81 @@ async fn the_events_feed_wakes_through_the_followers_one_listening_connection() 
         listens.unwrap_or_else(|err| panic!("{err}\n{}", server.log()));
     }
     assert_eq!(listening(&database).await, 2, "one per instance");
+}
+
+/// The sequencer's reset: every instance down while the change log is
+/// pruned past the sequencer's cursor (as `--pg-change-retention` prunes,
+/// through `session.prune_change_log`). The next step starts a new
+/// history: a cursor of the old one gets 410, and a fresh start reads what
+/// follows with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_log_pruned_past_the_sequencer_starts_a_new_history() {
+    let database = TestDatabase::create();
+    let server = ready_on(&database, &[]).await;
+    let (_, start) = page(&server, None).await;
+    let start = start["next"].as_str().unwrap().to_owned();
+    let (_, first) = server.create(Uuid::new_v4()).await;
+    let read = events_after(&server, &start, 1).await;
+    assert_eq!(read[0]["session_id"], first.as_str());
+    let old = read[0]["id"].as_str().unwrap().to_owned();
+    server.kill();
+
+    // While no instance runs: a write by another process, never sequenced,
+    // then the change log pruned past it.
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    let writer = SessionService::builder(Arc::new(store), Arc::new(MemoryCache::new())).build();
+    writer
+        .create(
+            AccountId::new(Uuid::new_v4()).unwrap(),
+            ClientMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let (sql, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The first call marks the log's head; once the mark is older than the
+    // retention (an hour here, moved back by hand), the second prunes to it.
+    sql.batch_execute(
+        "SELECT session.prune_change_log(3600, 10000); \
+         UPDATE session.change_log_marks SET taken_at = taken_at - interval '2 hours';",
+    )
+    .await
+    .unwrap();
+    let pruned: i64 = sql
+        .query_one("SELECT session.prune_change_log(3600, 10000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pruned, 2, "both creations' entries are pruned");
+
+    server.restart();
+    server.wait_ready().await;
+    for cursor in [&old, &start] {
+        let (status, body) = page(&server, Some(cursor)).await;
+        assert_eq!(status, 410, "{cursor}: {body}");
+        assert_eq!(body["error"]["code"], "cursor_expired", "{body}");
+    }
+    let (status, fresh) = page(&server, None).await;
+    assert_eq!(status, 200, "{fresh}");
+    let fresh = fresh["next"].as_str().unwrap().to_owned();
+    assert_ne!(&fresh[..16], &old[..16], "a new history");
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        created.push(server.create(Uuid::new_v4()).await.1);
+    }
+    let read = events_after(&server, &fresh, 2).await;
+    assert_eq!(read.len(), 2, "{read:?}");
+    for (n, (event, id)) in read.iter().zip(&created).enumerate() {
+        assert_eq!(event["session_id"], id.as_str(), "{read:?}");
+        let at = position(event["id"].as_str().unwrap());
+        assert_eq!(
+            at,
+            position(&fresh) + 1 + u64::try_from(n).unwrap(),
+            "no gap: {read:?}"
+        );
+    }
 }
