@@ -19,7 +19,6 @@ use session_core::config::{
     IdleRevocation, IdleRevocationError, LastSeenSettings, Retention, SessionLimit,
 };
 use session_core::port::cache::SessionCache;
-use session_core::port::change_log::ChangeLog;
 use session_core::{CompactCache, MemoryCache, SessionService};
 use session_http::{ApiKey, ApiKeys, ApiState, EventFeed, Scopes, StoreMetrics};
 use tokio::net::TcpListener;
@@ -136,13 +135,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .warm_page_size(args.warm_page_size)
             .max_staleness(args.max_staleness)
             .poll_interval(args.log_poll_interval);
-    let event_wake_ups = store.change_log.clone().map(|log| {
-        let events = events.clone();
-        let poll = args.log_poll_interval;
-        tokio::spawn(async move { wake_feed_on_hints(&*log, &events, poll).await })
-    });
     if let Some(log) = store.change_log {
-        builder = builder.change_log(store_metrics.change_log(log));
+        // Another process's write wakes the feed through the follower's
+        // wake-ups: one listening connection per instance.
+        let events = events.clone();
+        builder = builder
+            .change_log(store_metrics.change_log(log))
+            .on_change_log_hint(move || events.wake());
     }
     if let Some(settings) = last_seen {
         builder = builder.last_seen(settings);
@@ -238,9 +237,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     events.close();
     let _ = sequencer.await;
-    if let Some(wake_ups) = event_wake_ups {
-        wake_ups.abort();
-    }
     // Dropping the service closes the store's connections.
     drop(service);
     tracing::info!("stopped");
@@ -249,27 +245,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// How often events past `--event-retention` are pruned.
 const EVENT_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
-
-/// Wakes the events feed whenever the change log hints that another
-/// process wrote, so this instance sequences (or learns of) its events at
-/// once; listens again after `poll` when the hints are lost. Without hints
-/// the feed's own poll bounds how late an event arrives.
-async fn wake_feed_on_hints(log: &dyn ChangeLog, events: &EventFeed, poll: Duration) {
-    loop {
-        match log.wake_ups().await {
-            Ok(mut hints) if hints.delivers() => {
-                while hints.next().await.is_ok() {
-                    events.wake();
-                }
-            }
-            Ok(_) => return,
-            Err(err) => {
-                tracing::debug!(error = %err, "the events feed polls: no wake-ups");
-            }
-        }
-        tokio::time::sleep(poll).await;
-    }
-}
 
 /// Connections the kernel completes and holds for the accept loop. The
 /// loop accepts every connection at once (admission comes later), so this

@@ -219,9 +219,9 @@ async fn measure(ctx: &Context, url: &str, plan: &Plan) -> anyhow::Result<Vec<Se
     }
     let listening = crate::postgres::listening_connections(url).await?;
     anyhow::ensure!(
-        listening == 4,
-        "expected A and the woken follower to LISTEN on two connections each (the change \
-         log's follower and the events feed), and the polling one not to: \
+        listening == 2,
+        "expected A and the woken follower to LISTEN, on one connection each (the events \
+         feed is woken through the follower's), and the polling one not to: \
          {listening} connections listen"
     );
     let mut to_a = Client::connect(a.address).await?;

@@ -21,6 +21,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use session_core::config::SessionLimit;
+use session_core::port::clock::{Clock, SystemClock};
 use session_core::port::events::{EventCursor, EventKind, EventLog, EventRead, SessionEvent};
 use session_core::port::store::{
     Exclusive, LimitedInsert, RevokeOutcome, RevokedSession, SessionStore, StoreDecorator,
@@ -59,6 +60,8 @@ pub struct EventFeed {
 
 struct FeedInner {
     log: Arc<dyn EventLog>,
+    /// What [`EventFeed::prune`] measures ages against.
+    clock: Arc<dyn Clock>,
     /// The newest position known; `None` until the first step.
     head: watch::Sender<Option<EventCursor>>,
     /// `true` once the feed is closed: every stream ends.
@@ -87,6 +90,7 @@ impl EventFeed {
         Self {
             inner: Arc::new(FeedInner {
                 log,
+                clock: Arc::new(SystemClock),
                 head: watch::channel(None).0,
                 closed: watch::channel(false).0,
                 wake: Notify::new(),
@@ -94,6 +98,22 @@ impl EventFeed {
                 max_subscribers,
             }),
         }
+    }
+
+    /// Measures events' ages for [`prune`](Self::prune) against `clock`
+    /// (default: the system clock): give it the service's clock, so both
+    /// agree on the time an event has and the time it is now. Before the
+    /// feed is cloned or run.
+    ///
+    /// # Panics
+    ///
+    /// If the feed was cloned already.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("EventFeed::with_clock before the feed is cloned")
+            .clock = clock;
+        self
     }
 
     /// Asks the [`run`](Self::run) loop for a step now: a write committed,
@@ -137,13 +157,13 @@ impl EventFeed {
     }
 
     /// Deletes events older than `retention` (by their time, against the
-    /// system clock), in batches; returns how many went.
+    /// feed's clock), in batches; returns how many went.
     ///
     /// # Errors
     ///
     /// [`StoreError`] if the store cannot be written.
     pub async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
-        let before = OffsetDateTime::now_utc() - retention;
+        let before = self.inner.clock.now() - retention;
         let mut total = 0;
         loop {
             let gone = self.inner.log.prune(before, PRUNE_BATCH).await?;

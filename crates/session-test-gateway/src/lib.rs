@@ -129,7 +129,25 @@ impl Gateway {
     /// As [`nginx`](Self::nginx).
     #[must_use]
     pub fn nginx_events(session: SocketAddr) -> Self {
-        Self::launch(Kind::Nginx, session, session, HAPROXY_LUA, true)
+        Self::launch(
+            Kind::Nginx,
+            session,
+            session,
+            HAPROXY_LUA,
+            Some(&|site| site),
+        )
+    }
+
+    /// Starts nginx passing the events feed of `session` on, configured as
+    /// [`nginx_events_site`] rewritten by `edit`: for checking that a test
+    /// tells the documented configuration from a broken one.
+    ///
+    /// # Panics
+    ///
+    /// As [`nginx`](Self::nginx).
+    #[must_use]
+    pub fn nginx_events_edited(session: SocketAddr, edit: &dyn Fn(String) -> String) -> Self {
+        Self::launch(Kind::Nginx, session, session, HAPROXY_LUA, Some(edit))
     }
 
     /// Starts Caddy in front of `app`, asking `session` with `forward_auth`.
@@ -162,7 +180,7 @@ impl Gateway {
     /// As [`nginx`](Self::nginx).
     #[must_use]
     pub fn haproxy_with_lua(session: SocketAddr, app: SocketAddr, lua: &str) -> Self {
-        Self::launch(Kind::HAProxy, session, app, lua, false)
+        Self::launch(Kind::HAProxy, session, app, lua, None)
     }
 
     /// Which gateway this is.
@@ -184,12 +202,19 @@ impl Gateway {
     }
 
     fn start(kind: Kind, session: SocketAddr, app: SocketAddr) -> Self {
-        Self::launch(kind, session, app, HAPROXY_LUA, false)
+        Self::launch(kind, session, app, HAPROXY_LUA, None)
     }
 
-    /// Starts `kind`; `lua` is the script HAProxy loads; `events`: nginx
-    /// serves [`nginx_events_site`] instead of the forward-auth site.
-    fn launch(kind: Kind, session: SocketAddr, app: SocketAddr, lua: &str, events: bool) -> Self {
+    /// Starts `kind`; `lua` is the script HAProxy loads; with `events`,
+    /// nginx serves [`nginx_events_site`], rewritten by it, instead of the
+    /// forward-auth site.
+    fn launch(
+        kind: Kind,
+        session: SocketAddr,
+        app: SocketAddr,
+        lua: &str,
+        events: Option<&dyn Fn(String) -> String>,
+    ) -> Self {
         let program = session_test_process::find_program(kind.program()).unwrap_or_else(|| {
             panic!(
                 "session-test-gateway: `{0}` is not installed (looked on PATH, in /usr/sbin and \
@@ -203,8 +228,8 @@ impl Gateway {
                 let server = Server::start(&program, "session-test-gateway-", address, |root| {
                     let (config, args) = match kind {
                         Kind::Nginx => (
-                            if events {
-                                nginx_events_config(root, port, session)
+                            if let Some(edit) = events {
+                                nginx_events_config(root, port, session, edit)
                             } else {
                                 nginx_config(root, port, session, app)
                             },
@@ -267,10 +292,15 @@ fn nginx_config(root: &Path, port: u16, session: SocketAddr, app: SocketAddr) ->
     nginx_server(root, &site)
 }
 
-/// [`nginx_config`] with the documented events site.
-fn nginx_events_config(root: &Path, port: u16, session: SocketAddr) -> String {
+/// [`nginx_config`] with the documented events site, rewritten by `edit`.
+fn nginx_events_config(
+    root: &Path,
+    port: u16,
+    session: SocketAddr,
+    edit: &dyn Fn(String) -> String,
+) -> String {
     let site = nginx_events_site(&format!("127.0.0.1:{port}"), "_", &session.to_string());
-    nginx_server(root, &site)
+    nginx_server(root, &edit(site))
 }
 
 /// `site` inside the settings an nginx of its own needs.

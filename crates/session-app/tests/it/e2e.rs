@@ -159,6 +159,12 @@ impl Server {
     pub(crate) fn terminate(self) -> ExitStatus {
         self.app.terminate().expect("session-app exits on SIGTERM")
     }
+
+    /// [`terminate`](Self::terminate), and everything the process logged.
+    pub(crate) fn terminate_with_log(self) -> (ExitStatus, String) {
+        let status = self.app.terminate().expect("session-app exits on SIGTERM");
+        (status, self.app.log())
+    }
 }
 
 /// Asserts that none of `tokens` appears anywhere in `log`.

@@ -7,6 +7,7 @@ mod cli_transport;
 mod config;
 mod e2e;
 mod edge;
+mod events;
 mod faults;
 mod gateways;
 mod hangs;

@@ -55,6 +55,9 @@ impl Default for Pacing {
     }
 }
 
+/// Told of each hint the follower's wake-ups give.
+pub(super) type OnHint = Arc<dyn Fn() + Send + Sync>;
+
 /// Entries read per query.
 const PAGE: u32 = 1_000;
 /// The first wait after a failed read or a lost wake-up source.
@@ -247,12 +250,12 @@ async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infal
                     tracing::info!("wake-ups are off; polling the change log");
                 }
                 // Hints sent while not listening were lost: read once now.
-                hint.notify_one();
+                inner.hint(hint);
                 let err = loop {
                     match wake_ups.next().await {
                         Ok(()) => {
                             inner.stats.wake_ups.fetch_add(1, Ordering::Relaxed);
-                            hint.notify_one();
+                            inner.hint(hint);
                         }
                         Err(err) => break err,
                     }
@@ -276,6 +279,14 @@ async fn listen(inner: &Arc<Inner>, log: &dyn ChangeLog, hint: &Notify) -> Infal
 }
 
 impl Inner {
+    /// Wakes the follower, and whoever else asked to learn of hints.
+    fn hint(&self, follower: &Notify) {
+        follower.notify_one();
+        if let Some(on_hint) = &self.on_hint {
+            on_hint();
+        }
+    }
+
     pub(super) fn change_log_lag(&self) -> ChangeLogLag {
         let caught_up_at = *lock(&self.caught_up_at);
         ChangeLogLag {

@@ -138,6 +138,7 @@ pub struct SessionServiceBuilder {
     clock: Arc<dyn Clock>,
     warm_page_size: u32,
     change_log: Option<Arc<dyn ChangeLog>>,
+    on_hint: Option<change_log::OnHint>,
     pacing: change_log::Pacing,
     last_seen: Option<LastSeenSettings>,
     limit: Option<SessionLimit>,
@@ -214,6 +215,17 @@ impl SessionServiceBuilder {
         self
     }
 
+    /// With a change log, also calls `hint` on each of its wake-ups (a
+    /// write may have committed: look again) and each time the follower
+    /// starts listening (wake-ups sent meanwhile were lost): so another
+    /// reader of the same store, such as an events feed, learns of writes
+    /// through the follower's one listening connection instead of opening
+    /// its own. Called on the follower's task, so it must return at once.
+    pub fn on_change_log_hint(mut self, hint: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_hint = Some(Arc::new(hint));
+        self
+    }
+
     /// With a change log, the most the cache may lag behind it while the
     /// service reports ready (default 2 s): every change committed longer ago
     /// than this has been applied. Also the longest a cache miss waits for
@@ -250,6 +262,7 @@ impl SessionServiceBuilder {
                 writes: Mutex::new(writes::CacheWrites::new(shared)),
                 warming: tokio::sync::Mutex::new(()),
                 change_log: self.change_log,
+                on_hint: self.on_hint,
                 pacing: self.pacing,
                 caught_up_at: Mutex::new(None),
                 catch_ups: miss_path::CatchUps::default(),
@@ -279,6 +292,9 @@ struct Inner {
     /// One warm at a time.
     warming: tokio::sync::Mutex<()>,
     change_log: Option<Arc<dyn ChangeLog>>,
+    /// Told of each change-log hint too (see
+    /// [`SessionServiceBuilder::on_change_log_hint`]).
+    on_hint: Option<change_log::OnHint>,
     pacing: change_log::Pacing,
     /// When the last read that reached the end of the change log started.
     caught_up_at: Mutex<Option<Instant>>,
@@ -361,6 +377,7 @@ impl SessionService {
             clock: Arc::new(SystemClock),
             warm_page_size: 5_000,
             change_log: None,
+            on_hint: None,
             pacing: change_log::Pacing::default(),
             last_seen: None,
             limit: None,

@@ -3,6 +3,7 @@
 //! and a stream that follows writes, beats while idle and ends at close.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -10,6 +11,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_core::memory::MemoryStore;
+use session_core::port::clock::{Clock, ManualClock, SystemClock};
 use session_core::{MemoryCache, Revoker, SessionService};
 use session_http::{ApiKey, ApiKeys, ApiState, ErrorCode, EventFeed, Scope, Scopes, router};
 use tower::ServiceExt;
@@ -27,9 +29,16 @@ async fn feed(max_subscribers: usize) -> Feed {
 }
 
 async fn feed_with(max_subscribers: usize, keys: ApiKeys) -> Feed {
+    feed_on(max_subscribers, keys, Arc::new(SystemClock)).await
+}
+
+/// A feed whose service and pruning both read `clock`.
+async fn feed_on(max_subscribers: usize, keys: ApiKeys, clock: Arc<dyn Clock>) -> Feed {
     let store = Arc::new(MemoryStore::new());
-    let feed = EventFeed::new(store.clone(), max_subscribers);
-    let service = SessionService::builder(feed.store(store), Arc::new(MemoryCache::new())).build();
+    let feed = EventFeed::new(store.clone(), max_subscribers).with_clock(Arc::clone(&clock));
+    let service = SessionService::builder(feed.store(store), Arc::new(MemoryCache::new()))
+        .clock(clock)
+        .build();
     service.warm().await.unwrap();
     let state = ApiState::builder(service)
         .api_keys(keys)
@@ -348,4 +357,67 @@ async fn the_feed_needs_the_events_scope_and_the_events_scope_nothing_else() {
             .is_some_and(|text| text.contains("`events` scope")),
         "{forbidden}"
     );
+}
+
+/// The run loop prunes at every interval, not only when it starts: an
+/// event that was new at the first round and is past the retention by a
+/// later one goes, a cursor before it gets 410, and the newer event stays.
+/// Wall time is a manual clock and tokio's time is paused (it advances
+/// only while everything waits), so nothing is waited out.
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_prunes_events_past_their_retention_at_every_interval() {
+    const RETENTION: Duration = Duration::from_secs(3_600);
+    const PRUNE_EVERY: Duration = Duration::from_secs(600);
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-12-07 0:00 UTC),
+    ));
+    let feed = feed_on(2, ApiKeys::new([KEY]).unwrap(), clock.clone()).await;
+    let start = feed.page("/v1/events").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, old) = feed.create(Uuid::new_v4()).await;
+    let running = tokio::spawn({
+        let feed = feed.feed.clone();
+        async move {
+            feed.run(Duration::from_secs(1), Some(RETENTION), PRUNE_EVERY)
+                .await;
+        }
+    });
+    // Paused time moves only once every task waits: the loop's first round
+    // has run by then, and pruned nothing (the event is new).
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let first = feed.page(&format!("/v1/events?after={start}")).await;
+    assert_eq!(kinds(&first), [("created".to_owned(), old.clone())]);
+    let old_id = first["events"][0]["id"].as_str().unwrap().to_owned();
+
+    clock.advance(time::Duration::hours(2));
+    let (_, new) = feed.create(Uuid::new_v4()).await;
+    // Polls in paused time: each sleep lets the loop run its rounds, up to
+    // well past its next prune.
+    let mut gone = false;
+    for _ in 0..(PRUNE_EVERY.as_secs() * 3) {
+        let (status, _, _) = feed
+            .json(
+                request(Method::GET, &format!("/v1/events?after={start}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        if status == StatusCode::GONE {
+            gone = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(gone, "the old event was never pruned");
+    let rest = feed.page(&format!("/v1/events?after={old_id}")).await;
+    assert_eq!(
+        kinds(&rest),
+        [("created".to_owned(), new)],
+        "the newer one stays"
+    );
+    feed.feed.close();
+    running.await.unwrap();
 }
