@@ -49,6 +49,11 @@ pub struct ServiceStatus {
     pub idle_revocation: Option<JobStats>,
     /// Retention's counters; `None` with it off.
     pub retention: Option<JobStats>,
+    /// The "not before" mark in force in this process, if any.
+    pub not_before: Option<time::OffsetDateTime>,
+    /// The "not before" sweep's rounds: rounds that found nothing to
+    /// revoke count too.
+    pub not_before_sweep: JobStats,
 }
 
 impl ServiceStatus {
