@@ -493,6 +493,26 @@ impl SessionService {
         Ok(in_force)
     }
 
+    /// The "not before" mark as the store holds it, with this process's
+    /// own when that is later (a restored store not yet written back), and
+    /// how far its sweep has gone. One store read; changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store could not be read.
+    pub async fn read_not_before(&self) -> Result<crate::status::NotBeforeState, Error> {
+        let stored = self.inner.store.not_before().await?;
+        let mark = match (stored.mark, self.inner.own_mark()) {
+            (Some(stored), Some(own)) => Some(stored.max(own)),
+            (stored, own) => stored.or(own),
+        };
+        Ok(crate::status::NotBeforeState {
+            mark,
+            raised_by: stored.raised_by,
+            swept_through: stored.swept_through,
+        })
+    }
+
     /// The "not before" mark in force in this process, if any.
     #[must_use]
     pub fn not_before(&self) -> Option<time::OffsetDateTime> {
@@ -678,6 +698,14 @@ impl SessionService {
             // Revoked since the index was read.
             _ => Err(Error::InvalidToken),
         }
+    }
+
+    /// Now, by the service's clock (the system's unless the builder was
+    /// given another): what a caller compares a mark it is asked to raise
+    /// against.
+    #[must_use]
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
     }
 
     /// What the cache holds beyond each session's identity, which decides

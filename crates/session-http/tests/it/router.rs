@@ -54,7 +54,7 @@ pub(crate) fn with_json(
 
 pub(crate) struct App {
     router: Router,
-    store: Arc<MemoryStore>,
+    pub(crate) store: Arc<MemoryStore>,
     pub(crate) service: SessionService,
 }
 

@@ -179,6 +179,8 @@ async fn the_openapi_document_states_each_routes_scope() {
         ("/v1/sessions/{id}", "delete", "write"),
         ("/v1/accounts/{account_id}/sessions", "get", "read"),
         ("/v1/accounts/{account_id}/sessions", "delete", "write"),
+        ("/v1/not-before", "get", "read"),
+        ("/v1/not-before", "put", "write"),
     ] {
         let forbidden = &doc["paths"][path][method]["responses"]["403"]["description"];
         assert!(
