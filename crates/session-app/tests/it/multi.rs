@@ -453,6 +453,7 @@ async fn the_not_before_mark_survives_a_restore_of_an_older_dump() {
 
     let (status, raised) = a.call(Method::PUT, "/v1/not-before", Some(json!({}))).await;
     assert_eq!(status, 200, "{raised}");
+    crate::e2e::past_the_marks_millisecond(raised["not_before"].as_str().unwrap());
     let (new, _) = a.create(account).await;
     for server in [&a, &b] {
         for token in [&old_a, &old_b] {

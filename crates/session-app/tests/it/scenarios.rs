@@ -501,6 +501,7 @@ pub(crate) async fn not_before_through_the_cli(database_url: &str) {
     let mark = state["not_before"].as_str().unwrap().to_owned();
     assert_eq!(state["raised_by"], "default", "{state}");
     assert_eq!(server.resolve(&old).await, 401, "refused at once");
+    crate::e2e::past_the_marks_millisecond(&mark);
     let (new, _) = server.create(account).await;
     assert_eq!(server.resolve(&new).await, 200);
 

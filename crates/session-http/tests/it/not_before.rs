@@ -22,6 +22,16 @@ fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap()
 }
 
+/// Waits until the clock is past the millisecond `mark` falls in: a
+/// session id holds its creation to the millisecond, so one minted in the
+/// mark's own millisecond counts as created before it.
+fn past_the_marks_millisecond(mark: OffsetDateTime) {
+    let next = mark.unix_timestamp_nanos().div_euclid(1_000_000) * 1_000_000 + 1_000_000;
+    while OffsetDateTime::now_utc().unix_timestamp_nanos() < next {
+        std::thread::yield_now();
+    }
+}
+
 async fn raise(app: &App, body: Value) -> Reply {
     app.call(Method::PUT, "/v1/not-before", Some(body)).await
 }
@@ -48,6 +58,7 @@ async fn a_raise_refuses_the_sessions_created_before_it_at_once() {
     let reply = raise(&app, json!({})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let mark = time(&reply.body["not_before"]);
+    past_the_marks_millisecond(mark);
     assert_error(
         &app.resolve(&old).await,
         StatusCode::UNAUTHORIZED,
@@ -203,6 +214,28 @@ async fn the_raising_key_is_recorded_and_the_sweep_shown() {
         "{session}"
     );
     assert_eq!(session["session"]["revoked_by"], "writer", "{session}");
+
+    let metrics = app
+        .call_as(READER, Method::GET, "/metrics", None)
+        .await
+        .text;
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(sample("session_not_before_revoked_total"), 1.0);
+    assert_eq!(sample("session_not_before_rounds_total"), 1.0);
+    assert_eq!(sample("session_not_before_rounds_failed_total"), 0.0);
+    let mark = time(&raised.body["not_before"]);
+    let gauge = sample("session_not_before_mark_timestamp_seconds");
+    assert!(
+        (gauge - mark.unix_timestamp_nanos() as f64 / 1e9).abs() < 1e-3,
+        "{gauge} for {mark}"
+    );
 }
 
 /// Reading needs `read`, raising `write`; a refused raise leaves no mark.
