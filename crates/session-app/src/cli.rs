@@ -263,11 +263,13 @@ pub struct ServeArgs {
     pub session_limit_policy: LimitPolicyArg,
 
     /// Refuse every session created before this instant (RFC 3339, such as
-    /// `2026-12-06T22:00:00Z`), whatever the database holds: after a
-    /// restore of a backup older than an incident's mass revocation, start
-    /// every instance with the incident's time so the restored copy cannot
-    /// bring those tokens back. Judged by each session id's own timestamp
-    /// (UUIDv7, to the millisecond), with no store read. Off by default.
+    /// `2026-12-06T22:00:00Z`), whatever the database holds, and write it
+    /// back to the database's not-before mark at the first warm if that is
+    /// earlier. The mark is kept in the database (raise it with `not-before
+    /// --at`); this is for when every instance was down while an older
+    /// backup was restored, so nothing remembers it. Judged by each session
+    /// id's own timestamp (UUIDv7, to the millisecond), with no store read.
+    /// Off by default.
     #[arg(long, env = "SESSION_SESSIONS_NOT_BEFORE", value_name = "RFC3339",
         value_parser = parse_instant)]
     pub sessions_not_before: Option<time::OffsetDateTime>,
