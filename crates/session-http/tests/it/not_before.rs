@@ -111,6 +111,9 @@ async fn a_refused_raise_changes_nothing_and_repeats_nothing() {
         (json!({ "not_before": "2026-12-07 01:00:00" }), "2026-12-07"),
         (json!({ "not_before_secret": null }), "not_before_secret"),
         (json!(["secret-array"]), "secret-array"),
+        // The fields in order, as serde fills a struct from an array.
+        (json!([]), "[]"),
+        (json!([null]), "[null]"),
     ] {
         let reply = raise(&app, body.clone()).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
