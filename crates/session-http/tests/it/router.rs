@@ -1588,8 +1588,8 @@ async fn the_openapi_document_describes_every_answer_of_the_layers() {
             }
         }
     }
-    // Nine operations, and forward auth under each of its eight methods.
-    assert_eq!(operations, 17);
+    // Eleven operations, and forward auth under each of its eight methods.
+    assert_eq!(operations, 19);
 }
 
 /// In compact mode, resolve and forward auth answer exactly the session's
