@@ -88,6 +88,7 @@ fn row(horizon: Option<Horizon>, entry: Option<(i64, String, Vec<u8>)>) -> LogRo
         open_now,
         open_from,
         late,
+        not_before: None,
         seq,
         kind,
         change_hash,

@@ -70,6 +70,11 @@ pub enum Command {
     /// Print session events (created, revoked with its reason) after a
     /// cursor, one a line; with `--follow`, keep waiting for more.
     Events(EventsArgs),
+    /// Print the fleet-wide "not before" mark in force and its sweep's
+    /// progress; with `--at`, raise it first: every session created before
+    /// it is refused by every instance from then on, and revoked in the
+    /// background with reason `admin`.
+    NotBefore(NotBeforeArgs),
 }
 
 /// Where the sessions are stored.
@@ -258,11 +263,13 @@ pub struct ServeArgs {
     pub session_limit_policy: LimitPolicyArg,
 
     /// Refuse every session created before this instant (RFC 3339, such as
-    /// `2026-12-06T22:00:00Z`), whatever the database holds: after a
-    /// restore of a backup older than an incident's mass revocation, start
-    /// every instance with the incident's time so the restored copy cannot
-    /// bring those tokens back. Judged by each session id's own timestamp
-    /// (UUIDv7, to the millisecond), with no store read. Off by default.
+    /// `2026-12-06T22:00:00Z`), whatever the database holds, and write it
+    /// back to the database's not-before mark at the first warm if that is
+    /// earlier. The mark is kept in the database (raise it with `not-before
+    /// --at`); this is for when every instance was down while an older
+    /// backup was restored, so nothing remembers it. Judged by each session
+    /// id's own timestamp (UUIDv7, to the millisecond), with no store read.
+    /// Off by default.
     #[arg(long, env = "SESSION_SESSIONS_NOT_BEFORE", value_name = "RFC3339",
         value_parser = parse_instant)]
     pub sessions_not_before: Option<time::OffsetDateTime>,
@@ -554,6 +561,36 @@ pub struct RevokeAllArgs {
     pub client: ClientArgs,
 }
 
+/// Options of `not-before`.
+#[derive(Debug, Args)]
+pub struct NotBeforeArgs {
+    /// Raise the mark to this time (RFC 3339, such as
+    /// `2026-12-06T22:00:00Z`, not in the future), or to `now` by the
+    /// service's clock. Without it, only print the mark in force.
+    #[arg(long, value_name = "RFC3339|now", value_parser = parse_mark)]
+    pub at: Option<MarkAt>,
+    /// The service.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The time `not-before --at` raises the mark to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkAt {
+    /// Now, by the service's clock.
+    Now,
+    /// This instant.
+    At(time::OffsetDateTime),
+}
+
+/// `now`, or an RFC 3339 instant.
+fn parse_mark(text: &str) -> Result<MarkAt, String> {
+    if text == "now" {
+        return Ok(MarkAt::Now);
+    }
+    parse_instant(text).map(MarkAt::At)
+}
+
 /// Options of `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -726,6 +763,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::List(args) => crate::client::list(args).await,
         Command::RevokeIdle(args) => crate::store::revoke_idle(args).await,
         Command::Events(args) => crate::client::events(args).await,
+        Command::NotBefore(args) => crate::client::not_before(args).await,
     }
 }
 
@@ -746,6 +784,18 @@ mod tests {
         for bad in ["yesterday", "2026-12-06", ""] {
             let err = parse_instant(bad).unwrap_err();
             assert!(err.contains("RFC 3339"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_mark_is_now_or_an_instant() {
+        assert_eq!(parse_mark("now").unwrap(), MarkAt::Now);
+        assert_eq!(
+            parse_mark("2026-12-06T22:00:00Z").unwrap(),
+            MarkAt::At(time::macros::datetime!(2026-12-06 22:00:00 UTC))
+        );
+        for bad in ["Now", "yesterday", ""] {
+            assert!(parse_mark(bad).is_err(), "{bad:?}");
         }
     }
 }

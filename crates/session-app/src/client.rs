@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ConfigError;
-use crate::cli::{ClientArgs, CreateArgs, EventsArgs, ListArgs, RevokeAllArgs, RevokeArgs};
+use crate::cli::{
+    ClientArgs, CreateArgs, EventsArgs, ListArgs, MarkAt, NotBeforeArgs, RevokeAllArgs, RevokeArgs,
+};
 use crate::loopback::is_loopback;
 use crate::secret::without_byte_order_mark;
 use crate::serve::{API_KEY_ENV, read_key_file};
@@ -192,6 +194,43 @@ pub(crate) async fn revoke_all(args: RevokeAllArgs) -> anyhow::Result<()> {
             "revoked {} session(s) of account {}",
             shown(&revoked["revoked"].to_string()),
             args.account
+        )
+    })
+}
+
+/// Prints the "not before" mark in force and its sweep's progress; with
+/// `--at`, raises it first (through the API, so a running server applies it
+/// at once and the other instances learn it from the store).
+pub(crate) async fn not_before(args: NotBeforeArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.client)?;
+    let path = "v1/not-before";
+    if let Some(at) = args.at {
+        let body = match at {
+            MarkAt::Now => json!({}),
+            MarkAt::At(at) => json!({
+                "not_before": at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .context("the time cannot be written as RFC 3339")?,
+            }),
+        };
+        client.call(Method::PUT, path, Some(body)).await?;
+    }
+    let state = client.call(Method::GET, path, None).await?;
+    client.print(&state, |state| {
+        let field = |name: &str| match &state[name] {
+            Value::Null => "none".to_owned(),
+            value => shown(text(value)).into_owned(),
+        };
+        let sweep = if state["swept"] == Value::Bool(true) {
+            "done"
+        } else {
+            "in progress"
+        };
+        format!(
+            "not before:    {}\nraised by:     {}\nswept through: {}\nsweep:         {sweep}",
+            field("not_before"),
+            field("raised_by"),
+            field("swept_through"),
         )
     })
 }

@@ -15,8 +15,8 @@ use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogPage, LogRead, WakeUps};
 use crate::port::events::{EventCursor, EventKind, EventLog, EventRead, SessionEvent};
 use crate::port::store::{
-    ActivePage, Exclusive, LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, SeenAt,
-    SessionStore, StoreError,
+    ActivePage, Exclusive, LimitedInsert, NotBefore, RetentionAction, RevokeOutcome,
+    RevokedSession, SeenAt, SessionStore, StoreError, first_id_not_marked,
 };
 use crate::session::{AccountId, RevocationReason, Revoker, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
@@ -49,6 +49,9 @@ impl Default for MemoryStore {
                 events: Vec::new(),
                 events_pruned: 0,
                 history: random_history(),
+                not_before: None,
+                raised_by: None,
+                swept_through: None,
             }),
             unavailable: AtomicBool::new(false),
             log_reads: AtomicU64::new(0),
@@ -76,6 +79,12 @@ struct MemoryState {
     events_pruned: u64,
     /// The feed's history id.
     history: u64,
+    /// The "not before" mark; only ever raised.
+    not_before: Option<OffsetDateTime>,
+    /// Who raised it to its value.
+    raised_by: Option<Revoker>,
+    /// The mark whose sessions have all been revoked.
+    swept_through: Option<OffsetDateTime>,
 }
 
 /// A random history id for a new feed.
@@ -92,6 +101,8 @@ enum Logged {
     Created(TokenHash),
     Revoked(Vec<TokenHash>),
     Reload,
+    /// The mark was raised; a reader reads the mark as it is then.
+    NotBefore,
 }
 
 impl MemoryState {
@@ -451,6 +462,85 @@ impl SessionStore for MemoryStore {
         Ok(Exclusive::Done(revoked))
     }
 
+    async fn not_before(&self) -> Result<NotBefore, StoreError> {
+        let state = self.state()?;
+        Ok(NotBefore {
+            mark: state.not_before,
+            raised_by: state.raised_by.clone(),
+            swept_through: state.swept_through,
+            rejected: None,
+        })
+    }
+
+    async fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let mut state = self.state()?;
+        match state.not_before {
+            Some(mark) if mark >= at => Ok(mark),
+            _ => {
+                state.not_before = Some(at);
+                state.raised_by = by;
+                state.record(Logged::NotBefore);
+                Ok(at)
+            }
+        }
+    }
+
+    async fn record_not_before_swept(&self, mark: OffsetDateTime) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let mark = state.not_before.map_or(mark, |stored| stored.min(mark));
+        state.swept_through = Some(state.swept_through.map_or(mark, |swept| swept.max(mark)));
+        Ok(())
+    }
+
+    async fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let first_unmarked = first_id_not_marked(mark);
+        let mut state = self.state()?;
+        let chosen: Vec<SessionId> = state
+            .sessions
+            .range((
+                after.map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+            ))
+            .filter(|(id, s)| {
+                s.is_active() && (s.created_at < mark || *id.as_uuid() < first_unmarked)
+            })
+            .take(limit as usize)
+            .map(|(&id, _)| id)
+            .collect();
+        let revoked: Vec<RevokedSession> = chosen
+            .iter()
+            .filter_map(|id| {
+                let session = state.sessions.get_mut(id)?;
+                session.revoked_at = Some(at);
+                session.revocation_reason = Some(reason.clone());
+                session.revoked_by.clone_from(&by);
+                Some(RevokedSession {
+                    id: *id,
+                    token_hash: session.token_hash,
+                })
+            })
+            .collect();
+        state.revoked_events(&chosen, at);
+        if !revoked.is_empty() {
+            state.record(Logged::Revoked(
+                revoked.iter().map(|session| session.token_hash).collect(),
+            ));
+        }
+        Ok(Exclusive::Done(revoked))
+    }
+
     async fn purge_revoked(
         &self,
         before: OffsetDateTime,
@@ -550,10 +640,16 @@ impl ChangeLog for MemoryStore {
                 }
                 Logged::Revoked(hashes) => Change::Revoked(hashes.clone()),
                 Logged::Reload => Change::Reload,
+                // The mark as it is now, as a creation is read.
+                Logged::NotBefore => match state.not_before {
+                    Some(mark) => Change::NotBefore(mark),
+                    None => continue,
+                },
             };
             page.entries.push(change);
         }
         page.next = LogCursor::new(0, through, Vec::new());
+        page.not_before = state.not_before;
         page.more = state.log.len().saturating_sub(first) > limit;
         Ok(LogRead::Page(page))
     }

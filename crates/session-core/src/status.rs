@@ -49,6 +49,39 @@ pub struct ServiceStatus {
     pub idle_revocation: Option<JobStats>,
     /// Retention's counters; `None` with it off.
     pub retention: Option<JobStats>,
+    /// The "not before" mark in force in this process, if any.
+    pub not_before: Option<time::OffsetDateTime>,
+    /// The "not before" sweep's rounds: rounds that found nothing to
+    /// revoke count too.
+    pub not_before_sweep: JobStats,
+}
+
+/// The "not before" mark as the fleet holds it
+/// ([`SessionService::read_not_before`](crate::SessionService::read_not_before)):
+/// the mark in force, who raised it, and how far the sweep that revokes the
+/// sessions it marks has gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotBeforeState {
+    /// The mark in force: the later of the store's and this process's;
+    /// `None` when no mark was ever raised.
+    pub mark: Option<time::OffsetDateTime>,
+    /// The name of the API key that raised the store's mark to its value,
+    /// if one did.
+    pub raised_by: Option<crate::Revoker>,
+    /// The mark up to which every session it marks has been revoked in the
+    /// store; `None` while no sweep has completed.
+    pub swept_through: Option<time::OffsetDateTime>,
+}
+
+impl NotBeforeState {
+    /// Whether every session the mark marks has been revoked in the store
+    /// (true with no mark).
+    #[must_use]
+    pub fn swept(&self) -> bool {
+        self.mark
+            .is_none_or(|mark| self.swept_through.is_some_and(|swept| swept >= mark))
+    }
 }
 
 impl ServiceStatus {

@@ -47,6 +47,8 @@ pub enum Field {
     RevocationReason,
     /// [`Revoker`](crate::Revoker): who revoked a session (an API key's name).
     RevokedBy,
+    /// The "not before" mark, as a store holds it or a client gives it.
+    NotBefore,
 }
 
 impl Field {
@@ -63,6 +65,7 @@ impl Field {
             Self::RevokedAt => "revoked_at",
             Self::RevocationReason => "reason",
             Self::RevokedBy => "revoked_by",
+            Self::NotBefore => "not_before",
         }
     }
 }

@@ -73,11 +73,13 @@ impl std::fmt::Debug for ApiKeys {
 /// only a valid key (of any scope), as before scopes existed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// `GET` a session and list an account's sessions.
+    /// `GET` a session, list an account's sessions, read the "not
+    /// before" mark.
     Read,
     /// Follow the events feed (`GET /v1/events`).
     Events,
-    /// Create sessions, revoke one, revoke an account's.
+    /// Create sessions, revoke one, revoke an account's, raise the "not
+    /// before" mark.
     Write,
 }
 
@@ -320,9 +322,12 @@ pub(crate) fn required_scope(route: &str, method: &Method) -> Option<Scope> {
         {
             Some(Scope::Write)
         }
-        ("/v1/sessions/{id}" | "/v1/accounts/{account_id}/sessions", m) if m == Method::GET => {
+        ("/v1/sessions/{id}" | "/v1/accounts/{account_id}/sessions" | crate::NOT_BEFORE, m)
+            if m == Method::GET =>
+        {
             Some(Scope::Read)
         }
+        (crate::NOT_BEFORE, m) if m == Method::PUT => Some(Scope::Write),
         (EVENTS_ROUTE, _) => Some(Scope::Events),
         _ => None,
     }
@@ -390,6 +395,8 @@ mod tests {
             (account, Method::GET, Some(Scope::Read)),
             (account, Method::DELETE, Some(Scope::Write)),
             (EVENTS_ROUTE, Method::GET, Some(Scope::Events)),
+            (crate::NOT_BEFORE, Method::GET, Some(Scope::Read)),
+            (crate::NOT_BEFORE, Method::PUT, Some(Scope::Write)),
             ("/v1/sessions/resolve", Method::POST, None),
             ("/v1/forward-auth", Method::GET, None),
         ] {

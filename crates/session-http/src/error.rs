@@ -72,6 +72,10 @@ impl Cause {
 pub enum ErrorCode {
     /// 400: a malformed body, query, path or header; the message names the field.
     InvalidRequest,
+    /// 400 on `PUT /v1/not-before`: the mark asked for is past the
+    /// service's clock, which would refuse sessions not yet created;
+    /// nothing was changed.
+    NotBeforeInFuture,
     /// 401 on resolve: the session token is malformed, unknown or revoked.
     /// The only answer that means "log the user out".
     InvalidToken,
@@ -122,7 +126,7 @@ impl ErrorCode {
     #[must_use]
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::NotBeforeInFuture => StatusCode::BAD_REQUEST,
             Self::InvalidToken | Self::Unauthorized | Self::MissingToken => {
                 StatusCode::UNAUTHORIZED
             }
@@ -273,6 +277,13 @@ impl ApiError {
     }
 
     /// 404: this service keeps no events feed.
+    pub(crate) fn not_before_in_future() -> Self {
+        Self::new(
+            ErrorCode::NotBeforeInFuture,
+            "not_before: must not be in the future; omit it for now",
+        )
+    }
+
     pub(crate) fn no_events_feed() -> Self {
         Self::new(ErrorCode::NotFound, "this service keeps no events feed")
     }

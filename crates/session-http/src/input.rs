@@ -189,7 +189,11 @@ impl Source {
 /// value. Only a body that does not goes through the two passes that name
 /// what is wrong; a well-formed request is read once, with no list of names.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    // Every body is a JSON object: a derived `Deserialize` also fills a
+    // struct from an array of its fields in order, so `[]` would pass for a
+    // request whose fields are all optional. Anything else is refused below.
+    let is_object = bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+    if is_object && let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
     let shape = Shape::of::<T>();

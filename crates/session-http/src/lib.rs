@@ -74,6 +74,7 @@ mod health;
 mod host;
 mod input;
 mod metrics;
+mod not_before;
 mod openapi;
 mod request_metrics;
 mod sessions;
@@ -111,6 +112,7 @@ const ROUTES: &[&str] = &[
     "/v1/sessions/{id}",
     "/v1/accounts/{account_id}/sessions",
     "/v1/events",
+    NOT_BEFORE,
     FORWARD_AUTH,
     FORWARD_AUTH_SLASH,
     FORWARD_AUTH_BELOW,
@@ -119,6 +121,9 @@ const ROUTES: &[&str] = &[
     "/metrics",
     "/openapi.json",
 ];
+
+/// The "not before" mark's route.
+pub(crate) const NOT_BEFORE: &str = "/v1/not-before";
 
 /// The forward-auth route, and every path below it (Envoy and Oathkeeper
 /// may append the original request's path).
@@ -141,6 +146,8 @@ const FORWARD_AUTH_BELOW: &str = "/v1/forward-auth/{*path}";
         sessions::list_sessions,
         sessions::revoke_account_sessions,
         events::events,
+        not_before::read_not_before,
+        not_before::raise_not_before,
         forward_auth::forward_auth,
         health::healthz,
         health::readyz,
@@ -189,6 +196,10 @@ pub fn router(state: ApiState) -> Router {
             get(sessions::list_sessions).delete(sessions::revoke_account_sessions),
         )
         .route("/v1/events", get(events::events))
+        .route(
+            NOT_BEFORE,
+            get(not_before::read_not_before).put(not_before::raise_not_before),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

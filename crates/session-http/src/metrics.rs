@@ -303,6 +303,27 @@ impl Collector for ServiceCollector {
                 "retention",
             )?;
         }
+        job(
+            &mut encoder,
+            &status.not_before_sweep,
+            [
+                "not_before_revoked",
+                "Sessions the not-before sweep revoked with reason admin, by this instance",
+            ],
+            "not_before",
+            "the not-before sweep",
+        )?;
+        if let Some(mark) = status.not_before {
+            let at = ConstGauge::new(mark.unix_timestamp_nanos() as f64 / 1e9);
+            let metric = encoder.encode_descriptor(
+                "not_before_mark_timestamp_seconds",
+                "The not-before mark this instance applies, in seconds since 1970: sessions \
+                 created before it are refused",
+                None,
+                at.metric_type(),
+            )?;
+            at.encode(metric)?;
+        }
         Ok(())
     }
 }

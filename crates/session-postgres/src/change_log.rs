@@ -41,8 +41,9 @@ use ipnet::IpNet;
 use session_core::port::change_log::{
     Change, ChangeLog, LogCursor, LogPage, LogRead, OpenWriter, WakeUps,
 };
-use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError};
+use session_core::port::store::{BoxError, InvalidRow, RowId, StoreError, stored_instant};
 use session_core::token::TokenHash;
+use session_core::validation::{Field, Reason, ValidationError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -50,7 +51,7 @@ use uuid::Uuid;
 use crate::call::Work;
 use crate::pool::{Connection, Pool};
 use crate::raw::RawInstant;
-use crate::store::{PgSessionStore, SESSIONS_TABLE, SessionRow};
+use crate::store::{NOT_BEFORE_TABLE, PgSessionStore, SESSIONS_TABLE, SessionRow};
 
 /// The log's table, as errors name it.
 const CHANGES_TABLE: &str = "session.changes";
@@ -220,10 +221,16 @@ pub struct LogRow {
     /// entries numbered at most the cursor's `through`; horizon row only.
     #[diesel(sql_type = Nullable<Array<BigInt>>)]
     pub late: Option<Vec<i64>>,
+    /// The "not before" mark stored at the read, raw (none: no mark);
+    /// horizon row only. What a `n` entry carries, and what followers
+    /// compare their own mark with.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub not_before: Option<RawInstant>,
     /// The entry's number, taken at insert.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub seq: Option<i64>,
-    /// What happened: `c` created, `r` revoked, anything else reload.
+    /// What happened: `c` created, `r` revoked, `n` the "not before" mark
+    /// raised, anything else reload.
     #[diesel(sql_type = Nullable<Text>)]
     pub kind: Option<String>,
     /// The hash of the token the entry is about.
@@ -265,7 +272,8 @@ pub struct LogRow {
 /// parameters before it.
 const READ_LOG: &str = concat!(
     ", horizon AS MATERIALIZED (
-    SELECT pg_current_snapshot() AS snap, s.pruned_seq, s.pruned_snapshot, ",
+    SELECT pg_current_snapshot() AS snap, s.pruned_seq, s.pruned_snapshot,
+           (SELECT mark FROM session.not_before) AS not_before, ",
     epoch_sql!(),
     " AS epoch
     FROM session.change_log_state s
@@ -304,13 +312,14 @@ SELECT h.epoch,
        ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(h.snap) AS x) AS open_now,
        pg_snapshot_xmax(h.snap)::text::bigint AS open_from,
        ARRAY(SELECT xid::text::bigint FROM late) AS late,
+       h.not_before,
        NULL::bigint AS seq, NULL::text AS kind, NULL::bytea AS change_hash,
        NULL::uuid AS id, NULL::uuid AS account_id, NULL::bytea AS token_hash,
        NULL::timestamptz AS created_at, NULL::timestamptz AS revoked_at,
        NULL::bytea AS user_agent, NULL::inet AS ip, NULL::bytea AS label
 FROM horizon h
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL,
        f.seq, f.kind::text, f.token_hash,
        s.id, s.account_id, s.token_hash, s.created_at, s.revoked_at,
        convert_to(s.user_agent, 'SQL_ASCII'), s.ip, convert_to(s.label, 'SQL_ASCII')
@@ -559,6 +568,7 @@ pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
         open_now: Some(open_now),
         open_from: Some(open_from),
         late: Some(late),
+        not_before,
         ..
     }) = rows.next()
     else {
@@ -571,6 +581,9 @@ pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
         return LogRead::Expired;
     }
     let mut page = LogPage::default();
+    // The mark as this read found it, checked as any stored instant.
+    let mark = not_before.map(|raw| stored_instant(raw.unix_micros()));
+    page.not_before = mark.flatten();
     let mut read = 0_usize;
     let mut last = None;
     for row in rows {
@@ -608,6 +621,17 @@ pub fn page(after: &LogCursor, limit: u32, rows: Vec<LogRow>) -> LogRead {
                 }
                 Change::Revoked(vec![hash])
             }
+            "n" => match mark {
+                Some(Some(mark)) => Change::NotBefore(mark),
+                // Gone since (the table emptied by other SQL): nothing to raise.
+                None => continue,
+                Some(None) => {
+                    let reason = ValidationError::new(Field::NotBefore, Reason::InstantOutOfRange);
+                    let invalid = InvalidRow::new(NOT_BEFORE_TABLE, "mark", RowId::Only, reason);
+                    page.rejected.push(invalid);
+                    continue;
+                }
+            },
             _ => Change::Reload,
         };
         page.entries.push(change);

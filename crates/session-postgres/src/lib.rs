@@ -40,7 +40,9 @@ mod tls;
 
 pub use change_log::CHANGES_CHANNEL;
 pub use config::{ConfigError, PgConfig, SslMode, Statements};
-pub use store::{IDLE_JOB_LOCK, PgSessionStore, PoolStatus, RETENTION_JOB_LOCK};
+pub use store::{
+    IDLE_JOB_LOCK, NOT_BEFORE_JOB_LOCK, PgSessionStore, PoolStatus, RETENTION_JOB_LOCK,
+};
 
 /// The change log's decoding, for the fuzz targets in `fuzz/`: not an API.
 #[cfg(feature = "fuzzing")]

@@ -16,8 +16,9 @@ use ipnet::IpNet;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
     ActivePage, EARLIEST_STORED_MICROS, Exclusive, IdentityPage, InvalidRow, LATEST_STORED_MICROS,
-    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt, SessionStore,
-    StoreError, StoredIdentity, StoredSession, stored_instant,
+    LimitedInsert, NotBefore, RetentionAction, RevokeOutcome, RevokedSession, RowId, SeenAt,
+    SessionStore, StoreError, StoredIdentity, StoredNotBefore, StoredSession, first_id_not_marked,
+    stored_instant,
 };
 use session_core::token::TokenHash;
 use session_core::validation::Reason;
@@ -317,6 +318,56 @@ fn taken(rows: Vec<TakenRow>) -> Exclusive<Vec<(Uuid, Option<Vec<u8>>)>> {
         .collect();
     taken.sort_by_key(|(id, _)| *id);
     Exclusive::Done(taken)
+}
+
+/// The advisory lock a batch of the "not before" sweep holds for its
+/// statement: "sessnotb" in ASCII.
+pub const NOT_BEFORE_JOB_LOCK: i64 = 0x7365_7373_6e6f_7462;
+
+/// The "not before" mark's table, as errors name it.
+pub(crate) const NOT_BEFORE_TABLE: &str = "session.not_before";
+
+/// The mark's row, raw: the domain checks it
+/// ([`StoredNotBefore::into_not_before`]).
+#[derive(QueryableByName)]
+struct NotBeforeRow {
+    #[diesel(sql_type = Timestamptz)]
+    mark: RawInstant,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    raised_by: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    swept_through: Option<RawInstant>,
+}
+
+/// Reads the mark's one row, text as stored.
+const READ_NOT_BEFORE: &str = "\
+    SELECT mark, convert_to(raised_by, 'SQL_ASCII') AS raised_by, swept_through \
+    FROM session.not_before";
+
+/// Raises the mark in one statement: the later of the stored one and `$1`
+/// (a stored one out of the domain's range, which only other SQL past the
+/// table's checks could write, is replaced), recording `$2` as who raised
+/// it only when it moved. Answers the mark in force.
+const RAISE_NOT_BEFORE: &str = "\
+    INSERT INTO session.not_before AS nb (mark, raised_by) VALUES ($1, $2) \
+    ON CONFLICT (only_row) DO UPDATE SET \
+        mark = CASE WHEN nb.mark BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00' \
+                    THEN GREATEST(nb.mark, EXCLUDED.mark) ELSE EXCLUDED.mark END, \
+        raised_by = CASE WHEN EXCLUDED.mark > nb.mark \
+                      OR NOT (nb.mark BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00') \
+                    THEN EXCLUDED.raised_by ELSE nb.raised_by END \
+    RETURNING mark";
+
+/// Records the sweep of mark `$1`, never past the stored mark, never back.
+const RECORD_NOT_BEFORE_SWEPT: &str = "\
+    UPDATE session.not_before SET swept_through = LEAST(mark, $1) \
+    WHERE swept_through IS NULL OR swept_through < LEAST(mark, $1)";
+
+/// A raised mark, as [`RAISE_NOT_BEFORE`] answers it.
+#[derive(QueryableByName)]
+struct RaisedRow {
+    #[diesel(sql_type = Timestamptz)]
+    mark: RawInstant,
 }
 
 /// A row of `session.session_activity`.
@@ -962,6 +1013,134 @@ impl SessionStore for PgSessionStore {
         let outcome = self.bounded(Work::Write, statement).await;
         let rows = self
             .finish("revoke idle sessions", outcome, connection)
+            .await?;
+        let Exclusive::Done(taken) = taken(rows) else {
+            return Ok(Exclusive::Busy);
+        };
+        if !taken.is_empty() {
+            self.waker.wake();
+        }
+        taken
+            .into_iter()
+            .map(|(id, hash)| {
+                Ok(RevokedSession {
+                    id: SessionId::from_uuid(id),
+                    token_hash: token_hash(id, hash.as_deref().unwrap_or_default())?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()
+            .map(Exclusive::Done)
+    }
+
+    #[tracing::instrument(name = "SELECT session.not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "SELECT", db.collection.name = "session.not_before"))]
+    async fn not_before(&self) -> Result<NotBefore, StoreError> {
+        let mut connection = self.connection(Work::Read).await?;
+        let statement = diesel::sql_query(READ_NOT_BEFORE).load::<NotBeforeRow>(&mut connection);
+        let outcome = self.bounded(Work::Read, statement).await;
+        let rows = self
+            .finish("read the not-before mark", outcome, connection)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|row| StoredNotBefore {
+                mark: Some(row.mark.unix_micros()),
+                raised_by: row.raised_by,
+                swept_through: row.swept_through.map(RawInstant::unix_micros),
+            })
+            .unwrap_or_default()
+            .into_not_before(NOT_BEFORE_TABLE))
+    }
+
+    #[tracing::instrument(name = "INSERT session.not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "INSERT", db.collection.name = "session.not_before"))]
+    async fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(RAISE_NOT_BEFORE)
+            .bind::<Timestamptz, _>(at)
+            .bind::<Nullable<Text>, _>(by.as_ref().map(Revoker::as_str))
+            .get_result::<RaisedRow>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        let raised = self
+            .finish("raise the not-before mark", outcome, connection)
+            .await?;
+        // Logged by the table's trigger when it moved: wake the followers.
+        self.waker.wake();
+        stored_instant(raised.mark.unix_micros()).ok_or_else(|| {
+            let reason = session_core::validation::ValidationError::new(
+                session_core::validation::Field::NotBefore,
+                Reason::InstantOutOfRange,
+            );
+            InvalidRow::new(NOT_BEFORE_TABLE, "mark", RowId::Only, reason).into()
+        })
+    }
+
+    #[tracing::instrument(name = "UPDATE session.not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "UPDATE", db.collection.name = "session.not_before"))]
+    async fn record_not_before_swept(&self, mark: OffsetDateTime) -> Result<(), StoreError> {
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(RECORD_NOT_BEFORE_SWEPT)
+            .bind::<Timestamptz, _>(mark)
+            .execute(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        self.finish("record the not-before sweep", outcome, connection)
+            .await
+            .map(drop)
+    }
+
+    #[tracing::instrument(name = "UPDATE session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "UPDATE", db.collection.name = "session.sessions"))]
+    async fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        // Marked: created before the mark, or with an id minted before it
+        // (`$7`, the first UUIDv7 of the mark's millisecond or after): both
+        // conditions on a range scan of `sessions_active_id_idx`.
+        let chosen = format!(
+            "SELECT s.id FROM session.sessions AS s \
+             WHERE (SELECT held FROM worker) AND s.revoked_at IS NULL AND {} \
+               AND (s.created_at < $3 OR s.id < $7) \
+             ORDER BY s.id LIMIT $4",
+            after_condition(after.is_some())
+        );
+        let mut connection = self.connection(Work::Write).await?;
+        let statement = diesel::sql_query(job_batch(
+            &chosen,
+            "UPDATE session.sessions AS s \
+             SET revoked_at = $5, revocation_reason = $6, revoked_by = $8 \
+             FROM chosen WHERE s.id = chosen.id AND s.revoked_at IS NULL",
+        ))
+        .bind::<diesel::sql_types::BigInt, _>(NOT_BEFORE_JOB_LOCK)
+        .bind::<Nullable<diesel::sql_types::Uuid>, _>(after.map(|id| *id.as_uuid()))
+        .bind::<Timestamptz, _>(mark)
+        .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+        .bind::<Timestamptz, _>(at)
+        .bind::<Text, _>(reason.as_str())
+        .bind::<diesel::sql_types::Uuid, _>(first_id_not_marked(mark))
+        .bind::<Nullable<Text>, _>(by.as_ref().map(Revoker::as_str))
+        .load::<TakenRow>(&mut connection);
+        let outcome = self.bounded(Work::Write, statement).await;
+        let rows = self
+            .finish(
+                "revoke the sessions before the not-before mark",
+                outcome,
+                connection,
+            )
             .await?;
         let Exclusive::Done(taken) = taken(rows) else {
             return Ok(Exclusive::Busy);

@@ -260,6 +260,24 @@ pub(crate) fn micros(at: OffsetDateTime) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Failed("instant out of the storable range".into()))
 }
 
+/// The "not before" mark's row, as stored.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct NotBeforeRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) mark: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub(crate) raised_by: Option<RawText>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    pub(crate) swept_through: Option<i64>,
+}
+
+/// The mark a raise left.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct MarkRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) mark: i64,
+}
+
 /// A row of `session_activity`, as stored.
 #[derive(diesel::QueryableByName)]
 pub(crate) struct ActivityRow {

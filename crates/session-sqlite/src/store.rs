@@ -12,8 +12,8 @@ use diesel::prelude::*;
 use session_core::config::{LimitPolicy, SessionLimit};
 use session_core::port::store::{
     ActivePage, EARLIEST_STORED_MICROS, Exclusive, IdentityPage, LATEST_STORED_MICROS,
-    LimitedInsert, RetentionAction, RevokeOutcome, RevokedSession, SeenAt, SessionStore,
-    StoreError,
+    LimitedInsert, NotBefore, RetentionAction, RevokeOutcome, RevokedSession, SeenAt, SessionStore,
+    StoreError, StoredNotBefore, first_id_not_marked,
 };
 use session_core::token::TokenHash;
 use session_core::{
@@ -698,6 +698,144 @@ impl SessionStore for SqliteSessionStore {
         Ok(Exclusive::Done(revoked))
     }
 
+    #[tracing::instrument(name = "SELECT not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "SELECT", db.collection.name = "not_before"))]
+    async fn not_before(&self) -> Result<NotBefore, StoreError> {
+        let rows = self
+            .read(|conn| {
+                diesel::sql_query("SELECT mark, raised_by, swept_through FROM not_before")
+                    .load::<row::NotBeforeRow>(conn)
+                    .map_err(store_error)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|row| StoredNotBefore {
+                mark: Some(row.mark),
+                raised_by: row.raised_by.map(|text| text.0),
+                swept_through: row.swept_through,
+            })
+            .unwrap_or_default()
+            .into_not_before(NOT_BEFORE_TABLE))
+    }
+
+    #[tracing::instrument(name = "INSERT not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "INSERT", db.collection.name = "not_before"))]
+    async fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let at = row::micros(at)?;
+        let by = by.map(|by| by.as_str().to_owned());
+        // One statement: the later of the stored mark and this one (a
+        // stored one out of the domain's range replaced), the raiser
+        // recorded only when the mark moved.
+        let raised = self
+            .write(move |conn| {
+                diesel::sql_query(format!(
+                    "INSERT INTO not_before AS nb (only_row, mark, raised_by) VALUES (1, ?, ?) \
+                     ON CONFLICT (only_row) DO UPDATE SET \
+                         mark = CASE WHEN nb.mark BETWEEN {EARLIEST_STORED_MICROS} AND {LATEST_STORED_MICROS} \
+                                     THEN max(nb.mark, excluded.mark) ELSE excluded.mark END, \
+                         raised_by = CASE WHEN excluded.mark > nb.mark \
+                                       OR nb.mark NOT BETWEEN {EARLIEST_STORED_MICROS} AND {LATEST_STORED_MICROS} \
+                                     THEN excluded.raised_by ELSE nb.raised_by END \
+                     RETURNING mark"
+                ))
+                .bind::<diesel::sql_types::BigInt, _>(at)
+                .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(by)
+                .get_result::<row::MarkRow>(conn)
+                .map_err(store_error)
+            })
+            .await?;
+        let read = StoredNotBefore {
+            mark: Some(raised.mark),
+            ..StoredNotBefore::default()
+        }
+        .into_not_before(NOT_BEFORE_TABLE);
+        match (read.mark, read.rejected) {
+            (Some(mark), _) => Ok(mark),
+            (None, Some(rejected)) => Err(rejected.into()),
+            (None, None) => Err(StoreError::Failed("the raise stored no mark".into())),
+        }
+    }
+
+    #[tracing::instrument(name = "UPDATE not_before", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "UPDATE", db.collection.name = "not_before"))]
+    async fn record_not_before_swept(&self, mark: OffsetDateTime) -> Result<(), StoreError> {
+        let mark = row::micros(mark)?;
+        self.write(move |conn| {
+            diesel::sql_query(
+                "UPDATE not_before SET swept_through = min(mark, ?1) \
+                 WHERE swept_through IS NULL OR swept_through < min(mark, ?1)",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(mark)
+            .execute(conn)
+            .map(drop)
+            .map_err(store_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "UPDATE sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "sqlite",
+        db.operation.name = "UPDATE", db.collection.name = "sessions"))]
+    async fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let first_unmarked = first_id_not_marked(mark).as_bytes().to_vec();
+        let mark = row::micros(mark)?;
+        let at = row::micros(at)?;
+        let after = after.map(id_bytes).unwrap_or_default();
+        let reason = reason.as_str().to_owned();
+        let by = by.map(|by| by.as_str().to_owned());
+        // One statement, on the one writer, as `revoke_idle`.
+        let rows = self
+            .write(move |conn| {
+                diesel::sql_query(
+                    "UPDATE sessions SET revoked_at = ?, revocation_reason = ?, revoked_by = ? \
+                     WHERE id IN (SELECT s.id FROM sessions AS s \
+                                  WHERE s.revoked_at IS NULL AND s.id > ? \
+                                    AND (s.created_at < ? OR s.id < ?) \
+                                  ORDER BY s.id LIMIT ?) \
+                       AND revoked_at IS NULL \
+                     RETURNING id, token_hash",
+                )
+                .bind::<diesel::sql_types::BigInt, _>(at)
+                .bind::<diesel::sql_types::Text, _>(reason)
+                .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(by)
+                .bind::<diesel::sql_types::Binary, _>(after)
+                .bind::<diesel::sql_types::BigInt, _>(mark)
+                .bind::<diesel::sql_types::Binary, _>(first_unmarked)
+                .bind::<diesel::sql_types::BigInt, _>(i64::from(limit))
+                .load::<row::TakenRow>(conn)
+                .map_err(store_error)
+            })
+            .await?;
+        let mut revoked = rows
+            .iter()
+            .map(|taken| {
+                Ok(RevokedSession {
+                    id: row::session_id(&taken.id)?,
+                    token_hash: row::token_hash(taken.token_hash.as_deref().unwrap_or_default())?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        revoked.sort_by_key(|session| session.id);
+        Ok(Exclusive::Done(revoked))
+    }
+
     #[tracing::instrument(name = "DELETE sessions", skip_all, fields(
         otel.kind = "client", db.system.name = "sqlite",
         db.operation.name = "DELETE", db.collection.name = "sessions"))]
@@ -747,6 +885,9 @@ impl SessionStore for SqliteSessionStore {
 /// for none), last seen, or never seen and created, before `?`, at most
 /// `?`, in id order: a range scan of `sessions_active_by_id`, each row
 /// looked up in `session_activity` by its key.
+/// The "not before" mark's table, as errors name it.
+const NOT_BEFORE_TABLE: &str = "not_before";
+
 const IDLE: &str = "\
     FROM sessions AS s LEFT JOIN session_activity AS a ON a.session_id = s.id \
     WHERE s.revoked_at IS NULL AND s.id > ? \

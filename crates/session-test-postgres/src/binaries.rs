@@ -11,11 +11,17 @@ pub(crate) struct Binaries {
 }
 
 impl Binaries {
-    /// `pg_basebackup`, for starting a standby: beside `pg_ctl`, or beside
-    /// the file `pg_ctl` links to (Debian links a default version's server
-    /// programs elsewhere, but not its client programs).
+    /// `pg_basebackup`, for starting a standby.
     pub(crate) fn pg_basebackup(&self) -> Result<PathBuf, String> {
-        let beside = |program: &Path| program.parent().map(|dir| dir.join("pg_basebackup"));
+        self.client("pg_basebackup", "starts a standby")
+    }
+
+    /// The client program `name` of this installation, which `what` needs:
+    /// beside `pg_ctl`, or beside the file `pg_ctl` links to (Debian links a
+    /// default version's server programs elsewhere, but not its client
+    /// programs), so its version is the server's.
+    pub(crate) fn client(&self, name: &str, what: &str) -> Result<PathBuf, String> {
+        let beside = |program: &Path| program.parent().map(|dir| dir.join(name));
         let linked = std::fs::canonicalize(&self.pg_ctl).ok();
         beside(&self.pg_ctl)
             .into_iter()
@@ -23,10 +29,10 @@ impl Binaries {
             .find(|candidate| is_file(candidate))
             .ok_or_else(|| {
                 format!(
-                    "session-test-postgres: pg_basebackup, which starts a standby, is not \
-                     installed beside {}. Install the PostgreSQL programs \
-                     (Debian/Ubuntu: `apt-get install postgresql`; Fedora: \
-                     `dnf install postgresql-server postgresql`; macOS: `brew install postgresql`).",
+                    "session-test-postgres: {name}, which {what}, is not installed beside {}. \
+                     Install the PostgreSQL programs (Debian/Ubuntu: `apt-get install \
+                     postgresql`; Fedora: `dnf install postgresql-server postgresql`; macOS: \
+                     `brew install postgresql`).",
                     self.pg_ctl.display()
                 )
             })

@@ -16,6 +16,11 @@
 //! can be had, tests fail with a message naming what to install; they never
 //! skip. PostgreSQL 14 or later is needed.
 //!
+//! [`TestDatabase::dump`] and [`TestDatabase::restore`] take a copy of a
+//! database and put it back over the database in use, with the
+//! installation's own `pg_dump` and `pg_restore`, as an operator restores a
+//! backup.
+//!
 //! [`PgBouncer`] puts a throwaway PgBouncer in transaction pooling mode in
 //! front of a server (Debian's `pgbouncer` package, 1.18 on Debian 12), and
 //! [`StallingProxy`] a TCP proxy that can stop forwarding without closing,
@@ -53,6 +58,37 @@ static SHARED: OnceLock<Result<SharedServer, String>> = OnceLock::new();
 /// The PgBouncers [`TestDatabase::through_pgbouncer`] uses, by the port of
 /// the server each is in front of, started once per test process each.
 static BOUNCERS: Mutex<BTreeMap<u16, Arc<PgBouncer>>> = Mutex::new(BTreeMap::new());
+
+/// A copy of a database taken by [`TestDatabase::dump`]; its file is
+/// deleted when this value is dropped.
+pub struct Dump {
+    file: std::path::PathBuf,
+}
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Runs the client program `name` of the installation the throwaway server
+/// comes from, with `args`, and panics with its error output if it fails.
+fn run_client(name: &str, what: &str, args: &[&str]) {
+    let program = binaries::find()
+        .and_then(|binaries| binaries.client(name, what))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let output = std::process::Command::new(&program)
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap_or_else(|err| panic!("session-test-postgres: cannot run {name}: {err}"));
+    assert!(
+        output.status.success(),
+        "session-test-postgres: {name} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
 
 /// A fresh, empty database for one test, dropped (with any connections still
 /// open to it) when this value is dropped.
@@ -131,6 +167,55 @@ impl TestDatabase {
                 .or_insert_with(|| Arc::new(PgBouncer::start(port))),
         );
         bouncer.url(self)
+    }
+
+    /// A copy of the database as it is now, taken by `pg_dump` (custom
+    /// format), as an operator takes a backup, to [`restore`](Self::restore)
+    /// later. Blocks while `pg_dump` runs.
+    ///
+    /// # Panics
+    ///
+    /// If `pg_dump` is not installed beside the server programs, or fails.
+    #[must_use]
+    pub fn dump(&self) -> Dump {
+        let file = std::env::temp_dir().join(format!(
+            "session-test-dump-{}.pgdump",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let dump = Dump { file };
+        let file = dump.file.to_string_lossy().into_owned();
+        run_client(
+            "pg_dump",
+            "takes a copy of a database",
+            &["--format=custom", "--file", &file, "--dbname", &self.url],
+        );
+        dump
+    }
+
+    /// Restores `dump` over the database while it is in use, as an operator
+    /// restores a backup into the running server: `pg_restore --clean
+    /// --if-exists --single-transaction`, which drops every object the dump
+    /// holds and creates it again with the dump's rows, in one transaction.
+    /// Blocks while `pg_restore` runs.
+    ///
+    /// # Panics
+    ///
+    /// If `pg_restore` is not installed beside the server programs, or fails.
+    pub fn restore(&self, dump: &Dump) {
+        let file = dump.file.to_string_lossy().into_owned();
+        run_client(
+            "pg_restore",
+            "restores a copy of a database",
+            &[
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--exit-on-error",
+                "--dbname",
+                &self.url,
+                &file,
+            ],
+        );
     }
 
     /// The database's name.

@@ -167,6 +167,18 @@ impl Server {
     }
 }
 
+/// Waits until the clock is past the millisecond the RFC 3339 `mark` falls
+/// in: a session id holds its creation to the millisecond, so one minted in
+/// the mark's own millisecond counts as created before it.
+pub(crate) fn past_the_marks_millisecond(mark: &str) {
+    let mark =
+        time::OffsetDateTime::parse(mark, &time::format_description::well_known::Rfc3339).unwrap();
+    let next = mark.unix_timestamp_nanos().div_euclid(1_000_000) * 1_000_000 + 1_000_000;
+    while time::OffsetDateTime::now_utc().unix_timestamp_nanos() < next {
+        std::thread::yield_now();
+    }
+}
+
 /// Asserts that none of `tokens` appears anywhere in `log`.
 pub(crate) fn assert_no_tokens(log: &str, tokens: &[String]) {
     assert!(!log.is_empty(), "no log captured");

@@ -435,3 +435,78 @@ async fn both_instances_serve_the_same_events_in_the_same_order() {
         .count();
     assert_eq!(revoked, 20);
 }
+
+/// Waits, within a minute, until `check` holds; `what` names it.
+async fn within_a_minute(what: &str, check: impl AsyncFnMut() -> bool) {
+    until_async(what, Duration::from_secs(60), check)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+}
+
+/// Incident response across a restore: the not-before mark raised through
+/// A's API is applied by B; the sweep revokes the old rows with reason
+/// `admin`; an older dump restored under both while they run brings back
+/// neither the old sessions nor, through the running instances' write-back,
+/// a database without the mark, so an instance started afterwards refuses
+/// them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_not_before_mark_survives_a_restore_of_an_older_dump() {
+    let database = TestDatabase::create();
+    let (a, b) = pair(&database).await;
+    let account = Uuid::new_v4();
+    let (old_a, old_id) = a.create(account).await;
+    let (old_b, _) = b.create(account).await;
+    let dump = tokio::task::block_in_place(|| database.dump());
+
+    let (status, raised) = a.call(Method::PUT, "/v1/not-before", Some(json!({}))).await;
+    assert_eq!(status, 200, "{raised}");
+    crate::e2e::past_the_marks_millisecond(raised["not_before"].as_str().unwrap());
+    let (new, _) = a.create(account).await;
+    for server in [&a, &b] {
+        for token in [&old_a, &old_b] {
+            within_a_minute("an old token is refused", async || {
+                server.resolve(token).await == 401
+            })
+            .await;
+        }
+        assert_eq!(server.resolve(&new).await, 200, "created after the mark");
+    }
+    within_a_minute("the sweep revokes the old rows", async || {
+        let (_, body) = a
+            .call(Method::GET, &format!("/v1/sessions/{old_id}"), None)
+            .await;
+        body["session"]["revocation_reason"] == "admin"
+    })
+    .await;
+
+    tokio::task::block_in_place(|| database.restore(&dump));
+    let store = PgSessionStore::connect(PgConfig::from_url(database.url()).unwrap())
+        .await
+        .unwrap();
+    use session_core::port::store::SessionStore as _;
+    assert!(
+        store.not_before().await.unwrap().mark.is_none(),
+        "the dump holds no mark"
+    );
+    within_a_minute("a running instance writes the mark back", async || {
+        store
+            .not_before()
+            .await
+            .is_ok_and(|stored| stored.mark.is_some())
+    })
+    .await;
+    for server in [&a, &b] {
+        server.wait_ready().await;
+        for token in [&old_a, &old_b] {
+            assert_eq!(server.resolve(token).await, 401, "still refused");
+        }
+    }
+
+    let c = start(&database, &[]);
+    c.wait_ready().await;
+    for token in [&old_a, &old_b] {
+        assert_eq!(c.resolve(token).await, 401, "a new instance refuses it too");
+    }
+    let (_, state) = c.call(Method::GET, "/v1/not-before", None).await;
+    assert_eq!(state["not_before"], raised["not_before"], "{state}");
+}

@@ -32,6 +32,12 @@ async fn cli_round_trip() {
 }
 
 #[tokio::test]
+async fn not_before_through_the_cli_and_across_a_restart() {
+    let database = TestDatabase::create();
+    scenarios::not_before_through_the_cli(database.url()).await;
+}
+
+#[tokio::test]
 async fn revocation_reasons_round_trip() {
     let database = TestDatabase::create();
     scenarios::revocation_reasons_round_trip(database.url()).await;

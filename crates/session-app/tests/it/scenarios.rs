@@ -477,3 +477,68 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
     );
     assert_no_tokens(&server.log(), &[token_a, token_b]);
 }
+
+/// `not-before` through the CLI: no mark at first; `--at now` raises it
+/// through the API, so the running server refuses a session created before
+/// it at once and keeps one created after; a time in the future is refused;
+/// the sweep revokes the old row with reason `admin` by the key; and the
+/// mark, kept in the database, survives a restart without any flag.
+pub(crate) async fn not_before_through_the_cli(database_url: &str) {
+    let server = Server::start(options(database_url));
+    server.wait_ready().await;
+    let url = server.url("");
+    let env = [("SESSION_SERVER", url.as_str()), ("SESSION_API_KEY", KEY)];
+    let account = Uuid::new_v4();
+
+    let (status, stdout, stderr) = cli(&["not-before"], &env, "");
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("not before:    none"), "{stdout}");
+
+    let (old, old_id) = server.create(account).await;
+    let (status, stdout, stderr) = cli(&["not-before", "--at", "now", "--json"], &env, "");
+    assert!(status.success(), "{stderr}");
+    let state: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mark = state["not_before"].as_str().unwrap().to_owned();
+    assert_eq!(state["raised_by"], "default", "{state}");
+    assert_eq!(server.resolve(&old).await, 401, "refused at once");
+    crate::e2e::past_the_marks_millisecond(&mark);
+    let (new, _) = server.create(account).await;
+    assert_eq!(server.resolve(&new).await, 200);
+
+    let (status, _, stderr) = cli(&["not-before", "--at", "2999-01-01T00:00:00Z"], &env, "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not_before_in_future"), "{stderr}");
+    let (status, _, stderr) = cli(&["not-before", "--at", "yesterday"], &env, "");
+    assert!(!status.success());
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+
+    // The sweep runs after the raise, in the background: wait for it.
+    let session = loop {
+        let (status, body) = server
+            .call(Method::GET, &format!("/v1/sessions/{old_id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if body["session"]["revoked_at"].is_string() {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        session["session"]["revocation_reason"], "admin",
+        "{session}"
+    );
+    assert_eq!(session["session"]["revoked_by"], "default", "{session}");
+
+    server.kill();
+    server.restart();
+    server.wait_ready().await;
+    let (status, stdout, stderr) = cli(&["not-before"], &env, "");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("not before:    {mark}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sweep:         done"), "{stdout}");
+    assert_eq!(server.resolve(&old).await, 401);
+    assert_eq!(server.resolve(&new).await, 200);
+}

@@ -28,6 +28,12 @@ async fn cli_round_trip() {
 }
 
 #[tokio::test]
+async fn not_before_through_the_cli_and_across_a_restart() {
+    let dir = temp_dir();
+    scenarios::not_before_through_the_cli(&sqlite_url(dir.path())).await;
+}
+
+#[tokio::test]
 async fn revocation_reasons_round_trip() {
     let dir = temp_dir();
     scenarios::revocation_reasons_round_trip(&sqlite_url(dir.path())).await;

@@ -118,6 +118,10 @@ pub enum Change {
     /// The store lost changes the log cannot describe (a truncated table):
     /// every cache must be loaded again.
     Reload,
+    /// The store's "not before" mark was raised: the mark in force, read
+    /// from the store's mark in the same read, never from the text of a
+    /// notification. Followers raise theirs to it.
+    NotBefore(time::OffsetDateTime),
 }
 
 /// The result of one [`ChangeLog::read`].
@@ -135,6 +139,10 @@ pub struct LogPage {
     /// Entries whose session row the domain rejects (written by other SQL
     /// or under an older schema), left out of `entries`.
     pub rejected: Vec<InvalidRow>,
+    /// The store's "not before" mark as of this read (`None`: none
+    /// stored), read in the same statement: a follower holding a later one
+    /// (the store restored from an older copy) writes its own back.
+    pub not_before: Option<time::OffsetDateTime>,
 }
 
 /// What a [`ChangeLog::read`] found.

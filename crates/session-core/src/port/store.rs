@@ -209,6 +209,92 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: u32,
         action: RetentionAction,
     ) -> Result<Exclusive<Vec<SessionId>>, StoreError>;
+
+    /// The "not before" mark the store holds, and how far the revocation
+    /// of the sessions it marks has gone. A stored mark the domain rejects
+    /// (an instant [`stored_instant`] refuses, written by other SQL) reads
+    /// as no mark and is reported in [`NotBefore::rejected`], as a rejected
+    /// row is by a page: the next [`raise_not_before`](Self::raise_not_before)
+    /// replaces it.
+    async fn not_before(&self) -> Result<NotBefore, StoreError>;
+
+    /// Raises the stored mark to `at`, in one statement: the mark becomes
+    /// the later of the stored one and `at`, so it never moves back, and
+    /// concurrent raises end at the latest. A raise that moves the mark
+    /// records `by` (the API key that asked, if one did) as the revoker of
+    /// the sessions it marks. Returns the mark in force after it. On a store with a change log, a raise that moved the mark is
+    /// logged, so every follower applies it
+    /// ([`Change::NotBefore`](super::change_log::Change::NotBefore)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if it did not commit: nothing changed.
+    async fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<OffsetDateTime, StoreError>;
+
+    /// Records that every active session marked by `mark` has been revoked:
+    /// [`NotBefore::swept_through`] becomes the later of its stored value
+    /// and `mark`, never past the stored mark. Idempotent.
+    async fn record_not_before_swept(&self, mark: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Revokes at `at`, for `reason`, by `by`, the active sessions *marked*
+    /// by `mark` (created before it, or with an id minted before it:
+    /// [`SessionId::minted_at`]) with ids greater than `after`, in id order,
+    /// at most `limit`, in one statement. Returns exactly the sessions it
+    /// revoked, in id order. [`Exclusive::Busy`] as for
+    /// [`revoke_idle`](Self::revoke_idle).
+    async fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError>;
+}
+
+/// The "not before" mark as a store holds it ([`SessionStore::not_before`]).
+#[derive(Debug, Default)]
+pub struct NotBefore {
+    /// The mark: sessions minted before it are invalid. `None` when none
+    /// was ever raised (or the stored one was rejected).
+    pub mark: Option<OffsetDateTime>,
+    /// Who raised the mark to its value, recorded as the revoker of the
+    /// sessions it marks.
+    pub raised_by: Option<Revoker>,
+    /// The mark up to which the sessions it marks have all been revoked
+    /// ([`SessionStore::record_not_before_swept`]); `None` if no sweep has
+    /// completed.
+    pub swept_through: Option<OffsetDateTime>,
+    /// A stored value the domain rejects, read as absent.
+    pub rejected: Option<InvalidRow>,
+}
+
+impl NotBefore {
+    /// The mark, when the sessions it marks may not all be revoked yet.
+    #[must_use]
+    pub fn unswept(&self) -> Option<OffsetDateTime> {
+        self.mark
+            .filter(|mark| self.swept_through.is_none_or(|swept| swept < *mark))
+    }
+}
+
+/// The smallest UUIDv7 minted at or after `mark`: every session id below
+/// it was minted before the mark (to the millisecond, as
+/// [`SessionId::minted_at`] reads it), so stores select marked sessions by
+/// an id range.
+#[must_use]
+pub fn first_id_not_marked(mark: OffsetDateTime) -> Uuid {
+    let micros = mark.unix_timestamp_nanos().div_euclid(1_000);
+    // Minted in millisecond `ms` is before the mark exactly when
+    // `ms * 1000 < micros`: the first unmarked millisecond rounds up.
+    let millis = micros.div_euclid(1_000) + i128::from(micros.rem_euclid(1_000) != 0);
+    let millis = u128::try_from(millis.clamp(0, (1 << 48) - 1)).unwrap_or(0);
+    Uuid::from_u128(millis << 80)
 }
 
 /// The answer of a batch only one process may run at a time.
@@ -283,12 +369,20 @@ pub enum StoreOperation {
     RevokeIdle,
     /// [`SessionStore::purge_revoked`].
     PurgeRevoked,
+    /// [`SessionStore::not_before`].
+    NotBefore,
+    /// [`SessionStore::raise_not_before`].
+    RaiseNotBefore,
+    /// [`SessionStore::record_not_before_swept`].
+    RecordNotBeforeSwept,
+    /// [`SessionStore::revoke_marked`].
+    RevokeMarked,
 }
 
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 19] = [
         Self::Insert,
         Self::InsertWithinLimit,
         Self::FindActiveByHash,
@@ -304,6 +398,10 @@ impl StoreOperation {
         Self::IdleSessions,
         Self::RevokeIdle,
         Self::PurgeRevoked,
+        Self::NotBefore,
+        Self::RaiseNotBefore,
+        Self::RecordNotBeforeSwept,
+        Self::RevokeMarked,
     ];
 
     /// The method's name. Stable: metrics label store calls with it.
@@ -325,6 +423,10 @@ impl StoreOperation {
             Self::IdleSessions => "idle_sessions",
             Self::RevokeIdle => "revoke_idle",
             Self::PurgeRevoked => "purge_revoked",
+            Self::NotBefore => "not_before",
+            Self::RaiseNotBefore => "raise_not_before",
+            Self::RecordNotBeforeSwept => "record_not_before_swept",
+            Self::RevokeMarked => "revoke_marked",
         }
     }
 }
@@ -569,6 +671,42 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store()
             .purge_revoked(before, after, limit, action)
     }
+
+    /// [`SessionStore::not_before`], forwarded by default.
+    fn not_before(&self) -> impl Future<Output = Result<NotBefore, StoreError>> + Send {
+        self.inner_store().not_before()
+    }
+
+    /// [`SessionStore::raise_not_before`], forwarded by default.
+    fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> impl Future<Output = Result<OffsetDateTime, StoreError>> + Send {
+        self.inner_store().raise_not_before(at, by)
+    }
+
+    /// [`SessionStore::record_not_before_swept`], forwarded by default.
+    fn record_not_before_swept(
+        &self,
+        mark: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner_store().record_not_before_swept(mark)
+    }
+
+    /// [`SessionStore::revoke_marked`], forwarded by default.
+    fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> impl Future<Output = Result<Exclusive<Vec<RevokedSession>>, StoreError>> + Send {
+        self.inner_store()
+            .revoke_marked(mark, after, limit, at, reason, by)
+    }
 }
 
 #[async_trait]
@@ -695,6 +833,39 @@ impl<D: StoreDecorator> SessionStore for D {
         let call = StoreDecorator::purge_revoked(self, before, after, limit, action);
         self.around(StoreOperation::PurgeRevoked, call).await
     }
+
+    async fn not_before(&self) -> Result<NotBefore, StoreError> {
+        let call = StoreDecorator::not_before(self);
+        self.around(StoreOperation::NotBefore, call).await
+    }
+
+    async fn raise_not_before(
+        &self,
+        at: OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let call = StoreDecorator::raise_not_before(self, at, by);
+        self.around(StoreOperation::RaiseNotBefore, call).await
+    }
+
+    async fn record_not_before_swept(&self, mark: OffsetDateTime) -> Result<(), StoreError> {
+        let call = StoreDecorator::record_not_before_swept(self, mark);
+        self.around(StoreOperation::RecordNotBeforeSwept, call)
+            .await
+    }
+
+    async fn revoke_marked(
+        &self,
+        mark: OffsetDateTime,
+        after: Option<SessionId>,
+        limit: u32,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+        by: Option<Revoker>,
+    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
+        let call = StoreDecorator::revoke_marked(self, mark, after, limit, at, reason, by);
+        self.around(StoreOperation::RevokeMarked, call).await
+    }
 }
 
 /// When a session was last seen (resolved), to the minute.
@@ -729,6 +900,43 @@ pub struct IdentityPage {
     /// As [`ActivePage::resume_after`]: the id of the last row read, valid
     /// or not, when the page was full; `None` at the end.
     pub resume_after: Option<SessionId>,
+}
+
+/// The "not before" mark as a store reads it, in microseconds since
+/// 1970-01-01T00:00:00Z (UTC), any value, as [`StoredSession::created_at`].
+#[derive(Debug, Clone, Default)]
+pub struct StoredNotBefore {
+    /// `mark`; `None` when no mark was ever raised.
+    pub mark: Option<i64>,
+    /// `swept_through`; `None` until a sweep completes.
+    pub swept_through: Option<i64>,
+    /// `raised_by`'s bytes, UTF-8 or not.
+    pub raised_by: Option<Vec<u8>>,
+}
+
+impl StoredNotBefore {
+    /// The mark as the domain reads it: an instant [`stored_instant`]
+    /// refuses is no mark, reported as an [`InvalidRow`] of `table`; a
+    /// rejected `swept_through` is no sweep, so the sweep runs again, and a
+    /// rejected `raised_by` no revoker.
+    #[must_use]
+    pub fn into_not_before(self, table: &'static str) -> NotBefore {
+        let mut read = NotBefore::default();
+        if let Some(micros) = self.mark {
+            match stored_instant(micros) {
+                Some(mark) => read.mark = Some(mark),
+                None => {
+                    let reason = ValidationError::new(Field::NotBefore, Reason::InstantOutOfRange);
+                    read.rejected = Some(InvalidRow::new(table, "mark", RowId::Only, reason));
+                }
+            }
+        }
+        read.swept_through = self.swept_through.and_then(stored_instant);
+        read.raised_by = self
+            .raised_by
+            .and_then(|bytes| text(bytes, Field::RevokedBy).and_then(Revoker::new).ok());
+        read
+    }
 }
 
 /// A stored row's identity columns, as a store decodes them for
@@ -791,6 +999,8 @@ pub enum RowId {
     Session(SessionId),
     /// The id itself is unreadable.
     Unknown,
+    /// The table's one row (the "not before" mark's).
+    Only,
 }
 
 impl std::fmt::Display for RowId {
@@ -798,6 +1008,7 @@ impl std::fmt::Display for RowId {
         match self {
             Self::Session(id) => write!(f, "{id}"),
             Self::Unknown => f.write_str("with an unreadable id"),
+            Self::Only => f.write_str("(the only one)"),
         }
     }
 }

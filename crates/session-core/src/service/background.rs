@@ -14,6 +14,10 @@ use super::{Error, Round, RoundEnd, SessionService};
 use crate::config::{IdleRevocation, Retention};
 
 /// One line per round: the counts, never a session.
+/// How often the "not before" sweep looks for a mark not yet swept, when
+/// no raise wakes it: a raise on another instance is swept here within this.
+const NOT_BEFORE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 fn log_round(job: &'static str, verb: &'static str, round: &Round) {
     let sessions = round.total();
     let batches = round.batches.len();
@@ -144,6 +148,10 @@ impl SessionService {
             let service = self.clone();
             jobs.push(tasks.spawn(async move { service.keep_retaining(retention).await }));
         }
+        jobs.push(tasks.spawn({
+            let service = self.clone();
+            async move { service.keep_sweeping_not_before().await }
+        }));
         BackgroundTasks {
             service: self.clone(),
             tasks,
@@ -162,6 +170,22 @@ impl SessionService {
             tick.tick().await;
             let round = self.revoke_idle(&idle, false).await;
             log_round("idle revocation", "revoked", &round);
+        }
+    }
+
+    /// Runs a round of the "not before" sweep at once, after each raise
+    /// and every [`NOT_BEFORE_SWEEP_INTERVAL`]; logs the rounds that
+    /// revoked something or failed.
+    async fn keep_sweeping_not_before(&self) {
+        loop {
+            let round = self.sweep_not_before().await;
+            if round.total() > 0 || !matches!(round.end, RoundEnd::Complete) {
+                log_round("not-before sweep", "revoked", &round);
+            }
+            tokio::select! {
+                () = self.inner.sweep_wanted.notified() => {}
+                () = tokio::time::sleep(NOT_BEFORE_SWEEP_INTERVAL) => {}
+            }
         }
     }
 

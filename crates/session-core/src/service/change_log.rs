@@ -207,6 +207,7 @@ impl SessionService {
                 LogRead::Expired => return Ok(None),
             };
             inner.reject(page.rejected);
+            inner.reconcile_not_before(page.not_before).await;
             for change in page.entries {
                 if change == Change::Reload {
                     tracing::warn!("the store asked every cache to load everything again");

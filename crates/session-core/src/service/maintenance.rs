@@ -1,4 +1,6 @@
-//! The maintenance jobs: idle revocation and retention of revoked sessions.
+//! The maintenance jobs: idle revocation, retention of revoked sessions,
+//! and the "not before" sweep, which revokes the sessions a raised mark
+//! marks, with reason `admin`.
 //!
 //! A round walks the sessions in id order, one store statement per batch,
 //! until a batch comes back short. Idle revocation goes through the normal
@@ -18,12 +20,31 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{Error, SessionService, lock};
+use super::{Error, Inner, SessionService, lock};
 use crate::config::{IdleRevocation, Retention};
 use crate::port::clock::to_micros;
-use crate::port::store::Exclusive;
+use crate::port::store::{Exclusive, RevokedSession};
 use crate::session::{RevocationReason, SessionId};
 use crate::status::JobStats;
+
+/// Sessions the "not before" sweep revokes per statement.
+const NOT_BEFORE_BATCH: u32 = 1_000;
+
+/// A revocation batch the store committed, applied to this instance's
+/// cache: the revoked hashes leave it, and the batch answers their ids.
+fn apply_revoked(
+    inner: &Inner,
+    batch: Exclusive<Vec<RevokedSession>>,
+) -> Exclusive<Vec<SessionId>> {
+    match batch {
+        Exclusive::Done(revoked) => {
+            let hashes: Vec<_> = revoked.iter().map(|s| s.token_hash).collect();
+            inner.apply_removals(&hashes);
+            Exclusive::Done(revoked.iter().map(|s| s.id).collect())
+        }
+        Exclusive::Busy => Exclusive::Busy,
+    }
+}
 
 /// What one round of a maintenance job did.
 #[derive(Debug)]
@@ -155,14 +176,7 @@ impl SessionService {
                     .store
                     .revoke_idle(cutoff, after, limit, now, RevocationReason::IDLE)
                     .await?;
-                Ok(match batch {
-                    Exclusive::Done(revoked) => {
-                        let hashes: Vec<_> = revoked.iter().map(|s| s.token_hash).collect();
-                        inner.apply_removals(&hashes);
-                        Exclusive::Done(revoked.iter().map(|s| s.id).collect())
-                    }
-                    Exclusive::Busy => Exclusive::Busy,
-                })
+                Ok(apply_revoked(&inner, batch))
             })
             .await
         })
@@ -189,6 +203,74 @@ impl SessionService {
         self.inner
             .retention_stats
             .count(&round, self.inner.clock.now(), started.elapsed());
+        round
+    }
+
+    /// One round of the "not before" sweep now: if the store's mark has
+    /// not been swept through ([`NotBefore::unswept`]), revokes every
+    /// active session it marks, in batches of 1,000, for
+    /// reason `admin`, by whoever raised the mark, through the normal
+    /// revocation path (store first, then this instance's cache; the
+    /// change log carries each batch to the others), and once a batch comes
+    /// back short records the mark as swept, so the next rounds do nothing
+    /// until it is raised again. A failed or busy round records nothing:
+    /// the next round starts over, and finds only what is still active.
+    ///
+    /// The [`BackgroundTasks`](super::BackgroundTasks) run a round at
+    /// start, after each [`raise_not_before`](Self::raise_not_before), and
+    /// every minute.
+    ///
+    /// [`NotBefore::unswept`]: crate::port::store::NotBefore::unswept
+    pub async fn sweep_not_before(&self) -> Round {
+        let started = Instant::now();
+        let round = self.sweep_not_before_batches().await;
+        self.inner
+            .not_before_stats
+            .count(&round, self.inner.clock.now(), started.elapsed());
+        round
+    }
+
+    async fn sweep_not_before_batches(&self) -> Round {
+        let stored = match self.inner.store.not_before().await {
+            Ok(stored) => stored,
+            Err(err) => {
+                return Round {
+                    batches: Vec::new(),
+                    end: RoundEnd::Failed(err.into()),
+                };
+            }
+        };
+        let Some(mark) = stored.unswept() else {
+            return Round {
+                batches: Vec::new(),
+                end: RoundEnd::Complete,
+            };
+        };
+        let by = stored.raised_by;
+        let now = to_micros(self.inner.clock.now());
+        let mut round = walk(NOT_BEFORE_BATCH, |after| {
+            let by = by.clone();
+            self.run_to_completion(move |inner| async move {
+                let batch = inner
+                    .store
+                    .revoke_marked(
+                        mark,
+                        after,
+                        NOT_BEFORE_BATCH,
+                        now,
+                        RevocationReason::ADMIN,
+                        by,
+                    )
+                    .await?;
+                Ok(apply_revoked(&inner, batch))
+            })
+        })
+        .await;
+        if matches!(round.end, RoundEnd::Complete)
+            && let Err(err) = self.inner.store.record_not_before_swept(mark).await
+        {
+            round.end = RoundEnd::Failed(err.into());
+        }
         round
     }
 }

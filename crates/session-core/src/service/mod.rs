@@ -277,6 +277,9 @@ impl SessionServiceBuilder {
                 retention: self.retention,
                 idle_stats: maintenance::JobCounters::default(),
                 retention_stats: maintenance::JobCounters::default(),
+                not_before_stats: maintenance::JobCounters::default(),
+                sweep_wanted: tokio::sync::Notify::new(),
+                write_back_failed_at: Mutex::new(None),
             }),
         }
     }
@@ -320,10 +323,25 @@ struct Inner {
     retention: Option<Retention>,
     idle_stats: maintenance::JobCounters,
     retention_stats: maintenance::JobCounters,
+    /// The "not before" sweep's counters.
+    not_before_stats: maintenance::JobCounters,
+    /// Wakes the "not before" sweep after a raise.
+    sweep_wanted: tokio::sync::Notify,
+    /// When writing this process's mark back to the store last failed, so
+    /// a store that refuses it is asked again only after a pause.
+    write_back_failed_at: Mutex<Option<Instant>>,
 }
 
 /// No "not before" mark.
 const NO_MARK: i64 = i64::MIN;
+
+/// How long after a failed write back of the mark the next is tried.
+const WRITE_BACK_RETRY: Duration = Duration::from_secs(5);
+
+/// The instant `micros` microseconds after the Unix epoch, if `time` holds it.
+fn from_micros(micros: i64) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
+}
 
 /// `at` in microseconds since the Unix epoch, saturating.
 fn micros_since_epoch(at: time::OffsetDateTime) -> i64 {
@@ -359,6 +377,61 @@ impl Inner {
                 .is_none_or(|minted| micros_since_epoch(minted) < mark)
     }
 
+    /// Raises this process's mark to `at` (never lowers it); returns the
+    /// mark in force.
+    fn apply_not_before(&self, at: time::OffsetDateTime) -> time::OffsetDateTime {
+        let wanted = micros_since_epoch(at);
+        let applied = self
+            .not_before
+            .fetch_max(wanted, Ordering::AcqRel)
+            .max(wanted);
+        from_micros(applied).unwrap_or(at)
+    }
+
+    /// This process's mark, if any.
+    fn own_mark(&self) -> Option<time::OffsetDateTime> {
+        let mark = self.not_before.load(Ordering::Acquire);
+        (mark != NO_MARK).then(|| from_micros(mark)).flatten()
+    }
+
+    /// Takes in the store's mark, `stored`, as a warm or a change-log read
+    /// found it: a later one than this process's is applied; an earlier one
+    /// (none, or a restored copy's) is raised to this process's, so the
+    /// store learns again what every instance that ran knew. A failed write
+    /// back is logged and tried again at a later read, at most every
+    /// [`WRITE_BACK_RETRY`]: this process applies its mark meanwhile.
+    async fn reconcile_not_before(&self, stored: Option<time::OffsetDateTime>) {
+        if let Some(stored) = stored {
+            self.apply_not_before(stored);
+        }
+        let Some(own) = self.own_mark() else {
+            return;
+        };
+        if stored.is_some_and(|stored| stored >= own) {
+            return;
+        }
+        if lock(&self.write_back_failed_at)
+            .is_some_and(|failed| failed.elapsed() < WRITE_BACK_RETRY)
+        {
+            return;
+        }
+        match self.store.raise_not_before(own, None).await {
+            Ok(in_force) => {
+                self.apply_not_before(in_force);
+                *lock(&self.write_back_failed_at) = None;
+                tracing::warn!(
+                    not_before = %own,
+                    "the store held an earlier not-before mark than this instance \
+                     (restored from an older copy?); wrote this instance's back"
+                );
+            }
+            Err(err) => {
+                *lock(&self.write_back_failed_at) = Some(Instant::now());
+                tracing::warn!(error = %err, "could not write the not-before mark back to the store");
+            }
+        }
+    }
+
     /// Whether a warm has completed, so resolves are authoritative.
     fn is_warm(&self) -> bool {
         self.warm.load(Ordering::Acquire)
@@ -387,33 +460,80 @@ impl SessionService {
         }
     }
 
-    /// Raises the "not before" mark to `at`: from now on, every session
-    /// whose id was minted before `at` (its UUIDv7 timestamp, to the
-    /// millisecond; an id of another version counts as minted before any
-    /// mark) resolves as [`Error::InvalidToken`] in this process, at once
-    /// and with no store read, whatever the cache or a restored store
-    /// holds. A mark never moves back: a lower `at` than the one applied
-    /// changes nothing. Returns the mark in force.
+    /// Raises the "not before" mark to `at`, recording no revoker. See
+    /// [`raise_not_before_as`](Self::raise_not_before_as).
     ///
-    /// This is the in-process half of a fleet-wide revocation; the rows
-    /// are still active in the store until revoked.
-    pub fn raise_not_before(&self, at: time::OffsetDateTime) -> time::OffsetDateTime {
-        let wanted = micros_since_epoch(at);
-        let applied = self
-            .inner
-            .not_before
-            .fetch_max(wanted, Ordering::AcqRel)
-            .max(wanted);
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(applied) * 1_000).unwrap_or(at)
+    /// # Errors
+    ///
+    /// As [`raise_not_before_as`](Self::raise_not_before_as).
+    pub async fn raise_not_before(
+        &self,
+        at: time::OffsetDateTime,
+    ) -> Result<time::OffsetDateTime, Error> {
+        self.raise_not_before_as(at, None).await
     }
 
-    /// The "not before" mark in force, if any.
+    /// Raises the "not before" mark to `at` (to the microsecond), store
+    /// first, then this process: from then on, every session whose id was
+    /// minted before the mark (its UUIDv7 timestamp, to the millisecond;
+    /// an id of another version counts as minted before any mark) resolves
+    /// as [`Error::InvalidToken`], at once and with no store read, whatever
+    /// the cache or a restored store holds. Other processes on the store
+    /// learn the mark from the change log, as they learn a revocation. A
+    /// mark never moves back: a lower `at` than the one in force changes
+    /// nothing. Returns the mark in force.
+    ///
+    /// The marked rows stay active in the store until the background sweep
+    /// ([`sweep_not_before`](Self::sweep_not_before)) revokes them with
+    /// reason [`RevocationReason::ADMIN`] and `by` as revoker; this call
+    /// asks it to start now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store did not commit: the mark in force
+    /// here is unchanged.
+    #[tracing::instrument(name = "session.raise_not_before", skip_all)]
+    pub async fn raise_not_before_as(
+        &self,
+        at: time::OffsetDateTime,
+        by: Option<Revoker>,
+    ) -> Result<time::OffsetDateTime, Error> {
+        let at = to_micros(at);
+        let in_force = self
+            .run_to_completion(move |inner| async move {
+                let stored = inner.store.raise_not_before(at, by).await?;
+                Ok(inner.apply_not_before(stored))
+            })
+            .await?;
+        self.inner.sweep_wanted.notify_one();
+        tracing::info!(not_before = %in_force, "raised the not-before mark");
+        Ok(in_force)
+    }
+
+    /// The "not before" mark as the store holds it, with this process's
+    /// own when that is later (a restored store not yet written back), and
+    /// how far its sweep has gone. One store read; changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store could not be read.
+    pub async fn read_not_before(&self) -> Result<crate::status::NotBeforeState, Error> {
+        let stored = self.inner.store.not_before().await?;
+        let mark = match (stored.mark, self.inner.own_mark()) {
+            (Some(stored), Some(own)) => Some(stored.max(own)),
+            (stored, own) => stored.or(own),
+        };
+        Ok(crate::status::NotBeforeState {
+            mark,
+            raised_by: stored.raised_by,
+            swept_through: stored.swept_through,
+        })
+    }
+
+    /// The "not before" mark in force in this process, if any.
     #[must_use]
     pub fn not_before(&self) -> Option<time::OffsetDateTime> {
-        let mark = self.inner.not_before.load(Ordering::Acquire);
-        (mark != NO_MARK)
-            .then(|| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(mark) * 1_000).ok())
-            .flatten()
+        self.inner.own_mark()
     }
 
     /// Issues a new session for `account_id`.
@@ -595,6 +715,14 @@ impl SessionService {
             // Revoked since the index was read.
             _ => Err(Error::InvalidToken),
         }
+    }
+
+    /// Now, by the service's clock (the system's unless the builder was
+    /// given another): what a caller compares a mark it is asked to raise
+    /// against.
+    #[must_use]
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
     }
 
     /// What the cache holds beyond each session's identity, which decides
@@ -845,6 +973,8 @@ impl SessionService {
             wake_ups_listening: stats.listening.load(Ordering::Relaxed),
             idle_revocation: inner.idle_revocation.map(|_| inner.idle_stats.read()),
             retention: inner.retention.map(|_| inner.retention_stats.read()),
+            not_before: inner.own_mark(),
+            not_before_sweep: inner.not_before_stats.read(),
         }
     }
 

@@ -83,6 +83,9 @@ impl Inner {
                 }
             }
             Change::Revoked(hashes) => self.apply_removals(&hashes),
+            Change::NotBefore(mark) => {
+                self.apply_not_before(mark);
+            }
             // The follower reloads everything itself; nothing to apply here.
             Change::Reload => return,
         }
@@ -170,6 +173,13 @@ impl Inner {
     pub(super) async fn warm(&self) -> Result<WarmReport, Error> {
         let _one_at_a_time = self.warming.lock().await;
         let started = Instant::now();
+        // The mark first: the warm makes the service ready, and no answer
+        // may come before the mark the store holds is applied.
+        let stored = self.store.not_before().await?;
+        if let Some(rejected) = stored.rejected {
+            self.reject(vec![rejected]);
+        }
+        self.reconcile_not_before(stored.mark).await;
         // Journal before the first read: anything committed later is replayed.
         self.writes().journal = Some(Vec::new());
         let mut contents = self.cache.prepare_empty();

@@ -65,6 +65,17 @@ pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionTok
     (token, session)
 }
 
+/// A new active session for `account` created at `at`, its id minted at
+/// `at` too (a UUIDv7 of that millisecond), with its token.
+#[must_use]
+pub fn session_minted_at(account: AccountId, at: OffsetDateTime) -> (SessionToken, Session) {
+    let (token, mut session) = session_at(account, at);
+    let seconds = u64::try_from(at.unix_timestamp()).unwrap_or(0);
+    let timestamp = uuid::Timestamp::from_unix(uuid::NoContext, seconds, at.nanosecond());
+    session.id = SessionId::from_uuid(Uuid::new_v7(timestamp));
+    (token, session)
+}
+
 /// A new active session for `account` with every metadata field set, at the limits.
 #[must_use]
 pub fn session_with_metadata(account: AccountId) -> Session {
@@ -127,6 +138,10 @@ macro_rules! store_contract_tests {
             revoke_idle_batches_are_bounded_and_resume_after,
             purge_revoked_erases_or_deletes_only_old_revocations,
             purge_revoked_batches_are_bounded,
+            the_not_before_mark_only_rises,
+            concurrent_not_before_raises_end_at_the_latest,
+            revoke_marked_takes_the_sessions_created_or_minted_before_the_mark,
+            the_not_before_sweep_is_recorded_up_to_the_mark,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use time::Duration;
 
-use super::{account, epoch, session_at, session_with_metadata};
+use super::{account, epoch, session_at, session_minted_at, session_with_metadata};
 use crate::MemoryCache;
 use crate::config::{LimitPolicy, SessionLimit};
 use crate::port::clock::ManualClock;
@@ -1431,4 +1431,178 @@ pub async fn purge_revoked_batches_are_bounded(store: Arc<dyn SessionStore>) {
         .await
         .unwrap();
     assert_eq!(rest, Exclusive::Done(revoked[2..].to_vec()));
+}
+
+/// A raise moves the mark only forward, to the microsecond, and records
+/// who moved it; a lower one changes nothing and answers the mark in force.
+pub async fn the_not_before_mark_only_rises(store: Arc<dyn SessionStore>) {
+    let none = store.not_before().await.unwrap();
+    assert_eq!((none.mark, none.swept_through), (None, None));
+    let mark = epoch();
+    let desk = Revoker::new("incident_desk").unwrap();
+    assert_eq!(
+        store
+            .raise_not_before(mark, Some(desk.clone()))
+            .await
+            .unwrap(),
+        mark
+    );
+    let lower = store
+        .raise_not_before(
+            mark - Duration::hours(1),
+            Some(Revoker::new("other").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lower, mark, "a lower raise answers the mark in force");
+    let stored = store.not_before().await.unwrap();
+    assert_eq!(stored.mark, Some(mark));
+    assert_eq!(
+        stored.raised_by,
+        Some(desk),
+        "a raise that moved nothing records nothing"
+    );
+    assert!(stored.rejected.is_none());
+    let higher = mark + Duration::microseconds(1);
+    assert_eq!(store.raise_not_before(higher, None).await.unwrap(), higher);
+    let stored = store.not_before().await.unwrap();
+    assert_eq!((stored.mark, stored.raised_by), (Some(higher), None));
+}
+
+/// Raises from many callers at once end at the latest of them.
+pub async fn concurrent_not_before_raises_end_at_the_latest(store: Arc<dyn SessionStore>) {
+    let raises = (0..16_i64).map(|step| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            // Out of order, so later raises do not simply come last.
+            let at = epoch() + Duration::seconds((step * 7) % 16);
+            store.raise_not_before(at, None).await.unwrap()
+        })
+    });
+    let answers: Vec<_> = futures_join(raises).await;
+    let latest = epoch() + Duration::seconds(15);
+    assert!(answers.iter().all(|answer| *answer <= latest));
+    assert_eq!(store.not_before().await.unwrap().mark, Some(latest));
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut answers = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// The sweep's batch: active sessions created before the mark, or whose
+/// id was minted before it, in id order, bounded, resumable after an id,
+/// revoked with the reason and revoker given; never a session of the mark
+/// or after it, nor one revoked before.
+pub async fn revoke_marked_takes_the_sessions_created_or_minted_before_the_mark(
+    store: Arc<dyn SessionStore>,
+) {
+    let mark = epoch() + Duration::hours(1);
+    let owner = account();
+    let mut marked = Vec::new();
+    for _ in 0..3 {
+        let (_, session) = session_minted_at(owner, epoch());
+        store.insert(&session).await.unwrap();
+        marked.push(session.id);
+    }
+    // Minted before the mark, though its row says later: marked.
+    let (_, mut minted_early) = session_minted_at(owner, epoch());
+    minted_early.created_at = mark + Duration::hours(1);
+    store.insert(&minted_early).await.unwrap();
+    marked.push(minted_early.id);
+    marked.sort();
+    // Ids keep milliseconds: one minted in the mark's own millisecond
+    // counts as before a mark with microseconds past it.
+    let (_, after_mark) = session_minted_at(owner, mark + Duration::milliseconds(1));
+    store.insert(&after_mark).await.unwrap();
+    let (_, revoked_before) = session_minted_at(owner, epoch());
+    store.insert(&revoked_before).await.unwrap();
+    store
+        .revoke(revoked_before.id, epoch(), RevocationReason::LOGOUT, None)
+        .await
+        .unwrap();
+
+    let at = mark + Duration::minutes(5);
+    let desk = Revoker::new("incident_desk").unwrap();
+    let first = store
+        .revoke_marked(
+            mark,
+            None,
+            3,
+            at,
+            RevocationReason::ADMIN,
+            Some(desk.clone()),
+        )
+        .await
+        .unwrap();
+    let Exclusive::Done(first) = first else {
+        panic!("no other worker runs here")
+    };
+    assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), marked[..3]);
+    let rest = store
+        .revoke_marked(
+            mark,
+            Some(marked[2]),
+            3,
+            at,
+            RevocationReason::ADMIN,
+            Some(desk.clone()),
+        )
+        .await
+        .unwrap();
+    let Exclusive::Done(rest) = rest else {
+        panic!("no other worker runs here")
+    };
+    assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), marked[3..]);
+    for id in &marked {
+        let session = store.get(*id).await.unwrap().unwrap();
+        assert_eq!(session.revoked_at, Some(at));
+        assert_eq!(session.revocation_reason, Some(RevocationReason::ADMIN));
+        assert_eq!(session.revoked_by.as_ref(), Some(&desk));
+        assert!(
+            first
+                .iter()
+                .chain(&rest)
+                .any(|s| s.id == *id && s.token_hash == session.token_hash)
+        );
+    }
+    assert!(store.get(after_mark.id).await.unwrap().unwrap().is_active());
+    let kept = store.get(revoked_before.id).await.unwrap().unwrap();
+    assert_eq!(kept.revoked_at, Some(epoch()));
+    assert_eq!(kept.revocation_reason, Some(RevocationReason::LOGOUT));
+    let none = store
+        .revoke_marked(mark, None, 3, at, RevocationReason::ADMIN, None)
+        .await
+        .unwrap();
+    assert_eq!(none, Exclusive::Done(Vec::new()));
+}
+
+/// The swept point moves forward only, and never past the stored mark:
+/// a raise past it leaves the new mark to sweep.
+pub async fn the_not_before_sweep_is_recorded_up_to_the_mark(store: Arc<dyn SessionStore>) {
+    let mark = epoch();
+    store.raise_not_before(mark, None).await.unwrap();
+    assert_eq!(store.not_before().await.unwrap().unswept(), Some(mark));
+    store.record_not_before_swept(mark).await.unwrap();
+    let stored = store.not_before().await.unwrap();
+    assert_eq!((stored.swept_through, stored.unswept()), (Some(mark), None));
+    store
+        .record_not_before_swept(mark - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(store.not_before().await.unwrap().swept_through, Some(mark));
+    let later = mark + Duration::hours(1);
+    store.raise_not_before(later, None).await.unwrap();
+    assert_eq!(store.not_before().await.unwrap().unswept(), Some(later));
+    store
+        .record_not_before_swept(later + Duration::hours(1))
+        .await
+        .unwrap();
+    let stored = store.not_before().await.unwrap();
+    assert_eq!(stored.swept_through, Some(later), "never past the mark");
 }

@@ -12,12 +12,12 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_core::memory::MemoryStore;
 use session_core::port::clock::{Clock, ManualClock, SystemClock};
-use session_core::{MemoryCache, Revoker, SessionService};
-use session_http::{ApiKey, ApiKeys, ApiState, ErrorCode, EventFeed, Scope, Scopes, router};
+use session_core::{MemoryCache, SessionService};
+use session_http::{ApiKeys, ApiState, ErrorCode, EventFeed, Scope, router};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::router::KEY;
+use crate::router::{KEY, keyed, scoped_key};
 
 struct Feed {
     router: Router,
@@ -51,11 +51,7 @@ async fn feed_on(max_subscribers: usize, keys: ApiKeys, clock: Arc<dyn Clock>) -
 }
 
 fn request(method: Method, uri: &str) -> axum::http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "localhost")
-        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+    keyed(KEY, method, uri)
 }
 
 impl Feed {
@@ -308,9 +304,7 @@ async fn the_feed_needs_the_events_scope_and_the_events_scope_nothing_else() {
     const FEED: &str = "feed-key-0123456789ab";
     const READER: &str = "reader-key-0123456789";
     const WRITER: &str = "writer-key-0123456789";
-    let key = |name: &str, scope: Scope, secret: &str| {
-        ApiKey::new(Revoker::new(name).unwrap(), Scopes::of(&[scope]), secret).unwrap()
-    };
+    let key = |name: &str, scope: Scope, secret: &str| scoped_key(name, &[scope], secret);
     let app = feed_with(
         4,
         ApiKeys::scoped([
@@ -321,13 +315,7 @@ async fn the_feed_needs_the_events_scope_and_the_events_scope_nothing_else() {
     )
     .await;
     let call = |secret: &str, method: Method, uri: &str| {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, "localhost")
-            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
-            .body(Body::empty())
-            .unwrap()
+        keyed(secret, method, uri).body(Body::empty()).unwrap()
     };
     let (status, _, page) = app.json(call(FEED, Method::GET, "/v1/events?wait=0")).await;
     assert_eq!(status, StatusCode::OK, "{page}");

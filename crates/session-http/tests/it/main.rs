@@ -6,6 +6,7 @@ mod events;
 mod forward_auth;
 mod limits;
 mod logs;
+mod not_before;
 mod reasons;
 mod router;
 mod scopes;

@@ -10,19 +10,51 @@ use serde_json::{Value, json};
 use session_core::memory::MemoryStore;
 use session_core::port::store::{SessionStore, StoreDecorator, StoreError};
 use session_core::{
-    AccountId, ListScope, MemoryCache, Session, SessionService, SessionServiceBuilder, SessionToken,
+    AccountId, ListScope, MemoryCache, Revoker, Session, SessionService, SessionServiceBuilder,
+    SessionToken,
 };
 use session_http::{
-    ApiKeys, ApiState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, StoreMetrics, router,
+    ApiKey, ApiKeys, ApiState, ErrorCode, MAX_BODY_BYTES, STORE_CHECK_INTERVAL, Scope, Scopes,
+    StoreMetrics, router,
 };
 use tower::ServiceExt;
 use uuid::Uuid;
 
 pub(crate) const KEY: &str = "test-api-key-0123456789";
 
+/// A configured key named `name` holding `scopes`, presented as `secret`.
+pub(crate) fn scoped_key(name: &str, scopes: &[Scope], secret: &str) -> ApiKey {
+    ApiKey::new(Revoker::new(name).unwrap(), Scopes::of(scopes), secret).unwrap()
+}
+
+/// A request addressed to `localhost` that presents `secret` as its
+/// `Authorization: Bearer` key.
+pub(crate) fn keyed(secret: &str, method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+}
+
+/// `request` with `body` as its JSON body, or with none.
+pub(crate) fn with_json(
+    mut request: axum::http::request::Builder,
+    body: Option<Value>,
+) -> Request<Body> {
+    let body = match body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    request.body(body).unwrap()
+}
+
 pub(crate) struct App {
     router: Router,
-    store: Arc<MemoryStore>,
+    pub(crate) store: Arc<MemoryStore>,
     pub(crate) service: SessionService,
 }
 
@@ -87,18 +119,22 @@ impl App {
 
     /// Sends a request addressed to `localhost`, as a local client would.
     pub(crate) async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method(method)
             .uri(uri)
             .header(header::HOST, "localhost");
-        let body = match body {
-            Some(body) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(request.body(body).unwrap()).await
+        self.send(with_json(request, body)).await
+    }
+
+    /// As [`call`](Self::call), presenting the API key `secret`.
+    pub(crate) async fn call_as(
+        &self,
+        secret: &str,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.send(with_json(keyed(secret, method, uri), body)).await
     }
 
     async fn raw(&self, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
@@ -1552,8 +1588,8 @@ async fn the_openapi_document_describes_every_answer_of_the_layers() {
             }
         }
     }
-    // Nine operations, and forward auth under each of its eight methods.
-    assert_eq!(operations, 17);
+    // Eleven operations, and forward auth under each of its eight methods.
+    assert_eq!(operations, 19);
 }
 
 /// In compact mode, resolve and forward auth answer exactly the session's

@@ -3,22 +3,16 @@
 //! resolve takes any valid key, and a lone key of the old configuration
 //! may do everything.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use session_core::Revoker;
-use session_http::{ApiKey, ApiKeys, ErrorCode, Scope, Scopes};
+use session_http::{ApiKeys, ErrorCode, Scope};
 use uuid::Uuid;
 
-use crate::router::{App, Reply, app_with, assert_error};
+use crate::router::{App, app_with, assert_error, scoped_key as key};
 
 const READER: &str = "reader-key-0123456789";
 const FEED: &str = "feed-key-0123456789ab";
 const WRITER: &str = "writer-key-0123456789";
-
-fn key(name: &str, scopes: &[Scope], secret: &str) -> ApiKey {
-    ApiKey::new(Revoker::new(name).unwrap(), Scopes::of(scopes), secret).unwrap()
-}
 
 async fn scoped_app() -> App {
     let keys = ApiKeys::scoped([
@@ -29,35 +23,20 @@ async fn scoped_app() -> App {
     app_with(keys, true).await
 }
 
-async fn call_as(app: &App, secret: &str, method: Method, uri: &str, body: Option<Value>) -> Reply {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {secret}"));
-    let body = match body {
-        Some(body) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    app.send(request.body(body).unwrap()).await
-}
-
 /// Each route, by the scope it needs: what a key without it gets, and what
 /// a key with it gets.
 #[tokio::test]
 async fn each_route_refuses_a_key_without_its_scope() {
     let app = scoped_app().await;
     let account = Uuid::new_v4();
-    let created = call_as(
-        &app,
-        WRITER,
-        Method::POST,
-        "/v1/sessions",
-        Some(json!({ "account_id": account })),
-    )
-    .await;
+    let created = app
+        .call_as(
+            WRITER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let id = created.body["session"]["id"].as_str().unwrap().to_owned();
     let token = created.body["token"].as_str().unwrap().to_owned();
@@ -90,7 +69,7 @@ async fn each_route_refuses_a_key_without_its_scope() {
             (FEED, Scope::Events),
             (WRITER, Scope::Write),
         ] {
-            let reply = call_as(&app, secret, method.clone(), uri, body.clone()).await;
+            let reply = app.call_as(secret, method.clone(), uri, body.clone()).await;
             if holds == scope {
                 assert_eq!(reply.status, allowed, "{method} {uri}: {}", reply.text);
                 continue;
@@ -109,18 +88,20 @@ async fn each_route_refuses_a_key_without_its_scope() {
     }
     // Resolve keeps its rule: any valid key.
     for secret in [READER, FEED, WRITER] {
-        let reply = call_as(
-            &app,
-            secret,
-            Method::POST,
-            "/v1/sessions/resolve",
-            Some(json!({ "token": token })),
-        )
-        .await;
+        let reply = app
+            .call_as(
+                secret,
+                Method::POST,
+                "/v1/sessions/resolve",
+                Some(json!({ "token": token })),
+            )
+            .await;
         assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken);
     }
     // A wrong key is still 401, whatever the route.
-    let reply = call_as(&app, "wrong-key-0123456789", Method::GET, &one, None).await;
+    let reply = app
+        .call_as("wrong-key-0123456789", Method::GET, &one, None)
+        .await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized);
 }
 
@@ -129,33 +110,28 @@ async fn each_route_refuses_a_key_without_its_scope() {
 async fn a_write_refused_for_its_scope_changes_nothing() {
     let app = scoped_app().await;
     let account = Uuid::new_v4();
-    let created = call_as(
-        &app,
-        WRITER,
-        Method::POST,
-        "/v1/sessions",
-        Some(json!({ "account_id": account })),
-    )
-    .await;
+    let created = app
+        .call_as(
+            WRITER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
     let token = created.body["token"].as_str().unwrap().to_owned();
     let id = created.body["session"]["id"].as_str().unwrap().to_owned();
-    let reply = call_as(
-        &app,
-        READER,
-        Method::DELETE,
-        &format!("/v1/sessions/{id}"),
-        None,
-    )
-    .await;
+    let reply = app
+        .call_as(READER, Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    let resolved = call_as(
-        &app,
-        READER,
-        Method::POST,
-        "/v1/sessions/resolve",
-        Some(json!({ "token": token })),
-    )
-    .await;
+    let resolved = app
+        .call_as(
+            READER,
+            Method::POST,
+            "/v1/sessions/resolve",
+            Some(json!({ "token": token })),
+        )
+        .await;
     assert_eq!(
         resolved.status,
         StatusCode::OK,
@@ -169,25 +145,23 @@ async fn a_write_refused_for_its_scope_changes_nothing() {
 async fn a_lone_key_holds_every_scope() {
     let app = app_with(ApiKeys::new([READER]).unwrap(), true).await;
     let account = Uuid::new_v4();
-    let created = call_as(
-        &app,
-        READER,
-        Method::POST,
-        "/v1/sessions",
-        Some(json!({ "account_id": account })),
-    )
-    .await;
+    let created = app
+        .call_as(
+            READER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let id = created.body["session"]["id"].as_str().unwrap();
     let one = format!("/v1/sessions/{id}");
     assert_eq!(
-        call_as(&app, READER, Method::GET, &one, None).await.status,
+        app.call_as(READER, Method::GET, &one, None).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        call_as(&app, READER, Method::DELETE, &one, None)
-            .await
-            .status,
+        app.call_as(READER, Method::DELETE, &one, None).await.status,
         StatusCode::NO_CONTENT
     );
 }
@@ -195,7 +169,8 @@ async fn a_lone_key_holds_every_scope() {
 #[tokio::test]
 async fn the_openapi_document_states_each_routes_scope() {
     let app = scoped_app().await;
-    let doc = call_as(&app, READER, Method::GET, "/openapi.json", None)
+    let doc = app
+        .call_as(READER, Method::GET, "/openapi.json", None)
         .await
         .body;
     for (path, method, scope) in [
@@ -204,6 +179,8 @@ async fn the_openapi_document_states_each_routes_scope() {
         ("/v1/sessions/{id}", "delete", "write"),
         ("/v1/accounts/{account_id}/sessions", "get", "read"),
         ("/v1/accounts/{account_id}/sessions", "delete", "write"),
+        ("/v1/not-before", "get", "read"),
+        ("/v1/not-before", "put", "write"),
     ] {
         let forbidden = &doc["paths"][path][method]["responses"]["403"]["description"];
         assert!(
@@ -225,33 +202,33 @@ async fn a_revocation_records_which_key_made_it() {
     let account = Uuid::new_v4();
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let created = call_as(
-            &app,
-            WRITER,
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({ "account_id": account })),
-        )
-        .await;
+        let created = app
+            .call_as(
+                WRITER,
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({ "account_id": account })),
+            )
+            .await;
         ids.push(created.body["session"]["id"].as_str().unwrap().to_owned());
     }
     let one = format!("/v1/sessions/{}", ids[0]);
     let revoked_by = async |uri: &str| {
-        call_as(&app, READER, Method::GET, uri, None).await.body["session"]["revoked_by"].clone()
+        app.call_as(READER, Method::GET, uri, None).await.body["session"]["revoked_by"].clone()
     };
     assert_eq!(revoked_by(&one).await, Value::Null, "active");
-    call_as(&app, WRITER, Method::DELETE, &one, None).await;
+    app.call_as(WRITER, Method::DELETE, &one, None).await;
     assert_eq!(revoked_by(&one).await, "writer");
     let all = format!("/v1/accounts/{account}/sessions");
-    call_as(&app, WRITER, Method::DELETE, &all, None).await;
-    let list = call_as(
-        &app,
-        READER,
-        Method::GET,
-        &format!("{all}?include_revoked=true"),
-        None,
-    )
-    .await;
+    app.call_as(WRITER, Method::DELETE, &all, None).await;
+    let list = app
+        .call_as(
+            READER,
+            Method::GET,
+            &format!("{all}?include_revoked=true"),
+            None,
+        )
+        .await;
     let names: Vec<&Value> = list.body["sessions"]
         .as_array()
         .unwrap()
@@ -261,18 +238,18 @@ async fn a_revocation_records_which_key_made_it() {
     assert_eq!(names, [&json!("writer"), &json!("writer")], "{}", list.text);
 
     let lone = app_with(ApiKeys::new([READER]).unwrap(), true).await;
-    let created = call_as(
-        &lone,
-        READER,
-        Method::POST,
-        "/v1/sessions",
-        Some(json!({ "account_id": account })),
-    )
-    .await;
+    let created = lone
+        .call_as(
+            READER,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({ "account_id": account })),
+        )
+        .await;
     let id = created.body["session"]["id"].as_str().unwrap();
     let uri = format!("/v1/sessions/{id}");
-    call_as(&lone, READER, Method::DELETE, &uri, None).await;
-    let got = call_as(&lone, READER, Method::GET, &uri, None).await;
+    lone.call_as(READER, Method::DELETE, &uri, None).await;
+    let got = lone.call_as(READER, Method::GET, &uri, None).await;
     assert_eq!(got.body["session"]["revoked_by"], "default", "{}", got.text);
 
     let open = crate::router::app().await;

@@ -129,6 +129,20 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .purge_revoked(epoch(), None, 10, RetentionAction::Delete)
         .await
         .unwrap();
+    store.not_before().await.unwrap();
+    store.raise_not_before(epoch(), None).await.unwrap();
+    store.record_not_before_swept(epoch()).await.unwrap();
+    store
+        .revoke_marked(
+            epoch(),
+            None,
+            10,
+            epoch(),
+            session_core::RevocationReason::ADMIN,
+            None,
+        )
+        .await
+        .unwrap();
     log.head().await.unwrap();
     log.read(&LogCursor::default(), 10).await.unwrap();
     log.wake_ups().await.unwrap();
@@ -162,6 +176,10 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         "idle_sessions",
         "revoke_idle",
         "purge_revoked",
+        "not_before",
+        "raise_not_before",
+        "record_not_before_swept",
+        "revoke_marked",
         "log_head",
         "log_read",
         "log_wake_ups",
@@ -174,7 +192,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     assert_eq!(
         text.matches("session_store_call_duration_seconds_count{")
             .count(),
-        19,
+        23,
         "a label the README does not list:\n{text}"
     );
 }

@@ -1245,3 +1245,127 @@ async fn after_a_restart_every_revoked_token_is_invalid_at_once() {
         "a token found absent is not waited for again: {stats:?}"
     );
 }
+
+/// A dump restored over the database while instances run (`pg_restore
+/// --clean`) puts back an older log, whose numbering new entries then
+/// repeat below a running follower's cursor. The follower still reads
+/// them: the read takes every entry of a transaction newer than the
+/// cursor's `open_from`, whatever its number (the `late` part of
+/// `READ_LOG`), and transaction ids never repeat within a cluster. So a
+/// revocation committed after the restore reaches it, and it keeps its
+/// cache rather than loading the restored rows, which would accept again
+/// a session revoked after the dump was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_after_a_restore_of_an_older_dump_reaches_a_follower() {
+    let database = TestDatabase::create();
+    let (a, b) = ready_pair(database.url()).await;
+    let kept = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    let revoked_since = a
+        .service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    until("B holds both", || b.service.status().cached_sessions == 2).await;
+    let dump = tokio::task::block_in_place(|| database.dump());
+
+    // The log's numbering moves well past the dump's.
+    a.service
+        .revoke(
+            revoked_since.session.id,
+            session_core::RevocationReason::LOGOUT,
+        )
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let other = a
+            .service
+            .create(account(), ClientMetadata::default())
+            .await
+            .unwrap();
+        a.service
+            .revoke(other.session.id, session_core::RevocationReason::LOGOUT)
+            .await
+            .unwrap();
+    }
+    // B holds the newest entry's session once it has read the whole log.
+    a.service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    let passed = a.store.head().await.unwrap().through();
+    until("B follows past the dump", || {
+        b.service.status().cached_sessions == 2
+    })
+    .await;
+    assert!(rejected(&b, &revoked_since.token).await);
+
+    tokio::task::block_in_place(|| database.restore(&dump));
+    a.service
+        .revoke(kept.session.id, session_core::RevocationReason::LOGOUT)
+        .await
+        .unwrap();
+    let after = a.store.head().await.unwrap().through();
+    assert!(
+        after < passed,
+        "the restored log numbers again below {passed}: {after}"
+    );
+    within_a_minute(async {
+        while !rejected(&b, &kept.token).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    ready(&b).await;
+    assert!(
+        rejected(&b, &revoked_since.token).await,
+        "revoked before the restore: still refused, though the restored row is active"
+    );
+    assert_eq!(b.service.status().change_log_stats.full_loads, 1);
+}
+
+/// A log whose rows and numbering were put back from an older copy by
+/// other SQL, with the table kept, numbers new entries below a cursor that
+/// passed it: the cursor still reads them, as entries of transactions newer
+/// than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_numbered_again_below_the_cursor_are_still_read() {
+    let (database, store) = fresh_store().await;
+    let start = store.head().await.unwrap();
+    let (_, doomed) = session_at(account(), epoch());
+    store.insert(&doomed).await.unwrap();
+    for _ in 0..3 {
+        store
+            .insert(&session_at(account(), epoch()).1)
+            .await
+            .unwrap();
+    }
+    let (_, passed) = read_all(&store, &start).await;
+    let client = sql_client(database.url()).await;
+    client
+        .batch_execute(&format!(
+            "DELETE FROM session.changes WHERE seq > {0};
+             SELECT setval('session.changes_seq_seq', {0});",
+            start.through().max(1)
+        ))
+        .await
+        .unwrap();
+    store
+        .revoke(
+            doomed.id,
+            epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
+        .await
+        .unwrap();
+    let changes = changes_since(&store, &passed).await;
+    assert_eq!(
+        changes,
+        [Change::Revoked(vec![doomed.token_hash])],
+        "read below the cursor's number"
+    );
+}
