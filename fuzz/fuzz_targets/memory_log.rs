@@ -101,6 +101,7 @@ impl Follower {
                         }
                     }
                     Change::Reload => self.cache = active(store),
+                    Change::NotBefore(_) => panic!("a not-before change no operation made"),
                 }
             }
             assert!(

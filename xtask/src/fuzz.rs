@@ -109,52 +109,74 @@ pub(crate) fn fuzz(
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("could not create {}", logs.display()))?;
     let mut summary = Vec::new();
-    for target in targets {
-        let corpus = fuzz_dir.join("corpus").join(target);
-        let seeds = fuzz_dir.join("seeds").join(target);
-        for dir in [&corpus, &seeds] {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("could not create {}", dir.display()))?;
-        }
-        let log = logs.join(format!("{target}.log"));
-        let log_file = std::fs::File::create(&log)
-            .with_context(|| format!("could not create {}", log.display()))?;
-        eprintln!(
-            "$ cargo fuzz run {target} ({seconds} s, log in {})",
-            log.display()
-        );
-        let status = common("run")
-            .args(profile.flags())
-            .arg("--target-dir")
-            .arg(&fuzz_target_dir)
-            .arg(target)
-            // New inputs go to the first directory; the seeds are only read.
-            .arg(&corpus)
-            .arg(&seeds)
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
-            .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
-            .arg("-print_final_stats=1")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .status()
-            .with_context(|| format!("could not run fuzz target {target}"))?;
-        let output = std::fs::read_to_string(&log).unwrap_or_default();
-        if !status.success() {
-            let tail: Vec<&str> = output.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "fuzz target {target} failed ({status}); the input is saved under {}:\n{}",
-                fuzz_dir.join("artifacts").join(target).display(),
-                tail.join("\n")
+    // CI's short check runs the targets at once, so the run takes
+    // `seconds` in all and no core waits; a longer search gives each
+    // target the whole machine in turn.
+    let at_once = if profile == Build::Dev {
+        targets.len()
+    } else {
+        1
+    };
+    for wave in targets.chunks(at_once.max(1)) {
+        let mut running = Vec::new();
+        for &target in wave {
+            let corpus = fuzz_dir.join("corpus").join(target);
+            let seeds = fuzz_dir.join("seeds").join(target);
+            for dir in [&corpus, &seeds] {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("could not create {}", dir.display()))?;
+            }
+            let log = logs.join(format!("{target}.log"));
+            let log_file = std::fs::File::create(&log)
+                .with_context(|| format!("could not create {}", log.display()))?;
+            eprintln!(
+                "$ cargo fuzz run {target} ({seconds} s, log in {})",
+                log.display()
             );
+            let child = common("run")
+                .args(profile.flags())
+                .arg("--target-dir")
+                .arg(&fuzz_target_dir)
+                .arg(target)
+                // New inputs go to the first directory; the seeds are only read.
+                .arg(&corpus)
+                .arg(&seeds)
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
+                .arg("-print_final_stats=1")
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .with_context(|| format!("could not run fuzz target {target}"))?;
+            running.push((target, log, child));
         }
-        let runs = stat(&output, "number_of_executed_units").unwrap_or_default();
-        let per_second = stat(&output, "average_exec_per_sec").unwrap_or_default();
-        eprintln!(
-            "fuzz target {target}: {runs} inputs in {seconds} s ({per_second}/s), no failure"
-        );
-        summary.push(format!("{target}: {runs} inputs ({per_second}/s)"));
+        let mut failures = Vec::new();
+        for (target, log, mut child) in running {
+            let status = child
+                .wait()
+                .with_context(|| format!("could not wait for fuzz target {target}"))?;
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            if !status.success() {
+                let tail: Vec<&str> = output.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                failures.push(format!(
+                    "fuzz target {target} failed ({status}); the input is saved under {}:\n{}",
+                    fuzz_dir.join("artifacts").join(target).display(),
+                    tail.join("\n")
+                ));
+                continue;
+            }
+            let runs = stat(&output, "number_of_executed_units").unwrap_or_default();
+            let per_second = stat(&output, "average_exec_per_sec").unwrap_or_default();
+            eprintln!(
+                "fuzz target {target}: {runs} inputs in {seconds} s ({per_second}/s), no failure"
+            );
+            summary.push(format!("{target}: {runs} inputs ({per_second}/s)"));
+        }
+        if !failures.is_empty() {
+            bail!("{}", failures.join("\n\n"));
+        }
     }
     eprintln!("xtask fuzz: {}", summary.join("; "));
     Ok(())
