@@ -180,15 +180,8 @@ async fn the_raising_key_is_recorded_and_the_sweep_shown() {
         true,
     )
     .await;
-    let created = app
-        .call_as(
-            WRITER,
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({ "account_id": Uuid::new_v4() })),
-        )
-        .await;
-    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let (_, session) = app.create_as(WRITER, Uuid::new_v4()).await;
+    let id = session["id"].as_str().unwrap().to_owned();
     let raised = app
         .call_as(WRITER, Method::PUT, "/v1/not-before", Some(json!({})))
         .await;

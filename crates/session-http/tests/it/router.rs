@@ -156,9 +156,20 @@ impl App {
                 Some(json!({ "account_id": account, "label": label })),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        let token = reply.body["token"].as_str().unwrap().to_owned();
-        (token, reply.body["session"].clone())
+        created(&reply)
+    }
+
+    /// As [`create`](Self::create), unlabelled, presenting the API key `secret`.
+    pub(crate) async fn create_as(&self, secret: &str, account: Uuid) -> (String, Value) {
+        let reply = self
+            .call_as(
+                secret,
+                Method::POST,
+                "/v1/sessions",
+                Some(json!({ "account_id": account })),
+            )
+            .await;
+        created(&reply)
     }
 
     pub(crate) async fn resolve(&self, token: &str) -> Reply {
@@ -173,6 +184,13 @@ impl App {
     fn sessions_stored(&self) -> usize {
         self.service.status().cached_sessions
     }
+}
+
+/// The token and session of a `201 Created` reply to a create.
+fn created(reply: &Reply) -> (String, Value) {
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let token = reply.body["token"].as_str().unwrap().to_owned();
+    (token, reply.body["session"].clone())
 }
 
 pub(crate) fn assert_error(reply: &Reply, status: StatusCode, code: ErrorCode) {

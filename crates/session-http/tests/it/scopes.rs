@@ -29,17 +29,8 @@ async fn scoped_app() -> App {
 async fn each_route_refuses_a_key_without_its_scope() {
     let app = scoped_app().await;
     let account = Uuid::new_v4();
-    let created = app
-        .call_as(
-            WRITER,
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({ "account_id": account })),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
-    let token = created.body["token"].as_str().unwrap().to_owned();
+    let (token, session) = app.create_as(WRITER, account).await;
+    let id = session["id"].as_str().unwrap().to_owned();
 
     let one = format!("/v1/sessions/{id}");
     let all = format!("/v1/accounts/{account}/sessions");
@@ -110,16 +101,8 @@ async fn each_route_refuses_a_key_without_its_scope() {
 async fn a_write_refused_for_its_scope_changes_nothing() {
     let app = scoped_app().await;
     let account = Uuid::new_v4();
-    let created = app
-        .call_as(
-            WRITER,
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({ "account_id": account })),
-        )
-        .await;
-    let token = created.body["token"].as_str().unwrap().to_owned();
-    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let (token, session) = app.create_as(WRITER, account).await;
+    let id = session["id"].as_str().unwrap().to_owned();
     let reply = app
         .call_as(READER, Method::DELETE, &format!("/v1/sessions/{id}"), None)
         .await;
@@ -202,15 +185,8 @@ async fn a_revocation_records_which_key_made_it() {
     let account = Uuid::new_v4();
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let created = app
-            .call_as(
-                WRITER,
-                Method::POST,
-                "/v1/sessions",
-                Some(json!({ "account_id": account })),
-            )
-            .await;
-        ids.push(created.body["session"]["id"].as_str().unwrap().to_owned());
+        let (_, session) = app.create_as(WRITER, account).await;
+        ids.push(session["id"].as_str().unwrap().to_owned());
     }
     let one = format!("/v1/sessions/{}", ids[0]);
     let revoked_by = async |uri: &str| {
