@@ -320,6 +320,21 @@ fn taken(rows: Vec<TakenRow>) -> Exclusive<Vec<(Uuid, Option<Vec<u8>>)>> {
     Exclusive::Done(taken)
 }
 
+/// The sessions a revoking batch took, as the port reports them.
+fn revoked_sessions(
+    taken: Vec<(Uuid, Option<Vec<u8>>)>,
+) -> Result<Vec<RevokedSession>, StoreError> {
+    taken
+        .into_iter()
+        .map(|(id, hash)| {
+            Ok(RevokedSession {
+                id: SessionId::from_uuid(id),
+                token_hash: token_hash(id, hash.as_deref().unwrap_or_default())?,
+            })
+        })
+        .collect()
+}
+
 /// The advisory lock a batch of the "not before" sweep holds for its
 /// statement: "sessnotb" in ASCII.
 pub const NOT_BEFORE_JOB_LOCK: i64 = 0x7365_7373_6e6f_7462;
@@ -1020,16 +1035,7 @@ impl SessionStore for PgSessionStore {
         if !taken.is_empty() {
             self.waker.wake();
         }
-        taken
-            .into_iter()
-            .map(|(id, hash)| {
-                Ok(RevokedSession {
-                    id: SessionId::from_uuid(id),
-                    token_hash: token_hash(id, hash.as_deref().unwrap_or_default())?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()
-            .map(Exclusive::Done)
+        revoked_sessions(taken).map(Exclusive::Done)
     }
 
     #[tracing::instrument(name = "SELECT session.not_before", skip_all, fields(
@@ -1148,16 +1154,7 @@ impl SessionStore for PgSessionStore {
         if !taken.is_empty() {
             self.waker.wake();
         }
-        taken
-            .into_iter()
-            .map(|(id, hash)| {
-                Ok(RevokedSession {
-                    id: SessionId::from_uuid(id),
-                    token_hash: token_hash(id, hash.as_deref().unwrap_or_default())?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()
-            .map(Exclusive::Done)
+        revoked_sessions(taken).map(Exclusive::Done)
     }
 
     #[tracing::instrument(name = "DELETE session.sessions", skip_all, fields(

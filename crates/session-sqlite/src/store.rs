@@ -235,6 +235,22 @@ const EVICT_LEAST_RECENTLY_SEEN: &str = "\
         LIMIT ?3) \
     RETURNING token_hash";
 
+/// The sessions a revoking batch's `RETURNING` gave, in id order, as the
+/// port reports them (RETURNING's order is SQLite's).
+fn revoked_in_id_order(rows: &[row::TakenRow]) -> Result<Vec<RevokedSession>, StoreError> {
+    let mut revoked = rows
+        .iter()
+        .map(|taken| {
+            Ok(RevokedSession {
+                id: row::session_id(&taken.id)?,
+                token_hash: row::token_hash(taken.token_hash.as_deref().unwrap_or_default())?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    revoked.sort_by_key(|session| session.id);
+    Ok(revoked)
+}
+
 fn id_bytes(id: SessionId) -> Vec<u8> {
     id.as_uuid().as_bytes().to_vec()
 }
@@ -684,18 +700,7 @@ impl SessionStore for SqliteSessionStore {
                 .map_err(store_error)
             })
             .await?;
-        let mut revoked = rows
-            .iter()
-            .map(|taken| {
-                Ok(RevokedSession {
-                    id: row::session_id(&taken.id)?,
-                    token_hash: row::token_hash(taken.token_hash.as_deref().unwrap_or_default())?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // RETURNING's order is SQLite's; the port's is the ids'.
-        revoked.sort_by_key(|session| session.id);
-        Ok(Exclusive::Done(revoked))
+        revoked_in_id_order(&rows).map(Exclusive::Done)
     }
 
     #[tracing::instrument(name = "SELECT not_before", skip_all, fields(
@@ -823,17 +828,7 @@ impl SessionStore for SqliteSessionStore {
                 .map_err(store_error)
             })
             .await?;
-        let mut revoked = rows
-            .iter()
-            .map(|taken| {
-                Ok(RevokedSession {
-                    id: row::session_id(&taken.id)?,
-                    token_hash: row::token_hash(taken.token_hash.as_deref().unwrap_or_default())?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        revoked.sort_by_key(|session| session.id);
-        Ok(Exclusive::Done(revoked))
+        revoked_in_id_order(&rows).map(Exclusive::Done)
     }
 
     #[tracing::instrument(name = "DELETE sessions", skip_all, fields(
