@@ -20,15 +20,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use session_core::config::SessionLimit;
 use session_core::port::clock::{Clock, SystemClock};
 use session_core::port::events::{EventCursor, EventKind, EventLog, EventRead, SessionEvent};
-use session_core::port::store::{
-    Exclusive, LimitedInsert, RevokeOutcome, RevokedSession, SessionStore, StoreDecorator,
-    StoreError,
-};
-use session_core::token::TokenHash;
-use session_core::{AccountId, RevocationReason, Revoker, Session, SessionId};
+use session_core::port::store::{SessionStore, StoreDecorator, StoreError, StoreOperation};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use utoipa::{IntoParams, ToSchema};
@@ -222,7 +216,8 @@ impl EventFeed {
     }
 }
 
-/// A store that wakes the feed after each write that committed.
+/// A store that wakes the feed after each committed call that created or
+/// revoked sessions ([`StoreOperation::creates_or_revokes`]).
 struct WakeOnWrite {
     inner: Arc<dyn SessionStore>,
     feed: EventFeed,
@@ -233,64 +228,16 @@ impl StoreDecorator for WakeOnWrite {
         &*self.inner
     }
 
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        self.inner.insert(session).await?;
-        self.feed.wake();
-        Ok(())
-    }
-
-    async fn insert_within_limit(
+    async fn around<T: Send>(
         &self,
-        session: &Session,
-        limit: SessionLimit,
-    ) -> Result<LimitedInsert, StoreError> {
-        let inserted = self.inner.insert_within_limit(session, limit).await?;
-        self.feed.wake();
-        Ok(inserted)
-    }
-
-    async fn revoke(
-        &self,
-        id: SessionId,
-        at: OffsetDateTime,
-        reason: RevocationReason,
-        by: Option<Revoker>,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let outcome = self.inner.revoke(id, at, reason, by).await?;
-        self.feed.wake();
-        Ok(outcome)
-    }
-
-    async fn revoke_all_for_account(
-        &self,
-        account: AccountId,
-        except: Option<SessionId>,
-        at: OffsetDateTime,
-        reason: RevocationReason,
-        by: Option<Revoker>,
-    ) -> Result<Vec<TokenHash>, StoreError> {
-        let revoked = self
-            .inner
-            .revoke_all_for_account(account, except, at, reason, by)
-            .await?;
-        self.feed.wake();
-        Ok(revoked)
-    }
-
-    async fn revoke_idle(
-        &self,
-        cutoff: OffsetDateTime,
-        after: Option<SessionId>,
-        limit: u32,
-        at: OffsetDateTime,
-        reason: RevocationReason,
-    ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
-        let revoked = self
-            .inner
-            .revoke_idle(cutoff, after, limit, at, reason)
-            .await?;
-        self.feed.wake();
-        Ok(revoked)
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let done = call.await?;
+        if operation.creates_or_revokes() {
+            self.feed.wake();
+        }
+        Ok(done)
     }
 }
 

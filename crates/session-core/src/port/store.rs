@@ -404,6 +404,23 @@ impl StoreOperation {
         Self::RevokeMarked,
     ];
 
+    /// Whether a committed call may have created or revoked sessions: what
+    /// the change log and the events feed record. A decorator that reacts
+    /// to those writes keys on this, so a write method added later is not
+    /// missed.
+    #[must_use]
+    pub const fn creates_or_revokes(self) -> bool {
+        matches!(
+            self,
+            Self::Insert
+                | Self::InsertWithinLimit
+                | Self::Revoke
+                | Self::RevokeAllForAccount
+                | Self::RevokeIdle
+                | Self::RevokeMarked
+        )
+    }
+
     /// The method's name. Stable: metrics label store calls with it.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

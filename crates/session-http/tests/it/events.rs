@@ -12,7 +12,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use session_core::memory::MemoryStore;
 use session_core::port::clock::{Clock, ManualClock, SystemClock};
-use session_core::{MemoryCache, SessionService};
+use session_core::port::store::SessionStore;
+use session_core::{MemoryCache, RevocationReason, SessionService};
 use session_http::{ApiKeys, ApiState, ErrorCode, EventFeed, Scope, router};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -22,6 +23,8 @@ use crate::router::{KEY, keyed, scoped_key};
 struct Feed {
     router: Router,
     feed: EventFeed,
+    /// The store the service writes through, which wakes the feed.
+    store: Arc<dyn SessionStore>,
 }
 
 async fn feed(max_subscribers: usize) -> Feed {
@@ -36,7 +39,8 @@ async fn feed_with(max_subscribers: usize, keys: ApiKeys) -> Feed {
 async fn feed_on(max_subscribers: usize, keys: ApiKeys, clock: Arc<dyn Clock>) -> Feed {
     let store = Arc::new(MemoryStore::new());
     let feed = EventFeed::new(store.clone(), max_subscribers).with_clock(Arc::clone(&clock));
-    let service = SessionService::builder(feed.store(store), Arc::new(MemoryCache::new()))
+    let store = feed.store(store);
+    let service = SessionService::builder(Arc::clone(&store), Arc::new(MemoryCache::new()))
         .clock(clock)
         .build();
     service.warm().await.unwrap();
@@ -47,6 +51,7 @@ async fn feed_on(max_subscribers: usize, keys: ApiKeys, clock: Arc<dyn Clock>) -
     Feed {
         router: router(state),
         feed,
+        store,
     }
 }
 
@@ -294,6 +299,53 @@ async fn a_stream_follows_writes_beats_while_idle_and_ends_at_close() {
     assert_eq!(next_text(&mut body).await.unwrap(), ": \n\n", "a heartbeat");
     feed.feed.close();
     assert_eq!(next_text(&mut body).await, None, "the stream ended");
+}
+
+/// Every write that creates or revokes sessions wakes the feed, whichever
+/// store method made it: here the not-before sweep's, which a long-poll
+/// learns of at once although the feed polls only hourly. Time is paused,
+/// so the long-poll's end at its `wait` is as exact as the sweep's moment:
+/// the page must come before it, not from the read a long-poll makes as it
+/// ends.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_of_the_not_before_mark_wakes_a_waiting_long_poll() {
+    let feed = feed(2).await;
+    feed.create(Uuid::new_v4()).await;
+    feed.feed.step().await.unwrap();
+    let next = feed.page("/v1/events?wait=0").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hourly = Duration::from_secs(3_600);
+    let running = tokio::spawn({
+        let feed = feed.feed.clone();
+        async move { feed.run(hourly, None, hourly).await }
+    });
+    let sweep = {
+        let store = Arc::clone(&feed.store);
+        async move {
+            // The long-poll below is waiting by then.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+            store
+                .revoke_marked(now, None, 1_000, now, RevocationReason::ADMIN, None)
+                .await
+                .unwrap()
+        }
+    };
+    let uri = format!("/v1/events?wait=20&after={next}");
+    let asked = tokio::time::Instant::now();
+    let (page, _) = tokio::join!(feed.page(&uri), sweep);
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the long-poll waited out its 20 s: the sweep did not wake the feed"
+    );
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["type"], "revoked", "{page}");
+    assert_eq!(events[0]["reason"], "admin", "{page}");
+    feed.feed.close();
+    running.await.unwrap();
 }
 
 /// The feed needs the `events` scope: a key holding only it follows the
