@@ -7,8 +7,9 @@
 //! independent table of ordered linear probing (`segment.rs`). A slot is 48
 //! bytes, 6 atomic words: the 8-byte *order word* (hash bits 16 to 79,
 //! lowest bit forced to 1 so that 0 marks a free slot), which lookups scan,
-//! and a 40-byte record: 7 more hash bytes (bits 80 to 135) and a spare
-//! byte, the session id and the account id. No per-session allocation.
+//! and a 40-byte record: 7 more hash bytes (bits 80 to 135) and a label
+//! byte (for a warm in place, [`Refresh`]), the session id and the account
+//! id. No per-session allocation.
 //!
 //! **Exactness.** A lookup matches a slot when the segment, the order word
 //! and the 7 stored bytes all equal the token hash's: 12 + 63 + 56 = 131 bits
@@ -32,11 +33,12 @@
 //! the load stays between about 0.89 and 0.92 and nothing is freed while
 //! the index grows (no holes left in the allocator's heap, no moment with
 //! two copies of anything but one segment's keys). About 53 bytes a session.
-//! A warm fills [`prepare_empty`](SessionCache::prepare_empty)'s contents
-//! page by page, each segment growing as its keys arrive;
-//! [`prepare`](SessionCache::prepare) sizes each segment for the count it
-//! is given (load 0.9) before filling it. An empty segment allocates
-//! nothing; the smallest chunk is 16 slots (768 bytes).
+//! A warm fills the live index in place ([`refresh`](SessionCache::refresh),
+//! see [`Refresh`]) page by page, each segment growing as its keys arrive,
+//! so a reload holds one index, not two;
+//! [`prepare`](SessionCache::prepare) builds apart, sizing each segment for
+//! the count it is given (load 0.9) before filling it. An empty segment
+//! allocates nothing; the smallest chunk is 16 slots (768 bytes).
 //!
 //! **Reads and writes.** A lookup takes no lock and writes nothing: it
 //! reads the segment under a sequence number and reads again if a write
@@ -55,8 +57,8 @@
 
 mod segment;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
@@ -155,18 +157,40 @@ fn insert_growing(writer: &mut Writer<'_>, key: &Key, record: &Record) -> (bool,
 /// module source for the layout, the 131 bits a lookup compares and why
 /// they make a false match infeasible, the growth and the read protocol.
 pub struct CompactCache {
+    index: Arc<Index>,
+    records: Option<Arc<dyn RecordCache>>,
+}
+
+/// The index, shared with a [`Refresh`] running over it.
+struct Index {
     segments: Box<[Segment]>,
     /// The exact count, changed under the segment's write lock.
     len: AtomicUsize,
     /// Slots allocated over every segment, for [`SessionCache::bytes`].
     slots: AtomicUsize,
-    records: Option<Arc<dyn RecordCache>>,
+    /// Which refresh runs, and the label of confirmed keys.
+    refresh: Mutex<RefreshState>,
+}
+
+/// The index's refreshes; see [`CompactCache::refresh`].
+#[derive(Debug, Default)]
+struct RefreshState {
+    /// The label of keys the last completed refresh confirmed (or that a
+    /// write stored outside a refresh): 0 or 1.
+    confirmed: u8,
+    /// The epoch of the refresh running, if one is.
+    running: Option<u64>,
+    /// The epoch of the latest refresh begun.
+    epoch: u64,
+    /// A refresh was dropped before its install: keys may carry the label
+    /// the next one will use.
+    abandoned: bool,
 }
 
 impl std::fmt::Debug for CompactCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompactCache")
-            .field("len", &self.len())
+            .field("len", &SessionCache::len(self))
             .field("records", &self.records.is_some())
             .finish_non_exhaustive()
     }
@@ -185,9 +209,12 @@ impl CompactCache {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
-            len: AtomicUsize::new(0),
-            slots: AtomicUsize::new(0),
+            index: Arc::new(Index {
+                segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
+                len: AtomicUsize::new(0),
+                slots: AtomicUsize::new(0),
+                refresh: Mutex::new(RefreshState::default()),
+            }),
             records: None,
         }
     }
@@ -200,19 +227,22 @@ impl CompactCache {
         self.records = Some(records);
         self
     }
+}
 
+impl Index {
     fn segment(&self, key: &Key) -> &Segment {
         &self.segments[key.segment]
     }
 
-    fn index_insert(&self, session: &Session) {
-        let key = Key::of(&session.token_hash);
-        let mut writer = self.segment(&key).lock();
-        let (added, grown) = insert_growing(
-            &mut writer,
-            &key,
-            &record_of(&key, session.id, session.account_id),
-        );
+    fn insert(&self, identity: &SessionIdentity) {
+        let key = Key::of(&identity.token_hash);
+        self.insert_locked(&mut self.segment(&key).lock(), &key, identity);
+    }
+
+    /// Inserts into the segment `writer` holds, keeping the counts.
+    fn insert_locked(&self, writer: &mut Writer<'_>, key: &Key, identity: &SessionIdentity) {
+        let record = record_of(key, identity.id, identity.account_id);
+        let (added, grown) = insert_growing(writer, key, &record);
         if added {
             self.len.fetch_add(1, Ordering::AcqRel);
         }
@@ -221,11 +251,15 @@ impl CompactCache {
         }
     }
 
-    fn index_remove(&self, hash: &TokenHash) {
+    fn remove(&self, hash: &TokenHash) {
         let key = Key::of(hash);
         if self.segment(&key).lock().remove(&key) {
             self.len.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    fn refresh_state(&self) -> MutexGuard<'_, RefreshState> {
+        self.refresh.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -233,7 +267,7 @@ impl SessionCache for CompactCache {
     #[inline]
     fn get(&self, hash: &TokenHash) -> Option<SessionIdentity> {
         let key = Key::of(hash);
-        let record = self.segment(&key).find(&key)?;
+        let record = self.index.segment(&key).find(&key)?;
         Some(identity(&record, hash))
     }
 
@@ -256,14 +290,14 @@ impl SessionCache for CompactCache {
     }
 
     fn insert(&self, session: Arc<Session>) {
-        self.index_insert(&session);
+        self.index.insert(&SessionIdentity::from(&*session));
         if let Some(records) = &self.records {
             records.insert(session);
         }
     }
 
     fn remove(&self, hash: &TokenHash) {
-        self.index_remove(hash);
+        self.index.remove(hash);
         if let Some(records) = &self.records {
             records.remove(hash);
         }
@@ -298,12 +332,55 @@ impl SessionCache for CompactCache {
         Box::new(prepared)
     }
 
+    /// Refreshes in place: see [`Refresh`]. If a refresh is running
+    /// already, the contents are built apart, as
+    /// [`prepare_empty`](SessionCache::prepare_empty)'s.
+    fn refresh(&self) -> Box<dyn PreparedContents> {
+        let mut state = self.index.refresh_state();
+        if state.running.is_some() {
+            drop(state);
+            return self.prepare_empty();
+        }
+        state.epoch += 1;
+        let epoch = state.epoch;
+        let label = state.confirmed ^ 1;
+        for segment in &*self.index.segments {
+            segment
+                .lock()
+                .begin_refresh(epoch, label, state.confirmed, state.abandoned);
+        }
+        state.abandoned = false;
+        state.running = Some(epoch);
+        drop(state);
+        Box::new(Refresh {
+            index: Arc::clone(&self.index),
+            epoch,
+            label,
+            installed: false,
+        })
+    }
+
     fn install(&self, contents: Box<dyn PreparedContents>) {
-        let Ok(prepared) = contents.into_any().downcast::<PreparedIndex>() else {
+        let contents = match contents.into_any().downcast::<Refresh>() {
+            Ok(mut refresh) => {
+                if refresh.complete() {
+                    self.clear_records();
+                }
+                return;
+            }
+            Err(contents) => contents,
+        };
+        let Ok(prepared) = contents.downcast::<PreparedIndex>() else {
             panic!("CompactCache::install: the contents were prepared by another cache type");
         };
         let PreparedIndex { mut segments, len } = *prepared;
-        let mut writers: Vec<Writer<'_>> = self.segments.iter().map(Segment::lock).collect();
+        // A refresh running is superseded: these contents replace every key.
+        let mut refresh = self.index.refresh_state();
+        *refresh = RefreshState {
+            epoch: refresh.epoch,
+            ..RefreshState::default()
+        };
+        let mut writers: Vec<Writer<'_>> = self.index.segments.iter().map(Segment::lock).collect();
         // Every segment odd before any changes, every one even only after
         // all changed: a reader sees the old contents or the new ones.
         for writer in &writers {
@@ -316,25 +393,124 @@ impl SessionCache for CompactCache {
             writer.end();
         }
         let slots = writers.iter().map(Writer::capacity).sum();
-        self.len.store(len, Ordering::Release);
-        self.slots.store(slots, Ordering::Relaxed);
+        self.index.len.store(len, Ordering::Release);
+        self.index.slots.store(slots, Ordering::Relaxed);
         drop(writers);
-        // Records of the old contents may be stale (a session's metadata
-        // rewritten while the contents were rebuilt): read them again.
-        if let Some(records) = &self.records {
-            records.clear();
-        }
+        drop(refresh);
+        self.clear_records();
         // Chunks copied from are freed here, outside the locks.
         drop(segments);
     }
 
     fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.index.len.load(Ordering::Acquire)
     }
 
     fn bytes(&self) -> Option<usize> {
-        let index = size_of_val(&*self.segments) + self.slots.load(Ordering::Relaxed) * SLOT_BYTES;
+        let index = size_of_val(&*self.index.segments)
+            + self.index.slots.load(Ordering::Relaxed) * SLOT_BYTES;
         Some(index + self.records.as_ref().map_or(0, |records| records.bytes()))
+    }
+}
+
+impl CompactCache {
+    /// After the contents were replaced or refreshed: records of the old
+    /// contents may be stale (a session's metadata rewritten meanwhile), so
+    /// they are read again.
+    fn clear_records(&self) {
+        if let Some(records) = &self.records {
+            records.clear();
+        }
+    }
+}
+
+/// A warm of [`CompactCache`] in place ([`SessionCache::refresh`]): the live
+/// index is its contents, so a warm of a cache that already holds every
+/// session costs no second index.
+///
+/// From its start, every key a write stores gets the refresh's label, and
+/// every key removed is remembered. The warm's inserts label the keys they
+/// confirm, and skip a key removed since the start: the page holding it may
+/// have been read before the removal. [`install`](SessionCache::install)
+/// then drops, segment by segment, every key without the label: neither
+/// read by the warm nor written since it began, so not active as of the
+/// warm. Until then, lookups answer from the live index as before, plus
+/// what the warm confirmed.
+///
+/// Dropped without an install (the warm failed or was cancelled), the index
+/// keeps every key: each was active when stored or read and is removed by
+/// the revocations that follow. The next refresh first takes this one's
+/// label off the keys it gave it, since only a refresh that completes may
+/// confirm a key. Labels alternate between two values.
+struct Refresh {
+    index: Arc<Index>,
+    epoch: u64,
+    label: u8,
+    installed: bool,
+}
+
+impl Refresh {
+    /// Drops every key the refresh did not confirm and ends it; `false`
+    /// when contents installed since it began superseded it.
+    fn complete(&mut self) -> bool {
+        self.installed = true;
+        let mut state = self.index.refresh_state();
+        if state.running != Some(self.epoch) {
+            return false;
+        }
+        for segment in &*self.index.segments {
+            let mut writer = segment.lock();
+            let (dropped, grown) = writer.sweep(self.label);
+            writer.end_refresh(self.label);
+            if dropped != 0 {
+                self.index.len.fetch_sub(dropped, Ordering::AcqRel);
+            }
+            if grown != 0 {
+                self.index.slots.fetch_add(grown, Ordering::Relaxed);
+            }
+        }
+        state.confirmed = self.label;
+        state.running = None;
+        true
+    }
+}
+
+impl Drop for Refresh {
+    fn drop(&mut self) {
+        if self.installed {
+            return;
+        }
+        let mut state = self.index.refresh_state();
+        if state.running != Some(self.epoch) {
+            return;
+        }
+        for segment in &*self.index.segments {
+            segment.lock().end_refresh(state.confirmed);
+        }
+        state.running = None;
+        state.abandoned = true;
+    }
+}
+
+impl PreparedContents for Refresh {
+    fn insert(&mut self, session: Arc<Session>) {
+        self.insert_identity(SessionIdentity::from(&*session));
+    }
+
+    fn insert_identity(&mut self, identity: SessionIdentity) {
+        let key = Key::of(&identity.token_hash);
+        let mut writer = self.index.segment(&key).lock();
+        if writer.refresh_may_store(self.epoch, &key) {
+            self.index.insert_locked(&mut writer, &key, &identity);
+        }
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        self.index.remove(hash);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 

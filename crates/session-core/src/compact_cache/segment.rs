@@ -37,8 +37,8 @@
 //! segment reads stale words, never freed memory.
 //!
 //! A slot is 6 atomic words, 48 bytes: its order word (what lookups
-//! compare), then its record of 5 words (the 7 stored hash bytes and a spare
-//! byte, the session id, the account id). Order word and record side by
+//! compare), then its record of 5 words (the 7 stored hash bytes and a
+//! label byte, the session id, the account id). Order word and record side by
 //! side: a hit finds its record in the line it matched in (or the next,
 //! which the scan's loads already asked for), not in a line of its own that
 //! only the match can name, one dependent cache miss fewer. A scan reads
@@ -60,8 +60,20 @@
 //! stores sees the odd or a later number on its second load. A reader takes
 //! no lock and writes nothing shared, so lookups of one thread overlap their
 //! cache misses and lookups of different threads never contend on a line.
+//!
+//! # Labels: a refresh in place
+//!
+//! The record's first word keeps the 7 stored hash bytes in its low 56 bits
+//! and a *label* in its top byte, which lookups mask off. A refresh (a warm
+//! of a cache that already holds sessions) labels every key it confirms, and
+//! every key a write adds meanwhile, with the segment's current label, and
+//! then drops the keys that still carry the other one
+//! ([`Writer::sweep`]). Changing only a label is one store of one word whose
+//! other bits do not change, so it needs no change of the sequence number: a
+//! reader sees the word before or after, and masks the label either way.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -71,8 +83,9 @@ use super::{Key, MAX_LOAD};
 /// ([`Key::of`](super::Key::of)), so none is ever 0.
 const EMPTY: u64 = 0;
 
-/// A slot's record: the 7 stored hash bytes (and a spare 0 byte) as one
-/// word, then the session id and the account id, two words each.
+/// A slot's record: the 7 stored hash bytes (and the label byte above
+/// them) as one word, then the session id and the account id, two words
+/// each.
 pub(super) type Record = [u64; RECORD_WORDS];
 /// Words in a record.
 pub(super) const RECORD_WORDS: usize = 5;
@@ -80,6 +93,10 @@ pub(super) const RECORD_WORDS: usize = 5;
 const SLOT_WORDS: usize = 1 + RECORD_WORDS;
 /// Bytes a slot takes.
 pub(super) const SLOT_BYTES: usize = 8 * SLOT_WORDS;
+/// The stored hash bytes of a record's first word; the label is above them.
+const LO_MASK: u64 = (1 << 56) - 1;
+/// Where a record's label starts in its first word.
+const LABEL_SHIFT: u32 = 56;
 
 /// Slots in each chunk of group 0.
 const FIRST_CHUNK: usize = 16;
@@ -158,6 +175,32 @@ struct State {
     capacity: usize,
     /// Chunks allocated, in slot order.
     chunks: usize,
+    /// The label every write gives the keys it stores.
+    label: u8,
+    /// The refresh running, if any.
+    refresh: Option<Refreshing>,
+}
+
+/// A refresh running over a segment.
+#[derive(Debug)]
+struct Refreshing {
+    /// Which refresh of the cache.
+    epoch: u64,
+    /// The keys removed since it began, which it must not store again: its
+    /// page may have been read before their removal.
+    removed: HashSet<(u64, u64)>,
+}
+
+/// A record's label.
+#[inline]
+fn label_of(first: u64) -> u8 {
+    (first >> LABEL_SHIFT) as u8
+}
+
+/// A record's first word with `label`.
+#[inline]
+fn labelled(first: u64, label: u8) -> u64 {
+    (first & LO_MASK) | (u64::from(label) << LABEL_SHIFT)
 }
 
 /// One segment: see the module documentation.
@@ -217,7 +260,7 @@ impl Segment {
             for slot in chunk[start * SLOT_WORDS..end * SLOT_WORDS].chunks_exact(SLOT_WORDS) {
                 let here = slot[0].load(Ordering::Relaxed);
                 if here == key.hi {
-                    if slot[1].load(Ordering::Relaxed) == key.lo {
+                    if slot[1].load(Ordering::Relaxed) & LO_MASK == key.lo {
                         return Ok(Some(std::array::from_fn(|word| {
                             slot[1 + word].load(Ordering::Relaxed)
                         })));
@@ -293,7 +336,7 @@ impl Writer<'_> {
     }
 
     fn lo(&self, at: usize) -> u64 {
-        self.words(at).1[0].load(Ordering::Relaxed)
+        self.words(at).1[0].load(Ordering::Relaxed) & LO_MASK
     }
 
     fn read(&self, at: usize) -> (u64, Record) {
@@ -350,6 +393,9 @@ impl Writer<'_> {
         if slots == 0 {
             return Err(NoRoom);
         }
+        let mut record = *record;
+        record[0] = labelled(record[0], self.state.label);
+        let record = &record;
         let mut at = home(key.hi, self.homes());
         loop {
             if at >= slots {
@@ -360,9 +406,20 @@ impl Writer<'_> {
                 break;
             }
             if here == key.hi && self.lo(at) == key.lo {
-                self.begin();
-                self.write(at, key.hi, record);
-                self.end();
+                let (_, words) = self.words(at);
+                let same_identity = words[1..]
+                    .iter()
+                    .zip(&record[1..])
+                    .all(|(word, value)| word.load(Ordering::Relaxed) == *value);
+                if same_identity {
+                    // Only the label can differ: one word whose other bits
+                    // stay, which readers mask, so no change to announce.
+                    words[0].store(record[0], Ordering::Relaxed);
+                } else {
+                    self.begin();
+                    self.write(at, key.hi, record);
+                    self.end();
+                }
                 return Ok(false);
             }
             at += 1;
@@ -386,8 +443,13 @@ impl Writer<'_> {
         Ok(true)
     }
 
-    /// Drops `key`; `true` when it was there.
+    /// Drops `key`; `true` when it was there. While a refresh runs, the key
+    /// is remembered whether it was there or not, so the refresh does not
+    /// store it again.
     pub(super) fn remove(&mut self, key: &Key) -> bool {
+        if let Some(refresh) = self.state.refresh.as_mut() {
+            refresh.removed.insert((key.hi, key.lo));
+        }
         let Some(at) = self.position(key) else {
             return false;
         };
@@ -411,6 +473,78 @@ impl Writer<'_> {
         self.end();
         self.state.len -= 1;
         true
+    }
+
+    /// Starts refresh `epoch`: writes label their keys `label` from here on,
+    /// and removals are remembered. If an earlier refresh was abandoned,
+    /// keys it labelled `label` are first labelled `confirmed` again: only
+    /// this refresh may confirm a key.
+    pub(super) fn begin_refresh(&mut self, epoch: u64, label: u8, confirmed: u8, relabel: bool) {
+        if relabel {
+            self.relabel(label, confirmed);
+        }
+        self.state.label = label;
+        self.state.refresh = Some(Refreshing {
+            epoch,
+            removed: HashSet::new(),
+        });
+    }
+
+    /// Whether refresh `epoch` may store `key`: it is still the refresh
+    /// running here, and the key was not removed since it began.
+    pub(super) fn refresh_may_store(&self, epoch: u64, key: &Key) -> bool {
+        self.state.refresh.as_ref().is_some_and(|refresh| {
+            refresh.epoch == epoch && !refresh.removed.contains(&(key.hi, key.lo))
+        })
+    }
+
+    /// Ends the refresh running here, if any; writes label their keys
+    /// `label` from here on.
+    pub(super) fn end_refresh(&mut self, label: u8) {
+        self.state.label = label;
+        self.state.refresh = None;
+    }
+
+    /// Gives every key labelled `from` the label `to`.
+    fn relabel(&self, from: u8, to: u8) {
+        for at in 0..self.slots() {
+            let (hi, words) = self.words(at);
+            if hi.load(Ordering::Relaxed) == EMPTY {
+                continue;
+            }
+            let first = words[0].load(Ordering::Relaxed);
+            if label_of(first) == from {
+                words[0].store(labelled(first, to), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops every key not labelled `keep`, in one pass that places the
+    /// others again. Returns the keys dropped and the slots added (only if
+    /// a run would not fit, as in [`grow`](Self::grow)).
+    pub(super) fn sweep(&mut self, keep: u8) -> (usize, usize) {
+        let before = self.state.capacity;
+        let slots = self.slots();
+        REBUILD.with_borrow_mut(|keys| {
+            keys.clear();
+            for at in 0..slots {
+                let (hi, record) = self.read(at);
+                if hi != EMPTY && label_of(record[0]) == keep {
+                    keys.push((hi, record));
+                }
+            }
+            let dropped = self.state.len - keys.len();
+            if dropped == 0 {
+                return (0, 0);
+            }
+            self.begin();
+            while !self.place_in_order(keys) {
+                self.add_chunk();
+            }
+            self.end();
+            self.state.len = keys.len();
+            (dropped, self.state.capacity - before)
+        })
     }
 
     /// Allocates the next chunk; returns its slot count.
@@ -495,7 +629,7 @@ impl Writer<'_> {
     /// whole, the others copied into. Returns how many keys `from` held.
     pub(super) fn take_from(&mut self, from: &mut Segment) -> usize {
         let from_state = from.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (len, from_chunks) = (from_state.len, from_state.chunks);
+        let (len, from_chunks, from_label) = (from_state.len, from_state.chunks, from_state.label);
         let from_homes = *from.homes.get_mut();
         let mut at = 0;
         for index in 0..from_chunks.max(self.state.chunks) {
@@ -530,6 +664,10 @@ impl Writer<'_> {
         }
         self.segment.homes.store(from_homes, Ordering::Relaxed);
         self.state.len = len;
+        // Every key is `from`'s now, with its label; a refresh running here
+        // is superseded.
+        self.state.label = from_label;
+        self.state.refresh = None;
         len
     }
 

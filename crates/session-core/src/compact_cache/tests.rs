@@ -3,14 +3,19 @@
 //! tables) so runs are long, meet the tail and tie; and lock-free readers
 //! racing writers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use proptest::prelude::*;
+use uuid::Uuid;
 
 use super::segment::{RECORD_WORDS, Record, Segment};
-use super::{Key, insert_growing};
+use super::{CompactCache, Key, insert_growing};
+use crate::port::cache::{PreparedContents, SessionCache};
+use crate::session::{AccountId, Session, SessionId, SessionIdentity};
+use crate::token::TokenHash;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -208,4 +213,133 @@ fn lock_free_readers_see_whole_records_and_stable_keys_throughout() {
         }
     });
     segment.lock().check();
+}
+
+/// A step of a warm in place, or a write beside it, on keys of one segment.
+#[derive(Debug, Clone)]
+enum RefreshOp {
+    /// A write stores the key (a create).
+    Write(u8, u8),
+    /// A write removes the key (a revocation).
+    Remove(u8, u8),
+    /// A warm starts.
+    Begin,
+    /// The warm's page holds the key.
+    Give(u8, u8),
+    /// The warm installs.
+    Install,
+    /// The warm fails.
+    Abandon,
+}
+
+fn refresh_op() -> impl Strategy<Value = RefreshOp> {
+    let key = || (0..24u8, 0..2u8);
+    prop_oneof![
+        4 => key().prop_map(|(h, l)| RefreshOp::Write(h, l)),
+        3 => key().prop_map(|(h, l)| RefreshOp::Remove(h, l)),
+        1 => Just(RefreshOp::Begin),
+        6 => key().prop_map(|(h, l)| RefreshOp::Give(h, l)),
+        1 => Just(RefreshOp::Install),
+        1 => Just(RefreshOp::Abandon),
+    ]
+}
+
+/// A token hash in segment 0 whose order word is crowded among few values
+/// spread over the range, so runs are long and meet the tail.
+fn crowded(hi: u8, lo: u8) -> TokenHash {
+    let mut bytes = [0; 32];
+    bytes[2] = hi.wrapping_mul(11);
+    bytes[9] = hi;
+    bytes[10] = lo;
+    TokenHash::from_bytes(bytes)
+}
+
+fn identity_of(hi: u8, lo: u8) -> SessionIdentity {
+    let n = u128::from(hi) << 8 | u128::from(lo);
+    SessionIdentity {
+        id: SessionId::from_uuid(Uuid::from_u128(n + 1)),
+        account_id: AccountId::from_checked(Uuid::from_u128(n + 1_000)),
+        token_hash: crowded(hi, lo),
+    }
+}
+
+/// The warm running in the model: its contents, the keys removed since it
+/// began and the keys it keeps.
+type ModelWarm = (
+    Box<dyn PreparedContents>,
+    HashSet<(u8, u8)>,
+    HashSet<(u8, u8)>,
+);
+
+fn session_of(hi: u8, lo: u8) -> Arc<Session> {
+    let identity = identity_of(hi, lo);
+    let (_, mut session) = crate::testkit::session_at(identity.account_id, crate::testkit::epoch());
+    session.id = identity.id;
+    session.token_hash = identity.token_hash;
+    Arc::new(session)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Warms in place, completed or abandoned, beside writes, against a
+    /// model: a removal during a warm wins over the warm's page, and an
+    /// install keeps exactly what the warm gave or a write stored since it
+    /// began.
+    #[test]
+    fn a_refresh_in_place_answers_as_the_model_does(ops in prop::collection::vec(refresh_op(), 1..300)) {
+        let cache = CompactCache::new();
+        let mut live: HashSet<(u8, u8)> = HashSet::new();
+        let mut warm: Option<ModelWarm> = None;
+        for op in ops {
+            match op {
+                RefreshOp::Write(h, l) => {
+                    cache.insert(session_of(h, l));
+                    live.insert((h, l));
+                    if let Some((_, _, kept)) = warm.as_mut() {
+                        kept.insert((h, l));
+                    }
+                }
+                RefreshOp::Remove(h, l) => {
+                    cache.remove(&crowded(h, l));
+                    live.remove(&(h, l));
+                    if let Some((_, removed, kept)) = warm.as_mut() {
+                        removed.insert((h, l));
+                        kept.remove(&(h, l));
+                    }
+                }
+                RefreshOp::Begin => {
+                    if warm.is_none() {
+                        warm = Some((cache.refresh(), HashSet::new(), HashSet::new()));
+                    }
+                }
+                RefreshOp::Give(h, l) => {
+                    if let Some((contents, removed, kept)) = warm.as_mut() {
+                        contents.insert_identity(identity_of(h, l));
+                        if !removed.contains(&(h, l)) {
+                            live.insert((h, l));
+                            kept.insert((h, l));
+                        }
+                    }
+                }
+                RefreshOp::Install => {
+                    if let Some((contents, _, kept)) = warm.take() {
+                        cache.install(contents);
+                        live.retain(|key| kept.contains(key));
+                    }
+                }
+                RefreshOp::Abandon => {
+                    warm = None;
+                }
+            }
+            cache.index.segments[0].lock().check();
+            prop_assert_eq!(cache.len(), live.len());
+            for hi in 0..24u8 {
+                for lo in 0..2u8 {
+                    let found = cache.get(&crowded(hi, lo));
+                    prop_assert_eq!(found, live.contains(&(hi, lo)).then(|| identity_of(hi, lo)));
+                }
+            }
+        }
+    }
 }

@@ -87,6 +87,25 @@ pub trait SessionCache: Send + Sync + 'static {
     /// install lets a caller build without holding its own locks.
     fn prepare_empty(&self) -> Box<dyn PreparedContents>;
 
+    /// Starts the contents of a warm of this cache, which may already hold
+    /// sessions. By default they are built apart, as
+    /// [`prepare_empty`](Self::prepare_empty)'s: the warm holds two copies
+    /// until [`install`](Self::install).
+    ///
+    /// A cache may instead refresh its live contents in place, so a warm
+    /// costs no second copy, if it keeps, until the install: every session
+    /// it held or a write inserted since stays answered, unless removed; a
+    /// session given to the contents is answered only if it was not removed
+    /// since the refresh began (the warm may have read it before); removing
+    /// from the contents removes from the live cache. The install then drops
+    /// every session neither given to the contents nor inserted since the
+    /// refresh began. Dropped without an install, the contents leave the
+    /// live cache holding what it held and what they were given.
+    /// [`CompactCache`](crate::CompactCache) refreshes in place.
+    fn refresh(&self) -> Box<dyn PreparedContents> {
+        self.prepare_empty()
+    }
+
     /// Builds contents holding exactly `sessions` (the last wins for a
     /// repeated hash), apart from the live ones, as
     /// [`prepare_empty`](Self::prepare_empty) filled with them.

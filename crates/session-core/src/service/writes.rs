@@ -156,10 +156,11 @@ impl Inner {
 
     /// Loads every active session and installs them as the cache's contents.
     ///
-    /// The store's pages stream into contents the cache builds apart from
-    /// the live ones ([`SessionCache::prepare_empty`]): a task reads the next
-    /// pages (and decodes their rows) while this one inserts the page before,
-    /// and no page is held once inserted, so a warm holds the new contents
+    /// The store's pages stream into the contents the cache starts for a
+    /// warm ([`SessionCache::refresh`]: apart from the live ones, or the live
+    /// ones refreshed in place): a task reads the next pages (and decodes
+    /// their rows) while this one inserts the page before, and no page is
+    /// held once inserted, so a warm holds the new contents (none, in place)
     /// and at most [`PAGES_AHEAD`] pages more, never every session read.
     ///
     /// Writes go on meanwhile: every cache change made while the warm runs
@@ -169,7 +170,7 @@ impl Inner {
     /// creates and revokes wait for a swap, never for a build, and no reader
     /// sees contents missing a change the cache had already made.
     ///
-    /// [`SessionCache::prepare_empty`]: crate::port::cache::SessionCache::prepare_empty
+    /// [`SessionCache::refresh`]: crate::port::cache::SessionCache::refresh
     pub(super) async fn warm(&self) -> Result<WarmReport, Error> {
         let _one_at_a_time = self.warming.lock().await;
         let started = Instant::now();
@@ -182,7 +183,7 @@ impl Inner {
         self.reconcile_not_before(stored.mark).await;
         // Journal before the first read: anything committed later is replayed.
         self.writes().journal = Some(Vec::new());
-        let mut contents = self.cache.prepare_empty();
+        let mut contents = self.cache.refresh();
         let loaded = self.load_active(contents.as_mut(), started).await;
         let during_load = {
             let mut writes = self.writes();

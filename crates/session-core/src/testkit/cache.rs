@@ -267,6 +267,127 @@ pub fn prepared_contents_are_unseen_until_installed(cache: Arc<dyn SessionCache>
     assert!(cache.get(&next[1].token_hash).is_none());
 }
 
+/// A warm's contents ([`SessionCache::refresh`]), as a warm uses them: the
+/// live cache answers as before meanwhile, a session removed during the
+/// refresh stays gone even when the warm, which read it earlier, gives it
+/// again, and once the writes made meanwhile are replayed and the contents
+/// installed, the cache holds exactly what the warm gave and the writes
+/// added, less what they removed.
+pub fn a_refresh_answers_throughout_and_ends_with_what_it_was_given(cache: Arc<dyn SessionCache>) {
+    let [kept, revoked, stale, created] = <[Arc<Session>; 4]>::try_from(sessions(4))
+        .unwrap_or_else(|_| unreachable!("four sessions"));
+    for session in [&kept, &revoked, &stale] {
+        cache.insert(Arc::clone(session));
+    }
+    let mut contents = cache.refresh();
+    contents.insert(Arc::clone(&kept));
+    // Writes while the warm reads: a revocation of a session its page
+    // still holds, and a create.
+    cache.remove(&revoked.token_hash);
+    cache.insert(Arc::clone(&created));
+    contents.insert(Arc::clone(&revoked));
+
+    assert_eq!(cache.get(&kept.token_hash), identity(&kept));
+    assert_eq!(
+        cache.get(&revoked.token_hash),
+        None,
+        "a session removed during the refresh came back"
+    );
+    assert_eq!(
+        cache.get(&stale.token_hash),
+        identity(&stale),
+        "until the install"
+    );
+    assert_eq!(cache.get(&created.token_hash), identity(&created));
+
+    // The warm replays what it journaled, then installs.
+    contents.insert(Arc::clone(&created));
+    contents.remove(&revoked.token_hash);
+    cache.install(contents);
+    assert_eq!(cache.get(&kept.token_hash), identity(&kept));
+    assert_eq!(cache.get(&created.token_hash), identity(&created));
+    assert_eq!(cache.get(&revoked.token_hash), None);
+    assert_eq!(cache.get(&stale.token_hash), None, "not read by the warm");
+    assert_eq!(cache.len(), 2);
+}
+
+/// A refresh dropped before its install (a warm that failed) leaves every
+/// session the cache held, and confirms nothing: the next refresh's install
+/// drops what that one does not give, even what the dropped one gave.
+pub fn a_dropped_refresh_leaves_the_cache_and_confirms_nothing(cache: Arc<dyn SessionCache>) {
+    let all = sessions(3);
+    for session in &all[..2] {
+        cache.insert(Arc::clone(session));
+    }
+    let mut failed = cache.refresh();
+    failed.insert(Arc::clone(&all[0]));
+    failed.insert(Arc::clone(&all[2]));
+    drop(failed);
+    assert_eq!(cache.get(&all[0].token_hash), identity(&all[0]));
+    assert_eq!(cache.get(&all[1].token_hash), identity(&all[1]));
+    let len = cache.len();
+    assert!(
+        len == 2 || (len == 3 && cache.get(&all[2].token_hash).is_some()),
+        "len {len}"
+    );
+
+    let mut next = cache.refresh();
+    next.insert(Arc::clone(&all[1]));
+    cache.install(next);
+    assert_eq!(cache.get(&all[0].token_hash), None);
+    assert_eq!(cache.get(&all[1].token_hash), identity(&all[1]));
+    assert_eq!(cache.get(&all[2].token_hash), None);
+    assert_eq!(cache.len(), 1);
+}
+
+/// While a refresh confirms most sessions and drops the rest, readers never
+/// miss a session it keeps.
+pub fn a_refresh_never_hides_a_session_it_keeps(cache: Arc<dyn SessionCache>) {
+    const SIZE: usize = 20_000;
+    let kept = sessions(SIZE);
+    let dropped = sessions(SIZE / 4);
+    for session in kept.iter().chain(&dropped) {
+        cache.insert(Arc::clone(session));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (cache, stop, kept) = (Arc::clone(&cache), Arc::clone(&stop), kept.clone());
+            thread::spawn(move || {
+                let mut reads = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    for session in kept.iter().skip(reader).step_by(97) {
+                        assert_eq!(
+                            cache.get(&session.token_hash),
+                            identity(session),
+                            "a session the refresh keeps was missing or wrong"
+                        );
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let mut contents = cache.refresh();
+        for session in &kept {
+            contents.insert(Arc::clone(session));
+        }
+        cache.install(contents);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(cache.len(), SIZE);
+    assert!(
+        dropped
+            .iter()
+            .all(|session| cache.get(&session.token_hash).is_none())
+    );
+}
+
 /// A record is answered only for a session the cache holds: never after its
 /// removal, nor after contents without it are installed, even one offered
 /// with [`SessionCache::keep_record`] while it was cached.

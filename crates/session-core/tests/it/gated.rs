@@ -221,6 +221,14 @@ impl session_core::port::cache::SessionCache for GatedCache {
         })
     }
 
+    /// Armed, the contents stop at their first insert, as `prepare_empty`'s.
+    fn refresh(&self) -> Box<dyn session_core::port::cache::PreparedContents> {
+        Box::new(GatedContents {
+            inner: self.inner.refresh(),
+            gate: self.armed.lock().unwrap().take(),
+        })
+    }
+
     fn install(&self, contents: Box<dyn session_core::port::cache::PreparedContents>) {
         self.inner.install(contents);
     }
