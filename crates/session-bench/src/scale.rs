@@ -30,6 +30,10 @@
 //!    alone, which refusing must beat). The cache lookup plus the hashing,
 //!    not `SessionService::resolve`: a store behind the service would hold
 //!    every record, 20 GB at 100 million.
+//!
+//! A child also takes the mode `compact-index`, which no row uses: the
+//! compact index without a record cache, for telling the two apart
+//! (`session-bench __scale-child compact-index 30000000 /tmp full`).
 
 use std::fs::File;
 use std::hint::black_box;
@@ -258,6 +262,9 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             Arc::new(CompactCache::new().with_records(Arc::new(MokaRecordCache::default())))
         }
         "map" => Arc::new(MemoryCache::new()),
+        // Not a row of the section: the index alone, to tell its bytes from
+        // the record cache's when a figure needs explaining.
+        "compact-index" => Arc::new(CompactCache::new()),
         other => bail!("no cache mode named {other}"),
     };
     let start = status_bytes("VmRSS:")?;

@@ -6,7 +6,10 @@
 //! its own. The child connects the store, reads `VmRSS` (start), warms a
 //! `SessionService` over a `CompactCache` with `session-app`'s default page
 //! of 10,000 rows, then reads `VmHWM` (peak, over the whole child) and
-//! `VmRSS` (steady). The floors run in this process, in the same run:
+//! `VmRSS` (steady); then warms the same cache again (a reload: the change
+//! log no longer covering the cursor), with the high-water mark reset
+//! first, and reads both again. The floors run in this process, in the same
+//! run:
 //!
 //! - PostgreSQL: `COPY (SELECT token_hash, id, account_id … WHERE revoked_at
 //!   IS NULL) TO STDOUT (FORMAT binary)` through tokio-postgres, the bytes
@@ -57,6 +60,11 @@ struct Measured {
     start: u64,
     peak: u64,
     steady: u64,
+    /// A second warm of the same cache (a reload), and its memory, from
+    /// the same start.
+    reload_s: f64,
+    reload_peak: u64,
+    reload_steady: u64,
 }
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
@@ -177,6 +185,23 @@ fn rows(
         .target((!ctx.quick).then(|| Target::ratio_at_most(peak / steady, PEAK_RATIO_TARGET)))
         .detail("per session, steady", bytes(steady / m.sessions as f64)),
     );
+    // A reload warms the cache again while it holds every session: in
+    // place, with no second index.
+    let reload_steady = m.reload_steady.saturating_sub(m.start) as f64;
+    let reload_peak = m.reload_peak.saturating_sub(m.start) as f64;
+    section.rows.push(
+        Row::new(
+            format!("{label}: peak during a reload"),
+            bytes(reload_peak),
+            bytes(reload_steady),
+            reload_peak / reload_steady,
+        )
+        .target(
+            (!ctx.quick)
+                .then(|| Target::ratio_at_most(reload_peak / reload_steady, PEAK_RATIO_TARGET)),
+        )
+        .detail("reload", seconds(m.reload_s)),
+    );
 }
 
 /// Runs a warm child and reads what it measured.
@@ -230,6 +255,14 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             "warmed {} sessions, loaded {sessions}",
             report.sessions
         );
+        // The high-water mark from here on (Linux's clear_refs, "5").
+        std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM")?;
+        let began = Instant::now();
+        let report = service.warm().await?;
+        let reload_s = began.elapsed().as_secs_f64();
+        let reload_peak = status_bytes("VmHWM:")?;
+        let reload_steady = status_bytes("VmRSS:")?;
+        anyhow::ensure!(report.sessions == sessions, "reloaded {}", report.sessions);
         // The service, and so the cache, lives until here.
         drop(service);
         anyhow::Ok(Measured {
@@ -238,6 +271,9 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             start,
             peak,
             steady,
+            reload_s,
+            reload_peak,
+            reload_steady,
         })
     })?;
     println!("{}", serde_json::to_string(&measured)?);
