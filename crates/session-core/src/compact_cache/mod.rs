@@ -73,8 +73,6 @@ const SEGMENTS: usize = 1 << SEGMENT_BITS;
 const LO_LEN: usize = 7;
 /// A table grows when one more key would take its load past 23/25 = 0.92.
 const MAX_LOAD: (usize, usize) = (23, 25);
-/// [`prepare`](SessionCache::prepare) sizes tables for a load of 9/10.
-const BUILD_LOAD: (usize, usize) = (9, 10);
 
 /// Where a token hash lives in the index and what identifies it there.
 struct Key {
@@ -121,11 +119,6 @@ fn identity(record: &Record, hash: &TokenHash) -> SessionIdentity {
         account_id: AccountId::from_checked(Uuid::from_u64_pair(record[3], record[4])),
         token_hash: *hash,
     }
-}
-
-/// The homes a table needs to hold `count` keys at the build load.
-fn homes_for(count: usize) -> usize {
-    count * BUILD_LOAD.1 / BUILD_LOAD.0
 }
 
 /// Inserts into a segment, growing it first when it is full or the key's
@@ -313,31 +306,15 @@ impl SessionCache for CompactCache {
         Box::new(PreparedIndex::empty())
     }
 
-    fn prepare(&self, sessions: Vec<Arc<Session>>) -> Box<dyn PreparedContents> {
-        let mut counts = vec![0usize; SEGMENTS];
-        for session in &sessions {
-            counts[Key::of(&session.token_hash).segment] += 1;
-        }
-        let prepared = PreparedIndex::empty();
-        for (segment, &count) in prepared.segments.iter().zip(&counts) {
-            if count != 0 {
-                segment.lock().grow(homes_for(count));
-            }
-        }
-        drop(counts);
-        let mut prepared = prepared;
-        for session in sessions {
-            prepared.insert(session);
-        }
-        Box::new(prepared)
-    }
-
     /// Refreshes in place: see [`Refresh`]. If a refresh is running
     /// already, the contents are built apart, as
     /// [`prepare_empty`](SessionCache::prepare_empty)'s.
     fn refresh(&self) -> Box<dyn PreparedContents> {
         let mut state = self.index.refresh_state();
-        if state.running.is_some() {
+        // Empty (the first warm): nothing to keep answering, so the index is
+        // built apart, where keys are appended unordered and each segment
+        // sorted once, instead of inserted in order one by one.
+        if state.running.is_some() || self.index.len.load(Ordering::Acquire) == 0 {
             drop(state);
             return self.prepare_empty();
         }
@@ -373,7 +350,11 @@ impl SessionCache for CompactCache {
         let Ok(prepared) = contents.downcast::<PreparedIndex>() else {
             panic!("CompactCache::install: the contents were prepared by another cache type");
         };
-        let PreparedIndex { mut segments, len } = *prepared;
+        let mut prepared = *prepared;
+        prepared.order();
+        let PreparedIndex {
+            mut segments, len, ..
+        } = prepared;
         // A refresh running is superseded: these contents replace every key.
         let mut refresh = self.index.refresh_state();
         *refresh = RefreshState {
@@ -515,9 +496,21 @@ impl PreparedContents for Refresh {
 }
 
 /// [`CompactCache`]'s next contents: its segments, built apart.
+///
+/// Built in two phases, since nobody reads them before the install: until
+/// the first removal, keys are appended to their segment out of order (each
+/// segment adding a chunk when full, never rebuilding); the first removal,
+/// or the install, orders every segment once (a sort and one placement),
+/// and later changes go in order. Inserting in order one by one shifts
+/// about 50 slots a key at load 0.9 and rebuilds a segment at each chunk
+/// it adds: a warm of 10 million spent most of its time there.
 struct PreparedIndex {
     segments: Box<[Segment]>,
+    /// Keys held; while unordered, keys appended (a repeated key counted
+    /// each time).
     len: usize,
+    /// Whether keys are still appended out of order.
+    appending: bool,
 }
 
 impl PreparedIndex {
@@ -526,6 +519,20 @@ impl PreparedIndex {
         Self {
             segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),
             len: 0,
+            appending: true,
+        }
+    }
+
+    /// Orders the segments, if keys were appended, and ends the appending.
+    fn order(&mut self) {
+        if !std::mem::take(&mut self.appending) {
+            return;
+        }
+        self.len = 0;
+        for segment in &*self.segments {
+            let mut writer = segment.lock();
+            writer.order();
+            self.len += writer.len();
         }
     }
 }
@@ -539,11 +546,17 @@ impl PreparedContents for PreparedIndex {
         let key = Key::of(&identity.token_hash);
         let record = record_of(&key, identity.id, identity.account_id);
         let mut writer = self.segments[key.segment].lock();
-        let (added, _) = insert_growing(&mut writer, &key, &record);
-        self.len += usize::from(added);
+        if self.appending {
+            writer.append(&key, &record);
+            self.len += 1;
+        } else {
+            let (added, _) = insert_growing(&mut writer, &key, &record);
+            self.len += usize::from(added);
+        }
     }
 
     fn remove(&mut self, hash: &TokenHash) {
+        self.order();
         let key = Key::of(hash);
         self.len -= usize::from(self.segments[key.segment].lock().remove(&key));
     }

@@ -72,7 +72,7 @@
 //! other bits do not change, so it needs no change of the sequence number: a
 //! reader sees the word before or after, and masks the label either way.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -279,6 +279,7 @@ impl Segment {
         Writer {
             segment: self,
             state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            chunk: Cell::new((0, 0, &[])),
         }
     }
 }
@@ -287,9 +288,14 @@ impl Segment {
 pub(super) struct Writer<'a> {
     segment: &'a Segment,
     state: MutexGuard<'a, State>,
+    /// The chunk last used, with its first slot and the slot past it: the
+    /// writer's scans and shifts walk consecutive slots, so finding each
+    /// one's chunk by [`locate`] would cost more than the move itself.
+    /// Chunks never move, so a chunk once found stays valid.
+    chunk: Cell<(usize, usize, &'a [AtomicU64])>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
     /// Readers will read again until [`end`](Self::end).
     pub(super) fn begin(&self) {
         let seq = self.segment.seq.load(Ordering::Relaxed);
@@ -304,7 +310,7 @@ impl Writer<'_> {
         self.segment.seq.store(seq + 1, Ordering::Release);
     }
 
-    #[cfg(test)]
+    /// Keys held (appended, before [`order`](Self::order)).
     pub(super) fn len(&self) -> usize {
         self.state.len
     }
@@ -323,11 +329,17 @@ impl Writer<'_> {
         if homes == 0 { 0 } else { homes + tail(homes) }
     }
 
-    fn words(&self, at: usize) -> (&AtomicU64, &[AtomicU64]) {
-        let Some((chunk, index, _)) = self.segment.chunk(at) else {
-            panic!("slot {at} is below the homes and tail, so its chunk is allocated");
-        };
-        let (hi, record) = chunk[index * SLOT_WORDS..][..SLOT_WORDS].split_at(1);
+    #[inline]
+    fn words(&self, at: usize) -> (&'a AtomicU64, &'a [AtomicU64]) {
+        let (mut first, mut end, mut chunk) = self.chunk.get();
+        if at < first || at >= end {
+            let Some((found, index, slots)) = self.segment.chunk(at) else {
+                panic!("slot {at} is below the homes and tail, so its chunk is allocated");
+            };
+            (first, end, chunk) = (at - index, at - index + slots, found);
+            self.chunk.set((first, end, chunk));
+        }
+        let (hi, record) = chunk[(at - first) * SLOT_WORDS..][..SLOT_WORDS].split_at(1);
         (&hi[0], record)
     }
 
@@ -545,6 +557,56 @@ impl Writer<'_> {
             self.state.len = keys.len();
             (dropped, self.state.capacity - before)
         })
+    }
+
+    /// Stores `key` after the keys already held, out of order, adding a
+    /// chunk when every slot is taken: for a segment built apart, which
+    /// nobody reads, and nothing but this writes, until
+    /// [`order`](Self::order). An append touches one slot, where an insert
+    /// in order shifts the rest of its run (about 50 slots at load 0.9).
+    pub(super) fn append(&mut self, key: &Key, record: &Record) {
+        debug_assert_eq!(self.homes(), 0, "appends only to a segment not yet ordered");
+        if self.state.len == self.state.capacity {
+            self.add_chunk();
+        }
+        let mut record = *record;
+        record[0] = labelled(record[0], self.state.label);
+        self.write(self.state.len, key.hi, &record);
+        self.state.len += 1;
+    }
+
+    /// Orders the keys [`append`](Self::append) stored: one sort, then one
+    /// placement over homes that keep the load within its bound (the last
+    /// of a repeated key kept). Returns the slots added.
+    pub(super) fn order(&mut self) -> usize {
+        let before = self.state.capacity;
+        let appended = self.state.len;
+        if appended == 0 {
+            return 0;
+        }
+        REBUILD.with_borrow_mut(|keys| {
+            keys.clear();
+            keys.reserve(appended.next_power_of_two());
+            for at in 0..appended {
+                keys.push(self.read(at));
+            }
+            // Stable: equal keys stay in the order they came, and the last
+            // of each is kept.
+            keys.sort_by_key(|(hi, record)| (*hi, record[0] & LO_MASK));
+            keys.reverse();
+            keys.dedup_by_key(|(hi, record)| (*hi, record[0] & LO_MASK));
+            keys.reverse();
+            while keys.len() * MAX_LOAD.1 > homes_within(self.state.capacity) * MAX_LOAD.0 {
+                self.add_chunk();
+            }
+            self.begin();
+            while !self.place_in_order(keys) {
+                self.add_chunk();
+            }
+            self.end();
+            self.state.len = keys.len();
+        });
+        self.state.capacity - before
     }
 
     /// Allocates the next chunk; returns its slot count.
