@@ -148,6 +148,25 @@ pub trait SessionStore: Send + Sync + 'static {
         })
     }
 
+    /// Every active session's identity, for a warm of a compact cache, which
+    /// needs all of them and no order: sent to `pages` in pages of at most
+    /// `page_size` rows (identities and rejected rows), in any order, each
+    /// row once. Returns once the last page is sent, or at once if the
+    /// receiver is gone; a failure is sent as the last item, possibly after
+    /// some pages, and the caller starts over. Rows are checked as in
+    /// [`active_identity_page`](Self::active_identity_page).
+    ///
+    /// By default, [`active_identity_page`](Self::active_identity_page)'s
+    /// keyset pages one after another. A store that can read them in one
+    /// pass does (PostgreSQL: one binary `COPY`).
+    async fn active_identities(
+        &self,
+        page_size: u32,
+        pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+    ) {
+        identities_in_pages(self, page_size, pages).await;
+    }
+
     /// Checks that the store answers.
     async fn health_check(&self) -> Result<(), StoreError>;
 
@@ -357,6 +376,8 @@ pub enum StoreOperation {
     ActivePage,
     /// [`SessionStore::active_identity_page`].
     ActiveIdentityPage,
+    /// [`SessionStore::active_identities`].
+    ActiveIdentities,
     /// [`SessionStore::health_check`].
     HealthCheck,
     /// [`SessionStore::record_last_seen`].
@@ -382,7 +403,7 @@ pub enum StoreOperation {
 impl StoreOperation {
     /// Every operation, in declaration order, so `operation as usize` is
     /// its index here: a decorator can keep one slot per operation.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Insert,
         Self::InsertWithinLimit,
         Self::FindActiveByHash,
@@ -392,6 +413,7 @@ impl StoreOperation {
         Self::ListForAccount,
         Self::ActivePage,
         Self::ActiveIdentityPage,
+        Self::ActiveIdentities,
         Self::HealthCheck,
         Self::RecordLastSeen,
         Self::LastSeen,
@@ -434,6 +456,7 @@ impl StoreOperation {
             Self::ListForAccount => "list_for_account",
             Self::ActivePage => "active_page",
             Self::ActiveIdentityPage => "active_identity_page",
+            Self::ActiveIdentities => "active_identities",
             Self::HealthCheck => "health_check",
             Self::RecordLastSeen => "record_last_seen",
             Self::LastSeen => "last_seen",
@@ -633,6 +656,15 @@ pub trait StoreDecorator: Send + Sync + 'static {
         self.inner_store().active_identity_page(after, limit)
     }
 
+    /// [`SessionStore::active_identities`], forwarded by default.
+    fn active_identities(
+        &self,
+        page_size: u32,
+        pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+    ) -> impl Future<Output = ()> + Send {
+        self.inner_store().active_identities(page_size, pages)
+    }
+
     /// [`SessionStore::health_check`], forwarded by default.
     fn health_check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner_store().health_check()
@@ -803,6 +835,19 @@ impl<D: StoreDecorator> SessionStore for D {
         self.around(StoreOperation::ActiveIdentityPage, call).await
     }
 
+    async fn active_identities(
+        &self,
+        page_size: u32,
+        pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+    ) {
+        let call = async {
+            StoreDecorator::active_identities(self, page_size, pages).await;
+            Ok(())
+        };
+        // The call itself cannot fail: a failure travels in its pages.
+        let _: Result<(), StoreError> = self.around(StoreOperation::ActiveIdentities, call).await;
+    }
+
     async fn health_check(&self) -> Result<(), StoreError> {
         let call = StoreDecorator::health_check(self);
         self.around(StoreOperation::HealthCheck, call).await
@@ -904,6 +949,30 @@ pub struct ActivePage {
     /// The id of the last row read, valid or not, when the page was full:
     /// the next page starts after it. `None` at the end.
     pub resume_after: Option<SessionId>,
+}
+
+/// [`SessionStore::active_identities`] as `store`'s
+/// [`active_identity_page`](SessionStore::active_identity_page) pages, one
+/// after another: the default, for a decorator that overrides the pages to
+/// keep seeing them.
+pub async fn identities_in_pages<S: SessionStore + ?Sized>(
+    store: &S,
+    page_size: u32,
+    pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+) {
+    let mut after = None;
+    loop {
+        let page = store.active_identity_page(after, page_size).await;
+        let next = page.as_ref().ok().and_then(|page| page.resume_after);
+        let failed = page.is_err();
+        if pages.send(page).await.is_err() || failed {
+            return;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => return,
+        }
+    }
 }
 
 /// One page of [`SessionStore::active_identity_page`].

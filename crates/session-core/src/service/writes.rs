@@ -231,45 +231,48 @@ impl Inner {
         contents: &mut dyn PreparedContents,
         started: Instant,
     ) -> Result<usize, Error> {
-        const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(PAGES_AHEAD);
         let mut reader = JoinSet::new();
+        let store = Arc::clone(&self.store);
+        let page_size = self.warm_page_size;
         // In the warm's span, so each page's store call is the warm's child.
-        reader.spawn(
-            read_active_pages(
-                Arc::clone(&self.store),
-                self.cache.mode(),
-                self.warm_page_size,
-                sender,
-            )
-            .instrument(tracing::Span::current()),
-        );
+        let span = tracing::Span::current();
+        match self.cache.mode() {
+            CacheMode::Full => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+                reader.spawn(read_active_pages(store, page_size, sender).instrument(span));
+                self.insert_pages(receiver, &mut reader, contents, started)
+                    .await
+            }
+            CacheMode::Compact => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+                reader.spawn(
+                    async move { store.active_identities(page_size, sender).await }
+                        .instrument(span),
+                );
+                self.insert_pages(receiver, &mut reader, contents, started)
+                    .await
+            }
+        }
+    }
+
+    /// Inserts the pages `receiver` brings into `contents` until `reader`,
+    /// which sends them, is done; returns how many pages it inserted.
+    async fn insert_pages<P: WarmPage>(
+        &self,
+        mut receiver: tokio::sync::mpsc::Receiver<Result<P, StoreError>>,
+        reader: &mut JoinSet<()>,
+        contents: &mut dyn PreparedContents,
+        started: Instant,
+    ) -> Result<usize, Error> {
+        const PROGRESS_EVERY: Duration = Duration::from_secs(1);
         let mut loaded = 0;
         let mut pages = 0;
         let mut last_report = started;
         while let Some(page) = receiver.recv().await {
             pages += 1;
-            let resume_after = match page? {
-                WarmPage::Sessions(page) => {
-                    self.reject(page.rejected);
-                    loaded += page.sessions.len();
-                    for session in page.sessions {
-                        contents.insert(Arc::new(session));
-                    }
-                    page.resume_after
-                }
-                WarmPage::Identities(page) => {
-                    self.reject(page.rejected);
-                    loaded += page.identities.len();
-                    for identity in page.identities {
-                        contents.insert_identity(identity);
-                    }
-                    page.resume_after
-                }
-            };
-            if resume_after.is_none() {
-                return Ok(pages);
-            }
+            let (rows, rejected) = page?.insert_into(contents);
+            loaded += rows;
+            self.reject(rejected);
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
                 tracing::info!(
@@ -279,14 +282,14 @@ impl Inner {
                 );
             }
         }
-        // The reader stopped before the last page without sending an error:
-        // it panicked. Pass the panic on, as a read on this task would have.
-        match reader.join_next().await {
-            Some(Err(failed)) if failed.is_panic() => {
-                std::panic::resume_unwind(failed.into_panic())
-            }
-            _ => unreachable!("the warm's page reader ends only after its last page or an error"),
+        // Every page sent: the reader is done, or it panicked. Pass a panic
+        // on, as a read on this task would have.
+        if let Some(Err(failed)) = reader.join_next().await
+            && failed.is_panic()
+        {
+            std::panic::resume_unwind(failed.into_panic());
         }
+        Ok(pages)
     }
 }
 
@@ -298,38 +301,45 @@ const PAGES_AHEAD: usize = 1;
 /// A page a warm reads: whole sessions for a [`CacheMode::Full`] cache,
 /// only their identities for a [`CacheMode::Compact`] one, which keeps no
 /// more (a narrower row: less for the store to send and to decode).
-enum WarmPage {
-    Sessions(ActivePage),
-    Identities(IdentityPage),
+trait WarmPage: Send + 'static {
+    /// Inserts the page's sessions; returns how many, and the rows rejected.
+    fn insert_into(self, contents: &mut dyn PreparedContents) -> (usize, Vec<InvalidRow>);
+}
+
+impl WarmPage for ActivePage {
+    fn insert_into(self, contents: &mut dyn PreparedContents) -> (usize, Vec<InvalidRow>) {
+        let rows = self.sessions.len();
+        for session in self.sessions {
+            contents.insert(Arc::new(session));
+        }
+        (rows, self.rejected)
+    }
+}
+
+impl WarmPage for IdentityPage {
+    fn insert_into(self, contents: &mut dyn PreparedContents) -> (usize, Vec<InvalidRow>) {
+        let rows = self.identities.len();
+        for identity in self.identities {
+            contents.insert_identity(identity);
+        }
+        (rows, self.rejected)
+    }
 }
 
 /// Reads active sessions from the start, page after page, into `pages`,
-/// as `mode` needs them, until the last page or the first error (sent
-/// too), or until the receiver is gone.
+/// until the last page or the first error (sent too), or until the
+/// receiver is gone.
 async fn read_active_pages(
     store: Arc<dyn SessionStore>,
-    mode: CacheMode,
     page_size: u32,
-    pages: tokio::sync::mpsc::Sender<Result<WarmPage, StoreError>>,
+    pages: tokio::sync::mpsc::Sender<Result<ActivePage, StoreError>>,
 ) {
     let mut after = None;
     loop {
-        let page = match mode {
-            CacheMode::Full => store
-                .active_page(after, page_size)
-                .await
-                .map(WarmPage::Sessions),
-            CacheMode::Compact => store
-                .active_identity_page(after, page_size)
-                .await
-                .map(WarmPage::Identities),
-        };
-        let next = match &page {
-            Ok(WarmPage::Sessions(page)) => page.resume_after,
-            Ok(WarmPage::Identities(page)) => page.resume_after,
-            Err(_) => None,
-        };
-        if pages.send(page).await.is_err() {
+        let page = store.active_page(after, page_size).await;
+        let next = page.as_ref().ok().and_then(|page| page.resume_after);
+        let failed = page.is_err();
+        if pages.send(page).await.is_err() || failed {
             return;
         }
         match next {

@@ -122,6 +122,7 @@ macro_rules! store_contract_tests {
             list_pages_filter_revoked_and_stay_in_the_account,
             active_pages_cover_every_active_session_once,
             identity_pages_are_the_active_pages_narrowed,
+            active_identities_are_each_active_identity_once,
             concurrent_creates_and_revokes_end_consistent,
             service_round_trip,
             health_check_answers,

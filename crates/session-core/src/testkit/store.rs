@@ -649,6 +649,51 @@ pub async fn identity_pages_are_the_active_pages_narrowed(store: Arc<dyn Session
     );
 }
 
+/// The warm's read of every identity brings each active session's identity
+/// once, no revoked one, in pages of at most the size asked, and then ends.
+pub async fn active_identities_are_each_active_identity_once(store: Arc<dyn SessionStore>) {
+    const PAGE: u32 = 4;
+    let mut active = Vec::new();
+    for i in 0..18 {
+        let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
+        store.insert(&session).await.unwrap();
+        if i % 3 == 0 {
+            store
+                .revoke(
+                    session.id,
+                    epoch() + Duration::hours(1),
+                    RevocationReason::LOGOUT,
+                    None,
+                )
+                .await
+                .unwrap();
+        } else {
+            active.push(SessionIdentity::from(&session));
+        }
+    }
+
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+    let reading = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.active_identities(PAGE, sender).await }
+    });
+    let mut read = Vec::new();
+    while let Some(page) = receiver.recv().await {
+        let page = page.expect("no failure");
+        assert!(page.rejected.is_empty());
+        assert!(
+            page.identities.len() <= PAGE as usize,
+            "{} rows",
+            page.identities.len()
+        );
+        read.extend(page.identities);
+    }
+    reading.await.unwrap();
+    read.sort_by_key(|identity| identity.id);
+    active.sort_by_key(|identity| identity.id);
+    assert_eq!(read, active, "every active identity once");
+}
+
 /// Many tasks creating and revoking at once leave exactly the expected sessions active.
 pub async fn concurrent_creates_and_revokes_end_consistent(store: Arc<dyn SessionStore>) {
     const TASKS: usize = 16;

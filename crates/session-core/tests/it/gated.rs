@@ -129,6 +129,15 @@ impl StoreDecorator for GatedStore {
         self.page_read(after).await;
         Ok(page)
     }
+
+    /// Through this store's own pages, so each is counted and gated.
+    async fn active_identities(
+        &self,
+        page_size: u32,
+        pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+    ) {
+        session_core::port::store::identities_in_pages(self, page_size, pages).await;
+    }
 }
 
 impl GatedStore {
