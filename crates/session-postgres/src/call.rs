@@ -98,6 +98,11 @@ impl Limits {
         }
     }
 
+    /// How long a statement may wait for a lock.
+    pub(crate) const fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
     /// The shortest time after which the server itself cancels a statement
     /// of `work`: an error that took this long is taken as a timeout.
     fn first_cancel(&self, work: Work) -> Duration {
@@ -114,7 +119,7 @@ impl Limits {
 }
 
 /// Whole milliseconds, at least 1 (0 would mean no timeout to PostgreSQL).
-fn millis(duration: Duration) -> u128 {
+pub(crate) fn millis(duration: Duration) -> u128 {
     duration.as_millis().max(1)
 }
 

@@ -29,6 +29,7 @@
 mod call;
 mod change_log;
 mod config;
+mod copy;
 mod error;
 mod events;
 mod migrate;

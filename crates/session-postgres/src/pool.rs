@@ -94,9 +94,27 @@ impl Connector {
 
     /// A connection to the first host, in order, that accepts one.
     pub(crate) async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
+        self.first_accepting(|postgres| self.connect_to(postgres))
+            .await
+    }
+
+    /// A connection of the driver's own, not diesel-async's, to the first
+    /// host that accepts one: for what diesel-async cannot send (`COPY`).
+    pub(crate) async fn connect_driver(&self) -> Result<DriverConnection, ConnectionError> {
+        self.first_accepting(|postgres| self.driver_to(postgres))
+            .await
+    }
+
+    /// `connect` at the first host, in order, that accepts a connection,
+    /// each host's attempt bounded by the connect timeout.
+    async fn first_accepting<'a, T, F, Fut>(&'a self, connect: F) -> Result<T, ConnectionError>
+    where
+        F: Fn(&'a tokio_postgres::Config) -> Fut,
+        Fut: Future<Output = Result<T, ConnectionError>>,
+    {
         if let [only] = self.hosts.as_slice() {
             let limit = self.per_host.saturating_mul(only.hosts);
-            return tokio::time::timeout(limit, self.connect_to(&only.postgres))
+            return tokio::time::timeout(limit, connect(&only.postgres))
                 .await
                 .unwrap_or_else(|_| Err(timed_out(limit)));
         }
@@ -107,7 +125,7 @@ impl Connector {
         };
         let mut failures = Vec::new();
         for attempt in self.hosts.iter().cycle().skip(start).take(self.hosts.len()) {
-            match tokio::time::timeout(self.per_host, self.connect_to(&attempt.postgres)).await {
+            match tokio::time::timeout(self.per_host, connect(&attempt.postgres)).await {
                 Ok(Ok(connection)) => return Ok(connection),
                 Ok(Err(err)) => failures.push(format!("{}: {err}", attempt.label)),
                 Err(_) => failures.push(format!("{}: {}", attempt.label, timed_out(self.per_host))),
@@ -133,6 +151,23 @@ impl Connector {
                 self.adopt(client, connection).await
             }
         }
+    }
+
+    async fn driver_to(
+        &self,
+        postgres: &tokio_postgres::Config,
+    ) -> Result<DriverConnection, ConnectionError> {
+        let (client, task) = match &self.tls {
+            None => {
+                let (client, connection) = postgres.connect(NoTls).await.map_err(failed)?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+            Some(tls) => {
+                let (client, connection) = postgres.connect(tls.clone()).await.map_err(failed)?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+        };
+        Ok(DriverConnection { client, task })
     }
 
     /// The driver's connection as diesel-async's, set up for the statement mode.
@@ -174,6 +209,19 @@ impl Connector {
             .await
             .map_err(|err| ConnectionError::BadConnection(describe(&err)))?;
         Ok(adopted)
+    }
+}
+
+/// A connection of the driver's own: its client, and the task driving it,
+/// which ends with it (dropped, the connection closes).
+pub(crate) struct DriverConnection {
+    pub(crate) client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DriverConnection {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

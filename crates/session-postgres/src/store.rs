@@ -52,6 +52,9 @@ pub struct PgSessionStore {
     /// change log's LISTEN, migrations): to the direct URL when one is set,
     /// else as the pool does.
     pub(crate) direct: Arc<Connector>,
+    /// Opens connections as the pool does, for what the pool's cannot send
+    /// (the warm's `COPY`).
+    pub(crate) connector: Arc<Connector>,
     /// The bounds of every call, and how statements are sent.
     pub(crate) limits: Arc<Limits>,
     pub(crate) connect_timeout: Duration,
@@ -118,11 +121,12 @@ impl PgSessionStore {
             )),
             None => Arc::clone(&connector),
         };
-        let pool = pool::build(&config, connector)?;
+        let pool = pool::build(&config, Arc::clone(&connector))?;
         let store = Self {
             waker: Arc::new(Waker::start(pool.clone(), config.checkout_timeout)),
             pool,
             direct,
+            connector,
             limits: Arc::new(Limits::new(
                 config.statements,
                 config.read_timeout,
@@ -909,6 +913,18 @@ impl SessionStore for PgSessionStore {
             .finish("read a page of active identities", outcome, connection)
             .await?;
         Ok(identity_page(rows, limit))
+    }
+
+    /// One binary `COPY` (`copy.rs`), not keyset pages.
+    #[tracing::instrument(name = "COPY session.sessions", skip_all, fields(
+        otel.kind = "client", db.system.name = "postgresql",
+        db.operation.name = "COPY", db.collection.name = "session.sessions"))]
+    async fn active_identities(
+        &self,
+        page_size: u32,
+        pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
+    ) {
+        self.copy_active_identities(page_size, pages).await;
     }
 
     #[tracing::instrument(name = "SELECT session.sessions", skip_all, fields(
