@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use diesel::QueryResult;
@@ -131,6 +132,17 @@ pub(crate) struct Checkout {
     /// `None` only once [`close`](Self::close) or [`release`](Self::release) took it.
     connection: Option<Connection>,
     in_transaction: bool,
+    /// Where [`release`](Self::release) keeps the connection instead of
+    /// returning it to the pool: the change log's reader's own.
+    home: Option<Arc<Mutex<Option<Connection>>>>,
+}
+
+/// A connection kept out of the pool between calls; see
+/// [`PgSessionStore::log_connection`].
+pub(crate) type KeptConnection = Arc<Mutex<Option<Connection>>>;
+
+fn kept(slot: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Checkout {
@@ -148,10 +160,13 @@ impl Checkout {
         }
     }
 
-    /// Returns the connection to the pool.
+    /// Returns the connection to the pool, or to its home.
     fn release(mut self) {
         self.in_transaction = false;
-        drop(self.connection.take());
+        let connection = self.connection.take();
+        if let Some(home) = self.home.take() {
+            *kept(&home) = connection;
+        }
     }
 }
 
@@ -229,6 +244,7 @@ impl PgSessionStore {
                     return Ok(Checkout {
                         connection: Some(connection),
                         in_transaction: transaction,
+                        home: None,
                     });
                 }
                 Ok(Err(err)) => {
@@ -245,6 +261,46 @@ impl PgSessionStore {
                 }
             }
         }
+    }
+
+    /// A connection for the change log's reads, and whether it was kept
+    /// from the previous read.
+    ///
+    /// The follower reads every few milliseconds while writes arrive, and
+    /// setting the timeouts at each checkout was a round trip of every
+    /// propagation. With cached statements (connections of the service's
+    /// own), a read's connection is kept out of the pool for the next read,
+    /// its timeouts still set (only reads use it); one the driver knows
+    /// closed is dropped and another checked out, and a read that fails on
+    /// a kept connection is the caller's to retry on a new one. So the
+    /// follower holds one of the pool's connections while it runs. Per
+    /// transaction (behind a pooler), every read checks out as any call,
+    /// since its timeouts end with its transaction.
+    pub(crate) async fn log_connection(&self) -> Result<(Checkout, bool), StoreError> {
+        if self.limits.statements != Statements::Cached {
+            return Ok((self.connection(Work::Read).await?, false));
+        }
+        let home = Some(Arc::clone(&self.log_reader));
+        let taken = kept(&self.log_reader).take();
+        if let Some(mut connection) = taken {
+            if !diesel_async::pooled_connection::PoolableConnection::is_broken(&mut *connection) {
+                let checkout = Checkout {
+                    connection: Some(connection),
+                    in_transaction: false,
+                    home,
+                };
+                return Ok((checkout, true));
+            }
+            drop(Connection::take(connection));
+        }
+        let mut checkout = self.checkout(Work::Read, false).await?;
+        checkout.home = home;
+        Ok((checkout, false))
+    }
+
+    /// Whether the change log's reader holds a connection now.
+    pub(crate) fn log_connection_kept(&self) -> bool {
+        kept(&self.log_reader).is_some()
     }
 
     /// Runs `statement` for at most `work`'s statement timeout plus

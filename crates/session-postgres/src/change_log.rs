@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::call::Work;
+use crate::call::{Checkout, Work};
 use crate::pool::{Connection, Pool};
 use crate::raw::RawInstant;
 use crate::store::{NOT_BEFORE_TABLE, PgSessionStore, SESSIONS_TABLE, SessionRow};
@@ -405,6 +405,38 @@ const PRUNE_BATCH: i64 = 10_000;
 
 /// The transactions of a snapshot's open list, as a cursor waits for
 /// them: none of their entries read yet.
+impl PgSessionStore {
+    /// [`ChangeLog::read`] on `connection`.
+    async fn read_log(
+        &self,
+        mut connection: Checkout,
+        after: &LogCursor,
+        limit: u32,
+    ) -> Result<LogRead, StoreError> {
+        let (xids, marks): (Vec<i64>, Vec<i64>) = after
+            .open()
+            .iter()
+            .map(|writer| (as_bigint(writer.id), as_bigint(writer.read_through)))
+            .unzip();
+        let statement = ReadLog {
+            through: as_bigint(after.through()),
+            xids,
+            marks,
+            limit: i64::from(limit),
+            open_from: as_bigint(after.open_from()),
+        }
+        .load::<LogRow>(&mut connection);
+        // A read takes milliseconds; one that hangs (a peer gone silent
+        // mid-reply) would stall the follower until TCP gives up, so it is
+        // bounded, and its connection, perhaps mid-reply, is closed.
+        let outcome = self.bounded(Work::Read, statement).await;
+        let rows = self
+            .finish("read the change log", outcome, connection)
+            .await?;
+        Ok(page(after, limit, rows))
+    }
+}
+
 fn open_writers(open_now: &[i64]) -> Vec<OpenWriter> {
     open_now
         .iter()
@@ -447,28 +479,17 @@ impl ChangeLog for PgSessionStore {
         db.operation.name = "SELECT", db.collection.name = "session.changes"))]
     async fn read(&self, after: &LogCursor, limit: u32) -> Result<LogRead, StoreError> {
         let limit = limit.max(1);
-        let (xids, marks): (Vec<i64>, Vec<i64>) = after
-            .open()
-            .iter()
-            .map(|writer| (as_bigint(writer.id), as_bigint(writer.read_through)))
-            .unzip();
-        let mut connection = self.connection(Work::Read).await?;
-        let statement = ReadLog {
-            through: as_bigint(after.through()),
-            xids,
-            marks,
-            limit: i64::from(limit),
-            open_from: as_bigint(after.open_from()),
+        let (connection, kept) = self.log_connection().await?;
+        match self.read_log(connection, after, limit).await {
+            // The kept connection died while it waited (a restart, a
+            // failover) and was closed: once more on a new one, so the
+            // follower does not wait out its retry for it.
+            Err(err) if kept && err.is_retryable() && !self.log_connection_kept() => {
+                let (connection, _) = self.log_connection().await?;
+                self.read_log(connection, after, limit).await
+            }
+            read => read,
         }
-        .load::<LogRow>(&mut connection);
-        // A read takes milliseconds; one that hangs (a peer gone silent
-        // mid-reply) would stall the follower until TCP gives up, so it is
-        // bounded, and its connection, perhaps mid-reply, is closed.
-        let outcome = self.bounded(Work::Read, statement).await;
-        let rows = self
-            .finish("read the change log", outcome, connection)
-            .await?;
-        Ok(page(after, limit, rows))
     }
 
     /// A connection listening on [`CHANGES_CHANNEL`] (to the direct URL

@@ -68,6 +68,9 @@ pub struct PgSessionStore {
     pub(crate) wake_ups: bool,
     /// Wakes other readers of the change log after this store's writes.
     waker: Arc<Waker>,
+    /// The change log's reader's connection between reads
+    /// ([`log_connection`](Self::log_connection)).
+    pub(crate) log_reader: crate::call::KeptConnection,
 }
 
 impl std::fmt::Debug for PgSessionStore {
@@ -127,6 +130,7 @@ impl PgSessionStore {
             pool,
             direct,
             connector,
+            log_reader: crate::call::KeptConnection::default(),
             limits: Arc::new(Limits::new(
                 config.statements,
                 config.read_timeout,

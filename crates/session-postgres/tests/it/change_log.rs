@@ -1369,3 +1369,49 @@ async fn entries_numbered_again_below_the_cursor_are_still_read() {
         "read below the cursor's number"
     );
 }
+
+/// The change log's reads keep their connection between reads, so the
+/// reader's timeouts are not set again each time: when the server closes
+/// it (a restart, a failover, `pg_terminate_backend`), the next read still
+/// succeeds, on a new connection, whether the driver has noticed the close
+/// yet or the read finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_read_after_its_kept_connection_was_closed_succeeds() {
+    let (database, store) = fresh_store().await;
+    let sql = sql_client(database.url()).await;
+    let mut cursor = store.head().await.unwrap();
+    for round in 0..6 {
+        let (_, session) = session_at(account(), epoch());
+        store.insert(&session).await.unwrap();
+        // Reads until the insert is read: the reader's connection is kept.
+        let mut found = false;
+        for _ in 0..50 {
+            let LogRead::Page(page) = store.read(&cursor, 100).await.unwrap() else {
+                panic!("the log covers the cursor");
+            };
+            cursor = page.next;
+            found |= !page.entries.is_empty();
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(found, "round {round}: the insert was read");
+        sql.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+        // Every other round reads at once, before the driver may have
+        // seen the close; the others after it has.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            matches!(store.read(&cursor, 100).await, Ok(LogRead::Page(_))),
+            "round {round}: a read after the close failed"
+        );
+    }
+}
