@@ -8,6 +8,12 @@
 //! they were measured on. `--quick` runs every section at a small size to
 //! check the harness end to end; its numbers mean nothing.
 
+/// The allocator `session-app` runs with (see its main.rs), so the
+/// in-process figures (`scale`, `warm`, `resolve`) are what it would show.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod api;
 mod app;
 mod cold_start;
