@@ -306,8 +306,11 @@ impl SessionCache for CompactCache {
         Box::new(PreparedIndex::empty())
     }
 
-    /// Refreshes in place: see [`Refresh`]. If a refresh is running
-    /// already, the contents are built apart, as
+    /// Refreshes the live index in place when it holds sessions (a
+    /// reload): keys the warm confirms, or writes store, meanwhile are
+    /// labelled, and the install drops the others (the module source has
+    /// the rules). Of an empty index (the first warm), or if a refresh is
+    /// running already, the contents are built apart, as
     /// [`prepare_empty`](SessionCache::prepare_empty)'s.
     fn refresh(&self) -> Box<dyn PreparedContents> {
         let mut state = self.index.refresh_state();
