@@ -960,10 +960,29 @@ pub async fn identities_in_pages<S: SessionStore + ?Sized>(
     page_size: u32,
     pages: tokio::sync::mpsc::Sender<Result<IdentityPage, StoreError>>,
 ) {
+    send_keyset_pages(
+        |after| store.active_identity_page(after, page_size),
+        |page| page.resume_after,
+        pages,
+    )
+    .await;
+}
+
+/// Sends `read`'s pages, from the start, each resumed after the one before
+/// (`resume_after`), to `pages`: until the last page or the first failure
+/// (sent too), or until the receiver is gone.
+pub(crate) async fn send_keyset_pages<P, Read, Page>(
+    mut read: Read,
+    resume_after: impl Fn(&P) -> Option<SessionId>,
+    pages: tokio::sync::mpsc::Sender<Result<P, StoreError>>,
+) where
+    Read: FnMut(Option<SessionId>) -> Page,
+    Page: Future<Output = Result<P, StoreError>>,
+{
     let mut after = None;
     loop {
-        let page = store.active_identity_page(after, page_size).await;
-        let next = page.as_ref().ok().and_then(|page| page.resume_after);
+        let page = read(after).await;
+        let next = page.as_ref().ok().and_then(&resume_after);
         let failed = page.is_err();
         if pages.send(page).await.is_err() || failed {
             return;

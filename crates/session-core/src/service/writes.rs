@@ -14,7 +14,9 @@ use tracing::Instrument as _;
 use super::{Error, Inner, WarmReport, lock};
 use crate::port::cache::{CacheMode, PreparedContents};
 use crate::port::change_log::Change;
-use crate::port::store::{ActivePage, IdentityPage, InvalidRow, SessionStore, StoreError};
+use crate::port::store::{
+    ActivePage, IdentityPage, InvalidRow, SessionStore, StoreError, send_keyset_pages,
+};
 use crate::recent::RecentHashes;
 use crate::session::Session;
 use crate::token::{TokenHash, TokenHashState};
@@ -334,19 +336,12 @@ async fn read_active_pages(
     page_size: u32,
     pages: tokio::sync::mpsc::Sender<Result<ActivePage, StoreError>>,
 ) {
-    let mut after = None;
-    loop {
-        let page = store.active_page(after, page_size).await;
-        let next = page.as_ref().ok().and_then(|page| page.resume_after);
-        let failed = page.is_err();
-        if pages.send(page).await.is_err() || failed {
-            return;
-        }
-        match next {
-            Some(next) => after = Some(next),
-            None => return,
-        }
-    }
+    send_keyset_pages(
+        |after| store.active_page(after, page_size),
+        |page| page.resume_after,
+        pages,
+    )
+    .await;
 }
 
 /// A cache insert that waits for its store write. Dropped without

@@ -128,42 +128,63 @@ pub fn replace_all_is_never_seen_half_done(cache: Arc<dyn SessionCache>) {
     large.extend(extra);
     cache.replace_all(small.clone());
 
+    while_readers_check(
+        &cache,
+        &shared,
+        |cache, session| {
+            assert!(
+                cache.get(&session.token_hash).is_some(),
+                "a session in both the old and new contents was missing"
+            );
+            let len = cache.len();
+            assert!(
+                len == SIZE || len == SIZE + SIZE / 2,
+                "len {len} mid-replace"
+            );
+        },
+        || {
+            for round in 0..20 {
+                cache.replace_all(if round % 2 == 0 {
+                    large.clone()
+                } else {
+                    small.clone()
+                });
+            }
+        },
+    );
+    assert_eq!(cache.len(), SIZE);
+}
+
+/// Runs `change` while two threads look up every 97th of `sessions` (each
+/// from its own start) again and again, `check`ing each, and asserts they
+/// read throughout.
+fn while_readers_check(
+    cache: &Arc<dyn SessionCache>,
+    sessions: &[Arc<Session>],
+    check: fn(&dyn SessionCache, &Session),
+    change: impl FnOnce(),
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|reader| {
-            let (cache, stop, shared) = (Arc::clone(&cache), Arc::clone(&stop), shared.clone());
+            let (cache, stop, sessions) = (Arc::clone(cache), Arc::clone(&stop), sessions.to_vec());
             thread::spawn(move || {
                 let mut reads = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    for session in shared.iter().skip(reader).step_by(97) {
-                        assert!(
-                            cache.get(&session.token_hash).is_some(),
-                            "a session in both the old and new contents was missing"
-                        );
+                    for session in sessions.iter().skip(reader).step_by(97) {
+                        check(&*cache, session);
                         reads += 1;
                     }
-                    let len = cache.len();
-                    assert!(
-                        len == SIZE || len == SIZE + SIZE / 2,
-                        "len {len} mid-replace"
-                    );
                 }
                 reads
             })
         })
         .collect();
-    for round in 0..20 {
-        cache.replace_all(if round % 2 == 0 {
-            large.clone()
-        } else {
-            small.clone()
-        });
-    }
+    change();
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         assert!(reader.join().unwrap() > 0);
     }
-    assert_eq!(cache.len(), SIZE);
 }
 
 /// The count is exact immediately after many inserts and removals.
@@ -349,37 +370,26 @@ pub fn a_refresh_never_hides_a_session_it_keeps(cache: Arc<dyn SessionCache>) {
     for session in kept.iter().chain(&dropped) {
         cache.insert(Arc::clone(session));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|reader| {
-            let (cache, stop, kept) = (Arc::clone(&cache), Arc::clone(&stop), kept.clone());
-            thread::spawn(move || {
-                let mut reads = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    for session in kept.iter().skip(reader).step_by(97) {
-                        assert_eq!(
-                            cache.get(&session.token_hash),
-                            identity(session),
-                            "a session the refresh keeps was missing or wrong"
-                        );
-                        reads += 1;
-                    }
+    while_readers_check(
+        &cache,
+        &kept,
+        |cache, session| {
+            assert_eq!(
+                cache.get(&session.token_hash),
+                identity(session),
+                "a session the refresh keeps was missing or wrong"
+            );
+        },
+        || {
+            for _ in 0..3 {
+                let mut contents = cache.refresh();
+                for session in &kept {
+                    contents.insert(Arc::clone(session));
                 }
-                reads
-            })
-        })
-        .collect();
-    for _ in 0..3 {
-        let mut contents = cache.refresh();
-        for session in &kept {
-            contents.insert(Arc::clone(session));
-        }
-        cache.install(contents);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        assert!(reader.join().unwrap() > 0);
-    }
+                cache.install(contents);
+            }
+        },
+    );
     assert_eq!(cache.len(), SIZE);
     assert!(
         dropped

@@ -550,15 +550,18 @@ pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn Se
     assert_eq!(past_the_end.next, None);
 }
 
-/// Paging through active sessions yields each active one exactly once, in id
-/// order, in pages no longer than asked, and no revoked one.
-pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn SessionStore>) {
-    const PAGE: u32 = 7;
+/// Stores `count` sessions a second apart and revokes every `revoke_every`th
+/// (from the first); returns those left active, in creation order.
+async fn stored_with_every_nth_revoked(
+    store: &dyn SessionStore,
+    count: i64,
+    revoke_every: i64,
+) -> Vec<Session> {
     let mut active = Vec::new();
-    for i in 0..40 {
+    for i in 0..count {
         let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
         store.insert(&session).await.unwrap();
-        if i % 5 == 0 {
+        if i % revoke_every == 0 {
             store
                 .revoke(
                     session.id,
@@ -569,9 +572,21 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
                 .await
                 .unwrap();
         } else {
-            active.push(session.id);
+            active.push(session);
         }
     }
+    active
+}
+
+/// Paging through active sessions yields each active one exactly once, in id
+/// order, in pages no longer than asked, and no revoked one.
+pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn SessionStore>) {
+    const PAGE: u32 = 7;
+    let mut active: Vec<SessionId> = stored_with_every_nth_revoked(&*store, 40, 5)
+        .await
+        .iter()
+        .map(|session| session.id)
+        .collect();
     active.sort();
 
     let mut seen = Vec::new();
@@ -605,21 +620,7 @@ pub async fn active_pages_cover_every_active_session_once(store: Arc<dyn Session
 /// pages, each the identity of the session the active page holds.
 pub async fn identity_pages_are_the_active_pages_narrowed(store: Arc<dyn SessionStore>) {
     const PAGE: u32 = 4;
-    for i in 0..18 {
-        let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
-        store.insert(&session).await.unwrap();
-        if i % 3 == 0 {
-            store
-                .revoke(
-                    session.id,
-                    epoch() + Duration::hours(1),
-                    RevocationReason::LOGOUT,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-    }
+    stored_with_every_nth_revoked(&*store, 18, 3).await;
 
     let mut after = None;
     let mut pages = 0;
@@ -653,24 +654,11 @@ pub async fn identity_pages_are_the_active_pages_narrowed(store: Arc<dyn Session
 /// once, no revoked one, in pages of at most the size asked, and then ends.
 pub async fn active_identities_are_each_active_identity_once(store: Arc<dyn SessionStore>) {
     const PAGE: u32 = 4;
-    let mut active = Vec::new();
-    for i in 0..18 {
-        let (_, session) = session_at(account(), epoch() + Duration::seconds(i));
-        store.insert(&session).await.unwrap();
-        if i % 3 == 0 {
-            store
-                .revoke(
-                    session.id,
-                    epoch() + Duration::hours(1),
-                    RevocationReason::LOGOUT,
-                    None,
-                )
-                .await
-                .unwrap();
-        } else {
-            active.push(SessionIdentity::from(&session));
-        }
-    }
+    let mut active: Vec<SessionIdentity> = stored_with_every_nth_revoked(&*store, 18, 3)
+        .await
+        .iter()
+        .map(SessionIdentity::from)
+        .collect();
 
     let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
     let reading = tokio::spawn({
