@@ -253,6 +253,14 @@ impl Row {
         });
         self
     }
+
+    /// [`detail`](Self::detail), when there is a figure.
+    pub(crate) fn detail_if(self, name: impl Into<String>, figure: Option<Figure>) -> Self {
+        match figure {
+            Some(figure) => self.detail(name, figure),
+            None => self,
+        }
+    }
 }
 
 /// A secondary figure of a row (a percentile, a count).

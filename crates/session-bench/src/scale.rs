@@ -103,6 +103,12 @@ struct Measured {
     hit_ratio: f64,
     miss_ratio: f64,
     malformed_ratio: f64,
+    /// jemalloc's own count at the end of growth: bytes the program
+    /// allocated, and bytes of data pages it keeps resident (absent where
+    /// another allocator runs). Resident beyond allocated is the
+    /// allocator's: size-class rounding, free pages not yet returned.
+    allocated: Option<u64>,
+    allocator_resident: Option<u64>,
 }
 
 pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
@@ -179,7 +185,16 @@ fn rows(section: &mut Section, mode: &str, m: &Measured) {
             )
         }))
         .detail("growth", Figure::new(m.growth_s, Unit::Seconds))
-        .detail("whole run", Figure::new(m.total_s, Unit::Seconds)),
+        .detail("whole run", Figure::new(m.total_s, Unit::Seconds))
+        .detail_if(
+            "jemalloc: allocated",
+            m.allocated.map(|b| Figure::new(b as f64, Unit::Bytes)),
+        )
+        .detail_if(
+            "jemalloc: resident",
+            m.allocator_resident
+                .map(|b| Figure::new(b as f64, Unit::Bytes)),
+        ),
     );
     let steady = m.steady.saturating_sub(m.start) as f64;
     let peak = m.peak.saturating_sub(m.start) as f64;
@@ -295,6 +310,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
     drop(hashes);
     let steady = status_bytes("VmRSS:")?;
     let peak = status_bytes("VmHWM:")?;
+    let (allocated, allocator_resident) = allocator_bytes();
     if cache.len() != sessions {
         bail!("{} sessions cached of {sessions} inserted", cache.len());
     }
@@ -387,11 +403,30 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
         hit_ratio: measured.ratio("hit", "hit_floor"),
         miss_ratio: measured.ratio("miss", "miss_floor"),
         malformed_ratio: measured.ratio("malformed", "malformed_floor"),
+        allocated,
+        allocator_resident,
     };
     println!("{}", serde_json::to_string(&result)?);
     drop(floor);
     drop(cache);
     Ok(())
+}
+
+/// jemalloc's `stats.allocated` and `stats.resident`, fresh; `None` where
+/// it is not the allocator.
+fn allocator_bytes() -> (Option<u64>, Option<u64>) {
+    #[cfg(not(target_env = "msvc"))]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        if epoch::advance().is_ok() {
+            let read = |value: Result<usize, _>| value.ok().and_then(|v| u64::try_from(v).ok());
+            return (
+                read(stats::allocated::read()),
+                read(stats::resident::read()),
+            );
+        }
+    }
+    (None, None)
 }
 
 /// A size line of `/proc/self/status`, in bytes.

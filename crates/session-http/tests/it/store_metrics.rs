@@ -107,6 +107,15 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         .unwrap();
     store.active_page(None, 10).await.unwrap();
     store.active_identity_page(None, 10).await.unwrap();
+    let (pages, mut read) = tokio::sync::mpsc::channel(1);
+    let all = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.active_identities(10, pages).await }
+    });
+    while let Some(page) = read.recv().await {
+        page.unwrap();
+    }
+    all.await.unwrap();
     store.health_check().await.unwrap();
     let seen = [SeenAt {
         id: session.id,
@@ -170,6 +179,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
         "list_for_account",
         "active_page",
         "active_identity_page",
+        "active_identities",
         "health_check",
         "record_last_seen",
         "last_seen",
@@ -192,7 +202,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     assert_eq!(
         text.matches("session_store_call_duration_seconds_count{")
             .count(),
-        23,
+        24,
         "a label the README does not list:\n{text}"
     );
 }
