@@ -109,7 +109,7 @@ async fn each_port_method_is_timed_under_its_documented_label() {
     store.active_identity_page(None, 10).await.unwrap();
     let (pages, mut read) = tokio::sync::mpsc::channel(1);
     let all = tokio::spawn({
-        let store = Arc::clone(&store);
+        let store = Arc::clone(store);
         async move { store.active_identities(10, pages).await }
     });
     while let Some(page) = read.recv().await {
