@@ -114,8 +114,10 @@ impl PgSessionStore {
 /// The next row, or `None` after the last.
 async fn next(
     mut rows: Pin<&mut BinaryCopyOutStream>,
-) -> Option<Result<BinaryCopyOutRow, tokio_postgres::Error>> {
-    std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await
+) -> Result<Option<BinaryCopyOutRow>, tokio_postgres::Error> {
+    std::future::poll_fn(|cx| rows.as_mut().poll_next(cx))
+        .await
+        .transpose()
 }
 
 /// A row's columns in the raw forms the domain checks.
@@ -131,37 +133,13 @@ fn identity(row: &BinaryCopyOutRow) -> Result<StoredIdentity, StoreError> {
 /// (the connection is then dropped, and closed, with the read).
 async fn within<T>(
     limit: Duration,
-    step: impl Future<Output = T>,
-) -> Result<<T as Flatten>::Ok, StoreError>
-where
-    T: Flatten,
-{
+    step: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, step).await {
-        Ok(result) => result.flatten(),
+        Ok(result) => result.map_err(database),
         Err(_) => Err(StoreError::Unavailable(Box::new(CopyFailed::NoAnswer(
             limit,
         )))),
-    }
-}
-
-/// What a step of the read gives: a driver result, or a row that may be
-/// missing.
-trait Flatten {
-    type Ok;
-    fn flatten(self) -> Result<Self::Ok, StoreError>;
-}
-
-impl<T> Flatten for Result<T, tokio_postgres::Error> {
-    type Ok = T;
-    fn flatten(self) -> Result<T, StoreError> {
-        self.map_err(database)
-    }
-}
-
-impl<T> Flatten for Option<Result<T, tokio_postgres::Error>> {
-    type Ok = Option<T>;
-    fn flatten(self) -> Result<Option<T>, StoreError> {
-        self.transpose().map_err(database)
     }
 }
 
