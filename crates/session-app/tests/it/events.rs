@@ -19,6 +19,27 @@ use crate::e2e::{KEY, Options, Server, ready_on_sqlite};
 /// A bound on waiting for what a stream should deliver, not a timing.
 const STREAM_BOUND: Duration = Duration::from_secs(30);
 
+/// Appends what `stream` sends to `received` until `done` says so; `false`
+/// if [`STREAM_BOUND`] passed first. The stream must stay open meanwhile.
+async fn read_until(
+    stream: &mut reqwest::Response,
+    received: &mut String,
+    done: impl Fn(&str) -> bool,
+) -> bool {
+    tokio::time::timeout(STREAM_BOUND, async {
+        while !done(received) {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            received.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// SIGTERM ends an open event stream: the subscriber has every event sent
 /// before it, then a clean end of the body (not a connection cut), and the
 /// process exits on its own without waiting out its shutdown grace for the
@@ -38,18 +59,11 @@ async fn sigterm_ends_an_open_event_stream_cleanly() {
         ids.push(server.create(Uuid::new_v4()).await.1);
     }
     let mut received = String::new();
-    tokio::time::timeout(STREAM_BOUND, async {
-        while !ids.iter().all(|id| received.contains(id)) {
-            let chunk = stream
-                .chunk()
-                .await
-                .unwrap()
-                .expect("the stream stays open");
-            received.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
+    let arrived = read_until(&mut stream, &mut received, |received| {
+        ids.iter().all(|id| received.contains(id))
     })
-    .await
-    .unwrap_or_else(|_| panic!("the events never arrived:\n{received}"));
+    .await;
+    assert!(arrived, "the events never arrived:\n{received}");
 
     let stopping = tokio::task::spawn_blocking(move || server.terminate_with_log());
     // A hang guard: the process exits within its 10 s grace, the test
@@ -160,18 +174,11 @@ async fn the_events_feed_wakes_through_the_followers_one_listening_connection() 
     assert_eq!(stream.status(), 200);
     let (_, id) = a.create(Uuid::new_v4()).await;
     let mut received = String::new();
-    tokio::time::timeout(STREAM_BOUND, async {
-        while !received.contains(&id) {
-            let chunk = stream
-                .chunk()
-                .await
-                .unwrap()
-                .expect("the stream stays open");
-            received.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
+    let woken = read_until(&mut stream, &mut received, |received| {
+        received.contains(&id)
     })
-    .await
-    .unwrap_or_else(|_| panic!("B's feed was never woken:\n{received}\n{}", b.log()));
+    .await;
+    assert!(woken, "B's feed was never woken:\n{received}\n{}", b.log());
     for server in [&a, &b] {
         let listens = until_async("the follower listens", STREAM_BOUND, async || {
             let (_, ready) = server.call(Method::GET, "/readyz", None).await;
