@@ -28,8 +28,9 @@
 //! stored.
 //!
 //! **Memory.** A segment's slots live in chunks that are allocated one at a
-//! time and never move: a chunk is 1/32 to 1/64 of what the segment holds,
-//! and growing adds one and spreads the keys over every slot allocated, so
+//! time and never move, none larger than 12 KiB (an allocator's small
+//! blocks, filled exactly). Growing adds a step of 1/32 to 1/64 of what the
+//! segment holds and spreads the keys over every slot allocated, so
 //! the load stays between about 0.89 and 0.92 and nothing is freed while
 //! the index grows (no holes left in the allocator's heap, no moment with
 //! two copies of anything but one segment's keys). About 53 bytes a session.
@@ -502,10 +503,10 @@ impl PreparedContents for Refresh {
 ///
 /// Built in two phases, since nobody reads them before the install: until
 /// the first removal, keys are appended to their segment out of order (each
-/// segment adding a chunk when full, never rebuilding); the first removal,
+/// segment adding a step when full, never rebuilding); the first removal,
 /// or the install, orders every segment once (a sort and one placement),
 /// and later changes go in order. Inserting in order one by one shifts
-/// about 50 slots a key at load 0.9 and rebuilds a segment at each chunk
+/// about 50 slots a key at load 0.9 and rebuilds a segment at each step
 /// it adds: a warm of 10 million spent most of its time there.
 struct PreparedIndex {
     segments: Box<[Segment]>,

@@ -25,16 +25,27 @@
 //! # Storage: chunks that never move
 //!
 //! Slots live in chunks allocated one at a time and freed only with the
-//! segment (or handed over whole by [`Writer::take_from`]). Chunk sizes come
-//! in groups of [`CHUNKS_PER_GROUP`]: group `g`'s chunks hold
-//! `FIRST_CHUNK << g` slots, so a chunk is 1/32 to 1/64 of what the segment
-//! already holds, and a slot's chunk is found by arithmetic, no search.
-//! Growing adds one chunk and then uses every slot allocated (the homes are
-//! set so that homes plus tail fill the chunks): the load falls by a chunk's
-//! share per growth and stays between about 0.89 and 0.92. Nothing is freed
-//! while the segment grows, so the allocator is left no holes, and since a
-//! chunk never moves or goes away, a reader holding a stale picture of the
-//! segment reads stale words, never freed memory.
+//! segment (or handed over whole by [`Writer::take_from`]). The table grows
+//! in *steps* that come in groups of [`STEPS_PER_GROUP`]: group `g`'s steps
+//! add `FIRST_CHUNK << g` slots, so a step is 1/32 to 1/64 of what the
+//! segment already holds. A step is one chunk up to [`MAX_CHUNK_SLOTS`]
+//! slots (12 KiB) and several chunks of that size past it, and a slot's
+//! chunk is found by arithmetic, no search. Growing adds one step and then
+//! uses every slot allocated (the homes are set so that homes plus tail
+//! fill the chunks): the load falls by a step's share per growth and stays
+//! between about 0.89 and 0.92. Nothing is freed while the segment grows,
+//! so the allocator is left no holes, and since a chunk never moves or goes
+//! away, a reader holding a stale picture of the segment reads stale words,
+//! never freed memory.
+//!
+//! Why chunks stop at 12 KiB: allocators serve blocks past a size of their
+//! own apart from small ones, and that costs there. jemalloc (session-app's
+//! allocator) takes a block of 16 KiB or more whole pages at a time, plus
+//! one page more to place its start at random within the first (its
+//! `cache_oblivious` option, on by default): a 24 KiB chunk took 28 KiB,
+//! 3.6 bytes a session at 100 million. Every chunk size here (768 bytes
+//! times a power of two, up to 12 KiB) is one of jemalloc's small size
+//! classes, whose slabs they fill exactly.
 //!
 //! A slot is 6 atomic words, 48 bytes: its order word (what lookups
 //! compare), then its record of 5 words (the 7 stored hash bytes and a
@@ -98,32 +109,52 @@ const LO_MASK: u64 = (1 << 56) - 1;
 /// Where a record's label starts in its first word.
 const LABEL_SHIFT: u32 = 56;
 
-/// Slots in each chunk of group 0.
+/// Slots in group 0's steps and chunks.
 const FIRST_CHUNK: usize = 16;
-/// Chunks in each group; group `g`'s hold `FIRST_CHUNK << g` slots.
-const CHUNKS_PER_GROUP: usize = 32;
+/// Steps in each group; group `g`'s add `FIRST_CHUNK << g` slots each.
+const STEPS_PER_GROUP: usize = 32;
 /// Groups: 16 hold 33.5 million slots a segment, far past any memory.
 const GROUPS: usize = 16;
 /// Slots in group 0.
-const GROUP_SLOTS: usize = FIRST_CHUNK * CHUNKS_PER_GROUP;
+const GROUP_SLOTS: usize = FIRST_CHUNK * STEPS_PER_GROUP;
+/// The most slots a chunk holds: 256 slots, 12 KiB, below the 16 KiB from
+/// which jemalloc pads a block with a page (see the module documentation).
+const MAX_CHUNK_SLOTS: usize = 256;
 
 type Chunk = Box<[AtomicU64]>;
-type Group = Box<[OnceLock<Chunk>; CHUNKS_PER_GROUP]>;
+type Group = Box<[OnceLock<Chunk>]>;
 
 /// Where slot `at` is: its group, its chunk in the group, its index in the
 /// chunk, and the chunk's slot count.
 #[inline]
 fn locate(at: usize) -> (usize, usize, usize, usize) {
     let group = (at / GROUP_SLOTS + 1).ilog2();
-    let offset = at - GROUP_SLOTS * ((1 << group) - 1);
+    let offset = at - group_start(group as usize);
     // Shifts, not divisions: chunk sizes are powers of two.
-    let shift = FIRST_CHUNK.trailing_zeros() + group;
+    let shift = (FIRST_CHUNK.trailing_zeros() + group).min(MAX_CHUNK_SLOTS.trailing_zeros());
     (
         group as usize,
         offset >> shift,
         offset & ((1 << shift) - 1),
         1 << shift,
     )
+}
+
+/// The first slot of `group`.
+#[inline]
+fn group_start(group: usize) -> usize {
+    GROUP_SLOTS * ((1 << group) - 1)
+}
+
+/// Chunks in `group`: one a step, or several once a step is larger than a
+/// chunk.
+fn group_chunks(group: usize) -> usize {
+    STEPS_PER_GROUP * ((FIRST_CHUNK << group) / MAX_CHUNK_SLOTS).max(1)
+}
+
+/// A group's chunk pointers, none allocated yet.
+fn new_group(group: usize) -> Group {
+    (0..group_chunks(group)).map(|_| OnceLock::new()).collect()
 }
 
 /// The slots past the last home, for runs that end there.
@@ -551,7 +582,7 @@ impl<'a> Writer<'a> {
             }
             self.begin();
             while !self.place_in_order(keys) {
-                self.add_chunk();
+                self.add_step();
             }
             self.end();
             self.state.len = keys.len();
@@ -560,14 +591,14 @@ impl<'a> Writer<'a> {
     }
 
     /// Stores `key` after the keys already held, out of order, adding a
-    /// chunk when every slot is taken: for a segment built apart, which
+    /// step when every slot is taken: for a segment built apart, which
     /// nobody reads, and nothing but this writes, until
     /// [`order`](Self::order). An append touches one slot, where an insert
     /// in order shifts the rest of its run (about 50 slots at load 0.9).
     pub(super) fn append(&mut self, key: &Key, record: &Record) {
         debug_assert_eq!(self.homes(), 0, "appends only to a segment not yet ordered");
         if self.state.len == self.state.capacity {
-            self.add_chunk();
+            self.add_step();
         }
         let mut record = *record;
         record[0] = labelled(record[0], self.state.label);
@@ -597,11 +628,11 @@ impl<'a> Writer<'a> {
             keys.dedup_by_key(|(hi, record)| (*hi, record[0] & LO_MASK));
             keys.reverse();
             while keys.len() * MAX_LOAD.1 > homes_within(self.state.capacity) * MAX_LOAD.0 {
-                self.add_chunk();
+                self.add_step();
             }
             self.begin();
             while !self.place_in_order(keys) {
-                self.add_chunk();
+                self.add_step();
             }
             self.end();
             self.state.len = keys.len();
@@ -609,22 +640,38 @@ impl<'a> Writer<'a> {
         self.state.capacity - before
     }
 
-    /// Allocates the next chunk; returns its slot count.
-    fn add_chunk(&mut self) -> usize {
-        let index = self.state.chunks;
+    /// Allocates the next step's chunks: one chunk, or several once steps
+    /// are larger than a chunk. Returns the slots added.
+    fn add_step(&mut self) -> usize {
+        let before = self.state.capacity;
+        let (group, ..) = locate(before);
+        let start = group_start(group);
+        let step = FIRST_CHUNK << group;
+        let end = start + ((before - start) / step + 1) * step;
+        while self.state.capacity < end {
+            self.add_chunk();
+        }
+        end - before
+    }
+
+    /// Allocates the next chunk.
+    fn add_chunk(&mut self) {
         let (group, chunk, _, slots) = locate(self.state.capacity);
-        debug_assert_eq!(index, group * CHUNKS_PER_GROUP + chunk);
-        let group = self.segment.groups[group].get_or_init(Default::default);
+        debug_assert_eq!(
+            self.state.chunks,
+            (0..group).map(group_chunks).sum::<usize>() + chunk
+        );
+        let group = self.segment.groups[group].get_or_init(|| new_group(group));
         let words: Chunk = (0..slots * SLOT_WORDS)
             .map(|_| AtomicU64::new(EMPTY))
             .collect();
         assert!(
             group[chunk].set(words).is_ok(),
-            "chunk {index} is allocated once"
+            "chunk {} is allocated once",
+            self.state.chunks
         );
         self.state.chunks += 1;
         self.state.capacity += slots;
-        slots
     }
 
     /// Adds chunks until the homes can pass both their count and
@@ -635,7 +682,7 @@ impl<'a> Writer<'a> {
         let before = self.state.capacity;
         let target = min_homes.max(self.homes() + 1);
         while homes_within(self.state.capacity) < target {
-            self.add_chunk();
+            self.add_step();
         }
         let slots = self.slots();
         REBUILD.with_borrow_mut(|keys| {
@@ -653,7 +700,7 @@ impl<'a> Writer<'a> {
             // Placing can only fail for a run far longer than the load makes
             // likely; then one more chunk and again.
             while !self.place_in_order(keys) {
-                self.add_chunk();
+                self.add_step();
             }
             self.end();
         });
@@ -702,7 +749,7 @@ impl<'a> Writer<'a> {
                 .and_then(|chunks| chunks[chunk].take());
             if index >= self.state.chunks {
                 let Some(theirs) = theirs else { break };
-                let ours = self.segment.groups[group].get_or_init(Default::default);
+                let ours = self.segment.groups[group].get_or_init(|| new_group(group));
                 assert!(ours[chunk].set(theirs).is_ok(), "chunk {index} is free");
                 self.state.chunks += 1;
                 self.state.capacity += slots;
@@ -768,24 +815,38 @@ impl<'a> Writer<'a> {
 
 #[cfg(test)]
 mod layout {
-    use super::{CHUNKS_PER_GROUP, FIRST_CHUNK, GROUPS, locate};
+    use super::{
+        FIRST_CHUNK, GROUP_SLOTS, GROUPS, MAX_CHUNK_SLOTS, SLOT_BYTES, group_chunks, locate,
+    };
 
     #[test]
     fn consecutive_slots_fill_each_chunk_then_the_next() {
         let mut expected = (0, 0, 0);
-        let end = FIRST_CHUNK * CHUNKS_PER_GROUP * ((1 << 6) - 1);
+        let end = GROUP_SLOTS * ((1 << 8) - 1);
         for at in 0..end {
             let (group, chunk, index, slots) = locate(at);
             assert_eq!((group, chunk, index), expected, "slot {at}");
-            assert_eq!(slots, FIRST_CHUNK << group);
+            assert_eq!(slots, (FIRST_CHUNK << group).min(MAX_CHUNK_SLOTS));
             expected.2 += 1;
             if expected.2 == slots {
                 expected = (group, chunk + 1, 0);
-                if expected.1 == CHUNKS_PER_GROUP {
+                if expected.1 == group_chunks(group) {
                     expected = (group + 1, 0, 0);
                 }
             }
         }
+        assert_eq!(expected, (8, 0, 0));
         assert!(expected.0 < GROUPS);
+    }
+
+    /// jemalloc serves a block of 16 KiB or more in whole pages plus one
+    /// (its `cache_oblivious` padding); below, from slabs of its small size
+    /// classes, which 768 bytes times a power of two fills exactly.
+    #[test]
+    fn every_chunk_is_a_small_allocation() {
+        for at in (0..GROUP_SLOTS * ((1 << GROUPS) - 1)).step_by(MAX_CHUNK_SLOTS) {
+            let (.., slots) = locate(at);
+            assert!(slots * SLOT_BYTES <= 12 * 1024, "slot {at}: {slots} slots");
+        }
     }
 }

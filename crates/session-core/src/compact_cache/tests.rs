@@ -132,16 +132,17 @@ fn a_segment_taken_from_another_holds_exactly_its_keys() {
     fill(&live, 0..3_000);
     // Fewer chunks than the live segment: its extra chunks are cleared.
     fill(&smaller, 5_000..5_100);
-    // More: the live segment copies into its chunks and adopts the rest.
-    fill(&larger, 10_000..20_000);
-    for (mut from, keys) in [(smaller, 5_000..5_100), (larger, 10_000..20_000)] {
+    // More, past the size where a step is several chunks: the live segment
+    // copies into its chunks and adopts the rest.
+    fill(&larger, 10_000..30_000);
+    for (mut from, keys) in [(smaller, 5_000..5_100), (larger, 10_000..30_000)] {
         let mut writer = live.lock();
         writer.begin();
         assert_eq!(writer.take_from(&mut from), keys.clone().count());
         writer.end();
         writer.check();
         drop(writer);
-        for i in 0..20_000 {
+        for i in 0..30_000 {
             let expected = keys.contains(&i).then(|| record(&spread(i), i));
             assert_eq!(live.find(&spread(i)), expected, "key {i}");
         }
