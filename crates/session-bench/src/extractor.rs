@@ -64,9 +64,7 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
             account_id: AccountId::new(uuid::Uuid::new_v4())?,
             token_hash: token.hash(),
             created_at,
-            revoked_at: None,
-            revocation_reason: None,
-            revoked_by: None,
+            revocation: None,
             metadata: ClientMetadata::default(),
         }));
         tokens.push(token);

@@ -251,9 +251,7 @@ impl Bench {
                 account_id: AccountId::new(uuid::Uuid::new_v4())?,
                 token_hash: token.hash(),
                 created_at,
-                revoked_at: None,
-                revocation_reason: None,
-                revoked_by: None,
+                revocation: None,
                 metadata: ClientMetadata::default(),
             }));
         }

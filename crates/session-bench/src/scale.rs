@@ -299,9 +299,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
             account_id: AccountId::new(uuid::Uuid::new_v4())?,
             token_hash,
             created_at,
-            revoked_at: None,
-            revocation_reason: None,
-            revoked_by: None,
+            revocation: None,
             metadata: ClientMetadata::default(),
         }));
     }

@@ -70,7 +70,7 @@
 //! let revoked = service.revoke(identity.id, RevocationReason::LOGOUT).await?;
 //! assert_eq!(revoked, Revocation::Revoked);
 //! let revoked = service.get(identity.id).await?;
-//! assert_eq!(revoked.revocation_reason, Some(RevocationReason::LOGOUT));
+//! assert_eq!(revoked.revocation_reason(), Some(RevocationReason::LOGOUT));
 //! assert!(matches!(service.resolve(&token).await, Err(Error::InvalidToken)));
 //!
 //! // Stops the tasks, then writes the last-seen marks still pending.
@@ -103,7 +103,7 @@ pub use service::{
     BackgroundTasks, Error, NewSession, Revocation, SessionService, SessionServiceBuilder,
 };
 pub use session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId,
-    SessionIdentity, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationDetails, RevocationReason, Revoker, Session,
+    SessionId, SessionIdentity, UserAgent,
 };
 pub use token::session_token::SessionToken;

@@ -2,6 +2,7 @@
 //! log ports, the one store this crate has. For tests, examples and
 //! benchmarks; hosts use it in their own tests in place of a database.
 
+use crate::RevocationDetails;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,7 +140,7 @@ impl MemoryState {
     fn revoked_events(&mut self, ids: &[SessionId], at: OffsetDateTime) {
         for id in ids {
             if let Some(session) = self.sessions.get(id).cloned() {
-                let reason = session.revocation_reason.clone();
+                let reason = session.revocation_reason().clone();
                 self.event(EventKind::Revoked { reason }, &session, at);
             }
         }
@@ -254,8 +255,11 @@ impl SessionStore for MemoryStore {
         let victims: Vec<SessionId> = active[..excess].iter().map(|&(_, _, id)| id).collect();
         for id in &victims {
             if let Some(victim) = state.sessions.get_mut(id) {
-                victim.revoked_at = Some(session.created_at);
-                victim.revocation_reason = Some(RevocationReason::LIMIT);
+                victim.revocation = RevocationDetails::of(
+                    Some(session.created_at),
+                    Some(RevocationReason::LIMIT),
+                    None,
+                );
                 evicted.push(victim.token_hash);
             }
         }
@@ -291,13 +295,11 @@ impl SessionStore for MemoryStore {
         let mut state = self.state()?;
         let outcome = match state.sessions.get_mut(&id) {
             None => RevokeOutcome::NotFound,
-            Some(session) if session.revoked_at.is_some() => RevokeOutcome::AlreadyRevoked {
+            Some(session) if session.revoked_at().is_some() => RevokeOutcome::AlreadyRevoked {
                 token_hash: session.token_hash,
             },
             Some(session) => {
-                session.revoked_at = Some(at);
-                session.revocation_reason = Some(reason);
-                session.revoked_by = by;
+                session.revocation = RevocationDetails::of(Some(at), Some(reason), by);
                 RevokeOutcome::Revoked {
                     token_hash: session.token_hash,
                 }
@@ -305,7 +307,7 @@ impl SessionStore for MemoryStore {
         };
         if let RevokeOutcome::Revoked { token_hash } = outcome {
             if let Some(session) = state.sessions.get(&id).cloned() {
-                let reason = session.revocation_reason.clone();
+                let reason = session.revocation_reason().clone();
                 state.event(EventKind::Revoked { reason }, &session, at);
             }
             state.record(Logged::Revoked(vec![token_hash]));
@@ -327,9 +329,8 @@ impl SessionStore for MemoryStore {
             .values_mut()
             .filter(|s| s.account_id == account && s.is_active() && Some(s.id) != except)
             .map(|session| {
-                session.revoked_at = Some(at);
-                session.revocation_reason = Some(reason.clone());
-                session.revoked_by.clone_from(&by);
+                session.revocation =
+                    RevocationDetails::of(Some(at), Some(reason.clone()), by.clone());
                 session.clone()
             })
             .collect();
@@ -444,8 +445,7 @@ impl SessionStore for MemoryStore {
             .into_iter()
             .filter_map(|id| {
                 let session = state.sessions.get_mut(&id)?;
-                session.revoked_at = Some(at);
-                session.revocation_reason = Some(reason.clone());
+                session.revocation = RevocationDetails::of(Some(at), Some(reason.clone()), None);
                 Some(RevokedSession {
                     id,
                     token_hash: session.token_hash,
@@ -523,9 +523,8 @@ impl SessionStore for MemoryStore {
             .iter()
             .filter_map(|id| {
                 let session = state.sessions.get_mut(id)?;
-                session.revoked_at = Some(at);
-                session.revocation_reason = Some(reason.clone());
-                session.revoked_by.clone_from(&by);
+                session.revocation =
+                    RevocationDetails::of(Some(at), Some(reason.clone()), by.clone());
                 Some(RevokedSession {
                     id: *id,
                     token_hash: session.token_hash,
@@ -555,7 +554,7 @@ impl SessionStore for MemoryStore {
                 after.map_or(Bound::Unbounded, Bound::Excluded),
                 Bound::Unbounded,
             ))
-            .filter(|(_, s)| s.revoked_at.is_some_and(|revoked| revoked < before))
+            .filter(|(_, s)| s.revoked_at().is_some_and(|revoked| revoked < before))
             .filter(|(_, s)| {
                 action == RetentionAction::Delete
                     || s.metadata.user_agent.is_some()

@@ -421,7 +421,8 @@ pub struct ClientMetadata {
     pub label: Option<Label>,
 }
 
-/// A login session. Active until `revoked_at` is set; sessions never expire by time.
+/// A login session. Active until it is revoked; sessions never expire by
+/// time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// The session's id.
@@ -432,27 +433,66 @@ pub struct Session {
     pub token_hash: TokenHash,
     /// When the session was created, with microsecond precision.
     pub created_at: OffsetDateTime,
-    /// When the session was revoked, if it was.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Why the session was revoked: set with `revoked_at`, in the same
-    /// write, and never changed after. `None` while the session is active,
-    /// and for sessions revoked before reasons were recorded (their stored
-    /// reason is null; the API shows it as null).
-    pub revocation_reason: Option<RevocationReason>,
-    /// Who revoked it: the name of the API key that asked, set with
-    /// `revoked_at`. `None` while active, and for a revocation no key made
-    /// (an embedding host's own call, an eviction for the limit, an API
-    /// without keys) or made before this was recorded.
-    pub revoked_by: Option<Revoker>,
+    /// How the session ended, if it was revoked; `None` while active.
+    /// Boxed: the sessions a cache holds are all active, and each pays a
+    /// pointer for this (8 bytes), not the 64 its fields take inline.
+    pub revocation: Option<Box<RevocationDetails>>,
     /// Client metadata recorded at creation.
     pub metadata: ClientMetadata,
+}
+
+/// When, why and by whom a session was revoked: all set in the one write
+/// that revoked it, and never changed after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationDetails {
+    /// When the session was revoked.
+    pub at: OffsetDateTime,
+    /// Why. `None` for sessions revoked before reasons were recorded
+    /// (their stored reason is null; the API shows it as null).
+    pub reason: Option<RevocationReason>,
+    /// Who: the name of the API key that asked. `None` for a revocation no
+    /// key made (an embedding host's own call, an eviction for the limit,
+    /// an API without keys) or made before this was recorded.
+    pub by: Option<Revoker>,
+}
+
+impl RevocationDetails {
+    /// The revocation of stored columns: `None` when `at` is (an active
+    /// session), whatever the other two hold.
+    #[must_use]
+    pub fn of(
+        at: Option<OffsetDateTime>,
+        reason: Option<RevocationReason>,
+        by: Option<Revoker>,
+    ) -> Option<Box<Self>> {
+        at.map(|at| Box::new(Self { at, reason, by }))
+    }
 }
 
 impl Session {
     /// Whether the session can still be used.
     #[must_use]
     pub const fn is_active(&self) -> bool {
-        self.revoked_at.is_none()
+        self.revocation.is_none()
+    }
+
+    /// When the session was revoked, if it was.
+    #[must_use]
+    pub fn revoked_at(&self) -> Option<OffsetDateTime> {
+        self.revocation.as_ref().map(|revocation| revocation.at)
+    }
+
+    /// Why the session was revoked, if it was and the reason is known (a
+    /// copy: built-in reasons are static, a custom one a short string).
+    #[must_use]
+    pub fn revocation_reason(&self) -> Option<RevocationReason> {
+        self.revocation.as_ref()?.reason.clone()
+    }
+
+    /// Who revoked the session, if it was revoked by an API key (a copy).
+    #[must_use]
+    pub fn revoked_by(&self) -> Option<Revoker> {
+        self.revocation.as_ref()?.by.clone()
     }
 }
 

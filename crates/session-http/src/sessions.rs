@@ -54,7 +54,7 @@ impl<'a> From<&'a Session> for SessionView<'a> {
             id: *session.id.as_uuid(),
             account_id: *session.account_id.as_uuid(),
             created_at: session.created_at,
-            revoked_at: session.revoked_at,
+            revoked_at: session.revoked_at(),
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip,
             label: session.metadata.label.as_ref().map(Label::as_str),
@@ -266,13 +266,15 @@ pub(crate) struct StoredSessionView<'a> {
 
 impl<'a> StoredSessionView<'a> {
     fn new(session: &'a Session, seen: &[SeenAt]) -> Self {
+        let revocation = session.revocation.as_deref();
         Self {
             session: SessionView::from(session),
-            revocation_reason: session
-                .revocation_reason
-                .as_ref()
+            revocation_reason: revocation
+                .and_then(|revocation| revocation.reason.as_ref())
                 .map(RevocationReason::as_str),
-            revoked_by: session.revoked_by.as_ref().map(Revoker::as_str),
+            revoked_by: revocation
+                .and_then(|revocation| revocation.by.as_ref())
+                .map(Revoker::as_str),
             last_seen_at: seen
                 .iter()
                 .find(|mark| mark.id == session.id)
@@ -750,7 +752,9 @@ pub(crate) async fn resolved(
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use session_core::{ClientMetadata, Label, Session, SessionId, SessionIdentity, UserAgent};
+    use session_core::{
+        ClientMetadata, Label, RevocationDetails, Session, SessionId, SessionIdentity, UserAgent,
+    };
     use time::macros::datetime;
 
     use super::{ResolvedEnvelope, ResolvedView};
@@ -786,9 +790,7 @@ mod tests {
                 account_id: session_core::AccountId::new(uuid::Uuid::new_v4()).unwrap(),
                 token_hash: token.hash(),
                 created_at,
-                revoked_at,
-                revocation_reason: None,
-                revoked_by: None,
+                revocation: RevocationDetails::of(revoked_at, None, None),
                 metadata: ClientMetadata {
                     user_agent: (i % 3 != 0).then(|| UserAgent::new(text).unwrap()),
                     ip: ips[i % ips.len()],

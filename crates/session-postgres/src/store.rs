@@ -540,20 +540,22 @@ struct NewSessionRow<'a> {
 
 impl<'a> From<&'a Session> for NewSessionRow<'a> {
     fn from(session: &'a Session) -> Self {
+        let revocation = session.revocation.as_deref();
         Self {
             id: *session.id.as_uuid(),
             account_id: *session.account_id.as_uuid(),
             token_hash: session.token_hash.as_bytes(),
             created_at: session.created_at,
-            revoked_at: session.revoked_at,
+            revoked_at: session.revoked_at(),
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip.map(IpNet::from),
             label: session.metadata.label.as_ref().map(Label::as_str),
-            revocation_reason: session
-                .revocation_reason
-                .as_ref()
+            revocation_reason: revocation
+                .and_then(|revocation| revocation.reason.as_ref())
                 .map(RevocationReason::as_str),
-            revoked_by: session.revoked_by.as_ref().map(Revoker::as_str),
+            revoked_by: revocation
+                .and_then(|revocation| revocation.by.as_ref())
+                .map(Revoker::as_str),
         }
     }
 }

@@ -92,7 +92,7 @@ impl NewSessionRow {
             account_id: session.account_id.as_uuid().as_bytes().to_vec(),
             token_hash: session.token_hash.as_bytes().to_vec(),
             created_at: micros(session.created_at)?,
-            revoked_at: session.revoked_at.map(micros).transpose()?,
+            revoked_at: session.revoked_at().map(micros).transpose()?,
             user_agent: metadata
                 .user_agent
                 .as_ref()
@@ -103,10 +103,9 @@ impl NewSessionRow {
                 .as_ref()
                 .map(|label| label.as_str().to_owned()),
             revocation_reason: session
-                .revocation_reason
-                .as_ref()
+                .revocation_reason()
                 .map(|reason| reason.as_str().to_owned()),
-            revoked_by: session.revoked_by.as_ref().map(|by| by.as_str().to_owned()),
+            revoked_by: session.revoked_by().map(|by| by.as_str().to_owned()),
         })
     }
 }

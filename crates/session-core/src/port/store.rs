@@ -1,6 +1,7 @@
 //! The storage port: where sessions are durable, with the pages, rows and
 //! errors a store deals in, and [`StoreDecorator`], the one way to wrap a store.
 
+use crate::RevocationDetails;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
@@ -1280,9 +1281,7 @@ impl StoredSession {
             account_id,
             token_hash,
             created_at,
-            revoked_at,
-            revocation_reason,
-            revoked_by,
+            revocation: RevocationDetails::of(revoked_at, revocation_reason, revoked_by),
             metadata: ClientMetadata {
                 user_agent,
                 // As `parse_ip` does for clients: an IPv4 client seen

@@ -561,9 +561,7 @@ impl SessionService {
             account_id,
             token_hash: token.hash(),
             created_at: to_micros(self.inner.clock.now()),
-            revoked_at: None,
-            revocation_reason: None,
-            revoked_by: None,
+            revocation: None,
             metadata,
         };
         tracing::Span::current().record("session.id", tracing::field::display(session.id));

@@ -11,6 +11,7 @@
 //! a reader then reads them again, harmlessly, as the store is now.
 //! Everything written after must be there, exactly once.
 
+use crate::RevocationDetails;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,7 +352,7 @@ pub async fn a_session_stored_revoked_logs_no_creation(
 ) {
     let start = head(&log).await;
     let (_, mut revoked) = session_at(account(), epoch());
-    revoked.revoked_at = Some(epoch());
+    revoked.revocation = RevocationDetails::of(Some(epoch()), None, None);
     store.insert(&revoked).await.unwrap();
     let marker = insert(&store, account()).await;
     assert_eq!(

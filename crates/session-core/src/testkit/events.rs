@@ -5,6 +5,7 @@
 //! its own setup, so it holds for a store that writes events with each
 //! write and for one that sequences them later alike.
 
+use crate::RevocationDetails;
 use std::sync::Arc;
 
 use time::Duration;
@@ -192,8 +193,7 @@ pub async fn writes_that_change_nothing_are_no_events(
         .await
         .expect("revoke all");
     let (_, mut imported) = session_at(account(), epoch());
-    imported.revoked_at = Some(epoch());
-    imported.revocation_reason = Some(RevocationReason::ADMIN);
+    imported.revocation = RevocationDetails::of(Some(epoch()), Some(RevocationReason::ADMIN), None);
     store.insert(&imported).await.expect("insert revoked");
     assert_eq!(read_all(&log, from, 100).await, Vec::new());
     assert_eq!(log.head().await.expect("head"), from);

@@ -57,9 +57,7 @@ pub fn session_at(account: AccountId, created_at: OffsetDateTime) -> (SessionTok
         account_id: account,
         token_hash: token.hash(),
         created_at,
-        revoked_at: None,
-        revocation_reason: None,
-        revoked_by: None,
+        revocation: None,
         metadata: ClientMetadata::default(),
     };
     (token, session)

@@ -1,6 +1,7 @@
 //! The [`SessionStore`] contract. Each function is one case; see
 //! [`store_contract_tests!`](crate::store_contract_tests).
 
+use crate::RevocationDetails;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -112,15 +113,14 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
         .unwrap()
         .expect("still readable by id");
     assert_eq!(
-        read.revoked_at,
+        read.revoked_at(),
         Some(first_at),
         "the first revocation time stays"
     );
-    assert_eq!(read.revocation_reason, Some(RevocationReason::LOGOUT));
+    assert_eq!(read.revocation_reason(), Some(RevocationReason::LOGOUT));
     assert_eq!(
         Session {
-            revoked_at: None,
-            revocation_reason: None,
+            revocation: None,
             ..read
         },
         session,
@@ -170,15 +170,15 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
     ];
     for (session, reason) in stored.iter().zip(expected) {
         let read = store.get(session.id).await.unwrap().expect("stored");
-        assert_eq!(read.revocation_reason, reason, "get {:?}", session.id);
+        assert_eq!(read.revocation_reason(), reason, "get {:?}", session.id);
         assert_eq!(
-            read.revoked_at.is_some(),
+            read.revoked_at().is_some(),
             reason.is_some(),
             "revoked iff a reason"
         );
         let listed = list_all(&*store, session.account_id, ListScope::IncludeRevoked).await;
         let listed = listed.iter().find(|s| s.id == session.id).expect("listed");
-        assert_eq!(listed.revocation_reason, reason, "list {:?}", session.id);
+        assert_eq!(listed.revocation_reason(), reason, "list {:?}", session.id);
     }
     for active in [&stored[4], &stored[5]] {
         let found = store
@@ -186,7 +186,7 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
             .await
             .unwrap()
             .expect("still active");
-        assert_eq!(found.revocation_reason, None);
+        assert_eq!(found.revocation_reason(), None);
     }
 }
 
@@ -219,8 +219,8 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
             .is_empty()
     );
     let read = store.get(session.id).await.unwrap().expect("stored");
-    assert_eq!(read.revocation_reason, Some(RevocationReason::IDLE));
-    assert_eq!(read.revoked_at, Some(first_at));
+    assert_eq!(read.revocation_reason(), Some(RevocationReason::IDLE));
+    assert_eq!(read.revoked_at(), Some(first_at));
 }
 
 /// Revoking an id that was never stored says so and changes nothing.
@@ -276,7 +276,7 @@ pub async fn revoke_all_revokes_only_that_accounts_active_sessions(store: Arc<dy
         } else {
             at
         };
-        assert_eq!(session.revoked_at, Some(want), "{:?}", session.id);
+        assert_eq!(session.revoked_at(), Some(want), "{:?}", session.id);
     }
     assert_eq!(
         store.find_active_by_hash(&other.token_hash).await.unwrap(),
@@ -338,8 +338,8 @@ pub async fn list_is_newest_first_and_filters_revoked(store: Arc<dyn SessionStor
         .revoke(sessions[0].id, revoked_at, RevocationReason::LOGOUT, None)
         .await
         .unwrap();
-    sessions[0].revoked_at = Some(revoked_at);
-    sessions[0].revocation_reason = Some(RevocationReason::LOGOUT);
+    sessions[0].revocation =
+        RevocationDetails::of(Some(revoked_at), Some(RevocationReason::LOGOUT), None);
 
     let mut newest_first = sessions.clone();
     newest_first.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
@@ -503,8 +503,8 @@ pub async fn list_pages_filter_revoked_and_stay_in_the_account(store: Arc<dyn Se
             .revoke(session.id, revoked_at, RevocationReason::LOGOUT, None)
             .await
             .unwrap();
-        session.revoked_at = Some(revoked_at);
-        session.revocation_reason = Some(RevocationReason::LOGOUT);
+        session.revocation =
+            RevocationDetails::of(Some(revoked_at), Some(RevocationReason::LOGOUT), None);
     }
     sessions.reverse();
     let active: Vec<Session> = sessions.iter().filter(|s| s.is_active()).cloned().collect();
@@ -1077,12 +1077,15 @@ pub async fn a_limited_insert_evicts_the_least_recently_seen_first(store: Arc<dy
             .unwrap();
         assert_eq!(evicted, [victim.token_hash].into(), "step {step}");
         let revoked = store.get(victim.id).await.unwrap().unwrap();
-        assert_eq!(revoked.revoked_at, Some(newcomer.created_at), "step {step}");
-        assert_eq!(revoked.revocation_reason, Some(RevocationReason::LIMIT));
+        assert_eq!(
+            revoked.revoked_at(),
+            Some(newcomer.created_at),
+            "step {step}"
+        );
+        assert_eq!(revoked.revocation_reason(), Some(RevocationReason::LIMIT));
         assert_eq!(
             Session {
-                revoked_at: None,
-                revocation_reason: None,
+                revocation: None,
                 ..revoked
             },
             **victim,
@@ -1214,7 +1217,7 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
         .revoke(stored[0].id, at, RevocationReason::ADMIN, Some(ops.clone()))
         .await
         .unwrap();
-    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by;
+    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by();
     assert_eq!(by(stored[0].id).await, Some(writer));
     assert_eq!(by(stored[1].id).await, Some(ops.clone()));
     assert_eq!(by(stored[2].id).await, Some(ops));
@@ -1230,7 +1233,7 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
             .await
             .iter()
             .find(|session| session.id == stored[0].id)
-            .and_then(|session| session.revoked_by.clone()),
+            .and_then(|session| session.revoked_by().clone()),
         Some(Revoker::new("writer").unwrap()),
         "lists show it too"
     );
@@ -1315,8 +1318,8 @@ pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
     for session in &revoked {
         let stored = store.get(session.id).await.unwrap().unwrap();
         assert_eq!(session.token_hash, stored.token_hash);
-        assert_eq!(stored.revoked_at, Some(minute(80)));
-        assert_eq!(stored.revocation_reason, Some(RevocationReason::IDLE));
+        assert_eq!(stored.revoked_at(), Some(minute(80)));
+        assert_eq!(stored.revocation_reason(), Some(RevocationReason::IDLE));
         assert_eq!(
             store.find_active_by_hash(&stored.token_hash).await.unwrap(),
             None
@@ -1326,8 +1329,8 @@ pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
         assert!(store.get(spared.id).await.unwrap().unwrap().is_active());
     }
     let untouched = store.get(revoked_old.id).await.unwrap().unwrap();
-    assert_eq!(untouched.revoked_at, Some(minute(20)));
-    assert_eq!(untouched.revocation_reason, Some(RevocationReason::ADMIN));
+    assert_eq!(untouched.revoked_at(), Some(minute(20)));
+    assert_eq!(untouched.revocation_reason(), Some(RevocationReason::ADMIN));
     assert_eq!(
         store
             .revoke_idle(cutoff, None, 10, minute(81), RevocationReason::IDLE)
@@ -1410,8 +1413,8 @@ pub async fn purge_revoked_erases_or_deletes_only_old_revocations(store: Arc<dyn
     assert_eq!(stored.metadata.user_agent, None);
     assert_eq!(stored.metadata.ip, None);
     assert_eq!(stored.metadata.label, old.metadata.label, "the label stays");
-    assert_eq!(stored.revoked_at, Some(minute(10)));
-    assert_eq!(stored.revocation_reason, Some(RevocationReason::LOGOUT));
+    assert_eq!(stored.revoked_at(), Some(minute(10)));
+    assert_eq!(stored.revocation_reason(), Some(RevocationReason::LOGOUT));
     for untouched in [&recent, &active] {
         let stored = store.get(untouched.id).await.unwrap().unwrap();
         assert_eq!(stored.metadata, untouched.metadata);
@@ -1594,9 +1597,9 @@ pub async fn revoke_marked_takes_the_sessions_created_or_minted_before_the_mark(
     assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), marked[3..]);
     for id in &marked {
         let session = store.get(*id).await.unwrap().unwrap();
-        assert_eq!(session.revoked_at, Some(at));
-        assert_eq!(session.revocation_reason, Some(RevocationReason::ADMIN));
-        assert_eq!(session.revoked_by.as_ref(), Some(&desk));
+        assert_eq!(session.revoked_at(), Some(at));
+        assert_eq!(session.revocation_reason(), Some(RevocationReason::ADMIN));
+        assert_eq!(session.revoked_by().as_ref(), Some(&desk));
         assert!(
             first
                 .iter()
@@ -1606,8 +1609,8 @@ pub async fn revoke_marked_takes_the_sessions_created_or_minted_before_the_mark(
     }
     assert!(store.get(after_mark.id).await.unwrap().unwrap().is_active());
     let kept = store.get(revoked_before.id).await.unwrap().unwrap();
-    assert_eq!(kept.revoked_at, Some(epoch()));
-    assert_eq!(kept.revocation_reason, Some(RevocationReason::LOGOUT));
+    assert_eq!(kept.revoked_at(), Some(epoch()));
+    assert_eq!(kept.revocation_reason(), Some(RevocationReason::LOGOUT));
     let none = store
         .revoke_marked(mark, None, 3, at, RevocationReason::ADMIN, None)
         .await

@@ -101,13 +101,14 @@ fn a_stored_reason_reads_back_and_an_old_revocation_reads_as_none() {
         .into_session("sessions")
         .unwrap();
     assert_eq!(
-        session.revocation_reason,
+        session.revocation_reason(),
         Some(RevocationReason::new("password_change").unwrap())
     );
     let old = revoked_row(None).into_session("sessions").unwrap();
-    assert!(old.revoked_at.is_some());
+    assert!(old.revoked_at().is_some());
     assert_eq!(
-        old.revocation_reason, None,
+        old.revocation_reason(),
+        None,
         "revoked before reasons were recorded"
     );
 }
@@ -147,7 +148,7 @@ fn a_stored_revoker_reads_back_and_one_the_domain_refuses_names_its_column() {
     }
     .into_session("sessions")
     .unwrap();
-    assert_eq!(session.revoked_by, Some(Revoker::new("writer").unwrap()));
+    assert_eq!(session.revoked_by(), Some(Revoker::new("writer").unwrap()));
     for (row, reason) in [
         (
             StoredSession {

@@ -107,7 +107,7 @@ async fn create_resolve_revoke_resolve() {
         Err(Error::InvalidToken)
     ));
     let stored = f.service.get(created.session.id).await.unwrap();
-    assert_eq!(stored.revoked_at, Some(epoch() + Duration::minutes(3)));
+    assert_eq!(stored.revoked_at(), Some(epoch() + Duration::minutes(3)));
     assert_eq!(f.cache.len(), 0);
 }
 

@@ -76,7 +76,7 @@ fn instants_at_the_bounds_and_the_epochs_are_sessions() {
         };
         let session = row.into_session(TABLE).unwrap();
         assert_eq!(session.created_at, at);
-        assert_eq!(session.revoked_at, Some(at));
+        assert_eq!(session.revoked_at(), Some(at));
     }
 }
 
@@ -223,7 +223,7 @@ fn a_valid_row_is_the_session_it_holds() {
         session.created_at,
         datetime!(2026-01-02 03:04:05.123456 UTC)
     );
-    assert_eq!(session.revoked_at, None);
+    assert_eq!(session.revoked_at(), None);
     let metadata = &session.metadata;
     assert_eq!(metadata.user_agent.as_ref().unwrap().as_str(), "curl/8.5");
     assert_eq!(metadata.label.as_ref().unwrap().as_str(), "laptop");

@@ -74,7 +74,7 @@ async fn fifty_concurrent_logins_over_two_instances_leave_exactly_the_limit() {
     for instance in &instances {
         for session in &created {
             let stored = instance.service.get(session.session.id).await.unwrap();
-            if stored.revoked_at.is_some() {
+            if stored.revoked_at().is_some() {
                 // Within the staleness bound: once the instance has read
                 // the change log.
                 within_a_minute(async {

@@ -206,7 +206,7 @@ async fn poison_of_every_kind_is_skipped_and_counted_never_a_failed_read() {
         assert_eq!(session.created_at, *instant);
     }
     let session = store.get(revoked_at_the_end.id).await.unwrap().unwrap();
-    assert_eq!(session.revoked_at, Some(BOUNDARIES[0].1));
+    assert_eq!(session.revoked_at(), Some(BOUNDARIES[0].1));
     assert_eq!(session.created_at, BOUNDARIES[3].1);
 
     // The warm skips and counts every active poison row, over pages that
@@ -617,9 +617,10 @@ async fn a_revocation_reason_the_domain_refuses_is_refused_or_skipped() {
         .await
         .unwrap();
     let read = store.get(old).await.unwrap().expect("stored");
-    assert!(read.revoked_at.is_some());
+    assert!(read.revoked_at().is_some());
     assert_eq!(
-        read.revocation_reason, None,
+        read.revocation_reason(),
+        None,
         "revoked before reasons were recorded"
     );
 
@@ -660,7 +661,7 @@ async fn a_revocation_reason_the_domain_refuses_is_refused_or_skipped() {
     assert_eq!(listed, vec![good]);
     assert_eq!(
         page.sessions[0]
-            .revocation_reason
+            .revocation_reason()
             .as_ref()
             .map(|r| r.as_str()),
         Some("password_change")

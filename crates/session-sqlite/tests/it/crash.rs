@@ -120,10 +120,10 @@ async fn kill_a_writer_and_check_its_writes() {
             .unwrap();
         if acks.revoked.contains(id) {
             assert!(
-                session.revoked_at.is_some() && found.is_none(),
+                session.revoked_at().is_some() && found.is_none(),
                 "acknowledged revoke of {id} was lost"
             );
-        } else if session.revoked_at.is_some() {
+        } else if session.revoked_at().is_some() {
             // The revoke in flight at the kill may have committed unacknowledged.
             revoked_unacknowledged += 1;
         } else {

@@ -388,8 +388,8 @@ async fn the_schema_refuses_a_revocation_reason_the_domain_refuses() {
         ))
         .unwrap();
     let read = store.get(old).await.unwrap().expect("stored");
-    assert!(read.revoked_at.is_some());
-    assert_eq!(read.revocation_reason, None);
+    assert!(read.revoked_at().is_some());
+    assert_eq!(read.revocation_reason(), None);
 }
 
 /// A row holding a reason the domain refuses (the schema's check turned
