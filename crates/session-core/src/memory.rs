@@ -2,7 +2,6 @@
 //! log ports, the one store this crate has. For tests, examples and
 //! benchmarks; hosts use it in their own tests in place of a database.
 
-use crate::RevocationDetails;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use crate::port::store::{
     ActivePage, Exclusive, LimitedInsert, NotBefore, RetentionAction, RevokeOutcome,
     RevokedSession, SeenAt, SessionStore, StoreError, first_id_not_marked,
 };
-use crate::session::{AccountId, RevocationReason, Revoker, Session, SessionId};
+use crate::session::{AccountId, RevocationDetails, RevocationReason, Revoker, Session, SessionId};
 use crate::token::{TokenHash, TokenHashState};
 use crate::{AccountPage, ListPosition, ListScope, PageRequest};
 
@@ -140,7 +139,7 @@ impl MemoryState {
     fn revoked_events(&mut self, ids: &[SessionId], at: OffsetDateTime) {
         for id in ids {
             if let Some(session) = self.sessions.get(id).cloned() {
-                let reason = session.revocation_reason().clone();
+                let reason = session.revocation_reason();
                 self.event(EventKind::Revoked { reason }, &session, at);
             }
         }
@@ -307,7 +306,7 @@ impl SessionStore for MemoryStore {
         };
         if let RevokeOutcome::Revoked { token_hash } = outcome {
             if let Some(session) = state.sessions.get(&id).cloned() {
-                let reason = session.revocation_reason().clone();
+                let reason = session.revocation_reason();
                 state.event(EventKind::Revoked { reason }, &session, at);
             }
             state.record(Logged::Revoked(vec![token_hash]));

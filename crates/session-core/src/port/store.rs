@@ -1,7 +1,6 @@
 //! The storage port: where sessions are durable, with the pages, rows and
 //! errors a store deals in, and [`StoreDecorator`], the one way to wrap a store.
 
-use crate::RevocationDetails;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
@@ -10,8 +9,8 @@ use uuid::Uuid;
 
 use crate::config::SessionLimit;
 use crate::session::{
-    AccountId, ClientMetadata, Label, RevocationReason, Revoker, Session, SessionId,
-    SessionIdentity, UserAgent,
+    AccountId, ClientMetadata, Label, RevocationDetails, RevocationReason, Revoker, Session,
+    SessionId, SessionIdentity, UserAgent,
 };
 use crate::token::TokenHash;
 use crate::validation::{Field, Reason, ValidationError};

@@ -11,7 +11,6 @@
 //! a reader then reads them again, harmlessly, as the store is now.
 //! Everything written after must be there, exactly once.
 
-use crate::RevocationDetails;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use super::{account, epoch, session_at, session_with_metadata};
 use crate::port::change_log::{Change, ChangeLog, LogCursor, LogRead};
 use crate::port::store::{RevokeOutcome, SeenAt, SessionStore};
-use crate::session::{AccountId, RevocationReason, Session, SessionId};
+use crate::session::{AccountId, RevocationDetails, RevocationReason, Session, SessionId};
 use crate::token::TokenHash;
 
 /// Fails a case that would otherwise hang; not a measure of speed.

@@ -5,7 +5,6 @@
 //! its own setup, so it holds for a store that writes events with each
 //! write and for one that sequences them later alike.
 
-use crate::RevocationDetails;
 use std::sync::Arc;
 
 use time::Duration;
@@ -13,7 +12,7 @@ use time::Duration;
 use super::{account, epoch, session_at};
 use crate::port::events::{EventCursor, EventKind, EventLog, EventRead, SessionEvent};
 use crate::port::store::SessionStore;
-use crate::session::{RevocationReason, Session, SessionId};
+use crate::session::{RevocationDetails, RevocationReason, Session, SessionId};
 
 /// Every event after `from`, `limit` at a time, after a sequencing step;
 /// checks that each page is within its limit and that positions follow

@@ -1,7 +1,6 @@
 //! The [`SessionStore`] contract. Each function is one case; see
 //! [`store_contract_tests!`](crate::store_contract_tests).
 
-use crate::RevocationDetails;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -16,7 +15,8 @@ use crate::port::store::{
 };
 use crate::service::{Error, Revocation, SessionService};
 use crate::session::{
-    AccountId, ClientMetadata, RevocationReason, Revoker, Session, SessionId, SessionIdentity,
+    AccountId, ClientMetadata, RevocationDetails, RevocationReason, Revoker, Session, SessionId,
+    SessionIdentity,
 };
 use crate::token::TokenHash;
 use crate::{AccountPage, ListPosition, ListScope, PageLimit, PageRequest};
@@ -1233,7 +1233,7 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
             .await
             .iter()
             .find(|session| session.id == stored[0].id)
-            .and_then(|session| session.revoked_by().clone()),
+            .and_then(|session| session.revoked_by()),
         Some(Revoker::new("writer").unwrap()),
         "lists show it too"
     );
