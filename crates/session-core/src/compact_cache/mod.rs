@@ -146,7 +146,7 @@ fn insert_growing(writer: &mut Writer<'_>, key: &Key, record: &Record) -> (bool,
 /// Resolving a token needs only the index; the whole record
 /// ([`SessionService::session`](crate::SessionService::session)) comes from
 /// the record cache when it holds it, else from the store. Choose it over
-/// [`MemoryCache`](crate::MemoryCache) (about 200 bytes a session) when the
+/// [`MemoryCache`](crate::MemoryCache) (about 180 bytes a session) when the
 /// active sessions would not fit in memory with their metadata. See the
 /// module source for the layout, the 131 bits a lookup compares and why
 /// they make a false match infeasible, the growth and the read protocol.
