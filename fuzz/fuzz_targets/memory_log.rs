@@ -134,9 +134,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     account_id: account(n % 4),
                     token_hash: hash,
                     created_at: at,
-                    revoked_at: None,
-                    revocation_reason: None,
-                    revoked_by: None,
+                    revocation: None,
                     metadata: ClientMetadata::default(),
                 };
                 now(store.insert(&session)).expect("a new hash");

@@ -225,7 +225,7 @@ fn check_stored(stored: StoredSession, result: Result<session_core::Session, Inv
                 stored_instant(stored.created_at).expect("in range")
             );
             assert_eq!(
-                session.revoked_at.map(micros),
+                session.revoked_at().map(micros),
                 stored.revoked_at.map(i128::from)
             );
             let metadata = &session.metadata;
