@@ -403,8 +403,6 @@ struct Pruned {
 /// Entries deleted per prune statement, so no one statement runs long.
 const PRUNE_BATCH: i64 = 10_000;
 
-/// The transactions of a snapshot's open list, as a cursor waits for
-/// them: none of their entries read yet.
 impl PgSessionStore {
     /// [`ChangeLog::read`] on `connection`.
     async fn read_log(
@@ -437,6 +435,8 @@ impl PgSessionStore {
     }
 }
 
+/// The transactions of a snapshot's open list, as a cursor waits for
+/// them: none of their entries read yet.
 fn open_writers(open_now: &[i64]) -> Vec<OpenWriter> {
     open_now
         .iter()
