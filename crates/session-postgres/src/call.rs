@@ -134,7 +134,7 @@ pub(crate) struct Checkout {
     in_transaction: bool,
     /// Where [`release`](Self::release) keeps the connection instead of
     /// returning it to the pool: the change log's reader's own.
-    home: Option<Arc<Mutex<Option<Connection>>>>,
+    home: Option<KeptConnection>,
 }
 
 /// A connection kept out of the pool between calls; see

@@ -41,17 +41,16 @@ const COPY_ACTIVE_IDENTITIES: &str = "COPY (SELECT id, account_id, token_hash \
      FROM session.sessions WHERE revoked_at IS NULL) TO STDOUT (FORMAT binary)";
 const COLUMNS: [Type; 3] = [Type::UUID, Type::UUID, Type::BYTEA];
 
+/// What the read is called in its errors.
+const OPERATION: &str = "read every active identity (COPY)";
+
 /// Why the read failed.
 #[derive(Debug, thiserror::Error)]
 enum CopyFailed {
-    #[error("read every active identity (COPY): no connection: {0}")]
+    #[error("{OPERATION}: no connection: {0}")]
     Connect(#[source] diesel::ConnectionError),
-    #[error("read every active identity (COPY): {0}")]
+    #[error("{OPERATION}: {0}")]
     Database(#[source] tokio_postgres::Error),
-    #[error(
-        "read every active identity (COPY): no answer from the database within {0:?}; the connection was closed"
-    )]
-    NoAnswer(Duration),
 }
 
 impl PgSessionStore {
@@ -129,7 +128,7 @@ fn identity(row: &BinaryCopyOutRow) -> Result<StoredIdentity, StoreError> {
     })
 }
 
-/// `step`'s result, or [`CopyFailed::NoAnswer`] if `limit` passes first
+/// `step`'s result, or the crate's "no answer" if `limit` passes first
 /// (the connection is then dropped, and closed, with the read).
 async fn within<T>(
     limit: Duration,
@@ -137,9 +136,7 @@ async fn within<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, step).await {
         Ok(result) => result.map_err(database),
-        Err(_) => Err(StoreError::Unavailable(Box::new(CopyFailed::NoAnswer(
-            limit,
-        )))),
+        Err(_) => Err(crate::error::no_answer(OPERATION, limit)),
     }
 }
 
