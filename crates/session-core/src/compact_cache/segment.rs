@@ -580,12 +580,7 @@ impl<'a> Writer<'a> {
             if dropped == 0 {
                 return (0, 0);
             }
-            self.begin();
-            while !self.place_in_order(keys) {
-                self.add_step();
-            }
-            self.end();
-            self.state.len = keys.len();
+            self.place_all(keys);
             (dropped, self.state.capacity - before)
         })
     }
@@ -630,19 +625,14 @@ impl<'a> Writer<'a> {
             while keys.len() * MAX_LOAD.1 > homes_within(self.state.capacity) * MAX_LOAD.0 {
                 self.add_step();
             }
-            self.begin();
-            while !self.place_in_order(keys) {
-                self.add_step();
-            }
-            self.end();
-            self.state.len = keys.len();
+            self.place_all(keys);
         });
         self.state.capacity - before
     }
 
     /// Allocates the next step's chunks: one chunk, or several once steps
-    /// are larger than a chunk. Returns the slots added.
-    fn add_step(&mut self) -> usize {
+    /// are larger than a chunk.
+    fn add_step(&mut self) {
         let before = self.state.capacity;
         let (group, ..) = locate(before);
         let start = group_start(group);
@@ -651,7 +641,6 @@ impl<'a> Writer<'a> {
         while self.state.capacity < end {
             self.add_chunk();
         }
-        end - before
     }
 
     /// Allocates the next chunk.
@@ -674,8 +663,8 @@ impl<'a> Writer<'a> {
         self.state.capacity += slots;
     }
 
-    /// Adds chunks until the homes can pass both their count and
-    /// `min_homes` (a chunk is enough unless `min_homes` asks for more),
+    /// Adds steps until the homes can pass both their count and
+    /// `min_homes` (a step is enough unless `min_homes` asks for more),
     /// and places every key again over homes that fill the chunks. Returns
     /// the slots added.
     pub(super) fn grow(&mut self, min_homes: usize) -> usize {
@@ -696,15 +685,22 @@ impl<'a> Writer<'a> {
                     keys.push((hi, record));
                 }
             }
-            self.begin();
-            // Placing can only fail for a run far longer than the load makes
-            // likely; then one more chunk and again.
-            while !self.place_in_order(keys) {
-                self.add_step();
-            }
-            self.end();
+            self.place_all(keys);
         });
         self.state.capacity - before
+    }
+
+    /// Places `keys` (sorted, as [`place_in_order`](Self::place_in_order)
+    /// takes them) as the segment's only keys, in one change. Placing can
+    /// only fail for a run far longer than the load makes likely; then one
+    /// more step and again.
+    fn place_all(&mut self, keys: &[(u64, Record)]) {
+        self.begin();
+        while !self.place_in_order(keys) {
+            self.add_step();
+        }
+        self.end();
+        self.state.len = keys.len();
     }
 
     /// Clears the slots and places `keys`, in increasing `hi`, each at its
