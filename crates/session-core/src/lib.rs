@@ -70,7 +70,7 @@
 //! let revoked = service.revoke(identity.id, RevocationReason::LOGOUT).await?;
 //! assert_eq!(revoked, Revocation::Revoked);
 //! let revoked = service.get(identity.id).await?;
-//! assert_eq!(revoked.revocation_reason(), Some(RevocationReason::LOGOUT));
+//! assert_eq!(revoked.revocation_reason(), Some(&RevocationReason::LOGOUT));
 //! assert!(matches!(service.resolve(&token).await, Err(Error::InvalidToken)));
 //!
 //! // Stops the tasks, then writes the last-seen marks still pending.

@@ -139,7 +139,7 @@ impl MemoryState {
     fn revoked_events(&mut self, ids: &[SessionId], at: OffsetDateTime) {
         for id in ids {
             if let Some(session) = self.sessions.get(id).cloned() {
-                let reason = session.revocation_reason();
+                let reason = session.revocation_reason().cloned();
                 self.event(EventKind::Revoked { reason }, &session, at);
             }
         }
@@ -306,7 +306,7 @@ impl SessionStore for MemoryStore {
         };
         if let RevokeOutcome::Revoked { token_hash } = outcome {
             if let Some(session) = state.sessions.get(&id).cloned() {
-                let reason = session.revocation_reason();
+                let reason = session.revocation_reason().cloned();
                 state.event(EventKind::Revoked { reason }, &session, at);
             }
             state.record(Logged::Revoked(vec![token_hash]));

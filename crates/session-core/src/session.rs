@@ -482,17 +482,16 @@ impl Session {
         self.revocation.as_ref().map(|revocation| revocation.at)
     }
 
-    /// Why the session was revoked, if it was and the reason is known (a
-    /// copy: built-in reasons are static, a custom one a short string).
+    /// Why the session was revoked, if it was and the reason is known.
     #[must_use]
-    pub fn revocation_reason(&self) -> Option<RevocationReason> {
-        self.revocation.as_ref()?.reason.clone()
+    pub fn revocation_reason(&self) -> Option<&RevocationReason> {
+        self.revocation.as_ref()?.reason.as_ref()
     }
 
-    /// Who revoked the session, if it was revoked by an API key (a copy).
+    /// Who revoked the session, if it was revoked by an API key.
     #[must_use]
-    pub fn revoked_by(&self) -> Option<Revoker> {
-        self.revocation.as_ref()?.by.clone()
+    pub fn revoked_by(&self) -> Option<&Revoker> {
+        self.revocation.as_ref()?.by.as_ref()
     }
 }
 

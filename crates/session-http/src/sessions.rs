@@ -266,15 +266,10 @@ pub(crate) struct StoredSessionView<'a> {
 
 impl<'a> StoredSessionView<'a> {
     fn new(session: &'a Session, seen: &[SeenAt]) -> Self {
-        let revocation = session.revocation.as_deref();
         Self {
             session: SessionView::from(session),
-            revocation_reason: revocation
-                .and_then(|revocation| revocation.reason.as_ref())
-                .map(RevocationReason::as_str),
-            revoked_by: revocation
-                .and_then(|revocation| revocation.by.as_ref())
-                .map(Revoker::as_str),
+            revocation_reason: session.revocation_reason().map(RevocationReason::as_str),
+            revoked_by: session.revoked_by().map(Revoker::as_str),
             last_seen_at: seen
                 .iter()
                 .find(|mark| mark.id == session.id)

@@ -540,7 +540,6 @@ struct NewSessionRow<'a> {
 
 impl<'a> From<&'a Session> for NewSessionRow<'a> {
     fn from(session: &'a Session) -> Self {
-        let revocation = session.revocation.as_deref();
         Self {
             id: *session.id.as_uuid(),
             account_id: *session.account_id.as_uuid(),
@@ -550,12 +549,8 @@ impl<'a> From<&'a Session> for NewSessionRow<'a> {
             user_agent: session.metadata.user_agent.as_ref().map(UserAgent::as_str),
             ip: session.metadata.ip.map(IpNet::from),
             label: session.metadata.label.as_ref().map(Label::as_str),
-            revocation_reason: revocation
-                .and_then(|revocation| revocation.reason.as_ref())
-                .map(RevocationReason::as_str),
-            revoked_by: revocation
-                .and_then(|revocation| revocation.by.as_ref())
-                .map(Revoker::as_str),
+            revocation_reason: session.revocation_reason().map(RevocationReason::as_str),
+            revoked_by: session.revoked_by().map(Revoker::as_str),
         }
     }
 }

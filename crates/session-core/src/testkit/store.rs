@@ -117,7 +117,7 @@ pub async fn revoke_is_idempotent_and_hides_the_session(store: Arc<dyn SessionSt
         Some(first_at),
         "the first revocation time stays"
     );
-    assert_eq!(read.revocation_reason(), Some(RevocationReason::LOGOUT));
+    assert_eq!(read.revocation_reason(), Some(&RevocationReason::LOGOUT));
     assert_eq!(
         Session {
             revocation: None,
@@ -170,7 +170,12 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
     ];
     for (session, reason) in stored.iter().zip(expected) {
         let read = store.get(session.id).await.unwrap().expect("stored");
-        assert_eq!(read.revocation_reason(), reason, "get {:?}", session.id);
+        assert_eq!(
+            read.revocation_reason(),
+            reason.as_ref(),
+            "get {:?}",
+            session.id
+        );
         assert_eq!(
             read.revoked_at().is_some(),
             reason.is_some(),
@@ -178,7 +183,12 @@ pub async fn revocation_reason_round_trips_for_each_revoke_form(store: Arc<dyn S
         );
         let listed = list_all(&*store, session.account_id, ListScope::IncludeRevoked).await;
         let listed = listed.iter().find(|s| s.id == session.id).expect("listed");
-        assert_eq!(listed.revocation_reason(), reason, "list {:?}", session.id);
+        assert_eq!(
+            listed.revocation_reason(),
+            reason.as_ref(),
+            "list {:?}",
+            session.id
+        );
     }
     for active in [&stored[4], &stored[5]] {
         let found = store
@@ -219,7 +229,7 @@ pub async fn the_first_revocation_reason_stays(store: Arc<dyn SessionStore>) {
             .is_empty()
     );
     let read = store.get(session.id).await.unwrap().expect("stored");
-    assert_eq!(read.revocation_reason(), Some(RevocationReason::IDLE));
+    assert_eq!(read.revocation_reason(), Some(&RevocationReason::IDLE));
     assert_eq!(read.revoked_at(), Some(first_at));
 }
 
@@ -1082,7 +1092,7 @@ pub async fn a_limited_insert_evicts_the_least_recently_seen_first(store: Arc<dy
             Some(newcomer.created_at),
             "step {step}"
         );
-        assert_eq!(revoked.revocation_reason(), Some(RevocationReason::LIMIT));
+        assert_eq!(revoked.revocation_reason(), Some(&RevocationReason::LIMIT));
         assert_eq!(
             Session {
                 revocation: None,
@@ -1217,7 +1227,7 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
         .revoke(stored[0].id, at, RevocationReason::ADMIN, Some(ops.clone()))
         .await
         .unwrap();
-    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by();
+    let by = async |id| store.get(id).await.unwrap().unwrap().revoked_by().cloned();
     assert_eq!(by(stored[0].id).await, Some(writer));
     assert_eq!(by(stored[1].id).await, Some(ops.clone()));
     assert_eq!(by(stored[2].id).await, Some(ops));
@@ -1233,7 +1243,7 @@ pub async fn the_revoker_round_trips_and_the_first_stays(store: Arc<dyn SessionS
             .await
             .iter()
             .find(|session| session.id == stored[0].id)
-            .and_then(|session| session.revoked_by()),
+            .and_then(|session| session.revoked_by().cloned()),
         Some(Revoker::new("writer").unwrap()),
         "lists show it too"
     );
@@ -1319,7 +1329,7 @@ pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
         let stored = store.get(session.id).await.unwrap().unwrap();
         assert_eq!(session.token_hash, stored.token_hash);
         assert_eq!(stored.revoked_at(), Some(minute(80)));
-        assert_eq!(stored.revocation_reason(), Some(RevocationReason::IDLE));
+        assert_eq!(stored.revocation_reason(), Some(&RevocationReason::IDLE));
         assert_eq!(
             store.find_active_by_hash(&stored.token_hash).await.unwrap(),
             None
@@ -1330,7 +1340,10 @@ pub async fn revoke_idle_takes_the_unseen_by_creation_and_spares_the_seen(
     }
     let untouched = store.get(revoked_old.id).await.unwrap().unwrap();
     assert_eq!(untouched.revoked_at(), Some(minute(20)));
-    assert_eq!(untouched.revocation_reason(), Some(RevocationReason::ADMIN));
+    assert_eq!(
+        untouched.revocation_reason(),
+        Some(&RevocationReason::ADMIN)
+    );
     assert_eq!(
         store
             .revoke_idle(cutoff, None, 10, minute(81), RevocationReason::IDLE)
@@ -1414,7 +1427,7 @@ pub async fn purge_revoked_erases_or_deletes_only_old_revocations(store: Arc<dyn
     assert_eq!(stored.metadata.ip, None);
     assert_eq!(stored.metadata.label, old.metadata.label, "the label stays");
     assert_eq!(stored.revoked_at(), Some(minute(10)));
-    assert_eq!(stored.revocation_reason(), Some(RevocationReason::LOGOUT));
+    assert_eq!(stored.revocation_reason(), Some(&RevocationReason::LOGOUT));
     for untouched in [&recent, &active] {
         let stored = store.get(untouched.id).await.unwrap().unwrap();
         assert_eq!(stored.metadata, untouched.metadata);
@@ -1598,8 +1611,8 @@ pub async fn revoke_marked_takes_the_sessions_created_or_minted_before_the_mark(
     for id in &marked {
         let session = store.get(*id).await.unwrap().unwrap();
         assert_eq!(session.revoked_at(), Some(at));
-        assert_eq!(session.revocation_reason(), Some(RevocationReason::ADMIN));
-        assert_eq!(session.revoked_by().as_ref(), Some(&desk));
+        assert_eq!(session.revocation_reason(), Some(&RevocationReason::ADMIN));
+        assert_eq!(session.revoked_by(), Some(&desk));
         assert!(
             first
                 .iter()
@@ -1610,7 +1623,7 @@ pub async fn revoke_marked_takes_the_sessions_created_or_minted_before_the_mark(
     assert!(store.get(after_mark.id).await.unwrap().unwrap().is_active());
     let kept = store.get(revoked_before.id).await.unwrap().unwrap();
     assert_eq!(kept.revoked_at(), Some(epoch()));
-    assert_eq!(kept.revocation_reason(), Some(RevocationReason::LOGOUT));
+    assert_eq!(kept.revocation_reason(), Some(&RevocationReason::LOGOUT));
     let none = store
         .revoke_marked(mark, None, 3, at, RevocationReason::ADMIN, None)
         .await

@@ -76,7 +76,7 @@ async fn an_evicted_session_stops_resolving_on_every_instance() {
         }
     }
     let evicted = a.get(oldest.session.id).await.unwrap();
-    assert_eq!(evicted.revocation_reason(), Some(RevocationReason::LIMIT));
+    assert_eq!(evicted.revocation_reason(), Some(&RevocationReason::LIMIT));
     assert_eq!(evicted.revoked_at(), Some(newest.session.created_at));
 }
 

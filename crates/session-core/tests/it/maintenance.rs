@@ -104,7 +104,7 @@ async fn a_round_revokes_the_unseen_and_spares_the_recently_seen() {
     );
     assert!(resolves(&f.service, &seen).await);
     let stored = f.store.get(never_seen.session.id).await.unwrap().unwrap();
-    assert_eq!(stored.revocation_reason(), Some(RevocationReason::IDLE));
+    assert_eq!(stored.revocation_reason(), Some(&RevocationReason::IDLE));
     assert_eq!(stored.revoked_at(), Some(f.clock.now()));
 }
 

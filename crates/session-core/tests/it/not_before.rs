@@ -316,8 +316,8 @@ async fn the_sweep_revokes_marked_sessions_as_admin_and_resumes_after_a_failure(
     assert_eq!(done.total(), 1_500);
     assert_eq!(active(&store, &marked).await, 0);
     let swept = store.get(marked[0]).await.unwrap().unwrap();
-    assert_eq!(swept.revocation_reason(), Some(RevocationReason::ADMIN));
-    assert_eq!(swept.revoked_by(), Some(admin));
+    assert_eq!(swept.revocation_reason(), Some(&RevocationReason::ADMIN));
+    assert_eq!(swept.revoked_by(), Some(&admin));
     assert_eq!(store.not_before().await.unwrap().swept_through, Some(mark));
     assert!(
         store

@@ -101,7 +101,7 @@ fn a_stored_reason_reads_back_and_an_old_revocation_reads_as_none() {
         .into_session("sessions")
         .unwrap();
     assert_eq!(
-        session.revocation_reason(),
+        session.revocation_reason().cloned(),
         Some(RevocationReason::new("password_change").unwrap())
     );
     let old = revoked_row(None).into_session("sessions").unwrap();
@@ -148,7 +148,10 @@ fn a_stored_revoker_reads_back_and_one_the_domain_refuses_names_its_column() {
     }
     .into_session("sessions")
     .unwrap();
-    assert_eq!(session.revoked_by(), Some(Revoker::new("writer").unwrap()));
+    assert_eq!(
+        session.revoked_by().cloned(),
+        Some(Revoker::new("writer").unwrap())
+    );
     for (row, reason) in [
         (
             StoredSession {

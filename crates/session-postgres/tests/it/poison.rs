@@ -662,6 +662,7 @@ async fn a_revocation_reason_the_domain_refuses_is_refused_or_skipped() {
     assert_eq!(
         page.sessions[0]
             .revocation_reason()
+            .cloned()
             .as_ref()
             .map(|r| r.as_str()),
         Some("password_change")
