@@ -27,29 +27,31 @@
 //! 131 bits clears it by the same cost, since the 12 segment bits are not
 //! stored.
 //!
-//! **Memory.** A segment's slots live in chunks that are allocated one at a
-//! time and never move, none larger than 12 KiB (an allocator's small
-//! blocks, filled exactly). Growing adds a step of 1/32 to 1/64 of what the
-//! segment holds and spreads the keys over every slot allocated, so
-//! the load stays between about 0.89 and 0.92 and nothing is freed while
-//! the index grows (no holes left in the allocator's heap, no moment with
-//! two copies of anything but one segment's keys). About 53 bytes a session.
+//! **Memory.** A segment's slots live in groups of doubling size (24 KiB
+//! times a power of two) that are allocated zeroed, one at a time, and never
+//! move. Growing adds a step of 1/32 to 1/64 of what the segment holds and
+//! spreads the keys over every slot the steps reach, so the load stays
+//! between about 0.89 and 0.92; the pages of a group no step has reached
+//! are never written, so they take no memory. Nothing is freed while the
+//! index grows (no holes left in the allocator's heap, no moment with two
+//! copies of anything but one segment's keys). About 55 bytes a session.
 //! A warm fills the live index in place ([`refresh`](SessionCache::refresh),
 //! see [`Refresh`]) page by page, each segment growing as its keys arrive,
 //! so a reload holds one index, not two;
 //! [`prepare`](SessionCache::prepare) builds apart, sizing each segment for
 //! the count it is given (load 0.9) before filling it. An empty segment
-//! allocates nothing; the smallest chunk is 16 slots (768 bytes).
+//! allocates nothing; its first step is 16 slots (768 bytes) of a 24 KiB
+//! group.
 //!
 //! **Reads and writes.** A lookup takes no lock and writes nothing: it
 //! reads the segment under a sequence number and reads again if a write
 //! overlapped (`segment.rs` has the protocol and its orderings). Writers
 //! take the segment's mutex, so they are serialized per segment.
 //! [`install`](SessionCache::install) takes all 4,096 mutexes in segment
-//! order, makes every sequence number odd, moves the prepared chunks in
-//! (copying into chunks the live segment already has), then makes every
+//! order, makes every sequence number odd, moves the prepared groups in
+//! (copying into groups the live segment already has), then makes every
 //! number even: a reader sees the old contents or the new ones, never a
-//! mix. Chunks are freed only with the cache, since a reader may be reading
+//! mix. Groups are freed only with the cache, since a reader may be reading
 //! any of them; so the index keeps the room it grew to even when replaced
 //! by fewer sessions. The count and the slot count are atomics changed
 //! under the segment's mutex, so with all mutexes held the count is exact.
@@ -518,7 +520,7 @@ struct PreparedIndex {
 }
 
 impl PreparedIndex {
-    /// No segment allocates before its first key; each grows in chunks.
+    /// No segment allocates before its first key; each grows in steps.
     fn empty() -> Self {
         Self {
             segments: (0..SEGMENTS).map(|_| Segment::default()).collect(),

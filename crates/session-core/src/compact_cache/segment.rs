@@ -1,5 +1,5 @@
 //! One segment of the index: ordered linear probing over fixed-size slots,
-//! read without a lock under a sequence number, stored in chunks that never
+//! read without a lock under a sequence number, stored in groups that never
 //! move.
 //!
 //! # The table's rule
@@ -22,30 +22,35 @@
 //! runs that end there, and a run that would leave the tail makes the table
 //! grow.
 //!
-//! # Storage: chunks that never move
+//! # Storage: groups that never move
 //!
-//! Slots live in chunks allocated one at a time and freed only with the
-//! segment (or handed over whole by [`Writer::take_from`]). The table grows
-//! in *steps* that come in groups of [`STEPS_PER_GROUP`]: group `g`'s steps
-//! add `FIRST_CHUNK << g` slots, so a step is 1/32 to 1/64 of what the
-//! segment already holds. A step is one chunk up to [`MAX_CHUNK_SLOTS`]
-//! slots (12 KiB) and several chunks of that size past it, and a slot's
-//! chunk is found by arithmetic, no search. Growing adds one step and then
-//! uses every slot allocated (the homes are set so that homes plus tail
-//! fill the chunks): the load falls by a step's share per growth and stays
-//! between about 0.89 and 0.92. Nothing is freed while the segment grows,
-//! so the allocator is left no holes, and since a chunk never moves or goes
-//! away, a reader holding a stale picture of the segment reads stale words,
-//! never freed memory.
+//! Slots live in *groups*, allocated one at a time and freed only with the
+//! segment (or handed over whole by [`Writer::take_from`]): group `g` holds
+//! `512 << g` slots (24 KiB times `2^g`), and a slot's group and place in it
+//! are found by arithmetic, no search. The table grows in *steps* of
+//! 1/32 of a group (`FIRST_STEP << g` slots), 1/32 to 1/64 of what the
+//! segment already holds. Growing adds one step and then uses every slot
+//! the steps reach (the homes are set so that homes plus tail fill them):
+//! the load falls by a step's share per growth and stays between about
+//! 0.89 and 0.92. A group is allocated zeroed at its first step, so the
+//! pages no step has reached yet are never written and never resident:
+//! memory follows the steps, not the groups. Nothing is freed while the
+//! segment grows, so the allocator is left no holes, and since a group
+//! never moves or goes away, a reader holding a stale picture of the
+//! segment reads stale words, never freed memory.
 //!
-//! Why chunks stop at 12 KiB: allocators serve blocks past a size of their
-//! own apart from small ones, and that costs there. jemalloc (session-app's
-//! allocator) takes a block of 16 KiB or more whole pages at a time, plus
-//! one page more to place its start at random within the first (its
-//! `cache_oblivious` option, on by default): a 24 KiB chunk took 28 KiB,
-//! 3.6 bytes a session at 100 million. Every chunk size here (768 bytes
-//! times a power of two, up to 12 KiB) is one of jemalloc's small size
-//! classes, whose slabs they fill exactly.
+//! Why whole groups: a lookup finds its slot's memory with one load from
+//! the segment's header, whose few lines stay in the processor's caches,
+//! and then reads the slots. Groups of small chunks (12 KiB each, the
+//! design before this one) put a directory of chunk pointers between the
+//! two, about 10 MB at 100 million sessions: more than the caches keep
+//! beside the lookups' own lines, so most hits paid one more miss, and a
+//! hit at 100 million took 1.55 times a plain hash table's time, against
+//! 1.21 now (docs/BENCHMARKS.md). The cost of whole groups: an allocator
+//! places a large block at an offset of its choice (jemalloc's
+//! `cache_oblivious`, a random cache line of the first page), so each
+//! group touches up to one page more than its slots fill, about 1 byte a
+//! session at 100 million.
 //!
 //! A slot is 6 atomic words, 48 bytes: its order word (what lookups
 //! compare), then its record of 5 words (the 7 stored hash bytes and a
@@ -109,52 +114,30 @@ const LO_MASK: u64 = (1 << 56) - 1;
 /// Where a record's label starts in its first word.
 const LABEL_SHIFT: u32 = 56;
 
-/// Slots in group 0's steps and chunks.
-const FIRST_CHUNK: usize = 16;
-/// Steps in each group; group `g`'s add `FIRST_CHUNK << g` slots each.
+/// Slots in group 0's steps.
+const FIRST_STEP: usize = 16;
+/// Steps in each group; group `g`'s add `FIRST_STEP << g` slots each.
 const STEPS_PER_GROUP: usize = 32;
-/// Groups: 16 hold 33.5 million slots a segment, far past any memory.
-const GROUPS: usize = 16;
+/// Groups: 12 hold 2 million slots a segment, 8.6 billion in all.
+const GROUPS: usize = 12;
 /// Slots in group 0.
-const GROUP_SLOTS: usize = FIRST_CHUNK * STEPS_PER_GROUP;
-/// The most slots a chunk holds: 256 slots, 12 KiB, below the 16 KiB from
-/// which jemalloc pads a block with a page (see the module documentation).
-const MAX_CHUNK_SLOTS: usize = 256;
+const GROUP_SLOTS: usize = FIRST_STEP * STEPS_PER_GROUP;
 
+/// A group's slots, allocated zeroed at its first step.
 type Chunk = Box<[AtomicU64]>;
-type Group = Box<[OnceLock<Chunk>]>;
 
-/// Where slot `at` is: its group, its chunk in the group, its index in the
-/// chunk, and the chunk's slot count.
+/// Where slot `at` is: its group, its index in the group, and the group's
+/// slot count.
 #[inline]
-fn locate(at: usize) -> (usize, usize, usize, usize) {
-    let group = (at / GROUP_SLOTS + 1).ilog2();
-    let offset = at - group_start(group as usize);
-    // Shifts, not divisions: chunk sizes are powers of two.
-    let shift = (FIRST_CHUNK.trailing_zeros() + group).min(MAX_CHUNK_SLOTS.trailing_zeros());
-    (
-        group as usize,
-        offset >> shift,
-        offset & ((1 << shift) - 1),
-        1 << shift,
-    )
+fn locate(at: usize) -> (usize, usize, usize) {
+    let group = (at / GROUP_SLOTS + 1).ilog2() as usize;
+    (group, at - group_start(group), GROUP_SLOTS << group)
 }
 
 /// The first slot of `group`.
 #[inline]
 fn group_start(group: usize) -> usize {
     GROUP_SLOTS * ((1 << group) - 1)
-}
-
-/// Chunks in `group`: one a step, or several once a step is larger than a
-/// chunk.
-fn group_chunks(group: usize) -> usize {
-    STEPS_PER_GROUP * ((FIRST_CHUNK << group) / MAX_CHUNK_SLOTS).max(1)
-}
-
-/// A group's chunk pointers, none allocated yet.
-fn new_group(group: usize) -> Group {
-    (0..group_chunks(group)).map(|_| OnceLock::new()).collect()
 }
 
 /// The slots past the last home, for runs that end there.
@@ -202,10 +185,8 @@ struct Torn;
 #[derive(Debug, Default)]
 struct State {
     len: usize,
-    /// Slots in the chunks allocated.
+    /// Slots in the steps added: the slots written so far.
     capacity: usize,
-    /// Chunks allocated, in slot order.
-    chunks: usize,
     /// The label every write gives the keys it stores.
     label: u8,
     /// The refresh running, if any.
@@ -236,24 +217,24 @@ fn labelled(first: u64, label: u8) -> u64 {
 
 /// One segment: see the module documentation.
 #[derive(Default)]
+#[repr(align(64))]
 pub(super) struct Segment {
     /// Odd while a writer changes the segment.
     seq: AtomicU64,
     /// Homes of the table; slots in use are homes plus [`tail`]. 0 when the
     /// segment holds nothing and has never held anything.
     homes: AtomicUsize,
-    groups: [OnceLock<Group>; GROUPS],
+    groups: [OnceLock<Chunk>; GROUPS],
     state: Mutex<State>,
 }
 
 impl Segment {
-    /// The chunk holding slot `at`, with `at`'s index in it and the chunk's
+    /// The group holding slot `at`, with `at`'s index in it and the group's
     /// slot count; `None` if it is not allocated (only in a torn read).
     #[inline]
-    fn chunk(&self, at: usize) -> Option<(&[AtomicU64], usize, usize)> {
-        let (group, chunk, index, slots) = locate(at);
-        let chunk = self.groups.get(group)?.get()?.get(chunk)?.get()?;
-        Some((chunk, index, slots))
+    fn group(&self, at: usize) -> Option<(&[AtomicU64], usize, usize)> {
+        let (group, index, slots) = locate(at);
+        Some((self.groups.get(group)?.get()?, index, slots))
     }
 
     /// The record of `key`, if the segment holds it: the lock-free read.
@@ -286,9 +267,9 @@ impl Segment {
         let slots = homes + tail(homes);
         let mut at = home(key.hi, homes);
         while at < slots {
-            let (chunk, start, n) = self.chunk(at).ok_or(Torn)?;
+            let (group, start, n) = self.group(at).ok_or(Torn)?;
             let end = n.min(start + slots - at);
-            for slot in chunk[start * SLOT_WORDS..end * SLOT_WORDS].chunks_exact(SLOT_WORDS) {
+            for slot in group[start * SLOT_WORDS..end * SLOT_WORDS].chunks_exact(SLOT_WORDS) {
                 let here = slot[0].load(Ordering::Relaxed);
                 if here == key.hi {
                     if slot[1].load(Ordering::Relaxed) & LO_MASK == key.lo {
@@ -310,7 +291,7 @@ impl Segment {
         Writer {
             segment: self,
             state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
-            chunk: Cell::new((0, 0, &[])),
+            group: Cell::new((0, 0, &[])),
         }
     }
 }
@@ -319,11 +300,11 @@ impl Segment {
 pub(super) struct Writer<'a> {
     segment: &'a Segment,
     state: MutexGuard<'a, State>,
-    /// The chunk last used, with its first slot and the slot past it: the
+    /// The group last used, with its first slot and the slot past it: the
     /// writer's scans and shifts walk consecutive slots, so finding each
-    /// one's chunk by [`locate`] would cost more than the move itself.
-    /// Chunks never move, so a chunk once found stays valid.
-    chunk: Cell<(usize, usize, &'a [AtomicU64])>,
+    /// one's group by [`locate`] would cost more than the move itself.
+    /// Groups never move, so a group once found stays valid.
+    group: Cell<(usize, usize, &'a [AtomicU64])>,
 }
 
 impl<'a> Writer<'a> {
@@ -362,15 +343,15 @@ impl<'a> Writer<'a> {
 
     #[inline]
     fn words(&self, at: usize) -> (&'a AtomicU64, &'a [AtomicU64]) {
-        let (mut first, mut end, mut chunk) = self.chunk.get();
+        let (mut first, mut end, mut group) = self.group.get();
         if at < first || at >= end {
-            let Some((found, index, slots)) = self.segment.chunk(at) else {
-                panic!("slot {at} is below the homes and tail, so its chunk is allocated");
+            let Some((found, index, slots)) = self.segment.group(at) else {
+                panic!("slot {at} is below the homes and tail, so its group is allocated");
             };
-            (first, end, chunk) = (at - index, at - index + slots, found);
-            self.chunk.set((first, end, chunk));
+            (first, end, group) = (at - index, at - index + slots, found);
+            self.group.set((first, end, group));
         }
-        let (hi, record) = chunk[(at - first) * SLOT_WORDS..][..SLOT_WORDS].split_at(1);
+        let (hi, record) = group[(at - first) * SLOT_WORDS..][..SLOT_WORDS].split_at(1);
         (&hi[0], record)
     }
 
@@ -630,42 +611,18 @@ impl<'a> Writer<'a> {
         self.state.capacity - before
     }
 
-    /// Allocates the next step's chunks: one chunk, or several once steps
-    /// are larger than a chunk.
+    /// Adds the next step, allocating its group's slots at the group's
+    /// first step: zeroed, so pages no step has reached stay untouched.
     fn add_step(&mut self) {
-        let before = self.state.capacity;
-        let (group, ..) = locate(before);
-        let start = group_start(group);
-        let step = FIRST_CHUNK << group;
-        let end = start + ((before - start) / step + 1) * step;
-        while self.state.capacity < end {
-            self.add_chunk();
-        }
-    }
-
-    /// Allocates the next chunk.
-    fn add_chunk(&mut self) {
-        let (group, chunk, _, slots) = locate(self.state.capacity);
-        debug_assert_eq!(
-            self.state.chunks,
-            (0..group).map(group_chunks).sum::<usize>() + chunk
-        );
-        let group = self.segment.groups[group].get_or_init(|| new_group(group));
-        let words: Chunk = (0..slots * SLOT_WORDS)
-            .map(|_| AtomicU64::new(EMPTY))
-            .collect();
-        assert!(
-            group[chunk].set(words).is_ok(),
-            "chunk {} is allocated once",
-            self.state.chunks
-        );
-        self.state.chunks += 1;
-        self.state.capacity += slots;
+        let (group, ..) = locate(self.state.capacity);
+        self.segment.groups[group]
+            .get_or_init(|| bytemuck::zeroed_slice_box((GROUP_SLOTS << group) * SLOT_WORDS));
+        self.state.capacity += FIRST_STEP << group;
     }
 
     /// Adds steps until the homes can pass both their count and
     /// `min_homes` (a step is enough unless `min_homes` asks for more),
-    /// and places every key again over homes that fill the chunks. Returns
+    /// and places every key again over homes that fill the steps. Returns
     /// the slots added.
     pub(super) fn grow(&mut self, min_homes: usize) -> usize {
         let before = self.state.capacity;
@@ -704,7 +661,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Clears the slots and places `keys`, in increasing `hi`, each at its
-    /// home or just after the one before, over homes that fill the chunks:
+    /// home or just after the one before, over homes that fill the steps:
     /// the table's rule holds by construction. `false` if a key would land
     /// past the slots (then the slots are left cleared). Inside a change.
     fn place_in_order(&self, keys: &[(u64, Record)]) -> bool {
@@ -730,43 +687,41 @@ impl<'a> Writer<'a> {
     }
 
     /// Makes this segment hold exactly what `from` holds, inside a change
-    /// the caller began: chunks this one lacks are taken from `from`
+    /// the caller began: groups this one lacks are taken from `from`
     /// whole, the others copied into. Returns how many keys `from` held.
     pub(super) fn take_from(&mut self, from: &mut Segment) -> usize {
         let from_state = from.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (len, from_chunks, from_label) = (from_state.len, from_state.chunks, from_state.label);
+        let (len, from_capacity, from_label) =
+            (from_state.len, from_state.capacity, from_state.label);
         let from_homes = *from.homes.get_mut();
-        let mut at = 0;
-        for index in 0..from_chunks.max(self.state.chunks) {
-            let (group, chunk, _, slots) = locate(at);
-            at += slots;
-            let theirs = from.groups[group]
-                .get_mut()
-                .and_then(|chunks| chunks[chunk].take());
-            if index >= self.state.chunks {
-                let Some(theirs) = theirs else { break };
-                let ours = self.segment.groups[group].get_or_init(|| new_group(group));
-                assert!(ours[chunk].set(theirs).is_ok(), "chunk {index} is free");
-                self.state.chunks += 1;
-                self.state.capacity += slots;
-                continue;
+        let capacity = from_capacity.max(self.state.capacity);
+        for (group, (ours, theirs)) in self.segment.groups.iter().zip(&mut from.groups).enumerate()
+        {
+            let start = group_start(group);
+            if start >= capacity {
+                break;
             }
-            let Some((ours, _, _)) = self.segment.chunk(at - slots) else {
-                unreachable!("chunk {index} is allocated");
+            let theirs = theirs.take();
+            let Some(ours) = ours.get() else {
+                let Some(theirs) = theirs else {
+                    unreachable!("group {group} is below {capacity} slots, so one side has it");
+                };
+                assert!(ours.set(theirs).is_ok(), "group {group} is free");
+                continue;
             };
-            match theirs {
-                Some(theirs) => {
-                    for (word, value) in ours.iter().zip(theirs.iter()) {
-                        word.store(value.load(Ordering::Relaxed), Ordering::Relaxed);
-                    }
-                }
-                None => {
-                    for word in ours {
-                        word.store(EMPTY, Ordering::Relaxed);
-                    }
-                }
+            // Only the slots either side has written: the rest are still
+            // zero, and untouched.
+            let used = (capacity - start).min(GROUP_SLOTS << group) * SLOT_WORDS;
+            let given = from_capacity.saturating_sub(start) * SLOT_WORDS;
+            for (at, word) in ours[..used].iter().enumerate() {
+                let value = match &theirs {
+                    Some(theirs) if at < given => theirs[at].load(Ordering::Relaxed),
+                    _ => EMPTY,
+                };
+                word.store(value, Ordering::Relaxed);
             }
         }
+        self.state.capacity = capacity;
         self.segment.homes.store(from_homes, Ordering::Relaxed);
         self.state.len = len;
         // Every key is `from`'s now, with its label; a refresh running here
@@ -811,38 +766,22 @@ impl<'a> Writer<'a> {
 
 #[cfg(test)]
 mod layout {
-    use super::{
-        FIRST_CHUNK, GROUP_SLOTS, GROUPS, MAX_CHUNK_SLOTS, SLOT_BYTES, group_chunks, locate,
-    };
+    use super::{GROUP_SLOTS, GROUPS, locate};
 
     #[test]
-    fn consecutive_slots_fill_each_chunk_then_the_next() {
-        let mut expected = (0, 0, 0);
+    fn consecutive_slots_fill_each_group_then_the_next() {
+        let mut expected = (0, 0);
         let end = GROUP_SLOTS * ((1 << 8) - 1);
         for at in 0..end {
-            let (group, chunk, index, slots) = locate(at);
-            assert_eq!((group, chunk, index), expected, "slot {at}");
-            assert_eq!(slots, (FIRST_CHUNK << group).min(MAX_CHUNK_SLOTS));
-            expected.2 += 1;
-            if expected.2 == slots {
-                expected = (group, chunk + 1, 0);
-                if expected.1 == group_chunks(group) {
-                    expected = (group + 1, 0, 0);
-                }
+            let (group, index, slots) = locate(at);
+            assert_eq!((group, index), expected, "slot {at}");
+            assert_eq!(slots, GROUP_SLOTS << group);
+            expected.1 += 1;
+            if expected.1 == slots {
+                expected = (group + 1, 0);
             }
         }
-        assert_eq!(expected, (8, 0, 0));
+        assert_eq!(expected, (8, 0));
         assert!(expected.0 < GROUPS);
-    }
-
-    /// jemalloc serves a block of 16 KiB or more in whole pages plus one
-    /// (its `cache_oblivious` padding); below, from slabs of its small size
-    /// classes, which 768 bytes times a power of two fills exactly.
-    #[test]
-    fn every_chunk_is_a_small_allocation() {
-        for at in (0..GROUP_SLOTS * ((1 << GROUPS) - 1)).step_by(MAX_CHUNK_SLOTS) {
-            let (.., slots) = locate(at);
-            assert!(slots * SLOT_BYTES <= 12 * 1024, "slot {at}: {slots} slots");
-        }
     }
 }

@@ -99,7 +99,7 @@ fn growth_keeps_every_key_and_the_load_in_bounds() {
         if i > 1_000 {
             let load = writer.len() as f64 / writer.table_homes() as f64;
             assert!((0.85..=0.921).contains(&load), "load {load} at {i}");
-            // Homes and tail fill the chunks: the tail is 8 + 1/256 of them.
+            // Homes and tail fill the steps: the tail is 8 + 1/256 of them.
             let used = writer.table_homes() as f64 / writer.capacity() as f64;
             assert!(used > 0.98, "{used} of the slots allocated are homes");
         }
@@ -130,10 +130,10 @@ fn a_segment_taken_from_another_holds_exactly_its_keys() {
         }
     };
     fill(&live, 0..3_000);
-    // Fewer chunks than the live segment: its extra chunks are cleared.
+    // Fewer slots than the live segment: its extra slots are cleared.
     fill(&smaller, 5_000..5_100);
-    // More, past the size where a step is several chunks: the live segment
-    // copies into its chunks and adopts the rest.
+    // More, over more groups: the live segment copies into the groups it
+    // has (the last of them only partly used) and adopts the rest.
     fill(&larger, 10_000..30_000);
     for (mut from, keys) in [(smaller, 5_000..5_100), (larger, 10_000..30_000)] {
         let mut writer = live.lock();
