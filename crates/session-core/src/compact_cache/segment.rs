@@ -118,13 +118,14 @@ const LABEL_SHIFT: u32 = 56;
 const FIRST_STEP: usize = 16;
 /// Steps in each group; group `g`'s add `FIRST_STEP << g` slots each.
 const STEPS_PER_GROUP: usize = 32;
-/// Groups: 12 hold 2 million slots a segment, 8.6 billion in all.
+/// Groups: 12 hold 2 million slots a segment, 8.6 billion in all (400 GB
+/// of slots), far past any memory.
 const GROUPS: usize = 12;
 /// Slots in group 0.
 const GROUP_SLOTS: usize = FIRST_STEP * STEPS_PER_GROUP;
 
 /// A group's slots, allocated zeroed at its first step.
-type Chunk = Box<[AtomicU64]>;
+type GroupSlots = Box<[AtomicU64]>;
 
 /// Where slot `at` is: its group, its index in the group, and the group's
 /// slot count.
@@ -224,7 +225,7 @@ pub(super) struct Segment {
     /// Homes of the table; slots in use are homes plus [`tail`]. 0 when the
     /// segment holds nothing and has never held anything.
     homes: AtomicUsize,
-    groups: [OnceLock<Chunk>; GROUPS],
+    groups: [OnceLock<GroupSlots>; GROUPS],
     state: Mutex<State>,
 }
 
