@@ -406,7 +406,9 @@ pub(crate) async fn revocation_reasons_round_trip(database_url: &str) {
 /// a subscriber (the CLI, a new process each time) that resumes after the
 /// last event it printed gets every later event once, in commit order,
 /// after the service was killed and started again; a revoke-all is one
-/// event per session, with its reason.
+/// event per session, with its reason. On PostgreSQL events are sequenced
+/// from the change log just after the write is answered, so a read that
+/// expects events asks again until they are there.
 pub(crate) async fn events_resume_across_restarts(database_url: &str) {
     let server = Server::start(options(database_url));
     server.wait_ready().await;
@@ -417,7 +419,7 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
     let account = Uuid::new_v4();
     let (token_a, a) = server.create(account).await;
     let (token_b, b) = server.create(account).await;
-    let events = |after: &str| {
+    let events_once = |after: &str| {
         let (status, stdout, stderr) = cli(&["events", "--after", after, "--json"], &env, "");
         assert!(status.success(), "{stderr}");
         stdout
@@ -425,7 +427,18 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
             .collect::<Vec<_>>()
     };
-    let first = events(&start);
+    // At least `expected` events after `after`, within 10 s.
+    let events = |after: &str, expected: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = events_once(after);
+            if events.len() >= expected || std::time::Instant::now() >= deadline {
+                return events;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let first = events(&start, 2);
     assert_eq!(first.len(), 2, "{first:?}");
     assert_eq!(
         (
@@ -447,7 +460,7 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
         )
         .await;
     assert_eq!(status, 200);
-    let rest = events(&last_read);
+    let rest = events(&last_read, 2);
     let mut revoked: Vec<(&str, &str, &str)> = rest
         .iter()
         .map(|event| {
@@ -463,11 +476,11 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
     expected.sort_unstable();
     assert_eq!(revoked, expected);
     assert_eq!(
-        events(rest[1]["id"].as_str().unwrap()),
+        events_once(rest[1]["id"].as_str().unwrap()),
         Vec::<serde_json::Value>::new()
     );
     // The whole feed again from the start: the same events, no more.
-    let all = events(&start);
+    let all = events(&start, 4);
     assert_eq!(all[..2], first[..]);
     assert_eq!(all[2..], rest[..]);
     let (status, stdout, _) = cli(&["events", "--after", &"0".repeat(32)], &env, "");
