@@ -262,6 +262,11 @@ struct Cases {
     at_once: Reaching,
     polling: Reaching,
     reads: Reads,
+    /// The harness's own `SELECT 1` on the same database after each
+    /// revocation reached the woken follower, in microseconds: one bare
+    /// round trip to PostgreSQL under the same load, of which a propagation
+    /// takes two in a row (A's NOTIFY reaching B, B's read of its log).
+    bare_query: Histogram<u64>,
 }
 
 impl Cases {
@@ -278,6 +283,7 @@ impl Cases {
             polling: Reaching::new(polling, AfterFollowerAccepts, POLLING_PAUSE, poll_interval)
                 .await?,
             reads: Reads::default(),
+            bare_query: histogram(),
         })
     }
 
@@ -286,11 +292,15 @@ impl Cases {
         &mut self,
         to_a: &mut Client,
         scrape: &mut Client,
+        database: &tokio_postgres::Client,
     ) -> anyhow::Result<()> {
         let before = scrape.metrics().await?;
         let began = Instant::now();
         for _ in 0..WOKEN_PER_ROUND {
             self.woken.measure_one(to_a).await?;
+            let asked = Instant::now();
+            database.simple_query("SELECT 1").await?;
+            self.bare_query.record(micros(asked.elapsed()))?;
             self.at_once.measure_one(to_a).await?;
         }
         let over = began.elapsed();
@@ -344,6 +354,8 @@ async fn measure(
     );
     let mut to_a = Client::connect(a.address).await?;
     let mut scrape = Client::connect(woken.address).await?;
+    let (database, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
     let mut quiet = Cases::new(woken.address, polling.address, poll_interval).await?;
     let mut loaded = Cases::new(woken.address, polling.address, poll_interval).await?;
     let mut writes = Steady::start(
@@ -359,13 +371,19 @@ async fn measure(
             if with_writes == 1 {
                 writes.set(true);
                 tokio::time::sleep(SETTLE).await;
-                loaded.measure_round(&mut to_a, &mut scrape).await?;
+                loaded
+                    .measure_round(&mut to_a, &mut scrape, &database)
+                    .await?;
                 writes.set(false);
             } else {
-                quiet.measure_round(&mut to_a, &mut scrape).await?;
+                quiet
+                    .measure_round(&mut to_a, &mut scrape, &database)
+                    .await?;
             }
         }
     }
+    drop(database);
+    driver.await??;
     let writes = writes.finish()?;
     drop((a, woken, polling));
 
@@ -411,7 +429,11 @@ async fn measure(
          reads` and `B's wake-ups` are the woken follower's `session_change_log_reads_total` \
          and `session_change_log_wake_ups_total` over the time its revocations were \
          measured, and `mean read` what one read took (its \
-         `session_store_call_duration_seconds{{operation=\"log_read\"}}`, sum over count). The target is the issue's, on the clock from A's 204: with wake-ups, p99 under {TARGET_P99:?} with \
+         `session_store_call_duration_seconds{{operation=\"log_read\"}}`, sum over count). \
+         `a bare SELECT 1`: the harness's own `SELECT 1` on the same database after each \
+         revocation reached the woken follower, the cheapest round trip to PostgreSQL under \
+         the same load; a propagation takes two in a row (A's NOTIFY reaching B, B's read of \
+         its log), then the resolve that sees it. The target is the issue's, on the clock from A's 204: with wake-ups, p99 under {TARGET_P99:?} with \
          writes arriving up to {BACKGROUND_WRITES} a second.",
         writes.per_second()
     ));
@@ -436,6 +458,20 @@ async fn measure(
                 Figure::new(cases.reads.reads.mean_micros(), Unit::Microseconds),
             ),
             ("B's wake-ups", cases.reads.per_second(cases.reads.wake_ups)),
+            (
+                "a bare SELECT 1, p50",
+                Figure::new(
+                    cases.bare_query.value_at_quantile(0.5) as f64,
+                    Unit::Microseconds,
+                ),
+            ),
+            (
+                "a bare SELECT 1, p99",
+                Figure::new(
+                    cases.bare_query.value_at_quantile(0.99) as f64,
+                    Unit::Microseconds,
+                ),
+            ),
         ];
         cases.woken.rows(
             &mut section,
