@@ -162,7 +162,9 @@ struct Index {
     segments: Box<[Segment]>,
     /// The exact count, changed under the segment's write lock.
     len: AtomicUsize,
-    /// Slots allocated over every segment, for [`SessionCache::bytes`].
+    /// Slots the segments' steps added, for [`SessionCache::bytes`]: the
+    /// slots written, not the groups' address space, whose pages no step
+    /// reached take no memory.
     slots: AtomicUsize,
     /// Which refresh runs, and the label of confirmed keys.
     refresh: Mutex<RefreshState>,
@@ -385,7 +387,7 @@ impl SessionCache for CompactCache {
         drop(writers);
         drop(refresh);
         self.clear_records();
-        // Chunks copied from are freed here, outside the locks.
+        // Groups copied from are freed here, outside the locks.
         drop(segments);
     }
 

@@ -328,7 +328,8 @@ impl<'a> Writer<'a> {
         self.state.len
     }
 
-    /// Slots allocated.
+    /// Slots the steps added: what the segment has written, whatever its
+    /// groups' size.
     pub(super) fn capacity(&self) -> usize {
         self.state.capacity
     }
@@ -711,15 +712,18 @@ impl<'a> Writer<'a> {
                 continue;
             };
             // Only the slots either side has written: the rest are still
-            // zero, and untouched.
+            // zero, and untouched. `from` has written none of this group
+            // when it lacks it.
             let used = (capacity - start).min(GROUP_SLOTS << group) * SLOT_WORDS;
             let given = from_capacity.saturating_sub(start) * SLOT_WORDS;
-            for (at, word) in ours[..used].iter().enumerate() {
-                let value = match &theirs {
-                    Some(theirs) if at < given => theirs[at].load(Ordering::Relaxed),
-                    _ => EMPTY,
-                };
-                word.store(value, Ordering::Relaxed);
+            let (copied, cleared) = ours[..used].split_at(given.min(used));
+            if let Some(theirs) = &theirs {
+                for (word, value) in copied.iter().zip(theirs.iter()) {
+                    word.store(value.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+            for word in cleared {
+                word.store(EMPTY, Ordering::Relaxed);
             }
         }
         self.state.capacity = capacity;

@@ -101,7 +101,7 @@ fn growth_keeps_every_key_and_the_load_in_bounds() {
             assert!((0.85..=0.921).contains(&load), "load {load} at {i}");
             // Homes and tail fill the steps: the tail is 8 + 1/256 of them.
             let used = writer.table_homes() as f64 / writer.capacity() as f64;
-            assert!(used > 0.98, "{used} of the slots allocated are homes");
+            assert!(used > 0.98, "{used} of the slots the steps added are homes");
         }
     }
     writer.check();
