@@ -186,9 +186,6 @@ impl Reaching {
     /// against A's round trip), and from A's 204 (the propagation proper,
     /// against the refusing resolve's round trip), which the target is for.
     fn rows(&self, section: &mut Section, case: &str, target: bool, details: &[(&str, Figure)]) {
-        let quantile = |histogram: &Histogram<u64>, q: f64| {
-            Figure::new(histogram.value_at_quantile(q) as f64, Unit::Microseconds)
-        };
         let measured = self.propagation.len().max(1) as f64;
         let goal = Figure::new(TARGET_P99.as_secs_f64() * 1e6, Unit::Microseconds);
         let series = [
@@ -458,20 +455,8 @@ async fn measure(
                 Figure::new(cases.reads.reads.mean_micros(), Unit::Microseconds),
             ),
             ("B's wake-ups", cases.reads.per_second(cases.reads.wake_ups)),
-            (
-                "a bare SELECT 1, p50",
-                Figure::new(
-                    cases.bare_query.value_at_quantile(0.5) as f64,
-                    Unit::Microseconds,
-                ),
-            ),
-            (
-                "a bare SELECT 1, p99",
-                Figure::new(
-                    cases.bare_query.value_at_quantile(0.99) as f64,
-                    Unit::Microseconds,
-                ),
-            ),
+            ("a bare SELECT 1, p50", quantile(&cases.bare_query, 0.5)),
+            ("a bare SELECT 1, p99", quantile(&cases.bare_query, 0.99)),
         ];
         cases.woken.rows(
             &mut section,
@@ -493,6 +478,11 @@ async fn measure(
         );
     }
     Ok(vec![section])
+}
+
+/// Quantile `q` of a histogram of microseconds.
+fn quantile(histogram: &Histogram<u64>, q: f64) -> Figure {
+    Figure::new(histogram.value_at_quantile(q) as f64, Unit::Microseconds)
 }
 
 fn micros(elapsed: Duration) -> u64 {
