@@ -14,6 +14,7 @@ mod poison;
 mod pooler;
 mod reload_race;
 mod resilience;
+mod scans;
 mod storage;
 mod support;
 mod tls;
