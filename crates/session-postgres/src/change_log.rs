@@ -386,6 +386,24 @@ impl QueryFragment<Pg> for ReadLog {
     }
 }
 
+/// [`ReadLog`]'s text, its parameters as `$1` to `$5`, for the tests that
+/// read its plans.
+#[cfg(test)]
+pub(crate) fn read_log_text() -> String {
+    let statement = ReadLog {
+        through: 0,
+        xids: Vec::new(),
+        marks: Vec::new(),
+        limit: 0,
+        open_from: 0,
+    };
+    let text = diesel::debug_query::<Pg, _>(&statement).to_string();
+    text.split(" -- binds: ")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The head: the epoch, the newest visible entry's number (at least the
 /// pruned bound) and the transactions still open, from one snapshot.
 const HEAD: &str = concat!(
@@ -893,88 +911,5 @@ async fn next_notification(
     Heard::Notified {
         hint,
         probe: probed,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The log read's plan on a real server. A plan is no part of the API,
-    //! so it is checked here, on the statement itself, rather than in
-    //! `tests/it`.
-
-    use diesel::debug_query;
-    use session_test_postgres::TestDatabase;
-
-    use super::*;
-    use crate::PgConfig;
-
-    /// Sessions in the table, all in the log: enough that hashing the whole
-    /// table costs the planner less than a full page of index probes.
-    const SESSIONS: u32 = 20_000;
-    /// The entries a follower asks for in one read.
-    const PAGE: u32 = 1_000;
-
-    #[tokio::test]
-    async fn a_log_read_looks_each_creation_up_by_index_whatever_the_table_holds() {
-        let database = TestDatabase::create();
-        let config = PgConfig::from_url(database.url()).unwrap();
-        PgSessionStore::connect(config)
-            .await
-            .unwrap()
-            .migrate()
-            .await
-            .unwrap();
-        let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "INSERT INTO session.sessions (id, account_id, token_hash, created_at) \
-                 SELECT gen_random_uuid(), gen_random_uuid(), sha256(i::text::bytea), now() \
-                 FROM generate_series(1, {SESSIONS}) AS i; \
-                 ANALYZE session.sessions; ANALYZE session.changes"
-            ))
-            .await
-            .unwrap();
-        // A cursor at the start: a full page of creations past it.
-        let statement = ReadLog {
-            through: 0,
-            xids: Vec::new(),
-            marks: Vec::new(),
-            limit: i64::from(PAGE),
-            open_from: 0,
-        };
-        let sql = debug_query::<Pg, _>(&statement).to_string();
-        let sql = sql.split(" -- binds: ").next().unwrap();
-        client
-            .batch_execute(&format!(
-                "PREPARE read_log (bigint, bigint[], bigint[], bigint, bigint) AS {sql}"
-            ))
-            .await
-            .unwrap();
-        // Both plans a prepared statement may run: planned for these
-        // parameters, and the generic one kept after five executions.
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            client
-                .batch_execute(&format!("SET plan_cache_mode = {mode}"))
-                .await
-                .unwrap();
-            let rows = client
-                .query(
-                    &format!("EXPLAIN EXECUTE read_log(0, '{{}}', '{{}}', {PAGE}, 0)"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
-            assert!(
-                !plan
-                    .iter()
-                    .any(|line| line.contains("Seq Scan on sessions")),
-                "{mode}: the read scans the sessions table:\n{}",
-                plan.join("\n")
-            );
-        }
     }
 }

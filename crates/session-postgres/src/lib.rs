@@ -33,6 +33,8 @@ mod copy;
 mod error;
 mod events;
 mod migrate;
+#[cfg(test)]
+mod plans;
 mod pool;
 mod raw;
 mod schema;

@@ -14,7 +14,6 @@ mod poison;
 mod pooler;
 mod reload_race;
 mod resilience;
-mod scans;
 mod storage;
 mod support;
 mod tls;
