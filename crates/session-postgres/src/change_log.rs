@@ -274,10 +274,11 @@ pub struct LogRow {
 /// Each creation's session row is looked up by its token hash in a
 /// `LATERAL` subquery with a `LIMIT`, which the planner cannot flatten into
 /// a join: the lookup is always an index probe per entry. As a plain join
-/// the planner expected a page of `$4` entries and, while the table was
-/// under about half a million rows, hashed the whole sessions table for
-/// every read: 22 ms a read at 60,000 sessions on a throwaway server,
-/// where the probe takes 0.15 ms.
+/// the plan followed the statistics: under about half a million rows the
+/// planner hashed the whole sessions table for a read it expected to bring
+/// a full page, and for every read while its statistics lagged the table
+/// (22 ms a read at 60,000 sessions on a throwaway server, where the probe
+/// takes 0.15 ms).
 const READ_LOG: &str = concat!(
     ", horizon AS MATERIALIZED (
     SELECT pg_current_snapshot() AS snap, s.pruned_seq, s.pruned_snapshot,
