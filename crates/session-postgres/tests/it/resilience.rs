@@ -9,7 +9,7 @@ use session_core::testkit::{account, epoch, session_at};
 use session_postgres::{PgConfig, PgSessionStore, Statements};
 use session_test_postgres::{StallingProxy, TestDatabase, TestServer};
 
-use crate::support::{chain, migrated_store};
+use crate::support::{chain, migrated_store, sql_client};
 
 /// Fails the test instead of hanging it; not a measure of speed.
 async fn within_a_minute<T>(operation: impl Future<Output = T>) -> T {
@@ -62,6 +62,26 @@ async fn a_connection_the_server_killed_is_replaced() {
     let store = migrated_store(PgConfig::from_url(database.url()).unwrap().pool_size(1)).await;
     let (_, session) = session_at(account(), epoch());
     store.insert(&session).await.unwrap();
+    // The migration's connection of its own closes in the background: wait
+    // until the pool's is the only one left, so it is the one killed.
+    let admin = sql_client(database.admin_url()).await;
+    session_test_process::until_async(
+        "only the pooled connection is open",
+        Duration::from_secs(60),
+        async || {
+            let open: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&database.name()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            open == 1
+        },
+    )
+    .await
+    .unwrap();
 
     assert_eq!(database.terminate_connections(), 1, "the pooled connection");
     assert_eq!(store.get(session.id).await.unwrap(), Some(session.clone()));
