@@ -427,16 +427,19 @@ pub(crate) async fn events_resume_across_restarts(database_url: &str) {
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
             .collect::<Vec<_>>()
     };
-    // At least `expected` events after `after`, within 10 s.
+    // At least `expected` events after `after`, within 10 s; the caller's
+    // assertions say what came instead.
     let events = |after: &str, expected: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let events = events_once(after);
-            if events.len() >= expected || std::time::Instant::now() >= deadline {
-                return events;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let mut events = Vec::new();
+        let _short = session_test_process::until(
+            "the events are sequenced",
+            std::time::Duration::from_secs(10),
+            || {
+                events = events_once(after);
+                events.len() >= expected
+            },
+        );
+        events
     };
     let first = events(&start, 2);
     assert_eq!(first.len(), 2, "{first:?}");
