@@ -24,7 +24,7 @@ const EVENTS_TABLE: &str = "session.events";
 
 /// Events a sequencing step turns entries into at most, so no one step runs
 /// long; a step that fills it is followed by another at once.
-const SEQUENCE_BATCH: i64 = 5_000;
+pub(crate) const SEQUENCE_BATCH: i64 = 5_000;
 
 #[derive(QueryableByName)]
 struct Head {

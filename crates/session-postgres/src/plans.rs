@@ -11,6 +11,7 @@ use session_test_postgres::TestDatabase;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::change_log::read_log_text;
+use crate::events::SEQUENCE_BATCH;
 use crate::{PgConfig, PgSessionStore};
 
 /// Sessions in the table, all in the change log: enough that hashing the
@@ -58,6 +59,19 @@ async fn filled() -> (
     (database, client, notices)
 }
 
+/// Asserts that `plans` (of `what`) find sessions by their token hash's
+/// index and never scan the table.
+fn looks_up_by_hash(plans: &str, what: &str) {
+    assert!(
+        plans.contains("sessions_token_hash_key"),
+        "{what}: no lookup by hash:\n{plans}"
+    );
+    assert!(
+        !plans.contains("Seq Scan on sessions"),
+        "{what}: scans the sessions table:\n{plans}"
+    );
+}
+
 #[tokio::test]
 async fn a_log_read_looks_each_creation_up_by_index() {
     let (_database, client, _notices) = filled().await;
@@ -84,15 +98,7 @@ async fn a_log_read_looks_each_creation_up_by_index() {
             .await
             .unwrap();
         let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
-        let plan = plan.join("\n");
-        assert!(
-            plan.contains("sessions_token_hash_key"),
-            "{mode}: no lookup by hash:\n{plan}"
-        );
-        assert!(
-            !plan.contains("Seq Scan on sessions"),
-            "{mode}: the read scans the sessions table:\n{plan}"
-        );
+        looks_up_by_hash(&plan.join("\n"), mode);
     }
 }
 
@@ -110,7 +116,9 @@ async fn a_sequencing_step_looks_each_session_up_by_index() {
     // The step the store runs (events.rs); its statements report their
     // plans as notices, which arrive before its result.
     client
-        .batch_execute("SELECT * FROM session.sequence_events(5000)")
+        .batch_execute(&format!(
+            "SELECT * FROM session.sequence_events({SEQUENCE_BATCH})"
+        ))
         .await
         .unwrap();
     let mut plans = String::new();
@@ -118,12 +126,5 @@ async fn a_sequencing_step_looks_each_session_up_by_index() {
         plans.push_str(&plan);
         plans.push('\n');
     }
-    assert!(
-        plans.contains("sessions_token_hash_key"),
-        "no lookup by hash:\n{plans}"
-    );
-    assert!(
-        !plans.contains("Seq Scan on sessions"),
-        "a sequencing step scans the sessions table:\n{plans}"
-    );
+    looks_up_by_hash(&plans, "a sequencing step");
 }
