@@ -1017,41 +1017,137 @@ async fn a_stalled_read_fails_within_the_checkout_timeout() {
     ));
 }
 
-/// No write notifies from inside its transaction (a notifying commit takes
-/// a server-wide lock across its WAL flush): the triggers only log, and the
-/// store that wrote wakes readers after its commit. A write by other SQL
-/// wakes no one; readers find it when they poll.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_wake_readers_after_their_commit_never_from_it() {
-    let (database, store) = fresh_store().await;
-    let notifying: Vec<String> = sql_client(database.url())
+/// A connection listening on the log's channel and on `probe`, and each
+/// notification it hears: the channel and the sending backend's pid.
+async fn listener(
+    url: &str,
+    probe: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, i32)>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .query(
-            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = 'session' AND p.prosrc LIKE '%notify%'",
-            &[],
-        )
+        .unwrap();
+    let (sender, heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(tokio_postgres::AsyncMessage::Notification(note)) = message {
+                let _closed = sender.send((note.channel().to_owned(), note.process_id()));
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {probe}"))
+        .await
+        .unwrap();
+    (client, heard)
+}
+
+/// The next notification `heard`, within a minute.
+async fn next_heard(
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<(String, i32)>,
+) -> (String, i32) {
+    within_a_minute(heard.recv())
+        .await
+        .expect("the listener ended")
+}
+
+/// Asserts that nothing was heard on the log's channel before now: a
+/// `NOTIFY probe` sent now arrives first (a session hears notifications in
+/// the order their transactions committed).
+async fn nothing_heard(
+    prober: &tokio_postgres::Client,
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<(String, i32)>,
+    what: &str,
+) {
+    prober.batch_execute("NOTIFY probe").await.unwrap();
+    assert_eq!(next_heard(heard).await.0, "probe", "{what}");
+}
+
+/// The inserts of `sessions`, as SQL other than the store's.
+fn insert_sql(sessions: &[&session_core::Session]) -> String {
+    let values: Vec<String> = sessions
+        .iter()
+        .map(|session| {
+            format!(
+                "('{}', '{}', '\\x{}', now())",
+                session.id,
+                session.account_id,
+                hex(session.token_hash.as_bytes())
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO session.sessions (id, account_id, token_hash, created_at) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// A transaction whose connection sets `session.wake_at_commit` to `on`
+/// sends one `NOTIFY session_changes`, from its own backend, when it commits
+/// its first log entry: none before the commit, one however many entries,
+/// none if it rolls back or logs nothing. Other SQL (the setting unset or
+/// `off`) wakes no one; readers find its writes when they poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
+    let (database, _store) = fresh_store().await;
+    let (prober, mut heard) = listener(database.url(), "probe").await;
+    let writer = sql_client(database.url()).await;
+    let writer_pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
         .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert!(notifying.is_empty(), "functions that notify: {notifying:?}");
+        .get(0);
+    let sessions: Vec<_> = (0..4).map(|_| session_at(account(), epoch()).1).collect();
 
-    let mut wake_ups = store.wake_ups().await.unwrap();
-    let (_, session) = session_at(account(), epoch());
-    store.insert(&session).await.unwrap();
-    within_a_minute(wake_ups.next()).await.unwrap();
-    store
-        .revoke(
-            session.id,
-            epoch(),
-            session_core::RevocationReason::LOGOUT,
-            None,
+    writer
+        .batch_execute(&insert_sql(&[&sessions[0]]))
+        .await
+        .unwrap();
+    nothing_heard(&prober, &mut heard, "a write without the setting").await;
+    writer
+        .batch_execute(&format!(
+            "SET session.wake_at_commit = off; {}",
+            insert_sql(&[&sessions[1]])
+        ))
+        .await
+        .unwrap();
+    nothing_heard(&prober, &mut heard, "a write with the setting off").await;
+
+    writer
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL session.wake_at_commit = on; {}; {}",
+            insert_sql(&[&sessions[2], &sessions[3]]),
+            "UPDATE session.sessions SET revoked_at = now() WHERE revoked_at IS NULL"
+        ))
+        .await
+        .unwrap();
+    nothing_heard(&prober, &mut heard, "before the commit").await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        next_heard(&mut heard).await,
+        (CHANGES_CHANNEL.to_owned(), writer_pid),
+        "at the commit, from the writing backend"
+    );
+    nothing_heard(&prober, &mut heard, "once for six entries").await;
+
+    let (_, rolled_back) = session_at(account(), epoch());
+    writer
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL session.wake_at_commit = on; {}; ROLLBACK",
+            insert_sql(&[&rolled_back])
+        ))
+        .await
+        .unwrap();
+    nothing_heard(&prober, &mut heard, "a rolled-back write").await;
+    writer
+        .batch_execute(
+            "SET session.wake_at_commit = on;              UPDATE session.sessions SET revoked_at = now() WHERE revoked_at IS NULL",
         )
         .await
         .unwrap();
-    within_a_minute(wake_ups.next()).await.unwrap();
+    nothing_heard(&prober, &mut heard, "a write that logged nothing").await;
 }
 
 /// A database URL for a new login role, `<name>_<database>` (roles are the

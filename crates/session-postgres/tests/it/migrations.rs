@@ -10,7 +10,7 @@ use session_test_postgres::TestDatabase;
 use crate::support::sql_client;
 
 /// Every migration, oldest first.
-const MIGRATIONS: [&str; 13] = [
+const MIGRATIONS: [&str; 14] = [
     "2026-01-01-000000_create_sessions",
     "2026-01-02-000000_publish_changes",
     "2026-11-29-000000_change_log",
@@ -24,6 +24,7 @@ const MIGRATIONS: [&str; 13] = [
     "2026-12-06-000006_revoked_by",
     "2026-12-07-000001_not_before",
     "2026-12-07-000002_sequence_by_index",
+    "2026-12-07-000003_wake_at_commit",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
