@@ -21,6 +21,7 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use session_core::port::store::StoreError;
 use tokio::time::Instant;
 
+use crate::change_log::Wake;
 use crate::config::Statements;
 use crate::error;
 use crate::pool::Connection;
@@ -50,12 +51,20 @@ pub(crate) struct Limits {
     lock_timeout: Duration,
     /// Sent at checkout before a read: the timeouts (and, per transaction, `BEGIN`).
     read_setup: String,
-    /// Sent at checkout before a write.
-    write_setup: String,
+    /// Sent at checkout before a write, by whether its commit wakes the
+    /// change log's readers ([`WAKE_AT_COMMIT`]): the timeouts and that setting.
+    write_setup: [String; 2],
     /// Sent at checkout before a write of several statements: always in a
     /// transaction, whatever `statements` says.
-    write_transaction_setup: String,
+    write_transaction_setup: [String; 2],
 }
+
+/// The server setting that makes a transaction's first change-log entry
+/// send the `NOTIFY` that wakes the log's readers, at its commit (migration
+/// `2026-12-07-000003_wake_at_commit`). Every write sets it, `on` or `off`,
+/// in its checkout's round trip, so a value left on a pooled connection
+/// never decides.
+pub(crate) const WAKE_AT_COMMIT: &str = "session.wake_at_commit";
 
 impl Limits {
     pub(crate) fn new(
@@ -67,24 +76,33 @@ impl Limits {
         // Per transaction, `SET LOCAL` ends with it, so nothing is left on a
         // server session a pooler hands to others; on a connection of its
         // own, a plain `SET` stays until the next call sets it again.
-        let setup = |statement: Duration, transaction: bool| {
+        let setup = |statement: Duration, transaction: bool, wake: Option<bool>| {
             let (begin, set) = if transaction {
                 ("BEGIN; ", "SET LOCAL")
             } else {
                 ("", "SET")
             };
+            let wake = wake.map_or(String::new(), |wake| {
+                format!(
+                    "; {set} {WAKE_AT_COMMIT} = {}",
+                    if wake { "on" } else { "off" }
+                )
+            });
             format!(
-                "{begin}{set} statement_timeout = {}; {set} lock_timeout = {}",
+                "{begin}{set} statement_timeout = {}; {set} lock_timeout = {}{wake}",
                 millis(statement),
                 millis(lock_timeout)
             )
         };
         let per_transaction = statements == Statements::PerTransaction;
+        let write = |transaction: bool| {
+            [false, true].map(|wake| setup(write_timeout, transaction, Some(wake)))
+        };
         Self {
             statements,
-            read_setup: setup(read_timeout, per_transaction),
-            write_setup: setup(write_timeout, per_transaction),
-            write_transaction_setup: setup(write_timeout, true),
+            read_setup: setup(read_timeout, per_transaction, None),
+            write_setup: write(per_transaction),
+            write_transaction_setup: write(true),
             read_timeout,
             write_timeout,
             lock_timeout,
@@ -110,11 +128,12 @@ impl Limits {
         self.timeout(work).min(self.lock_timeout)
     }
 
-    fn setup(&self, work: Work, transaction: bool) -> &str {
+    fn setup(&self, work: Work, transaction: bool, wake_at_commit: bool) -> &str {
+        let wake = usize::from(wake_at_commit);
         match work {
-            Work::Write if transaction => &self.write_transaction_setup,
+            Work::Write if transaction => &self.write_transaction_setup[wake],
             Work::Read => &self.read_setup,
-            Work::Write => &self.write_setup,
+            Work::Write => &self.write_setup[wake],
         }
     }
 }
@@ -212,17 +231,38 @@ impl PgSessionStore {
     /// dropped and another taken, so the call does not fail for it.
     pub(crate) async fn connection(&self, work: Work) -> Result<Checkout, StoreError> {
         let per_transaction = self.limits.statements == Statements::PerTransaction;
-        self.checkout(work, per_transaction).await
+        self.checkout(work, per_transaction, false).await
     }
 
-    /// As [`connection`](Self::connection), with a write transaction begun
-    /// whatever the statement mode: for a write of several statements, which
+    /// As [`connection`](Self::connection) for a write the change log
+    /// records, with the [`Wake`] that says who wakes the log's readers once
+    /// it commits: its own commit when no other such write of this store is
+    /// in flight, else the store's coalesced wake-up. Keep the `Wake` until
+    /// the call is finished, and call [`Wake::changed`] if it changed anything.
+    pub(crate) async fn change(&self) -> Result<(Checkout, Wake), StoreError> {
+        let per_transaction = self.limits.statements == Statements::PerTransaction;
+        let wake = self.waker.writing();
+        let checkout = self
+            .checkout(Work::Write, per_transaction, wake.at_commit())
+            .await?;
+        Ok((checkout, wake))
+    }
+
+    /// As [`change`](Self::change), with a write transaction begun whatever
+    /// the statement mode: for a write of several statements, which
     /// [`finish`](Self::finish) commits together or rolls back.
-    pub(crate) async fn write_transaction(&self) -> Result<Checkout, StoreError> {
-        self.checkout(Work::Write, true).await
+    pub(crate) async fn change_transaction(&self) -> Result<(Checkout, Wake), StoreError> {
+        let wake = self.waker.writing();
+        let checkout = self.checkout(Work::Write, true, wake.at_commit()).await?;
+        Ok((checkout, wake))
     }
 
-    async fn checkout(&self, work: Work, transaction: bool) -> Result<Checkout, StoreError> {
+    async fn checkout(
+        &self,
+        work: Work,
+        transaction: bool,
+        wake_at_commit: bool,
+    ) -> Result<Checkout, StoreError> {
         let deadline = Instant::now() + self.checkout_timeout;
         loop {
             let mut connection = match tokio::time::timeout_at(deadline, self.pool.get()).await {
@@ -236,7 +276,7 @@ impl PgSessionStore {
                 .min(deadline.saturating_duration_since(Instant::now()));
             let set = tokio::time::timeout(
                 limit,
-                connection.batch_execute(self.limits.setup(work, transaction)),
+                connection.batch_execute(self.limits.setup(work, transaction, wake_at_commit)),
             )
             .await;
             match set {
@@ -293,7 +333,7 @@ impl PgSessionStore {
             }
             drop(Connection::take(connection));
         }
-        let mut checkout = self.checkout(Work::Read, false).await?;
+        let mut checkout = self.checkout(Work::Read, false, false).await?;
         checkout.home = home;
         Ok((checkout, false))
     }

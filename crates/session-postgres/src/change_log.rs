@@ -25,6 +25,7 @@
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -62,17 +63,25 @@ const CHANGES_TABLE: &str = "session.changes";
 /// as data.
 pub const CHANGES_CHANNEL: &str = "session_changes";
 
-/// Wakes other readers after this store's writes commit: one `NOTIFY` on
-/// [`CHANGES_CHANNEL`], from a statement of its own on a pooled connection,
-/// never from the writing transaction (a notifying commit takes a lock
-/// PostgreSQL holds for the whole server across the commit's WAL flush).
-/// Coalesced, never delayed: a write that commits while a wake-up is being
-/// sent is announced by the next one, sent as soon as that one is done.
-/// Best effort: a wake-up that cannot be sent costs readers only their
-/// poll interval.
+/// Wakes other readers after this store's writes commit, in one of two
+/// ways. A write that finds no other of this store's writes in flight asks
+/// for the wake-up at its own commit ([`crate::call::WAKE_AT_COMMIT`]): its
+/// transaction's first log entry sends the `NOTIFY`, which PostgreSQL
+/// delivers as it commits, so readers hear of it with no round trip after.
+/// Every other write is announced by one `NOTIFY` on [`CHANGES_CHANNEL`]
+/// from a statement of its own on a pooled connection, after the commit:
+/// a notifying commit holds a lock PostgreSQL takes for the whole server
+/// across the commit's WAL flush, so notifying commits queue behind each
+/// other, which costs writers only when their commits overlap. Coalesced,
+/// never delayed: a write that commits while a wake-up is being sent is
+/// announced by the next one, sent as soon as that one is done. Best
+/// effort: a wake-up that cannot be sent costs readers only their poll
+/// interval.
 pub(crate) struct Waker {
     pending: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+    /// This store's writes the log records, from checkout to finish.
+    writing: AtomicUsize,
 }
 
 impl Waker {
@@ -91,12 +100,55 @@ impl Waker {
                 }
             }
         });
-        Self { pending, task }
+        Self {
+            pending,
+            task,
+            writing: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a write the log will record as in flight until the returned
+    /// [`Wake`] is dropped; its commit wakes the readers itself if no other
+    /// was in flight when it began.
+    pub(crate) fn writing(self: &Arc<Self>) -> Wake {
+        let alone = self.writing.fetch_add(1, Ordering::AcqRel) == 0;
+        Wake {
+            waker: Arc::clone(self),
+            at_commit: alone,
+        }
     }
 
     /// Asks for a wake-up after a write committed; returns at once.
-    pub(crate) fn wake(&self) {
+    fn wake(&self) {
         self.pending.notify_one();
+    }
+}
+
+/// One write the change log records, in flight: who wakes the log's
+/// readers once it commits.
+pub(crate) struct Wake {
+    waker: Arc<Waker>,
+    at_commit: bool,
+}
+
+impl Wake {
+    /// Whether the write's own commit sends the wake-up.
+    pub(crate) const fn at_commit(&self) -> bool {
+        self.at_commit
+    }
+
+    /// The write committed a change: wakes the readers, unless its commit
+    /// already did.
+    pub(crate) fn changed(self) {
+        if !self.at_commit {
+            self.waker.wake();
+        }
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        self.waker.writing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -67,7 +67,7 @@ pub struct PgSessionStore {
     /// [`wake_ups`](session_core::port::change_log::ChangeLog::wake_ups) listen.
     pub(crate) wake_ups: bool,
     /// Wakes other readers of the change log after this store's writes.
-    waker: Arc<Waker>,
+    pub(crate) waker: Arc<Waker>,
     /// The change log's reader's connection between reads
     /// ([`log_connection`](Self::log_connection)).
     pub(crate) log_reader: crate::call::KeptConnection,
@@ -611,13 +611,13 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         let statement = diesel::insert_into(sessions::table)
             .values(NewSessionRow::from(session))
             .execute(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;
         self.finish("insert session", outcome, connection).await?;
-        self.waker.wake();
+        wake.changed();
         Ok(())
     }
 
@@ -631,7 +631,7 @@ impl SessionStore for PgSessionStore {
     ) -> Result<LimitedInsert, StoreError> {
         let account = *session.account_id.as_uuid();
         let max = i64::from(limit.max.get());
-        let mut connection = self.write_transaction().await?;
+        let (mut connection, wake) = self.change_transaction().await?;
         let statements = async {
             diesel::sql_query(LOCK_ACCOUNT)
                 .bind::<diesel::sql_types::Integer, _>(ACCOUNT_LOCK_SPACE)
@@ -678,7 +678,7 @@ impl SessionStore for PgSessionStore {
         let Some(evicted) = evicted else {
             return Ok(LimitedInsert::Refused);
         };
-        self.waker.wake();
+        wake.changed();
         Ok(LimitedInsert::Inserted {
             evicted: evicted
                 .into_iter()
@@ -734,7 +734,7 @@ impl SessionStore for PgSessionStore {
         reason: RevocationReason,
         by: Option<Revoker>,
     ) -> Result<RevokeOutcome, StoreError> {
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         let statement = RevokeOne {
             id: *id.as_uuid(),
             at,
@@ -747,7 +747,7 @@ impl SessionStore for PgSessionStore {
             self.finish("revoke session", outcome, connection).await?;
         Ok(match (revoked_hash, stored_hash) {
             (Some(bytes), _) => {
-                self.waker.wake();
+                wake.changed();
                 RevokeOutcome::Revoked {
                     token_hash: token_hash(*id.as_uuid(), &bytes)?,
                 }
@@ -770,7 +770,7 @@ impl SessionStore for PgSessionStore {
         reason: RevocationReason,
         by: Option<Revoker>,
     ) -> Result<Vec<TokenHash>, StoreError> {
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         // One statement: the sessions it revokes are exactly the ones it returns.
         let statement = diesel::update(sessions::table)
             .filter(sessions::account_id.eq(account.as_uuid()))
@@ -792,7 +792,7 @@ impl SessionStore for PgSessionStore {
             .finish("revoke all sessions of an account", outcome, connection)
             .await?;
         if !revoked.is_empty() {
-            self.waker.wake();
+            wake.changed();
         }
         revoked
             .into_iter()
@@ -1029,7 +1029,7 @@ impl SessionStore for PgSessionStore {
         at: OffsetDateTime,
         reason: RevocationReason,
     ) -> Result<Exclusive<Vec<RevokedSession>>, StoreError> {
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         let statement = diesel::sql_query(job_batch(
             &idle(after.is_some()),
             "UPDATE session.sessions AS s SET revoked_at = $5, revocation_reason = $6 \
@@ -1050,7 +1050,7 @@ impl SessionStore for PgSessionStore {
             return Ok(Exclusive::Busy);
         };
         if !taken.is_empty() {
-            self.waker.wake();
+            wake.changed();
         }
         revoked_sessions(taken).map(Exclusive::Done)
     }
@@ -1085,7 +1085,7 @@ impl SessionStore for PgSessionStore {
         at: OffsetDateTime,
         by: Option<Revoker>,
     ) -> Result<OffsetDateTime, StoreError> {
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         let statement = diesel::sql_query(RAISE_NOT_BEFORE)
             .bind::<Timestamptz, _>(at)
             .bind::<Nullable<Text>, _>(by.as_ref().map(Revoker::as_str))
@@ -1095,7 +1095,7 @@ impl SessionStore for PgSessionStore {
             .finish("raise the not-before mark", outcome, connection)
             .await?;
         // Logged by the table's trigger when it moved: wake the followers.
-        self.waker.wake();
+        wake.changed();
         stored_instant(raised.mark.unix_micros()).ok_or_else(|| {
             let reason = session_core::validation::ValidationError::new(
                 session_core::validation::Field::NotBefore,
@@ -1141,7 +1141,7 @@ impl SessionStore for PgSessionStore {
              ORDER BY s.id LIMIT $4",
             after_condition(after.is_some())
         );
-        let mut connection = self.connection(Work::Write).await?;
+        let (mut connection, wake) = self.change().await?;
         let statement = diesel::sql_query(job_batch(
             &chosen,
             "UPDATE session.sessions AS s \
@@ -1169,7 +1169,7 @@ impl SessionStore for PgSessionStore {
             return Ok(Exclusive::Busy);
         };
         if !taken.is_empty() {
-            self.waker.wake();
+            wake.changed();
         }
         revoked_sessions(taken).map(Exclusive::Done)
     }

@@ -1150,6 +1150,90 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
     nothing_heard(&prober, &mut heard, "a write that logged nothing").await;
 }
 
+/// The store's write that finds none other of its writes in flight wakes
+/// readers from its own commit; one that overlaps another is announced
+/// after its commit by the store's `NOTIFY`, a statement of its own (a
+/// notifying commit holds a server-wide lock across its WAL flush, so only
+/// writes that overlap nothing may notify from their commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_write_wakes_readers_at_its_commit_and_an_overlapping_one_after_it() {
+    let (database, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let (_prober, mut heard) = listener(database.url(), "probe").await;
+    let observer = sql_client(database.url()).await;
+    // What the backend that sent a notification ran last.
+    let last_statement = async |pid: i32| -> String {
+        observer
+            .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap()
+            .get(0)
+    };
+
+    let (_, first) = session_at(account(), epoch());
+    store.insert(&first).await.unwrap();
+    let (channel, pid) = next_heard(&mut heard).await;
+    assert_eq!(channel, CHANGES_CHANNEL);
+    let sent_by = last_statement(pid).await;
+    assert!(sent_by.starts_with("INSERT"), "lone insert: {sent_by}");
+
+    // A revocation held in flight behind a row lock, and an insert meanwhile.
+    let blocker = sql_client(database.url()).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM session.sessions WHERE id = '{}' FOR UPDATE",
+            first.id
+        ))
+        .await
+        .unwrap();
+    let revoking = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .revoke(
+                    first.id,
+                    epoch(),
+                    session_core::RevocationReason::LOGOUT,
+                    None,
+                )
+                .await
+        }
+    });
+    session_test_process::until_async("the revocation waits for the lock", Duration::from_secs(60), async || {
+        observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity                  WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await
+    .unwrap();
+    let (_, second) = session_at(account(), epoch());
+    store.insert(&second).await.unwrap();
+    let (channel, pid) = next_heard(&mut heard).await;
+    assert_eq!(channel, CHANGES_CHANNEL);
+    let sent_by = last_statement(pid).await;
+    assert_eq!(
+        sent_by,
+        format!("NOTIFY {CHANGES_CHANNEL}"),
+        "overlapping insert"
+    );
+
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    within_a_minute(revoking).await.unwrap().unwrap();
+    let (channel, pid) = next_heard(&mut heard).await;
+    assert_eq!(channel, CHANGES_CHANNEL);
+    let sent_by = last_statement(pid).await;
+    assert!(
+        sent_by.starts_with("WITH revoked AS (UPDATE"),
+        "the revocation, alone when it began: {sent_by}"
+    );
+}
+
 /// A database URL for a new login role, `<name>_<database>` (roles are the
 /// server's, not the database's), that holds exactly the grants of
 /// docs/ARCHITECTURE.md.
