@@ -101,9 +101,10 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          The store's pool has as many connections as there are writers; the floor gives \
          each task a connection of its own. As in session-app, the writing service follows \
          the change log itself: each INSERT, the floor's too, fires the trigger that logs \
-         it; the service's store also sends a NOTIFY after its commits (at once, unless \
-         one is in flight: commits meanwhile share the next), and the service applies its \
-         own changes. The tables are \
+         it; the service's store wakes the followers, from the commit of a write that \
+         finds none other of its writes in flight (session.wake_at_commit), else with a \
+         NOTIFY after the commit (at once, unless one is in flight: commits meanwhile \
+         share the next), and the service applies its own changes. The tables are \
          emptied (TRUNCATE) before every subject's round, so each writes into a table of \
          the same size.",
     );
@@ -682,7 +683,7 @@ fn micros(elapsed: Duration) -> u64 {
 }
 
 /// The INSERT trigger's function, `session.log_inserted`, as migrated (it
-/// only logs; the writing store wakes readers after its commit) and as it
+/// only logs; the writing store asks for the wake-up) and as it
 /// was before (it also sent NOTIFY from the writing transaction), and which
 /// of the two the database has now: the probe that shows what waking from
 /// inside the transaction cost.
