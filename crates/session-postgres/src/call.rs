@@ -60,8 +60,9 @@ pub(crate) struct Limits {
 }
 
 /// The server setting that makes a transaction's first change-log entry
-/// send the `NOTIFY` that wakes the log's readers, at its commit (migration
-/// `2026-12-07-000003_wake_at_commit`). Every write sets it, `on` or `off`,
+/// that takes something away (a revocation, a truncation, a not-before
+/// mark) send the `NOTIFY` that wakes the log's readers, at its commit
+/// (migration `2026-12-07-000003_wake_at_commit`). Every write sets it, `on` or `off`,
 /// in its checkout's round trip, so a value left on a pooled connection
 /// never decides.
 pub(crate) const WAKE_AT_COMMIT: &str = "session.wake_at_commit";
@@ -234,11 +235,11 @@ impl PgSessionStore {
         self.checkout(work, per_transaction, false).await
     }
 
-    /// As [`connection`](Self::connection) for a write the change log
-    /// records, with the [`Wake`] that says who wakes the log's readers once
-    /// it commits: its own commit when no other such write of this store is
-    /// in flight, else the store's coalesced wake-up. Keep the `Wake` until
-    /// the call is finished, and call [`Wake::changed`] if it changed anything.
+    /// As [`connection`](Self::connection) for a write that may revoke,
+    /// with the [`Wake`] that says who wakes the log's readers once it
+    /// commits: its own commit when no other such write of this store is in
+    /// flight, else the store's coalesced wake-up. Keep the `Wake` until the
+    /// call is finished, and call [`Wake::changed`] if it changed anything.
     pub(crate) async fn change(&self) -> Result<(Checkout, Wake), StoreError> {
         let per_transaction = self.limits.statements == Statements::PerTransaction;
         let wake = self.waker.writing();

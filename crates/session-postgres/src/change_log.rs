@@ -64,23 +64,26 @@ const CHANGES_TABLE: &str = "session.changes";
 pub const CHANGES_CHANNEL: &str = "session_changes";
 
 /// Wakes other readers after this store's writes commit, in one of two
-/// ways. A write that finds no other of this store's writes in flight asks
-/// for the wake-up at its own commit ([`crate::call::WAKE_AT_COMMIT`]): its
-/// transaction's first log entry sends the `NOTIFY`, which PostgreSQL
-/// delivers as it commits, so readers hear of it with no round trip after.
-/// Every other write is announced by one `NOTIFY` on [`CHANGES_CHANNEL`]
-/// from a statement of its own on a pooled connection, after the commit:
-/// a notifying commit holds a lock PostgreSQL takes for the whole server
-/// across the commit's WAL flush, so notifying commits queue behind each
-/// other, which costs writers only when their commits overlap. Coalesced,
-/// never delayed: a write that commits while a wake-up is being sent is
-/// announced by the next one, sent as soon as that one is done. Best
-/// effort: a wake-up that cannot be sent costs readers only their poll
-/// interval.
+/// ways. A write that may revoke (a revocation, a limited insert, a raised
+/// not-before mark) and finds no other of this store's in flight asks for
+/// the wake-up at its own commit ([`crate::call::WAKE_AT_COMMIT`]): its
+/// transaction's first entry that takes something away sends the `NOTIFY`,
+/// which PostgreSQL delivers as it commits, so followers hear of a
+/// revocation with no round trip after it. Every other write is announced
+/// by one `NOTIFY` on [`CHANGES_CHANNEL`] from a statement of its own on a
+/// pooled connection, after the commit. A notifying commit holds a lock
+/// PostgreSQL takes for the whole server across the commit's WAL flush, so
+/// notifying commits queue behind each other: hence only revoking writes,
+/// and only those that overlap none, notify from their commits. Creates,
+/// the bulk of writes, never do: a follower that has not applied one yet
+/// decides its token by reading the log anyway. Coalesced, never delayed: a
+/// write that commits while a wake-up is being sent is announced by the
+/// next one, sent as soon as that one is done. Best effort: a wake-up that
+/// cannot be sent costs readers only their poll interval.
 pub(crate) struct Waker {
     pending: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
-    /// This store's writes the log records, from checkout to finish.
+    /// This store's writes that may revoke, from checkout to finish.
     writing: AtomicUsize,
 }
 
@@ -107,7 +110,7 @@ impl Waker {
         }
     }
 
-    /// Counts a write the log will record as in flight until the returned
+    /// Counts a write that may revoke as in flight until the returned
     /// [`Wake`] is dropped; its commit wakes the readers itself if no other
     /// was in flight when it began.
     pub(crate) fn writing(self: &Arc<Self>) -> Wake {
@@ -119,13 +122,13 @@ impl Waker {
     }
 
     /// Asks for a wake-up after a write committed; returns at once.
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.pending.notify_one();
     }
 }
 
-/// One write the change log records, in flight: who wakes the log's
-/// readers once it commits.
+/// One write that may revoke, in flight: who wakes the log's readers once
+/// it commits.
 pub(crate) struct Wake {
     waker: Arc<Waker>,
     at_commit: bool,
@@ -137,10 +140,11 @@ impl Wake {
         self.at_commit
     }
 
-    /// The write committed a change: wakes the readers, unless its commit
-    /// already did.
-    pub(crate) fn changed(self) {
-        if !self.at_commit {
+    /// The write committed a change, which `revoked` says took something
+    /// away (logged an entry other than a creation): wakes the readers,
+    /// unless its commit already did.
+    pub(crate) fn changed(self, revoked: bool) {
+        if !(self.at_commit && revoked) {
             self.waker.wake();
         }
     }

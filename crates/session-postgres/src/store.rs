@@ -611,13 +611,15 @@ impl SessionStore for PgSessionStore {
         otel.kind = "client", db.system.name = "postgresql",
         db.operation.name = "INSERT", db.collection.name = "session.sessions"))]
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let (mut connection, wake) = self.change().await?;
+        let mut connection = self.connection(Work::Write).await?;
         let statement = diesel::insert_into(sessions::table)
             .values(NewSessionRow::from(session))
             .execute(&mut connection);
         let outcome = self.bounded(Work::Write, statement).await;
         self.finish("insert session", outcome, connection).await?;
-        wake.changed();
+        // A create never wakes from its commit: a follower that has not
+        // read it yet decides the token by reading its log anyway.
+        self.waker.wake();
         Ok(())
     }
 
@@ -678,7 +680,7 @@ impl SessionStore for PgSessionStore {
         let Some(evicted) = evicted else {
             return Ok(LimitedInsert::Refused);
         };
-        wake.changed();
+        wake.changed(!evicted.is_empty());
         Ok(LimitedInsert::Inserted {
             evicted: evicted
                 .into_iter()
@@ -747,7 +749,7 @@ impl SessionStore for PgSessionStore {
             self.finish("revoke session", outcome, connection).await?;
         Ok(match (revoked_hash, stored_hash) {
             (Some(bytes), _) => {
-                wake.changed();
+                wake.changed(true);
                 RevokeOutcome::Revoked {
                     token_hash: token_hash(*id.as_uuid(), &bytes)?,
                 }
@@ -792,7 +794,7 @@ impl SessionStore for PgSessionStore {
             .finish("revoke all sessions of an account", outcome, connection)
             .await?;
         if !revoked.is_empty() {
-            wake.changed();
+            wake.changed(true);
         }
         revoked
             .into_iter()
@@ -1050,7 +1052,7 @@ impl SessionStore for PgSessionStore {
             return Ok(Exclusive::Busy);
         };
         if !taken.is_empty() {
-            wake.changed();
+            wake.changed(true);
         }
         revoked_sessions(taken).map(Exclusive::Done)
     }
@@ -1095,7 +1097,7 @@ impl SessionStore for PgSessionStore {
             .finish("raise the not-before mark", outcome, connection)
             .await?;
         // Logged by the table's trigger when it moved: wake the followers.
-        wake.changed();
+        wake.changed(true);
         stored_instant(raised.mark.unix_micros()).ok_or_else(|| {
             let reason = session_core::validation::ValidationError::new(
                 session_core::validation::Field::NotBefore,
@@ -1169,7 +1171,7 @@ impl SessionStore for PgSessionStore {
             return Ok(Exclusive::Busy);
         };
         if !taken.is_empty() {
-            wake.changed();
+            wake.changed(true);
         }
         revoked_sessions(taken).map(Exclusive::Done)
     }

@@ -11,16 +11,20 @@
 -- overlaps no other pays nothing for it.
 --
 -- So a transaction whose connection has the setting session.wake_at_commit
--- set to 'on' notifies from its first log entry, and the notification goes
--- out when the transaction commits (or not at all, if it rolls back). The
--- store turns the setting on only for a write that finds no other of its
+-- set to 'on' notifies from its first log entry that takes something away
+-- (a revocation 'r', a truncation 't', a raised not-before mark 'n'), and
+-- the notification goes out when the transaction commits (or not at all,
+-- if it rolls back). Creations ('c') never notify from the commit: they
+-- are the bulk of writes, and a follower that has not applied one yet
+-- decides its token by reading the log anyway. The store turns the setting
+-- on only for a write that may revoke and finds no other such write of its
 -- own in flight, and off for every other write, at the checkout round trip
 -- it already makes; every other write keeps the store's coalesced wake-up
 -- after the commit. Other SQL never sets it and wakes no one, as before.
 --
 -- BEFORE, per row, with the setting in the WHEN clause: an AFTER trigger's
 -- WHEN is evaluated as rows are queued, so a revoke-all of thousands would
--- call the function once per entry. Here the first entry's call turns the
+-- call the function once per entry. Here the first such entry's call turns the
 -- setting off for the rest of its transaction (set_config's is_local), so
 -- the function runs once per transaction and an entry costs only the WHEN.
 -- At the transaction's end the connection's own value comes back.
@@ -43,5 +47,5 @@ REVOKE EXECUTE ON FUNCTION session.wake_at_commit() FROM PUBLIC;
 CREATE TRIGGER changes_wake_at_commit
     BEFORE INSERT ON session.changes
     FOR EACH ROW
-    WHEN (current_setting('session.wake_at_commit', true) = 'on')
+    WHEN (NEW.kind <> 'c' AND current_setting('session.wake_at_commit', true) = 'on')
     EXECUTE FUNCTION session.wake_at_commit();

@@ -1086,9 +1086,10 @@ fn insert_sql(sessions: &[&session_core::Session]) -> String {
 
 /// A transaction whose connection sets `session.wake_at_commit` to `on`
 /// sends one `NOTIFY session_changes`, from its own backend, when it commits
-/// its first log entry: none before the commit, one however many entries,
-/// none if it rolls back or logs nothing. Other SQL (the setting unset or
-/// `off`) wakes no one; readers find its writes when they poll.
+/// a log entry that takes something away: none before the commit, one
+/// however many entries, none if it rolls back, logs nothing or only
+/// creates. Other SQL (the setting unset or `off`) wakes no one; readers
+/// find its writes when they poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
     let (database, _store) = fresh_store().await;
@@ -1114,6 +1115,15 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
         .await
         .unwrap();
     nothing_heard(&prober, &mut heard, "a write with the setting off").await;
+    let (_, created) = session_at(account(), epoch());
+    writer
+        .batch_execute(&format!(
+            "SET session.wake_at_commit = on; {}",
+            insert_sql(&[&created])
+        ))
+        .await
+        .unwrap();
+    nothing_heard(&prober, &mut heard, "a creation alone").await;
 
     writer
         .batch_execute(&format!(
@@ -1130,7 +1140,7 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
         (CHANGES_CHANNEL.to_owned(), writer_pid),
         "at the commit, from the writing backend"
     );
-    nothing_heard(&prober, &mut heard, "once for six entries").await;
+    nothing_heard(&prober, &mut heard, "once for seven entries").await;
 
     let (_, rolled_back) = session_at(account(), epoch());
     writer
@@ -1150,87 +1160,95 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
     nothing_heard(&prober, &mut heard, "a write that logged nothing").await;
 }
 
-/// The store's write that finds none other of its writes in flight wakes
-/// readers from its own commit; one that overlaps another is announced
-/// after its commit by the store's `NOTIFY`, a statement of its own (a
-/// notifying commit holds a server-wide lock across its WAL flush, so only
-/// writes that overlap nothing may notify from their commit).
+/// The store's revocation that finds no other write that may revoke in
+/// flight wakes readers from its own commit; one that overlaps another,
+/// and every create, is announced after its commit by the store's `NOTIFY`,
+/// a statement of its own (a notifying commit holds a server-wide lock
+/// across its WAL flush, so only writes that overlap none notify from their
+/// commits, and creates, the bulk of writes, never do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_write_wakes_readers_at_its_commit_and_an_overlapping_one_after_it() {
+async fn a_lone_revocation_wakes_readers_at_its_commit_and_others_after_theirs() {
     let (database, store) = fresh_store().await;
     let store = Arc::new(store);
     let (_prober, mut heard) = listener(database.url(), "probe").await;
     let observer = sql_client(database.url()).await;
-    // What the backend that sent a notification ran last.
-    let last_statement = async |pid: i32| -> String {
+    // What the backend that sent the next notification ran last.
+    let mut sent_by = async || -> String {
+        let (channel, pid) = next_heard(&mut heard).await;
+        assert_eq!(channel, CHANGES_CHANNEL);
         observer
             .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
             .await
             .unwrap()
             .get(0)
     };
+    let logout = || session_core::RevocationReason::LOGOUT;
+    let sessions: Vec<_> = (0..3).map(|_| session_at(account(), epoch()).1).collect();
+    for session in &sessions {
+        store.insert(session).await.unwrap();
+        let sender = sent_by().await;
+        assert_eq!(sender, format!("NOTIFY {CHANGES_CHANNEL}"), "a create");
+    }
 
-    let (_, first) = session_at(account(), epoch());
-    store.insert(&first).await.unwrap();
-    let (channel, pid) = next_heard(&mut heard).await;
-    assert_eq!(channel, CHANGES_CHANNEL);
-    let sent_by = last_statement(pid).await;
-    assert!(sent_by.starts_with("INSERT"), "lone insert: {sent_by}");
+    store
+        .revoke(sessions[0].id, epoch(), logout(), None)
+        .await
+        .unwrap();
+    let sender = sent_by().await;
+    assert!(
+        sender.starts_with("WITH revoked AS (UPDATE"),
+        "a lone revocation: {sender}"
+    );
 
-    // A revocation held in flight behind a row lock, and an insert meanwhile.
+    // A revocation held in flight behind a row lock, and another meanwhile.
     let blocker = sql_client(database.url()).await;
     blocker
         .batch_execute(&format!(
             "BEGIN; SELECT 1 FROM session.sessions WHERE id = '{}' FOR UPDATE",
-            first.id
+            sessions[1].id
         ))
         .await
         .unwrap();
-    let revoking = tokio::spawn({
+    let held = tokio::spawn({
         let store = Arc::clone(&store);
-        async move {
-            store
-                .revoke(
-                    first.id,
-                    epoch(),
-                    session_core::RevocationReason::LOGOUT,
-                    None,
+        let id = sessions[1].id;
+        async move { store.revoke(id, epoch(), logout(), None).await }
+    });
+    session_test_process::until_async(
+        "the revocation waits for the lock",
+        Duration::from_secs(60),
+        async || {
+            observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                    &[],
                 )
                 .await
-        }
-    });
-    session_test_process::until_async("the revocation waits for the lock", Duration::from_secs(60), async || {
-        observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity                  WHERE wait_event_type = 'Lock' AND datname = current_database()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    })
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
     .await
     .unwrap();
-    let (_, second) = session_at(account(), epoch());
-    store.insert(&second).await.unwrap();
-    let (channel, pid) = next_heard(&mut heard).await;
-    assert_eq!(channel, CHANGES_CHANNEL);
-    let sent_by = last_statement(pid).await;
+    store
+        .revoke(sessions[2].id, epoch(), logout(), None)
+        .await
+        .unwrap();
+    let sender = sent_by().await;
     assert_eq!(
-        sent_by,
+        sender,
         format!("NOTIFY {CHANGES_CHANNEL}"),
-        "overlapping insert"
+        "an overlapping revocation"
     );
 
     blocker.batch_execute("ROLLBACK").await.unwrap();
-    within_a_minute(revoking).await.unwrap().unwrap();
-    let (channel, pid) = next_heard(&mut heard).await;
-    assert_eq!(channel, CHANGES_CHANNEL);
-    let sent_by = last_statement(pid).await;
+    within_a_minute(held).await.unwrap().unwrap();
+    let sender = sent_by().await;
     assert!(
-        sent_by.starts_with("WITH revoked AS (UPDATE"),
-        "the revocation, alone when it began: {sent_by}"
+        sender.starts_with("WITH revoked AS (UPDATE"),
+        "the held revocation, alone when it began: {sender}"
     );
 }
 
