@@ -101,10 +101,10 @@ pub(crate) fn run(ctx: &Context) -> anyhow::Result<Vec<Section>> {
          The store's pool has as many connections as there are writers; the floor gives \
          each task a connection of its own. As in session-app, the writing service follows \
          the change log itself: each INSERT, the floor's too, fires the trigger that logs \
-         it; the service's store wakes the followers, from the commit of a write that \
-         finds none other of its writes in flight (session.wake_at_commit), else with a \
-         NOTIFY after the commit (at once, unless one is in flight: commits meanwhile \
-         share the next), and the service applies its own changes. The tables are \
+         it; the service's store also sends a NOTIFY after its commits (at once, unless \
+         one is in flight: commits meanwhile share the next; only a revocation that \
+         overlaps no other notifies from its own commit, never a create), and the service \
+         applies its own changes. The tables are \
          emptied (TRUNCATE) before every subject's round, so each writes into a table of \
          the same size.",
     );
