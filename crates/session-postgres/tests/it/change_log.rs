@@ -1102,34 +1102,35 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
         .get(0);
     let sessions: Vec<_> = (0..4).map(|_| session_at(account(), epoch()).1).collect();
 
-    writer
-        .batch_execute(&insert_sql(&[&sessions[0]]))
-        .await
-        .unwrap();
-    nothing_heard(&prober, &mut heard, "a write without the setting").await;
-    writer
-        .batch_execute(&format!(
-            "SET session.wake_at_commit = off; {}",
-            insert_sql(&[&sessions[1]])
-        ))
-        .await
-        .unwrap();
-    nothing_heard(&prober, &mut heard, "a write with the setting off").await;
     let (_, created) = session_at(account(), epoch());
-    writer
-        .batch_execute(&format!(
-            "SET session.wake_at_commit = on; {}",
-            insert_sql(&[&created])
-        ))
-        .await
-        .unwrap();
-    nothing_heard(&prober, &mut heard, "a creation alone").await;
+    let (_, rolled_back) = session_at(account(), epoch());
+    let revoke_all = "UPDATE session.sessions SET revoked_at = now() WHERE revoked_at IS NULL";
+    let silent = [
+        (insert_sql(&[&sessions[0]]), "a write without the setting"),
+        (
+            format!(
+                "SET session.wake_at_commit = off; {}",
+                insert_sql(&[&sessions[1]])
+            ),
+            "a write with the setting off",
+        ),
+        (
+            format!(
+                "SET session.wake_at_commit = on; {}",
+                insert_sql(&[&created])
+            ),
+            "a creation alone",
+        ),
+    ];
+    for (sql, what) in &silent {
+        writer.batch_execute(sql).await.unwrap();
+        nothing_heard(&prober, &mut heard, what).await;
+    }
 
     writer
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL session.wake_at_commit = on; {}; {}",
+            "BEGIN; SET LOCAL session.wake_at_commit = on; {}; {revoke_all}",
             insert_sql(&[&sessions[2], &sessions[3]]),
-            "UPDATE session.sessions SET revoked_at = now() WHERE revoked_at IS NULL"
         ))
         .await
         .unwrap();
@@ -1142,22 +1143,23 @@ async fn a_write_asking_for_it_wakes_readers_once_at_its_commit() {
     );
     nothing_heard(&prober, &mut heard, "once for seven entries").await;
 
-    let (_, rolled_back) = session_at(account(), epoch());
-    writer
-        .batch_execute(&format!(
-            "BEGIN; SET LOCAL session.wake_at_commit = on; {}; ROLLBACK",
-            insert_sql(&[&rolled_back])
-        ))
-        .await
-        .unwrap();
-    nothing_heard(&prober, &mut heard, "a rolled-back write").await;
-    writer
-        .batch_execute(
-            "SET session.wake_at_commit = on;              UPDATE session.sessions SET revoked_at = now() WHERE revoked_at IS NULL",
-        )
-        .await
-        .unwrap();
-    nothing_heard(&prober, &mut heard, "a write that logged nothing").await;
+    let silent = [
+        (
+            format!(
+                "BEGIN; SET LOCAL session.wake_at_commit = on; {}; {revoke_all}; ROLLBACK",
+                insert_sql(&[&rolled_back])
+            ),
+            "a revocation rolled back",
+        ),
+        (
+            format!("SET session.wake_at_commit = on; {revoke_all}"),
+            "a write that logged nothing",
+        ),
+    ];
+    for (sql, what) in &silent {
+        writer.batch_execute(sql).await.unwrap();
+        nothing_heard(&prober, &mut heard, what).await;
+    }
 }
 
 /// The store's revocation that finds no other write that may revoke in
