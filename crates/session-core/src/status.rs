@@ -200,7 +200,8 @@ pub enum ResolveOutcome {
     /// active session another process created.
     CaughtUpActive,
     /// Not in the cache, even once it had applied the change log up to a
-    /// read that started after the resolve did: invalid, exactly.
+    /// read that started after the resolve did, or revoked by a read applied
+    /// while the resolve waited for one: invalid, exactly.
     CaughtUpInactive,
     /// Not in the cache and answered invalid at once: the cache is complete
     /// (no change log), or the hash was revoked recently or found absent

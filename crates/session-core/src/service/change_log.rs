@@ -20,8 +20,8 @@
 //! however loaded the machine; at
 //! saturation a woken follower would otherwise read back to back and take
 //! the writers' CPU, and with the pause its reads come less often and each
-//! brings more entries. Reads a miss asks for are paced by the miss path
-//! instead, and polls not at all.
+//! brings more entries. Reads misses start are spaced by the miss path
+//! instead (from each other only), and polls not at all.
 //!
 //! Staleness is measured, not assumed: a read that reaches the end of the
 //! log proves every change committed before it started is applied, so the
@@ -116,8 +116,10 @@ impl SessionService {
         let mut cursor: Option<LogCursor> = None;
         let mut retry = FIRST_RETRY;
         let mut pruned_at = inner.clock.monotonic();
+        // When the last read that misses started began: only those are
+        // spaced, so a miss right after a woken read waits for no slot.
+        let mut miss_read_at: Option<tokio::time::Instant> = None;
         loop {
-            let read_at = tokio::time::Instant::now();
             let step = match cursor.as_mut() {
                 None => match self.load_everything(log).await {
                     // Read the log at once: the load itself took time.
@@ -182,8 +184,10 @@ impl SessionService {
                 } => {}
                 () = async {
                     inner.catch_ups.wanted().await;
-                    wait_until(read_at + MISS_READ_SPACING).await;
-                } => {}
+                    if let Some(at) = miss_read_at {
+                        wait_until(at + MISS_READ_SPACING).await;
+                    }
+                } => miss_read_at = Some(tokio::time::Instant::now()),
                 () = tokio::time::sleep(inner.pacing.poll_interval) => {}
             }
         }

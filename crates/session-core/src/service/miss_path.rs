@@ -5,11 +5,14 @@
 //! of the change log that *starts after the miss arrived*, waits until that
 //! read and every page after it are applied, and looks in the cache again:
 //! found means active, absent means invalid, exactly, whatever the login
-//! rate. Misses never read the store themselves: all that wait at once share
-//! one log read, and they ask for at most one every [`MISS_READ_SPACING`],
-//! so a flood of random tokens costs the database a bounded number of
-//! cheap queries, never one per token. (Kubernetes serves its watch cache
-//! the same way: KEP-2340, "consistent reads from cache".)
+//! rate. A read applied meanwhile that revokes the token ends the wait at
+//! once: revoked is final, so no later read could change the answer.
+//! Misses never read the store themselves: all that wait at once share
+//! one log read, and the reads they start are at least
+//! [`MISS_READ_SPACING`] apart, so a flood of random tokens costs the
+//! database a bounded number of cheap queries, never one per token.
+//! (Kubernetes serves its watch cache the same way: KEP-2340, "consistent
+//! reads from cache".)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +26,10 @@ use crate::session::SessionIdentity;
 use crate::status::ResolveOutcome;
 use crate::token::TokenHash;
 
-/// The least time between the starts of two log reads that misses ask for:
-/// at most 200 a second per instance, however many misses arrive. A read
-/// asked for by a wake-up or the poll interval is not held back, and serves
-/// the misses waiting then too.
+/// The least time between the starts of two log reads that misses start:
+/// at most 200 a second per instance, however many misses arrive. Reads
+/// started by a wake-up or the poll interval neither wait for this nor
+/// delay a miss's read, and serve the misses waiting then too.
 pub(super) const MISS_READ_SPACING: Duration = Duration::from_millis(5);
 
 /// The follower's catch-ups, numbered as they start, so a miss can wait for
@@ -72,19 +75,42 @@ impl CatchUps {
         self.wanted.notified().await;
     }
 
-    /// Waits until a catch-up that started after this call has finished, at
-    /// most `limit`. `false` if none did in time.
-    async fn after_now(&self, limit: Duration) -> bool {
+    /// Waits until a catch-up that started after this call has finished, or
+    /// until `revoked()` holds after any catch-up, at most `limit`.
+    async fn after_now(&self, limit: Duration, revoked: impl Fn() -> bool) -> Waited {
         let mut finished = self.finished.subscribe();
         // Any catch-up numbered past the current count starts after now, so
         // its first read's snapshot follows whatever committed before the miss.
         let target = self.started.load(Ordering::SeqCst) + 1;
         self.wanted.notify_one();
-        matches!(
-            tokio::time::timeout(limit, finished.wait_for(|&done| done >= target)).await,
-            Ok(Ok(_))
-        )
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if *finished.borrow_and_update() >= target {
+                return Waited::CaughtUp;
+            }
+            if revoked() {
+                return Waited::Revoked;
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, finished.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Waited::TimedOut;
+            }
+        }
     }
+}
+
+/// How a miss's wait for the change log ended.
+enum Waited {
+    /// A catch-up that started after the miss arrived has finished.
+    CaughtUp,
+    /// An earlier catch-up applied the token's revocation: final, since a
+    /// revoked session never becomes active again, so no later read can
+    /// change the answer.
+    Revoked,
+    /// The log could not be read in time.
+    TimedOut,
 }
 
 /// A miss that could not be decided in time: the log could not be read.
@@ -108,9 +134,14 @@ impl Inner {
         }
         self.stats.miss_waits.fetch_add(1, Ordering::Relaxed);
         let limit = self.pacing.max_staleness;
-        if !self.catch_ups.after_now(limit).await {
-            let err = StoreError::Unavailable(Box::new(NotCaughtUp(limit)));
-            return (Err(Error::Store(err)), ResolveOutcome::StoreUnavailable);
+        let revoked = || self.was_revoked(&hash, self.clock.monotonic());
+        match self.catch_ups.after_now(limit, revoked).await {
+            Waited::CaughtUp => {}
+            Waited::Revoked => return (Err(Error::InvalidToken), ResolveOutcome::CaughtUpInactive),
+            Waited::TimedOut => {
+                let err = StoreError::Unavailable(Box::new(NotCaughtUp(limit)));
+                return (Err(Error::Store(err)), ResolveOutcome::StoreUnavailable);
+            }
         }
         match self.cache.get(&hash) {
             Some(identity) => (Ok(identity), ResolveOutcome::CaughtUpActive),

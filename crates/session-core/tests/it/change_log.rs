@@ -747,3 +747,81 @@ async fn at_200_writes_a_second_a_revocation_is_read_at_once() {
          (time is paused: no scheduling noise)"
     );
 }
+
+/// A miss whose token a read already in flight revokes is answered when
+/// that read is applied: revoked is final, so it waits for no read that
+/// started after it. Here B reads a creation and its revocation, made by
+/// another process, in one read of 10 ms, and the miss arrives as that read
+/// starts.
+#[tokio::test(start_paused = true)]
+async fn a_miss_ends_when_a_read_in_flight_revokes_its_token() {
+    let read_takes = std::time::Duration::from_millis(10);
+    let (log, _a, b) = pair_with_slow_log(read_takes).await;
+    // B's reads from starting up end.
+    tokio::time::sleep(2 * read_takes).await;
+    let reads = log.reads();
+    let (token, session) =
+        session_core::testkit::session_at(account(), session_core::testkit::epoch());
+    // The memory store answers at once: B runs only once this task waits,
+    // so both writes' wake-ups wake it once and its read finds both.
+    log.inner.insert(&session).await.unwrap();
+    log.inner
+        .revoke(
+            session.id,
+            session_core::testkit::epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
+        .await
+        .unwrap();
+    while log.reads() == reads {
+        tokio::task::yield_now().await;
+    }
+    let asked_at = tokio::time::Instant::now();
+    let answer = b.service.resolve(token.expose_secret()).await;
+    assert!(matches!(answer, Err(Error::InvalidToken)), "{answer:?}");
+    assert_eq!(
+        asked_at.elapsed(),
+        read_takes,
+        "the miss waited past the read that revoked its token (time is paused)"
+    );
+    assert_eq!(
+        b.service
+            .status()
+            .resolves
+            .get(ResolveOutcome::CaughtUpInactive),
+        1
+    );
+}
+
+/// A miss just after a read woken by a wake-up starts its own read at
+/// once: only the reads misses start are spaced (5 ms), from each other.
+#[tokio::test(start_paused = true)]
+async fn a_miss_right_after_a_woken_read_reads_at_once() {
+    let read_takes = std::time::Duration::from_millis(1);
+    let (log, a, b) = pair_with_slow_log(read_takes).await;
+    // B's reads from starting up end.
+    tokio::time::sleep(2 * read_takes).await;
+    let reads = log.reads();
+    a.service
+        .create(account(), ClientMetadata::default())
+        .await
+        .unwrap();
+    while log.reads() == reads {
+        tokio::task::yield_now().await;
+    }
+    // The woken read has ended; the next 5 ms slot from its start is 3 ms away.
+    tokio::time::sleep(2 * read_takes).await;
+    assert_eq!(log.reads(), reads + 1);
+    let asked_at = tokio::time::Instant::now();
+    let answer = b
+        .service
+        .resolve(SessionToken::generate().expose_secret())
+        .await;
+    assert!(matches!(answer, Err(Error::InvalidToken)), "{answer:?}");
+    assert_eq!(
+        asked_at.elapsed(),
+        read_takes,
+        "a miss waited for a slot no other miss had taken (time is paused)"
+    );
+}
