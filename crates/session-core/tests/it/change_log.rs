@@ -99,6 +99,19 @@ async fn gated_pair() -> (Arc<GatedStore>, Instance, Instance) {
     pair_on(Arc::new(GatedStore::default())).await
 }
 
+/// Revokes `session` in `store` directly, as another process would.
+async fn revoke_in(store: &dyn SessionStore, session: &session_core::Session) {
+    store
+        .revoke(
+            session.id,
+            session_core::testkit::epoch(),
+            session_core::RevocationReason::LOGOUT,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
 fn applied(instance: &Instance) -> u64 {
     instance.service.status().change_log_stats.changes_applied
 }
@@ -200,15 +213,7 @@ async fn a_write_made_directly_in_the_store_is_seen_by_both() {
         (1, 1),
         "inserted by the change, not a miss read"
     );
-    store
-        .revoke(
-            session.id,
-            session_core::testkit::epoch(),
-            session_core::RevocationReason::LOGOUT,
-            None,
-        )
-        .await
-        .unwrap();
+    revoke_in(store.as_ref(), &session).await;
     until(|| a.cache.is_empty() && b.cache.is_empty(), "both drop it").await;
     assert!(a.service.resolve(token.expose_secret()).await.is_err());
     assert!(b.service.resolve(token.expose_secret()).await.is_err());
@@ -765,15 +770,7 @@ async fn a_miss_ends_when_a_read_in_flight_revokes_its_token() {
     // The memory store answers at once: B runs only once this task waits,
     // so both writes' wake-ups wake it once and its read finds both.
     log.inner.insert(&session).await.unwrap();
-    log.inner
-        .revoke(
-            session.id,
-            session_core::testkit::epoch(),
-            session_core::RevocationReason::LOGOUT,
-            None,
-        )
-        .await
-        .unwrap();
+    revoke_in(log.inner.as_ref(), &session).await;
     while log.reads() == reads {
         tokio::task::yield_now().await;
     }
