@@ -318,7 +318,7 @@ async fn created_on_a_resolve_on_b_at_once(a: &Server, b: &Server, count: usize)
     }
 }
 
-/// 400 sessions created at full speed on A are each resolved on B at once,
+/// 1,000 sessions created at full speed on A are each resolved on B at once,
 /// all 200: half alone, half while random tokens flood B's forward auth,
 /// every one of which is answered 401 (never 503). The flood alone costs B
 /// at most 200 reads of the change log a second.
@@ -326,7 +326,7 @@ async fn created_on_a_resolve_on_b_at_once(a: &Server, b: &Server, count: usize)
 async fn fresh_logins_resolve_on_another_instance_at_once_through_a_flood() {
     let database = TestDatabase::create();
     let (a, b) = pair(&database).await;
-    created_on_a_resolve_on_b_at_once(&a, &b, 200).await;
+    created_on_a_resolve_on_b_at_once(&a, &b, 500).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = tokio::spawn(flood(b.url("/v1/forward-auth"), Arc::clone(&stop)));
@@ -344,7 +344,7 @@ async fn fresh_logins_resolve_on_another_instance_at_once_through_a_flood() {
         read <= 202.0 * elapsed + 5.0,
         "{read} log reads in {elapsed:.2} s under the flood"
     );
-    created_on_a_resolve_on_b_at_once(&a, &b, 200).await;
+    created_on_a_resolve_on_b_at_once(&a, &b, 500).await;
     stop.store(true, Ordering::Relaxed);
     let (refused, other) = flooding.await.unwrap();
     assert_eq!(other, 0, "every random token is refused 401");
