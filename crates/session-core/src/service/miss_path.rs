@@ -88,14 +88,15 @@ impl CatchUps {
             if *finished.borrow_and_update() >= target {
                 return Waited::CaughtUp;
             }
-            if revoked() {
-                return Waited::Revoked;
-            }
             if !matches!(
                 tokio::time::timeout_at(deadline, finished.changed()).await,
                 Ok(Ok(()))
             ) {
                 return Waited::TimedOut;
+            }
+            // Looked at after each catch-up: the caller looked before the wait.
+            if revoked() {
+                return Waited::Revoked;
             }
         }
     }
@@ -120,9 +121,10 @@ struct NotCaughtUp(Duration);
 
 impl Inner {
     /// The miss path: answered at once when the hash was revoked recently
-    /// or found absent by an earlier miss; otherwise after the cache has caught up with the change log as of
-    /// now, within the staleness bound. Returns the outcome with the answer,
-    /// for the caller to count.
+    /// or found absent by an earlier miss; otherwise after the cache has
+    /// caught up with the change log as of now, or a read has revoked the
+    /// hash meanwhile, within the staleness bound. Returns the outcome with
+    /// the answer, for the caller to count.
     pub(super) async fn consistent_miss(
         self: &Arc<Self>,
         hash: TokenHash,
