@@ -658,7 +658,7 @@ impl session_core::port::change_log::ChangeLogDecorator for SlowLog {
 }
 
 /// A on a store; B on the same store, reading its log through a
-/// [`SlowLog`].
+/// [`SlowLog`], its reads from starting up ended.
 async fn pair_with_slow_log(read_takes: std::time::Duration) -> (Arc<SlowLog>, Instance, Instance) {
     let store = Arc::new(MemoryStore::new());
     let slow = Arc::new(SlowLog {
@@ -667,7 +667,20 @@ async fn pair_with_slow_log(read_takes: std::time::Duration) -> (Arc<SlowLog>, I
         started: std::sync::Mutex::default(),
     });
     let (a, b) = pair_reading(store, slow.clone()).await;
+    // B reports ready while a read from its start-up may still be in
+    // flight: let it end, so no test begins inside one.
+    tokio::time::sleep(2 * read_takes).await;
     (slow, a, b)
+}
+
+/// Waits, without letting time pass, until B's read after the first
+/// `reads` starts. Only call it when a read is due at once: while this
+/// spins, paused time cannot advance, so a read in flight never ends and
+/// one waiting on a timer never starts.
+async fn next_read_starts(log: &SlowLog, reads: usize) {
+    while log.reads() == reads {
+        tokio::task::yield_now().await;
+    }
 }
 
 fn log_reads(instance: &Instance) -> u64 {
@@ -726,9 +739,7 @@ async fn at_200_writes_a_second_a_revocation_is_read_at_once() {
             .await
             .unwrap();
         // B's read of the creation starts; no time passes meanwhile.
-        while log.reads() == reads {
-            tokio::task::yield_now().await;
-        }
+        next_read_starts(&log, reads).await;
         let revoked_at = tokio::time::Instant::now();
         a.service
             .revoke(created.session.id, session_core::RevocationReason::LOGOUT)
@@ -762,8 +773,6 @@ async fn at_200_writes_a_second_a_revocation_is_read_at_once() {
 async fn a_miss_ends_when_a_read_in_flight_revokes_its_token() {
     let read_takes = std::time::Duration::from_millis(10);
     let (log, _a, b) = pair_with_slow_log(read_takes).await;
-    // B's reads from starting up end.
-    tokio::time::sleep(2 * read_takes).await;
     let reads = log.reads();
     let (token, session) =
         session_core::testkit::session_at(account(), session_core::testkit::epoch());
@@ -771,9 +780,7 @@ async fn a_miss_ends_when_a_read_in_flight_revokes_its_token() {
     // so both writes' wake-ups wake it once and its read finds both.
     log.inner.insert(&session).await.unwrap();
     revoke_in(log.inner.as_ref(), &session).await;
-    while log.reads() == reads {
-        tokio::task::yield_now().await;
-    }
+    next_read_starts(&log, reads).await;
     let asked_at = tokio::time::Instant::now();
     let answer = b.service.resolve(token.expose_secret()).await;
     assert!(matches!(answer, Err(Error::InvalidToken)), "{answer:?}");
@@ -797,16 +804,12 @@ async fn a_miss_ends_when_a_read_in_flight_revokes_its_token() {
 async fn a_miss_right_after_a_woken_read_reads_at_once() {
     let read_takes = std::time::Duration::from_millis(1);
     let (log, a, b) = pair_with_slow_log(read_takes).await;
-    // B's reads from starting up end.
-    tokio::time::sleep(2 * read_takes).await;
     let reads = log.reads();
     a.service
         .create(account(), ClientMetadata::default())
         .await
         .unwrap();
-    while log.reads() == reads {
-        tokio::task::yield_now().await;
-    }
+    next_read_starts(&log, reads).await;
     // The woken read has ended; the next 5 ms slot from its start is 3 ms away.
     tokio::time::sleep(2 * read_takes).await;
     assert_eq!(log.reads(), reads + 1);
